@@ -1,0 +1,7 @@
+"""``python -m mailconduit`` runs the CLI."""
+
+import sys
+
+from mailconduit.cli import main
+
+sys.exit(main())

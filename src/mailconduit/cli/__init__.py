@@ -1,0 +1,75 @@
+"""The ``mailconduit`` command line.
+
+Every command turns :class:`~mailconduit.errors.MailconduitError` into one line on
+stderr and an exit status: 0 success, 1 the operation was tried and failed, 2 bad
+usage or invalid input. No traceback reaches a user for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer._click import exceptions as click_exc  # typer vendors click
+
+from mailconduit.errors import MailconduitError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="mailconduit",
+    help="Deliver rows of data as e-mail through an SMTP server.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register() -> None:
+    from mailconduit.cli import connections, export, runs, serve, sink, users
+
+    app.add_typer(connections.app, name="connections")
+    app.add_typer(sink.app, name="sink")
+    app.add_typer(runs.app, name="runs")
+    app.add_typer(users.app, name="users")
+    export.register(app)
+    serve.register(app)
+
+
+_register()
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    print(f"mailconduit: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    try:
+        result = app(args=argv, prog_name="mailconduit", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except click_exc.NoArgsIsHelpError as exc:
+        print(exc.format_message() if hasattr(exc, 'format_message') else exc, file=sys.stderr)
+        return 2
+    except click_exc.UsageError as exc:
+        message = exc.format_message().replace("\n", " ")
+        print(f"mailconduit: {message} (see --help)", file=sys.stderr)
+        return 2
+    except click_exc.ClickException as exc:
+        print(f"mailconduit: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Abort:
+        print("mailconduit: aborted", file=sys.stderr)
+        return 130
+    except MailconduitError as exc:
+        print(f"mailconduit: {' '.join(str(exc).splitlines())}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mailconduit: interrupted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,54 @@
+"""Where mailconduit keeps its state: one home directory, chosen by MAILCONDUIT_HOME.
+
+Everything a command writes (database, key file, sink mailbox and certificate,
+uploads) lives under it, so tests and users can isolate state by setting one variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["database_url", "home", "key_file", "sink_dir", "uploads_dir"]
+
+
+def home() -> Path:
+    """The home directory (created with mode 0700 on first use)."""
+    env = os.environ.get("MAILCONDUIT_HOME", "").strip()
+    if env:
+        path = Path(env).expanduser()
+    else:
+        import platformdirs
+
+        path = Path(platformdirs.user_data_dir("mailconduit", appauthor=False))
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def database_url() -> str:
+    """The store: MAILCONDUIT_DB (a SQLAlchemy URL), else SQLite under the home directory."""
+    url = os.environ.get("MAILCONDUIT_DB", "").strip()
+    if url:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        elif url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url[len("postgres://") :]
+        return url
+    return f"sqlite:///{home() / 'mailconduit.db'}"
+
+
+def key_file() -> Path:
+    """The Fernet key file used when MAILCONDUIT_KEY is not set."""
+    return home() / "secret.key"
+
+
+def sink_dir() -> Path:
+    path = home() / "sink"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def uploads_dir() -> Path:
+    path = home() / "uploads"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
