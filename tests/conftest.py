@@ -1,0 +1,82 @@
+"""Fixtures shared by the whole suite: an isolated MAILCONDUIT_HOME, the CLI, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("MAILCONDUIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own MAILCONDUIT_HOME and store; nothing leaks between tests."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("MAILCONDUIT_HOME", str(path))
+    monkeypatch.delenv("MAILCONDUIT_DB", raising=False)
+    monkeypatch.delenv("MAILCONDUIT_KEY", raising=False)
+    for var in list(os.environ):
+        if var.startswith("MAILCONDUIT_CONN_"):
+            monkeypatch.delenv(var)
+    yield path
+    from mailconduit.db import dispose_all
+
+    dispose_all()
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Run ``mailconduit ARGS`` in-process; returns exit code and captured stdout/stderr."""
+    import io
+    import sys
+
+    from mailconduit.cli import main
+
+    def run(*args: str, stdin: str | None = None) -> CliResult:
+        capsys.readouterr()
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the local server, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    name = "mc_" + secrets.token_hex(6)
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:  # pragma: no cover - the machine starts PostgreSQL
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        from mailconduit.db import dispose_all
+
+        dispose_all()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
