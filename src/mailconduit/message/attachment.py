@@ -1,0 +1,155 @@
+"""Attachments: content with a file name, files loaded only from inside a base directory.
+
+Path traversal is refused three ways: absolute paths, ``..`` components, and any path that
+resolves (through symlinks) outside the base directory. Non-ASCII file names are written
+with RFC 2231 ``filename*`` plus a safe ASCII ``filename`` fallback.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+from mailconduit.errors import ConfigError, FieldError, RowError
+from mailconduit.message.header import check_header_value
+
+__all__ = ["Attachment", "disposition_params", "load_attachment", "validate_attachment"]
+
+MAX_FILENAME_CHARS = 255
+_CONTENT_TYPE_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+)
+_PLAIN_FILENAME_RE = re.compile(r"[A-Za-z0-9 !#$%&'()*+,\-.=@\[\]^_`{}~]{1,70}")
+_FALLBACK_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._()+,=@ -]+")
+_ATTR_CHARS = "!#$&+-.^_`|~"
+_CONTINUATION_CHUNK = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file to attach: the name the recipient sees, its bytes and its MIME type."""
+
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+
+
+def validate_attachment(attachment: Attachment, *, row_key: str = "") -> None:
+    """Raise RowError for a file name or content type that cannot go into a header safely."""
+    name = attachment.filename
+    check_header_value(name, field="attachment filename", row_key=row_key)
+    if not name.strip():
+        raise RowError("attachment filename is empty", row_key)
+    if "/" in name or "\\" in name:
+        raise RowError(f"attachment filename {name!r} contains a path separator", row_key)
+    if len(name) > MAX_FILENAME_CHARS:
+        raise RowError(
+            f"attachment filename is longer than {MAX_FILENAME_CHARS} characters", row_key
+        )
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise RowError(f"attachment filename {name!r} contains a control character", row_key)
+    ctype = attachment.content_type
+    if not _CONTENT_TYPE_RE.fullmatch(ctype):
+        raise RowError(
+            f"attachment content type {ctype!r} is not of the form type/subtype", row_key
+        )
+    if ctype.lower().startswith(("multipart/", "message/")):
+        raise RowError(
+            f"attachment content type {ctype!r} cannot be sent base64; "
+            "use application/octet-stream",
+            row_key,
+        )
+
+
+def _ascii_fallback(name: str) -> str:
+    """A plain ASCII file name for readers that ignore ``filename*``; keeps the extension."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or not (ext.isascii() and ext.isalnum() and len(ext) <= 10):
+        stem, ext = name, ""
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    cleaned = _FALLBACK_UNSAFE_RE.sub("_", ascii_stem).strip(" ._")
+    if not cleaned.strip("_"):
+        cleaned = "attachment"
+    return cleaned[:50].rstrip(" ") + (f".{ext}" if ext else "")
+
+
+def disposition_params(filename: str) -> list[str]:
+    """The ``filename`` parameters as header tokens (continuations for long names)."""
+    if (
+        _PLAIN_FILENAME_RE.fullmatch(filename)
+        and filename == filename.strip()
+        and "=?" not in filename
+    ):
+        return [f'filename="{filename}"']
+    encoded = "utf-8''" + quote(filename.encode("utf-8"), safe=_ATTR_CHARS)
+    fallback = f'filename="{_ascii_fallback(filename)}"'
+    if len(encoded) <= _CONTINUATION_CHUNK + 10:
+        return [f"filename*={encoded};", fallback]
+    tokens: list[str] = []
+    start = 0
+    while start < len(encoded):
+        end = min(start + _CONTINUATION_CHUNK, len(encoded))
+        percent = encoded.rfind("%", max(end - 2, start), end)
+        if percent != -1 and end < len(encoded):
+            end = percent
+        tokens.append(f"filename*{len(tokens)}*={encoded[start:end]};")
+        start = end
+    tokens.append(fallback)
+    return tokens
+
+
+def load_attachment(
+    path_text: str, *, base_dir: Path, row_key: str = "", max_bytes: int | None = None
+) -> Attachment:
+    """Read ``path_text`` (relative, rendered per row) from inside ``base_dir``.
+
+    Absolute paths, ``..``, symlinks leading outside, missing files and non-files are
+    row errors; a missing base directory is a configuration error.
+    """
+    shown = path_text if len(path_text) <= 200 else path_text[:200] + "..."
+    check_header_value(path_text, field="attachment path", row_key=row_key)
+    if not path_text.strip():
+        raise RowError("attachment path is empty", row_key)
+    parts = PurePosixPath(path_text.replace("\\", "/"))
+    if parts.is_absolute() or re.match(r"[A-Za-z]:", path_text):
+        raise RowError(
+            f"attachment path {shown!r} is absolute; only relative paths are allowed", row_key
+        )
+    if ".." in parts.parts:
+        raise RowError(
+            f"attachment path {shown!r} contains '..'; it must stay inside the base directory",
+            row_key,
+        )
+    try:
+        base = base_dir.resolve(strict=True)
+    except OSError:
+        raise ConfigError.for_fields(
+            "attachments", [FieldError("attach_dir", f"directory {str(base_dir)!r} does not exist")]
+        ) from None
+    try:
+        target = (base / Path(*parts.parts)).resolve(strict=True)
+    except FileNotFoundError:
+        raise RowError(f"attachment {shown!r} not found in {str(base)!r}", row_key) from None
+    except (OSError, RuntimeError) as exc:
+        raise RowError(
+            f"attachment {shown!r} cannot be opened: {exc.__class__.__name__}", row_key
+        ) from None
+    if not target.is_relative_to(base):
+        raise RowError(f"attachment {shown!r} resolves outside the attachment directory", row_key)
+    if not target.is_file():
+        raise RowError(f"attachment {shown!r} is not a regular file", row_key)
+    try:
+        with target.open("rb") as handle:
+            content = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise RowError(f"attachment {shown!r} cannot be read: {exc.strerror}", row_key) from None
+    if max_bytes is not None and len(content) > max_bytes:
+        raise RowError(f"attachment {shown!r} is larger than {max_bytes} bytes", row_key)
+    guessed = mimetypes.guess_type(parts.name, strict=False)[0] or "application/octet-stream"
+    if guessed.startswith(("message/", "multipart/")):
+        guessed = "application/octet-stream"
+    return Attachment(parts.name, content, guessed)

@@ -1,0 +1,295 @@
+"""Build the bytes of one message directly: about 50 times faster than ``EmailMessage``.
+
+The output is what ``EmailMessage`` + ``policy.SMTP`` would produce in substance: CRLF line
+ends, RFC 2047 headers folded within 78 characters where possible (never 998), MIME parts
+with 7bit / quoted-printable / base64 bodies. It is NOT dot-stuffed: the SMTP client does
+that. Property tests parse every message back with the email package to prove it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+from mailconduit.errors import AddressError, RowError
+from mailconduit.message.addresses import Address, make_address
+from mailconduit.message.attachment import (
+    Attachment,
+    disposition_params,
+    load_attachment,
+    validate_attachment,
+)
+from mailconduit.message.charset import OutputCharset, resolve_charset
+from mailconduit.message.header import (
+    check_header_name,
+    encode_address_header,
+    encode_unstructured_header,
+    fold_header,
+)
+from mailconduit.message.htmltext import html_to_text
+from mailconduit.message.transfer import EncodedBody, encode_binary, encode_text
+
+__all__ = ["AttachmentSource", "BuiltMessage", "build_message", "make_message_id"]
+
+#: What may be passed as an attachment: ready content, a (filename, bytes, type) triple,
+#: or a path relative to ``attachment_dir``.
+AttachmentSource = Attachment | tuple[str, bytes, str] | str | os.PathLike[str]
+_MESSAGE_ID_RE = re.compile(r"<[!-;=?-~]{1,120}@[!-;=?-~]{1,120}>")
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltMessage:
+    """A message ready for SMTP: the bytes (CRLF, not dot-stuffed) and its envelope."""
+
+    data: bytes
+    envelope_from: str
+    envelope_recipients: tuple[str, ...]
+    needs_smtputf8: bool
+    message_id: str
+
+    @property
+    def size(self) -> int:
+        """Octets of ``data``, to compare with the server's SIZE limit."""
+        return len(self.data)
+
+
+def make_message_id(run_id: str, row_key: str, domain: str) -> str:
+    """A Message-ID that is the same every time for (run, row): resends can be de-duplicated."""
+    ascii_domain = make_address(f"message-id@{domain}").ascii_domain
+    digest = hashlib.sha256(f"{run_id}\x00{row_key}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"<{digest[:20]}.{digest[20:32]}.mc@{ascii_domain}>"
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_header(
+    name: str, addresses: tuple[Address, ...], charset: OutputCharset, smtputf8: bool
+) -> str:
+    return encode_address_header(name, addresses, charset, smtputf8=smtputf8)
+
+
+def _date_header(date: datetime) -> str:
+    """``Date:`` to the second; cached per second, since a run sends many in the same one."""
+    return _date_header_cached(date.replace(microsecond=0), date.utcoffset())
+
+
+@functools.lru_cache(maxsize=64)
+def _date_header_cached(date: datetime, offset: timedelta | None) -> str:
+    # ``offset`` is part of the key: equal instants in two time zones are printed differently.
+    return f"Date: {format_datetime(date)}\r\n"
+
+
+def _text_headers(subtype: str, charset: OutputCharset, body: EncodedBody) -> str:
+    return (
+        f'Content-Type: text/{subtype}; charset="{charset.name}"\r\n'
+        f"Content-Transfer-Encoding: {body.transfer_encoding}\r\n"
+    )
+
+
+def _boundaries(message_id: str, attempt: int) -> tuple[str, str]:
+    seed = hashlib.blake2b(f"{message_id}/{attempt}".encode(), digest_size=12).hexdigest()
+    return f"=_mc_{seed}_m", f"=_mc_{seed}_a"
+
+
+def _multipart(
+    subtype: str, boundary: str, parts: Sequence[tuple[str, bytes]]
+) -> tuple[str, bytes]:
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    chunks: list[bytes] = []
+    for headers, body in parts:
+        chunks += [delimiter, headers.encode("ascii"), b"\r\n", body, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode("ascii"))
+    return f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"\r\n', b"".join(chunks)
+
+
+def _attachment_part(attachment: Attachment) -> tuple[str, bytes]:
+    disposition = fold_header(
+        "Content-Disposition:", ["attachment;", *disposition_params(attachment.filename)]
+    )
+    headers = (
+        f"Content-Type: {attachment.content_type}\r\n"
+        f"{disposition}Content-Transfer-Encoding: base64\r\n"
+    )
+    return headers, encode_binary(attachment.content).data
+
+
+def _resolve_attachments(
+    sources: Sequence[AttachmentSource], attachment_dir: Path | None, row_key: str
+) -> list[Attachment]:
+    resolved: list[Attachment] = []
+    for source in sources:
+        if isinstance(source, Attachment):
+            attachment = source
+        elif isinstance(source, tuple):
+            attachment = Attachment(*source)
+        else:
+            if attachment_dir is None:
+                raise RowError(
+                    f"attachment {os.fspath(source)!r} is a path but no attachment directory "
+                    "was given",
+                    row_key,
+                )
+            attachment = load_attachment(
+                os.fspath(source), base_dir=attachment_dir, row_key=row_key
+            )
+        validate_attachment(attachment, row_key=row_key)
+        resolved.append(attachment)
+    return resolved
+
+
+def _custom_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    charset: OutputCharset,
+    row_key: str,
+) -> list[str]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    seen: set[str] = set()
+    lines = []
+    for name, value in items:
+        check_header_name(name, row_key=row_key)
+        if name.lower() in seen:
+            raise RowError(f"custom header {name!r} is given twice", row_key)
+        seen.add(name.lower())
+        lines.append(
+            encode_unstructured_header(
+                name, value, charset, field=f"header {name}", row_key=row_key
+            )
+        )
+    return lines
+
+
+def _check_smtputf8(
+    fields: Iterable[tuple[str, Sequence[Address]]], smtputf8: bool, row_key: str
+) -> bool:
+    needed = False
+    for field, addresses in fields:
+        for address in addresses:
+            if address.needs_smtputf8:
+                if not smtputf8:
+                    raise AddressError(
+                        f"{field}: address {address.envelope!r} has a non-ASCII local part and "
+                        "needs SMTPUTF8, which is not available for this message",
+                        address.envelope,
+                        row_key,
+                    )
+                needed = True
+    return needed
+
+
+def build_message(
+    *,
+    from_: Address,
+    to: Sequence[Address] = (),
+    cc: Sequence[Address] = (),
+    bcc: Sequence[Address] = (),
+    reply_to: Sequence[Address] | Address | None = None,
+    subject: str = "",
+    text_body: str | None = None,
+    html_body: str | None = None,
+    attachments: Sequence[AttachmentSource] = (),
+    attachment_dir: Path | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    message_id: str,
+    date: datetime | None = None,
+    charset: str = "utf-8",
+    smtputf8: bool = False,
+    envelope_from: Address | None = None,
+    row_key: str = "",
+) -> BuiltMessage:
+    """Build one message; any value that cannot be sent safely raises a RowError subclass.
+
+    ``html_body`` makes a multipart/alternative with ``text_body`` (or, when that is None, a
+    plain text generated from the HTML). Bcc recipients are in the envelope only.
+    ``smtputf8=True`` allows raw UTF-8 local parts; otherwise such an address is refused.
+    """
+    cs = resolve_charset(charset)
+    if isinstance(reply_to, Address):
+        reply_to = (reply_to,)
+    reply_to = tuple(reply_to or ())
+    sender = envelope_from or from_
+    needs_smtputf8 = _check_smtputf8(
+        (("from", (from_, sender)), ("reply_to", reply_to), ("to", to), ("cc", cc), ("bcc", bcc)),
+        smtputf8,
+        row_key,
+    )
+    recipients = list(dict.fromkeys(a.envelope for group in (to, cc, bcc) for a in group))
+    if not recipients:
+        raise AddressError("no recipient: to, cc and bcc are all empty", "", row_key)
+    if not _MESSAGE_ID_RE.fullmatch(message_id):
+        raise RowError(f"message id {message_id[:130]!r} is not of the form <left@right>", row_key)
+
+    lines = [
+        _date_header(date or datetime.now(UTC)),
+        _address_header("From", (from_,), cs, smtputf8),
+    ]
+    if reply_to:
+        lines.append(_address_header("Reply-To", reply_to, cs, smtputf8))
+    if to:
+        lines.append(_address_header("To", tuple(to), cs, smtputf8))
+    if cc:
+        lines.append(_address_header("Cc", tuple(cc), cs, smtputf8))
+    lines.append(
+        encode_unstructured_header("Subject", subject, cs, field="subject", row_key=row_key)
+    )
+    lines.append(f"Message-ID: {message_id}\r\nMIME-Version: 1.0\r\n")
+    if headers:
+        lines.extend(_custom_headers(headers, cs, row_key))
+
+    files = _resolve_attachments(attachments, attachment_dir, row_key) if attachments else []
+    if html_body is None and not files:
+        body = encode_text(text_body or "", cs, field="text_body", row_key=row_key)
+        lines.append(_text_headers("plain", cs, body))
+        lines.append("\r\n")
+        data = "".join(lines).encode("utf-8") + body.data
+    else:
+        content_headers, payload = _mime_body(
+            cs, text_body, html_body, files, message_id=message_id, row_key=row_key
+        )
+        lines.append(content_headers)
+        lines.append("\r\n")
+        data = "".join(lines).encode("utf-8") + payload
+    return BuiltMessage(data, sender.envelope, tuple(recipients), needs_smtputf8, message_id)
+
+
+def _mime_body(
+    cs: OutputCharset,
+    text_body: str | None,
+    html_body: str | None,
+    files: Sequence[Attachment],
+    *,
+    message_id: str,
+    row_key: str,
+) -> tuple[str, bytes]:
+    """The Content-Type header and payload of a multipart body."""
+    if text_body is None and html_body is not None:
+        text_body = html_to_text(html_body)
+    text = encode_text(text_body or "", cs, field="text_body", row_key=row_key)
+    seven_bit = [text.data] if text.transfer_encoding == "7bit" else []
+    html = None
+    if html_body is not None:
+        html = encode_text(html_body, cs, field="html_body", row_key=row_key)
+        if html.transfer_encoding == "7bit":
+            seven_bit.append(html.data)
+    attempt = 0
+    mixed_boundary, alternative_boundary = _boundaries(message_id, attempt)
+    while any(
+        mixed_boundary[:-2].encode() in data for data in seven_bit
+    ):  # a 7bit body quoting our boundary (only on purpose): pick another
+        attempt += 1
+        mixed_boundary, alternative_boundary = _boundaries(message_id, attempt)
+    body: tuple[str, bytes] = (_text_headers("plain", cs, text), text.data)
+    if html is not None:
+        body = _multipart(
+            "alternative",
+            alternative_boundary,
+            [body, (_text_headers("html", cs, html), html.data)],
+        )
+    if files:
+        body = _multipart("mixed", mixed_boundary, [body, *map(_attachment_part, files)])
+    return body

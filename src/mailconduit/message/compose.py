@@ -1,0 +1,107 @@
+"""One row to one ready message: render the templates, parse the addresses, build the bytes.
+
+Every failure is a RowError (or subclass) carrying the row key and, when the field's
+template reads exactly one column, that column, so the report can say which cell is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mailconduit.errors import AddressError, RowError
+from mailconduit.message.addresses import Address, parse_address_list
+from mailconduit.message.attachment import Attachment
+from mailconduit.message.build import AttachmentSource, BuiltMessage, build_message
+from mailconduit.message.render import GROUP_MODE_NAMES, MessageTemplate
+
+__all__ = ["compose_message"]
+
+
+def _column_of(template: MessageTemplate, field: str) -> str:
+    """The single column a field's template reads, or "" when it reads none or several."""
+    columns = template.columns(field) - GROUP_MODE_NAMES
+    return next(iter(columns)) if len(columns) == 1 else ""
+
+
+def _addresses(template: MessageTemplate, text: str, field: str, row_key: str) -> list[Address]:
+    try:
+        return parse_address_list(text, field=field)
+    except AddressError as exc:
+        raise AddressError(exc.message, exc.address, row_key, _column_of(template, field)) from None
+
+
+def compose_message(
+    template: MessageTemplate,
+    row: Mapping[str, Any],
+    *,
+    row_key: str,
+    message_id: str,
+    default_from: Address | None = None,
+    default_reply_to: Sequence[Address] = (),
+    extras: Mapping[str, Any] | None = None,
+    extra_attachments: Sequence[Attachment] = (),
+    attachment_dir: Path | None = None,
+    date: datetime | None = None,
+    charset: str = "utf-8",
+    smtputf8: bool = True,
+) -> BuiltMessage:
+    """Render ``row`` with ``template`` and build the message.
+
+    ``default_from`` / ``default_reply_to`` (the connection's) apply when the template's
+    field renders empty. With ``smtputf8=True`` (the default) a UTF-8 local part is allowed
+    and flagged in ``needs_smtputf8``; the sender refuses the row if the server lacks it.
+    """
+    rendered = template.render(row, row_key=row_key, extras=extras)
+    if rendered.from_.strip():
+        senders = _addresses(template, rendered.from_, "from", row_key)
+        if len(senders) != 1:
+            raise AddressError(
+                f"from: expected one sender address, found {len(senders)}",
+                rendered.from_,
+                row_key,
+                _column_of(template, "from"),
+            )
+        sender = senders[0]
+    elif default_from is not None:
+        sender = default_from
+    else:
+        raise AddressError(
+            "from: no sender address (set one on the connection or the export)", "", row_key
+        )
+    to = _addresses(template, rendered.to, "to", row_key)
+    cc = _addresses(template, rendered.cc, "cc", row_key)
+    bcc = _addresses(template, rendered.bcc, "bcc", row_key)
+    reply_to = _addresses(template, rendered.reply_to, "reply_to", row_key)
+    if not (to or cc or bcc):
+        column = _column_of(template, "to")
+        raise AddressError("no recipient: to, cc and bcc all rendered empty", "", row_key, column)
+    attachments: list[AttachmentSource] = [*rendered.attachments, *extra_attachments]
+    try:
+        return build_message(
+            from_=sender,
+            to=to,
+            cc=cc,
+            bcc=bcc,
+            reply_to=reply_to or tuple(default_reply_to),
+            subject=rendered.subject,
+            text_body=rendered.text_body,
+            html_body=rendered.html_body,
+            attachments=attachments,
+            attachment_dir=attachment_dir,
+            headers=rendered.headers,
+            message_id=message_id,
+            date=date,
+            charset=charset,
+            smtputf8=smtputf8,
+            row_key=row_key,
+        )
+    except RowError as exc:
+        column = "" if exc.column else _column_of(template, exc.message.split(":", 1)[0])
+        if not column:
+            raise
+        if isinstance(exc, AddressError):
+            raise AddressError(exc.message, exc.address, row_key, column) from None
+        raise RowError(exc.message, row_key, column) from None

@@ -1,0 +1,170 @@
+"""A readable plain-text version of an HTML body, for the text part of multipart/alternative.
+
+Paragraphs and headings become blank-line separated blocks, list items get "- " or "1. ",
+table cells are joined with " | ", links are kept as "text (url)", entities are decoded,
+and script, style and head content is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+__all__ = ["html_to_text"]
+
+_PARAGRAPH_TAGS = frozenset(
+    {
+        "p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "dl", "table", "blockquote",
+        "pre", "figure", "address", "fieldset", "form", "hr",
+    }
+)  # fmt: skip
+_LINE_TAGS = frozenset(
+    {
+        "div", "section", "article", "header", "footer", "main", "aside", "nav", "tr",
+        "dt", "dd", "figcaption", "caption", "center", "details", "summary", "tbody", "thead",
+    }
+)  # fmt: skip
+_SKIP_TAGS = frozenset({"script", "style", "head", "title", "template", "noscript"})
+_VOID_TAGS = frozenset({"br", "img", "hr", "input", "meta", "link", "wbr", "col", "area", "source"})
+_WHITESPACE_RE = re.compile(r"[ \t\r\n\f\v\u00a0]+")
+_BLANK_LINES_RE = re.compile(r"\n{3,}")
+_HIDDEN_SCHEMES = ("#", "javascript:", "data:", "vbscript:")
+
+
+class _TextWriter(HTMLParser):
+    """Collects text pieces; line breaks are requested and written lazily before content."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._pending_breaks = 0
+        self._at_line_start = True
+        self._last_space = False
+        self._skip_depth = 0
+        self._pre_depth = 0
+        self._lists: list[list[int]] = []  # one [counter] per open list; -1 for bullets
+        self._links: list[tuple[str, int]] = []
+        self._cells_in_row = 0
+
+    def _request_break(self, count: int) -> None:
+        if self.out:
+            self._pending_breaks = max(self._pending_breaks, count)
+
+    def _write(self, text: str, *, raw: bool = False) -> None:
+        if self._pending_breaks:
+            self.out.append("\n" * self._pending_breaks)
+            self._pending_breaks = 0
+            self._at_line_start = True
+            self._last_space = False
+        if self._at_line_start and not (self._pre_depth or raw):
+            text = text.lstrip(" ")
+            if not text:
+                return
+        self.out.append(text)
+        self._at_line_start = text.endswith("\n")
+        self._last_space = text.endswith((" ", "\n"))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            if tag not in _VOID_TAGS:
+                self._skip_depth += 1
+            return
+        if self._skip_depth:
+            return
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "br":
+            self.out.append("\n")
+            self._pending_breaks = 0
+            self._at_line_start = True
+            self._last_space = True
+        elif tag == "hr":
+            self._request_break(2)
+            self._write("-" * 20)
+            self._request_break(2)
+        elif tag in ("ul", "ol"):
+            self._request_break(2 if not self._lists else 1)
+            self._lists.append([0 if tag == "ol" else -1])
+        elif tag == "li":
+            self._request_break(1)
+            indent = "  " * max(len(self._lists) - 1, 0)
+            if self._lists and self._lists[-1][0] >= 0:
+                self._lists[-1][0] += 1
+                self._write(f"{indent}{self._lists[-1][0]}. ", raw=True)
+            else:
+                self._write(f"{indent}- ", raw=True)
+        elif tag == "tr":
+            self._request_break(1)
+            self._cells_in_row = 0
+        elif tag in ("td", "th"):
+            if self._cells_in_row:
+                self._write(" | ")
+            self._cells_in_row += 1
+        elif tag == "a":
+            self._links.append((attributes.get("href", "").strip(), len(self.out)))
+        elif tag == "img":
+            alt = attributes.get("alt", "").strip()
+            if alt:
+                self.handle_data(alt)
+        elif tag in _PARAGRAPH_TAGS:
+            self._request_break(2)
+            if tag == "pre":
+                self._pre_depth += 1
+        elif tag in _LINE_TAGS:
+            self._request_break(1)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in _VOID_TAGS:
+            self.handle_endtag(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip_depth = max(self._skip_depth - 1, 0)
+            return
+        if self._skip_depth:
+            return
+        if tag in ("ul", "ol"):
+            if self._lists:
+                self._lists.pop()
+            self._request_break(2 if not self._lists else 1)
+        elif tag == "a" and self._links:
+            href, start = self._links.pop()
+            self._close_link(href, "".join(self.out[start:]).strip())
+        elif tag in _PARAGRAPH_TAGS:
+            if tag == "pre":
+                self._pre_depth = max(self._pre_depth - 1, 0)
+            self._request_break(2)
+        elif tag in _LINE_TAGS or tag == "li":
+            self._request_break(1)
+
+    def _close_link(self, href: str, text: str) -> None:
+        if not href or href.lower().startswith(_HIDDEN_SCHEMES):
+            return
+        shown = href[7:] if href.lower().startswith("mailto:") else href
+        if not text:
+            self._write(shown)
+        elif shown not in text:
+            self._write(f" ({shown})" if not self._last_space else f"({shown})")
+
+    def handle_data(self, data: str) -> None:
+        if self._skip_depth or not data:
+            return
+        if self._pre_depth:
+            self._write(data.replace("\r\n", "\n").replace("\r", "\n"))
+            return
+        data = _WHITESPACE_RE.sub(" ", data)
+        if self._last_space and data.startswith(" "):
+            data = data[1:]
+        if data:
+            self._write(data)
+
+
+def html_to_text(html: str) -> str:
+    """Convert an HTML document or fragment into readable plain text ending with a newline."""
+    writer = _TextWriter()
+    writer.feed(html)
+    writer.close()
+    text = "".join(writer.out)
+    lines = [line.rstrip(" ") for line in text.split("\n")]
+    text = _BLANK_LINES_RE.sub("\n\n", "\n".join(lines)).strip("\n")
+    return text + "\n" if text else ""

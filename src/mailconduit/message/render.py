@@ -1,0 +1,487 @@
+"""Message-field templates rendered per row in a Jinja2 sandbox, with undefined names as errors.
+
+All problems a template can have before any row is sent are found up front: syntax errors
+(at construction), unknown columns (:meth:`MessageTemplate.check`) and sandbox violations
+(:meth:`MessageTemplate.check_render`). Per-row failures raise :class:`RenderError` naming
+the field and, when it can be told, the column. Templates without markup skip Jinja, and
+templates made only of ``{{ name }}`` / ``{{ row["name"] }}`` substitutions use a direct
+path with the same output as Jinja.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import markupsafe
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment
+
+from mailconduit.errors import RenderError, RowError
+from mailconduit.message.header import check_header_name
+
+__all__ = [
+    "GROUP_MODE_NAMES",
+    "ROW_MODE_NAMES",
+    "TABLE_MODE_NAMES",
+    "MessageTemplate",
+    "RenderedMessage",
+]
+
+#: Names a template may use besides the columns, per export mode.
+ROW_MODE_NAMES = frozenset({"row"})
+TABLE_MODE_NAMES = frozenset({"rows", "count", "columns", "table_html", "table_text"})
+GROUP_MODE_NAMES = TABLE_MODE_NAMES | {"row", "group"}
+DEFAULT_MAX_FIELD_CHARS = 10_000
+DEFAULT_MAX_BODY_CHARS = 10_000_000
+_MARKUP_START = ("{{", "{%", "{#")
+_UNDEFINED_NAME_RE = re.compile(r"^'([^']+)' is undefined")
+_MISSING_KEY_RE = re.compile(r"^'dict object' has no attribute '([^']+)'")
+_HUGE_FORMAT_WIDTH_RE = re.compile(r"%[-+ #0]*(\d{6,}|\*)|\{[^{}]*?[:.][^{}]*?\d{6,}")
+_DICT_METHODS = frozenset(dir(dict))
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+
+
+def _finalize(value: Any) -> Any:
+    """None renders as an empty string, everything else as Jinja would."""
+    return "" if value is None else value
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, plus limits on operations that can allocate huge strings at once.
+
+    Intercepting ``*``, ``**`` and ``%`` also stops Jinja from folding them at compile time.
+    """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, *, max_chars: int, **options: Any) -> None:
+        super().__init__(undefined=StrictUndefined, finalize=_finalize, **options)
+        self.max_chars = max_chars
+        del self.globals["lipsum"]
+        for name in ("center", "indent", "wordwrap"):
+            self.filters[name] = self._guarded_filter(self.filters[name])
+        self.filters["format"] = self._guarded_format(self.filters["format"])
+        self.filters["replace"] = self._guarded_replace(self.filters["replace"])
+
+    def _too_large(self, what: str) -> SecurityError:
+        return SecurityError(f"{what} would produce more than {self.max_chars} characters")
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | bytes | list | tuple)
+                    and isinstance(count, int)
+                    and len(seq) * count > self.max_chars
+                ):
+                    raise self._too_large("repeating a value")
+        elif operator == "**":
+            if (
+                isinstance(right, int)
+                and right > 10_000
+                and isinstance(left, int)
+                and abs(left) > 1
+            ):
+                raise SecurityError("exponent too large")
+        elif operator == "%" and isinstance(left, str) and _HUGE_FORMAT_WIDTH_RE.search(left):
+            raise self._too_large("a format width")
+        return super().call_binop(context, operator, left, right)
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(obj, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(obj, "__name__", "")
+            numbers = [a for a in (*args, *kwargs.values()) if isinstance(a, int)]
+            if name in _PADDING_METHODS and any(n > self.max_chars for n in numbers):
+                raise self._too_large(f"str.{name}")
+            if name == "expandtabs" and numbers and owner.count("\t") * numbers[0] > self.max_chars:
+                raise self._too_large("str.expandtabs")
+            if name == "replace" and len(args) >= 2:
+                self._check_replace(owner, args[0], args[1])
+            if name in ("format", "format_map") and _HUGE_FORMAT_WIDTH_RE.search(owner):
+                raise self._too_large("a format width")
+        return super().call(context, obj, *args, **kwargs)
+
+    def _check_replace(self, text: Any, old: Any, new: Any) -> None:
+        if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+            hits = len(text) + 1 if not old else text.count(old)
+            if len(text) + hits * len(new) > self.max_chars:
+                raise self._too_large("replace")
+
+    def _guarded_filter(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            for value in (*args[1:], *kwargs.values()):
+                if (
+                    isinstance(value, int)
+                    and not isinstance(value, bool)
+                    and value > self.max_chars
+                ):
+                    raise self._too_large("a filter width")
+            return original(*args, **kwargs)
+
+        guarded.__dict__.update(getattr(original, "__dict__", {}))
+        return guarded
+
+    def _guarded_format(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(value: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(value, str) and _HUGE_FORMAT_WIDTH_RE.search(value):
+                raise self._too_large("a format width")
+            return original(value, *args, **kwargs)
+
+        return guarded
+
+    def _guarded_replace(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(eval_ctx: Any, value: Any, old: Any, new: Any, count: Any = None) -> Any:
+            self._check_replace(str(value), str(old), str(new))
+            return original(eval_ctx, value, old, new, count)
+
+        guarded.__dict__.update(getattr(original, "__dict__", {}))
+        return guarded
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    """The rendered text of every message field of one row (addresses not parsed yet)."""
+
+    to: str
+    cc: str
+    bcc: str
+    from_: str
+    reply_to: str
+    subject: str
+    text_body: str | None
+    html_body: str | None
+    attachments: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+
+
+class _Field:
+    """One compiled field template: constant, direct substitution, or full Jinja."""
+
+    __slots__ = ("columns", "constant", "field", "names", "parts", "template", "tree", "unsafe")
+
+    def __init__(self, field: str, source: str, env: _Sandbox) -> None:
+        self.field = field
+        self.constant: str | None = None
+        self.parts: list[tuple[int, str]] | None = None
+        self.names: frozenset[str] = frozenset()
+        self.columns: frozenset[str] = frozenset()
+        self.unsafe: list[str] = []
+        self.tree: nodes.Template | None = None
+        if not any(marker in source for marker in _MARKUP_START):
+            if not env.keep_trailing_newline and source.endswith("\n"):
+                source = source[:-2] if source.endswith("\r\n") else source[:-1]
+            self.constant = source
+            self.template = None
+            return
+        try:
+            self.tree = env.parse(source)
+            self.template = env.from_string(self.tree)
+        except TemplateSyntaxError as exc:
+            raise RenderError(
+                f"syntax error at line {exc.lineno}: {exc.message}", template=field
+            ) from None
+        self.names = frozenset(meta.find_undeclared_variables(self.tree))
+        lookups = set()
+        for node in self.tree.find_all((nodes.Getitem, nodes.Getattr)):
+            key = _static_row_key(node)
+            if key is not None:
+                lookups.add(key)
+            attr = _static_attribute(node)
+            if attr is not None and attr.startswith("_"):
+                self.unsafe.append(attr)
+        for node in self.tree.find_all(nodes.Filter):
+            if (
+                node.name == "attr"
+                and node.args
+                and isinstance(node.args[0], nodes.Const)
+                and str(node.args[0].value).startswith("_")
+            ):
+                self.unsafe.append(str(node.args[0].value))
+        self.columns = frozenset(lookups)
+        self.parts = _direct_parts(self.tree)
+
+    def render(self, context: dict[str, Any], *, escape: bool, limit: int) -> str:
+        if self.constant is not None:
+            text = self.constant
+        elif self.parts is not None:
+            try:
+                text = _render_direct(self.parts, context, escape)
+            except KeyError:
+                text = self._render_jinja(context, limit)
+        else:
+            text = self._render_jinja(context, limit)
+        if len(text) > limit:
+            raise _TooLarge
+        return text
+
+    def _render_jinja(self, context: dict[str, Any], limit: int) -> str:
+        assert self.template is not None
+        out: list[str] = []
+        size = 0
+        for chunk in self.template.root_render_func(self.template.new_context(context)):
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            out.append(chunk)
+        return "".join(out)
+
+
+class _TooLarge(Exception):
+    """Internal: a field rendered beyond its size cap."""
+
+
+def _static_row_key(node: nodes.Node) -> str | None:
+    """``row["x"]`` or ``row.x`` (not a dict method): the column name looked up, if constant."""
+    if not (isinstance(node, nodes.Getitem | nodes.Getattr) and isinstance(node.node, nodes.Name)):
+        return None
+    if node.node.name != "row":
+        return None
+    if isinstance(node, nodes.Getitem):
+        if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            return node.arg.value
+        return None
+    return node.attr if node.attr not in _DICT_METHODS else None
+
+
+def _static_attribute(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        value = node.arg.value
+        return value if isinstance(value, str) and value.startswith("__") else None
+    return None
+
+
+_LITERAL, _NAME, _ROW_KEY = 0, 1, 2
+
+
+def _direct_parts(tree: nodes.Template) -> list[tuple[int, str]] | None:
+    """The template as literal/lookup parts when it is only text and plain substitutions."""
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts: list[tuple[int, str]] = []
+    for node in tree.body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            parts.append((_LITERAL, node.data))
+        elif isinstance(node, nodes.Name) and node.ctx == "load":
+            parts.append((_NAME, node.name))
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name == "row"
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+            and not node.arg.value.startswith("_")
+        ):
+            parts.append((_ROW_KEY, node.arg.value))
+        else:
+            return None
+    return parts
+
+
+def _render_direct(parts: list[tuple[int, str]], context: dict[str, Any], escape: bool) -> str:
+    """Substitute values exactly as Jinja would (str(), or HTML escaping when ``escape``)."""
+    out = []
+    for kind, text in parts:
+        if kind == _LITERAL:
+            out.append(text)
+            continue
+        value = context[text] if kind == _NAME else context["row"][text]
+        if value is None:
+            continue
+        if escape:
+            out.append(str(markupsafe.escape(value)))
+        elif isinstance(value, str):
+            out.append(value)
+        else:
+            out.append(str(value))
+    return "".join(out)
+
+
+def _header_pairs(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return list(headers.items() if isinstance(headers, Mapping) else headers)
+
+
+class MessageTemplate:
+    """The compiled templates of every message field; render them once per row (or group).
+
+    Field names used in errors: ``to``, ``cc``, ``bcc``, ``from``, ``reply_to``, ``subject``,
+    ``text_body``, ``html_body``, ``attachment N`` and ``header NAME``.
+    """
+
+    def __init__(
+        self,
+        *,
+        to: str = "",
+        cc: str = "",
+        bcc: str = "",
+        from_: str = "",
+        reply_to: str = "",
+        subject: str = "",
+        text_body: str | None = None,
+        html_body: str | None = None,
+        attachments: Sequence[str] = (),
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+        max_body_chars: int = DEFAULT_MAX_BODY_CHARS,
+    ) -> None:
+        self.max_field_chars = max_field_chars
+        self.max_body_chars = max_body_chars
+        line_env = _Sandbox(max_chars=max_field_chars, autoescape=False)
+        text_env = _Sandbox(max_chars=max_body_chars, autoescape=False, keep_trailing_newline=True)
+        html_env = _Sandbox(max_chars=max_body_chars, autoescape=True, keep_trailing_newline=True)
+        self._global_names = frozenset(line_env.globals)
+        self._to = _Field("to", to, line_env)
+        self._cc = _Field("cc", cc, line_env)
+        self._bcc = _Field("bcc", bcc, line_env)
+        self._from = _Field("from", from_, line_env)
+        self._reply_to = _Field("reply_to", reply_to, line_env)
+        self._subject = _Field("subject", subject, line_env)
+        self._text = _Field("text_body", text_body, text_env) if text_body is not None else None
+        self._html = _Field("html_body", html_body, html_env) if html_body is not None else None
+        self._attachments = tuple(
+            _Field(f"attachment {n}", source, line_env) for n, source in enumerate(attachments, 1)
+        )
+        header_fields = []
+        for name, source in _header_pairs(headers):
+            try:
+                check_header_name(name)
+            except RowError as exc:
+                raise RenderError(exc.message, template=f"header {name}") from None
+            header_fields.append((name, _Field(f"header {name}", source, line_env)))
+        self._headers = tuple(header_fields)
+
+    def _fields(self) -> Iterator[_Field]:
+        yield from (self._to, self._cc, self._bcc, self._from, self._reply_to, self._subject)
+        if self._text is not None:
+            yield self._text
+        if self._html is not None:
+            yield self._html
+        yield from self._attachments
+        yield from (field for _, field in self._headers)
+
+    @property
+    def has_html_body(self) -> bool:
+        return self._html is not None
+
+    def columns(self, field: str) -> frozenset[str]:
+        """The names a field's template reads (columns, ``row["x"]`` keys, mode names)."""
+        for candidate in self._fields():
+            if candidate.field == field:
+                return candidate.names | candidate.columns
+        return frozenset()
+
+    def check(self, columns: Iterable[str], *, provided: Iterable[str] = ROW_MODE_NAMES) -> None:
+        """Raise RenderError for the first field reading a column the source does not have.
+
+        ``provided`` are the extra names of the export mode (see ``*_MODE_NAMES``). Also
+        refuses statically visible sandbox violations such as ``x.__class__``.
+        """
+        known = {str(c) for c in columns}
+        allowed = known | set(provided) | self._global_names
+        for field in self._fields():
+            if field.unsafe:
+                raise RenderError(
+                    f"sandbox violation: access to {field.unsafe[0]!r} is not allowed in templates",
+                    template=field.field,
+                )
+            unknown = sorted((field.names - allowed) | (field.columns - known))
+            if unknown:
+                raise RenderError(
+                    _unknown_message(unknown, known), template=field.field, column=unknown[0]
+                )
+
+    def check_render(
+        self, sample_row: Mapping[str, Any], *, extras: Mapping[str, Any] | None = None
+    ) -> None:
+        """Render every field once against a sample row; raise RenderError on a sandbox violation.
+
+        Other failures on the sample are left to the per-row render, since they depend on data.
+        """
+        try:
+            self.render(sample_row, row_key="sample", extras=extras)
+        except RenderError as exc:
+            if exc.message.startswith("sandbox violation"):
+                raise
+        except RowError:
+            pass
+
+    def render(
+        self,
+        row: Mapping[str, Any],
+        *,
+        row_key: str = "",
+        extras: Mapping[str, Any] | None = None,
+    ) -> RenderedMessage:
+        """Render all fields for one row; ``extras`` adds mode names (rows, group, count...)."""
+        context = {key if key.__class__ is str else str(key): value for key, value in row.items()}
+        context["row"] = row
+        if extras:
+            context.update(extras)
+        line = self.max_field_chars
+        body = self.max_body_chars
+        r = self._render_field
+        return RenderedMessage(
+            to=r(self._to, context, row_key, line),
+            cc=r(self._cc, context, row_key, line),
+            bcc=r(self._bcc, context, row_key, line),
+            from_=r(self._from, context, row_key, line),
+            reply_to=r(self._reply_to, context, row_key, line),
+            subject=r(self._subject, context, row_key, line),
+            text_body=r(self._text, context, row_key, body) if self._text is not None else None,
+            html_body=(
+                r(self._html, context, row_key, body, escape=True)
+                if self._html is not None
+                else None
+            ),
+            attachments=tuple(r(f, context, row_key, line) for f in self._attachments),
+            headers=tuple((name, r(f, context, row_key, line)) for name, f in self._headers),
+        )
+
+    @staticmethod
+    def _render_field(
+        field: _Field, context: dict[str, Any], row_key: str, limit: int, *, escape: bool = False
+    ) -> str:
+        try:
+            return field.render(context, escape=escape, limit=limit)
+        except _TooLarge:
+            raise RenderError(
+                f"the rendered text is longer than the limit of {limit} characters",
+                row_key=row_key,
+                template=field.field,
+            ) from None
+        except SecurityError as exc:
+            raise RenderError(
+                f"sandbox violation: {exc}", row_key=row_key, template=field.field
+            ) from None
+        except UndefinedError as exc:
+            message = str(exc)
+            found = _UNDEFINED_NAME_RE.match(message) or _MISSING_KEY_RE.match(message)
+            column = found.group(1) if found else ""
+            reason = f"unknown column {column!r}" if found else message
+            raise RenderError(
+                reason, row_key=row_key, column=column, template=field.field
+            ) from None
+        except Exception as exc:  # a template is user code: any failure fails this row only
+            raise RenderError(
+                f"{exc.__class__.__name__}: {exc}", row_key=row_key, template=field.field
+            ) from None
+
+
+def _unknown_message(unknown: list[str], known: set[str]) -> str:
+    names = ", ".join(repr(n) for n in unknown)
+    text = f"unknown column{'s' if len(unknown) > 1 else ''} {names}"
+    close = difflib.get_close_matches(unknown[0], list(known), n=1)
+    if close:
+        text += f" (did you mean {close[0]!r}?)"
+    if known:
+        shown = sorted(known)[:20]
+        text += "; the source has: " + ", ".join(shown) + (", ..." if len(known) > 20 else "")
+    return text
