@@ -1,0 +1,291 @@
+"""Data containers: CSV/TSV, JSON, JSON Lines, Excel, Parquet, a SQL query, stdin, Python data.
+
+:func:`open_source` is the one entry point. Every source streams its rows (memory does
+not grow with their number), gives each a stable key, and reports malformed input as
+:class:`~mailconduit.errors.SourceError` naming file and line. ``where``/``order_by``
+are SQL evaluated by DuckDB (see :mod:`mailconduit.sources.query`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mailconduit.errors import ConfigError, FieldError, SourceError
+from mailconduit.sources.base import Row, Source, SourceKind
+
+__all__ = ["Row", "Source", "SourceKind", "open_source"]
+
+_SUFFIX_KINDS: dict[str, SourceKind] = {
+    ".csv": SourceKind.CSV,
+    ".tsv": SourceKind.CSV,
+    ".tab": SourceKind.CSV,
+    ".txt": SourceKind.CSV,
+    ".json": SourceKind.JSON,
+    ".jsonl": SourceKind.JSONL,
+    ".ndjson": SourceKind.JSONL,
+    ".xlsx": SourceKind.XLSX,
+    ".xlsm": SourceKind.XLSX,
+    ".parquet": SourceKind.PARQUET,
+    ".pq": SourceKind.PARQUET,
+}
+_KIND_ALIASES: dict[str, SourceKind] = {
+    "tsv": SourceKind.CSV,
+    "ndjson": SourceKind.JSONL,
+    "excel": SourceKind.XLSX,
+}
+_LOOKS_LIKE_SQL = re.compile(r"^\s*(select|with|values|table)\b", re.IGNORECASE)
+
+
+def _options_error(field: str, message: str) -> ConfigError:
+    return ConfigError.for_fields("source options", [FieldError(field, message)])
+
+
+def _parse_kind(kind: SourceKind | str | None) -> tuple[SourceKind | None, str | None]:
+    """The kind, and the delimiter it implies (``tsv``)."""
+    if kind is None or isinstance(kind, SourceKind):
+        return kind, None
+    name = kind.strip().lower()
+    if name in _KIND_ALIASES:
+        return _KIND_ALIASES[name], ("\t" if name == "tsv" else None)
+    try:
+        return SourceKind(name), None
+    except ValueError:
+        known = ", ".join([k.value for k in SourceKind] + sorted(_KIND_ALIASES))
+        raise _options_error("kind", f"unknown kind {kind!r}; one of: {known}") from None
+
+
+def _check_options(kind: SourceKind, **given: Any) -> None:
+    """Refuse an option that means nothing for this kind, rather than ignore it."""
+    applies = {
+        "encoding": {SourceKind.CSV, SourceKind.JSON, SourceKind.JSONL},
+        "delimiter": {SourceKind.CSV},
+        "sheet": {SourceKind.XLSX},
+        "database_url": {SourceKind.SQL},
+    }
+    errors = [
+        FieldError(name, f"does not apply to a {kind.value} source")
+        for name, value in given.items()
+        if value is not None and kind not in applies[name]
+    ]
+    if errors:
+        raise ConfigError.for_fields("source options", errors)
+
+
+def open_source(
+    source: str | os.PathLike[str] | Any,
+    /,
+    *,
+    kind: SourceKind | str | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    sheet: str | int | None = None,
+    where: str | None = None,
+    order_by: str | None = None,
+    key: str | None = None,
+    database_url: str | None = None,
+) -> Source:
+    """Open a data container for reading; nothing is sent, nothing is kept in memory.
+
+    ``source`` is a file path (the kind comes from its extension unless ``kind`` is
+    given), ``"-"`` for standard input (CSV, JSON Lines or a JSON array, detected), a
+    SQL query with ``database_url`` (a SQLAlchemy URL), or an iterable of mappings or a
+    pandas DataFrame. ``key`` names the column holding each row's unique key; without
+    it a row's key is its position plus a hash of its content. ``where`` and
+    ``order_by`` are SQL (a boolean expression, an ORDER BY list) run by DuckDB.
+    Raises SourceError for unreadable or malformed data, ConfigError for bad options.
+    """
+    parsed_kind, implied_delimiter = _parse_kind(kind)
+    base = _open_unfiltered(
+        source,
+        kind=parsed_kind,
+        encoding=encoding,
+        delimiter=delimiter if delimiter is not None else implied_delimiter,
+        sheet=sheet,
+        key=key,
+        database_url=database_url,
+    )
+    if not (where and where.strip()) and not (order_by and order_by.strip()):
+        return base
+    from mailconduit.sources.query import FilteredSource
+
+    try:
+        return FilteredSource(base, where=where, order_by=order_by)
+    except BaseException:
+        base.close()
+        raise
+
+
+def _open_unfiltered(
+    source: Any,
+    *,
+    kind: SourceKind | None,
+    encoding: str | None,
+    delimiter: str | None,
+    sheet: str | int | None,
+    key: str | None,
+    database_url: str | None,
+) -> Source:
+    if isinstance(source, str | os.PathLike):
+        text = os.fspath(source)
+        if kind is SourceKind.SQL or (kind is None and database_url is not None):
+            _check_options(SourceKind.SQL, encoding=encoding, delimiter=delimiter, sheet=sheet)
+            if not database_url:
+                raise _options_error("database_url", "a SQL query needs a database URL")
+            from mailconduit.sources.sql import SqlSource
+
+            return SqlSource(str(text), database_url=database_url, key_column=key)
+        if text == "-":
+            return _open_stdin(kind, encoding=encoding, delimiter=delimiter, sheet=sheet, key=key)
+        return _open_file(
+            Path(text).expanduser(),
+            str(text),
+            kind,
+            encoding=encoding,
+            delimiter=delimiter,
+            sheet=sheet,
+            key=key,
+            database_url=database_url,
+        )
+    if isinstance(source, bytes | bytearray | Mapping):
+        raise SourceError(
+            f"a {type(source).__name__} is not a data container; pass a path, a SQL query, "
+            "an iterable of mappings or a DataFrame",
+            "<data>",
+        )
+    from mailconduit.sources.iterable import IterableSource, is_dataframe
+
+    if is_dataframe(source) or hasattr(source, "__iter__"):
+        if kind not in (None, SourceKind.ITERABLE):
+            raise _options_error("kind", f"Python data cannot be read as {kind.value}")
+        _check_options(
+            SourceKind.ITERABLE,
+            encoding=encoding,
+            delimiter=delimiter,
+            sheet=sheet,
+            database_url=database_url,
+        )
+        return IterableSource(source, key_column=key)
+    raise SourceError(f"cannot read data from a {type(source).__name__}", "<data>")
+
+
+def _open_file(
+    path: Path,
+    location: str,
+    kind: SourceKind | None,
+    *,
+    encoding: str | None,
+    delimiter: str | None,
+    sheet: str | int | None,
+    key: str | None,
+    database_url: str | None,
+) -> Source:
+    if not path.exists():
+        if kind is None and _LOOKS_LIKE_SQL.match(location):
+            raise _options_error(
+                "database_url", "this looks like a SQL query; give database_url to run it"
+            )
+        raise SourceError("no such file", location)
+    if path.is_dir():
+        raise SourceError("this is a directory, not a file", location)
+    if kind is None:
+        suffix = path.suffix.lower()
+        if suffix == ".xls":
+            raise SourceError(
+                "the old .xls format is not supported; save the workbook as .xlsx", location
+            )
+        if suffix not in _SUFFIX_KINDS:
+            known = " ".join(sorted(_SUFFIX_KINDS))
+            raise _options_error(
+                "kind",
+                f"cannot tell the kind of {location!r} from its extension ({known}); name the kind",
+            )
+        kind = _SUFFIX_KINDS[suffix]
+        if suffix in (".tsv", ".tab") and delimiter is None:
+            delimiter = "\t"
+    if kind is SourceKind.ITERABLE:
+        raise _options_error("kind", "a file cannot be read as Python data")
+    _check_options(
+        kind, encoding=encoding, delimiter=delimiter, sheet=sheet, database_url=database_url
+    )
+    try:
+        return _open_path(
+            path, location, kind, encoding=encoding, delimiter=delimiter, sheet=sheet, key=key
+        )
+    except OSError as exc:
+        raise SourceError(f"cannot read the file: {exc.strerror or exc}", location) from None
+
+
+def _open_path(
+    path: Path,
+    location: str,
+    kind: SourceKind,
+    *,
+    encoding: str | None,
+    delimiter: str | None,
+    sheet: str | int | None,
+    key: str | None,
+) -> Source:
+    """The reader for one kind of file (the kind is known and its options checked)."""
+    if kind is SourceKind.CSV:
+        from mailconduit.sources.csvfile import CsvSource, parse_delimiter
+
+        return CsvSource(
+            path,
+            location=location,
+            encoding=encoding,
+            delimiter=None if delimiter is None else parse_delimiter(delimiter),
+            key_column=key,
+        )
+    if kind in (SourceKind.JSON, SourceKind.JSONL):
+        from mailconduit.sources.jsonfile import open_json_file
+
+        lines = True if kind is SourceKind.JSONL else None
+        return open_json_file(
+            path, location=location, encoding=encoding, key_column=key, lines=lines
+        )
+    if kind is SourceKind.XLSX:
+        from mailconduit.sources.excel import ExcelSource
+
+        return ExcelSource(path, location=location, sheet=sheet, key_column=key)
+    if kind is SourceKind.PARQUET:
+        from mailconduit.sources.parquet import ParquetSource
+
+        return ParquetSource(path, location=location, key_column=key)
+    raise _options_error("kind", f"a file cannot be read as {kind.value}")
+
+
+def _open_stdin(
+    kind: SourceKind | None,
+    *,
+    encoding: str | None,
+    delimiter: str | None,
+    sheet: str | int | None,
+    key: str | None,
+) -> Source:
+    from mailconduit.sources.stdin import STDIN_LOCATION, detect_kind, spool_stdin
+
+    if kind not in (None, SourceKind.CSV, SourceKind.JSON, SourceKind.JSONL):
+        raise _options_error("kind", "standard input is read as csv, json or jsonl")
+    path = spool_stdin()
+    try:
+        chosen = kind or detect_kind(path)
+        _check_options(chosen, encoding=encoding, delimiter=delimiter, sheet=sheet)
+        source = _open_path(
+            path,
+            STDIN_LOCATION,
+            chosen,
+            encoding=encoding,
+            delimiter=delimiter,
+            sheet=None,
+            key=key,
+        )
+    except BaseException:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+    source._on_close(shutil.rmtree, path.parent, True)
+    return source

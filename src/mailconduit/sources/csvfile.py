@@ -1,0 +1,201 @@
+"""CSV and TSV files, streamed with the ``csv`` module; values stay the file's exact strings."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from mailconduit.errors import ConfigError, FieldError, SourceError
+from mailconduit.sources.base import (
+    Record,
+    Source,
+    SourceKind,
+    check_column_names,
+    file_sha256,
+    text_digest,
+)
+from mailconduit.sources.text import decode_error, read_head, resolve_encoding
+
+__all__ = ["CANDIDATE_DELIMITERS", "CsvSource", "parse_delimiter"]
+
+#: Delimiters we detect; any other single character can be named explicitly.
+CANDIDATE_DELIMITERS = ",;\t|"
+_SAMPLE_CHARS = 1 << 16
+_NAMED_DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def parse_delimiter(delimiter: str) -> str:
+    """One character, accepting the spellings a shell makes easy (``tab``, ``\\t``)."""
+    value = _NAMED_DELIMITERS.get(delimiter.lower(), delimiter)
+    if len(value) != 1 or value in '"\r\n':
+        raise ConfigError.for_fields(
+            "source options",
+            [
+                FieldError(
+                    "delimiter",
+                    f"must be one character other than a quote or newline, not {delimiter!r}",
+                )
+            ],
+        )
+    return value
+
+
+class CsvSource(Source):
+    """A delimited text file with a header row; one record per row after it.
+
+    Rows with a different number of fields than the header, NUL characters, quotes
+    that never close and undecodable bytes are errors naming the file line.
+    """
+
+    kind = SourceKind.CSV
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        location: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+        key_column: str | None = None,
+    ) -> None:
+        self.path = path
+        where = location or str(path)
+        self.encoding = resolve_encoding(encoding, read_head(path))
+        self.location = where
+        if delimiter is None:
+            delimiter = self._detect_delimiter()
+        self.delimiter = delimiter
+        header, self._header_line = self._read_header()
+        names = [name.strip() for name in header]
+        if names:
+            names[0] = names[0].lstrip("\ufeff").strip()
+        columns = check_column_names(names, f"{where}:{self._header_line}")
+        super().__init__(location=where, columns=columns, key_column=key_column)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _open(self) -> TextIO:
+        return self.path.open(encoding=self.encoding, newline="")
+
+    def _reader(self, fh: TextIO) -> Any:
+        return csv.reader(_checked_lines(fh, self.location), delimiter=self.delimiter, strict=True)
+
+    def _detect_delimiter(self) -> str:
+        """Sniff among , ; TAB | on the first 64 KB; the header line has the last word."""
+        try:
+            with self._open() as fh:
+                sample = fh.read(_SAMPLE_CHARS)
+        except UnicodeDecodeError:
+            raise decode_error(self.path, self.encoding, self.location) from None
+        if len(sample) == _SAMPLE_CHARS and "\n" in sample:
+            sample = sample[: sample.rindex("\n") + 1]
+        first_line = next((ln for ln in sample.splitlines() if ln.strip()), "")
+        try:
+            sniffed: str | None = (
+                csv.Sniffer().sniff(sample, delimiters=CANDIDATE_DELIMITERS).delimiter
+            )
+        except csv.Error:
+            sniffed = None
+        if sniffed is not None and sniffed in first_line:
+            return sniffed
+        counts = {d: first_line.count(d) for d in CANDIDATE_DELIMITERS}
+        best = max(counts, key=lambda d: counts[d])
+        if counts[best]:
+            return best
+        return "\t" if self.path.suffix.lower() == ".tsv" else ","
+
+    def _read_header(self) -> tuple[list[str], int]:
+        with self._open() as fh:
+            reader = self._reader(fh)
+            try:
+                for fields in reader:
+                    if fields and any(f.strip() for f in fields):
+                        return fields, reader.line_num
+            except csv.Error as exc:
+                raise self._csv_error(exc, 1, reader.line_num) from None
+            except UnicodeDecodeError:
+                raise decode_error(self.path, self.encoding, self.location) from None
+        raise SourceError("the file is empty; a CSV file needs a header row", self.location)
+
+    def _records(self) -> Iterator[Record]:
+        columns = self.columns
+        width = len(columns)
+        location = self.location
+        with self._open() as fh:
+            reader = self._reader(fh)
+            last_line = 0
+            number = 0
+            try:
+                for fields in reader:
+                    line = last_line + 1
+                    last_line = reader.line_num
+                    if last_line <= self._header_line:
+                        continue
+                    if len(fields) != width:
+                        if not fields or (width > 1 and len(fields) == 1 and not fields[0].strip()):
+                            continue
+                        raise self._width_error(len(fields), line)
+                    number += 1
+                    yield number, line, dict(zip(columns, fields, strict=False))
+            except csv.Error as exc:
+                raise self._csv_error(exc, last_line + 1, reader.line_num) from None
+            except UnicodeDecodeError:
+                raise decode_error(self.path, self.encoding, location) from None
+
+    def _digest(self, values: dict[str, Any]) -> str:
+        return text_digest(list(values.values()))
+
+    # -- errors ------------------------------------------------------------------------------
+    def _width_error(self, found: int, line: int) -> SourceError:
+        width = len(self.columns)
+        if found > width:
+            why = (
+                f"{found} fields where the header (line {self._header_line}) has {width}; "
+                f"a value containing the delimiter {self.delimiter!r} must be in double quotes"
+            )
+        else:
+            why = f"{found} fields where the header (line {self._header_line}) has {width}"
+        return SourceError(why, f"{self.location}:{line}")
+
+    def _csv_error(self, exc: csv.Error, start: int, current: int) -> SourceError:
+        text = str(exc)
+        if "unexpected end of data" in text:
+            return SourceError(
+                f"a quoted field that starts on line {start} is never closed "
+                "(the file ends inside quotes)",
+                f"{self.location}:{start}",
+            )
+        if "field larger than field limit" in text:
+            return SourceError(
+                f"a field of the row starting on line {start} is longer than "
+                f"{csv.field_size_limit()} characters; most likely a quote is never closed",
+                f"{self.location}:{start}",
+            )
+        if "expected after" in text:
+            return SourceError(
+                "a closing quote is followed by more text; a quote inside a quoted value "
+                'must be doubled ("")',
+                f"{self.location}:{current}",
+            )
+        return SourceError(text, f"{self.location}:{current}")
+
+    # -- the rest of the interface -------------------------------------------------------------
+    def _describe_kind(self) -> str:
+        shown = "TAB" if self.delimiter == "\t" else repr(self.delimiter)
+        return f"CSV file {self.location} (encoding {self.encoding}, delimiter {shown})"
+
+    def _fingerprint(self) -> str:
+        return file_sha256(self.path, "csv", self.encoding, self.delimiter)
+
+
+def _checked_lines(fh: TextIO, location: str) -> Iterator[str]:
+    """The file's lines, refusing a NUL character (a binary file, or a broken export)."""
+    for number, line in enumerate(fh, start=1):
+        if "\x00" in line:
+            raise SourceError(
+                "the line contains a NUL character; this is not a text file "
+                "(or it is UTF-16 without a byte-order mark: name it with --encoding)",
+                f"{location}:{number}",
+            )
+        yield line

@@ -1,0 +1,89 @@
+"""Parquet files, streamed through DuckDB's ``read_parquet`` in batches; values keep their types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mailconduit.errors import SourceError
+from mailconduit.sources.base import Record, Source, SourceKind, check_column_names, file_sha256
+from mailconduit.sources.duck import connect, tidy_error
+
+__all__ = ["ParquetSource"]
+
+_BATCH = 2048
+
+
+class ParquetSource(Source):
+    """A Parquet file; ``count()`` comes from the file's metadata."""
+
+    kind = SourceKind.PARQUET
+
+    def __init__(
+        self, path: Path, *, location: str | None = None, key_column: str | None = None
+    ) -> None:
+        self.path = path
+        self.location = location or str(path)
+        described = self._query(
+            "DESCRIBE SELECT * FROM read_parquet(?)", lambda cur: cur.fetchall()
+        )
+        names = [str(row[0]) for row in described]
+        columns = check_column_names(names, self.location, what="schema")
+        super().__init__(location=self.location, columns=columns, key_column=key_column)
+
+    def _query(self, sql: str, consume: Any) -> Any:
+        """Run ``sql`` with the file as its one parameter; DuckDB errors become SourceError."""
+        import duckdb
+
+        con = connect()
+        try:
+            return consume(con.execute(sql, [str(self.path)]))
+        except duckdb.Error as exc:
+            raise SourceError(
+                f"cannot read the Parquet file: {tidy_error(exc)}", self.location
+            ) from None
+        finally:
+            con.close()
+
+    def _records(self) -> Iterator[Record]:
+        import duckdb
+
+        columns = self.columns
+        con = connect()
+        try:
+            try:
+                cursor = con.execute("SELECT * FROM read_parquet(?)", [str(self.path)])
+            except duckdb.Error as exc:
+                raise SourceError(
+                    f"cannot read the Parquet file: {tidy_error(exc)}", self.location
+                ) from None
+            number = 0
+            while True:
+                try:
+                    batch = cursor.fetchmany(_BATCH)
+                except duckdb.Error as exc:
+                    raise SourceError(
+                        f"cannot read the Parquet file after row {number}: {tidy_error(exc)}",
+                        self.location,
+                    ) from None
+                if not batch:
+                    return
+                for values in batch:
+                    number += 1
+                    yield number, None, dict(zip(columns, values, strict=False))
+        finally:
+            con.close()
+
+    def count(self) -> int:
+        if self._count is None:
+            self._count = int(
+                self._query("SELECT count(*) FROM read_parquet(?)", lambda cur: cur.fetchone()[0])
+            )
+        return self._count
+
+    def _describe_kind(self) -> str:
+        return f"Parquet file {self.location}"
+
+    def _fingerprint(self) -> str:
+        return file_sha256(self.path, "parquet")
