@@ -1,0 +1,468 @@
+"""Test Connection: connect stage by stage and say exactly what failed, why, and what to change.
+
+Stages: ``dns`` (name resolution and the address policy), ``tcp``, ``tls`` (implicit TLS)
+or ``starttls``, ``banner``, ``ehlo``, ``auth``, ``send`` (optional test message),
+``quit``. A failed probe is data, a :class:`ProbeResult`, never an exception: the CLI,
+the REST API and the web console all show the same words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import ssl
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+from mailconduit.config import AuthMechanism, Connection, Security
+from mailconduit.errors import AddressError, ConfigError, MailconduitError, SMTPError
+from mailconduit.smtp.client import AddressPolicy, SMTPSession, Stage
+from mailconduit.smtp.esmtp import Capabilities, check_envelope_address
+from mailconduit.smtp.replies import MalformedReplyError
+from mailconduit.smtp.tls import (
+    CertificateInfo,
+    TLSInfo,
+    client_context,
+    explain_verify_failure,
+)
+from mailconduit.smtp.transcript import Transcript
+
+__all__ = ["ProbeResult", "probe"]
+
+STAGES = ("dns", "tcp", "tls", "banner", "ehlo", "starttls", "auth", "send", "quit")
+#: Share of timeout_ms spent checking whether a silent port speaks implicit TLS.
+_SNIFF_SHARE = 0.1
+_SNIFF_MAX = 2.0
+#: OpenSSL reasons that mean "the other side does not speak TLS".
+_PLAINTEXT_REASONS = (
+    "WRONG_VERSION_NUMBER",
+    "UNKNOWN_PROTOCOL",
+    "HTTP_REQUEST",
+    "PACKET_LENGTH_TOO_LONG",
+    "RECORD_LAYER_FAILURE",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What Test Connection found: success, or the failed stage with a message and a hint."""
+
+    ok: bool
+    stage: str  # the failed stage, or the last one done when ok
+    message: str
+    hint: str = ""
+    host: str = ""
+    port: int = 0
+    security: str = ""
+    passed: tuple[str, ...] = ()  # stages that succeeded, in order
+    banner: str = ""
+    capabilities: Capabilities | None = None
+    tls: TLSInfo | None = None
+    certificate: CertificateInfo | None = None  # the peer's, also when it was not trusted
+    authenticated_as: str = ""
+    elapsed_ms: int = 0
+    transcript: tuple[str, ...] = field(default=(), repr=False)
+
+    def summary(self) -> str:
+        """One line: the verdict and its reason."""
+        if self.ok:
+            return f"ok: {self.message}"
+        return f"failed at {self.stage}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "stage": self.stage,
+            "message": self.message,
+            "hint": self.hint,
+            "host": self.host,
+            "port": self.port,
+            "security": self.security,
+            "passed": list(self.passed),
+            "banner": self.banner,
+            "capabilities": self.capabilities.to_dict() if self.capabilities else None,
+            "tls": self.tls.to_dict() if self.tls else None,
+            "certificate": self.certificate.to_dict() if self.certificate else None,
+            "authenticated_as": self.authenticated_as,
+            "elapsed_ms": self.elapsed_ms,
+            "transcript": list(self.transcript),
+        }
+
+    def report_lines(self, *, verbose: bool = False) -> list[str]:
+        """What ``mailconduit connections test`` prints (and the web console shows)."""
+        where = f"{self.host}:{self.port} (security {self.security})"
+        lines = []
+        if self.ok:
+            lines.append(f"OK  {where}: {self.message} ({self.elapsed_ms} ms)")
+        else:
+            lines.append(f"FAILED at stage {self.stage}  {where}: {self.message}")
+            if self.hint:
+                lines.append(f"  hint: {self.hint}")
+        if self.passed:
+            lines.append("  stages passed: " + ", ".join(self.passed))
+        if self.banner:
+            lines.append(f"  banner: {self.banner.splitlines()[0]}")
+        if self.tls is not None:
+            lines.append(f"  TLS: {self.tls.version} {self.tls.cipher}")
+        cert = self.certificate
+        if cert is not None:
+            lines.append(f"  certificate subject: {cert.subject}")
+            lines.append(f"  certificate issuer:  {cert.issuer}")
+            lines.append(f"  certificate valid:   {cert.not_before} to {cert.not_after}")
+            names = cert.dns_names + cert.ip_addresses
+            if names:
+                lines.append(f"  certificate names:   {', '.join(names)}")
+        if self.capabilities is not None and self.capabilities.esmtp:
+            lines.append("  capabilities: " + describe_capabilities(self.capabilities))
+        if self.authenticated_as:
+            lines.append(f"  authenticated as: {self.authenticated_as}")
+        if self.ok and self.hint:
+            lines.append(f"  note: {self.hint}")
+        if verbose and self.transcript:
+            lines.append("  transcript:")
+            lines.extend(f"    {line}" for line in self.transcript)
+        return lines
+
+
+def describe_capabilities(caps: Capabilities) -> str:
+    """``SIZE 10485760, STARTTLS, AUTH PLAIN LOGIN, PIPELINING, ...`` (what the issue lists)."""
+    parts = []
+    if caps.size is not None:
+        parts.append(f"SIZE {caps.size}" if caps.size else "SIZE (no limit)")
+    flags = (
+        (caps.starttls, "STARTTLS"),
+        (bool(caps.auth_mechanisms), "AUTH " + " ".join(caps.auth_mechanisms)),
+        (caps.smtputf8, "SMTPUTF8"),
+        (caps.pipelining, "PIPELINING"),
+        (caps.eightbitmime, "8BITMIME"),
+        (caps.enhanced_status_codes, "ENHANCEDSTATUSCODES"),
+        (caps.chunking, "CHUNKING"),
+        (caps.dsn, "DSN"),
+    )
+    parts.extend(text for present, text in flags if present)
+    return ", ".join(parts) if parts else "none advertised"
+
+
+class _Probe:
+    """One Test Connection run: the session, the clock, and the diagnosis of a failure."""
+
+    def __init__(self, conn: Connection, allow_address: AddressPolicy | None) -> None:
+        self.conn = conn
+        self.allow_address = allow_address
+        self.transcript = Transcript()
+        self.started = time.monotonic()
+        self.passed: list[str] = []
+        self.certificate: CertificateInfo | None = None
+        self.session = SMTPSession(
+            conn,
+            transcript=self.transcript,
+            allow_address=allow_address,
+            data_timeout=conn.timeout,
+        )
+
+    def result(self, ok: bool, stage: str, message: str, hint: str = "") -> ProbeResult:
+        session = self.session
+        tls = session.tls
+        certificate = self.certificate or (tls.certificate if tls is not None else None)
+        caps = session.capabilities if session.stage not in (Stage.NEW, Stage.DNS) else None
+        return ProbeResult(
+            ok=ok,
+            stage=stage,
+            message=message,
+            hint=hint,
+            host=self.conn.host,
+            port=self.conn.port,
+            security=self.conn.security.value,
+            passed=tuple(self.passed),
+            banner=session.banner,
+            capabilities=caps if caps is not None and caps.esmtp else None,
+            tls=tls,
+            certificate=certificate,
+            authenticated_as=session.authenticated_as,
+            elapsed_ms=round((time.monotonic() - self.started) * 1000),
+            transcript=tuple(self.transcript.lines),
+        )
+
+    def passed_until(self, failed: Stage | None) -> None:
+        """Record the stages done before ``failed`` (all setup stages when None)."""
+        order = [Stage.DNS, Stage.TCP]
+        if self.conn.security is Security.TLS:
+            order.append(Stage.TLS)
+        order += [Stage.BANNER, Stage.EHLO]
+        if self.conn.security is Security.STARTTLS:
+            order.append(Stage.STARTTLS)
+        if self.session.authenticated_as:
+            order.append(Stage.AUTH)
+        for stage in order:
+            if stage is failed:
+                break
+            self.passed.append(stage.value)
+
+    async def fetch_certificate(self) -> None:
+        """Second handshake without verification, only to show the untrusted certificate."""
+        probe_conn = self.conn.with_changes(
+            verify_tls=False, ca_file="", auth_mechanism=AuthMechanism.NONE
+        )
+        session = SMTPSession(probe_conn, allow_address=self.allow_address)
+        try:
+            await session.connect()
+        except (MailconduitError, OSError):
+            pass
+        finally:
+            if session.tls is not None:
+                self.certificate = session.tls.certificate
+            session.close()
+
+    async def speaks_tls(self) -> bool:
+        """Does the port answer a TLS ClientHello? (the classic: plaintext against port 465)"""
+        peer = self.session.peer
+        if peer is None:
+            return False
+        budget = min(self.conn.timeout * _SNIFF_SHARE, _SNIFF_MAX)
+        context = client_context(verify=False)
+        writer = None
+        try:
+            async with asyncio.timeout(budget):
+                _, writer = await asyncio.open_connection(
+                    peer[0], peer[1], ssl=context, server_hostname=self.conn.host
+                )
+            return True
+        except ssl.SSLError as exc:
+            return not _is_plaintext_error(exc)
+        except (OSError, TimeoutError, EOFError):
+            return False
+        finally:
+            if writer is not None:
+                writer.close()
+
+    async def diagnose(self, error: MailconduitError) -> ProbeResult:
+        stage = self.session.stage
+        self.passed_until(stage)
+        conn = self.conn
+        port = conn.port
+        name = stage.value if stage is not Stage.NEW else "dns"
+        cause = error.__cause__
+        text = str(error.args[1] if isinstance(error, SMTPError) else error)
+        if isinstance(error, SMTPError) and error.code:
+            text = str(error)
+
+        if isinstance(error, ConfigError):
+            field_error = error.errors[0].field if error.errors else ""
+            if "network policy" in error.message:
+                return self.result(
+                    False, "dns", error.message, "this address is refused by the network policy"
+                )
+            hint = "check server_url for typos" if field_error == "server_url" else ""
+            return self.result(
+                False, name if stage is not Stage.NEW else "dns", error.message, hint
+            )
+
+        if stage is Stage.DNS:
+            return self.result(
+                False, "dns", text, "check server_url and the DNS resolver of this machine"
+            )
+
+        if stage is Stage.TCP:
+            if isinstance(cause, ConnectionRefusedError):
+                hint = (
+                    f"nothing accepts connections on port {port} (or a firewall rejects them): "
+                    "check the port; SMTP uses 25, 465 (implicit TLS), 587 (STARTTLS) or 2525"
+                )
+            elif isinstance(cause, TimeoutError):
+                hint = (
+                    "no answer at all: a firewall may drop the packets, or the host is down; "
+                    "check host, port and outbound firewall rules"
+                )
+            else:
+                hint = "check the host name and this machine's network route to it"
+            return self.result(False, "tcp", text, hint)
+
+        if stage in (Stage.TLS, Stage.STARTTLS) and isinstance(cause, ssl.SSLCertVerificationError):
+            await self.fetch_certificate()
+            why = explain_verify_failure(cause, self.certificate, conn.host)
+            return self.result(False, name, f"TLS certificate not trusted: {why}", _cert_hint(why))
+
+        if stage is Stage.TLS:
+            if isinstance(cause, ssl.SSLError) and _is_plaintext_error(cause):
+                return self.result(
+                    False,
+                    "tls",
+                    f"port {port} does not speak TLS from the first byte ({cause.reason})",
+                    f"port {port} speaks plaintext/STARTTLS: set security to starttls "
+                    "(or use port 465 for implicit TLS)",
+                )
+            if isinstance(cause, TimeoutError):
+                return self.result(
+                    False,
+                    "tls",
+                    text,
+                    f"no TLS handshake on port {port}: it may expect plaintext first; try "
+                    "security starttls",
+                )
+            return self.result(False, "tls", text, "check that the port expects implicit TLS")
+
+        if stage is Stage.BANNER:
+            silent = isinstance(cause, TimeoutError)
+            garbage = isinstance(cause, MalformedReplyError)
+            if conn.security is not Security.TLS and (
+                garbage or (silent and await self.speaks_tls())
+            ):
+                what = "sent bytes that are not SMTP" if garbage else "sent no greeting"
+                return self.result(
+                    False,
+                    "banner",
+                    f"{text}" if garbage else f"{text} (the port {what})",
+                    f"port {port} expects implicit TLS: set security to tls",
+                )
+            if silent:
+                return self.result(
+                    False,
+                    "banner",
+                    text,
+                    "the server accepted the TCP connection but never greeted: it may be "
+                    "overloaded, or not an SMTP server"
+                    + ("" if port == 465 else ", or it expects implicit TLS (security tls)"),
+                )
+            if isinstance(error, SMTPError) and error.code:
+                return self.result(
+                    False,
+                    "banner",
+                    f"the server refused the session: {error}",
+                    "421 means busy (try later); 554 means this client is not welcome "
+                    "(IP reputation, access rules)",
+                )
+            return self.result(False, "banner", text, "check that this port speaks SMTP")
+
+        if stage is Stage.EHLO:
+            return self.result(
+                False,
+                "ehlo",
+                text,
+                "the server refused our greeting; set ehlo_hostname to a name it accepts",
+            )
+
+        if stage is Stage.STARTTLS:
+            if "does not offer STARTTLS" in text:
+                return self.result(
+                    False,
+                    "starttls",
+                    f"{conn.host}:{port} does not offer STARTTLS",
+                    "security starttls requires it and mailconduit never falls back to "
+                    "plaintext: use port 465 with security tls if the server has it, or "
+                    "security none only on a network you trust",
+                )
+            if isinstance(cause, ssl.SSLError):
+                return self.result(
+                    False, "starttls", text, "the TLS handshake after STARTTLS failed"
+                )
+            return self.result(False, "starttls", text, "the server refused STARTTLS")
+
+        if stage is Stage.AUTH:
+            if isinstance(error, SMTPError) and error.code:
+                return self.result(
+                    False,
+                    "auth",
+                    f"credentials rejected: {error.code} {error.enhanced} {error.reply}".replace(
+                        "  ", " "
+                    ),
+                    "check the username and password"
+                    + (
+                        " (the XOAUTH2 token may have expired)"
+                        if conn.auth_mechanism is AuthMechanism.XOAUTH2
+                        else ""
+                    ),
+                )
+            return self.result(False, "auth", text, _auth_hint(text))
+
+        return self.result(False, name, text)
+
+
+def _is_plaintext_error(exc: ssl.SSLError) -> bool:
+    reason = (exc.reason or "").upper()
+    return any(r in reason for r in _PLAINTEXT_REASONS) or "wrong version number" in str(exc)
+
+
+def _cert_hint(why: str) -> str:
+    if why.startswith("host name mismatch"):
+        return (
+            "use a server_url the certificate names, or have the certificate reissued for this name"
+        )
+    if "expired" in why or "not valid yet" in why:
+        return (
+            "the server's certificate must be renewed (or the clocks checked); turning "
+            "verify_tls off would only hide the problem"
+        )
+    return (
+        "if you trust this server, put its CA certificate (PEM) in ca_file; turning "
+        "verify_tls off is possible but not recommended"
+    )
+
+
+def _auth_hint(text: str) -> str:
+    if "offers no AUTH" in text:
+        return "set auth_mechanism to none if this server needs no login"
+    if "not offered" in text:
+        return "choose one of the mechanisms the server offers, or auth_mechanism auto"
+    if "unencrypted" in text:
+        return "use security starttls or tls"
+    return ""
+
+
+def _test_message(conn: Connection, send_to: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = conn.sender
+    message["To"] = send_to
+    message["Subject"] = "mailconduit test message"
+    message["Date"] = formatdate(localtime=True)
+    domain = conn.sender.rpartition("@")[2] or None
+    message["Message-ID"] = make_msgid(domain=domain)
+    message.set_content(
+        "This is a test message from mailconduit's Test Connection.\n\n"
+        f"Connection: {conn.name} ({conn.host}:{conn.port}, security {conn.security.value}).\n"
+        "If you can read it, the connection delivers mail.\n"
+    )
+    return message.as_bytes(policy=email.policy.SMTP)
+
+
+async def probe(
+    conn: Connection, *, send_to: str | None = None, allow_address: AddressPolicy | None = None
+) -> ProbeResult:
+    """Run Test Connection against ``conn``; every network wait honours ``conn.timeout_ms``."""
+    run = _Probe(conn, allow_address)
+    session = run.session
+    try:
+        await session.connect()
+    except MailconduitError as error:
+        return await run.diagnose(error)
+    run.passed_until(None)
+    hint = ""
+    if conn.security is Security.NONE and session.capabilities.starttls:
+        hint = "the server offers STARTTLS: consider security starttls"
+    try:
+        if send_to:
+            try:
+                if not conn.sender:
+                    raise AddressError("no sender address: set from_address on the connection")
+                check_envelope_address(send_to, role="recipient")
+                outcome = await session.send(conn.sender, [send_to], _test_message(conn, send_to))
+            except MailconduitError as error:
+                return run.result(False, "send", str(error), "")
+            if not outcome.sent:
+                detail = f"{outcome.code} {outcome.enhanced} {outcome.text}".replace("  ", " ")
+                return run.result(
+                    False,
+                    "send",
+                    f"the test message was not accepted: {detail.strip()}",
+                    "the server refused the sender or recipient (relay rules, sender identity)",
+                )
+            run.passed.append("send")
+        await session.quit()
+        run.passed.append("quit")
+    finally:
+        session.close()
+    message = f"connected, {'authenticated, ' if session.authenticated_as else ''}"
+    message += f"test message sent to {send_to}" if send_to else "no message sent"
+    return run.result(True, "quit", message, hint)
