@@ -1,0 +1,257 @@
+"""Medians, ratios and the Markdown tables of a benchmark run, plus issue 4's targets."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from contenders import Contender, same_sessions_source
+
+ANCHOR_C = "src_s16"
+ANCHOR_PY = "mailmerge"
+
+
+def fmt(x: float | None, nd: int = 0) -> str:
+    return "–" if x is None else f"{x:,.{nd}f}"
+
+
+def fmt_rate(x: float | None) -> str:
+    """msg/s: one decimal below 100 (latency-bound runs do 7-12 msg/s)."""
+    return fmt(x, 1 if x is not None and x < 100 else 0)
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per contender: valid runs, median/min/max rate, wall, RSS, CPU, sink share."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_key.setdefault(r["key"], []).append(r)
+    summary: dict[str, dict[str, Any]] = {}
+    for key, runs in by_key.items():
+        ok = [r for r in runs if r["valid"]]
+        s: dict[str, Any] = {
+            "label": runs[0]["label"], "runs": len(runs), "valid": len(ok),
+            "partial": sum(1 for r in ok if r.get("partial")),
+            "problems": sorted({p for r in runs for p in r["problems"]}),
+        }
+        if ok:
+            rates = [r["rate"] for r in ok]
+            sink_shares = [100 * r["sink_cpu_s"] / r["wall_s"] for r in ok
+                           if r["sink_cpu_s"] is not None]
+            s.update(
+                median=statistics.median(rates), lo=min(rates), hi=max(rates),
+                wall=statistics.median(r["wall_s"] for r in ok),
+                msgs=statistics.median(r["msgs"] for r in ok),
+                rss_mib=max(r.get("rss_kb", 0) for r in ok) / 1024,
+                cpu_ms_per_k=statistics.median(
+                    (r.get("user_s", 0) + r.get("sys_s", 0)) * 1e6 / r["msgs"] for r in ok),
+                sink_pct=statistics.median(sink_shares) if sink_shares else None,
+                sessions=statistics.median(r["sink_sessions"] for r in ok),
+                loop=(statistics.median(r["loop_rate"] for r in ok)
+                      if all("loop_rate" in r for r in ok) else None),
+            )
+        summary[key] = s
+    return summary
+
+
+def runs_cell(s: dict[str, Any]) -> str:
+    """'2/2', '2/2 partial (time cap)', '1/2 (problems...)'."""
+    cell = f"{s['valid']}/{s['runs']}"
+    if s["partial"]:
+        cell += (" partial (time cap)" if s["partial"] == s["valid"]
+                 else f" ({s['partial']} partial, time cap)")
+    if s["valid"] != s["runs"]:
+        cell += f" ({'; '.join(s['problems'])})"
+    return cell
+
+
+def _invalid_row(s: dict[str, Any], columns: int) -> str:
+    return (f"| {s['label']} | 0/{s['runs']} INVALID: {'; '.join(s['problems'])} |"
+            + " |" * (columns - 2))
+
+
+def _ratio(x: float | None, y: float | None, nd: int) -> str:
+    return fmt(x / y, nd) if x is not None and y else "–"
+
+
+def loopback_table(summary: dict[str, dict[str, Any]], keys: list[str]) -> str:
+    anchor_c = summary.get(ANCHOR_C, {}).get("median")
+    anchor_py = summary.get(ANCHOR_PY, {}).get("median")
+    lines = [
+        "| contender | valid runs | median msg/s | min–max msg/s | median wall s "
+        "| in-loop msg/s | peak RSS MiB | client CPU ms / 1k msgs | sink CPU % "
+        "| sink sessions | × smtp-source -s16 -d | × mailmerge |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in keys:
+        s = summary.get(key)
+        if s is None:
+            continue
+        if not s["valid"]:
+            lines.append(_invalid_row(s, 12))
+            continue
+        med = s["median"]
+        lines.append(
+            f"| {s['label']} | {runs_cell(s)} | {fmt(med)} | {fmt(s['lo'])}–{fmt(s['hi'])} | "
+            f"{fmt(s['wall'], 2)} | {fmt(s['loop'])} | {fmt(s['rss_mib'], 1)} | "
+            f"{fmt(s['cpu_ms_per_k'])} | {fmt(s['sink_pct'])} | {fmt(s['sessions'])} | "
+            f"{_ratio(med, anchor_c, 3)} | {_ratio(med, anchor_py, 2)} |")
+    return "\n".join(lines)
+
+
+def _src_short(key: str) -> str:
+    if key == "src_s1_conn":
+        return "-s1, new conn/msg"
+    return "-s" + key.removeprefix("src_s") + " -d"
+
+
+def latency_table(summary: dict[str, dict[str, Any]], keys: list[str],
+                  contenders: dict[str, Contender]) -> str:
+    anchor_py = summary.get(ANCHOR_PY, {}).get("median")
+    lines = [
+        "| contender | valid runs | median msg/s | min–max msg/s | msgs received per run "
+        "| median wall s | client CPU ms / 1k msgs | sink CPU % | sink sessions "
+        "| smtp-source, same sessions | × that smtp-source | × mailmerge |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for key in keys:
+        s = summary.get(key)
+        if s is None:
+            continue
+        if not s["valid"]:
+            lines.append(_invalid_row(s, 12))
+            continue
+        med = s["median"]
+        src = same_sessions_source(contenders[key])
+        src_rate = summary.get(src, {}).get("median") if src else None
+        lines.append(
+            f"| {s['label']} | {runs_cell(s)} | {fmt_rate(med)} | "
+            f"{fmt_rate(s['lo'])}–{fmt_rate(s['hi'])} | {fmt(s['msgs'])} | "
+            f"{fmt(s['wall'], 1)} | {fmt(s['cpu_ms_per_k'])} | {fmt(s['sink_pct'])} | "
+            f"{fmt(s['sessions'])} | {_src_short(src) if src else '–'} | "
+            f"{_ratio(med, src_rate, 2)} | {_ratio(med, anchor_py, 2)} |")
+    return "\n".join(lines)
+
+
+def verify_table(runs: list[dict[str, Any]]) -> str:
+    lines = ["| contender | sink msgs / N | distinct rcpts | missing | dup | "
+             "content mismatch | avg msg bytes | verdict |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in runs:
+        d = r["sink_detail"]
+        avg = d.get("bytes", 0) / d["messages"] if d.get("messages") else None
+        synthetic = r["kind"] == "c"
+        verdict = ("FAIL: " + "; ".join(r["problems"]) if not r["valid"]
+                   else "OK, partial (time cap)" if r.get("partial") else "OK")
+        lines.append(
+            f"| {r['label']} | {d.get('messages')}/{r['n']} | {d.get('distinct_rcpts')} | "
+            f"{'n/a' if synthetic else d.get('missing_rcpts')} | {d.get('duplicate_rcpts')} | "
+            f"{'n/a' if synthetic else d.get('content_mismatch')} | {fmt(avg)} | {verdict} |")
+    return "\n".join(lines)
+
+
+def rss_table(runs: list[dict[str, Any]]) -> str:
+    lines = ["| contender | N | peak RSS MiB | msg/s | wall s | sink msgs | journal on disk MiB "
+             "| valid |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in runs:
+        home = r.get("home_bytes")
+        verdict = ("yes" + (", partial (time cap)" if r.get("partial") else "")
+                   if r["valid"] else "NO: " + "; ".join(r["problems"]))
+        lines.append(
+            f"| {r['label']} | {r['n']:,} | {r.get('rss_kb', 0) / 1024:.1f} | "
+            f"{fmt(r['rate']) if r['valid'] else '–'} | {r['wall_s']:.1f} | "
+            f"{r['sink_messages']:,} | {fmt(home / 2**20, 1) if home else '–'} | {verdict} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- targets (issue 4, §5)
+
+
+def _median(summary: dict[str, dict[str, Any]], key: str) -> float | None:
+    value = summary.get(key, {}).get("median")
+    return float(value) if value is not None else None
+
+
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else "**missed**")
+
+
+def loopback_targets(summary: dict[str, dict[str, Any]], keys: list[str]) -> list[str]:
+    """(a) ≥ 10x mailmerge and ≥ 25 % of smtp-source -s16; (d) journal < 20 %."""
+    out = []
+    mm, src = _median(summary, ANCHOR_PY), _median(summary, ANCHOR_C)
+    for key in (k for k in keys if k.startswith("mailconduit") and "nojournal" not in k):
+        rate = _median(summary, key)
+        if rate is None:
+            continue
+        vs_mm = rate / mm if mm else None
+        vs_src = rate / src if src else None
+        ok = None if vs_mm is None or vs_src is None else vs_mm >= 10 and vs_src >= 0.25
+        out.append(f"| (a) loopback | {summary[key]['label']} | {fmt(rate)} msg/s = "
+                   f"{fmt(vs_mm, 1)}x mailmerge, {fmt(vs_src, 3)}x smtp-source -s16 "
+                   f"| ≥ 10x and ≥ 0.25x | {_verdict(ok)} |")
+    out += journal_targets(summary, keys)
+    return out
+
+
+def journal_targets(summary: dict[str, dict[str, Any]], keys: list[str]) -> list[str]:
+    out = []
+    for key in keys:
+        if not key.startswith("mailconduit_nojournal"):
+            continue
+        with_journal = key.replace("_nojournal", "")
+        wall_on = summary.get(with_journal, {}).get("wall")
+        wall_off = summary.get(key, {}).get("wall")
+        if not wall_on or not wall_off:
+            continue
+        cost = wall_on / wall_off - 1
+        out.append(f"| (d) journal cost | {summary[with_journal]['label']} vs --no-journal | "
+                   f"median wall {wall_on:.2f} s vs {wall_off:.2f} s: {100 * cost:+.1f} % "
+                   f"| < 20 % | {_verdict(cost < 0.20)} |")
+    return out
+
+
+def latency_targets(summary: dict[str, dict[str, Any]], keys: list[str],
+                    contenders: dict[str, Contender]) -> list[str]:
+    """(b) ≥ 100x mailmerge and ≥ smtp-source with the same sessions."""
+    out = []
+    mm = _median(summary, ANCHOR_PY)
+    for key in (k for k in keys if k.startswith("mailconduit")):
+        rate = _median(summary, key)
+        if rate is None:
+            continue
+        src = same_sessions_source(contenders[key])
+        src_rate = _median(summary, src) if src else None
+        vs_mm = rate / mm if mm else None
+        vs_src = rate / src_rate if src_rate else None
+        ok = None if vs_mm is None or vs_src is None else vs_mm >= 100 and vs_src >= 1
+        src_text = f"{fmt(vs_src, 2)}x smtp-source {_src_short(src)}" if src else "no pair"
+        out.append(f"| (b) latency | {summary[key]['label']} | {fmt_rate(rate)} msg/s = "
+                   f"{fmt(vs_mm, 1)}x mailmerge, {src_text} | ≥ 100x and ≥ 1x | "
+                   f"{_verdict(ok)} |")
+    return out
+
+
+def rss_targets(runs: list[dict[str, Any]]) -> list[str]:
+    """(c) peak RSS < 150 MB at the largest N, and constant in rows."""
+    out = []
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["valid"] and r.get("rss_kb"):
+            by_key.setdefault(r["key"], []).append(r)
+    for rs in by_key.values():
+        rs.sort(key=lambda r: r["n"])
+        small, big = rs[0], rs[-1]
+        peak = big["rss_kb"] / 1024
+        growth = (big["rss_kb"] - small["rss_kb"]) / 1024
+        constant = growth <= max(5.0, 0.10 * small["rss_kb"] / 1024)
+        msgs = big["sink_messages"]
+        out.append(f"| (c) memory | {big['label']} | {peak:.1f} MiB at {msgs:,} rows sent "
+                   f"(N={big['n']:,}), {small['rss_kb'] / 1024:.1f} MiB at N={small['n']:,}: "
+                   f"{growth:+.1f} MiB | < 150 MB, constant (≤ +5 MiB or +10 %) | "
+                   f"{_verdict(peak * 1.048576 < 150 and constant)} |")
+    return out
+
+
+TARGETS_HEADER = ["| target | contender | measured | wanted | verdict |",
+                  "|---|---|---|---|---|"]
