@@ -1,10 +1,22 @@
-"""Test support shipped with mailconduit: a fault-injecting SMTP server and test certificates.
+"""Test support shipped with mailconduit: a fault-injecting SMTP server, Postfix's
+smtp-sink as a second server, test certificates and small helpers.
 
 Nothing in mailconduit imports this package; your tests do.
 """
 
 from __future__ import annotations
 
+from mailconduit.testing.fixtures import loopback_connection, run
+from mailconduit.testing.postfix import SmtpSink, free_port
 from mailconduit.testing.server import Fault, FaultServer, ReceivedMessage, ServerSession
 
-__all__ = ["Fault", "FaultServer", "ReceivedMessage", "ServerSession"]
+__all__ = [
+    "Fault",
+    "FaultServer",
+    "ReceivedMessage",
+    "ServerSession",
+    "SmtpSink",
+    "free_port",
+    "loopback_connection",
+    "run",
+]

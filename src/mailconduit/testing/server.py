@@ -162,10 +162,21 @@ class ServerSession:
     closed: bool = False
 
     def commands_per_read(self) -> list[int]:
-        """How many complete command lines each read carried (pipelining shows as > 1)."""
-        return [chunk.count(b"\n") for chunk in self.reads]
+        """How many command lines each read carried (pipelining shows as > 1).
+
+        A line counts when it starts with an SMTP verb, so message content that
+        happens to hold such lines counts too: send plain content when you test this.
+        """
+        counts = []
+        for chunk in self.reads:
+            lines = chunk.split(b"\n")
+            counts.append(sum(1 for line in lines if line[:4].upper() in _VERBS))
+        return counts
 
 
+_VERBS: Final = frozenset(
+    {b"EHLO", b"HELO", b"STAR", b"AUTH", b"MAIL", b"RCPT", b"DATA", b"RSET", b"NOOP", b"QUIT"}
+)
 _PASS: Final = object()
 _HANDLED: Final = object()
 
@@ -207,9 +218,7 @@ class _Handler:
         lines[-1] = "250 " + lines[-1][4:]
         return lines
 
-    async def handle_DATA(
-        self, server: _FaultySMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: _FaultySMTP, session: Session, envelope: Envelope) -> str:
         owner = self.owner
         fault = owner.next_fault("DOT")
         reply = "250 2.0.0 OK: queued"
