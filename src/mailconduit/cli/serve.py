@@ -1,9 +1,112 @@
-"""`mailconduit serve` command."""
+"""``mailconduit serve``: the web console and REST API (uvicorn), on 127.0.0.1 by default."""
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated
+
 import typer
+
+from mailconduit.config import is_loopback_host
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.command("serve")(serve)
+
+
+def serve(
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="Address to listen on. Anything but loopback needs --allow-remote."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="TCP port to listen on.")
+    ] = 8080,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Accept listening on a non-loopback address, so other machines can reach the "
+            "console. Put it behind HTTPS (and use --secure-cookies).",
+        ),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Host name browsers use to reach the console (repeatable); requests naming any "
+            "other Host are refused. Default: localhost names, plus --host.",
+        ),
+    ] = None,
+    secure_cookies: Annotated[
+        bool,
+        typer.Option(
+            "--secure-cookies", help="Mark cookies Secure (when served over HTTPS by a proxy)."
+        ),
+    ] = False,
+    max_upload_mb: Annotated[
+        int,
+        typer.Option(
+            "--max-upload-mb", min=1, max=10_000, help="Largest data file an upload may be."
+        ),
+    ] = 20,
+    run_sink: Annotated[
+        bool,
+        typer.Option(
+            "--sink/--no-sink",
+            help="Keep the built-in SMTP server (the 'local' connection and the local inbox) "
+            "running while the console runs.",
+        ),
+    ] = True,
+) -> None:
+    """Run the web console and REST API (accounts come from 'mailconduit users create')."""
+    import uvicorn
+
+    from mailconduit.web import users
+    from mailconduit.web.app import create_app
+    from mailconduit.web.security import LOCAL_HOSTS
+
+    if not is_loopback_host(host) and not allow_remote:
+        raise typer.BadParameter(
+            f"{host} is reachable from other machines; add --allow-remote if that is intended",
+            param_hint="--host",
+        )
+    hosts = list(allowed_host or [])
+    if not hosts:
+        hosts = [*LOCAL_HOSTS, host.strip("[]")]
+        if host in ("0.0.0.0", "::", ""):
+            hosts = ["*"]
+            print(
+                "mailconduit: listening on every interface with no --allowed-host: "
+                "any Host header is accepted",
+                file=sys.stderr,
+            )
+    if not users.list_users():
+        print(
+            "mailconduit: no console user yet; create one with: mailconduit users create NAME",
+            file=sys.stderr,
+        )
+    app = create_app(
+        allowed_hosts=hosts,
+        max_upload_bytes=max_upload_mb * 1024 * 1024,
+        secure_cookies=secure_cookies,
+        run_sink=run_sink,
+    )
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"mailconduit console on http://{shown}:{port}/ (Ctrl-C stops it)",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        server_header=False,
+        proxy_headers=True,
+        access_log=False,
+    )

@@ -1,0 +1,223 @@
+"""The FastAPI application of the console: pages, REST API, static files, error pages.
+
+:func:`create_app` builds one; ``mailconduit serve`` runs it with uvicorn. Everything a
+route does goes through :mod:`mailconduit.api`, so the console and the CLI share every rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.templating import Jinja2Templates
+
+from mailconduit import __version__
+from mailconduit.errors import ConfigError, MailconduitError, NotFoundError
+from mailconduit.netpolicy import NetworkPolicy, current_policy
+from mailconduit.web.security import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    LOCAL_HOSTS,
+    AccessMiddleware,
+    WebSettings,
+    is_api_path,
+    load_secret_key,
+)
+
+__all__ = ["Console", "create_app"]
+
+log = logging.getLogger("mailconduit.web")
+HERE = Path(__file__).parent
+
+
+class Console:
+    """What the routes share: settings, templates, the network policy and login throttling."""
+
+    def __init__(
+        self,
+        *,
+        settings: WebSettings,
+        policy: NetworkPolicy,
+        templates: Jinja2Templates,
+        run_sink: bool,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.templates = templates
+        self.run_sink = run_sink
+        self.login_failures: dict[str, list[float]] = {}
+
+    def render(
+        self, request: Request, template: str, *, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        """A page with the signed-in user and the CSRF token its forms need."""
+        session = getattr(request.state, "session", None)
+        context.setdefault("user", getattr(request.state, "user", None))
+        context.setdefault("csrf_token", session.csrf_token if session is not None else "")
+        context.setdefault("version", __version__)
+        context.setdefault("notice", "")
+        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def console(request: Request) -> Console:
+    """The :class:`Console` of the app serving ``request`` (a FastAPI dependency)."""
+    instance: Console = request.app.state.console
+    return instance
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return Jinja2Templates(env=env)
+
+
+def create_app(
+    *,
+    secret_key: bytes | None = None,
+    allowed_hosts: tuple[str, ...] | list[str] = LOCAL_HOSTS,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    secure_cookies: bool = False,
+    network_policy: NetworkPolicy | None = None,
+    run_sink: bool = False,
+) -> FastAPI:
+    """Build the console application.
+
+    ``secret_key`` signs cookies (default: the 0600 key file under MAILCONDUIT_HOME);
+    ``allowed_hosts`` are the host names the Host header may carry ("*" for any);
+    ``network_policy`` guards Test Connection and exports (default: from the environment);
+    ``run_sink`` keeps the embedded SMTP server running while the app runs.
+    """
+    settings = WebSettings(
+        secret_key=secret_key if secret_key is not None else load_secret_key(),
+        allowed_hosts=tuple(h.lower().strip("[]") for h in allowed_hosts),
+        max_upload_bytes=max_upload_bytes,
+        secure_cookies=secure_cookies,
+    )
+    state = Console(
+        settings=settings,
+        policy=network_policy if network_policy is not None else current_policy(),
+        templates=_templates(),
+        run_sink=run_sink,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with _sink_for(state):
+            yield
+
+    app = FastAPI(
+        title="mailconduit console API",
+        version=__version__,
+        description=(
+            "Connections (the SMTP Data Provider), Test Connection, exports, runs and the "
+            "local inbox. Authenticate with 'Authorization: Bearer TOKEN' (mailconduit users "
+            "token NAME). Passwords are write-only: no response contains one."
+        ),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.console = state
+
+    from mailconduit.web import pages, rest
+
+    app.include_router(rest.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    _install_error_handlers(app, state)
+    app.add_middleware(AccessMiddleware, settings=settings)
+    return app
+
+
+@contextlib.contextmanager
+def _sink_for(state: Console) -> Iterator[None]:
+    """Keep the embedded SMTP server up while the console runs, when asked to."""
+    if not state.run_sink:
+        yield
+        return
+    from mailconduit.sink import ensure_running
+
+    with contextlib.ExitStack() as stack:
+        try:
+            info = stack.enter_context(ensure_running())
+        except (MailconduitError, OSError, TimeoutError) as exc:
+            log.warning(
+                "the local SMTP server could not start (%s); the inbox shows what it has", exc
+            )
+        else:
+            log.info("local SMTP server on %s:%s", info.host, info.port)
+        yield
+
+
+def field_errors_json(exc: ConfigError) -> dict[str, Any]:
+    """A ConfigError as FastAPI-style 422 JSON: one entry per wrong field."""
+    detail = [
+        {"loc": ["body", e.field], "msg": e.message, "type": "value_error"} for e in exc.errors
+    ]
+    if not detail:
+        detail = [{"loc": ["body"], "msg": exc.message, "type": "value_error"}]
+    return {"detail": detail, "message": exc.message}
+
+
+def _install_error_handlers(app: FastAPI, state: Console) -> None:
+    def page_error(request: Request, status: int, title: str, message: str) -> Response:
+        return state.render(request, "error.html", status_code=status, title=title, message=message)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> Response:
+        if is_api_path(request.url.path):
+            return JSONResponse({"detail": exc.message}, status_code=404)
+        return page_error(request, 404, "Not found", exc.message)
+
+    @app.exception_handler(ConfigError)
+    async def config_error(request: Request, exc: ConfigError) -> Response:
+        if is_api_path(request.url.path):
+            return JSONResponse(field_errors_json(exc), status_code=422)
+        return page_error(request, 422, "Invalid settings", str(exc))
+
+    @app.exception_handler(MailconduitError)
+    async def operation_error(request: Request, exc: MailconduitError) -> Response:
+        text = " ".join(str(exc).split())
+        if is_api_path(request.url.path):
+            return JSONResponse({"detail": text}, status_code=409)
+        return page_error(request, 409, "The operation failed", text)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_api_path(request.url.path):
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        titles = {403: "Refused", 404: "Not found", 405: "Not allowed", 413: "Too large"}
+        return page_error(
+            request, exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        detail = [
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in exc.errors()
+        ]
+        if is_api_path(request.url.path):
+            return JSONResponse({"detail": detail}, status_code=422)
+        text = "; ".join(f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in detail)
+        return page_error(request, 422, "Invalid request", text)

@@ -1,0 +1,247 @@
+"""Connection pages: the list, Connector Selection, the "SMTP Data Provider" form, the detail
+page with Test Connection, edit, activate/deactivate and delete with confirmation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData
+
+from mailconduit import api
+from mailconduit.config import Connection, derive_security, parse_server_url, validate_connection
+from mailconduit.errors import ConfigError, NotFoundError
+from mailconduit.web.app import Console, console
+from mailconduit.web.forms import (
+    FIELDS,
+    FIELDS_BY_NAME,
+    PORT_SUGGESTIONS,
+    connection_form_values,
+    form_to_connection_data,
+)
+from mailconduit.web.views import (
+    NOTICES,
+    FieldErrors,
+    ProbeView,
+    form_data,
+    format_time,
+    new_router,
+    probe_view,
+    redirect,
+)
+
+__all__ = ["router"]
+
+router = new_router()
+StateDep = Annotated[Console, Depends(console)]
+FormDep = Annotated[FormData, Depends(form_data)]
+
+
+def _notice(request: Request) -> str:
+    return NOTICES.get(request.query_params.get("notice", ""), "")
+
+
+def _editable(conn: Connection) -> bool:
+    return conn.origin == "store"
+
+
+@router.get("/connections", response_class=HTMLResponse)
+def connection_list(request: Request, state: StateDep) -> Response:
+    """Connections: name, server, port, security, active, agent, last test; actions per row."""
+    rows = [
+        {
+            "conn": conn,
+            "editable": _editable(conn),
+            "test": status,
+            "tested_at": format_time(status.at) if status else "",
+        }
+        for conn, status in api.list_connections()
+    ]
+    return state.render(request, "connections.html", rows=rows, notice=_notice(request))
+
+
+@router.get("/connections/new", response_class=HTMLResponse)
+def connector_selection(request: Request, state: StateDep) -> Response:
+    """Connector Selection: SMTP sits in the EMails section."""
+    return state.render(request, "connector_selection.html", notice="")
+
+
+def _form_page(
+    request: Request,
+    state: Console,
+    *,
+    values: dict[str, Any],
+    errors: FieldErrors | None = None,
+    editing: str = "",
+    has_password: bool = False,
+    probe: ProbeView | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    values = {k: v for k, v in values.items() if k != "password"}  # never echo a password
+    return state.render(
+        request,
+        "connection_form.html",
+        status_code=status_code,
+        fields=FIELDS,
+        values=values,
+        errors=errors or FieldErrors(),
+        editing=editing,
+        has_password=has_password,
+        port_suggestions=PORT_SUGGESTIONS,
+        probe=probe,
+        notice="",
+    )
+
+
+@router.get("/connections/new/smtp", response_class=HTMLResponse)
+def new_smtp_form(request: Request, state: StateDep) -> Response:
+    """The empty "SMTP Data Provider" form."""
+    return _form_page(request, state, values=connection_form_values())
+
+
+@router.post("/connections/new/smtp", response_class=HTMLResponse)
+def create_smtp(request: Request, state: StateDep, form: FormDep) -> Response:
+    """Create the connection, or (button "Test Connection") test the typed values without saving."""
+    data = form_to_connection_data(form, editing=False)
+    if form.get("action") == "test":
+        try:
+            draft = validate_connection(data)
+        except ConfigError as exc:
+            return _form_page(
+                request,
+                state,
+                values=data,
+                errors=FieldErrors.from_error(exc, FIELDS_BY_NAME),
+                status_code=422,
+            )
+        result = api.test_connection(draft, allow_address=state.policy.allow_address, record=False)
+        return _form_page(request, state, values=data, probe=probe_view(result))
+    try:
+        conn = api.create_connection(data)
+    except ConfigError as exc:
+        if isinstance(exc, NotFoundError):
+            raise
+        return _form_page(
+            request,
+            state,
+            values=data,
+            errors=FieldErrors.from_error(exc, FIELDS_BY_NAME),
+            status_code=422,
+        )
+    return redirect(f"/connections/{conn.name}", notice="created")
+
+
+def _detail(
+    request: Request, state: Console, name: str, *, probe: ProbeView | None = None, notice: str = ""
+) -> HTMLResponse:
+    conn = api.get_connection(name)
+    status = next((s for c, s in api.list_connections() if c.name == conn.name), None)
+    public = conn.public_dict()
+    shown = [(f, public.get(f.name)) for f in FIELDS if f.name != "password" and not f.unused]
+    return state.render(
+        request,
+        "connection_detail.html",
+        conn=conn,
+        shown=shown,
+        editable=_editable(conn),
+        test=status,
+        tested_at=format_time(status.at) if status else "",
+        probe=probe,
+        notice=notice or _notice(request),
+    )
+
+
+@router.get("/connections/{name}", response_class=HTMLResponse)
+def connection_detail(request: Request, state: StateDep, name: str) -> Response:
+    """One connection's settings (never its password) and the Test Connection button."""
+    return _detail(request, state, name)
+
+
+@router.post("/connections/{name}/test", response_class=HTMLResponse)
+def test_saved(request: Request, state: StateDep, form: FormDep, name: str) -> Response:
+    """Test Connection on a saved connection; optionally send a real test message."""
+    send_to = str(form.get("send_to") or "").strip() or None
+    result = api.test_connection(name, send_to=send_to, allow_address=state.policy.allow_address)
+    return _detail(request, state, name, probe=probe_view(result))
+
+
+def _edit_values(conn: Connection) -> dict[str, Any]:
+    public = conn.public_dict()
+    values = connection_form_values(public)
+    try:
+        scheme = parse_server_url(conn.server_url)[0]
+    except ValueError:
+        scheme = ""
+    if conn.security is derive_security(conn.use_ssl, conn.port, scheme):
+        values["security"] = ""  # shown as "derive", so a port change re-derives it
+    return values
+
+
+def _stored(name: str) -> Connection:
+    conn = api.get_connection(name)
+    if not _editable(conn):
+        where = "built in" if conn.origin == "builtin" else "defined by the environment"
+        raise ConfigError(f"connection {name!r} is {where} and cannot be changed here")
+    return conn
+
+
+@router.get("/connections/{name}/edit", response_class=HTMLResponse)
+def edit_form(request: Request, state: StateDep, name: str) -> Response:
+    """The form filled with the stored values; the password box stays empty."""
+    conn = _stored(name)
+    return _form_page(
+        request, state, values=_edit_values(conn), editing=name, has_password=bool(conn.password)
+    )
+
+
+@router.post("/connections/{name}/edit", response_class=HTMLResponse)
+def save_edit(request: Request, state: StateDep, form: FormDep, name: str) -> Response:
+    """Save; with "Save and test" also run Test Connection on the saved result."""
+    conn = _stored(name)
+    data = form_to_connection_data(form, editing=True)
+    try:
+        saved = api.update_connection(name, data)
+    except ConfigError as exc:
+        if isinstance(exc, NotFoundError):
+            raise
+        return _form_page(
+            request,
+            state,
+            values=data,
+            errors=FieldErrors.from_error(exc, FIELDS_BY_NAME),
+            editing=name,
+            has_password=bool(conn.password),
+            status_code=422,
+        )
+    if form.get("action") == "save_test":
+        result = api.test_connection(saved.name, allow_address=state.policy.allow_address)
+        return _detail(
+            request, state, saved.name, probe=probe_view(result), notice=NOTICES["saved"]
+        )
+    return redirect(f"/connections/{saved.name}", notice="saved")
+
+
+@router.post("/connections/{name}/active")
+def set_active(request: Request, form: FormDep, name: str) -> Response:
+    """Activate or deactivate (form field ``active`` = 1 or 0)."""
+    _stored(name)
+    active = form.get("active") == "1"
+    api.update_connection(name, {"is_active": active})
+    back = "/connections" if form.get("back") == "list" else f"/connections/{name}"
+    return redirect(back, notice="activated" if active else "deactivated")
+
+
+@router.get("/connections/{name}/delete", response_class=HTMLResponse)
+def confirm_delete(request: Request, state: StateDep, name: str) -> Response:
+    """Ask before deleting."""
+    conn = _stored(name)
+    return state.render(request, "confirm_delete.html", conn=conn, notice="")
+
+
+@router.post("/connections/{name}/delete")
+def delete(request: Request, name: str) -> Response:
+    """Delete after confirmation."""
+    _stored(name)
+    api.delete_connection(name)
+    return redirect("/connections", notice="deleted")

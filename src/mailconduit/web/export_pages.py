@@ -1,0 +1,246 @@
+"""Export pages: a new export from an uploaded file or a saved interface file, its preview,
+live progress, per-row results, report downloads, past runs, resume and retry."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData, UploadFile
+
+from mailconduit import api
+from mailconduit.errors import ConfigError, MailconduitError, NotFoundError
+from mailconduit.web.app import Console, console
+from mailconduit.web.exports import spec_from_web
+from mailconduit.web.uploads import list_interfaces, list_uploads, save_upload
+from mailconduit.web.views import NOTICES, FieldErrors, form_data, format_time, new_router, redirect
+
+__all__ = ["EXPORT_FORM_FIELDS", "preview_dicts", "router"]
+
+router = new_router()
+StateDep = Annotated[Console, Depends(console)]
+FormDep = Annotated[FormData, Depends(form_data)]
+RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")]
+#: Rows of per-row results shown on the run page; the downloads hold all of them.
+ROWS_SHOWN = 500
+FINAL_STATUSES = frozenset({"finished", "failed", "aborted", "paused", "interrupted", "dry-run"})
+
+#: (name, label, help) of the export form's text settings, in order.
+EXPORT_FORM_FIELDS: tuple[tuple[str, str, str], ...] = (
+    (
+        "to",
+        "To",
+        "Recipient template, e.g. {{ email }} (a column of the file). Several: comma-separated.",
+    ),
+    ("cc", "Cc", "Optional copy recipients (a template too)."),
+    ("bcc", "Bcc", "Optional hidden recipients."),
+    ("reply_to", "Reply-To", "Optional address replies should go to."),
+    ("from", "From", "Sender; empty uses the connection's sender."),
+    ("subject", "Subject", "Subject template, e.g. Your invoice {{ number }}."),
+    ("where", "Filter", "Optional SQL condition selecting rows, e.g. country = 'FR'."),
+    ("order_by", "Sort", "Optional SQL ordering, e.g. name DESC."),
+    ("key", "Key column", "Column that identifies a row (default: position and content)."),
+    ("by", "Group by", "Group mode: the column whose values each get one message."),
+    (
+        "to_column",
+        "Recipients column",
+        "Table or group mode: send to every address in this column.",
+    ),
+    ("encoding", "Encoding", "Text encoding of the file (default: detected, UTF-8 first)."),
+    ("delimiter", "Delimiter", "CSV delimiter (default: detected)."),
+    ("sheet", "Sheet", "Excel sheet name (default: the first)."),
+    ("max_errors", "Pause after errors", "Pause the run after this many failed rows (0: never)."),
+    ("concurrency", "Parallel sessions", "SMTP sessions at once (default: the connection's)."),
+    ("run_id", "Run id", "Optional name for the run (default: generated)."),
+)
+_CARRIED = (
+    "upload",
+    "interface",
+    "connection",
+    "body",
+    "mode",
+    "fail_fast",
+    *(name for name, _, _ in EXPORT_FORM_FIELDS),
+)
+_FIELD_NAMES = set(_CARRIED) | {"file", "source"}
+
+
+def _settings(form: FormData) -> dict[str, Any]:
+    """The non-empty settings of a submitted export form (checkbox as boolean)."""
+    data: dict[str, Any] = {}
+    for name in _CARRIED:
+        value = form.get(name)
+        if name == "fail_fast":
+            if value not in (None, "", "off"):
+                data[name] = True
+            continue
+        if isinstance(value, str) and value.strip():
+            data[name] = value if name == "body" else value.strip()
+    if data.get("interface"):
+        data = {k: v for k, v in data.items() if k in ("interface", "run_id")}
+    return data
+
+
+def _form_page(
+    request: Request,
+    state: Console,
+    *,
+    values: dict[str, Any],
+    errors: FieldErrors | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return state.render(
+        request,
+        "export_form.html",
+        status_code=status_code,
+        values=values,
+        errors=errors or FieldErrors(),
+        fields=EXPORT_FORM_FIELDS,
+        connections=[c.name for c, _ in api.list_connections()],
+        uploads=list_uploads(),
+        interfaces=list_interfaces(),
+        max_upload_mb=state.settings.max_upload_bytes / (1024 * 1024),
+        notice="",
+    )
+
+
+@router.get("/exports", response_class=HTMLResponse)
+def exports(request: Request, state: StateDep) -> Response:
+    """Past runs, newest first, and the way to a new export."""
+    runs = [{"run": r, "created": format_time(r.created_at)} for r in api.list_runs(limit=100)]
+    notice = NOTICES.get(request.query_params.get("notice", ""), "")
+    return state.render(request, "exports.html", runs=runs, notice=notice)
+
+
+@router.get("/exports/new", response_class=HTMLResponse)
+def new_export(request: Request, state: StateDep) -> Response:
+    """The export form: source, connection and message templates."""
+    return _form_page(request, state, values={"connection": "local", "mode": "row"})
+
+
+def preview_dicts(previews: list[Any]) -> list[dict[str, Any]]:
+    """Rendered preview messages as plain dicts: headers, text, html (for pages and the API)."""
+    out: list[dict[str, Any]] = []
+    for item in previews:
+        data: dict[str, Any] = item.to_dict() if hasattr(item, "to_dict") else dict(vars(item))
+        headers = data.get("headers") or []
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        out.append(
+            {
+                **data,
+                "headers": [[str(k), str(v)] for k, v in headers],
+                "text": data.get("text"),
+                "html": data.get("html"),
+            }
+        )
+    return out
+
+
+@router.post("/exports/new", response_class=HTMLResponse)
+def preview_export(request: Request, state: StateDep, form: FormDep) -> Response:
+    """Store the uploaded file, validate the settings and show the first rendered messages."""
+    values = _settings(form)
+    file = form.get("file")
+    try:
+        if isinstance(file, UploadFile) and file.filename:
+            saved = save_upload(file.filename, file.file, max_bytes=state.settings.max_upload_bytes)
+            values["upload"] = saved.ref
+            values.pop("interface", None)
+        spec = spec_from_web(values)
+        previews = preview_dicts(api.preview(spec, limit=3))
+    except ConfigError as exc:
+        if isinstance(exc, NotFoundError):
+            raise
+        errors = FieldErrors.from_error(exc, _FIELD_NAMES)
+        return _form_page(request, state, values=values, errors=errors, status_code=422)
+    except MailconduitError as exc:
+        errors = FieldErrors(general=[" ".join(str(exc).split())])
+        return _form_page(request, state, values=values, errors=errors, status_code=422)
+    return state.render(
+        request, "export_preview.html", previews=previews, values=values, spec=spec, notice=""
+    )
+
+
+@router.post("/exports/start")
+def start_export(request: Request, state: StateDep, form: FormDep) -> Response:
+    """Start sending in the background and go to the run's progress page."""
+    values = _settings(form)
+    try:
+        run_id = api.start_export(spec_from_web(values))
+    except ConfigError as exc:
+        if isinstance(exc, NotFoundError):
+            raise
+        errors = FieldErrors.from_error(exc, _FIELD_NAMES)
+        return _form_page(request, state, values=values, errors=errors, status_code=422)
+    return redirect(f"/runs/{run_id}", notice="started")
+
+
+def _run_context(run_id: str) -> dict[str, Any]:
+    info = api.get_run(run_id)
+    elapsed = ((info.finished_at or info.updated_at) - info.created_at) if info.created_at else 0.0
+    sent = info.counts.get("sent", 0)
+    total = info.total or 0
+    return {
+        "run": info,
+        "final": info.status in FINAL_STATUSES,
+        "sent": sent,
+        "failed": info.counts.get("failed", 0),
+        "skipped": info.counts.get("skipped", 0),
+        "uncertain": info.counts.get("uncertain", 0),
+        "pending": max(0, total - info.done) if total else info.counts.get("pending", 0),
+        "total": total,
+        "done": info.done,
+        "rate": (sent / elapsed) if elapsed > 0 else 0.0,
+        "created": format_time(info.created_at),
+        "finished": format_time(info.finished_at),
+    }
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, state: StateDep, run_id: RunId) -> Response:
+    """Live progress while the run goes; per-row results once it ended."""
+    context = _run_context(run_id)
+    rows: list[Any] = []
+    if context["final"]:
+        rows = list(itertools.islice(api.run_report(run_id).rows(), ROWS_SHOWN + 1))
+    notice = NOTICES.get(request.query_params.get("notice", ""), "")
+    return state.render(
+        request,
+        "run.html",
+        rows=rows[:ROWS_SHOWN],
+        more_rows=len(rows) > ROWS_SHOWN,
+        notice=notice,
+        **context,
+    )
+
+
+@router.get("/runs/{run_id}/status", response_class=HTMLResponse)
+def run_status(request: Request, state: StateDep, run_id: RunId) -> Response:
+    """The progress fragment the run page polls every second."""
+    return state.render(request, "run_status.html", notice="", **_run_context(run_id))
+
+
+@router.get("/runs/{run_id}/report.{fmt}")
+def run_report(run_id: RunId, fmt: str) -> Response:
+    """Download every row's result as CSV or JSON."""
+    if fmt not in ("csv", "json"):
+        raise NotFoundError("report format", fmt)
+    report = api.run_report(run_id)
+    body, media = (
+        (report.to_csv(), "text/csv") if fmt == "csv" else (report.to_json(), "application/json")
+    )
+    return Response(
+        body,
+        media_type=f"{media}; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="report-{run_id}.{fmt}"'},
+    )
+
+
+@router.post("/runs/{run_id}/resume")
+def resume(run_id: RunId, form: FormDep) -> Response:
+    """Resume a run; with ``retry_failed`` the failed rows are sent again too."""
+    new_id = api.resume_run(run_id, retry_failed=form.get("retry_failed") == "1")
+    return redirect(f"/runs/{new_id}", notice="resumed")

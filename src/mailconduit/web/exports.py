@@ -1,0 +1,110 @@
+"""Export settings as the console accepts them (form or JSON), turned into an ExportSpec.
+
+The source is an uploaded file (by reference) or a saved interface file (by name); settings
+that would name other files or databases of the server (``source``, ``body_file``,
+``attach_dir``, ``database_url``...) are refused here, so a web user can read nothing the
+operator did not put there. Every other rule is :func:`mailconduit.api.export_spec`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from mailconduit import api
+from mailconduit.config import ExportSpec
+from mailconduit.errors import ConfigError, FieldError
+from mailconduit.web.uploads import resolve_interface, resolve_upload
+
+__all__ = ["SERVER_ONLY_FIELDS", "WEB_EXPORT_FIELDS", "spec_from_web"]
+
+#: Settings a web request may give, beside ``upload`` or ``interface``.
+WEB_EXPORT_FIELDS: tuple[str, ...] = (
+    "connection",
+    "to",
+    "cc",
+    "bcc",
+    "reply_to",
+    "from",
+    "subject",
+    "body",
+    "mode",
+    "by",
+    "to_column",
+    "table_formats",
+    "table_row_cap",
+    "oversize",
+    "where",
+    "order_by",
+    "key",
+    "kind",
+    "encoding",
+    "delimiter",
+    "sheet",
+    "charset",
+    "html",
+    "fail_fast",
+    "run_id",
+    "concurrency",
+    "rate",
+    "max_errors",
+    "resend_uncertain",
+    "messages_per_connection",
+)
+#: Settings that name files or databases on the server: CLI and interface files only.
+SERVER_ONLY_FIELDS = frozenset(
+    {
+        "source",
+        "sql",
+        "body_file",
+        "attach",
+        "attach_dir",
+        "database_url",
+        "dry_run",
+        "report",
+        "journal",
+    }
+)
+
+
+def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
+    """Validate a web export request: ``upload`` (with settings) or ``interface`` (with run_id)."""
+    errors: list[FieldError] = []
+    for key in data:
+        if key in SERVER_ONLY_FIELDS:
+            errors.append(
+                FieldError(
+                    str(key),
+                    "names a file or database of the server; from the console, upload the data "
+                    "file or use a saved interface file",
+                )
+            )
+    upload = data.get("upload")
+    interface = data.get("interface")
+    if upload and interface:
+        errors.append(FieldError("upload", "give an uploaded file or an interface file, not both"))
+    elif not upload and not interface:
+        errors.append(
+            FieldError("upload", "is required: upload a data file (or pick a saved interface file)")
+        )
+    if interface:
+        extra = [
+            k
+            for k in data
+            if k not in ("interface", "run_id", "upload") and k not in SERVER_ONLY_FIELDS
+        ]
+        errors += [
+            FieldError(k, "comes from the interface file and cannot be changed here") for k in extra
+        ]
+    if errors:
+        raise ConfigError.for_fields("export", errors)
+    if interface:
+        run_id = data.get("run_id")
+        return api.load_interface(
+            resolve_interface(str(interface)), run_id=str(run_id) if run_id else None
+        )
+    source = resolve_upload(str(upload))
+    settings = {k: v for k, v in data.items() if k != "upload"}
+    spec = api.export_spec({"source": str(source.path), **settings})
+    return dataclasses.replace(spec, dry_run="", report="")

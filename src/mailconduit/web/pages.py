@@ -1,0 +1,181 @@
+"""Server-rendered pages: sign in and out, the main menu, the API page; the sections'
+routers (connections, exports, inbox) are included here."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature
+from starlette.datastructures import FormData
+
+from mailconduit.web import connection_pages, export_pages, inbox_pages, users
+from mailconduit.web.app import Console, console
+from mailconduit.web.security import LOGIN_COOKIE, SESSION_COOKIE, safe_next
+from mailconduit.web.views import NOTICES, form_data, new_router, redirect
+
+__all__ = ["router"]
+
+router = new_router()
+#: Failed sign-ins per client address allowed within the window before answering 429.
+LOGIN_FAILURES_ALLOWED = 10
+LOGIN_WINDOW_SECONDS = 300.0
+LOGIN_FORM_SECONDS = 3600
+
+
+def _login_page(
+    request: Request,
+    state: Console,
+    *,
+    next_path: str,
+    error: str = "",
+    status_code: int = 200,
+    username: str = "",
+) -> HTMLResponse:
+    token = secrets.token_urlsafe(32)
+    response = state.render(
+        request,
+        "login.html",
+        status_code=status_code,
+        login_token=token,
+        next_path=next_path,
+        error=error,
+        username=username,
+        notice=NOTICES.get(request.query_params.get("notice", ""), ""),
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        state.settings.login_signer.sign(token).decode(),
+        max_age=LOGIN_FORM_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=state.settings.secure_cookies,
+        path="/login",
+    )
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, state: Annotated[Console, Depends(console)]) -> Response:
+    """The sign-in page (a signed-in visitor goes straight on)."""
+    next_path = safe_next(request.query_params.get("next"))
+    if _signed_in(request, state):
+        return RedirectResponse(next_path, status_code=303)
+    return _login_page(request, state, next_path=next_path)
+
+
+def _signed_in(request: Request, state: Console) -> bool:
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    if not cookie:
+        return False
+    try:
+        session_id = state.settings.signer.unsign(cookie, max_age=users.SESSION_SECONDS).decode()
+    except (BadSignature, UnicodeDecodeError):
+        return False
+    return users.valid_session(session_id) is not None
+
+
+def _throttled(state: Console, client: str) -> bool:
+    now = time.monotonic()
+    recent = [t for t in state.login_failures.get(client, []) if now - t < LOGIN_WINDOW_SECONDS]
+    state.login_failures[client] = recent
+    return len(recent) >= LOGIN_FAILURES_ALLOWED
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request,
+    state: Annotated[Console, Depends(console)],
+    form: Annotated[FormData, Depends(form_data)],
+) -> Response:
+    """Check the form's one-time token, then the password; on success start a session."""
+    next_path = safe_next(str(form.get("next") or "/"))
+    username = str(form.get("username") or "").strip()
+    password = str(form.get("password") or "")
+    given = str(form.get("csrf_token") or "")
+    try:
+        expected = state.settings.login_signer.unsign(
+            request.cookies.get(LOGIN_COOKIE, ""), max_age=LOGIN_FORM_SECONDS
+        ).decode()
+    except (BadSignature, UnicodeDecodeError):
+        expected = ""
+    if not expected or not secrets.compare_digest(expected, given):
+        return _login_page(
+            request,
+            state,
+            next_path=next_path,
+            username=username,
+            status_code=403,
+            error="The sign-in form expired or did not come from this page; please try again.",
+        )
+    client = request.client.host if request.client else "?"
+    if _throttled(state, client):
+        return _login_page(
+            request,
+            state,
+            next_path=next_path,
+            username=username,
+            status_code=429,
+            error="Too many failed attempts; wait a few minutes before trying again.",
+        )
+    if not username or not password or not users.authenticate(username, password):
+        state.login_failures.setdefault(client, []).append(time.monotonic())
+        return _login_page(
+            request,
+            state,
+            next_path=next_path,
+            username=username,
+            status_code=401,
+            error="Wrong user name or password.",
+        )
+    state.login_failures.pop(client, None)
+    session_id, _ = users.create_session(username)
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        state.settings.signer.sign(session_id).decode(),
+        max_age=users.SESSION_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=state.settings.secure_cookies,
+        path="/",
+    )
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, state: Annotated[Console, Depends(console)]) -> Response:
+    """End the session on the server (a copied cookie stops working too) and forget the cookie."""
+    session_id = getattr(request.state, "session_id", None)
+    if session_id:
+        users.end_session(session_id)
+    response = redirect("/login", notice="logged_out")
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def main_menu(request: Request, state: Annotated[Console, Depends(console)]) -> Response:
+    """The Main Menu: connections, exports, the local inbox, the API."""
+    return state.render(request, "menu.html", notice="")
+
+
+@router.get("/api-docs", response_class=HTMLResponse)
+def api_docs(request: Request, state: Annotated[Console, Depends(console)]) -> Response:
+    """Every REST endpoint with its summary, from the app's own OpenAPI schema."""
+    schema = request.app.openapi()
+    endpoints = [
+        (method.upper(), path, op.get("summary", ""), op.get("description", ""))
+        for path, ops in schema.get("paths", {}).items()
+        for method, op in ops.items()
+    ]
+    return state.render(request, "api.html", endpoints=endpoints, notice="")
+
+
+router.include_router(connection_pages.router)
+router.include_router(export_pages.router)
+router.include_router(inbox_pages.router)

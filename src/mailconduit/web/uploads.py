@@ -1,0 +1,150 @@
+"""Files the console works with: uploaded data files and the operator's saved interface files.
+
+Uploads land in ``MAILCONDUIT_HOME/uploads/<random id>/<cleaned name>`` and are named by the
+reference ``<id>/<name>``; a reference from a browser is resolved only inside that folder, so
+no request can point an export at another file of the server. Interface files are the YAML
+files an operator saved in ``MAILCONDUIT_HOME/interfaces``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from mailconduit.errors import ConfigError, FieldError
+from mailconduit.home import home, uploads_dir
+
+__all__ = [
+    "DATA_SUFFIXES",
+    "Upload",
+    "interfaces_dir",
+    "list_interfaces",
+    "list_uploads",
+    "resolve_interface",
+    "resolve_upload",
+    "safe_filename",
+    "save_upload",
+]
+
+#: Data containers an upload may hold (what the sources read).
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".xlsx", ".parquet")
+_REF_RE = re.compile(r"^([0-9a-f]{16})/([^/\\]{1,120})$")
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One stored upload: its reference (``id/name``), file name, path and size in bytes."""
+
+    ref: str
+    name: str
+    path: Path
+    size: int
+
+
+def safe_filename(name: str, *, fallback: str = "file") -> str:
+    """A file name without folders, control characters, quotes or leading dot (<= 120 chars)."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = unicodedata.normalize("NFC", base)
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C" and c not in '"<>|:*?')
+    base = base.strip().lstrip(".").strip()
+    if len(base) > 120:
+        stem, dot, suffix = base.rpartition(".")
+        base = (
+            (stem[: 119 - len(suffix)] + dot + suffix) if dot and len(suffix) < 16 else base[:120]
+        )
+    return base or fallback
+
+
+def save_upload(name: str, stream: BinaryIO, *, max_bytes: int) -> Upload:
+    """Copy an uploaded data file under the uploads folder; refuses unknown kinds and big files."""
+    clean = safe_filename(name, fallback="data.csv")
+    suffix = Path(clean).suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise ConfigError.for_fields(
+            "upload",
+            [FieldError("file", f"{clean!r}: expected one of {', '.join(DATA_SUFFIXES)}")],
+        )
+    upload_id = secrets.token_hex(8)
+    folder = uploads_dir() / upload_id
+    folder.mkdir(mode=0o700)
+    path = folder / clean
+    size = 0
+    try:
+        with open(path, "xb") as out:
+            os.chmod(path, 0o600)
+            while chunk := stream.read(_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ConfigError.for_fields(
+                        "upload", [FieldError("file", f"is larger than {max_bytes // 1024} KiB")]
+                    )
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        folder.rmdir()
+        raise
+    if size == 0:
+        path.unlink()
+        folder.rmdir()
+        raise ConfigError.for_fields("upload", [FieldError("file", f"{clean!r} is empty")])
+    return Upload(ref=f"{upload_id}/{clean}", name=clean, path=path, size=size)
+
+
+def resolve_upload(ref: str) -> Upload:
+    """The upload a reference names; a malformed or unknown reference is a field error."""
+    match = _REF_RE.match(ref or "")
+    base = uploads_dir().resolve()
+    if match is not None:
+        path = (base / match.group(1) / match.group(2)).resolve()
+        if path.parent.parent == base and path.is_file():
+            return Upload(ref=ref, name=path.name, path=path, size=path.stat().st_size)
+    raise ConfigError.for_fields("export", [FieldError("upload", f"no uploaded file {ref!r}")])
+
+
+def list_uploads(*, limit: int = 50) -> list[Upload]:
+    """Earlier uploads, newest first."""
+    base = uploads_dir()
+    found: list[tuple[float, Upload]] = []
+    for folder in base.iterdir():
+        if not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{16}", folder.name):
+            continue
+        for path in folder.iterdir():
+            if path.is_file():
+                stat = path.stat()
+                upload = Upload(
+                    ref=f"{folder.name}/{path.name}", name=path.name, path=path, size=stat.st_size
+                )
+                found.append((stat.st_mtime, upload))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [u for _, u in found[:limit]]
+
+
+def interfaces_dir() -> Path:
+    """Where an operator saves interface files (YAML) the console may run."""
+    path = home() / "interfaces"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def list_interfaces() -> list[str]:
+    """File names of the saved interface files, sorted."""
+    return sorted(
+        p.name
+        for p in interfaces_dir().iterdir()
+        if p.is_file() and p.suffix.lower() in (".yaml", ".yml")
+    )
+
+
+def resolve_interface(name: str) -> Path:
+    """The saved interface file called ``name`` (a bare file name), else a field error."""
+    if name in list_interfaces():
+        return interfaces_dir() / name
+    raise ConfigError.for_fields(
+        "export", [FieldError("interface", f"no saved interface file {name!r}")]
+    )

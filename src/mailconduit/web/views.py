@@ -1,0 +1,126 @@
+"""Helpers the page routes share: form parsing, per-field errors, and view models of results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+from starlette.datastructures import FormData
+
+from mailconduit.errors import ConfigError
+from mailconduit.web.security import MAX_FORM_BYTES, CsrfRoute
+
+__all__ = [
+    "NOTICES",
+    "FieldErrors",
+    "ProbeView",
+    "form_data",
+    "format_time",
+    "new_router",
+    "probe_view",
+    "redirect",
+]
+
+#: Fixed confirmations a redirect may ask a page to show (``?notice=key``).
+NOTICES: dict[str, str] = {
+    "created": "Connection created. Press Test Connection to check that it works.",
+    "saved": "Changes saved.",
+    "deleted": "Connection deleted.",
+    "activated": "Connection activated: exports may use it.",
+    "deactivated": "Connection deactivated: exports through it are refused until it is activated.",
+    "logged_out": "You are signed out.",
+    "started": "Export started.",
+    "resumed": "Run resumed.",
+}
+
+
+def new_router() -> APIRouter:
+    """A router whose every route checks the CSRF token (see :class:`CsrfRoute`)."""
+    return APIRouter(route_class=CsrfRoute, include_in_schema=False)
+
+
+async def form_data(request: Request) -> FormData:
+    """The submitted form (a FastAPI dependency, so sync handlers can read it)."""
+    return await request.form(max_part_size=MAX_FORM_BYTES)
+
+
+def redirect(path: str, *, notice: str = "") -> RedirectResponse:
+    """303 to ``path`` (a local path), with a notice key the next page shows."""
+    if notice:
+        path += ("&" if "?" in path else "?") + "notice=" + quote(notice)
+    return RedirectResponse(path, status_code=303)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldErrors:
+    """A ConfigError split into messages per form field and messages for the whole form."""
+
+    by_field: dict[str, list[str]] = field(default_factory=dict)
+    general: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_error(cls, exc: ConfigError, fields: Mapping[str, Any] | set[str]) -> FieldErrors:
+        by_field: dict[str, list[str]] = {}
+        general: list[str] = []
+        for e in exc.errors:
+            if e.field in fields:
+                by_field.setdefault(e.field, []).append(e.message)
+            else:
+                general.append(str(e))
+        if not exc.errors:
+            general.append(exc.message)
+        return cls(by_field, general)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_field or self.general)
+
+
+def format_time(value: float | datetime | None) -> str:
+    """A moment as ``2025-01-31 14:05:09 UTC`` (empty for None)."""
+    if value is None:
+        return ""
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeView:
+    """A Test Connection result as the page shows it: the CLI's lines and the structured fields."""
+
+    ok: bool
+    lines: list[str]
+    stage: str
+    hint: str
+    capabilities: list[str]
+    transcript: list[str]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        return [
+            f"{k} {v}".strip() if v not in (None, "", True) else str(k) for k, v in value.items()
+        ]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [str(value)] if value else []
+
+
+def probe_view(result: Any) -> ProbeView:
+    """View of a ProbeResult: the same lines ``mailconduit connections test`` prints."""
+    data: dict[str, Any] = result.to_dict()
+    transcript = _strings(data.get("transcript") or [])
+    return ProbeView(
+        ok=bool(result.ok),
+        lines=list(result.report_lines(verbose=False)),
+        stage=str(data.get("stage") or ""),
+        hint=str(data.get("hint") or ""),
+        capabilities=_strings(data.get("capabilities") or []),
+        transcript=transcript,
+    )
