@@ -7,7 +7,7 @@ import random
 import pytest
 
 from mailconduit.config import RetryPolicy
-from mailconduit.delivery.retry import RetrySchedule, classify
+from mailconduit.delivery.retry import check_retry_policy, classify, next_delay
 from mailconduit.errors import (
     AddressError,
     AuthenticationError,
@@ -29,62 +29,56 @@ ALMOST_ONE = 1.0 - 2**-53
 
 def test_ceiling_doubles_from_initial_delay_up_to_max_delay() -> None:
     policy = RetryPolicy(max_attempts=10, max_seconds=1e9, initial_delay=1.5, max_delay=20.0)
-    schedule = RetrySchedule(policy, random=lambda: ALMOST_ONE)
-    delays = [schedule.next_delay(n) for n in range(1, 10)]
+    delays = [next_delay(policy, n, random=lambda: ALMOST_ONE) for n in range(1, 10)]
     assert delays == pytest.approx([1.5, 3.0, 6.0, 12.0, 20.0, 20.0, 20.0, 20.0, 20.0])
 
 
 def test_full_jitter_scales_the_ceiling_by_the_random_draw() -> None:
     draws = iter([0.0, 0.25, 0.5])
-    schedule = RetrySchedule(
-        RetryPolicy(max_attempts=5, initial_delay=2.0, max_delay=60.0), random=lambda: next(draws)
-    )
-    assert schedule.next_delay(1) == 0.0
-    assert schedule.next_delay(2) == pytest.approx(1.0)  # 0.25 * 4
-    assert schedule.next_delay(3) == pytest.approx(4.0)  # 0.5 * 8
+    policy = RetryPolicy(max_attempts=5, initial_delay=2.0, max_delay=60.0)
+    assert next_delay(policy, 1, random=lambda: next(draws)) == 0.0
+    assert next_delay(policy, 2, random=lambda: next(draws)) == pytest.approx(1.0)  # 0.25 * 4
+    assert next_delay(policy, 3, random=lambda: next(draws)) == pytest.approx(4.0)  # 0.5 * 8
 
 
 def test_jittered_delays_stay_within_their_ceilings_and_spread() -> None:
     rng = random.Random(1234)
-    schedule = RetrySchedule(
-        RetryPolicy(max_attempts=8, initial_delay=1.0, max_delay=30.0), random=rng.random
-    )
+    policy = RetryPolicy(max_attempts=8, initial_delay=1.0, max_delay=30.0)
     for attempt in range(1, 8):
         ceiling = min(30.0, 2.0 ** (attempt - 1))
-        delays = [schedule.next_delay(attempt) for _ in range(400)]
+        delays = [next_delay(policy, attempt, random=rng.random) for _ in range(400)]
         assert all(d is not None and 0.0 <= d <= ceiling for d in delays)
         spread = [d for d in delays if d is not None]
         assert min(spread) < ceiling * 0.1 and max(spread) > ceiling * 0.9
 
 
 def test_gives_up_after_max_attempts_counting_the_first() -> None:
-    schedule = RetrySchedule(RetryPolicy(max_attempts=3), random=lambda: 0.5)
-    assert schedule.next_delay(1) is not None
-    assert schedule.next_delay(2) is not None
-    assert schedule.next_delay(3) is None
-    assert RetrySchedule(RetryPolicy(max_attempts=1)).next_delay(1) is None
+    policy = RetryPolicy(max_attempts=3)
+    assert next_delay(policy, 1) is not None
+    assert next_delay(policy, 2) is not None
+    assert next_delay(policy, 3) is None
+    assert next_delay(RetryPolicy(max_attempts=1), 1) is None
 
 
 def test_time_budget_caps_the_delay_then_gives_up() -> None:
     policy = RetryPolicy(max_attempts=100, max_seconds=60.0, initial_delay=10.0, max_delay=40.0)
-    schedule = RetrySchedule(policy, random=lambda: ALMOST_ONE)
-    assert schedule.next_delay(3, elapsed=10.0) == pytest.approx(40.0)
-    assert schedule.next_delay(3, elapsed=45.0) == pytest.approx(15.0)  # lands on the budget
-    assert schedule.next_delay(1, elapsed=60.0) is None
-    assert schedule.next_delay(1, elapsed=75.0) is None
+    def top(attempt: int, elapsed: float) -> float | None:
+        return next_delay(policy, attempt, elapsed=elapsed, random=lambda: ALMOST_ONE)
+
+    assert top(3, 10.0) == pytest.approx(40.0)
+    assert top(3, 45.0) == pytest.approx(15.0)  # lands on the budget
+    assert top(1, 60.0) is None
+    assert top(1, 75.0) is None
 
 
 def test_huge_attempt_numbers_do_not_overflow() -> None:
-    schedule = RetrySchedule(
-        RetryPolicy(max_attempts=10**6, max_seconds=1e12, max_delay=300.0),
-        random=lambda: ALMOST_ONE,
-    )
-    assert schedule.next_delay(5000) == pytest.approx(300.0)
+    policy = RetryPolicy(max_attempts=10**6, max_seconds=1e12, max_delay=300.0)
+    assert next_delay(policy, 5000, random=lambda: ALMOST_ONE) == pytest.approx(300.0)
 
 
 def test_attempt_numbers_start_at_one() -> None:
     with pytest.raises(ValueError, match="starts at 1"):
-        RetrySchedule(RetryPolicy()).next_delay(0)
+        next_delay(RetryPolicy(), 0)
 
 
 @pytest.mark.parametrize(
@@ -98,8 +92,10 @@ def test_attempt_numbers_start_at_one() -> None:
 )
 def test_bad_policies_are_refused(policy: RetryPolicy, field: str) -> None:
     with pytest.raises(ConfigError) as info:
-        RetrySchedule(policy)
+        check_retry_policy(policy)
     assert [e.field for e in info.value.errors] == [field]
+    with pytest.raises(ConfigError):
+        next_delay(policy, 1)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ defers to :func:`mailconduit.smtp.replies.classify`, the one reply classifier.
 from __future__ import annotations
 
 import math
-import random
+import random as _random
 from collections.abc import Callable
 
 from mailconduit.config import RetryPolicy
@@ -31,50 +31,37 @@ from mailconduit.errors import (
 from mailconduit.smtp.replies import ReplyAction
 from mailconduit.smtp.replies import classify as classify_reply
 
-__all__ = ["RetrySchedule", "classify"]
+__all__ = ["check_retry_policy", "classify", "next_delay"]
 
 #: Beyond this many doublings the ceiling is max_delay anyway; it keeps 2**n finite.
 _MAX_DOUBLINGS = 62
 
 
-class RetrySchedule:
-    """Back-off delays for one :class:`~mailconduit.config.RetryPolicy`.
+def next_delay(
+    policy: RetryPolicy,
+    attempt: int,
+    *,
+    elapsed: float = 0.0,
+    random: Callable[[], float] = _random.random,
+) -> float | None:
+    """Seconds to wait after ``attempt`` failed attempts of a row, or None to give up.
 
-    ``random`` returns a float in ``[0, 1)``; tests inject their own. One schedule
-    serves every row: it holds no per-row state.
+    ``elapsed`` is the time since the row's first attempt: the delay never carries the
+    next attempt past ``max_seconds``, and None comes once the attempts
+    (``max_attempts`` counts the first one) or that budget are used up. ``random``
+    returns a float in ``[0, 1)``; tests inject their own.
     """
-
-    __slots__ = ("_policy", "_random")
-
-    def __init__(
-        self, policy: RetryPolicy, *, random: Callable[[], float] = random.random
-    ) -> None:
-        _validate(policy)
-        self._policy = policy
-        self._random = random
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return self._policy
-
-    def next_delay(self, attempt: int, *, elapsed: float = 0.0) -> float | None:
-        """Seconds to wait after ``attempt`` failed attempts, or None to give up.
-
-        ``elapsed`` is the time since the first attempt; the delay never carries the
-        next attempt past ``max_seconds``, and None comes once the attempts
-        (``max_attempts`` counts the first one) or the time budget are used up.
-        """
-        if attempt < 1:
-            raise ValueError(f"attempt counts failed attempts and starts at 1, not {attempt}")
-        policy = self._policy
-        remaining = policy.max_seconds - elapsed
-        if attempt >= policy.max_attempts or remaining <= 0.0:
-            return None
-        ceiling = min(
-            policy.max_delay,
-            policy.initial_delay * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS),
-        )
-        return min(self._random() * ceiling, remaining)
+    if attempt < 1:
+        raise ValueError(f"attempt counts failed attempts and starts at 1, not {attempt}")
+    check_retry_policy(policy)
+    remaining = policy.max_seconds - elapsed
+    if attempt >= policy.max_attempts or remaining <= 0.0:
+        return None
+    ceiling = min(
+        policy.max_delay,
+        policy.initial_delay * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS),
+    )
+    return min(random() * ceiling, remaining)
 
 
 def classify(error: MailconduitError) -> ReplyAction:
@@ -102,7 +89,8 @@ def classify(error: MailconduitError) -> ReplyAction:
     return ReplyAction.ABORT_RUN
 
 
-def _validate(policy: RetryPolicy) -> None:
+def check_retry_policy(policy: RetryPolicy) -> None:
+    """Raise :class:`~mailconduit.errors.ConfigError` naming every wrong field of ``policy``."""
     errors: list[FieldError] = []
     if policy.max_attempts < 1:
         errors.append(FieldError("retry.max_attempts", "must be at least 1 (1 = no retry)"))
