@@ -3,6 +3,7 @@ per-field 422s with the CLI's wording, SSRF policy, security headers, upload lim
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ import pytest
 from mailconduit import api
 from mailconduit.config import validate_connection
 from mailconduit.errors import ConfigError
+from mailconduit.netpolicy import NetworkPolicy
+from mailconduit.sink import ensure_running
 from mailconduit.web import users
 from mailconduit.web.rest import ConnectionOut
 from webconsole import (
@@ -548,3 +551,110 @@ def test_weird_api_input_never_breaks_the_server(console: Console, token: str) -
             "/api/inbox?offset=-5",
         ):
             assert http.get(path).status_code < 500, path
+
+
+# --------------------------------------------------------------------------- Test Connection, SSRF
+
+
+@pytest.fixture
+def sink_port() -> Iterator[int]:
+    with ensure_running(port=0) as info:
+        yield info.port
+
+
+def sink_copy(port: int, *, password: str, name: str = "sinkcopy") -> dict[str, object]:
+    """A stored connection to this home's sink, with the given password."""
+    local = api.get_connection("local")
+    return {
+        "name": name,
+        "server_url": "127.0.0.1",
+        "port": port,
+        "security": "starttls",
+        "username": local.username,
+        "password": password,
+        "ca_file": local.ca_file,
+        "timeout_ms": 5000,
+    }
+
+
+def test_test_connection_success_shows_capabilities(browser: SignedIn, sink_port: int) -> None:
+    local = api.get_connection("local")
+    assert local.password is not None
+    api.create_connection(sink_copy(sink_port, password=local.password.reveal()))
+    page = browser.post_form("/connections/sinkcopy/test", {})
+    assert page.status_code == 200
+    assert "Test Connection succeeded" in page.text
+    caps = re.search(r'<ul class="caps">(.*?)</ul>', page.text, re.S)
+    assert caps and "SIZE" in caps.group(1) and "AUTH" in caps.group(1)
+    assert local.password.reveal() not in page.text
+    listing = browser.http.get("/connections").text
+    assert re.search(r'data-connection="sinkcopy".*?class="ok">passed<', listing, re.S)
+
+
+def test_test_connection_failure_names_stage_and_hint(browser: SignedIn, sink_port: int) -> None:
+    api.create_connection(sink_copy(sink_port, password=SECRET))
+    page = browser.post_form("/connections/sinkcopy/test", {})
+    assert "Test Connection failed" in page.text
+    assert re.search(r'id="test-stage">auth<', page.text)
+    assert SECRET not in page.text
+    result = browser.api("POST", "/api/connections/sinkcopy/test").json()
+    assert result["ok"] is False and result["stage"] == "auth"
+    assert any(line.startswith("FAILED at stage auth") for line in result["lines"])
+    assert SECRET not in json.dumps(result)
+
+
+def test_test_connection_on_the_form_saves_nothing(browser: SignedIn, sink_port: int) -> None:
+    local = api.get_connection("local")
+    assert local.password is not None
+    form = new_form(
+        browser,
+        name="draft",
+        port=str(sink_port),
+        security="starttls",
+        use_ssl="on",
+        ca_file=local.ca_file,
+        username=local.username,
+        password=local.password.reveal(),
+    )
+    page = browser.post_form("/connections/new/smtp", {**form, "action": "test"})
+    assert page.status_code == 200
+    assert "Test Connection succeeded" in page.text
+    assert local.password.reveal() not in page.text
+    assert [c.name for c, _ in api.list_connections()] == ["local"]
+
+
+def test_metadata_address_is_refused_by_the_network_policy(browser: SignedIn) -> None:
+    api.create_connection(
+        {
+            **VALID,
+            "name": "metadata",
+            "server_url": "169.254.169.254",
+            "port": 80,
+            "allow_insecure_auth": True,
+        }
+    )
+    result = browser.api("POST", "/api/connections/metadata/test").json()
+    assert result["ok"] is False
+    assert result["stage"] == "dns"
+    assert "not allowed by the network policy" in result["message"]
+    assert "tcp" not in result["passed"]
+    page = browser.post_form("/connections/metadata/test", {})
+    assert "not allowed by the network policy" in page.text
+
+
+def test_policy_is_checked_on_the_resolved_address(sink_port: int) -> None:
+    """A host NAME that resolves into a denied network is refused at connect time."""
+    policy = NetworkPolicy(
+        deny=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    )
+    local = api.get_connection("local")
+    assert local.password is not None
+    api.create_connection(
+        {**sink_copy(sink_port, password=local.password.reveal()), "server_url": "localhost"}
+    )
+    with running_console(network_policy=policy) as guarded:
+        browser = guarded.signed_in()
+        result = browser.api("POST", "/api/connections/sinkcopy/test").json()
+        browser.http.close()
+    assert result["ok"] is False and result["stage"] == "dns"
+    assert "not allowed by the network policy" in result["message"]

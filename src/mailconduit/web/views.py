@@ -102,25 +102,19 @@ class ProbeView:
     transcript: list[str]
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, Mapping):
-        return [
-            f"{k} {v}".strip() if v not in (None, "", True) else str(k) for k, v in value.items()
-        ]
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value]
-    return [str(value)] if value else []
-
-
 def probe_view(result: Any) -> ProbeView:
     """View of a ProbeResult: the same lines ``mailconduit connections test`` prints."""
-    data: dict[str, Any] = result.to_dict()
-    transcript = _strings(data.get("transcript") or [])
+    lines = [str(line) for line in result.report_lines(verbose=False)]
+    capabilities: list[str] = []
+    for line in lines:
+        label, _, listed = line.strip().partition(": ")
+        if label == "capabilities" and listed != "none advertised":
+            capabilities = listed.split(", ")
     return ProbeView(
         ok=bool(result.ok),
-        lines=list(result.report_lines(verbose=False)),
-        stage=str(data.get("stage") or ""),
-        hint=str(data.get("hint") or ""),
-        capabilities=_strings(data.get("capabilities") or []),
-        transcript=transcript,
+        lines=lines,
+        stage=str(result.stage),
+        hint=str(result.hint),
+        capabilities=capabilities,
+        transcript=[str(t) for t in result.transcript],
     )
