@@ -233,8 +233,15 @@ class StreamResult:
 _ReplyCallback = Callable[[Reply | None, SMTPError | None], None]
 
 
-def _future_callback(future: asyncio.Future[Reply]) -> _ReplyCallback:
+def _future_callback(
+    future: asyncio.Future[Reply], record: _ReplyCallback | None = None
+) -> _ReplyCallback:
+    """Resolve ``future`` with the reply; ``record`` sees it first, synchronously (so a
+    421 that ends the session right after is already on the transaction's books)."""
+
     def deliver(reply: Reply | None, error: SMTPError | None) -> None:
+        if record is not None and reply is not None:
+            record(reply, None)
         if future.done():
             return
         if reply is not None:
@@ -416,6 +423,10 @@ class _Transaction:
             self.rcpt_replies.append(reply)
             if 200 <= reply.code < 300:
                 self.accepted += 1
+
+    def record_data(self, reply: Reply | None, error: SMTPError | None) -> None:
+        if reply is not None:
+            self.data_reply = reply
 
     def on_data(self, reply: Reply | None, error: SMTPError | None) -> None:
         """Pipelined mode: 354 → content goes out; anything else ends the transaction."""
@@ -834,7 +845,13 @@ class SMTPSession:
         return await future
 
     async def _command(
-        self, line: bytes, name: str, *, shown: str | None = "", timeout: float | None = None
+        self,
+        line: bytes,
+        name: str,
+        *,
+        shown: str | None = "",
+        timeout: float | None = None,
+        record: _ReplyCallback | None = None,
     ) -> Reply:
         """Write one command and wait for its reply. ``shown`` is the transcript text:
         "" records the line itself, None records it as a secret."""
@@ -843,7 +860,7 @@ class SMTPSession:
             raise protocol.error
         future: asyncio.Future[Reply] = self._require_loop().create_future()
         protocol.expect_reply(
-            _future_callback(future), timeout or self.timeout, f"the reply to {name}"
+            _future_callback(future, record), timeout or self.timeout, f"the reply to {name}"
         )
         transport = protocol.transport
         assert transport is not None
@@ -1182,19 +1199,18 @@ class SMTPSession:
             await self._command(b"RSET\r\n", "RSET")
             self._need_rset = False
         mail = self._mail_line(envelope, len(txn.wire))
-        txn.on_mail(await self._command(mail, "MAIL FROM"), None)
-        assert txn.mail_reply is not None
-        if not 200 <= txn.mail_reply.code < 300:
+        reply = await self._command(mail, "MAIL FROM", record=txn.on_mail)
+        if not 200 <= reply.code < 300:
             self._finish(txn, None)
             return
         for recipient in envelope.recipients:
             line = rcpt_command(recipient, smtputf8=envelope.smtputf8)
-            txn.on_rcpt(await self._command(line, "RCPT TO"), None)
+            await self._command(line, "RCPT TO", record=txn.on_rcpt)
         if not txn.accepted:
             self._need_rset = True
             self._finish(txn, None)
             return
-        reply = txn.data_reply = await self._command(b"DATA\r\n", "DATA")
+        reply = await self._command(b"DATA\r\n", "DATA", record=txn.record_data)
         if reply.code != 354:
             self._need_rset = True
             self._finish(txn, None)
@@ -1202,7 +1218,9 @@ class SMTPSession:
         future: asyncio.Future[Reply] = self._require_loop().create_future()
         protocol = self._require_protocol()
         protocol.expect_reply(
-            _future_callback(future), self.data_timeout, "the reply to the end of DATA"
+            _future_callback(future, txn.on_dot),
+            self.data_timeout,
+            "the reply to the end of DATA",
         )
         txn.dot_written = True
         assert protocol.transport is not None
@@ -1210,7 +1228,7 @@ class SMTPSession:
         if self.transcript is not None:
             self.transcript.client_data(len(envelope.data))
             self.transcript.client(".")
-        self._finish(txn, await future)
+        await future
 
     # -- outcomes ---------------------------------------------------------------------
     def _finish(

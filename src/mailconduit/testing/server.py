@@ -302,7 +302,7 @@ class _FaultySMTP(SMTP):
                     shown = f"AUTH {arg.split()[0]}"
                 self.record_.commands.append(shown)
             fault = owner.next_fault(name) if name in COMMANDS else None
-            if fault is not None and await self.run_fault(fault) is not _PASS:
+            if fault is not None and await self.run_fault(fault, command=name) is not _PASS:
                 return
             if name == "AUTH" and not await self._auth_allowed():
                 return
@@ -323,7 +323,9 @@ class _FaultySMTP(SMTP):
             return False
         return True
 
-    async def run_fault(self, fault: Fault, *, return_last_reply: bool = False) -> object:
+    async def run_fault(
+        self, fault: Fault, *, command: str = "", return_last_reply: bool = False
+    ) -> object:
         """Play a fault; returns _PASS (go on normally), _HANDLED, or the last reply's text."""
         handled: object = _PASS
         last = len(fault.steps) - 1
@@ -336,6 +338,8 @@ class _FaultySMTP(SMTP):
                     return step.value
                 await self.push(step.value)
                 handled = _HANDLED
+                if command == "DATA" and step.value.startswith("354"):
+                    await self._scripted_data()
                 if closing:
                     await self._drop()
             elif step.kind == "garbage":
@@ -346,6 +350,24 @@ class _FaultySMTP(SMTP):
             elif step.kind == "hang":
                 await asyncio.Event().wait()
         return handled
+
+    async def _scripted_data(self) -> None:
+        """After a scripted 354: read the message like a server in DATA state, then answer
+        as Postfix does for a transaction without valid recipients (or accept it)."""
+        lines = []
+        while True:
+            line = await self._reader.readuntil(b"\r\n")
+            if line == b".\r\n":
+                break
+            lines.append(line[1:] if line.startswith(b".") else line)
+        envelope = self.envelope
+        if envelope is None or not envelope.rcpt_tos:
+            await self.push("554 5.5.1 Error: no valid recipients")
+        else:
+            envelope.original_content = b"".join(lines)
+            envelope.content = envelope.original_content
+            await self.push(await self.event_handler.handle_DATA(self, self.session, envelope))
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
 
     async def _drop(self) -> None:
         if self.transport is not None:
