@@ -9,6 +9,7 @@ the REST API and the web console all show the same words.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.policy
 import ssl
 import time
@@ -168,6 +169,8 @@ class _Probe:
         tls = session.tls
         certificate = self.certificate or (tls.certificate if tls is not None else None)
         caps = session.capabilities if session.stage not in (Stage.NEW, Stage.DNS) else None
+        if caps is not None and session.tls is not None and self.conn.security is Security.STARTTLS:
+            caps = dataclasses.replace(caps, starttls=True)  # offered before TLS, used
         return ProbeResult(
             ok=ok,
             stage=stage,

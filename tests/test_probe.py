@@ -1,0 +1,311 @@
+"""Test Connection: every stage, its failure, and the hint that says what to change."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+import trustme
+
+from mailconduit.config import Connection
+from mailconduit.smtp.probe import ProbeResult, probe
+from mailconduit.testing import FaultServer, free_port, loopback_connection, run
+from mailconduit.testing.certs import self_signed_pem, server_context
+
+USER = "probe@example.com"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def context_for(cert: trustme.LeafCert) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def good_context(ca: trustme.CA) -> ssl.SSLContext:
+    return context_for(ca.issue_cert("localhost", "127.0.0.1"))
+
+
+def probe_with(server: FaultServer | None, conn: Connection, **options: str) -> ProbeResult:
+    """Run the probe in the server's loop (or without a server) and check it serialises."""
+
+    async def main() -> ProbeResult:
+        if server is None:
+            return await probe(conn, **options)  # type: ignore[arg-type]
+        async with server:
+            return await probe(conn.with_changes(port=server.port), **options)  # type: ignore[arg-type]
+
+    result = run(main())
+    json.dumps(result.to_dict())
+    assert result.report_lines() and result.summary()
+    return result
+
+
+def assert_no_secret(result: ProbeResult) -> None:
+    text = json.dumps(result.to_dict()) + "\n".join(result.report_lines(verbose=True))
+    for form in (
+        PASSWORD,
+        base64.b64encode(PASSWORD.encode()).decode(),
+        base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode(),
+    ):
+        assert form not in text
+
+
+def test_success_reports_capabilities_tls_and_the_redacted_conversation(
+    good_context: ssl.SSLContext, ca_file: str
+) -> None:
+    server = FaultServer(
+        starttls_context=good_context,
+        credentials={USER: PASSWORD},
+        auth_require_tls=True,
+        size_limit=10_485_760,
+        enhanced_status_codes=True,
+    )
+    conn = loopback_connection(
+        25, security="starttls", ca_file=ca_file, username=USER, password=PASSWORD
+    )
+    result = probe_with(server, conn)
+    assert result.ok and result.stage == "quit"
+    assert result.passed == ("dns", "tcp", "banner", "ehlo", "starttls", "auth", "quit")
+    caps = result.capabilities
+    assert caps is not None and caps.starttls and caps.pipelining and caps.smtputf8
+    assert caps.size == 10_485_760 and "PLAIN" in caps.auth_mechanisms
+    assert result.tls is not None and result.tls.version.startswith("TLSv1.")
+    assert result.certificate is not None and "127.0.0.1" in result.certificate.ip_addresses
+    assert result.authenticated_as == USER
+    lines = "\n".join(result.report_lines(verbose=True))
+    assert lines.startswith("OK  127.0.0.1:")
+    assert (
+        "SIZE 10485760, STARTTLS, AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2, SMTPUTF8, PIPELINING" in lines
+    )
+    assert "ENHANCEDSTATUSCODES" in lines and "8BITMIME" in lines
+    assert "C: AUTH CRAM-MD5" in lines and "<redacted>" in lines and "S: 221" in lines
+    assert_no_secret(result)
+    assert result.to_dict()["capabilities"]["starttls"] is True
+
+
+def test_send_to_delivers_a_real_test_message() -> None:
+    server = FaultServer()
+    conn = loopback_connection(25, from_address="ops@example.com")
+    result = probe_with(server, conn, send_to="check@example.com")
+    assert result.ok and "send" in result.passed
+    (received,) = server.messages
+    assert received.mail_from == "ops@example.com" and received.rcpt_tos == ("check@example.com",)
+    message = message_from_bytes(received.data)
+    assert message["Subject"] == "mailconduit test message"
+    assert message["From"] == "ops@example.com" and "Test Connection" in received.data.decode()
+    refused = FaultServer(faults={("RCPT", 1): "550 5.7.1 relaying denied"})
+    failed = probe_with(refused, conn, send_to="check@example.com")
+    assert not failed.ok and failed.stage == "send"
+    assert "550 5.7.1 relaying denied" in failed.message
+
+
+def test_dns_failure() -> None:
+    result = probe_with(None, loopback_connection(25, server_url="no-such-host.invalid"))
+    assert not result.ok and result.stage == "dns"
+    assert "does not resolve" in result.message and "server_url" in result.hint
+    assert result.passed == ()
+
+
+def test_address_policy_refusal() -> None:
+    conn = loopback_connection(25)
+    result = run(probe(conn, allow_address=lambda ip: not ip.is_loopback))
+    assert not result.ok and result.stage == "dns"
+    assert "not allowed by the network policy" in result.message
+
+
+def test_tcp_refused() -> None:
+    port = free_port()
+    result = probe_with(None, loopback_connection(port))
+    assert not result.ok and result.stage == "tcp" and result.passed == ("dns",)
+    assert "connection refused" in result.message
+    assert f"port {port}" in result.hint
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose listen queue is full: connection attempts get no answer (SYN dropped)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.05)
+    yield port
+    for sock in (*fillers, listener):
+        sock.close()
+
+
+def test_tcp_timeout_is_honoured(unanswered_port: int) -> None:
+    result = probe_with(None, loopback_connection(unanswered_port, timeout_ms=500))
+    assert not result.ok and result.stage == "tcp"
+    assert "timed out after 0.5 s connecting" in result.message
+    assert "firewall" in result.hint
+    assert 400 <= result.elapsed_ms <= 600
+
+
+def test_server_that_never_greets_times_out_within_twenty_percent() -> None:
+    server = FaultServer(faults={("BANNER", "*"): "hang"})
+    result = probe_with(server, loopback_connection(25, timeout_ms=500))
+    assert not result.ok and result.stage == "banner"
+    assert "timed out after 0.5 s waiting for the greeting" in result.message
+    assert "never greeted" in result.hint
+    assert 400 <= result.elapsed_ms <= 600
+    assert result.passed == ("dns", "tcp")
+
+
+def test_plaintext_against_an_implicit_tls_port(good_context: ssl.SSLContext) -> None:
+    server = FaultServer(tls_context=good_context)
+    result = probe_with(server, loopback_connection(25, timeout_ms=500))
+    assert not result.ok and result.stage == "banner"
+    assert "expects implicit TLS: set security to tls" in result.hint
+    assert result.elapsed_ms <= 600
+
+
+def test_binary_garbage_instead_of_a_greeting() -> None:
+    server = FaultServer(faults={("BANNER", "*"): "garbage"})
+    result = probe_with(server, loopback_connection(25))
+    assert not result.ok and result.stage == "banner"
+    assert "not an SMTP reply" in result.message
+    assert "expects implicit TLS: set security to tls" in result.hint
+
+
+def test_server_refusing_the_session() -> None:
+    server = FaultServer(faults={("BANNER", 1): "554 5.7.1 no SMTP service here"})
+    result = probe_with(server, loopback_connection(25))
+    assert not result.ok and result.stage == "banner"
+    assert "554 5.7.1 no SMTP service here" in result.message
+
+
+def test_implicit_tls_against_a_plaintext_port_wrong_version_number() -> None:
+    server = FaultServer()
+    result = probe_with(server, loopback_connection(25, security="tls", verify_tls=False))
+    assert not result.ok and result.stage == "tls"
+    assert "speaks plaintext/STARTTLS: set security to starttls" in result.hint
+    assert "port 465" in result.hint
+
+
+@pytest.mark.parametrize(
+    ("make", "why", "hint"),
+    [
+        ("unknown_issuer", "unknown issuer", "ca_file"),
+        ("self_signed", "self-signed", "ca_file"),
+        ("expired", "expired on", "renewed"),
+        (
+            "wrong_host",
+            "host name mismatch: the certificate is not valid for 127.0.0.1",
+            "reissued",
+        ),
+    ],
+)
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_certificate_problems_are_explained(
+    make: str, why: str, hint: str, security: str, tmp_path: Path
+) -> None:
+    trusted, other = trustme.CA(), trustme.CA()
+    ca_path = tmp_path / "trusted.pem"
+    trusted.cert_pem.write_to_path(str(ca_path))
+    expired_on = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=3)
+    if make == "unknown_issuer":
+        context = context_for(other.issue_cert("127.0.0.1"))
+    elif make == "self_signed":
+        context = server_context(*self_signed_pem("127.0.0.1"))
+    elif make == "expired":
+        context = context_for(
+            trusted.issue_cert(
+                "127.0.0.1", not_before=expired_on - dt.timedelta(days=90), not_after=expired_on
+            )
+        )
+    else:
+        context = context_for(trusted.issue_cert("mail.example.org"))
+    if security == "tls":
+        server = FaultServer(tls_context=context)
+    else:
+        server = FaultServer(starttls_context=context)
+    result = probe_with(server, loopback_connection(25, security=security, ca_file=str(ca_path)))
+    assert not result.ok and result.stage == security
+    assert result.message.startswith("TLS certificate not trusted: ")
+    assert why in result.message and hint in result.hint
+    cert = result.certificate
+    assert cert is not None  # fetched with a second, unverified handshake
+    lines = "\n".join(result.report_lines())
+    assert f"certificate subject: {cert.subject}" in lines
+    assert f"certificate issuer:  {cert.issuer}" in lines
+    if make == "expired":
+        assert cert.expired and cert.not_after.startswith(expired_on.date().isoformat())
+        assert expired_on.date().isoformat() in result.message
+    if make == "self_signed":
+        assert cert.self_signed and cert.subject == cert.issuer == "CN=127.0.0.1"
+    if make == "wrong_host":
+        assert "mail.example.org" in result.message
+
+
+def test_starttls_not_offered() -> None:
+    result = probe_with(FaultServer(), loopback_connection(25, security="starttls"))
+    assert not result.ok and result.stage == "starttls"
+    assert "does not offer STARTTLS" in result.message
+    assert "never falls back to plaintext" in result.hint
+    assert result.passed == ("dns", "tcp", "banner", "ehlo")
+
+
+def test_auth_mechanism_unsupported_lists_the_offered_ones() -> None:
+    server = FaultServer(credentials={USER: PASSWORD}, auth_mechanisms=("LOGIN", "PLAIN"))
+    conn = loopback_connection(25, username=USER, password=PASSWORD, auth_mechanism="cram-md5")
+    result = probe_with(server, conn)
+    assert not result.ok and result.stage == "auth"
+    assert "CRAM-MD5 is not offered by the server (it offers LOGIN, PLAIN)" in result.message
+    assert_no_secret(result)
+
+
+def test_credentials_rejected_shows_code_and_text() -> None:
+    server = FaultServer(credentials={USER: "another password"})
+    conn = loopback_connection(25, username=USER, password=PASSWORD)
+    result = probe_with(server, conn)
+    assert not result.ok and result.stage == "auth"
+    assert result.message == "credentials rejected: 535 5.7.8 Authentication credentials invalid"
+    assert "username and password" in result.hint
+    assert_no_secret(result)
+    assert "<redacted>" in "\n".join(result.transcript)
+
+
+def test_server_offers_no_auth() -> None:
+    conn = loopback_connection(25, username=USER, password=PASSWORD)
+    result = probe_with(FaultServer(), conn)
+    assert not result.ok and result.stage == "auth"
+    assert "offers no AUTH" in result.message
+    assert "auth_mechanism to none" in result.hint
+
+
+def test_ehlo_refused() -> None:
+    server = FaultServer(faults={("EHLO", "*"): "550 5.7.1 bad HELO name"})
+    result = probe_with(server, loopback_connection(25, security="starttls"))
+    assert not result.ok and result.stage == "ehlo"
+    assert "550" in result.message and "ehlo_hostname" in result.hint
