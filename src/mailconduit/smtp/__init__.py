@@ -15,6 +15,7 @@ from mailconduit.smtp.client import (
     StreamResult,
 )
 from mailconduit.smtp.esmtp import Capabilities
+from mailconduit.smtp.probe import ProbeResult, probe
 from mailconduit.smtp.replies import Reply, ReplyAction, classify
 from mailconduit.smtp.tls import CertificateInfo, TLSInfo
 from mailconduit.smtp.transcript import Transcript
@@ -25,6 +26,7 @@ __all__ = [
     "DeliveryStatus",
     "Envelope",
     "MessageSource",
+    "ProbeResult",
     "RecipientResult",
     "RecipientStatus",
     "Reply",
@@ -37,4 +39,5 @@ __all__ = [
     "TLSInfo",
     "Transcript",
     "classify",
+    "probe",
 ]

@@ -32,7 +32,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from mailconduit.config import AuthMechanism, Connection, Security, is_loopback_host
 from mailconduit.errors import (
@@ -155,8 +155,7 @@ class Envelope:
             object.__setattr__(self, "smtputf8", True)
 
 
-@dataclass(frozen=True, slots=True)
-class RecipientResult:
+class RecipientResult(NamedTuple):
     """The server's answer to one RCPT TO."""
 
     address: str
@@ -352,6 +351,19 @@ class _ReplyStream(asyncio.Protocol):
                 )
         self.expect.append((callback, timeout, label))
 
+    def expect_all(self, items: list[tuple[_ReplyCallback, float, str]]) -> None:
+        """:meth:`expect_reply` for a pipelined group, in order."""
+        if self.error is not None or self.unclaimed or not items:
+            for callback, timeout, label in items:
+                self.expect_reply(callback, timeout, label)
+            return
+        if not self.expect:
+            now = self.loop.time()
+            self.deadline = now + items[0][1]
+            if self.timer is None:
+                self.timer = self.loop.call_at(min(self.deadline, now + self.tick), self._on_timer)
+        self.expect.extend(items)
+
     def _on_timer(self) -> None:
         self.timer = None
         if not self.expect or self.error is not None:
@@ -481,6 +493,11 @@ class _Lost:
 
 
 _LOST: Final = _Lost()
+_LABEL_DOT: Final = "the reply to the end of DATA"
+_LABEL_RSET: Final = "the reply to RSET"
+_LABEL_MAIL: Final = "the reply to MAIL FROM"
+_LABEL_RCPT: Final = "the reply to RCPT TO"
+_LABEL_DATA: Final = "the reply to DATA"
 _EMPTY: Final = object()
 
 
@@ -1136,13 +1153,14 @@ class SMTPSession:
         protocol = self._require_protocol()
         transport = protocol.transport
         assert transport is not None
-        expect = protocol.expect_reply
         transcript = self.transcript
+        timeout = self.timeout
         parts: list[bytes] = []
+        expected: list[tuple[_ReplyCallback, float, str]] = []
         if pending is not None:
             parts.append(pending.content())
             pending.dot_written = True
-            expect(pending.on_dot, self.data_timeout, "the reply to the end of DATA")
+            expected.append((pending.on_dot, self.data_timeout, _LABEL_DOT))
             if transcript is not None:
                 if pending.accepted:
                     transcript.client_data(len(pending.envelope.data))
@@ -1153,22 +1171,23 @@ class SMTPSession:
             if self._need_rset:
                 self._need_rset = False
                 parts.append(b"RSET\r\n")
-                expect(_ignore_reply, self.timeout, "the reply to RSET")
-            utf8 = envelope.smtputf8
+                expected.append((_ignore_reply, timeout, _LABEL_RSET))
             parts.append(self._mail_line(envelope, len(txn.wire)))
-            expect(txn.on_mail, self.timeout, "the reply to MAIL FROM")
-            on_rcpt = txn.on_rcpt
+            expected.append((txn.on_mail, timeout, _LABEL_MAIL))
+            on_rcpt = (txn.on_rcpt, timeout, _LABEL_RCPT)
+            utf8 = envelope.smtputf8
             for recipient in envelope.recipients:
                 parts.append(rcpt_command(recipient, smtputf8=utf8))
-                expect(on_rcpt, self.timeout, "the reply to RCPT TO")
+                expected.append(on_rcpt)
             parts.append(b"DATA\r\n")
-            expect(txn.on_data, self.timeout, "the reply to DATA")
+            expected.append((txn.on_data, timeout, _LABEL_DATA))
             self._inflight.append(txn)
             self.messages_started += 1
             if transcript is not None:
                 for part in parts[start:]:
                     transcript.client(part.decode("utf-8", "replace").rstrip("\r\n"))
-        transport.write(b"".join(parts) if len(parts) > 1 else parts[0])
+        protocol.expect_all(expected)
+        transport.write(b"".join(parts))
 
     def _mail_line(self, envelope: Envelope, size: int) -> bytes:
         caps = self.capabilities
