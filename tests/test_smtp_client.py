@@ -402,3 +402,22 @@ def test_against_postfix_smtp_sink() -> None:
     assert b"X-Rcpt-Args: <evil@example.com>" not in joined
     assert b"\nMAIL FROM:<evil@example.com>\n" in joined
     assert b"\n..\n...\n.\n" in joined  # the dots arrived as data, unstuffed
+
+
+def test_ipv6_loopback_and_host_names_with_several_addresses() -> None:
+    async def main() -> None:
+        async with (
+            FaultServer(host="::1") as server,
+            SMTPSession(loopback_connection(server.port, server_url="::1")) as session,
+        ):
+            assert session.peer == ("::1", server.port)
+            assert (await session.send("a@example.com", ["b@example.com"], MESSAGE)).sent
+        assert server.sessions[0].commands[0] == "EHLO [IPv6:::1]"
+        # "localhost" may resolve to ::1 first: the session tries each address in turn
+        async with (
+            FaultServer() as server,
+            SMTPSession(loopback_connection(server.port, server_url="localhost")) as session,
+        ):
+            assert session.peer == ("127.0.0.1", server.port)
+
+    run(main())

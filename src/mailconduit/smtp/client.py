@@ -693,20 +693,20 @@ class SMTPSession:
             transcript=self.transcript,
         )
         last: OSError | None = None
+        timed_out = False
         deadline = loop.time() + self.timeout
-        for family, ip in addresses:
+        for index, (family, ip) in enumerate(addresses):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            # a dead first address (often IPv6) must leave time for the others
+            budget = remaining / (len(addresses) - index)
             try:
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(budget):
                     await loop.create_connection(lambda: protocol, ip, self.port, family=family)
             except TimeoutError:
-                raise TransientSMTPError(
-                    0,
-                    f"timed out after {self.timeout:g} s connecting to {self._where(ip)}",
-                    host=self.host,
-                ) from TimeoutError(errno.ETIMEDOUT, "connect timed out")
+                timed_out = True
+                continue
             except OSError as exc:
                 last = exc
                 continue
@@ -715,11 +715,12 @@ class SMTPSession:
             if self.transcript is not None:
                 self.transcript.note(f"connected to {self._where(ip)}")
             return
-        if last is None:
+        if last is None or timed_out:
+            where = (
+                self._where(addresses[0][1]) if len(addresses) == 1 else f"{self.host}:{self.port}"
+            )
             raise TransientSMTPError(
-                0,
-                f"timed out after {self.timeout:g} s connecting to {self.host}:{self.port}",
-                host=self.host,
+                0, f"timed out after {self.timeout:g} s connecting to {where}", host=self.host
             ) from TimeoutError(errno.ETIMEDOUT, "connect timed out")
         if isinstance(last, ConnectionRefusedError):
             why = "connection refused (nothing listens on that port, or a firewall rejects it)"
