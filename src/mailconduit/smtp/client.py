@@ -119,6 +119,8 @@ class DeliveryStatus(enum.StrEnum):
 
 
 class RecipientStatus(enum.StrEnum):
+    """One recipient's fate within a transaction."""
+
     ACCEPTED = "accepted"
     REFUSED = "refused"  # 5xx: never for this message
     DEFERRED = "deferred"  # 4xx (e.g. 452 too many recipients): retry in a new transaction
@@ -467,6 +469,15 @@ def _status_for(action: ReplyAction) -> DeliveryStatus:
 
 
 def _recipient_results(txn: _Transaction) -> tuple[RecipientResult, ...]:
+    """Each recipient's answer. After a refused MAIL the RCPT replies (503, bad sequence)
+    mean nothing: every recipient then shares the MAIL reply's fate."""
+    mail = txn.mail_reply
+    if mail is not None and not 200 <= mail.code < 300:
+        shared = RecipientStatus.DEFERRED if 400 <= mail.code < 500 else RecipientStatus.REFUSED
+        return tuple(
+            RecipientResult(address, shared, mail.code, mail.enhanced, mail.message)
+            for address in txn.envelope.recipients
+        )
     results = []
     replies = txn.rcpt_replies
     for index, address in enumerate(txn.envelope.recipients):
