@@ -100,7 +100,10 @@ class Sink:
             text = self.out.read_text("ascii", "replace")
             mesg = re.findall(r"mesg=(\d+)", text)
             sess = re.findall(r"sess=(\d+)", text)
-            return {"messages": int(mesg[-1]) if mesg else -1, "sessions": int(sess[-1]) if sess else -1}
+            return {
+                "messages": int(mesg[-1]) if mesg else -1,
+                "sessions": int(sess[-1]) if sess else -1,
+            }
         data = json.loads(self.summary.read_text())
         return {
             "messages": data["messages"],
@@ -115,7 +118,8 @@ def make_messages(n: int) -> list[Envelope]:
         "Dear {name},\r\n\r\nYour statement for this month is ready. The amount due is "
         "{amount} EUR.\r\n\r\n"
         + "This paragraph stands for the rest of a realistic templated message, with enough "
-        "words to make the whole message about one kilobyte and a bit on the wire.\r\n" * 6
+        "words to make the whole message about one kilobyte and a bit on the wire.\r\n"
+        * 6
         + "\r\nNote: {note}\r\n\r\n-- \r\nBilling\r\n"
     )
     messages = []
@@ -172,7 +176,9 @@ async def run(port: int, messages: list[Envelope], sessions: int) -> dict[str, f
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("-n", type=int, default=5000, help="messages per run (default 5000)")
     ap.add_argument("-k", type=int, default=4, help="sessions (default 4)")
     ap.add_argument("-r", type=int, default=3, help="runs (default 3)")
