@@ -78,6 +78,7 @@ def _form_page(
     probe: ProbeView | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
+    retype_password = bool(values.get("password"))
     values = {k: v for k, v in values.items() if k != "password"}  # never echo a password
     return state.render(
         request,
@@ -90,6 +91,7 @@ def _form_page(
         has_password=has_password,
         port_suggestions=PORT_SUGGESTIONS,
         probe=probe,
+        retype_password=retype_password,
         notice="",
     )
 

@@ -3,6 +3,7 @@ live progress, per-row results, report downloads, past runs, resume and retry.""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Annotated, Any
 
@@ -124,7 +125,12 @@ def preview_dicts(previews: list[Any]) -> list[dict[str, Any]]:
     """Rendered preview messages as plain dicts: headers, text, html (for pages and the API)."""
     out: list[dict[str, Any]] = []
     for item in previews:
-        data: dict[str, Any] = item.to_dict() if hasattr(item, "to_dict") else dict(vars(item))
+        if hasattr(item, "to_dict"):
+            data: dict[str, Any] = item.to_dict()
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            data = dataclasses.asdict(item)
+        else:
+            data = dict(vars(item))
         headers = data.get("headers") or []
         if isinstance(headers, dict):
             headers = list(headers.items())
