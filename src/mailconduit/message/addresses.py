@@ -182,7 +182,7 @@ def _address(spec: str, display_name: str) -> Address:
     unicode_domain, ascii_domain = _check_domain(domain)
     if len(local.encode("utf-8")) + 1 + len(ascii_domain) > MAX_ADDRESS_OCTETS:
         raise _Invalid(f"the address is longer than {MAX_ADDRESS_OCTETS} octets")
-    return Address(local, unicode_domain, ascii_domain, display_name)
+    return Address(local, unicode_domain, ascii_domain, " ".join(display_name.split()))
 
 
 def _split_items(text: str) -> list[str]:

@@ -70,8 +70,13 @@ def _ascii_fallback(name: str) -> str:
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem or not (ext.isascii() and ext.isalnum() and len(ext) <= 10):
         stem, ext = name, ""
-    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
-    cleaned = _FALLBACK_UNSAFE_RE.sub("_", ascii_stem).strip(" ._")
+    ascii_stem = "".join(
+        char
+        if char.isascii()
+        else unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode() or "_"
+        for char in stem
+    )
+    cleaned = re.sub("_+", "_", _FALLBACK_UNSAFE_RE.sub("_", ascii_stem)).strip(" ._")
     if not cleaned.strip("_"):
         cleaned = "attachment"
     return cleaned[:50].rstrip(" ") + (f".{ext}" if ext else "")

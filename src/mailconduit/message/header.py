@@ -191,13 +191,31 @@ def encode_unstructured_header(
 def _phrase_tokens(
     name: str, charset: OutputCharset, *, first_room: int, field: str, row_key: str
 ) -> list[str]:
-    """A display name as tokens: plain atoms, one quoted-string, or encoded-words."""
-    if _is_plain(name) and len(name) <= _PLAIN_PHRASE_MAX:
-        words = name.split(" ")
-        if all(words) and all(_ATEXT.issuperset(w) for w in words):
-            return words
+    """A display name as tokens: atoms, one quoted-string, or atoms mixed with encoded-words.
+
+    Whitespace is collapsed to single spaces (readers do so too). Consecutive words that
+    need encoding share encoded-words, so a space between them is inside an encoded-word
+    and survives (whitespace between two encoded-words is dropped by RFC 2047 readers).
+    """
+    name = " ".join(name.split())
+    words = name.split(" ") if name else []
+    atoms = [len(w) <= _PLAIN_PHRASE_MAX and _ATEXT.issuperset(w) and "=?" not in w for w in words]
+    if not all(atoms) and _is_plain(name) and len(name) <= _PLAIN_PHRASE_MAX:
         return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
-    return _encoded_words(name, charset, first_room=first_room, field=field, row_key=row_key)
+    tokens: list[str] = []
+    run: list[str] = []
+    for word, is_atom in zip([*words, ""], [*atoms, True], strict=True):
+        if not is_atom:
+            run.append(word)
+            continue
+        if run:
+            room = first_room if not tokens else 75
+            text = " ".join(run)
+            tokens += _encoded_words(text, charset, first_room=room, field=field, row_key=row_key)
+            run = []
+        if word:
+            tokens.append(word)
+    return tokens
 
 
 def encode_address_header(

@@ -422,7 +422,8 @@ class MessageTemplate:
     ) -> RenderedMessage:
         """Render all fields for one row; ``extras`` adds mode names (rows, group, count...)."""
         context = {key if key.__class__ is str else str(key): value for key, value in row.items()}
-        context["row"] = row
+        # ``row`` is the mapping itself unless some keys were not strings (then the str copy)
+        context["row"] = row if all(key.__class__ is str for key in row) else dict(context)
         if extras:
             context.update(extras)
         line = self.max_field_chars

@@ -69,7 +69,9 @@ def encode_text(text: str, charset: OutputCharset, *, field: str, row_key: str =
     if high * 6 <= len(data):
         encoded = binascii.b2a_qp(data, istext=True)
         return EncodedBody("quoted-printable", encoded.replace(b"\n", b"\r\n"))
-    return encode_binary(data)
+    # base64 carries the canonical form: CRLF line ends (no charset we accept has 0x0A
+    # inside a multi-byte character, so replacing bytes is safe)
+    return encode_binary(data.replace(b"\n", b"\r\n"))
 
 
 def encode_binary(data: bytes) -> EncodedBody:

@@ -1,0 +1,160 @@
+"""Address parsing and validation: lists, display names, IDNA, SMTPUTF8, and the refusals."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from mailconduit.errors import AddressError, RowError
+from mailconduit.message import make_address, parse_address, parse_address_list, require_recipients
+
+
+def test_list_separated_by_commas_and_semicolons_with_display_names() -> None:
+    found = parse_address_list(
+        'Zoë Example <zoe@example.com>; "Smith, John" <john@example.org>, bare@example.net;',
+        field="to",
+    )
+    assert [(a.display_name, a.envelope) for a in found] == [
+        ("Zoë Example", "zoe@example.com"),
+        ("Smith, John", "john@example.org"),
+        ("", "bare@example.net"),
+    ]
+
+
+def test_quoted_display_name_keeps_escaped_quotes_and_angle_brackets() -> None:
+    (found,) = parse_address_list(r'"A \"B\" <c>; d" <x@example.com>')
+    assert found.display_name == 'A "B" <c>; d'
+    assert found.envelope == "x@example.com"
+
+
+def test_display_name_whitespace_is_collapsed() -> None:
+    (found,) = parse_address_list("  Zoë \t  Example   <zoe@example.com>  ")
+    assert found.display_name == "Zoë Example"
+
+
+def test_empty_text_and_empty_items_give_nothing() -> None:
+    assert parse_address_list("") == []
+    assert parse_address_list("  ") == []
+    assert parse_address_list(" , ; ") == []
+
+
+def test_require_recipients_refuses_an_empty_row() -> None:
+    with pytest.raises(AddressError, match="no recipient") as caught:
+        require_recipients([], [], [], row_key="row 7")
+    assert caught.value.row_key == "row 7"
+    require_recipients([], [], [make_address("a@example.com")])
+
+
+def test_idn_domain_becomes_punycode_for_envelope_and_headers() -> None:
+    address = parse_address("Zoë <zoe@Bücher.Example>")
+    assert address.domain == "bücher.example"
+    assert address.ascii_domain == "xn--bcher-kva.example"
+    assert address.envelope == "zoe@xn--bcher-kva.example"
+    assert not address.needs_smtputf8
+
+
+def test_punycode_domain_is_decoded_for_display() -> None:
+    address = make_address("zoe@xn--bcher-kva.example")
+    assert address.domain == "bücher.example"
+
+
+def test_utf8_local_part_is_valid_but_needs_smtputf8() -> None:
+    address = make_address("zoë@example.com")
+    assert address.needs_smtputf8
+    assert address.envelope == "zoë@example.com"
+
+
+def test_domain_case_is_normalised_local_part_case_is_kept() -> None:
+    address = make_address("John.Smith@EXAMPLE.COM")
+    assert address.envelope == "John.Smith@example.com"
+
+
+def test_ip_literals_are_accepted() -> None:
+    assert make_address("a@[192.0.2.1]").envelope == "a@[192.0.2.1]"
+    assert make_address("a@[IPv6:2001:db8:0::1]").envelope == "a@[IPv6:2001:db8::1]"
+
+
+def test_formatted_form_quotes_what_needs_quoting() -> None:
+    assert make_address("j@example.com", display_name="Smith, John").formatted == (
+        '"Smith, John" <j@example.com>'
+    )
+    assert str(make_address("j@example.com", display_name="John Smith")) == (
+        "John Smith <j@example.com>"
+    )
+    assert str(make_address("j@example.com")) == "j@example.com"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("a@", "no domain after the @"),
+        ("a b@c.com", "contains a space"),
+        ('"x@evil y"@corp', "quoted local parts are refused"),
+        ('"x@evil y"@corp.example', "quoted local parts are refused"),
+        ("x" * 65 + "@example.com", "longer than 64 octets"),
+        ("é" * 33 + "@example.com", "longer than 64 octets"),
+        ("a@" + ".".join(["b" * 60] * 5) + ".com", "longer than 255 octets"),
+        ("a" * 64 + "@" + ".".join(["b" * 60] * 3 + ["c" * 10]) + ".com", "longer than 254 octets"),
+        ("a@localhost", "has no dot"),
+        ("a@1.2.3.4", "looks like an IP address"),
+        ("a@-bad.example", "letters, digits and inner hyphens"),
+        ("a@bad-.example", "letters, digits and inner hyphens"),
+        ("a@b_c.example", "letters, digits and inner hyphens"),
+        ("a@" + "b" * 64 + ".example", "longer than 63"),
+        ("a@b..example", "empty label"),
+        ("a@example.com.", "ends with a dot"),
+        ("a..b@example.com", "two dots in a row"),
+        (".a@example.com", "starts or ends with a dot"),
+        ("a(b)@example.com", "not allowed in the local part"),
+        ("@example.com", "nothing before the @"),
+        ("plainaddress", "no @"),
+        ("a@[999.1.1.1]", "address literal"),
+        ("a@xn--zz.example", "punycode"),
+        ("a@ex\u2620ample.com", "internationalised domain"),
+        ("Zoë <zoe@example.com", "without a closing"),
+        ("<zoe@example.com> trailing", "unexpected text after"),
+        ('"unbalanced <a@example.com>', "unbalanced double quote"),
+        ("<>", "empty address"),
+        ("zo\u00a0e@example.com", "contains a space"),
+        ("zo\u200be@example.com", "not allowed in the local part"),
+    ],
+)
+def test_invalid_addresses_are_refused_with_a_reason(text: str, reason: str) -> None:
+    with pytest.raises(AddressError, match=reason) as caught:
+        parse_address_list(f"ok@example.com, {text}", field="cc")
+    assert isinstance(caught.value, RowError)
+    assert "invalid cc address" in caught.value.message
+    assert text.strip() in caught.value.address
+
+
+@pytest.mark.parametrize(
+    "breaker", ["\r", "\n", "\x00", "\x0b", "\x0c", "\x85", "\u2028", "\u2029"]
+)
+def test_line_breakers_are_refused_before_anything_else(breaker: str) -> None:
+    with pytest.raises(AddressError, match="would break a header"):
+        parse_address_list(f"a@example.com{breaker}Bcc: evil@example.net")
+    with pytest.raises(AddressError, match="would break a header"):
+        make_address("a@example.com", display_name=f"x{breaker}y")
+
+
+def test_parse_address_wants_exactly_one() -> None:
+    with pytest.raises(AddressError, match="no address given"):
+        parse_address(" ", field="from")
+    with pytest.raises(AddressError, match="expected one address, found 2"):
+        parse_address("a@example.com, b@example.com", field="from")
+
+
+def test_parsing_is_cached_and_results_are_independent_lists() -> None:
+    first = parse_address_list("a@example.com, b@example.com")
+    first.append(make_address("c@example.com"))
+    second = parse_address_list("a@example.com, b@example.com")
+    assert len(second) == 2
+    assert second[0] is first[0]
+
+
+def test_address_error_pickles_with_its_fields() -> None:
+    with pytest.raises(AddressError) as caught:
+        parse_address_list("a@")
+    copy = pickle.loads(pickle.dumps(caught.value))  # noqa: S301 - our own object
+    assert (copy.message, copy.address) == (caught.value.message, "a@")
