@@ -323,11 +323,6 @@ def clear(*, directory: Path | None = None) -> int:
     for relative in paths:
         with contextlib.suppress(FileNotFoundError):
             (base / relative).unlink()
-    messages = base / MESSAGES_DIR
-    if messages.is_dir():
-        for day in messages.iterdir():
-            with contextlib.suppress(OSError):
-                day.rmdir()  # succeeds only when empty
     return len(paths)
 
 
@@ -448,10 +443,13 @@ def _index_fields(content: bytes) -> tuple[str, str, str, str]:
     every message received and the full policy costs several times more.
     """
     headers = BytesHeaderParser(policy=policy.compat32).parsebytes(content)
-    values = []
-    for name in ("From", "To", "Subject", "Message-ID"):
-        raw = headers.get(name)
-        values.append(_decode_for_display(str(raw)) if raw is not None else "")
+    found: dict[str, str] = {}
+    for name, raw in headers.raw_items():  # raw: UTF-8 bytes (RFC 6532) stay recoverable
+        found.setdefault(name.lower(), raw)
+    values = [
+        _decode_for_display(found[name]) if name in found else ""
+        for name in ("from", "to", "subject", "message-id")
+    ]
     return values[0], values[1], values[2], values[3]
 
 
@@ -489,7 +487,6 @@ class MailboxWriter:
         (directory / MESSAGES_DIR).mkdir(mode=0o700, exist_ok=True)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-store")
         self._db = _connect(directory, check_same_thread=False)
-        self._known_days: set[Path] = set()
         self._pending: list[tuple[_PendingMessage, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
@@ -553,16 +550,16 @@ class MailboxWriter:
 
     def _persist(self, batch: list[_PendingMessage]) -> list[int]:
         """On the store thread: write the files, make their names durable, index them."""
-        days = set()
-        for message in batch:
-            path = self.directory / message.path
-            day = path.parent
-            if day not in self._known_days:
-                day.mkdir(mode=0o700, exist_ok=True)
+        days = {(self.directory / m.path).parent for m in batch}
+        for day in days:
+            try:
+                day.mkdir(mode=0o700)
+            except FileExistsError:
+                pass
+            else:
                 _fsync_directory(day.parent)
-                self._known_days.add(day)
-            _write_new_file(path, message.content)
-            days.add(day)
+        for message in batch:
+            _write_new_file(self.directory / message.path, message.content)
         for day in days:
             _fsync_directory(day)
         return self._insert(batch)
