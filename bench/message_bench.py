@@ -20,6 +20,7 @@ from email.utils import format_datetime
 from mailconduit.message.addresses import parse_address, parse_address_list
 from mailconduit.message.attachment import Attachment
 from mailconduit.message.build import build_message, make_message_id
+from mailconduit.message.compose import compose_message
 from mailconduit.message.render import MessageTemplate
 
 DATE = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -130,6 +131,10 @@ def main() -> int:
     )
     row = {"name": "Jane Doe", "email": "jane.doe@example.org", "account": "1234567", "balance": 1}
     extra = [
+        (
+            "compose: render+parse+build",
+            lambda: compose_message(template, row, row_key="1", message_id=mid, date=DATE),
+        ),
         ("render: substitutions only", lambda: template.render(row)),
         ("render: Jinja loop", lambda: loop_template.render(row)),
         ("parse_address_list (cached)", lambda: parse_address_list("Jane <jane@example.org>")),

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailconduit.errors import AddressError, RowError
 from mailconduit.message import make_address, parse_address, parse_address_list, require_recipients
+from mailconduit.message.chars import HEADER_BREAKERS
 
 
 def test_list_separated_by_commas_and_semicolons_with_display_names() -> None:
@@ -158,3 +161,19 @@ def test_address_error_pickles_with_its_fields() -> None:
         parse_address_list("a@")
     copy = pickle.loads(pickle.dumps(caught.value))  # noqa: S301 - our own object
     assert (copy.message, copy.address) == (caught.value.message, "a@")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    display=st.text(
+        alphabet=st.characters(exclude_categories=("Cs",), exclude_characters=HEADER_BREAKERS),
+        max_size=40,
+    ),
+    local=st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}", fullmatch=True),
+    domain=st.sampled_from(["example.com", "bücher.example", "[192.0.2.7]"]),
+)
+def test_the_formatted_form_parses_back_to_the_same_address(
+    display: str, local: str, domain: str
+) -> None:
+    address = make_address(f"{local}@{domain}", display_name=display)
+    assert parse_address_list(address.formatted) == [address]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailconduit.message import html_to_text
 
@@ -53,3 +55,11 @@ def test_table_cells_are_joined() -> None:
 )
 def test_elements(html: str, text: str) -> None:
     assert html_to_text(html) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(html=st.text(alphabet=st.sampled_from(list("<>/=\"' ab&#;!-\n\tpliua")) | st.characters()))
+def test_any_input_gives_tidy_text_without_crashing(html: str) -> None:
+    text = html_to_text(html)
+    assert text == "" or (text.endswith("\n") and not text.startswith("\n"))
+    assert "\n\n\n" not in text

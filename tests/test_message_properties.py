@@ -25,7 +25,7 @@ from mailconduit.message import (
     normalise_text,
     parse_address_list,
 )
-from mailconduit.message.header import HEADER_BREAKERS
+from mailconduit.message.chars import HEADER_BREAKERS
 
 PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("MESSAGE_PROPERTY_EXAMPLES", "200")),

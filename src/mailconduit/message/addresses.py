@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import idna
 
 from mailconduit.errors import AddressError
+from mailconduit.message.chars import HEADER_BREAKERS_RE, char_name
 
 __all__ = [
     "Address",
@@ -32,9 +33,10 @@ MAX_DOMAIN_OCTETS = 255
 MAX_ADDRESS_OCTETS = 254
 _LOCAL_ASCII_RE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+")
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+_SPACE_RE = re.compile(r"\s")
+#: A separator outside ``<...>`` (used when the text has no quotes).
+_UNQUOTED_SPLIT_RE = re.compile(r"[,;](?![^<]*>)")
 _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
-#: Characters that would end a header line or an SMTP command somewhere downstream.
-_BREAKERS_RE = re.compile("[\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,6 @@ class _Invalid(ValueError):
     """Internal: why an address is invalid, before the caller adds the field and value."""
 
 
-def _char_name(char: str) -> str:
-    return f"U+{ord(char):04X} {unicodedata.name(char, 'control character')}"
-
-
 def _check_local(local: str) -> str:
     if not local:
         raise _Invalid("nothing before the @")
@@ -102,7 +100,7 @@ def _check_local(local: str) -> str:
                 if char not in _ATEXT and char != ".":
                     raise _Invalid(f"character {char!r} is not allowed in the local part")
             elif unicodedata.category(char)[0] in "CZ":
-                raise _Invalid(f"character {_char_name(char)} is not allowed in the local part")
+                raise _Invalid(f"character {char_name(char)} is not allowed in the local part")
     if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
         raise _Invalid(f"the local part is longer than {MAX_LOCAL_OCTETS} octets")
     return local
@@ -171,7 +169,7 @@ def _address(spec: str, display_name: str) -> Address:
         raise _Invalid("empty address")
     if spec.startswith('"'):
         raise _Invalid("quoted local parts are refused (they are used to smuggle addresses)")
-    if any(c.isspace() for c in spec):
+    if _SPACE_RE.search(spec):
         raise _Invalid("the address contains a space (a display name goes before <address>)")
     local, at, domain = spec.rpartition("@")
     if not at:
@@ -187,6 +185,8 @@ def _address(spec: str, display_name: str) -> Address:
 
 def _split_items(text: str) -> list[str]:
     """Split on top-level ``,`` and ``;``: not inside quotes or ``<...>``."""
+    if '"' not in text:
+        return [item.strip() for item in _UNQUOTED_SPLIT_RE.split(text) if item.strip()]
     items: list[str] = []
     start = 0
     in_quote = escaped = False
@@ -221,6 +221,8 @@ def _unquote(display: str) -> str:
 
 
 def _find_angle(item: str) -> int:
+    if '"' not in item:
+        return item.find("<")
     in_quote = escaped = False
     for index, char in enumerate(item):
         if escaped:
@@ -254,12 +256,12 @@ def _fail(field: str, value: str, reason: str, row_key: str = "") -> AddressErro
 
 @functools.lru_cache(maxsize=8192)
 def _parse_list_cached(text: str, field: str) -> tuple[Address, ...]:
-    found = _BREAKERS_RE.search(text)
+    found = HEADER_BREAKERS_RE.search(text)
     if found is not None:
         raise _fail(
             field,
             text,
-            f"a value that would break a header (it contains {_char_name(found.group())})",
+            f"a value that would break a header (it contains {char_name(found.group())})",
         )
     try:
         items = _split_items(text)
@@ -297,12 +299,12 @@ def parse_address(text: str, *, field: str = "from") -> Address:
 @functools.lru_cache(maxsize=4096)
 def make_address(addr_spec: str, *, display_name: str = "") -> Address:
     """Build an Address from a bare ``local@domain`` and a display name, validating both."""
-    found = _BREAKERS_RE.search(addr_spec + display_name)
+    found = HEADER_BREAKERS_RE.search(addr_spec + display_name)
     if found is not None:
         raise _fail(
             "address",
             addr_spec,
-            f"a value that would break a header (it contains {_char_name(found.group())})",
+            f"a value that would break a header (it contains {char_name(found.group())})",
         )
     try:
         return _address(addr_spec.strip(), display_name.strip())

@@ -67,10 +67,22 @@ def make_message_id(run_id: str, row_key: str, domain: str) -> str:
     return f"<{digest[:20]}.{digest[20:32]}.mc@{ascii_domain}>"
 
 
-@functools.lru_cache(maxsize=1024)
 def _address_header(
+    name: str, addresses: tuple[Address, ...], charset: OutputCharset, smtputf8: bool, row_key: str
+) -> str:
+    try:
+        return _address_header_cached(name, addresses, charset, smtputf8)
+    except AddressError as exc:
+        raise AddressError(exc.message, exc.address, row_key, exc.column) from None
+    except RowError as exc:
+        raise RowError(exc.message, row_key, exc.column) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_header_cached(
     name: str, addresses: tuple[Address, ...], charset: OutputCharset, smtputf8: bool
 ) -> str:
+    """Cached: the From line, and the To line of a repeated recipient, are encoded once."""
     return encode_address_header(name, addresses, charset, smtputf8=smtputf8)
 
 
@@ -226,14 +238,14 @@ def build_message(
 
     lines = [
         _date_header(date or datetime.now(UTC)),
-        _address_header("From", (from_,), cs, smtputf8),
+        _address_header("From", (from_,), cs, smtputf8, row_key),
     ]
     if reply_to:
-        lines.append(_address_header("Reply-To", reply_to, cs, smtputf8))
+        lines.append(_address_header("Reply-To", reply_to, cs, smtputf8, row_key))
     if to:
-        lines.append(_address_header("To", tuple(to), cs, smtputf8))
+        lines.append(_address_header("To", tuple(to), cs, smtputf8, row_key))
     if cc:
-        lines.append(_address_header("Cc", tuple(cc), cs, smtputf8))
+        lines.append(_address_header("Cc", tuple(cc), cs, smtputf8, row_key))
     lines.append(
         encode_unstructured_header("Subject", subject, cs, field="subject", row_key=row_key)
     )

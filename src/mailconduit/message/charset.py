@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import codecs
 import functools
-import unicodedata
 from dataclasses import dataclass
 
 from mailconduit.errors import ConfigError, FieldError, RowError
+from mailconduit.message.chars import char_name
 
 __all__ = ["OutputCharset", "resolve_charset"]
 
@@ -39,14 +39,10 @@ class OutputCharset:
         except UnicodeEncodeError as exc:
             char = text[exc.start]
             raise RowError(
-                f"{field}: character {char!r} ({_char_name(char)}) cannot be encoded "
+                f"{field}: character {char!r} ({char_name(char)}) cannot be encoded "
                 f"in the output charset {self.name}",
                 row_key,
             ) from None
-
-
-def _char_name(char: str) -> str:
-    return f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
 
 
 @functools.lru_cache(maxsize=32)

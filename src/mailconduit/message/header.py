@@ -11,15 +11,14 @@ from __future__ import annotations
 import base64
 import re
 import string
-import unicodedata
 from collections.abc import Sequence
 
 from mailconduit.errors import AddressError, RowError
 from mailconduit.message.addresses import Address
+from mailconduit.message.chars import HEADER_BREAKERS_RE, char_name
 from mailconduit.message.charset import OutputCharset
 
 __all__ = [
-    "HEADER_BREAKERS",
     "STRUCTURAL_HEADERS",
     "check_header_name",
     "check_header_value",
@@ -28,10 +27,6 @@ __all__ = [
     "fold_header",
 ]
 
-#: Characters that end or split a header line for some reader: CR, LF, NUL, VT, FF, the
-#: file/group/record separators (``str.splitlines`` splits on them), NEL, U+2028, U+2029.
-HEADER_BREAKERS = "\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-_BREAKER_RE = re.compile("[" + re.escape(HEADER_BREAKERS) + "]")
 _FIELD_NAME_RE = re.compile(r"[!-9;-~]{1,64}")
 #: Headers the builder writes itself; a custom header may not override them.
 STRUCTURAL_HEADERS = frozenset(
@@ -62,16 +57,12 @@ _FOLD_POINT_RE = re.compile(r"(?<=\S) (?=\S)")
 _PLAIN_PHRASE_MAX = 70
 
 
-def _char_name(char: str) -> str:
-    return f"U+{ord(char):04X} {unicodedata.name(char, 'control character')}"
-
-
 def check_header_value(value: str, *, field: str, row_key: str = "") -> None:
     """Raise RowError if ``value`` holds a character that could start a new header line."""
-    found = _BREAKER_RE.search(value)
+    found = HEADER_BREAKERS_RE.search(value)
     if found is not None:
         raise RowError(
-            f"{field}: a value that would break a header (it contains {_char_name(found.group())})",
+            f"{field}: a value that would break a header (it contains {char_name(found.group())})",
             row_key,
         )
 
