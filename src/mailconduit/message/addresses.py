@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import idna
 
 from mailconduit.errors import AddressError
-from mailconduit.message.chars import HEADER_BREAKERS_RE, char_name
+from mailconduit.message.chars import ATEXT, HEADER_BREAKERS_RE, char_name
 
 __all__ = [
     "Address",
@@ -36,7 +35,6 @@ _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _SPACE_RE = re.compile(r"\s")
 #: A separator outside ``<...>`` (used when the text has no quotes).
 _UNQUOTED_SPLIT_RE = re.compile(r"[,;](?![^<]*>)")
-_ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +66,7 @@ class Address:
         if not self.display_name:
             return self.envelope
         name = self.display_name
-        if not all(c in _ATEXT or c == " " or not c.isascii() for c in name):
+        if not all(c in ATEXT or c == " " or not c.isascii() for c in name):
             name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return f"{name} <{self.envelope}>"
 
@@ -91,13 +89,13 @@ def _check_local(local: str) -> str:
         raise _Invalid("two dots in a row in the local part")
     if local.isascii():
         if not _LOCAL_ASCII_RE.fullmatch(local):
-            bad = next(c for c in local if c not in _ATEXT and c != ".")
+            bad = next(c for c in local if c not in ATEXT and c != ".")
             raise _Invalid(f"character {bad!r} is not allowed in the local part")
     else:
         local = unicodedata.normalize("NFC", local)
         for char in local:
             if char.isascii():
-                if char not in _ATEXT and char != ".":
+                if char not in ATEXT and char != ".":
                     raise _Invalid(f"character {char!r} is not allowed in the local part")
             elif unicodedata.category(char)[0] in "CZ":
                 raise _Invalid(f"character {char_name(char)} is not allowed in the local part")

@@ -9,13 +9,13 @@ encoded-words, which every parser decodes back to exactly the original text.
 from __future__ import annotations
 
 import base64
+import functools
 import re
-import string
 from collections.abc import Sequence
 
 from mailconduit.errors import AddressError, RowError
 from mailconduit.message.addresses import Address
-from mailconduit.message.chars import HEADER_BREAKERS_RE, char_name
+from mailconduit.message.chars import ATEXT, HEADER_BREAKERS_RE, char_name
 from mailconduit.message.charset import OutputCharset
 
 __all__ = [
@@ -47,7 +47,6 @@ STRUCTURAL_HEADERS = frozenset(
 )
 MAX_LINE = 78
 HARD_MAX_LINE = 998
-_ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
 _Q_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!*+-/")
 _Q_MAP = tuple(chr(b) if b in _Q_SAFE else "_" if b == 0x20 else f"={b:02X}" for b in range(256))
 #: Bytes written as themselves in a "q" encoded-word (space becomes "_").
@@ -173,8 +172,17 @@ def encode_unstructured_header(
             len(t) + 1 <= HARD_MAX_LINE for t in tokens
         ):
             return fold_header(head, tokens)
+    try:
+        return _encoded_header(head, value, charset, field)
+    except RowError as exc:  # the cached helper cannot know the row
+        raise RowError(exc.message, row_key) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded_header(head: str, value: str, charset: OutputCharset, field: str) -> str:
+    """Cached: a fixed non-ASCII subject or custom header is encoded once per run."""
     words = _encoded_words(
-        value, charset, first_room=MAX_LINE - len(head) - 1, field=field, row_key=row_key
+        value, charset, first_room=MAX_LINE - len(head) - 1, field=field, row_key=""
     )
     return fold_header(head, words)
 
@@ -190,7 +198,7 @@ def _phrase_tokens(
     """
     name = " ".join(name.split())
     words = name.split(" ") if name else []
-    atoms = [len(w) <= _PLAIN_PHRASE_MAX and _ATEXT.issuperset(w) and "=?" not in w for w in words]
+    atoms = [len(w) <= _PLAIN_PHRASE_MAX and ATEXT.issuperset(w) and "=?" not in w for w in words]
     if not all(atoms) and _is_plain(name) and len(name) <= _PLAIN_PHRASE_MAX:
         return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
     tokens: list[str] = []
