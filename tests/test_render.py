@@ -96,6 +96,16 @@ def test_syntax_error_names_field_and_line() -> None:
 
 
 @pytest.mark.parametrize(
+    "source", ["{% include 'x.html' %}", "{% extends 'base' %}", "{% import 'm' as m %}"]
+)
+def test_loading_other_templates_is_refused_at_construction(source: str) -> None:
+    with pytest.raises(RenderError, match="cannot load other templates") as caught:
+        MessageTemplate(text_body="ok\n" + source)
+    assert caught.value.template == "text_body"
+    assert "line 2" in caught.value.message
+
+
+@pytest.mark.parametrize(
     "source",
     [
         "{{ ''.__class__.__mro__ }}",

@@ -1,4 +1,4 @@
-"""Build the bytes of one message directly: about 50 times faster than ``EmailMessage``.
+"""Build the bytes of one message directly, tens of times faster than ``EmailMessage``.
 
 The output is what ``EmailMessage`` + ``policy.SMTP`` would produce in substance: CRLF line
 ends, RFC 2047 headers folded within 78 characters where possible (never 998), MIME parts
@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -150,6 +150,8 @@ def _resolve_attachments(
             attachment = load_attachment(
                 os.fspath(source), base_dir=attachment_dir, row_key=row_key
             )
+        if attachment.filename != attachment.filename.strip():
+            attachment = replace(attachment, filename=attachment.filename.strip())
         validate_attachment(attachment, row_key=row_key)
         resolved.append(attachment)
     return resolved

@@ -187,6 +187,14 @@ class _Field:
             raise RenderError(
                 f"syntax error at line {exc.lineno}: {exc.message}", template=field
             ) from None
+        for loader in self.tree.find_all(
+            (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+        ):
+            raise RenderError(
+                f"line {loader.lineno}: templates cannot load other templates "
+                "(extends, include, import)",
+                template=field,
+            )
         self.names = frozenset(meta.find_undeclared_variables(self.tree))
         lookups = set()
         for node in self.tree.find_all((nodes.Getitem, nodes.Getattr)):
