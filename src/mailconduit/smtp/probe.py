@@ -34,7 +34,12 @@ from mailconduit.smtp.transcript import Transcript
 __all__ = ["ProbeResult", "probe"]
 
 STAGES = ("dns", "tcp", "tls", "banner", "ehlo", "starttls", "auth", "send", "quit")
-#: Share of timeout_ms spent checking whether a silent port speaks implicit TLS.
+#: When the greeting has not come after this share of timeout_ms, we start checking
+#: (on a second connection) whether the port speaks implicit TLS instead.
+_SNIFF_AFTER = 0.5
+#: Longest extra wait for that check once the greeting has timed out (started early /
+#: started only then).
+_SNIFF_GRACE = 0.02
 _SNIFF_SHARE = 0.1
 _SNIFF_MAX = 2.0
 #: OpenSSL reasons that mean "the other side does not speak TLS".
@@ -157,6 +162,7 @@ class _Probe:
         self.started = time.monotonic()
         self.passed: list[str] = []
         self.certificate: CertificateInfo | None = None
+        self.sniff: asyncio.Future[bool] | None = None
         self.session = SMTPSession(
             conn,
             transcript=self.transcript,
@@ -219,12 +225,11 @@ class _Probe:
                 self.certificate = session.tls.certificate
             session.close()
 
-    async def speaks_tls(self) -> bool:
+    async def speaks_tls(self, budget: float) -> bool:
         """Does the port answer a TLS ClientHello? (the classic: plaintext against port 465)"""
         peer = self.session.peer
         if peer is None:
             return False
-        budget = min(self.conn.timeout * _SNIFF_SHARE, _SNIFF_MAX)
         context = client_context(verify=False)
         writer = None
         try:
@@ -240,6 +245,30 @@ class _Probe:
         finally:
             if writer is not None:
                 writer.close()
+
+    async def connect(self) -> None:
+        """Connect the session; if the greeting is slow, start checking for implicit TLS
+        meanwhile, so the diagnosis is ready when the greeting times out."""
+        connecting = asyncio.ensure_future(self.session.connect())
+        if self.conn.security is not Security.TLS:
+            await asyncio.wait((connecting,), timeout=self.conn.timeout * _SNIFF_AFTER)
+            if not connecting.done() and self.session.stage is Stage.BANNER:
+                self.sniff = asyncio.ensure_future(self.speaks_tls(self.conn.timeout))
+        await connecting
+
+    async def silent_port_speaks_tls(self) -> bool:
+        sniff = self.sniff
+        if sniff is None:
+            return await self.speaks_tls(min(self.conn.timeout * _SNIFF_SHARE, _SNIFF_MAX))
+        try:  # started long ago: if it has not answered yet, it will not
+            async with asyncio.timeout(min(self.conn.timeout * _SNIFF_GRACE, _SNIFF_MAX)):
+                return await asyncio.shield(sniff)
+        except TimeoutError:
+            return False
+
+    def stop_sniffing(self) -> None:
+        if self.sniff is not None and not self.sniff.done():
+            self.sniff.cancel()
 
     async def diagnose(self, error: MailconduitError) -> ProbeResult:
         stage = self.session.stage
@@ -311,7 +340,7 @@ class _Probe:
             silent = isinstance(cause, TimeoutError)
             garbage = isinstance(cause, MalformedReplyError)
             if conn.security is not Security.TLS and (
-                garbage or (silent and await self.speaks_tls())
+                garbage or (silent and await self.silent_port_speaks_tls())
             ):
                 what = "sent bytes that are not SMTP" if garbage else "sent no greeting"
                 return self.result(
@@ -437,9 +466,11 @@ async def probe(
     run = _Probe(conn, allow_address)
     session = run.session
     try:
-        await session.connect()
+        await run.connect()
     except MailconduitError as error:
         return await run.diagnose(error)
+    finally:
+        run.stop_sniffing()
     run.passed_until(None)
     hint = ""
     if conn.security is Security.NONE and session.capabilities.starttls:
