@@ -177,3 +177,11 @@ def test_the_formatted_form_parses_back_to_the_same_address(
 ) -> None:
     address = make_address(f"{local}@{domain}", display_name=display)
     assert parse_address_list(address.formatted) == [address]
+
+
+def test_long_lists_are_parsed_too() -> None:
+    text = ", ".join(f"User {i} <user{i}@example.com>" for i in range(100))
+    found = parse_address_list(text)
+    assert [a.envelope for a in found] == [f"user{i}@example.com" for i in range(100)]
+    with pytest.raises(AddressError, match="no domain"):
+        parse_address_list(text + ", broken@")

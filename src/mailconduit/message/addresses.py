@@ -30,6 +30,7 @@ __all__ = [
 MAX_LOCAL_OCTETS = 64
 MAX_DOMAIN_OCTETS = 255
 MAX_ADDRESS_OCTETS = 254
+_CACHED_TEXT_MAX = 512
 _LOCAL_ASCII_RE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+")
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _SPACE_RE = re.compile(r"\s")
@@ -282,6 +283,8 @@ def parse_address_list(text: str, *, field: str = "to") -> list[Address]:
     """
     if not text or text.isspace():
         return []
+    if len(text) > _CACHED_TEXT_MAX:  # keep the cache small whatever the data holds
+        return list(_parse_list_cached.__wrapped__(text, field))
     return list(_parse_list_cached(text, field))
 
 

@@ -70,8 +70,9 @@ def make_message_id(run_id: str, row_key: str, domain: str) -> str:
 def _address_header(
     name: str, addresses: tuple[Address, ...], charset: OutputCharset, smtputf8: bool, row_key: str
 ) -> str:
+    encode = _address_header_cached if len(addresses) <= 4 else _address_header_cached.__wrapped__
     try:
-        return _address_header_cached(name, addresses, charset, smtputf8)
+        return encode(name, addresses, charset, smtputf8)
     except AddressError as exc:
         raise AddressError(exc.message, exc.address, row_key, exc.column) from None
     except RowError as exc:

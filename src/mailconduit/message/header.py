@@ -54,6 +54,7 @@ _Q_LITERAL_BYTES = bytes(sorted(_Q_SAFE)) + b" "
 _Q_COST = {chr(b): len(_Q_MAP[b]) for b in range(128)}
 _FOLD_POINT_RE = re.compile(r"(?<=\S) (?=\S)")
 _PLAIN_PHRASE_MAX = 70
+_CACHED_VALUE_MAX = 256
 
 
 def check_header_value(value: str, *, field: str, row_key: str = "") -> None:
@@ -172,8 +173,9 @@ def encode_unstructured_header(
             len(t) + 1 <= HARD_MAX_LINE for t in tokens
         ):
             return fold_header(head, tokens)
+    encode = _encoded_header if len(value) <= _CACHED_VALUE_MAX else _encoded_header.__wrapped__
     try:
-        return _encoded_header(head, value, charset, field)
+        return encode(head, value, charset, field)
     except RowError as exc:  # the cached helper cannot know the row
         raise RowError(exc.message, row_key) from None
 
