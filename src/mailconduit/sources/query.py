@@ -12,13 +12,18 @@ only; the user's text goes through DuckDB's expression parser (relation filter/o
 
 from __future__ import annotations
 
+import base64
+import csv
 import datetime as dt
 import json
+import mmap
+import os
 import pickle
+import re
 import shutil
 import tempfile
+from array import array
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ __all__ = ["MEMORY_LIMIT", "FilteredSource"]
 #: DuckDB's memory budget; beyond it, sorts and tables spill to the temporary directory.
 MEMORY_LIMIT = "100MB"
 _BATCH = 5000
+_DUCKDB_LINE_DEFAULT = 2 * 1024 * 1024
 _HIDDEN = "__mc_"
 _NUMBER = f"{_HIDDEN}n"
 _LINE = f"{_HIDDEN}line"
@@ -57,23 +63,33 @@ _TYPE_TESTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _as_text(value: Any) -> str | None:
-    """A typed value as the text the filter sees (its type is inferred again from it)."""
-    if value is None or type(value) is str:
-        return value
-    if type(value) is bool:
-        return "true" if value else "false"
-    if isinstance(value, int | float | Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
+def _text_column(index: int) -> str:
+    """The staging table's text column for the source's column ``index``."""
+    return f"{_HIDDEN}t{index}"
+
+
+def _as_text(value: Any) -> str:
+    """A typed value as the text the filter sees (its type is inferred again from it).
+
+    ``None`` becomes NUL, the NULL marker of the staging file; NUL in a text becomes U+FFFD.
+    """
+    if value is None:
+        return "\x00"
+    if type(value) is str:
+        text = value
+    elif type(value) is bool:
+        text = "true" if value else "false"
+    elif isinstance(value, dt.datetime):
+        text = value.isoformat(sep=" ")
+    elif isinstance(value, dt.date | dt.time):
+        text = value.isoformat()
+    elif isinstance(value, bytes):
+        text = value.hex()
+    elif isinstance(value, dict | list | tuple):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    else:
+        text = str(value)
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 class FilteredSource(Source):
@@ -158,7 +174,7 @@ class FilteredSource(Source):
     # -- reading -------------------------------------------------------------------------------
     def _stage(self) -> _Staging:
         if self._staged is None:
-            staging = _Staging(self.inner)
+            staging = _Staging(self.inner, where=self.where, order_by=self.order_by)
             try:
                 staging.load()
             except BaseException:
@@ -169,23 +185,25 @@ class FilteredSource(Source):
         return self._staged
 
     def _records(self) -> Iterator[Record]:
+        """Select and order record numbers only (a narrow sort), then deliver whole rows.
+
+        Sorting just the keys and numbers keeps DuckDB's sort small however wide the
+        rows are; every error in the user's text is raised here, before any row.
+        """
         import duckdb
 
         staging = self._stage()
+        order: array[int] = array("q")
         cursor = staging.con.cursor()
         try:
-            try:
-                cursor.execute(self._relation(staging.con).sql_query())
-                batch = cursor.fetchmany(_BATCH)
-            except duckdb.Error as exc:
-                raise self._error(exc) from None
-            decode = staging.decode
-            while batch:
-                for row in batch:
-                    yield decode(row)
-                batch = cursor.fetchmany(_BATCH)
+            cursor.execute(self._relation(staging.con).project(_NUMBER).sql_query())
+            while batch := cursor.fetchmany(_BATCH * 10):
+                order.extend(number for (number,) in batch)
+        except duckdb.Error as exc:
+            raise self._error(exc) from None
         finally:
             cursor.close()
+        yield from staging.rows_in_order(order)
 
     def count(self) -> int:
         if self._count is None:
@@ -223,17 +241,33 @@ class FilteredSource(Source):
 class _Staging:
     """The temporary DuckDB database holding one source's rows, and how to read them back."""
 
-    def __init__(self, inner: Source) -> None:
+    def __init__(self, inner: Source, *, where: str | None, order_by: str | None) -> None:
         self.inner = inner
+        positional = order_by is not None and re.search(r"(^|,)\s*\d+\b", order_by)
+        #: The lowered expression text, or None when a positional ORDER BY may use any column.
+        self.mentioned: str | None = (
+            None if positional else f"{where or ''} {order_by or ''}".lower()
+        )
         self.directory = Path(tempfile.mkdtemp(prefix="mailconduit-rows-"))
         self.con = connect(
             str(self.directory / "rows.duckdb"),
             temp_directory=str(self.directory / "spill"),
             memory_limit=MEMORY_LIMIT,
+            # One thread: with more, a sort of long text overruns the limit instead of spilling.
+            threads=1,
+            preserve_insertion_order=False,
         )
         self.width = len(inner.columns)
         self.text_only = isinstance(inner, CsvSource)
         self.native = isinstance(inner, ParquetSource) and "file_row_number" not in inner.columns
+        self.last_number = 0
+        texts = [_text_column(i) for i in range(self.width)]
+        #: What :meth:`decode` reads: the number first, then the line and the values.
+        self.scan_columns = (
+            [_NUMBER, *(quote_identifier(c) for c in inner.columns)]
+            if self.native
+            else [_NUMBER, _LINE, *(texts if self.text_only else [_PAYLOAD])]
+        )
 
     def discard(self) -> None:
         try:
@@ -242,12 +276,23 @@ class _Staging:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def load(self) -> None:
-        if self.native:
-            self._load_parquet()
-        else:
-            self._load_records()
-        self.con.execute("SET enable_external_access = false")
-        self.con.execute("SET lock_configuration = true")
+        """Fill the database, then lock it down before any user text is evaluated."""
+        import duckdb
+
+        try:
+            if self.native:
+                self._load_parquet()
+            else:
+                self._load_records()
+            found = self.con.execute(f"SELECT max({_NUMBER}) FROM records").fetchone()  # noqa: S608
+            self.last_number = int(found[0] or 0)
+            self.con.execute("SET enable_external_access = false")
+            self.con.execute("SET lock_configuration = true")
+        except duckdb.Error as exc:
+            raise SourceError(
+                f"cannot prepare the rows for where/order_by: {tidy_error(exc)}",
+                self.inner.location,
+            ) from None
 
     def _load_parquet(self) -> None:
         """DuckDB reads the file itself; its types are kept, its row number recorded."""
@@ -270,76 +315,154 @@ class _Staging:
         )
 
     def _load_records(self) -> None:
-        """The source's parsed rows in batches: number, line, original values, text columns."""
-        texts = [f"{_HIDDEN}t{i}" for i in range(self.width)]
-        hidden = [f"{_NUMBER} BIGINT", f"{_LINE} BIGINT"]
+        """The source's parsed rows, through a staging CSV file that DuckDB reads in one go.
+
+        Written by the ``csv`` module with every field quoted, read back by DuckDB with
+        the same dialect, so text arrives exactly as parsed. Columns: record number,
+        line (0 for none), for typed kinds the pickled values, then one text per column
+        (NUL, which no text form contains, stands for NULL).
+        """
+        staged = self.directory / "rows.csv"
+        longest = 0
+        with staged.open("w", encoding="utf-8", errors="replace", newline="") as out:
+            write = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow
+            if self.text_only:
+                for number, line, values in self.inner._read():
+                    fields = list(values.values())
+                    longest = max(longest, sum(map(len, fields)))
+                    write((number, line or 0, *fields))
+            else:
+                names = self.inner.columns
+                for number, line, values in self.inner._read():
+                    pickled = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
+                    payload = base64.b64encode(pickled).decode("ascii")
+                    fields = [_as_text(values.get(name)) for name in names]
+                    longest = max(longest, len(payload) + sum(map(len, fields)))
+                    write((number, line or 0, payload, *fields))
+        texts = [_text_column(i) for i in range(self.width)]
+        declared = {_NUMBER: "BIGINT", _LINE: "BIGINT"}
         if not self.text_only:
-            hidden.append(f"{_PAYLOAD} BLOB")
-        declared = ", ".join(hidden + [f"{t} VARCHAR" for t in texts])
-        self.con.execute(f"CREATE TABLE records ({declared})")
-        types = (
-            ["BIGINT", "BIGINT"] + ([] if self.text_only else ["BLOB"]) + ["VARCHAR"] * self.width
+            declared[_PAYLOAD] = "VARCHAR"
+        declared.update(dict.fromkeys(texts, "VARCHAR"))
+        spec = ", ".join(f"'{name}': '{kind}'" for name, kind in declared.items())
+        unnull = "{0}" if self.text_only else "NULLIF({0}, chr(0)) AS {0}"
+        select = [_NUMBER, f"NULLIF({_LINE}, 0) AS {_LINE}"]
+        select += [] if self.text_only else [_PAYLOAD]
+        select += [unnull.format(t) for t in texts]
+        max_line = max(_DUCKDB_LINE_DEFAULT, 8 * longest + 4 * len(declared) + 64)
+        self.con.execute(
+            f"CREATE TABLE records AS SELECT {', '.join(select)} FROM read_csv(?, "  # noqa: S608
+            f"columns = {{{spec}}}, header = false, delim = ',', quote = '\"', escape = '\"', "
+            "auto_detect = false, strict_mode = true, allow_quoted_nulls = false, "
+            f"parallel = false, max_line_size = {max_line}, buffer_size = {2 * max_line})",
+            [str(staged)],
         )
-        insert = "INSERT INTO records SELECT " + ", ".join(f"unnest(?::{t}[])" for t in types)
-        batch: list[Record] = []
-        for record in self.inner._read():
-            batch.append(record)
-            if len(batch) >= _BATCH:
-                self.con.execute(insert, self._columns_of(batch))
-                batch = []
-        if batch:
-            self.con.execute(insert, self._columns_of(batch))
+        staged.unlink()
         self._create_view(texts)
 
-    def _columns_of(self, batch: list[Record]) -> list[list[Any]]:
-        names = self.inner.columns
-        params: list[list[Any]] = [[r[0] for r in batch], [r[1] for r in batch]]
-        if self.text_only:
-            params.extend([r[2][name] for r in batch] for name in names)
-        else:
-            params.append([pickle.dumps(r[2], protocol=pickle.HIGHEST_PROTOCOL) for r in batch])
-            params.extend([_as_text(r[2].get(name)) for r in batch] for name in names)
-        return params
-
     def _create_view(self, texts: list[str]) -> None:
-        """Infer each text column's type in one scan, then expose typed columns by name."""
+        """Infer the types of the columns the expressions may use, in one scan; expose all.
+
+        A column whose name does not occur in the where/order_by text cannot be used by
+        it, so it stays text without being scanned (positional ORDER BY scans them all).
+        """
+        columns = self.inner.columns
+        candidates = [
+            i
+            for i, name in enumerate(columns)
+            if self.mentioned is None or name.lower() in self.mentioned
+        ]
         aggregates = []
-        for text in texts:
-            value = f"trim({text})"
+        for i in candidates:
+            value = f"trim({texts[i]})"
             aggregates.append(f"count(*) FILTER (WHERE {value} <> '')")
             for _type, misfit in _TYPE_TESTS:
                 test = misfit.format(v=value)
                 aggregates.append(f"count(*) FILTER (WHERE {value} <> '' AND ({test}))")
         counts = (
             self.con.execute(f"SELECT {', '.join(aggregates)} FROM records").fetchone()  # noqa: S608
-            if texts
+            if aggregates
             else ()
         )
         step = len(_TYPE_TESTS) + 1
+        chosen: dict[int, str] = {}
+        for position, i in enumerate(candidates):
+            filled = counts[position * step]
+            misfits = counts[position * step + 1 : (position + 1) * step]
+            for (kind, _test), bad in zip(_TYPE_TESTS, misfits, strict=True):
+                if filled and not bad:
+                    chosen[i] = kind
+                    break
         select = []
-        for i, (name, text) in enumerate(zip(self.inner.columns, texts, strict=True)):
-            filled, misfits = counts[i * step], counts[i * step + 1 : (i + 1) * step]
-            chosen = next(
-                (t for (t, _), bad in zip(_TYPE_TESTS, misfits, strict=True) if filled and not bad),
-                None,
-            )
-            if chosen is None:
-                select.append(f"{text} AS {quote_identifier(name)}")
+        for i, (name, text) in enumerate(zip(columns, texts, strict=True)):
+            if i in chosen:
+                cast = f"TRY_CAST(NULLIF(trim({text}), '') AS {chosen[i]})"
+                select.append(f"{cast} AS {quote_identifier(name)}")
             else:
-                select.append(
-                    f"TRY_CAST(NULLIF(trim({text}), '') AS {chosen}) AS {quote_identifier(name)}"
-                )
+                select.append(f"{text} AS {quote_identifier(name)}")
         hidden = [_NUMBER, _LINE] + ([] if self.text_only else [_PAYLOAD]) + texts
         view = f"CREATE VIEW source AS SELECT {', '.join(select + hidden)} FROM records"  # noqa: S608
         self.con.execute(view)
 
+    def rows_in_order(self, order: array[int]) -> Iterator[Record]:
+        """The records numbered in ``order``, in that order, from one scan of the table.
+
+        A row arriving when it is next is passed on at once (so a filter without a sort
+        spools nothing); others wait in a spool file and are read back by offset.
+        """
+        if not order:
+            return
+        rank = array("i", [-1]) * (self.last_number + 1)
+        for position, number in enumerate(order):
+            rank[number] = position
+        offsets = array("q", [-1]) * len(order)
+        sizes = array("i", [0]) * len(order)
+        wanted = 0
+        spool_end = 0
+        spool_fd, spool_name = tempfile.mkstemp(prefix="order-", dir=self.directory)
+        cursor = self.con.cursor()
+        try:
+            cursor.execute(f"SELECT {', '.join(self.scan_columns)} FROM records")  # noqa: S608
+            while batch := cursor.fetchmany(_BATCH):
+                for row in batch:
+                    position = rank[row[0]]
+                    if position < 0:
+                        continue
+                    if position != wanted:
+                        data = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
+                        os.pwrite(spool_fd, data, spool_end)
+                        offsets[position], sizes[position] = spool_end, len(data)
+                        spool_end += len(data)
+                        continue
+                    yield self.decode(row)
+                    wanted += 1
+                    while wanted < len(order) and offsets[wanted] >= 0:
+                        yield self.decode(_unspool(spool_fd, offsets[wanted], sizes[wanted]))
+                        wanted += 1
+            cursor.close()
+            if wanted < len(order):
+                with mmap.mmap(spool_fd, spool_end, access=mmap.ACCESS_READ) as spooled:
+                    while wanted < len(order):
+                        start = offsets[wanted]
+                        row = pickle.loads(spooled[start : start + sizes[wanted]])  # noqa: S301
+                        yield self.decode(row)
+                        wanted += 1
+        finally:
+            cursor.close()
+            os.close(spool_fd)
+            os.unlink(spool_name)
+
     def decode(self, row: tuple[Any, ...]) -> Record:
-        """A result row (typed columns first, then ours) back into the source's own record."""
-        width = self.width
+        """A row of :attr:`scan_columns` back into the source's own record."""
         if self.native:
-            return row[width], None, dict(zip(self.inner.columns, row[:width], strict=True))
-        number, line = row[width], row[width + 1]
+            return row[0], None, dict(zip(self.inner.columns, row[1:], strict=True))
         if self.text_only:
-            return number, line, dict(zip(self.inner.columns, row[width + 2 :], strict=True))
-        # Our own bytes, written by _columns_of into a private temporary database.
-        return number, line, pickle.loads(row[width + 2])  # noqa: S301
+            return row[0], row[1], dict(zip(self.inner.columns, row[2:], strict=True))
+        # Our own bytes, pickled by _load_records into a private temporary database.
+        return row[0], row[1], pickle.loads(base64.b64decode(row[2]))  # noqa: S301
+
+
+def _unspool(fd: int, offset: int, size: int) -> tuple[Any, ...]:
+    """A row written to the spool by :meth:`_Staging.rows_in_order` (our own bytes)."""
+    row: tuple[Any, ...] = pickle.loads(os.pread(fd, size, offset))  # noqa: S301
+    return row

@@ -23,6 +23,7 @@ _BATCH = 1000
 _CONNECT_TIMEOUT_S = 10
 #: A ``:name`` that SQLAlchemy's text() would take for a bind parameter.
 _BIND_LIKE = re.compile(r"(?<![:\w\\]):(?=\w)")
+_READS_ROWS = re.compile(r"^[\s(]*(select|with|values|table)\b", re.IGNORECASE)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -108,12 +109,17 @@ class SqlSource(Source):
                 result = connection.execution_options(yield_per=_BATCH).execute(text(statement))
                 yield result
             except DBAPIError as exc:
-                reason = self._scrub(str(exc.orig))
+                reason = self._scrub(str(exc.orig)) + self._hint()
                 raise SourceError(f"the query failed: {reason}", self.location) from None
             except SQLAlchemyError as exc:
                 raise SourceError(
-                    f"the query failed: {self._scrub(str(exc))}", self.location
+                    f"the query failed: {self._scrub(str(exc))}{self._hint()}", self.location
                 ) from None
+
+    def _hint(self) -> str:
+        if _READS_ROWS.match(self.query):
+            return ""
+        return " (a data container is a query that returns rows: SELECT, WITH or VALUES)"
 
     def _records(self) -> Iterator[Record]:
         columns = self.columns

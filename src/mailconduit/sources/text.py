@@ -81,7 +81,7 @@ def _decode_error(
     encoding: str, bad: bytes, line: int, position: int, location: str
 ) -> SourceError:
     shown = " ".join(f"0x{b:02x}" for b in bad[:4])
-    name = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+    name = "UTF-8" if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig") else encoding
     hint = (
         "if the file is in another encoding, name it with --encoding "
         "(for example cp1252, latin-1 or utf-16)"
