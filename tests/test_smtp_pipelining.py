@@ -253,4 +253,4 @@ def test_many_messages_through_smtp_sink_over_four_sessions() -> None:
 
         outcomes = run(main())
     assert len(outcomes) == 400 and all(o.sent for o in outcomes)
-    assert sink.counters()["messages"] == 400
+    assert sink.counters() == {"messages": 400, "sessions": 4}
