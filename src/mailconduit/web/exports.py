@@ -80,6 +80,12 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
                     "file or use a saved interface file",
                 )
             )
+    for key, value in data.items():
+        if key == "table_formats" and isinstance(value, list):
+            if all(isinstance(v, str) for v in value):
+                continue
+        if value is not None and not isinstance(value, str | int | float | bool):
+            errors.append(FieldError(str(key), "must be text, a number or true/false"))
     upload = data.get("upload")
     interface = data.get("interface")
     if upload and interface:
