@@ -277,7 +277,7 @@ class _FaultySMTP(SMTP):
 
     def __init__(self, owner: FaultServer, **kwargs: Any) -> None:
         self.owner = owner
-        self.record_: ServerSession | None = None
+        self.session_record: ServerSession | None = None
         super().__init__(_Handler(owner), **kwargs)
         self._smtp_methods = {
             name: self._wrap(name, method) for name, method in self._smtp_methods.items()
@@ -296,11 +296,13 @@ class _FaultySMTP(SMTP):
         owner = self.owner
 
         async def run(arg: str | None) -> None:
-            if self.record_ is not None:
-                shown = name if name == "AUTH" and not arg else f"{name} {arg or ''}".rstrip()
-                if name == "AUTH" and arg:
-                    shown = f"AUTH {arg.split()[0]}"
-                self.record_.commands.append(shown)
+            if self.session_record is not None:
+                # AUTH is kept without its payload: the record never holds credentials
+                if name == "AUTH":
+                    shown = f"AUTH {arg.split()[0]}" if arg else "AUTH"
+                else:
+                    shown = f"{name} {arg or ''}".rstrip()
+                self.session_record.commands.append(shown)
             fault = owner.next_fault(name) if name in COMMANDS else None
             if fault is not None and await self.run_fault(fault, command=name) is not _PASS:
                 return
@@ -378,21 +380,21 @@ class _FaultySMTP(SMTP):
         starttls = self._original_transport is not None
         super().connection_made(transport)
         if starttls:
-            if self.record_ is not None:
-                self.record_.tls = True
+            if self.session_record is not None:
+                self.session_record.tls = True
             return
-        self.record_ = self.owner.new_session(self, transport.get_extra_info("peername"))
-        self.record_.tls = transport.get_extra_info("ssl_object") is not None
+        self.session_record = self.owner.new_session(self, transport.get_extra_info("peername"))
+        self.session_record.tls = transport.get_extra_info("ssl_object") is not None
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self.record_ is not None:
-            self.record_.closed = True
+        if self.session_record is not None:
+            self.session_record.closed = True
         self.owner.forget(self)
         super().connection_lost(error)
 
     def data_received(self, data: bytes) -> None:
-        if self.record_ is not None:
-            self.record_.reads.append(bytes(data))
+        if self.session_record is not None:
+            self.session_record.reads.append(bytes(data))
         super().data_received(data)
 
     async def _handle_client(self) -> None:
@@ -512,8 +514,8 @@ class FaultServer:
         self._notify()
 
     def login_ok(self, server: _FaultySMTP, user: str) -> AuthResult:
-        if server.record_ is not None:
-            server.record_.authenticated_as = user
+        if server.session_record is not None:
+            server.session_record.authenticated_as = user
         return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
 
     def record(self, server: _FaultySMTP, envelope: Envelope) -> None:
@@ -524,7 +526,7 @@ class FaultServer:
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 data=bytes(content),
                 mail_options=tuple(envelope.mail_options),
-                session=server.record_.number if server.record_ else 0,
+                session=server.session_record.number if server.session_record else 0,
                 smtputf8=bool(envelope.smtp_utf8),
             )
         )
