@@ -297,7 +297,7 @@ class _FaultySMTP(SMTP):
 
         async def run(arg: str | None) -> None:
             if self.session_record is not None:
-                # AUTH is kept without its payload: the record never holds credentials
+                # AUTH without its payload (only ``reads`` keep the raw bytes)
                 if name == "AUTH":
                     shown = f"AUTH {arg.split()[0]}" if arg else "AUTH"
                 else:
