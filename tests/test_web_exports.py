@@ -11,12 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from webconsole import Console, SignedIn, form_values, running_console
 
 from mailconduit import api
 from mailconduit.sink import ensure_running, list_messages
+from webconsole import Console, SignedIn, form_values, running_console
 
-ROWS = "email,name,plan\nada@example.com,Ada,gold\nbob@example.com,Bob,silver\ncy@example.com,Cy,gold\n"
+ROWS = (
+    "email,name,plan\n"
+    "ada@example.com,Ada,gold\nbob@example.com,Bob,silver\ncy@example.com,Cy,gold\n"
+)
 MESSAGE = {
     "connection": "local",
     "to": "{{ email }}",
@@ -147,7 +150,8 @@ def test_saved_interface_file(browser: SignedIn, sink: int, home: Path) -> None:
     folder.mkdir(exist_ok=True)
     (folder / "people.csv").write_text(ROWS)
     (folder / "weekly.yaml").write_text(
-        "source: people.csv\nconnection: local\nto: '{{ email }}'\nsubject: 'Weekly {{ name }}'\nbody: 'Hello'\n"
+        "source: people.csv\nconnection: local\nto: '{{ email }}'\n"
+        "subject: 'Weekly {{ name }}'\nbody: 'Hello'\n"
     )
     started = browser.api("POST", "/api/exports", json={"interface": "weekly.yaml"})
     assert started.status_code == 202, started.text

@@ -9,17 +9,17 @@ bodies generated from their schema plus arbitrary JSON.
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from webconsole import Console, running_console
 
 from mailconduit.web import users
 from mailconduit.web.app import create_app
+from webconsole import Console, running_console
 
 PASSWORD_MARK = "fuzz-pass-WORD-1234"
 #: Operations that may act on the network: fuzzed only with paths that name nothing.
@@ -106,7 +106,7 @@ def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 def api_requests(
     draw: st.DrawFn, schema: dict[str, Any]
 ) -> tuple[str, str, dict[str, Any], set[int]]:
-    """One request to one operation of the schema: (method, url, httpx keyword arguments, documented codes)."""
+    """One request to one operation: (method, url, httpx keyword arguments, documented codes)."""
     method, path, op = draw(st.sampled_from(operations(schema)))
     network = (method, path) in NETWORK_OPERATIONS
     url = path
