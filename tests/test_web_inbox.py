@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
-from webconsole import Console, SignedIn, running_console, send_to_sink
 
 from mailconduit.sink import ensure_running, list_messages
+from webconsole import Console, SignedIn, running_console, send_to_sink
 
 HOSTILE_HTML = (
     "<html><body><h1>Quarterly figures</h1>"
@@ -50,9 +50,8 @@ def captured() -> Iterator[int]:
         rich["Subject"] = "Figures <b>Q3</b> & more"
         rich.set_content("Figures attached.\n")
         rich.add_alternative(HOSTILE_HTML, subtype="html")
-        rich.add_attachment(
-            b"<script>alert(1)</script>", maintype="text", subtype="html", filename="../../evil.html"
-        )
+        script = b"<script>alert(1)</script>"
+        rich.add_attachment(script, maintype="text", subtype="html", filename="../../evil.html")
         rich.add_attachment(b"col\n1\n", maintype="text", subtype="csv", filename="données.csv")
         send_to_sink(rich)
         yield next(m.id for m in list_messages() if m.subject.startswith("Figures"))
@@ -68,7 +67,7 @@ def test_inbox_lists_and_searches(browser: SignedIn, captured: int) -> None:
     assert "1 message matching" in found.text
 
 
-def test_message_page_shows_parts_and_frames_html_in_a_sandbox(browser: SignedIn, captured: int) -> None:
+def test_message_page_frames_html_in_a_sandbox(browser: SignedIn, captured: int) -> None:
     page = browser.http.get(f"/inbox/{captured}")
     assert page.status_code == 200
     frame = re.search(r"<iframe[^>]*>", page.text)

@@ -81,7 +81,8 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
                 )
             )
     for key, value in data.items():
-        if key == "table_formats" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        listed = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if key == "table_formats" and listed:
             continue
         if value is not None and not isinstance(value, str | int | float | bool):
             errors.append(FieldError(str(key), "must be text, a number or true/false"))
