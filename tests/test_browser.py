@@ -330,3 +330,18 @@ def test_csrf_refusal_from_another_site(tour: Tour, served: Served, tmp_path: Pa
     page.goto(served.url + "/connections")
     assert page.locator('tr[data-connection="victim"]').count() == 1
     tour.snap("19-connections-victim-kept")
+
+
+def test_pages_fit_a_phone_screen(tour: Tour, served: Served) -> None:
+    """At 390 px wide nothing overflows sideways; tables turn into cards."""
+    page = tour.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path, name in (
+        ("/connections", "20-phone-connections"),
+        ("/connections/new/smtp", "21-phone-smtp-form"),
+        ("/exports", "22-phone-exports"),
+    ):
+        page.goto(served.url + path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} is {overflow}px wider than the screen"
+        tour.snap(name)

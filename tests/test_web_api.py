@@ -424,6 +424,12 @@ def test_builtin_connection_cannot_be_changed(browser: SignedIn) -> None:
     assert browser.http.get("/connections/nope").status_code == 404
 
 
+def test_odd_paths_are_client_errors(browser: SignedIn) -> None:
+    for path in ("/connections/%00", "/connections/a%0Ab/edit", "/runs/%00", "/inbox/1e9", "/inbox/-3"):
+        response = browser.http.get(path)
+        assert 400 <= response.status_code < 500, path
+
+
 def test_connection_out_schema_matches_the_model() -> None:
     conn = validate_connection(VALID)
     assert set(ConnectionOut.model_fields) == set(conn.public_dict()) | {"last_test"}

@@ -37,8 +37,9 @@ def serve(
         list[str] | None,
         typer.Option(
             "--allowed-host",
-            help="Host name browsers use to reach the console (repeatable); requests naming any "
-            "other Host are refused. Default: localhost names, plus --host.",
+            metavar="NAME",
+            help="Another host name browsers use to reach the console (repeatable). Requests "
+            "naming a Host other than these, the localhost names and --host are refused.",
         ),
     ] = None,
     secure_cookies: Annotated[
@@ -62,7 +63,14 @@ def serve(
         ),
     ] = True,
 ) -> None:
-    """Run the web console and REST API (accounts come from 'mailconduit users create')."""
+    """Run the web console and REST API (accounts come from 'mailconduit users create').
+
+    Test Connection and exports connect only where the network policy allows, judged on
+    the resolved address: MAILCONDUIT_DENY_NETWORKS (comma-separated CIDRs) always
+    refuses; MAILCONDUIT_ALLOW_NETWORKS allows, and re-opens the built-in denials
+    (169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200); when it is set,
+    everything outside it is refused.
+    """
     import uvicorn
 
     from mailconduit.web import users
@@ -74,16 +82,14 @@ def serve(
             f"{host} is reachable from other machines; add --allow-remote if that is intended",
             param_hint="--host",
         )
-    hosts = list(allowed_host or [])
-    if not hosts:
-        hosts = [*LOCAL_HOSTS, host.strip("[]")]
-        if host in ("0.0.0.0", "::", ""):
-            hosts = ["*"]
-            print(
-                "mailconduit: listening on every interface with no --allowed-host: "
-                "any Host header is accepted",
-                file=sys.stderr,
-            )
+    hosts = [*LOCAL_HOSTS, host.strip("[]"), *(allowed_host or [])]
+    if host in ("0.0.0.0", "::") and not allowed_host:
+        hosts = ["*"]
+        print(
+            "mailconduit: listening on every interface with no --allowed-host: "
+            "any Host header is accepted",
+            file=sys.stderr,
+        )
     if not users.list_users():
         print(
             "mailconduit: no console user yet; create one with: mailconduit users create NAME",

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
 from mailconduit import api
-from mailconduit.config import Connection, derive_security, parse_server_url, validate_connection
+from mailconduit.config import (
+    NAME_RE,
+    Connection,
+    derive_security,
+    parse_server_url,
+    validate_connection,
+)
 from mailconduit.errors import ConfigError, NotFoundError
 from mailconduit.web.app import Console, console
 from mailconduit.web.forms import (
@@ -36,6 +42,7 @@ __all__ = ["router"]
 router = new_router()
 StateDep = Annotated[Console, Depends(console)]
 FormDep = Annotated[FormData, Depends(form_data)]
+ConnectionName = Annotated[str, Path(pattern=NAME_RE.pattern, max_length=64)]
 
 
 def _notice(request: Request) -> str:
@@ -155,13 +162,13 @@ def _detail(
 
 
 @router.get("/connections/{name}", response_class=HTMLResponse)
-def connection_detail(request: Request, state: StateDep, name: str) -> Response:
+def connection_detail(request: Request, state: StateDep, name: ConnectionName) -> Response:
     """One connection's settings (never its password) and the Test Connection button."""
     return _detail(request, state, name)
 
 
 @router.post("/connections/{name}/test", response_class=HTMLResponse)
-def test_saved(request: Request, state: StateDep, form: FormDep, name: str) -> Response:
+def test_saved(request: Request, state: StateDep, form: FormDep, name: ConnectionName) -> Response:
     """Test Connection on a saved connection; optionally send a real test message."""
     send_to = str(form.get("send_to") or "").strip() or None
     result = api.test_connection(name, send_to=send_to, allow_address=state.policy.allow_address)
@@ -189,7 +196,7 @@ def _stored(name: str) -> Connection:
 
 
 @router.get("/connections/{name}/edit", response_class=HTMLResponse)
-def edit_form(request: Request, state: StateDep, name: str) -> Response:
+def edit_form(request: Request, state: StateDep, name: ConnectionName) -> Response:
     """The form filled with the stored values; the password box stays empty."""
     conn = _stored(name)
     return _form_page(
@@ -198,7 +205,7 @@ def edit_form(request: Request, state: StateDep, name: str) -> Response:
 
 
 @router.post("/connections/{name}/edit", response_class=HTMLResponse)
-def save_edit(request: Request, state: StateDep, form: FormDep, name: str) -> Response:
+def save_edit(request: Request, state: StateDep, form: FormDep, name: ConnectionName) -> Response:
     """Save; with "Save and test" also run Test Connection on the saved result."""
     conn = _stored(name)
     data = form_to_connection_data(form, editing=True)
@@ -225,7 +232,7 @@ def save_edit(request: Request, state: StateDep, form: FormDep, name: str) -> Re
 
 
 @router.post("/connections/{name}/active")
-def set_active(request: Request, form: FormDep, name: str) -> Response:
+def set_active(request: Request, form: FormDep, name: ConnectionName) -> Response:
     """Activate or deactivate (form field ``active`` = 1 or 0)."""
     _stored(name)
     active = form.get("active") == "1"
@@ -235,14 +242,14 @@ def set_active(request: Request, form: FormDep, name: str) -> Response:
 
 
 @router.get("/connections/{name}/delete", response_class=HTMLResponse)
-def confirm_delete(request: Request, state: StateDep, name: str) -> Response:
+def confirm_delete(request: Request, state: StateDep, name: ConnectionName) -> Response:
     """Ask before deleting."""
     conn = _stored(name)
     return state.render(request, "confirm_delete.html", conn=conn, notice="")
 
 
 @router.post("/connections/{name}/delete")
-def delete(request: Request, name: str) -> Response:
+def delete(request: Request, name: ConnectionName) -> Response:
     """Delete after confirmation."""
     _stored(name)
     api.delete_connection(name)
