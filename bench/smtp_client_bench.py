@@ -175,6 +175,37 @@ async def run(port: int, messages: list[Envelope], sessions: int) -> dict[str, f
     }
 
 
+async def run_aiosmtplib(port: int, messages: list[Envelope], sessions: int) -> dict[str, float]:
+    """The same messages through aiosmtplib (no pipelining), K connections, for comparison."""
+    import aiosmtplib
+
+    pending = iter(messages)
+    sent = 0
+
+    async def worker() -> None:
+        nonlocal sent
+        async with aiosmtplib.SMTP(hostname=HOST, port=port, start_tls=False) as smtp:
+            for message in pending:
+                await smtp.sendmail(message.sender, list(message.recipients), message.data)
+                sent += 1
+
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(sessions)))
+    t2 = time.perf_counter()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    n = len(messages)
+    return {
+        "sent": sent,
+        "not_sent": n - sent,
+        "msg_per_s": round(n / (t2 - t0), 1),
+        "in_loop_msg_per_s": round(n / (t2 - t0), 1),
+        "client_cpu_us_per_msg": round(cpu / n * 1e6, 1),
+        "wall_s": round(t2 - t0, 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,6 +216,11 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=None, help="use the latency sink")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the client to CPU 1")
     ap.add_argument("--profile", action="store_true", help="print a cProfile of one run")
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run aiosmtplib with the same messages after each run (same load, same sink)",
+    )
     args = ap.parse_args()
     if not args.no_pin and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
@@ -207,17 +243,30 @@ def main() -> None:
                     result = asyncio.run(run(sink.port, messages, args.k))
             finally:
                 got = sink.stop()
-        line = {
-            "run": index + 1,
-            "sink": "smtp-sink" if args.latency_ms is None else f"latency {args.latency_ms:g} ms",
-            "sessions": args.k,
-            "n": args.n,
-            "avg_message_bytes": round(avg),
-            **result,
-            "sink_messages": got["messages"],
-            **{k: v for k, v in got.items() if k != "messages"},
-        }
-        print(json.dumps(line), flush=True)
+        contenders = [("mailconduit", result, got)]
+        if args.compare:
+            with tempfile.TemporaryDirectory() as tmp:
+                sink = Sink(args.latency_ms, Path(tmp))
+                try:
+                    other = asyncio.run(run_aiosmtplib(sink.port, messages, args.k))
+                finally:
+                    other_got = sink.stop()
+            contenders.append(("aiosmtplib", other, other_got))
+        for client, result, got in contenders:
+            line = {
+                "run": index + 1,
+                "client": client,
+                "sink": "smtp-sink"
+                if args.latency_ms is None
+                else f"latency {args.latency_ms:g} ms",
+                "sessions": args.k,
+                "n": args.n,
+                "avg_message_bytes": round(avg),
+                **result,
+                "sink_messages": got["messages"],
+                **{k: v for k, v in got.items() if k != "messages"},
+            }
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":
