@@ -17,6 +17,7 @@ from mailconduit.errors import ConfigError
 from mailconduit.netpolicy import NetworkPolicy
 from mailconduit.sink import ensure_running
 from mailconduit.web import users
+from mailconduit.web.pages import LOGIN_FAILURES_ALLOWED
 from mailconduit.web.rest import ConnectionOut
 from webconsole import (
     ADMIN,
@@ -150,6 +151,17 @@ def test_login_form_needs_its_own_token_and_origin(console: Console) -> None:
         )
         assert foreign.status_code == 403
         assert http.get("/connections").status_code == 303
+
+
+def test_repeated_failed_sign_ins_are_throttled() -> None:
+    users.create_user(ADMIN, ADMIN_PASSWORD)
+    with running_console() as fresh, fresh.client() as http:
+        attempts = range(LOGIN_FAILURES_ALLOWED)
+        codes = [login(http, ADMIN, f"guess {n}").status_code for n in attempts]
+        assert set(codes) == {401}
+        blocked = login(http, ADMIN, ADMIN_PASSWORD)  # even the right password waits now
+        assert blocked.status_code == 429
+        assert "Too many failed attempts" in blocked.text
 
 
 def test_login_redirect_stays_on_this_site(console: Console) -> None:
@@ -425,7 +437,8 @@ def test_builtin_connection_cannot_be_changed(browser: SignedIn) -> None:
 
 
 def test_odd_paths_are_client_errors(browser: SignedIn) -> None:
-    for path in ("/connections/%00", "/connections/a%0Ab/edit", "/runs/%00", "/inbox/1e9", "/inbox/-3"):
+    odd = ("/connections/%00", "/connections/a%0Ab/edit", "/runs/%00", "/inbox/1e9", "/inbox/-3")
+    for path in odd:
         response = browser.http.get(path)
         assert 400 <= response.status_code < 500, path
 
