@@ -36,7 +36,12 @@ DEFAULT_TIMEOUT_MS = 30_000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 #: Ports users commonly type, and the security each one implies.
-PORT_SECURITY_HINTS: dict[int, str] = {25: "starttls", 465: "tls", 587: "starttls", 2525: "starttls"}
+PORT_SECURITY_HINTS: dict[int, str] = {
+    25: "starttls",
+    465: "tls",
+    587: "starttls",
+    2525: "starttls",
+}
 
 
 class Security(str, enum.Enum):
@@ -598,3 +603,317 @@ def connection_from_url(name: str, url: str, *, origin: str = "env") -> Connecti
 def connection_to_dict(conn: Connection) -> dict[str, Any]:
     """All fields, the password still wrapped in :class:`Secret` (for the store only)."""
     return asdict(conn)
+
+
+# --------------------------------------------------------------------------- exports
+
+
+class ExportMode(str, enum.Enum):
+    """``row``: one e-mail per row; ``table``: the whole container in one; ``group``: one per value."""
+
+    ROW = "row"
+    TABLE = "table"
+    GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Transient failures (4xx, timeouts, drops) are retried with exponential back-off and jitter."""
+
+    max_attempts: int = 5
+    max_seconds: float = 3600.0
+    initial_delay: float = 1.0
+    max_delay: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Caps on sending: per second / minute / hour (token buckets) and per day (0 = none)."""
+
+    per_second: float = 0.0
+    per_minute: float = 0.0
+    per_hour: float = 0.0
+    per_day: int = 0
+
+    @property
+    def unlimited(self) -> bool:
+        return not (self.per_second or self.per_minute or self.per_hour or self.per_day)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSpec:
+    """Everything an export needs, as a user writes it on the CLI or in an interface file.
+
+    ``source`` is a path, ``-`` for stdin, a SQL query (with ``database_url``), or for the
+    Python API any iterable of mappings. Message fields are Jinja2 templates over the
+    row's columns.
+    """
+
+    source: Any
+    connection: str = "local"
+    to: str = ""
+    subject: str = ""
+    body: str = ""
+    body_file: str = ""
+    cc: str = ""
+    bcc: str = ""
+    reply_to: str = ""
+    from_: str = ""
+    attach: tuple[str, ...] = ()
+    attach_dir: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    mode: ExportMode = ExportMode.ROW
+    by: str = ""
+    to_column: str = ""
+    table_formats: tuple[str, ...] = ("html",)
+    table_row_cap: int = 500
+    oversize: str = "fail"
+    where: str = ""
+    order_by: str = ""
+    key: str = ""
+    kind: str = ""
+    encoding: str = ""
+    delimiter: str = ""
+    sheet: str = ""
+    database_url: str = ""
+    charset: str = "utf-8"
+    html: bool | None = None
+    dry_run: str = ""
+    limit: int = 0
+    fail_fast: bool = False
+    run_id: str = ""
+    concurrency: int = 0
+    rate: RateLimit = field(default_factory=RateLimit)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_errors: int = 0
+    resend_uncertain: bool = True
+    journal: bool = True
+    messages_per_connection: int = -1
+    data_timeout_ms: int = 0
+    report: str = ""
+    report_format: str = ""
+
+
+_EXPORT_FIELDS = {f.name for f in fields(ExportSpec)}
+_EXPORT_ALIASES = {"from": "from_", "from_address": "from_", "sql": "source"}
+_TABLE_FORMATS = ("html", "csv", "xlsx", "json")
+_RATE_UNITS = {"s": "per_second", "sec": "per_second", "second": "per_second", "m": "per_minute",
+               "min": "per_minute", "minute": "per_minute", "h": "per_hour", "hour": "per_hour",
+               "d": "per_day", "day": "per_day"}  # fmt: skip
+
+
+def parse_rate(text: str) -> dict[str, float]:
+    """``"10/s"``, ``"600/min"``, ``"5000/h"``, ``"20000/day"`` (comma-separated) → RateLimit fields."""
+    out: dict[str, float] = {}
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        number, _, unit = part.partition("/")
+        key = _RATE_UNITS.get(unit.strip().lower())
+        if key is None:
+            raise ValueError(f"{part!r} is not a rate like 10/s, 600/min, 5000/h or 20000/day")
+        value = _as_float(number)
+        if value <= 0:
+            raise ValueError(f"{part!r} must be a positive rate")
+        out[key] = value
+    return out
+
+
+def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
+    """Build an :class:`ExportSpec` from CLI options, an interface file or a form; every wrong field named."""
+    errors: list[FieldError] = []
+    values: dict[str, Any] = {}
+
+    def err(name: str, message: str) -> None:
+        errors.append(FieldError(name, message))
+
+    rate: dict[str, Any] = {}
+    retry: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = _EXPORT_ALIASES.get(raw_key, raw_key)
+        if value is None:
+            continue
+        if key in ("rate_per_second", "rate_per_minute", "rate_per_hour", "daily_cap", "per_day"):
+            rate[key.replace("rate_", "").replace("daily_cap", "per_day")] = value
+            continue
+        if key in ("max_attempts", "retry_seconds", "max_seconds", "initial_delay", "max_delay"):
+            retry[key.replace("retry_seconds", "max_seconds")] = value
+            continue
+        if key == "rate":
+            if isinstance(value, RateLimit):
+                values["rate"] = value
+            elif isinstance(value, Mapping):
+                rate.update(value)
+            else:
+                try:
+                    rate.update(parse_rate(value))
+                except ValueError as exc:
+                    err("rate", str(exc))
+            continue
+        if key == "retry":
+            if isinstance(value, RetryPolicy):
+                values["retry"] = value
+            elif isinstance(value, Mapping):
+                retry.update(value)
+            else:
+                err(
+                    "retry",
+                    "must be a mapping of max_attempts, max_seconds, initial_delay, max_delay",
+                )
+            continue
+        if key not in _EXPORT_FIELDS:
+            err(str(raw_key), "is not an export setting")
+            continue
+        values[key] = value
+
+    if "source" not in values or values["source"] in ("", None):
+        err("source", "is required (a file, '-' for stdin, or a SQL query with database_url)")
+
+    for key in ("attach", "table_formats"):
+        if key in values and isinstance(values[key], str):
+            values[key] = (
+                tuple(p.strip() for p in values[key].split(",") if p.strip())
+                if key == "table_formats"
+                else (values[key],)
+            )
+        elif key in values:
+            values[key] = tuple(str(v) for v in values[key])
+    if "headers" in values:
+        hdrs = values["headers"]
+        pairs: list[tuple[str, str]] = []
+        items = hdrs.items() if isinstance(hdrs, Mapping) else hdrs
+        for item in items:
+            if isinstance(item, str):
+                name, sep, tmpl = item.partition(":")
+                if not sep or not name.strip():
+                    err("headers", f"{item!r} must look like 'Name: template'")
+                    continue
+                pairs.append((name.strip(), tmpl.strip()))
+            else:
+                name, tmpl = item
+                pairs.append((str(name).strip(), str(tmpl)))
+        values["headers"] = tuple(pairs)
+
+    if "mode" in values:
+        try:
+            values["mode"] = _enum(ExportMode, values["mode"])
+        except ValueError as exc:
+            err("mode", str(exc))
+    mode = values.get("mode", ExportMode.ROW)
+    if mode is ExportMode.GROUP and not values.get("by"):
+        err("by", "group mode needs --by COLUMN")
+    if values.get("by") and mode is not ExportMode.GROUP:
+        err("by", "is only used in group mode (--mode group)")
+    if values.get("to_column") and mode is ExportMode.ROW:
+        err(
+            "to_column",
+            "takes recipients from a column in table or group mode; in row mode use --to '{{column}}'",
+        )
+    for fmt in values.get("table_formats", ()):
+        if fmt not in _TABLE_FORMATS:
+            err("table_formats", f"{fmt!r} is not one of: {', '.join(_TABLE_FORMATS)}")
+    if values.get("oversize", "fail") not in ("fail", "attach", "split"):
+        err("oversize", "must be fail, attach or split")
+
+    if not values.get("to") and not values.get("to_column"):
+        err("to", "is required (a template such as '{{email}}', or --to-column in table mode)")
+    if not values.get("subject"):
+        err("subject", "is required")
+    if values.get("body") and values.get("body_file"):
+        err("body", "give either body or body_file, not both")
+    if not values.get("body") and not values.get("body_file"):
+        err("body", "is required (--body TEXT or --body-file FILE)")
+    if values.get("attach") and not values.get("attach_dir"):
+        err("attach_dir", "attachments need --attach-dir: the folder they must come from")
+
+    for key in (
+        "limit",
+        "max_errors",
+        "table_row_cap",
+        "concurrency",
+        "messages_per_connection",
+        "data_timeout_ms",
+    ):
+        if key in values:
+            try:
+                values[key] = _as_int(values[key])
+            except ValueError as exc:
+                err(key, str(exc))
+                continue
+            if values[key] < (-1 if key == "messages_per_connection" else 0):
+                err(key, "must not be negative")
+    if values.get("concurrency", 0) > 1000:
+        err("concurrency", "at most 1000 sessions")
+    for key in ("fail_fast", "resend_uncertain", "journal"):
+        if key in values:
+            try:
+                values[key] = _as_bool(values[key])
+            except ValueError as exc:
+                err(key, str(exc))
+    if "html" in values and values["html"] is not None:
+        try:
+            values["html"] = _as_bool(values["html"])
+        except ValueError as exc:
+            err("html", str(exc))
+    if values.get("run_id") and not re.fullmatch(
+        r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}", str(values["run_id"])
+    ):
+        err("run_id", "must hold only letters, digits, '.', '_', ':' or '-' (at most 80)")
+    if values.get("report_format") and values["report_format"] not in ("csv", "json"):
+        err("report_format", "must be csv or json")
+    if values.get("charset"):
+        import codecs
+
+        try:
+            codecs.lookup(str(values["charset"]))
+        except LookupError:
+            err("charset", f"{values['charset']!r} is not a known character set")
+
+    if "rate" not in values:
+        try:
+            values["rate"] = RateLimit(
+                per_second=_as_float(rate.get("per_second", 0)),
+                per_minute=_as_float(rate.get("per_minute", 0)),
+                per_hour=_as_float(rate.get("per_hour", 0)),
+                per_day=_as_int(rate.get("per_day", 0)),
+            )
+            r = values["rate"]
+            if min(r.per_second, r.per_minute, r.per_hour, r.per_day) < 0:
+                err("rate", "must not be negative")
+        except ValueError as exc:
+            err("rate", str(exc))
+    if "retry" not in values:
+        try:
+            policy = RetryPolicy(
+                max_attempts=_as_int(retry.get("max_attempts", 5)),
+                max_seconds=_as_float(retry.get("max_seconds", 3600.0)),
+                initial_delay=_as_float(retry.get("initial_delay", 1.0)),
+                max_delay=_as_float(retry.get("max_delay", 300.0)),
+            )
+            if policy.max_attempts < 1:
+                err("max_attempts", "must be at least 1")
+            if policy.max_seconds <= 0 or policy.initial_delay < 0 or policy.max_delay < 0:
+                err("retry", "times must be positive")
+            values["retry"] = policy
+        except ValueError as exc:
+            err("retry", str(exc))
+
+    if errors:
+        raise ConfigError.for_fields("export", _dedupe(errors))
+    return ExportSpec(**values)
+
+
+def export_spec_to_dict(spec: ExportSpec) -> dict[str, Any]:
+    """A JSON-friendly copy (for the journal and interface files); iterable sources become a label."""
+    out = asdict(spec)
+    if not isinstance(spec.source, str | bytes) and not hasattr(spec.source, "__fspath__"):
+        out["source"] = "<python iterable>"
+    else:
+        out["source"] = str(spec.source)
+    out["mode"] = spec.mode.value
+    out["from"] = out.pop("from_")
+    out["headers"] = [list(h) for h in spec.headers]
+    out["attach"] = list(spec.attach)
+    out["table_formats"] = list(spec.table_formats)
+    return out

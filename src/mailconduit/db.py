@@ -28,7 +28,7 @@ def redact_url(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL we cannot parse has nothing to hide safely
+    except Exception:
         return "<unparseable database URL>"
 
 
@@ -50,15 +50,15 @@ def engine(url: str | None = None) -> Engine:
             return eng
         try:
             if url.startswith("sqlite"):
-                eng = create_engine(url, connect_args={"timeout": 10})
+                eng = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
                 event.listen(eng, "connect", _sqlite_pragmas)
             else:
                 eng = create_engine(url, pool_pre_ping=True)
             # Import the table definitions so create_all knows them.
-            import mailconduit.connections.store  # noqa: F401
+            import mailconduit.connections.store
 
             try:
-                import mailconduit.journal.store  # noqa: F401
+                import mailconduit.journal.store
             except ImportError:
                 pass
             try:

@@ -15,7 +15,7 @@ from mailconduit.config import Connection
 from mailconduit.errors import ConfigError, FieldError
 
 app = typer.Typer(
-    help="Manage SMTP connections (the \"SMTP Data Provider\"): where and how mail is delivered.",
+    help='Manage SMTP connections (the "SMTP Data Provider"): where and how mail is delivered.',
     no_args_is_help=True,
 )
 
@@ -30,15 +30,24 @@ ServerUrl = Annotated[
 ]
 Port = Annotated[
     int | None,
-    typer.Option("--port", help="Server port: 587 (submission, STARTTLS), 465 (implicit TLS), 25 or 2525."),
+    typer.Option(
+        "--port", help="Server port: 587 (submission, STARTTLS), 465 (implicit TLS), 25 or 2525."
+    ),
 ]
-Username = Annotated[str | None, typer.Option("--username", help="Account name used to log in to the server.")]
+Username = Annotated[
+    str | None, typer.Option("--username", help="Account name used to log in to the server.")
+]
 PasswordStdin = Annotated[
-    bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
+    bool,
+    typer.Option(
+        "--password-stdin", help="Read the password from the first line of standard input."
+    ),
 ]
 PasswordEnv = Annotated[
     str | None,
-    typer.Option("--password-env", metavar="VAR", help="Take the password from this environment variable."),
+    typer.Option(
+        "--password-env", metavar="VAR", help="Take the password from this environment variable."
+    ),
 ]
 Ssl = Annotated[
     bool | None,
@@ -49,15 +58,21 @@ Ssl = Annotated[
 ]
 HtmlBody = Annotated[
     bool | None,
-    typer.Option("--html-body/--no-html-body", help="Send message bodies as HTML (with a plain-text twin)."),
+    typer.Option(
+        "--html-body/--no-html-body", help="Send message bodies as HTML (with a plain-text twin)."
+    ),
 ]
 TimeoutMs = Annotated[
     int | None,
-    typer.Option("--timeout-ms", help="How long to wait for the server at each step, in milliseconds."),
+    typer.Option(
+        "--timeout-ms", help="How long to wait for the server at each step, in milliseconds."
+    ),
 ]
 Agent = Annotated[
     str | None,
-    typer.Option("--agent", help="Agent that runs exports for this connection ('local' = this machine)."),
+    typer.Option(
+        "--agent", help="Agent that runs exports for this connection ('local' = this machine)."
+    ),
 ]
 ImplType = Annotated[
     str | None,
@@ -67,7 +82,8 @@ ImplType = Annotated[
     ),
 ]
 Active = Annotated[
-    bool | None, typer.Option("--active/--inactive", help="Whether exports may use this connection.")
+    bool | None,
+    typer.Option("--active/--inactive", help="Whether exports may use this connection."),
 ]
 Target = Annotated[
     bool | None,
@@ -75,12 +91,17 @@ Target = Annotated[
 ]
 FromAddr = Annotated[
     str | None,
-    typer.Option("--from", help="Default sender address (defaults to the username when it is an address)."),
+    typer.Option(
+        "--from", help="Default sender address (defaults to the username when it is an address)."
+    ),
 ]
-FromName = Annotated[str | None, typer.Option("--from-name", help="Display name shown next to the sender address.")]
+FromName = Annotated[
+    str | None, typer.Option("--from-name", help="Display name shown next to the sender address.")
+]
 ReplyTo = Annotated[str | None, typer.Option("--reply-to", help="Default Reply-To address.")]
 CaFile = Annotated[
-    str | None, typer.Option("--ca-file", help="PEM file of CA certificates to trust for this server.")
+    str | None,
+    typer.Option("--ca-file", help="PEM file of CA certificates to trust for this server."),
 ]
 NoVerify = Annotated[
     bool | None,
@@ -96,10 +117,16 @@ SecurityOpt = Annotated[
         help="tls (implicit, port 465), starttls (required, never falls back to plaintext) or none.",
     ),
 ]
-Ehlo = Annotated[str | None, typer.Option("--ehlo-hostname", help="Name we announce in EHLO (default: this host).")]
+Ehlo = Annotated[
+    str | None,
+    typer.Option("--ehlo-hostname", help="Name we announce in EHLO (default: this host)."),
+]
 Auth = Annotated[
     str | None,
-    typer.Option("--auth", help="AUTH mechanism: auto, plain, login, cram-md5, xoauth2 (token as password) or none."),
+    typer.Option(
+        "--auth",
+        help="AUTH mechanism: auto, plain, login, cram-md5, xoauth2 (token as password) or none.",
+    ),
 ]
 Insecure = Annotated[
     bool | None,
@@ -109,30 +136,43 @@ Insecure = Annotated[
     ),
 ]
 Concurrency = Annotated[
-    int | None, typer.Option("--concurrency", help="Default number of parallel SMTP sessions for exports.")
+    int | None,
+    typer.Option("--concurrency", help="Default number of parallel SMTP sessions for exports."),
 ]
 RatePerSecond = Annotated[
-    float | None, typer.Option("--rate-per-second", help="Default cap on messages per second (0 = none).")
+    float | None,
+    typer.Option("--rate-per-second", help="Default cap on messages per second (0 = none)."),
 ]
 RatePerMinute = Annotated[
-    float | None, typer.Option("--rate-per-minute", help="Default cap on messages per minute (0 = none).")
+    float | None,
+    typer.Option("--rate-per-minute", help="Default cap on messages per minute (0 = none)."),
 ]
 RatePerHour = Annotated[
-    float | None, typer.Option("--rate-per-hour", help="Default cap on messages per hour (0 = none).")
+    float | None,
+    typer.Option("--rate-per-hour", help="Default cap on messages per hour (0 = none)."),
 ]
-DailyCap = Annotated[int | None, typer.Option("--daily-cap", help="At most this many messages per day (0 = none).")]
+DailyCap = Annotated[
+    int | None, typer.Option("--daily-cap", help="At most this many messages per day (0 = none).")
+]
 PerConnection = Annotated[
     int | None,
     typer.Option(
-        "--messages-per-connection", help="Reconnect after this many messages (providers impose such caps; 0 = none)."
+        "--messages-per-connection",
+        help="Reconnect after this many messages (providers impose such caps; 0 = none).",
     ),
 ]
-Query = Annotated[str | None, typer.Option("--query", help="Not used by the SMTP connector; must stay empty.")]
+Query = Annotated[
+    str | None, typer.Option("--query", help="Not used by the SMTP connector; must stay empty.")
+]
 DateFmt = Annotated[
-    str | None, typer.Option("--datetime-format", help="Not used by the SMTP connector; must stay empty.")
+    str | None,
+    typer.Option("--datetime-format", help="Not used by the SMTP connector; must stay empty."),
 ]
 SourceFlag = Annotated[
-    bool | None, typer.Option("--source/--no-source", help="Not used: an SMTP connection is never a data source.")
+    bool | None,
+    typer.Option(
+        "--source/--no-source", help="Not used: an SMTP connection is never a data source."
+    ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -140,18 +180,22 @@ JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 def _password(stdin: bool, env: str | None, *, prompt: bool) -> str | None:
     if stdin and env:
         raise ConfigError.for_fields(
-            "options", [FieldError("password", "give either --password-stdin or --password-env, not both")]
+            "options",
+            [FieldError("password", "give either --password-stdin or --password-env, not both")],
         )
     if stdin:
         line = sys.stdin.readline()
         if not line.strip():
-            raise ConfigError.for_fields("options", [FieldError("password", "standard input was empty")])
+            raise ConfigError.for_fields(
+                "options", [FieldError("password", "standard input was empty")]
+            )
         return line.rstrip("\r\n")
     if env:
         value = os.environ.get(env)
         if not value:
             raise ConfigError.for_fields(
-                "options", [FieldError("password", f"environment variable {env} is not set or empty")]
+                "options",
+                [FieldError("password", f"environment variable {env} is not set or empty")],
             )
         return value
     if prompt and sys.stdin.isatty():
@@ -251,13 +295,17 @@ def create(
     if as_json:
         _print_connection(conn, as_json=True)
     else:
-        typer.echo(f"created connection {conn.name!r} ({conn.host}:{conn.port}, security {conn.security.value})")
+        typer.echo(
+            f"created connection {conn.name!r} ({conn.host}:{conn.port}, security {conn.security.value})"
+        )
 
 
 @app.command()
 def edit(
     name: Annotated[str, typer.Argument(help="Name of the connection to change.")],
-    rename: Annotated[str | None, typer.Option("--name", help="Give the connection a new name.")] = None,
+    rename: Annotated[
+        str | None, typer.Option("--name", help="Give the connection a new name.")
+    ] = None,
     server_url: ServerUrl = None,
     port: Port = None,
     username: Username = None,
@@ -328,7 +376,9 @@ def list_(as_json: JsonOut = False) -> None:
     header = ("NAME", "SERVER", "PORT", "SECURITY", "ACTIVE", "AGENT", "ORIGIN", "LAST TEST")
     table = [header]
     for conn, test in rows:
-        last = "-" if test is None else ("ok" if test.ok else "failed") + f" {test.at:%Y-%m-%d %H:%M}"
+        last = (
+            "-" if test is None else ("ok" if test.ok else "failed") + f" {test.at:%Y-%m-%d %H:%M}"
+        )
         table.append(
             (
                 conn.name,
@@ -394,12 +444,18 @@ def test(
 
 @app.command("export")
 def export_(
-    names: Annotated[list[str] | None, typer.Argument(help="Connections to export (default: all stored).")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Connections to export (default: all stored).")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
     include_passwords: Annotated[
         bool,
-        typer.Option("--include-passwords", help="Write passwords in clear text too (keep that file safe)."),
+        typer.Option(
+            "--include-passwords", help="Write passwords in clear text too (keep that file safe)."
+        ),
     ] = False,
 ) -> None:
     """Export connections to YAML or JSON; passwords are left out unless asked for."""
@@ -419,11 +475,15 @@ def export_(
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="YAML or JSON file written by 'connections export' ('-' = stdin).")],
-    replace: Annotated[bool, typer.Option("--replace", help="Overwrite connections that already exist.")] = False,
+    file: Annotated[
+        Path,
+        typer.Argument(help="YAML or JSON file written by 'connections export' ('-' = stdin)."),
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite connections that already exist.")
+    ] = False,
 ) -> None:
     """Import connections; nothing is written unless every entry is valid."""
-    from mailconduit.connections import load_connections
 
     if str(file) == "-":
         text = sys.stdin.read()
@@ -432,7 +492,9 @@ def import_(
         try:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError.for_fields("import", [FieldError("file", f"{file}: {exc.strerror}")]) from None
+            raise ConfigError.for_fields(
+                "import", [FieldError("file", f"{file}: {exc.strerror}")]
+            ) from None
         fmt = "json" if file.suffix.lower() == ".json" else None
     done = api_import(text, fmt=fmt, replace=replace)
     typer.echo(f"imported {len(done)} connection(s): {', '.join(done)}")

@@ -13,7 +13,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Column, DateTime, String, Table, Text, delete, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from mailconduit.config import (
@@ -152,7 +163,10 @@ def last_tests() -> dict[str, TestStatus]:
                 connections_table.c.last_test_message,
             ).where(connections_table.c.last_test_at.is_not(None))
         ).all()
-    return {r.name: TestStatus(bool(r.last_test_ok), r.last_test_at, r.last_test_message or "") for r in rows}
+    return {
+        r.name: TestStatus(bool(r.last_test_ok), r.last_test_at, r.last_test_message or "")
+        for r in rows
+    }
 
 
 def _check_name_free(name: str) -> None:
@@ -163,7 +177,11 @@ def _check_name_free(name: str) -> None:
     if _env_lookup(name) is not None:
         raise ConfigError.for_fields(
             "connection",
-            [FieldError("name", f"{name!r} is defined by the environment variable {env_var_name(name)}")],
+            [
+                FieldError(
+                    "name", f"{name!r} is defined by the environment variable {env_var_name(name)}"
+                )
+            ],
         )
 
 
@@ -174,7 +192,9 @@ def create(data: Mapping[str, Any]) -> Connection:
     now = _now()
     try:
         with engine().begin() as db:
-            db.execute(insert(connections_table).values(**_to_row(conn), created_at=now, updated_at=now))
+            db.execute(
+                insert(connections_table).values(**_to_row(conn), created_at=now, updated_at=now)
+            )
     except IntegrityError:
         raise ConfigError.for_fields(
             "connection", [FieldError("name", f"a connection named {conn.name!r} already exists")]
@@ -191,7 +211,11 @@ def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
     if _env_lookup(name) is not None:
         raise ConfigError.for_fields(
             "connection",
-            [FieldError("name", f"{name!r} comes from {env_var_name(name)} and cannot be edited here")],
+            [
+                FieldError(
+                    "name", f"{name!r} comes from {env_var_name(name)} and cannot be edited here"
+                )
+            ],
         )
     current = get(name)
     data = current.storable_dict(include_password=True)
@@ -202,9 +226,9 @@ def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
         data.pop("security", None)
     if changes.get("security") is not None and changes.get("use_ssl") is None:
         data.pop("use_ssl", None)
-    server_changed = (
-        str(data.get("server_url")) != current.server_url or str(data.get("port")) != str(current.port)
-    )
+    server_changed = str(data.get("server_url")) != current.server_url or str(
+        data.get("port")
+    ) != str(current.port)
     if server_changed and not changes.get("password"):
         data.pop("password", None)
     if (

@@ -65,7 +65,9 @@ def load_connections(text: str, *, fmt: str | None = None, replace: bool = False
         except ConfigError:
             pass
         if exists and not replace:
-            problems.append(FieldError(f"{label}.name", "already exists (use --replace to overwrite)"))
+            problems.append(
+                FieldError(f"{label}.name", "already exists (use --replace to overwrite)")
+            )
             continue
         try:
             if not exists:

@@ -1,0 +1,1 @@
+"""Delivery: the send loop, its rate limits and retries, the report."""

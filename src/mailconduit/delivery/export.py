@@ -1,0 +1,798 @@
+"""One export from start to report: check, prepare, then dry-run or deliver.
+
+Everything that can be wrong with the input is found before the first message goes
+out (connection state, source structure, template syntax, unknown columns, sandbox
+violations): the export then stops with one line and nothing is sent. Per-row
+problems (an invalid address, a missing attachment) skip that row and are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+from mailconduit.config import (
+    Connection,
+    ExportMode,
+    ExportSpec,
+    ImplementationType,
+    RateLimit,
+    export_spec_to_dict,
+    validate_export_spec,
+)
+from mailconduit.delivery.events import ProgressCallback
+from mailconduit.delivery.ratelimit import DailyUsage, RateLimiter
+from mailconduit.delivery.report import ExportReport, write_report
+from mailconduit.delivery.runner import Job, Runner
+from mailconduit.errors import (
+    AddressError,
+    ConfigError,
+    FieldError,
+    MailconduitError,
+    RenderError,
+    RowError,
+    SourceError,
+)
+from mailconduit.journal.store import (
+    CLAIMED,
+    FAILED,
+    FINAL_STATES,
+    SKIPPED,
+    UNCERTAIN,
+    Journal,
+    RowState,
+)
+from mailconduit.message import (
+    GROUP_MODE_NAMES,
+    ROW_MODE_NAMES,
+    TABLE_MODE_NAMES,
+    Address,
+    MessageTemplate,
+    compose_message,
+    make_address,
+    make_message_id,
+    parse_address_list,
+    table_attachment,
+    table_context,
+)
+from mailconduit.message.build import BuiltMessage
+from mailconduit.smtp import SMTPSession
+from mailconduit.sources import Source, open_source
+
+__all__ = ["execute", "new_run_id", "preview", "report_from_journal", "resume"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_TABLE_NAMES = ("table_html", "table_text", "rows")
+
+
+def new_run_id() -> str:
+    """A readable, unique run id: ``20261129-142501-3fa2c1``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclasses.dataclass
+class Prepared:
+    """An export checked and ready: the open source, compiled templates and defaults."""
+
+    spec: ExportSpec
+    connection: Connection
+    source: Source
+    template: MessageTemplate
+    html: bool
+    default_from: Address | None
+    default_reply_to: tuple[Address, ...]
+    domain: str
+    attachment_dir: Path | None
+    total: int
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _check_connection(conn: Connection, *, sending: bool) -> None:
+    """The seed's execution rules: an export needs an active target connection."""
+    if not sending:
+        return
+    name = conn.name
+    if not conn.is_active:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError("connection", f"{name!r} is inactive; activate it with "
+                        f"'mailconduit connections edit {name} --active'")],
+        )  # fmt: skip
+    if not conn.is_target:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError("connection", f"{name!r} is not a target; enable it with "
+                        f"'mailconduit connections edit {name} --target'")],
+        )  # fmt: skip
+    if conn.implementation_type is ImplementationType.CELERY:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError("connection", f"{name!r} runs on Celery workers (queue {conn.agent!r}), which "
+                        "this version cannot dispatch to yet; set --implementation-type default "
+                        "to run it here")],
+        )  # fmt: skip
+
+
+def _template_error(exc: RenderError, source: str) -> ConfigError:
+    where = f"template {exc.template}" if exc.template else "template"
+    column = f", column {exc.column!r}" if exc.column else ""
+    return ConfigError.for_fields(
+        "export",
+        [FieldError(exc.template or "template", f"{exc.message} ({source}: {where}{column})")],
+    )
+
+
+def _body(spec: ExportSpec) -> str:
+    if spec.body_file:
+        try:
+            return Path(spec.body_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError.for_fields(
+                "export", [FieldError("body_file", f"{spec.body_file}: {exc.strerror}")]
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError.for_fields(
+                "export", [FieldError("body_file", f"{spec.body_file}: not UTF-8 text")]
+            ) from None
+    return spec.body
+
+
+def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
+    """Check everything that can be checked before sending; raise with one clear line."""
+    _check_connection(conn, sending=sending)
+    html = conn.use_html_body if spec.html is None else spec.html
+    body = _body(spec)
+    if spec.mode is not ExportMode.ROW and "html" in spec.table_formats:
+        if not any(name in body for name in _TABLE_NAMES):
+            # The body does not place the table: it goes after the body text.
+            body += "\n{{ table_html }}\n" if html else "\n\n{{ table_text }}\n"
+    to = spec.to
+    if spec.to_column:
+        to = ", ".join(t for t in (spec.to, "{{ to_column_addresses }}") if t)
+    try:
+        template = MessageTemplate(
+            to=to,
+            cc=spec.cc,
+            bcc=spec.bcc,
+            from_=spec.from_,
+            reply_to=spec.reply_to,
+            subject=spec.subject,
+            text_body=None if html else body,
+            html_body=body if html else None,
+            attachments=spec.attach,
+            headers=spec.headers,
+        )
+    except RenderError as exc:
+        raise _template_error(exc, "export") from None
+
+    attachment_dir: Path | None = None
+    if spec.attach_dir:
+        attachment_dir = Path(spec.attach_dir).expanduser()
+        if not attachment_dir.is_dir():
+            raise ConfigError.for_fields(
+                "export", [FieldError("attach_dir", f"{attachment_dir} is not a folder")]
+            )
+
+    default_from: Address | None = None
+    default_reply: tuple[Address, ...] = ()
+    try:
+        if conn.sender:
+            default_from = make_address(conn.sender, display_name=conn.from_name)
+        if conn.reply_to:
+            default_reply = tuple(parse_address_list(conn.reply_to, field="reply_to"))
+    except AddressError as exc:
+        raise ConfigError.for_fields("connection", [FieldError("from_address", str(exc))]) from None
+    if default_from is None and not spec.from_:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError("from", f"no sender: connection {conn.name!r} has no from address and "
+                        "its username is not an address; give --from")],
+        )  # fmt: skip
+    domain = (default_from.domain if default_from else "") or "mailconduit.invalid"
+
+    source = open_source(
+        spec.source,
+        kind=spec.kind or None,
+        encoding=spec.encoding or None,
+        delimiter=spec.delimiter or None,
+        sheet=spec.sheet or None,
+        where=spec.where or None,
+        order_by=spec.order_by or None,
+        key=spec.key or None,
+        database_url=spec.database_url or None,
+    )
+    try:
+        location = source.location
+        provided = {
+            ExportMode.ROW: ROW_MODE_NAMES,
+            ExportMode.TABLE: TABLE_MODE_NAMES | {"row"},
+            ExportMode.GROUP: GROUP_MODE_NAMES,
+        }[spec.mode] | ({"to_column_addresses"} if spec.to_column else set())
+        for column, what in ((spec.by, "by"), (spec.to_column, "to_column")):
+            if column and column not in source.columns:
+                raise ConfigError.for_fields(
+                    "export",
+                    [FieldError(what, f"column {column!r} is not in {location}; its columns are: "
+                                f"{', '.join(source.columns)}")],
+                )  # fmt: skip
+        try:
+            template.check(source.columns, provided=provided)
+        except RenderError as exc:
+            raise _template_error(exc, location) from None
+        total = source.validate()
+        sample = next(iter(source.rows()), None)
+        if sample is not None:
+            extras = None
+            if spec.mode is not ExportMode.ROW:
+                extras = table_context(
+                    source.columns,
+                    [sample.values],
+                    group="" if spec.mode is ExportMode.GROUP else None,
+                )
+                extras["to_column_addresses"] = ""
+            try:
+                template.check_render(sample.values, extras=extras)
+            except RenderError as exc:
+                raise _template_error(exc, location) from None
+    except BaseException:
+        source.close()
+        raise
+    return Prepared(
+        spec=spec,
+        connection=conn,
+        source=source,
+        template=template,
+        html=html,
+        default_from=default_from,
+        default_reply_to=default_reply,
+        domain=domain,
+        attachment_dir=attachment_dir,
+        total=total,
+    )
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclasses.dataclass
+class Unit:
+    """One message's worth of data: a row, a group or the whole table."""
+
+    key: str
+    seq: int
+    number: int
+    row: dict[str, Any]
+    to_override: str = ""
+    rows: list[dict[str, Any]] | None = None
+
+
+def _units(p: Prepared) -> Iterator[Unit | RowState]:
+    spec = p.spec
+    limit = spec.limit
+    if spec.mode is ExportMode.ROW:
+        seq = 0
+        for row in p.source.rows():
+            if limit and seq >= limit:
+                return
+            seq += 1
+            yield Unit(row.key, seq, row.number, row.values)
+        return
+    rows = []
+    for row in p.source.rows():
+        if limit and len(rows) >= limit:
+            break
+        rows.append(row.values)
+    if spec.mode is ExportMode.TABLE:
+        if not rows:
+            return
+        yield Unit(
+            "table", 1, 1, rows[0], rows=rows, to_override=_column_addresses(spec.to_column, rows)
+        )
+        return
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for values in rows:
+        groups.setdefault(values.get(spec.by), []).append(values)
+    for seq, (value, members) in enumerate(groups.items(), 1):
+        key = f"group:{'' if value is None else value}"
+        yield Unit(
+            key,
+            seq,
+            seq,
+            members[0],
+            rows=members,
+            to_override=_column_addresses(spec.to_column, members),
+        )
+        _ = value
+
+
+def _column_addresses(column: str, rows: Sequence[dict[str, Any]]) -> str:
+    """Every distinct address found in ``column`` (cells may hold several), in order."""
+    if not column:
+        return ""
+    seen: dict[str, None] = {}
+    for values in rows:
+        cell = values.get(column)
+        if cell is None:
+            continue
+        for part in re.split(r"[;,]", str(cell)):
+            part = part.strip()
+            if part and part.lower() not in {s.lower() for s in seen}:
+                seen[part] = None
+    return ", ".join(seen)
+
+
+def _table_extras(p: Prepared, unit: Unit, *, inline: bool) -> tuple[dict[str, Any], list[Any]]:
+    spec = p.spec
+    rows = unit.rows or []
+    columns = p.source.columns
+    group = unit.row.get(spec.by) if spec.mode is ExportMode.GROUP else None
+    extras = table_context(columns, rows, group=group, max_rows=spec.table_row_cap or 500)
+    if not inline:
+        extras["table_html"] = "<p>The data is attached.</p>"
+        extras["table_text"] = "The data is attached."
+    attachments = []
+    formats = [f for f in spec.table_formats if f != "html"]
+    if not inline and not formats:
+        formats = ["csv"]
+    stem = _SAFE.sub("_", f"data-{group}" if group is not None else "data").strip("_") or "data"
+    for kind in formats:
+        attachments.append(table_attachment(kind, columns, rows, filename=f"{stem}.{kind}"))
+    return extras, attachments
+
+
+def _compose(p: Prepared, unit: Unit, run_id: str, *, inline: bool = True) -> BuiltMessage:
+    spec = p.spec
+    extras: dict[str, Any] | None = None
+    attachments: list[Any] = []
+    if unit.rows is not None:
+        extras, attachments = _table_extras(p, unit, inline=inline)
+        extras["to_column_addresses"] = unit.to_override
+    return compose_message(
+        p.template,
+        unit.row,
+        row_key=unit.key,
+        message_id=make_message_id(run_id, unit.key, p.domain),
+        default_from=p.default_from,
+        default_reply_to=p.default_reply_to,
+        extras=extras,
+        extra_attachments=attachments,
+        attachment_dir=p.attachment_dir,
+        charset=spec.charset,
+    )
+
+
+def _skipped(unit: Unit, exc: RowError) -> RowState:
+    return RowState(
+        row_key=unit.key,
+        seq=unit.seq,
+        row_number=unit.number,
+        state=SKIPPED,
+        reply=str(exc),
+        column=exc.column,
+    )
+
+
+def _jobs(
+    p: Prepared,
+    run_id: str,
+    *,
+    states: dict[str, tuple[str, int]],
+    retry_failed: bool,
+    resend_uncertain: bool,
+    size_limit: int,
+) -> Iterator[Job | RowState]:
+    for unit in _units(p):
+        if isinstance(unit, RowState):
+            yield unit
+            continue
+        prior = states.get(unit.key)
+        attempts = 0
+        uncertain = False
+        if prior is not None:
+            state, attempts = prior
+            if state in FINAL_STATES and not (state == FAILED and retry_failed):
+                yield RowState(unit.key, unit.seq, unit.number, "resumed")
+                continue
+            uncertain = state in (CLAIMED, UNCERTAIN)
+            if uncertain and not resend_uncertain:
+                yield RowState(
+                    unit.key, unit.seq, unit.number, UNCERTAIN, attempts=attempts,
+                    reply="held: its earlier delivery may have succeeded (--no-resend-uncertain)",
+                )  # fmt: skip
+                continue
+        try:
+            for built in _fit(p, unit, run_id, size_limit):
+                yield Job(
+                    row_key=built[0],
+                    seq=unit.seq,
+                    row_number=unit.number,
+                    sender=built[1].envelope_from,
+                    recipients=list(built[1].envelope_recipients),
+                    data=built[1].data,
+                    smtputf8=built[1].needs_smtputf8,
+                    message_id=built[1].message_id,
+                    attempts=attempts,
+                    uncertain_before=uncertain,
+                )
+        except RowError as exc:
+            yield _skipped(unit, exc)
+
+
+def _fit(p: Prepared, unit: Unit, run_id: str, size_limit: int) -> list[tuple[str, BuiltMessage]]:
+    """The unit's message(s); in table/group mode, made to fit the server's SIZE if asked."""
+    built = _compose(p, unit, run_id)
+    if unit.rows is None or not size_limit or built.size <= size_limit or p.spec.oversize == "fail":
+        return [(unit.key, built)]
+    if p.spec.oversize == "attach":
+        attached = _compose(p, unit, run_id, inline=False)
+        return [(unit.key, attached)]
+    # split: as many parts as needed, each under the limit (bounded: at most one row per part)
+    rows = unit.rows
+    parts = max(2, -(-built.size // size_limit) + 1)
+    while parts <= len(rows):
+        size = -(-len(rows) // parts)
+        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+        out = []
+        for n, chunk in enumerate(chunks, 1):
+            key = f"{unit.key}#part{n}of{len(chunks)}"
+            sub = dataclasses.replace(unit, key=key, rows=chunk, row=chunk[0])
+            out.append((key, _compose(p, sub, run_id)))
+        if all(b.size <= size_limit for _, b in out):
+            return out
+        parts *= 2
+    raise RowError(
+        f"the table does not fit the server's SIZE limit of {size_limit} bytes even one row per message",
+        unit.key,
+    )
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _rate_for(spec: ExportSpec, conn: Connection) -> RateLimit:
+    r = spec.rate
+    return RateLimit(
+        per_second=r.per_second or conn.rate_per_second,
+        per_minute=r.per_minute or conn.rate_per_minute,
+        per_hour=r.per_hour or conn.rate_per_hour,
+        per_day=r.per_day or conn.daily_cap,
+    )
+
+
+def _opener(conn: Connection, spec: ExportSpec, allow_address: Any) -> Any:
+    data_timeout = spec.data_timeout_ms / 1000 if spec.data_timeout_ms else None
+    per_conn = spec.messages_per_connection if spec.messages_per_connection >= 0 else None
+
+    async def open_session() -> SMTPSession:
+        session = SMTPSession(
+            conn,
+            data_timeout=data_timeout,
+            allow_address=allow_address,
+            messages_per_connection=per_conn,
+        )
+        try:
+            await session.connect()
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    return open_session
+
+
+async def _server_size(opener: Any) -> int:
+    session = await opener()
+    try:
+        return int(session.capabilities.size or 0)
+    finally:
+        try:
+            await asyncio.wait_for(session.quit(), 5)
+        except Exception:
+            session.close()
+
+
+def execute(
+    spec: ExportSpec,
+    conn: Connection,
+    *,
+    progress: ProgressCallback | None = None,
+    handle_signals: bool = True,
+    allow_address: Any = None,
+    resume_of: str = "",
+    retry_failed: bool = False,
+) -> ExportReport:
+    """Run an export (or resume ``resume_of``); returns its report."""
+    if spec.dry_run:
+        return _dry_run(spec, conn)
+    journal = Journal() if spec.journal else None
+    run_id = resume_of or spec.run_id or new_run_id()
+    states: dict[str, tuple[str, int]] = {}
+    resuming = False
+    if journal is not None and journal.run_exists(run_id):
+        resuming = True
+        info = journal.get_run(run_id)
+        if info.status == "running" and not resume_of:
+            pass
+        states = journal.states(run_id)
+    prepared = prepare(spec, conn, sending=True)
+    try:
+        if journal is not None:
+            fingerprint = prepared.source.fingerprint()
+            if resuming:
+                info = journal.get_run(run_id)
+                if info.fingerprint != fingerprint:
+                    raise ConfigError.for_fields(
+                        "resume",
+                        [FieldError("source", f"the data of {prepared.source.location} changed since run "
+                                    f"{run_id} started; resuming would mix two data sets (start a new run, "
+                                    "or give the original data with --source)")],
+                    )  # fmt: skip
+                journal.set_status(run_id, "running", total=prepared.total)
+            else:
+                journal.create_run(
+                    run_id,
+                    connection=conn.name,
+                    mode=spec.mode.value,
+                    spec=export_spec_to_dict(dataclasses.replace(spec, run_id=run_id)),
+                    fingerprint=fingerprint,
+                    total=prepared.total,
+                )
+        resend = spec.resend_uncertain
+        opener = _opener(conn, spec, allow_address)
+        daily = _daily_usage(journal, conn) if journal is not None else None
+        limiter = RateLimiter(_rate_for(spec, conn), daily_usage=daily)
+        concurrency = spec.concurrency or conn.concurrency
+        started = time.monotonic()
+
+        async def main() -> tuple[Runner, Any]:
+            size_limit = 0
+            if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
+                size_limit = await _server_size(opener)
+            jobs = _jobs(
+                prepared, run_id, states=states, retry_failed=retry_failed,
+                resend_uncertain=resend, size_limit=size_limit,
+            )  # fmt: skip
+            runner = Runner(
+                run_id=run_id,
+                spec=spec,
+                connection=conn,
+                jobs=jobs,
+                open_session=opener,
+                journal=journal,
+                total=prepared.total if spec.mode is ExportMode.ROW else None,
+                concurrency=concurrency,
+                limiter=limiter,
+                progress=progress,
+                handle_signals=handle_signals,
+                resend_uncertain=resend,
+            )
+            return runner, await runner.run()
+
+        runner, result = asyncio.run(main())
+    except BaseException:
+        if journal is not None and journal.run_exists(run_id):
+            journal.set_status(run_id, "failed", message="stopped by an error before finishing")
+        raise
+    finally:
+        prepared.close()
+    elapsed = time.monotonic() - started
+    if journal is not None:
+        journal.set_status(
+            run_id, result.status, message=result.message, finished=result.status == "finished"
+        )
+        _save_daily(journal, conn, limiter)
+        report = report_from_journal(run_id, journal=journal)
+        report.elapsed = elapsed
+        report.uncertain_resent = runner.counters.uncertain_resent
+    else:
+        from mailconduit.delivery.runner import report_for
+
+        report = report_for(runner, result, elapsed=elapsed)
+    if spec.report:
+        write_report(report, spec.report, fmt=spec.report_format)
+    return report
+
+
+def resume(
+    run_id: str,
+    conn: Connection,
+    *,
+    retry_failed: bool = False,
+    resend_uncertain: bool | None = None,
+    source: Any = None,
+    progress: ProgressCallback | None = None,
+    handle_signals: bool = True,
+    allow_address: Any = None,
+) -> ExportReport:
+    """Resume ``run_id`` from its journal: confirmed rows are never sent again."""
+    journal = Journal()
+    info = journal.get_run(run_id)
+    spec = spec_of_run(run_id, journal=journal)
+    changes: dict[str, Any] = {"run_id": run_id, "dry_run": ""}
+    if source is not None:
+        changes["source"] = source
+    elif spec.source == "<python iterable>":
+        raise ConfigError.for_fields(
+            "resume",
+            [FieldError("source", "this run read Python data; pass the same data as source=...")],
+        )
+    if resend_uncertain is not None:
+        changes["resend_uncertain"] = resend_uncertain
+    spec = dataclasses.replace(spec, **changes)
+    _ = info
+    return execute(
+        spec, conn, progress=progress, handle_signals=handle_signals,
+        allow_address=allow_address, resume_of=run_id, retry_failed=retry_failed,
+    )  # fmt: skip
+
+
+def spec_of_run(run_id: str, *, journal: Journal | None = None) -> ExportSpec:
+    journal = journal or Journal()
+    info = journal.get_run(run_id)
+    data = dict(info.spec)
+    return validate_export_spec({k: v for k, v in data.items() if v not in (None,)})
+
+
+def report_from_journal(run_id: str, *, journal: Journal | None = None) -> ExportReport:
+    journal = journal or Journal()
+    info = journal.get_run(run_id)
+    counts = {k: v for k, v in info.counts.items()}
+    if counts.get(CLAIMED) and info.status != "running":
+        counts[UNCERTAIN] = counts.get(UNCERTAIN, 0) + counts.pop(CLAIMED)
+    elapsed = (info.finished_at or info.updated_at) - info.created_at
+    return ExportReport(
+        run_id=run_id,
+        status=info.status,
+        connection=info.connection,
+        counts=counts,
+        total=info.total or 0,
+        elapsed=max(0.0, elapsed),
+        message=info.message,
+        row_source=lambda: journal.rows(run_id),  # type: ignore[union-attr]
+    )
+
+
+def _daily_usage(journal: Journal, conn: Connection) -> DailyUsage | None:
+    return journal.daily_usage(conn.name)
+
+
+def _save_daily(journal: Journal, conn: Connection, limiter: RateLimiter) -> None:
+    journal.save_daily_usage(conn.name, limiter.daily_usage())
+
+
+# --------------------------------------------------------------------------- dry run / preview
+
+
+def _eml_name(seq: int, key: str) -> str:
+    safe = _SAFE.sub("_", key).strip("_")[:60] or "row"
+    return f"{seq:06d}-{safe}.eml"
+
+
+def _dry_run(spec: ExportSpec, conn: Connection) -> ExportReport:
+    prepared = prepare(spec, conn, sending=False)
+    run_id = spec.run_id or new_run_id()
+    out = Path(spec.dry_run)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        prepared.close()
+        raise ConfigError.for_fields(
+            "export", [FieldError("dry_run", f"{out}: {exc.strerror}")]
+        ) from None
+    kept: list[RowState] = []
+    counts = {"sent": 0, "failed": 0, "skipped": 0, "written": 0}
+    first: str = ""
+    started = time.monotonic()
+    try:
+        for item in _jobs(
+            prepared, run_id, states={}, retry_failed=False, resend_uncertain=True, size_limit=0
+        ):
+            if isinstance(item, RowState):
+                counts["skipped"] += 1
+                kept.append(item)
+                continue
+            path = out / _eml_name(item.seq, item.row_key)
+            path.write_bytes(item.data)
+            counts["written"] += 1
+            kept.append(
+                RowState(item.row_key, item.seq, item.row_number, "written", recipients=tuple(item.recipients),
+                         message_id=item.message_id, reply=str(path))
+            )  # fmt: skip
+            if not first:
+                first = preview_text(item.data)
+    finally:
+        prepared.close()
+    report = ExportReport(
+        run_id=run_id,
+        status="dry-run",
+        connection=conn.name,
+        counts=counts,
+        total=prepared.total,
+        elapsed=time.monotonic() - started,
+        message=f"nothing was sent; first message:\n{first}" if first else "nothing was sent",
+        dry_run_dir=str(out),
+        kept_rows=kept,
+    )
+    if spec.report:
+        write_report(report, spec.report, fmt=spec.report_format)
+    return report
+
+
+def preview_text(data: bytes, *, max_lines: int = 30) -> str:
+    """Headers and the beginning of the text of a message, as a person reads them."""
+    msg = BytesParser(policy=policy.default).parsebytes(data)
+    lines = [
+        f"{name}: {value}" for name, value in msg.items() if name.lower() not in ("mime-version",)
+    ]
+    body = msg.get_body(preferencelist=("plain", "html"))
+    text = body.get_content() if body is not None else ""
+    lines.append("")
+    lines.extend(str(text).splitlines()[:max_lines])
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreviewMessage:
+    """A rendered message shown before sending (nothing is sent)."""
+
+    row_key: str
+    row_number: int
+    recipients: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+    text: str
+    html: str
+    attachments: tuple[str, ...]
+    size: int
+    error: str = ""
+
+
+def preview(spec: ExportSpec, conn: Connection, *, limit: int = 3) -> list[PreviewMessage]:
+    """The first ``limit`` messages, rendered and built but not sent."""
+    prepared = prepare(dataclasses.replace(spec, limit=limit), conn, sending=False)
+    out: list[PreviewMessage] = []
+    try:
+        for item in _jobs(
+            prepared, "preview", states={}, retry_failed=False, resend_uncertain=True, size_limit=0
+        ):
+            if isinstance(item, RowState):
+                out.append(
+                    PreviewMessage(item.row_key, item.row_number, (), (), "", "", (), 0, item.reply)
+                )
+                continue
+            msg = BytesParser(policy=policy.default).parsebytes(item.data)
+            plain = msg.get_body(preferencelist=("plain",))
+            html = msg.get_body(preferencelist=("html",))
+            names = tuple(part.get_filename() or "" for part in msg.iter_attachments())
+            out.append(
+                PreviewMessage(
+                    row_key=item.row_key,
+                    row_number=item.row_number,
+                    recipients=tuple(item.recipients),
+                    headers=tuple((k, str(v)) for k, v in msg.items()),
+                    text=str(plain.get_content()) if plain is not None else "",
+                    html=str(html.get_content()) if html is not None else "",
+                    attachments=names,
+                    size=len(item.data),
+                )
+            )
+    finally:
+        prepared.close()
+    return out
+
+
+_ = (datetime, UTC, os, MailconduitError, SourceError)

@@ -1,0 +1,180 @@
+"""What an export did: per-row results and a summary, written as CSV or JSON.
+
+Rows come from the journal (so a report of a 1,000,000-row run streams instead of
+sitting in memory); a run without a journal keeps only the rows that did not go out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from mailconduit.journal.store import RowState
+
+__all__ = ["REPORT_COLUMNS", "ExportReport", "neutralise_cell", "write_report"]
+
+REPORT_COLUMNS = (
+    "row_key",
+    "row_number",
+    "status",
+    "recipients",
+    "message_id",
+    "attempts",
+    "code",
+    "enhanced",
+    "reply",
+    "column",
+    "refused_recipients",
+)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: str) -> str:
+    """Keep spreadsheets from running a cell as a formula (CSV injection)."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def row_dict(row: RowState) -> dict[str, Any]:
+    return {
+        "row_key": row.row_key,
+        "row_number": row.row_number,
+        "status": row.state,
+        "recipients": list(row.recipients),
+        "message_id": row.message_id,
+        "attempts": row.attempts,
+        "code": row.code or None,
+        "enhanced": row.enhanced,
+        "reply": row.reply,
+        "column": row.column,
+        "refused_recipients": [{"recipient": r, "code": c, "reply": t} for r, c, t in row.detail],
+    }
+
+
+@dataclass
+class ExportReport:
+    """The outcome of one export run (or dry run)."""
+
+    run_id: str
+    status: str
+    connection: str
+    counts: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    elapsed: float = 0.0
+    message: str = ""
+    uncertain_resent: int = 0
+    dry_run_dir: str = ""
+    kept_rows: list[RowState] = field(default_factory=list)
+    row_source: Callable[[], Iterator[RowState]] | None = None
+
+    @property
+    def sent(self) -> int:
+        return self.counts.get("sent", 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+    @property
+    def skipped(self) -> int:
+        return self.counts.get("skipped", 0)
+
+    @property
+    def uncertain(self) -> int:
+        return self.counts.get("uncertain", 0)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.status in ("finished", "dry-run")
+            and not self.failed
+            and not self.skipped
+            and not self.uncertain
+        )
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+    def rows(self) -> Iterator[RowState]:
+        """Every row's final state, in processing order."""
+        if self.row_source is not None:
+            yield from self.row_source()
+        else:
+            yield from self.kept_rows
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.counts.get(k, 0)} {k}"
+            for k in ("sent", "failed", "skipped")
+            if k in self.counts or k == "sent"
+        ]
+        if self.uncertain:
+            parts.append(f"{self.uncertain} uncertain")
+        line = f"run {self.run_id}: {self.status}: " + ", ".join(parts)
+        if self.elapsed and self.sent:
+            line += f" in {self.elapsed:.1f} s ({self.rate:,.0f} msg/s)"
+        if self.uncertain_resent:
+            line += f"; {self.uncertain_resent} row(s) whose confirmation was lost were sent again with the same Message-ID"
+        if self.message:
+            line += f" — {self.message}"
+        return line
+
+    def to_dict(self, *, with_rows: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "run_id": self.run_id,
+            "status": self.status,
+            "connection": self.connection,
+            "counts": dict(self.counts),
+            "total": self.total,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "message": self.message,
+            "uncertain_resent": self.uncertain_resent,
+        }
+        if self.dry_run_dir:
+            out["dry_run_dir"] = self.dry_run_dir
+        if with_rows:
+            out["rows"] = [row_dict(r) for r in self.rows()]
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        write_csv(self.rows(), buf)
+        return buf.getvalue()
+
+
+def write_csv(rows: Iterable[RowState], out: IO[str]) -> None:
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(REPORT_COLUMNS)
+    for row in rows:
+        d = row_dict(row)
+        d["recipients"] = ", ".join(d["recipients"])
+        d["refused_recipients"] = "; ".join(
+            f"{r['recipient']} {r['code']} {r['reply']}" for r in d["refused_recipients"]
+        )
+        writer.writerow(
+            [neutralise_cell("" if d[c] is None else str(d[c])) for c in REPORT_COLUMNS]
+        )
+
+
+def write_report(report: ExportReport, path: str | Path, *, fmt: str = "") -> Path:
+    """Write the report as CSV or JSON (by ``fmt`` or the file extension)."""
+    target = Path(path)
+    kind = fmt or ("json" if target.suffix.lower() == ".json" else "csv")
+    tmp = target.with_name(target.name + ".part")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        if kind == "json":
+            json.dump(report.to_dict(), fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+        else:
+            write_csv(report.rows(), fh)
+    os.replace(tmp, target)
+    return target

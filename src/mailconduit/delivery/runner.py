@@ -1,0 +1,605 @@
+"""The send loop: claim rows, hand messages to a pool of SMTP sessions, record outcomes.
+
+    producer ──► claim (journal, durable) ──► queue ──► N sessions (pipelined) ──► outcome
+       ▲                                                                         │
+       └──── retry later (back-off) / slow down (throttle) ◄─────────────────────┘
+                                          outcomes ──► journal (group commit) ──► progress
+
+A row is reported ``sent`` only after the server's 250 to the final "." AND after that
+outcome is durable in the journal. Rows handed to a session whose fate is unknown when
+the run stops are ``uncertain``; by default they are sent again with the same
+Message-ID on resume, as an MTA would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from mailconduit.config import Connection, ExportSpec
+from mailconduit.delivery.events import Progress, ProgressCallback
+from mailconduit.delivery.ratelimit import RateLimiter
+from mailconduit.delivery.report import ExportReport
+from mailconduit.delivery.retry import next_delay
+from mailconduit.errors import (
+    AuthenticationError,
+    MailconduitError,
+    RunAbortedError,
+    SMTPError,
+    ThrottledError,
+)
+from mailconduit.journal.store import (
+    CLAIMED,
+    FAILED,
+    RETRY,
+    SENT,
+    SKIPPED,
+    UNCERTAIN,
+    Journal,
+    RowState,
+)
+from mailconduit.smtp import (
+    DeliveryStatus,
+    Envelope,
+    MessageSource,
+    RecipientStatus,
+    SendOutcome,
+    SMTPSession,
+    StreamEnd,
+)
+
+__all__ = ["Job", "Outcome", "RunResult", "Runner", "SessionOpener", "outcome_of"]
+
+#: How often buffered outcomes are committed (group commit).
+FLUSH_INTERVAL = 0.02
+#: Most rows claimed in one journal transaction.
+CLAIM_BATCH = 512
+#: Longest wait for in-flight transactions when a run is stopped.
+DRAIN_SECONDS = 30.0
+#: Consecutive failed connection attempts (with back-off) before the run gives up.
+MAX_CONNECT_FAILURES = 5
+
+
+@dataclass(slots=True)
+class Job:
+    """One message on its way: the row it came from and its envelope and bytes."""
+
+    row_key: str
+    seq: int
+    row_number: int
+    sender: str
+    recipients: list[str]
+    data: bytes
+    smtputf8: bool
+    message_id: str
+    attempts: int = 0
+    first_try: float = 0.0
+    uncertain_before: bool = False
+    envelope: Envelope | None = None
+
+    def make_envelope(self) -> Envelope:
+        if self.envelope is None:
+            self.envelope = Envelope(
+                self.sender, tuple(self.recipients), self.data, self.smtputf8, self
+            )
+        return self.envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the session says happened to a job.
+
+    ``status``: sent | failed | retry | throttle | uncertain. ``refused``: recipients
+    refused for good (recipient, code, text); ``deferred``: recipients to try again in
+    a new transaction (452).
+    """
+
+    status: str
+    code: int = 0
+    enhanced: str = ""
+    text: str = ""
+    refused: tuple[tuple[str, int, str], ...] = ()
+    deferred: tuple[str, ...] = ()
+
+
+SessionOpener = Callable[[], Awaitable[SMTPSession]]
+
+
+@dataclass
+class RunResult:
+    status: str
+    message: str = ""
+
+
+@dataclass
+class _Counters:
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    uncertain: int = 0
+    resumed: int = 0
+    uncertain_resent: int = 0
+    retrying: int = 0
+
+
+@dataclass
+class Runner:
+    """Runs one export's delivery; built by :mod:`mailconduit.delivery.export`."""
+
+    run_id: str
+    spec: ExportSpec
+    connection: Connection
+    jobs: Iterator[Job | RowState]
+    open_session: SessionOpener
+    journal: Journal | None
+    total: int | None = None
+    concurrency: int = 4
+    limiter: RateLimiter | None = None
+    progress: ProgressCallback | None = None
+    handle_signals: bool = False
+    resend_uncertain: bool = True
+    counters: _Counters = field(default_factory=_Counters)
+    kept: list[RowState] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._ready: deque[Job] = deque()
+        self._source: MessageSource = asyncio.Queue(maxsize=max(2, self.concurrency * 2))
+        self._feeder_done = False
+        self._crash: BaseException | None = None
+        self._wakeup = asyncio.Event()
+        self._outstanding = 0  # jobs claimed and not finalised
+        self._in_flight: dict[int, Job] = {}
+        self._retry_handles: set[asyncio.TimerHandle] = set()
+        self._buffer: list[RowState] = []
+        self._stop_reason: tuple[str, str] | None = None
+        self._producer_done = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._started = time.monotonic()
+        self._rate_window: deque[tuple[float, int]] = deque(maxlen=50)
+        self._window = max(64, self.concurrency * 16)
+        self._space = asyncio.Event()
+        self._space.set()
+        self._connect_failures = 0
+        self._last_error = ""
+
+    # ---------------------------------------------------------------- control
+
+    def stop(self, status: str, message: str) -> None:
+        """Stop taking new rows; first reason wins."""
+        if self._stop_reason is None:
+            self._stop_reason = (status, message)
+        self._wakeup.set()
+        self._space.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    # ---------------------------------------------------------------- journal
+
+    async def _write(self, rows: list[RowState]) -> None:
+        if self.journal is None or not rows:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.journal.write_rows, self.run_id, rows)
+
+    def _record(self, row: RowState) -> None:
+        self._buffer.append(row)
+
+    async def _flush(self) -> None:
+        rows, self._buffer = self._buffer, []
+        if not rows:
+            return
+        await self._write(rows)
+        c = self.counters
+        now = time.monotonic()
+        for r in rows:
+            if r.state == SENT:
+                c.sent += 1
+            elif r.state == FAILED:
+                c.failed += 1
+            elif r.state == SKIPPED:
+                c.skipped += 1
+            elif r.state == UNCERTAIN:
+                c.uncertain += 1
+            if self.journal is None and r.state != SENT:
+                self.kept.append(r)
+        self._rate_window.append((now, c.sent))
+        self._emit("sending")
+        max_errors = self.spec.max_errors
+        if max_errors and c.failed >= max_errors:
+            self.stop(
+                "paused",
+                f"{c.failed} rows failed (--max-errors {max_errors}); fix the cause and resume",
+            )
+        if self.spec.fail_fast and (c.failed or c.skipped):
+            self.stop("aborted", "stopped at the first failed row (--fail-fast)")
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self._flush()
+
+    def _rate(self) -> float:
+        if len(self._rate_window) < 2:
+            elapsed = time.monotonic() - self._started
+            return self.counters.sent / elapsed if elapsed > 0 else 0.0
+        (t0, n0), (t1, n1) = self._rate_window[0], self._rate_window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def _emit(self, phase: str, message: str = "") -> None:
+        if self.progress is None:
+            return
+        c = self.counters
+        self.progress(
+            Progress(
+                run_id=self.run_id,
+                phase=phase,
+                total=self.total,
+                sent=c.sent,
+                failed=c.failed,
+                skipped=c.skipped,
+                uncertain=c.uncertain,
+                retrying=c.retrying,
+                in_flight=len(self._in_flight),
+                elapsed=time.monotonic() - self._started,
+                rate=self._rate(),
+                message=message,
+                resumed=c.resumed,
+            )
+        )
+
+    # ---------------------------------------------------------------- producer
+
+    async def _produce(self) -> None:
+        claims: list[RowState] = []
+        ready: list[Job] = []
+        loop_yield = 0
+        try:
+            for item in self.jobs:
+                if self.stopping:
+                    break
+                if isinstance(item, RowState):
+                    if item.state == "resumed":
+                        self.counters.resumed += 1
+                    else:
+                        self._record(item)  # skipped (invalid) or held uncertain
+                    continue
+                job = item
+                if job.uncertain_before:
+                    self.counters.uncertain_resent += 1
+                job.attempts += 1
+                job.first_try = time.monotonic()
+                claims.append(self._claim_state(job))
+                ready.append(job)
+                self._outstanding += 1
+                if len(claims) >= CLAIM_BATCH or (len(claims) >= 16 and not self._ready):
+                    await self._release(claims, ready)
+                    claims, ready = [], []
+                while self._outstanding >= self._window and not self.stopping:
+                    self._space.clear()
+                    await self._space.wait()
+                loop_yield += 1
+                if loop_yield % 64 == 0:
+                    await asyncio.sleep(0)
+            if claims:
+                await self._release(claims, ready)
+        finally:
+            if self.stopping and ready and not claims:
+                pass
+            self._producer_done = True
+            self._wakeup.set()
+
+    def _claim_state(self, job: Job) -> RowState:
+        return RowState(
+            row_key=job.row_key,
+            seq=job.seq,
+            row_number=job.row_number,
+            state=CLAIMED,
+            attempts=job.attempts,
+            recipients=tuple(job.recipients),
+            message_id=job.message_id,
+        )
+
+    async def _release(self, claims: list[RowState], ready: list[Job]) -> None:
+        """Make the claims durable, then let the sessions have the jobs."""
+        await self._write(claims)
+        self._ready.extend(ready)
+        self._wakeup.set()
+
+    # ---------------------------------------------------------------- sessions
+
+    async def _feed(self) -> None:
+        """Move claimed jobs to the sessions' queue at the pace the rate limiter allows."""
+        try:
+            while True:
+                if self.stopping:
+                    break
+                if self._ready:
+                    if self.limiter is not None:
+                        try:
+                            await self.limiter.acquire()
+                        except RunAbortedError as exc:
+                            self.stop("paused", str(exc))
+                            break
+                    if self.stopping or not self._ready:
+                        continue
+                    job = self._ready.popleft()
+                    self._in_flight[id(job)] = job
+                    await self._source.put(job.make_envelope())
+                    continue
+                if self._producer_done and self._outstanding == 0:
+                    break
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:
+            # Jobs still queued were never written to a server: they go back to pending.
+            while not self._source.empty():
+                item = self._source.get_nowait()
+                if item is not None:
+                    job = item.token
+                    assert isinstance(job, Job)
+                    self._in_flight.pop(id(job), None)
+                    self._ready.appendleft(job)
+            self._source.put_nowait(None)
+
+    def _on_send(self, outcome: SendOutcome) -> None:
+        job = outcome.token
+        assert isinstance(job, Job)
+        if isinstance(outcome.error, AuthenticationError):
+            self.stop(
+                "aborted",
+                f"the server refused the credentials: {outcome.error}; nothing more was sent",
+            )
+        self._on_outcome(job, outcome_of(outcome))
+
+    async def _session_worker(self, index: int) -> None:
+        try:
+            await self._session_loop()
+        except Exception as exc:
+            self._crash = exc
+            self.stop("failed", f"internal error in a session: {exc!r}")
+            raise
+
+    async def _session_loop(self) -> None:
+        while not self.stopping:
+            if self._source_closed():
+                return
+            try:
+                session = await self.open_session()
+            except AuthenticationError as exc:
+                self.stop(
+                    "aborted", f"the server refused the credentials: {exc}; nothing more was sent"
+                )
+                return
+            except (SMTPError, OSError) as exc:
+                self._connect_failures += 1
+                self._last_error = str(exc)
+                if self._connect_failures >= MAX_CONNECT_FAILURES:
+                    self.stop("interrupted", f"cannot open an SMTP session: {exc}")
+                    return
+                await asyncio.sleep(min(30.0, 0.25 * 2 ** min(self._connect_failures, 7)))
+                continue
+            except MailconduitError as exc:
+                self.stop("aborted", str(exc))
+                return
+            self._connect_failures = 0
+            try:
+                result = await session.stream(self._source, self._on_send)
+            finally:
+                if session.is_open and self._source_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(session.quit(), 5)
+                session.close()
+            if result.reason is StreamEnd.SOURCE_EXHAUSTED:
+                return
+            if result.reason is StreamEnd.SERVER_CLOSING:
+                if self.limiter is not None:
+                    self.limiter.throttle()
+                await asyncio.sleep(1.0)
+            elif result.reason is StreamEnd.CONNECTION_LOST:
+                await asyncio.sleep(0.2)
+
+    def _source_closed(self) -> bool:
+        """True once the feeder has put the end marker (the queue then holds only None)."""
+        return self._feeder_done
+
+    def _finish(self, job: Job, state: RowState) -> None:
+        self._in_flight.pop(id(job), None)
+        self._outstanding -= 1
+        self._record(state)
+        if self._outstanding < self._window:
+            self._space.set()
+        if self._producer_done and self._outstanding == 0:
+            self._wakeup.set()
+
+    def _state(
+        self, job: Job, state: str, outcome: Outcome, *, recipients: list[str] | None = None
+    ) -> RowState:
+        return RowState(
+            row_key=job.row_key,
+            seq=job.seq,
+            row_number=job.row_number,
+            state=state,
+            attempts=job.attempts,
+            recipients=tuple(recipients if recipients is not None else job.recipients),
+            message_id=job.message_id,
+            code=outcome.code,
+            enhanced=outcome.enhanced,
+            reply=outcome.text,
+            detail=outcome.refused,
+        )
+
+    def _on_outcome(self, job: Job, outcome: Outcome) -> None:
+        status = outcome.status
+        if status == "sent":
+            if outcome.deferred:
+                # 452 for some recipients: the accepted ones got it; the rest go again alone.
+                self._retry(job, outcome, recipients=list(outcome.deferred))
+                return
+            self._finish(job, self._state(job, SENT, outcome))
+            return
+        if status == "failed":
+            self._finish(job, self._state(job, FAILED, outcome))
+            return
+        if status == "throttle" and self.limiter is not None:
+            self.limiter.throttle()
+        if status == "uncertain" and not self.resend_uncertain:
+            self._finish(job, self._state(job, UNCERTAIN, outcome))
+            return
+        if status == "uncertain":
+            job.uncertain_before = True
+            self.counters.uncertain_resent += 1
+        self._retry(job, outcome)
+
+    def _retry(self, job: Job, outcome: Outcome, *, recipients: list[str] | None = None) -> None:
+        """Try the job again after a back-off, or give up on it (failed) when the policy says so."""
+        delay = next_delay(self.spec.retry, job.attempts, elapsed=time.monotonic() - job.first_try)
+        if delay is None or self.stopping:
+            if delay is None:
+                text = f"gave up after {job.attempts} attempt(s): {outcome.text}".strip()
+                final = Outcome(
+                    outcome.status, outcome.code, outcome.enhanced, text, outcome.refused
+                )
+                self._finish(job, self._state(job, FAILED, final))
+            else:  # stopping: not final, resume sends it
+                self._finish(job, self._state(job, RETRY, outcome))
+            return
+        self._in_flight.pop(id(job), None)
+        if recipients is not None:
+            job.recipients = recipients
+        job.envelope = None
+        self.counters.retrying += 1
+        loop = asyncio.get_running_loop()
+
+        def again() -> None:
+            self._retry_handles.discard(handle)
+            self.counters.retrying -= 1
+            job.attempts += 1
+            self._ready.appendleft(job)
+            self._wakeup.set()
+
+        handle = loop.call_later(delay, again)
+        self._retry_handles.add(handle)
+
+    # ---------------------------------------------------------------- run
+
+    async def run(self) -> RunResult:
+        loop = asyncio.get_running_loop()
+        installed: list[int] = []
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(
+                        sig, self.stop, "interrupted", f"stopped by {signal.Signals(sig).name}"
+                    )
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+        self._emit("started")
+        flusher = asyncio.create_task(self._flusher())
+        producer = asyncio.create_task(self._produce())
+        feeder = asyncio.create_task(self._feed())
+        workers = [asyncio.create_task(self._session_worker(i)) for i in range(self.concurrency)]
+        feeder.add_done_callback(lambda _t: setattr(self, "_feeder_done", True))
+        try:
+            await producer
+            await feeder
+            _, pending = await asyncio.wait(
+                workers, timeout=DRAIN_SECONDS if self.stopping else None
+            )
+            if pending:
+                # Still waiting on the server after a stop: stop waiting; those rows are uncertain.
+                for w in pending:
+                    w.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            for w in workers:
+                if w.done() and not w.cancelled() and w.exception() is not None:
+                    raise w.exception()  # type: ignore[misc]
+        except asyncio.CancelledError:
+            self.stop("interrupted", "cancelled")
+            for t in (producer, feeder, *workers):
+                t.cancel()
+            await asyncio.gather(producer, feeder, *workers, return_exceptions=True)
+        finally:
+            for h in list(self._retry_handles):
+                h.cancel()
+            self._settle_leftovers()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._flush()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            self._executor.shutdown(wait=True)
+        if self._stop_reason is not None:
+            status, message = self._stop_reason
+        else:
+            status, message = "finished", ""
+        self._emit("done", message)
+        return RunResult(status, message)
+
+    def _settle_leftovers(self) -> None:
+        """Rows never written to a server go back to pending; in-flight ones are uncertain."""
+        for job in list(self._ready):
+            self._record(
+                self._state(job, RETRY, Outcome("retry", text="not sent before the run stopped"))
+            )
+        self._ready.clear()
+        for handle_job in list(self._in_flight.values()):
+            self._record(
+                self._state(
+                    handle_job,
+                    UNCERTAIN,
+                    Outcome(
+                        "uncertain", text="the run stopped while this message was with the server"
+                    ),
+                )
+            )
+        self._in_flight.clear()
+
+
+def report_for(runner: Runner, result: RunResult, *, elapsed: float) -> ExportReport:
+    c = runner.counters
+    counts = {"sent": c.sent, "failed": c.failed, "skipped": c.skipped}
+    if c.uncertain:
+        counts["uncertain"] = c.uncertain
+    return ExportReport(
+        run_id=runner.run_id,
+        status=result.status,
+        connection=runner.connection.name,
+        counts=counts,
+        total=runner.total or 0,
+        elapsed=elapsed,
+        message=result.message,
+        uncertain_resent=c.uncertain_resent,
+        kept_rows=runner.kept,
+    )
+
+
+def outcome_of(outcome: SendOutcome) -> Outcome:
+    """The runner's view of a session outcome: what to do with the row next."""
+    refused = tuple(
+        (r.address, r.code, r.text)
+        for r in outcome.recipients
+        if r.status is RecipientStatus.REFUSED
+    )
+    text = outcome.text or (str(outcome.error) if outcome.error is not None else "")
+    status = outcome.status
+    if status is DeliveryStatus.SENT:
+        return Outcome(
+            "sent", outcome.code, outcome.enhanced, text, refused, outcome.deferred_recipients
+        )
+    if status is DeliveryStatus.FAILED:
+        return Outcome("failed", outcome.code, outcome.enhanced, text, refused)
+    if status is DeliveryStatus.UNCERTAIN:
+        return Outcome("uncertain", outcome.code, outcome.enhanced, text, refused)
+    kind = "throttle" if isinstance(outcome.error, ThrottledError) else "retry"
+    return Outcome(kind, outcome.code, outcome.enhanced, text, refused, outcome.deferred_recipients)

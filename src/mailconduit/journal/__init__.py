@@ -1,0 +1,5 @@
+"""Run and row state: what was claimed, sent, failed or skipped, durable across crashes."""
+
+from mailconduit.journal.store import FINAL_STATES, Journal, RowState, RunInfo
+
+__all__ = ["FINAL_STATES", "Journal", "RowState", "RunInfo"]
