@@ -254,3 +254,21 @@ def test_many_messages_through_smtp_sink_over_four_sessions() -> None:
         outcomes = run(main())
     assert len(outcomes) == 400 and all(o.sent for o in outcomes)
     assert sink.counters() == {"messages": 400, "sessions": 4}
+
+
+def test_no_command_or_second_stream_interleaves_with_a_stream() -> None:
+    async def main() -> None:
+        async with FaultServer() as server:
+            source: MessageSource = asyncio.Queue()
+            async with SMTPSession(loopback_connection(server.port)) as session:
+                task = asyncio.create_task(session.stream(source, lambda outcome: None))
+                await asyncio.sleep(0.01)
+                with pytest.raises(RuntimeError):
+                    await session.noop()
+                with pytest.raises(RuntimeError):
+                    await session.send("a@example.com", ["b@example.com"], b"x\r\n")
+                source.put_nowait(None)
+                assert (await task).messages == 0
+                assert (await session.noop()).code == 250
+
+    run(main())

@@ -911,16 +911,23 @@ class SMTPSession:
             raise protocol.error
         return protocol
 
+    def _idle_protocol(self) -> _ReplyStream:
+        """The protocol, for a command outside any transaction (none may be in flight)."""
+        protocol = self._ready_protocol()
+        if self._streaming or self._inflight:
+            raise RuntimeError("a command cannot interleave with messages being streamed")
+        return protocol
+
     async def rset(self) -> Reply:
         """Abort the current transaction (RFC 5321 4.1.1.5)."""
-        self._ready_protocol()
+        self._idle_protocol()
         reply = await self._command(b"RSET\r\n", "RSET")
         self._need_rset = False
         return reply
 
     async def noop(self) -> Reply:
         """Check the session is alive."""
-        self._ready_protocol()
+        self._idle_protocol()
         return await self._command(b"NOOP\r\n", "NOOP")
 
     async def quit(self) -> None:
