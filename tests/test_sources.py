@@ -164,7 +164,9 @@ def test_nul_character_names_its_line(tmp_path: Path) -> None:
         ('a,b\n1,"x\ny"\n2,3,4\n', 4, "3 fields"),
     ],
 )
-def test_rows_with_the_wrong_number_of_fields(tmp_path: Path, text: str, line: int, words: str) -> None:
+def test_rows_with_the_wrong_number_of_fields(
+    tmp_path: Path, text: str, line: int, words: str
+) -> None:
     path = write(tmp_path, "ragged.csv", text)
     source = open_source(path)
     with pytest.raises(SourceError, match=re.escape(words)) as caught:
@@ -305,7 +307,7 @@ def test_describe_names_kind_options_and_columns(tmp_path: Path) -> None:
     assert "key column 'email'" in text
 
 
-# -- stdin ------------------------------------------------------------------------------------------
+# -- stdin ---------------------------------------------------------------------------------
 
 _READ_STDIN = (
     "from mailconduit.sources import open_source\n"

@@ -72,7 +72,9 @@ def test_sheet_by_name_or_position_and_header_after_empty_rows(book: Path, sheet
     ]
 
 
-@pytest.mark.parametrize(("sheet", "words"), [("Orders", "no sheet named 'Orders'"), (3, "no sheet 3")])
+@pytest.mark.parametrize(
+    ("sheet", "words"), [("Orders", "no sheet named 'Orders'"), (3, "no sheet 3")]
+)
 def test_missing_sheet_lists_the_sheets(book: Path, sheet: object, words: str) -> None:
     with pytest.raises(SourceError) as caught:
         open_source(book, sheet=sheet)  # type: ignore[arg-type]
@@ -102,7 +104,7 @@ def test_empty_sheet_and_not_a_workbook(tmp_path: Path) -> None:
         open_source(empty)
     fake = tmp_path / "fake.xlsx"
     fake.write_text("name,email\n")
-    with pytest.raises(SourceError, match="not a readable .xlsx workbook"):
+    with pytest.raises(SourceError, match=r"not a readable \.xlsx workbook"):
         open_source(fake)
 
 
@@ -120,7 +122,7 @@ def test_where_and_order_by_on_excel_types(book: Path) -> None:
     assert [r.values["since"] for r in rows] == [dt.datetime(2024, 1, 31)]
 
 
-# -- Parquet ----------------------------------------------------------------------------------------
+# -- Parquet -------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -130,7 +132,7 @@ def parquet(tmp_path: Path) -> Path:
     path = tmp_path / "orders.parquet"
     con = duckdb.connect()
     con.execute(
-        "COPY (SELECT range AS id, 'c' || (range % 3) AS customer, "
+        "COPY (SELECT range AS id, 'c' || (range % 3) AS customer, "  # noqa: S608
         "(range * 1.5)::DECIMAL(10, 2) AS amount, DATE '2024-01-01' + range::INT AS day "
         f"FROM range(2500)) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE 1000)"
     )

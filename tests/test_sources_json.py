@@ -18,7 +18,10 @@ def write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path
 
 
 def test_array_of_objects_keeps_nested_values_and_record_lines(tmp_path: Path) -> None:
-    text = '[\n  {"id": 1, "tags": ["a", "b"]},\n  {"id": 2, "owner": {"name": "Zoë"}, "ok": true}\n]\n'
+    text = (
+        '[\n  {"id": 1, "tags": ["a", "b"]},\n'
+        '  {"id": 2, "owner": {"name": "Zoë"}, "ok": true}\n]\n'
+    )
     path = write(tmp_path, "records.json", text)
     with open_source(path) as source:
         assert source.kind is SourceKind.JSON
@@ -85,7 +88,7 @@ def test_utf16_json_with_bom(tmp_path: Path) -> None:
     assert [r.values for r in open_source(path).rows()] == [{"name": "Zoë"}]
 
 
-# -- broken JSON ------------------------------------------------------------------------------------
+# -- broken JSON ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -103,7 +106,11 @@ def test_utf16_json_with_bom(tmp_path: Path) -> None:
         ('[{"a": 1},]', 1, "followed by ']'"),
         ('[{"a": 1}] trailing', 1, "after the closing ']'"),
         ('[{"a": 1}\n {"a": 2}]', 2, "expected ',' or ']' after record 1"),
-        ('[\n{"a": 1},\n{"a": tru},\n' + '{"b": 2},\n' * 50 + '{"c": 3}]', 3, "invalid JSON in record 2"),
+        (
+            '[\n{"a": 1},\n{"a": tru},\n' + '{"b": 2},\n' * 50 + '{"c": 3}]',
+            3,
+            "invalid JSON in record 2",
+        ),
         ("", 1, "empty"),
     ],
 )

@@ -95,13 +95,25 @@ def test_json_values_pass_through_the_filter_unchanged(tmp_path: Path) -> None:
         '{"n": 2, "score": null}\n'
         '{"n": 3, "tags": [], "score": 10}\n'
     )
-    with open_source(path, where="score > 3 OR score IS NULL", order_by="score DESC NULLS LAST") as f:
+    with open_source(
+        path, where="score > 3 OR score IS NULL", order_by="score DESC NULLS LAST"
+    ) as f:
         rows = [r.values for r in f.rows()]
     assert rows == [
         {"n": 3, "tags": [], "score": 10},
         {"n": 1, "tags": ["a"], "owner": {"name": "Zoë"}, "score": 3.5},
         {"n": 2, "score": None},
     ]
+
+
+def test_a_column_without_values_compares_as_null_instead_of_failing(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("name,amount\n")
+    assert names(empty, where="amount > 100", order_by="amount DESC") == []
+    blank = tmp_path / "blank.csv"
+    blank.write_text("name,amount\nAnn,\nBob,\n")
+    assert names(blank, where="amount > 100") == []
+    assert names(blank, where="amount IS NULL", order_by="amount") == ["Ann", "Bob"]
 
 
 def test_python_data_filtered(tmp_path: Path) -> None:
@@ -183,7 +195,6 @@ def test_the_temporary_database_is_removed_on_close(people: Path) -> None:
     assert (directory / "rows.duckdb").exists()
     source.close()
     assert not directory.exists()
-
 
 
 @pytest.mark.slow

@@ -16,7 +16,9 @@ from mailconduit.sources import SourceKind, open_source
 def sqlite_url(tmp_path: Path) -> str:
     path = tmp_path / "crm.db"
     con = sqlite3.connect(path)
-    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT, name TEXT, amount REAL)")
+    con.execute(
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT, name TEXT, amount REAL)"
+    )
     con.executemany(
         "INSERT INTO customers VALUES (?, ?, ?, ?)",
         [(i, f"u{i}@x.org", f"Name {i}", i * 10.5) for i in range(1, 3001)],
@@ -40,7 +42,10 @@ def test_sqlite_query_streams_rows_with_columns_known_up_front(sqlite_url: str) 
 
 
 def test_colons_and_percent_signs_are_plain_sql_text(sqlite_url: str) -> None:
-    query = "SELECT 'at 10:30 :name' AS t, '50%' AS p, name FROM customers WHERE name LIKE 'Name 1%' LIMIT 1"
+    query = (
+        "SELECT 'at 10:30 :name' AS t, '50%' AS p, name FROM customers "
+        "WHERE name LIKE 'Name 1%' LIMIT 1"
+    )
     rows = list(open_source(query, database_url=sqlite_url).rows())
     assert rows[0].values == {"t": "at 10:30 :name", "p": "50%", "name": "Name 1"}
 
@@ -56,7 +61,7 @@ def test_sql_where_and_order_by_go_through_duckdb(sqlite_url: str) -> None:
 
 
 def test_the_query_cannot_change_the_database(sqlite_url: str, tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="the query failed: .* returns rows: SELECT"):
+    with pytest.raises(SourceError, match=r"the query failed: .* returns rows: SELECT"):
         open_source("DELETE FROM customers", database_url=sqlite_url)
     con = sqlite3.connect(tmp_path / "crm.db")
     assert con.execute("SELECT count(*) FROM customers").fetchone() == (3000,)
@@ -85,9 +90,13 @@ def test_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
-def test_unusable_url(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="not a usable database URL"):
-        open_source("SELECT 1", database_url="nosuchdb://user:pw@host/db")
+def test_unusable_urls_never_show_the_password() -> None:
+    with pytest.raises(SourceError, match="not a usable database URL") as caught:
+        open_source("SELECT 1", database_url="nosuchdb://user:Pw-1234@host/db")
+    assert "Pw-1234" not in str(caught.value) and "nosuchdb://user:***@host/db" in str(caught.value)
+    with pytest.raises(SourceError, match="not a usable database URL") as caught:
+        open_source("SELECT 1", database_url="user:Pw-1234 at host")
+    assert "Pw-1234" not in str(caught.value) and "Pw-1234" not in repr(caught.value.args)
 
 
 def test_unreachable_database_names_the_url_without_its_password() -> None:
@@ -111,7 +120,9 @@ def test_fingerprint_depends_on_query_and_database_not_on_the_password(sqlite_ur
 def test_postgresql_query_with_plain_postgresql_url(pg_url: str) -> None:
     psycopg = pytest.importorskip("psycopg")
     with psycopg.connect(pg_url, autocommit=True) as con:
-        con.execute("CREATE TABLE mc_sources_people (id int PRIMARY KEY, email text, amount numeric)")
+        con.execute(
+            "CREATE TABLE mc_sources_people (id int PRIMARY KEY, email text, amount numeric)"
+        )
         con.execute("CREATE SEQUENCE mc_sources_seq")
         con.execute(
             "INSERT INTO mc_sources_people "
@@ -130,7 +141,9 @@ def test_postgresql_query_with_plain_postgresql_url(pg_url: str) -> None:
     with pytest.raises(SourceError, match="read-only transaction"):
         open_source("SELECT nextval('mc_sources_seq') AS n", database_url=pg_url)
     with pytest.raises(SourceError, match="returns rows"):
-        open_source("INSERT INTO mc_sources_people VALUES (0, 'x', 0) RETURNING id", database_url=pg_url)
+        open_source(
+            "INSERT INTO mc_sources_people VALUES (0, 'x', 0) RETURNING id", database_url=pg_url
+        )
     with pytest.raises(SourceError, match="syntax error at end of input") as caught:
         open_source("SELECT id FROM mc_sources_people WHERE id >", database_url=pg_url)
     assert caught.value.location.startswith("postgresql+psycopg://")

@@ -180,14 +180,13 @@ class Source(ABC):
         Checks structure (through :meth:`_records`) and, with a key column, that every
         key is present and unique. Returns the number of rows.
         """
-        make_key = self._key_function()
         if self.key_column is None:
             total = 0
-            for number, _line, values in self._read():
-                make_key(number, values)
+            for _record in self._read():
                 total += 1
             self._count = total
             return total
+        make_key = self._key_function()
         hashes: array[int] = array("Q")
         for number, _line, values in self._read():
             hashes.append(_key_hash(make_key(number, values)))

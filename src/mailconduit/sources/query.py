@@ -184,8 +184,8 @@ class FilteredSource(Source):
             self._staged = staging
         return self._staged
 
-    def _records(self) -> Iterator[Record]:
-        """Select and order record numbers only (a narrow sort), then deliver whole rows.
+    def _selected_numbers(self) -> array[int]:
+        """The record numbers that pass ``where``, in ``order_by`` order (a narrow sort).
 
         Sorting just the keys and numbers keeps DuckDB's sort small however wide the
         rows are; every error in the user's text is raised here, before any row.
@@ -203,7 +203,19 @@ class FilteredSource(Source):
             raise self._error(exc) from None
         finally:
             cursor.close()
-        yield from staging.rows_in_order(order)
+        return order
+
+    def _records(self) -> Iterator[Record]:
+        order = self._selected_numbers()
+        assert self._staged is not None
+        yield from self._staged.rows_in_order(order)
+
+    def validate(self) -> int:
+        """Loading checks the source's structure; keys are checked among the selected rows."""
+        if self.key_column is not None:
+            return super().validate()
+        self._count = len(self._selected_numbers())
+        return self._count
 
     def count(self) -> int:
         if self._count is None:
@@ -365,6 +377,8 @@ class _Staging:
 
         A column whose name does not occur in the where/order_by text cannot be used by
         it, so it stays text without being scanned (positional ORDER BY scans them all).
+        A used column without any value (or a file without rows) is NULL: a comparison
+        selects nothing instead of failing on a type it cannot know.
         """
         columns = self.inner.columns
         candidates = [
@@ -385,21 +399,26 @@ class _Staging:
             else ()
         )
         step = len(_TYPE_TESTS) + 1
-        chosen: dict[int, str] = {}
+        chosen: dict[int, str | None] = {}
         for position, i in enumerate(candidates):
             filled = counts[position * step]
             misfits = counts[position * step + 1 : (position + 1) * step]
+            if not filled:
+                chosen[i] = None  # nothing to infer from: NULL, which compares with anything
+                continue
             for (kind, _test), bad in zip(_TYPE_TESTS, misfits, strict=True):
-                if filled and not bad:
+                if not bad:
                     chosen[i] = kind
                     break
         select = []
         for i, (name, text) in enumerate(zip(columns, texts, strict=True)):
-            if i in chosen:
+            if i not in chosen:
+                select.append(f"{text} AS {quote_identifier(name)}")
+            elif chosen[i] is None:
+                select.append(f"NULL AS {quote_identifier(name)}")
+            else:
                 cast = f"TRY_CAST(NULLIF(trim({text}), '') AS {chosen[i]})"
                 select.append(f"{cast} AS {quote_identifier(name)}")
-            else:
-                select.append(f"{text} AS {quote_identifier(name)}")
         hidden = [_NUMBER, _LINE] + ([] if self.text_only else [_PAYLOAD]) + texts
         view = f"CREATE VIEW source AS SELECT {', '.join(select + hidden)} FROM records"  # noqa: S608
         self.con.execute(view)

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mailconduit.db import redact_url
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import Record, Source, SourceKind, check_column_names
 
@@ -47,19 +46,25 @@ class SqlSource(Source):
 
         self.query = query.strip().rstrip(";").strip()
         url = sqlalchemy_url(database_url.strip())
-        self.location = redact_url(url)
-        self._password: str | None = None
-        if not self.query:
-            raise SourceError("the SQL query is empty", self.location)
         try:
             parsed = make_url(url)
-            self._password = None if parsed.password is None else str(parsed.password)
-            connect_args: dict[str, Any] = {}
-            if parsed.get_backend_name() == "postgresql":
-                connect_args["connect_timeout"] = _CONNECT_TIMEOUT_S
-            elif parsed.get_backend_name() == "sqlite":
-                self._check_sqlite_file(parsed.database)
-            self._engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        except ArgumentError:
+            # SQLAlchemy's message repeats the URL, password included: never show it.
+            raise SourceError(
+                "not a usable database URL; expected dialect://user@host/database",
+                "<database URL>",
+            ) from None
+        self.location = parsed.render_as_string(hide_password=True)
+        self._password = None if parsed.password is None else str(parsed.password)
+        if not self.query:
+            raise SourceError("the SQL query is empty", self.location)
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql":
+            connect_args["connect_timeout"] = _CONNECT_TIMEOUT_S
+        elif parsed.get_backend_name() == "sqlite":
+            self._check_sqlite_file(parsed.database)
+        try:
+            self._engine = create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
         except (ArgumentError, NoSuchModuleError, ValueError) as exc:
             raise SourceError(
                 f"not a usable database URL: {self._scrub(str(exc))}", self.location
