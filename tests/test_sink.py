@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -32,6 +33,7 @@ from mailconduit.config import Security
 from mailconduit.errors import ConfigError, NotFoundError
 from mailconduit.home import sink_dir
 from mailconduit.sink.certs import ensure_certificates
+from mailconduit.sink.store import MailboxWriter
 from mailconduit.testing.postfix import free_port
 from sink_support import deliver, simple_message, sink_client, tls_context
 
@@ -253,9 +255,7 @@ def test_stored_bytes_are_exactly_what_was_sent(running: sink.SinkInfo) -> None:
         b"..leading dots\r\n"
         b".\r\n.\r\n"
         b"caf\xc3\xa9 8-bit body\r\n"
-        b"trailing spaces   \r\n"
-        + b"x" * 998
-        + b"\r\n"
+        b"trailing spaces   \r\n" + b"x" * 998 + b"\r\n"
     )
     with sink_client(running.port) as client:
         message_id = deliver(
@@ -566,3 +566,77 @@ def test_a_state_file_left_by_a_dead_process_is_ignored(sink_port: int) -> None:
     with sink.ensure_running() as info:
         assert info.pid == os.getpid()
         assert sink.is_running()
+
+
+# --- the writer's durable mode (group commit) --------------------------------------------
+
+
+def test_fsync_mode_commits_concurrent_messages_in_shared_batches() -> None:
+    directory = sink_dir()
+    contents = [simple_message(f"batched {n}", body=f"n={n}\r\n") for n in range(40)]
+
+    async def store_all() -> tuple[list[int], list[int]]:
+        writer = MailboxWriter(directory, fsync=True)
+        batch_sizes: list[int] = []
+        persist = writer._persist
+
+        def recording_persist(batch: list[Any]) -> list[int]:
+            batch_sizes.append(len(batch))
+            return persist(batch)
+
+        writer._persist = recording_persist  # type: ignore[method-assign]
+        try:
+            ids = await asyncio.gather(
+                *(
+                    writer.store(
+                        c,
+                        envelope_from="s@example.com",
+                        envelope_recipients=["r@x.org"],
+                        smtputf8=False,
+                    )
+                    for c in contents
+                )
+            )
+        finally:
+            await writer.close()
+        return list(ids), batch_sizes
+
+    ids, batch_sizes = asyncio.run(asyncio.wait_for(store_all(), 60))
+    assert len(set(ids)) == len(contents)
+    assert sum(batch_sizes) == len(contents)
+    assert len(batch_sizes) < len(contents)  # concurrent messages shared commits
+    for message_id, content in zip(ids, contents, strict=True):
+        assert sink.raw_message(message_id) == content
+        assert (
+            sink.message_summary(message_id).subject
+            == content.split(b"Subject: ")[1].split(b"\r\n")[0].decode()
+        )
+
+
+def test_fsync_mode_fails_the_whole_batch_when_a_file_cannot_be_written() -> None:
+    directory = sink_dir()
+
+    async def store_blocked() -> list[BaseException | int]:
+        writer = MailboxWriter(directory, fsync=True)
+        today = dt.datetime.now(dt.UTC).date()
+        for day in (today, today + dt.timedelta(days=1)):
+            (directory / "messages" / f"{day:%Y-%m-%d}").write_text("not a folder")
+        try:
+            return await asyncio.gather(
+                *(
+                    writer.store(
+                        simple_message(f"x{n}"),
+                        envelope_from="",
+                        envelope_recipients=[],
+                        smtputf8=False,
+                    )
+                    for n in range(3)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await writer.close()
+
+    results = asyncio.run(asyncio.wait_for(store_blocked(), 60))
+    assert all(isinstance(r, OSError) for r in results), results
+    assert sink.count_messages() == 0

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,13 +48,13 @@ def the_password() -> str:
     return password.reveal()
 
 
-def test_list_on_an_empty_mailbox(cli) -> None:  # type: ignore[no-untyped-def]
+def test_list_on_an_empty_mailbox(cli: Any) -> None:
     result = cli("sink", "list")
     assert result.code == 0
     assert result.out.strip() == "no messages"
 
 
-def test_list_shows_newest_first_and_filters(cli, three_messages: list[int]) -> None:  # type: ignore[no-untyped-def]
+def test_list_shows_newest_first_and_filters(cli: Any, three_messages: list[int]) -> None:
     result = cli("sink", "list")
     assert result.code == 0
     rows = result.out.splitlines()
@@ -79,7 +80,7 @@ def test_list_shows_newest_first_and_filters(cli, three_messages: list[int]) -> 
     assert as_json[0]["id"] == three_messages[1]
 
 
-def test_show_prints_headers_and_text(cli, three_messages: list[int]) -> None:  # type: ignore[no-untyped-def]
+def test_show_prints_headers_and_text(cli: Any, three_messages: list[int]) -> None:
     result = cli("sink", "show", str(three_messages[1]))
     assert result.code == 0
     assert f"Message {three_messages[1]}, received" in result.out
@@ -97,21 +98,21 @@ def test_show_prints_headers_and_text(cli, three_messages: list[int]) -> None:  
     assert raw.encode() == sink.raw_message(three_messages[1])
 
 
-def test_show_an_unknown_id_is_one_line_and_exit_2(cli) -> None:  # type: ignore[no-untyped-def]
+def test_show_an_unknown_id_is_one_line_and_exit_2(cli: Any) -> None:
     result = cli("sink", "show", "987654")
     assert result.code == 2
     assert result.out == ""
     assert result.err.strip() == "mailconduit: no message named '987654'"
 
 
-def test_clear_removes_everything(cli, three_messages: list[int]) -> None:  # type: ignore[no-untyped-def]
+def test_clear_removes_everything(cli: Any, three_messages: list[int]) -> None:
     result = cli("sink", "clear")
     assert result.code == 0
     assert result.out.strip() == "removed 3 messages"
     assert cli("sink", "list").out.strip() == "no messages"
 
 
-def test_credentials_say_where_the_password_is_without_showing_it(cli, sink_port: int) -> None:  # type: ignore[no-untyped-def]
+def test_credentials_say_where_the_password_is_without_showing_it(cli: Any, sink_port: int) -> None:
     result = cli("sink", "credentials")
     assert result.code == 0
     assert "user: mailconduit" in result.out
@@ -121,7 +122,7 @@ def test_credentials_say_where_the_password_is_without_showing_it(cli, sink_port
     assert the_password() not in result.output
 
 
-def test_status_reports_running_or_not(cli, sink_port: int) -> None:  # type: ignore[no-untyped-def]
+def test_status_reports_running_or_not(cli: Any, sink_port: int) -> None:
     idle = cli("sink", "status").out
     assert idle.startswith(f"not running (a new sink would listen on port {sink_port})")
     with sink.ensure_running():
@@ -131,7 +132,7 @@ def test_status_reports_running_or_not(cli, sink_port: int) -> None:  # type: ig
     assert json.loads(cli("sink", "status", "--json").out) == {"running": False}
 
 
-def test_every_subcommand_has_help(cli) -> None:  # type: ignore[no-untyped-def]
+def test_every_subcommand_has_help(cli: Any) -> None:
     top = cli("sink", "--help")
     assert top.code == 0
     for command in ("list", "show", "clear", "status", "credentials"):
@@ -221,10 +222,10 @@ def simple_message_bytes_of(home: Path, message_id: int) -> bytes:
     return sink.raw_message(message_id, directory=home / "sink")
 
 
-def test_sigterm_stops_the_sink_cleanly(home: Path) -> None:
+def test_fsync_sink_stores_and_sigterm_stops_it_cleanly(home: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [str(MAILCONDUIT), "sink"],
+        [str(MAILCONDUIT), "sink", "--fsync"],
         env={**os.environ, "MAILCONDUIT_HOME": str(home), "MAILCONDUIT_SINK_PORT": str(port)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -232,6 +233,11 @@ def test_sigterm_stops_the_sink_cleanly(home: Path) -> None:
     )
     try:
         assert f"127.0.0.1:{port}" in read_line(process)  # the port came from the environment
+        with sink_client(port) as first, sink_client(port) as second:
+            ids = [
+                deliver(first, simple_message("durable one")),
+                deliver(second, simple_message("durable two")),
+            ]
         process.terminate()
         _, err = process.communicate(timeout=30)
         assert process.returncode == 0, err
@@ -240,6 +246,8 @@ def test_sigterm_stops_the_sink_cleanly(home: Path) -> None:
             process.kill()
             process.communicate(timeout=30)
     assert not (home / "sink" / "sink.json").exists()
+    stored = [sink.message_summary(i, directory=home / "sink").subject for i in ids]
+    assert stored == ["durable one", "durable two"]
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:

@@ -42,6 +42,13 @@ def run(
         help=f"Port to listen on, on 127.0.0.1 and ::1 "
         f"(default: ${PORT_VARIABLE} or {sink.DEFAULT_PORT}).",
     ),
+    fsync: bool = typer.Option(
+        False,
+        "--fsync",
+        help="Flush each message to the disk device before acknowledging it, so it "
+        "survives a power cut too (slower; by default a message survives the sink "
+        "being stopped or killed, not the machine losing power).",
+    ),
 ) -> None:
     """Run the sink in the foreground: STARTTLS and AUTH required, every message kept."""
     if ctx.invoked_subcommand is not None:
@@ -55,7 +62,7 @@ def run(
             flush=True,
         )
 
-    sink.serve_forever(port=port, ready=announce)
+    sink.serve_forever(port=port, fsync=fsync, ready=announce)
     print("mailconduit sink stopped", flush=True)
 
 

@@ -132,12 +132,14 @@ class SinkServer:
 
     STARTTLS with the sink's own certificate is required before anything else, AUTH
     (PLAIN, LOGIN) is accepted only after it and required before MAIL. Every message
-    is stored before the 250 reply to its DATA.
+    is stored before the 250 reply to its DATA; with ``fsync`` it is also flushed to
+    the device (see :class:`~mailconduit.sink.store.MailboxWriter`).
     """
 
-    def __init__(self, *, port: int, directory: Path | None = None) -> None:
+    def __init__(self, *, port: int, directory: Path | None = None, fsync: bool = False) -> None:
         self.port = port
         self.directory = directory if directory is not None else sink_dir()
+        self.fsync = fsync
         self.info: SinkInfo | None = None
         self._servers: list[asyncio.Server] = []
         self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
@@ -155,7 +157,7 @@ class SinkServer:
                 raise ConfigError(reason, (FieldError("sink", reason),))
             credentials = ensure_credentials(self.directory)
             tls_context = server_tls_context(ensure_certificates(self.directory))
-            self._writer = MailboxWriter(self.directory)
+            self._writer = MailboxWriter(self.directory, fsync=self.fsync)
             try:
                 port = await self._listen(credentials, tls_context)
             except BaseException:
@@ -224,9 +226,14 @@ class SinkServer:
 
 
 async def _run(
-    *, port: int, directory: Path, stop: asyncio.Event, ready: Callable[[SinkInfo], None]
+    *,
+    port: int,
+    directory: Path,
+    fsync: bool,
+    stop: asyncio.Event,
+    ready: Callable[[SinkInfo], None],
 ) -> None:
-    server = SinkServer(port=port, directory=directory)
+    server = SinkServer(port=port, directory=directory, fsync=fsync)
     info = await server.start()
     try:
         ready(info)
@@ -236,7 +243,10 @@ async def _run(
 
 
 def serve_forever(
-    *, port: int | None = None, ready: Callable[[SinkInfo], None] | None = None
+    *,
+    port: int | None = None,
+    fsync: bool = False,
+    ready: Callable[[SinkInfo], None] | None = None,
 ) -> None:
     """Run the sink in this thread until SIGINT or SIGTERM, then stop it cleanly.
 
@@ -252,6 +262,7 @@ def serve_forever(
         await _run(
             port=configured_port() if port is None else port,
             directory=sink_dir(),
+            fsync=fsync,
             stop=stop,
             ready=ready or (lambda info: None),
         )
@@ -311,7 +322,9 @@ class _BackgroundSink:
             self._info = info
             self._ready.set()
 
-        await _run(port=self._port, directory=self._directory, stop=self._stop, ready=ready)
+        await _run(
+            port=self._port, directory=self._directory, fsync=False, stop=self._stop, ready=ready
+        )
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """The sink's mailbox: each message's exact bytes in an .eml file, plus a SQLite index.
 
-:class:`MailboxWriter` (used by the server) writes the file and fsyncs it, then
-records the index row in a batched transaction ("group commit"): the SMTP 250 is
-sent only once both are durable, yet many concurrent sessions share one commit.
+:class:`MailboxWriter` (used by the server) writes the file and commits its index
+row before the SMTP 250 is sent; optionally (``fsync``) both are flushed to the
+device, in batches shared by concurrent sessions ("group commit").
 The reading functions serve the CLI and the web inbox: list, search, read one
 message parsed into headers, text, HTML and attachments, and clear.
 The .eml files are never modified after they are written.
@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS messages (
     search_text TEXT NOT NULL
 )
 """
+#: Threads writing one batch's files at once: parallel fsyncs share journal commits.
+FILE_WRITERS = 8
 _COLUMNS = (
     "id, received, envelope_from, envelope_recipients, smtputf8, from_header, "
     "to_header, subject, message_id, size, path"
@@ -196,7 +198,7 @@ def _connect(directory: Path, *, check_same_thread: bool = True) -> sqlite3.Conn
             db.execute(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
-        # FULL: a commit reaches the disk before the SMTP 250 that depends on it.
+        # FULL: a commit reaches the device before it returns (the writer may relax it).
         db.execute("PRAGMA synchronous=FULL")
     except BaseException:
         db.close()
@@ -265,7 +267,7 @@ def list_messages(
     where, params = _search_clause(search)
     with _reading(directory) as (db, base):
         rows = db.execute(
-            f"SELECT {_COLUMNS} FROM messages {where} ORDER BY id DESC LIMIT ? OFFSET ?",  # noqa: S608
+            f"SELECT {_COLUMNS} FROM messages {where} ORDER BY id DESC LIMIT ? OFFSET ?",
             [*params, max(0, limit), max(0, offset)],
         ).fetchall()
     return [_summary(row, base) for row in rows]
@@ -275,7 +277,7 @@ def count_messages(*, search: str | None = None, directory: Path | None = None) 
     """How many messages :func:`list_messages` pages through with this search."""
     where, params = _search_clause(search)
     with _reading(directory) as (db, _):
-        row = db.execute(f"SELECT count(*) FROM messages {where}", params).fetchone()  # noqa: S608
+        row = db.execute(f"SELECT count(*) FROM messages {where}", params).fetchone()
     return int(row[0])
 
 
@@ -283,7 +285,7 @@ def message_summary(message_id: int, *, directory: Path | None = None) -> Messag
     """The index row of one message; NotFoundError for an unknown id."""
     with _reading(directory) as (db, base):
         row = db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE id = ?",  # noqa: S608
+            f"SELECT {_COLUMNS} FROM messages WHERE id = ?",
             (message_id,),
         ).fetchone()
     if row is None:
@@ -453,15 +455,16 @@ def _index_fields(content: bytes) -> tuple[str, str, str, str]:
     return values[0], values[1], values[2], values[3]
 
 
-def _write_new_file(path: Path, content: bytes) -> None:
-    """Create the file (never overwrite an existing one), write every byte, fsync it."""
+def _write_new_file(path: Path, content: bytes, fsync: bool) -> None:
+    """Create the file (never overwrite an existing one), write every byte, fsync if asked."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(content)
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -477,16 +480,26 @@ def _fsync_directory(path: Path) -> None:
 class MailboxWriter:
     """The writing side of the store, owned by one running sink (one event loop).
 
-    Messages received while a batch is being written wait for the next one; one
-    thread writes each batch (files, then index rows in one transaction), so
-    concurrent sessions share the cost of every fsync and commit.
+    A message's file is written and its index row committed before :meth:`store`
+    returns, so the 250 that follows never acknowledges a message that is not in
+    the mailbox. By default the bytes are handed to the operating system (they
+    survive the sink being killed at any moment); with ``fsync`` they are also
+    flushed to the device (they survive a power loss). fsync costs milliseconds,
+    so then messages arriving meanwhile are written as one batch by a store thread
+    (group commit), sharing the cost among concurrent sessions.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, fsync: bool = False) -> None:
         self.directory = directory
+        self.fsync = fsync
         (directory / MESSAGES_DIR).mkdir(mode=0o700, exist_ok=True)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-store")
-        self._db = _connect(directory, check_same_thread=False)
+        self._db = _connect(directory, check_same_thread=not fsync)
+        if not fsync:
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a crash
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-store") if fsync else None
+        self._writers = (
+            ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="sink-file") if fsync else None
+        )
         self._pending: list[tuple[_PendingMessage, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
@@ -525,6 +538,8 @@ class MailboxWriter:
             path=relative,
             search_text="\n".join([subject, from_h, to_h, sender, *recipients]).casefold(),
         )
+        if not self.fsync:
+            return self._persist([pending])[0]
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((pending, done))
         if self._flusher is None or self._flusher.done():
@@ -549,7 +564,7 @@ class MailboxWriter:
                         done.set_result(message_id)
 
     def _persist(self, batch: list[_PendingMessage]) -> list[int]:
-        """On the store thread: write the files, make their names durable, index them."""
+        """Write the files (and with fsync make them and their names durable), index them."""
         days = {(self.directory / m.path).parent for m in batch}
         for day in days:
             try:
@@ -557,11 +572,20 @@ class MailboxWriter:
             except FileExistsError:
                 pass
             else:
-                _fsync_directory(day.parent)
-        for message in batch:
-            _write_new_file(self.directory / message.path, message.content)
-        for day in days:
-            _fsync_directory(day)
+                if self.fsync:
+                    _fsync_directory(day.parent)
+        paths = [self.directory / m.path for m in batch]
+        contents = [m.content for m in batch]
+        if self._writers is not None and len(batch) > 1:
+            # Concurrent fsyncs share the file system's journal commits.
+            for _ in self._writers.map(_write_new_file, paths, contents, [True] * len(batch)):
+                pass  # iterating re-raises the first failure
+        else:
+            for path, content in zip(paths, contents, strict=True):
+                _write_new_file(path, content, self.fsync)
+        if self.fsync:
+            for day in days:
+                _fsync_directory(day)
         return self._insert(batch)
 
     def _insert(self, batch: list[_PendingMessage]) -> list[int]:
@@ -601,5 +625,7 @@ class MailboxWriter:
         if self._flusher is not None:
             with contextlib.suppress(Exception):
                 await self._flusher
-        self._worker.shutdown(wait=True)
+        for pool in (self._worker, self._writers):
+            if pool is not None:
+                pool.shutdown(wait=True)
         self._db.close()
