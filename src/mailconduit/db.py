@@ -1,6 +1,7 @@
 """The store's engine: SQLite (WAL) under MAILCONDUIT_HOME by default, PostgreSQL by URL.
 
-Only ``connections/``, ``journal/`` and the web's user table use it. One engine per URL
+Only ``connections/`` and the web's user table use it (the journal, in the
+per-message hot path, talks DB-API directly: see ``journal/store.py``). One engine per URL
 per process; schema is created on first use.
 """
 

@@ -154,7 +154,8 @@ class Runner:
         self._feeder_done = False
         self._crash: BaseException | None = None
         self._wakeup = asyncio.Event()
-        self._outstanding = 0  # jobs claimed and not finalised
+        self._open: set[int] = set()  # ids of jobs claimed and not finalised
+        self.duplicate_outcomes = 0
         self._in_flight: dict[int, Job] = {}
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self._buffer: list[RowState] = []
@@ -259,9 +260,22 @@ class Runner:
     # ---------------------------------------------------------------- producer
 
     async def _produce(self) -> None:
+        """Build messages and claim them in batches; a batch's claim is written while the
+        next batch is being built, and its jobs reach the sessions once it is durable."""
         claims: list[RowState] = []
         ready: list[Job] = []
-        loop_yield = 0
+        writing: asyncio.Future[None] | None = None
+        written: list[Job] = []
+        count = 0
+
+        async def hand_over() -> None:
+            nonlocal writing, written
+            if writing is not None:
+                await writing
+                self._ready.extend(written)
+                self._wakeup.set()
+                writing, written = None, []
+
         try:
             for item in self.jobs:
                 if self.stopping:
@@ -279,23 +293,41 @@ class Runner:
                 job.first_try = time.monotonic()
                 claims.append(self._claim_state(job))
                 ready.append(job)
-                self._outstanding += 1
-                if len(claims) >= CLAIM_BATCH or (len(claims) >= 16 and not self._ready):
-                    await self._release(claims, ready)
+                self._open.add(id(job))
+                count += 1
+                idle = not self._ready and (writing is None or writing.done())
+                if len(claims) >= CLAIM_BATCH or (idle and len(claims) >= 8):
+                    await hand_over()
+                    writing, written = self._start_write(claims), ready
                     claims, ready = [], []
-                while self._outstanding >= self._window and not self.stopping:
-                    self._space.clear()
-                    await self._space.wait()
-                loop_yield += 1
-                if loop_yield % 64 == 0:
+                elif writing is not None and writing.done():
+                    await hand_over()
+                if len(self._open) >= self._window:
+                    await hand_over()
+                    if claims:
+                        writing, written = self._start_write(claims), ready
+                        claims, ready = [], []
+                        await hand_over()
+                    while len(self._open) >= self._window and not self.stopping:
+                        self._space.clear()
+                        await self._space.wait()
+                if count % 64 == 0:
                     await asyncio.sleep(0)
+            await hand_over()
             if claims:
-                await self._release(claims, ready)
+                writing, written = self._start_write(claims), ready
+                await hand_over()
         finally:
-            if self.stopping and ready and not claims:
-                pass
             self._producer_done = True
             self._wakeup.set()
+
+    def _start_write(self, rows: list[RowState]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        if self.journal is None:
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            return done
+        return loop.run_in_executor(self._executor, self.journal.write_rows, self.run_id, rows)
 
     def _claim_state(self, job: Job) -> RowState:
         return RowState(
@@ -307,12 +339,6 @@ class Runner:
             recipients=tuple(job.recipients),
             message_id=job.message_id,
         )
-
-    async def _release(self, claims: list[RowState], ready: list[Job]) -> None:
-        """Make the claims durable, then let the sessions have the jobs."""
-        await self._write(claims)
-        self._ready.extend(ready)
-        self._wakeup.set()
 
     # ---------------------------------------------------------------- sessions
 
@@ -335,7 +361,7 @@ class Runner:
                     self._in_flight[id(job)] = job
                     await self._source.put(job.make_envelope())
                     continue
-                if self._producer_done and self._outstanding == 0:
+                if self._producer_done and not self._open:
                     break
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -413,11 +439,14 @@ class Runner:
 
     def _finish(self, job: Job, state: RowState) -> None:
         self._in_flight.pop(id(job), None)
-        self._outstanding -= 1
+        if id(job) not in self._open:
+            self.duplicate_outcomes += 1  # a second outcome for the same job: keep the first
+            return
+        self._open.discard(id(job))
         self._record(state)
-        if self._outstanding < self._window:
+        if len(self._open) < self._window:
             self._space.set()
-        if self._producer_done and self._outstanding == 0:
+        if self._producer_done and not self._open:
             self._wakeup.set()
 
     def _state(

@@ -11,32 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
+import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    Column,
-    Float,
-    Index,
-    Integer,
-    PrimaryKeyConstraint,
-    String,
-    Table,
-    Text,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.exc import IntegrityError
-
-from mailconduit.db import engine, metadata
+from mailconduit.errors import ConfigError, FieldError, NotFoundError
+from mailconduit.home import database_url
 
 if TYPE_CHECKING:
     from mailconduit.delivery.ratelimit import DailyUsage
-from mailconduit.errors import ConfigError, FieldError, NotFoundError
 
 __all__ = [
     "FINAL_STATES",
@@ -57,52 +45,49 @@ CLAIMED, SENT, FAILED, SKIPPED, UNCERTAIN, RETRY = (
 FINAL_STATES = frozenset({SENT, FAILED, SKIPPED})
 RUN_STATES = ("running", "finished", "paused", "interrupted", "aborted", "failed")
 
-runs_table = Table(
-    "runs",
-    metadata,
-    Column("run_id", String(80), primary_key=True),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    Column("finished_at", Float, nullable=True),
-    Column("status", String(16), nullable=False),
-    Column("connection", String(64), nullable=False),
-    Column("mode", String(8), nullable=False),
-    Column("spec", Text, nullable=False),
-    Column("fingerprint", Text, nullable=False),
-    Column("total", Integer, nullable=True),
-    Column("message", Text, nullable=False, default=""),
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR(80) PRIMARY KEY,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION,
+        status VARCHAR(16) NOT NULL,
+        connection VARCHAR(64) NOT NULL,
+        mode VARCHAR(8) NOT NULL,
+        spec TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        total INTEGER,
+        message TEXT NOT NULL DEFAULT ''
+    )""",
+    """CREATE TABLE IF NOT EXISTS run_rows (
+        run_id VARCHAR(80) NOT NULL,
+        row_key VARCHAR(255) NOT NULL,
+        seq INTEGER NOT NULL,
+        row_number INTEGER NOT NULL,
+        state VARCHAR(12) NOT NULL,
+        attempts INTEGER NOT NULL,
+        recipients TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        code INTEGER NOT NULL,
+        enhanced VARCHAR(16) NOT NULL,
+        reply TEXT NOT NULL,
+        col VARCHAR(255) NOT NULL,
+        detail TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (run_id, row_key)
+    )""",
+    "CREATE INDEX IF NOT EXISTS ix_run_rows_state ON run_rows (run_id, state)",
+    "CREATE INDEX IF NOT EXISTS ix_run_rows_seq ON run_rows (run_id, seq)",
+    """CREATE TABLE IF NOT EXISTS daily_usage (
+        connection VARCHAR(64) PRIMARY KEY,
+        day VARCHAR(10) NOT NULL,
+        count INTEGER NOT NULL
+    )""",
 )
-
-rows_table = Table(
-    "run_rows",
-    metadata,
-    Column("run_id", String(80), nullable=False),
-    Column("row_key", String(255), nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("row_number", Integer, nullable=False),
-    Column("state", String(12), nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("recipients", Text, nullable=False),
-    Column("message_id", Text, nullable=False),
-    Column("code", Integer, nullable=False),
-    Column("enhanced", String(16), nullable=False),
-    Column("reply", Text, nullable=False),
-    Column("col", String(255), nullable=False),
-    Column("detail", Text, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    PrimaryKeyConstraint("run_id", "row_key"),
-    Index("ix_run_rows_state", "run_id", "state"),
-    Index("ix_run_rows_seq", "run_id", "seq"),
+_RUN_COLUMNS = (
+    "run_id, created_at, updated_at, finished_at, status, connection, mode, spec, "
+    "fingerprint, total, message"
 )
-
-daily_table = Table(
-    "daily_usage",
-    metadata,
-    Column("connection", String(64), primary_key=True),
-    Column("day", String(10), nullable=False),
-    Column("count", Integer, nullable=False),
-)
-
 _ROW_COLUMNS = (
     "run_id",
     "row_key",
@@ -205,41 +190,133 @@ class RunInfo:
         }
 
 
-def _row_from_db(r: Any) -> RowState:
+def _row_from_db(r: Sequence[Any]) -> RowState:
+    (row_key, seq, row_number, state, attempts, recipients, message_id, code, enhanced, reply, col,
+     detail_text, updated_at) = r  # fmt: skip
     detail: tuple[tuple[str, int, str], ...] = ()
-    if r.detail:
-        detail = tuple((str(a), int(b), str(c)) for a, b, c in json.loads(r.detail))
+    if detail_text:
+        detail = tuple((str(a), int(b), str(c)) for a, b, c in json.loads(detail_text))
     return RowState(
-        row_key=r.row_key,
-        seq=r.seq,
-        row_number=r.row_number,
-        state=r.state,
-        attempts=r.attempts,
-        recipients=tuple(json.loads(r.recipients)),
-        message_id=r.message_id,
-        code=r.code,
-        enhanced=r.enhanced,
-        reply=r.reply,
-        column=r.col,
+        row_key=row_key,
+        seq=seq,
+        row_number=row_number,
+        state=state,
+        attempts=attempts,
+        recipients=tuple(json.loads(recipients)),
+        message_id=message_id,
+        code=code,
+        enhanced=enhanced,
+        reply=reply,
+        column=col,
         detail=detail,
-        updated_at=r.updated_at,
+        updated_at=updated_at,
     )
 
 
+_ROW_SELECT = (
+    "SELECT row_key, seq, row_number, state, attempts, recipients, message_id, code, enhanced, "
+    "reply, col, detail, updated_at FROM run_rows"
+)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 class Journal:
-    """The store's view of runs. Thread-safe for one writer thread plus readers."""
+    """Runs and row states in the store, through the plain DB-API (sqlite3 or psycopg).
+
+    The journal sits in the per-message hot path, so it skips the ORM layer: one
+    statement shape per operation, parameters bound by the driver, executemany for
+    batches. One connection, serialised by a lock (one writer thread plus readers).
+    """
 
     def __init__(self, url: str | None = None) -> None:
-        self._engine = engine(url)
-        paramstyle = self._engine.dialect.paramstyle
-        mark = "?" if paramstyle == "qmark" else "%s"
+        self.url = url or database_url()
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._sqlite = self.url.startswith("sqlite")
+        self._mark = "?" if self._sqlite else "%s"
+        self._connect()
         cols = ", ".join(_ROW_COLUMNS)
-        marks = ", ".join([mark] * len(_ROW_COLUMNS))
+        marks = ", ".join([self._mark] * len(_ROW_COLUMNS))
         sets = ", ".join(f"{c} = excluded.{c}" for c in _UPSERT_SET)
         self._upsert_sql = (
             f"INSERT INTO run_rows ({cols}) VALUES ({marks}) "
             f"ON CONFLICT (run_id, row_key) DO UPDATE SET {sets}"
         )
+
+    # -- connection -----------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        conn: Any
+        try:
+            if self._sqlite:
+                path = self.url.split(":///", 1)[1] if ":///" in self.url else ":memory:"
+                conn = sqlite3.connect(
+                    path, timeout=30, check_same_thread=False, isolation_level=None
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode: a commit survives the process being killed (what the
+                # crash tests do); only an OS crash can lose the last commits, and a lost
+                # "sent" mark means a resend with the same Message-ID, never a lost row.
+                # MAILCONDUIT_JOURNAL_SYNC=full fsyncs every group commit instead.
+                sync = (
+                    "FULL"
+                    if os.environ.get("MAILCONDUIT_JOURNAL_SYNC", "").lower() == "full"
+                    else "NORMAL"
+                )
+                conn.execute(f"PRAGMA synchronous={sync}")
+                conn.execute("PRAGMA busy_timeout=30000")
+            else:
+                import psycopg
+
+                conn = psycopg.connect(
+                    self.url.replace("+psycopg", ""), autocommit=True, connect_timeout=10
+                )
+        except Exception as exc:  # sqlite3.Error, psycopg.Error, OSError
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError.for_fields(
+                "database", [FieldError("MAILCONDUIT_DB", f"{_redact(self.url)}: {reason}")]
+            ) from None
+        self._conn = conn
+        for statement in _DDL:
+            for attempt in range(3):
+                try:
+                    conn.execute(statement)
+                    break
+                except Exception:  # two processes creating the schema at once (PostgreSQL)
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.1)
+
+    def _sql(self, sql: str) -> str:
+        return sql if self._sqlite else sql.replace("?", "%s")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return list(self._conn.execute(self._sql(sql), params).fetchall())
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._lock:
+            if self._sqlite:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = self._conn.execute(sql, params)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                return int(cur.rowcount or 0)
+            with self._conn.transaction():
+                cur = self._conn.execute(self._sql(sql), params)
+            return int(cur.rowcount or 0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -254,78 +331,68 @@ class Journal:
         total: int | None,
     ) -> None:
         now = time.time()
-        try:
-            with self._engine.begin() as db:
-                db.execute(
-                    insert(runs_table).values(
-                        run_id=run_id,
-                        created_at=now,
-                        updated_at=now,
-                        status="running",
-                        connection=connection,
-                        mode=mode,
-                        spec=json.dumps(spec, default=str),
-                        fingerprint=fingerprint,
-                        total=total,
-                        message="",
-                    )
-                )
-        except IntegrityError:
+        if self.run_exists(run_id):
             raise ConfigError.for_fields(
                 "export", [FieldError("run_id", f"a run named {run_id!r} already exists")]
-            ) from None
+            )
+        self._execute(
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, NULL, 'running', ?, ?, ?, ?, ?, '')",
+            (run_id, now, now, connection, mode, json.dumps(spec, default=str), fingerprint, total),
+        )
 
     def run_exists(self, run_id: str) -> bool:
-        with self._engine.connect() as db:
-            return (
-                db.execute(select(runs_table.c.run_id).where(runs_table.c.run_id == run_id)).first()
-                is not None
-            )
+        return bool(self._query("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
 
     def get_run(self, run_id: str) -> RunInfo:
-        with self._engine.connect() as db:
-            r = db.execute(select(runs_table).where(runs_table.c.run_id == run_id)).first()
-            if r is None:
-                raise NotFoundError("run", run_id)
-            counts = dict(
-                db.execute(
-                    select(rows_table.c.state, func.count())
-                    .where(rows_table.c.run_id == run_id)
-                    .group_by(rows_table.c.state)
-                ).all()
-            )
-        return self._info(r, {str(k): int(v) for k, v in counts.items()})
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise NotFoundError("run", run_id)
+        counts = self._query(
+            "SELECT state, COUNT(*) FROM run_rows WHERE run_id = ? GROUP BY state", (run_id,)
+        )
+        return self._info(rows[0], {str(k): int(v) for k, v in counts})
 
     def list_runs(self, *, limit: int = 50) -> list[RunInfo]:
-        with self._engine.connect() as db:
-            rows = db.execute(
-                select(runs_table).order_by(runs_table.c.created_at.desc()).limit(limit)
-            ).all()
-            ids = [r.run_id for r in rows]
-            counts: dict[str, dict[str, int]] = {i: {} for i in ids}
-            if ids:
-                for run_id, state, n in db.execute(
-                    select(rows_table.c.run_id, rows_table.c.state, func.count())
-                    .where(rows_table.c.run_id.in_(ids))
-                    .group_by(rows_table.c.run_id, rows_table.c.state)
-                ):
-                    counts[run_id][state] = int(n)
-        return [self._info(r, counts[r.run_id]) for r in rows]
+        rows = self._query(
+            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT ?", (int(limit),)
+        )
+        counts: dict[str, dict[str, int]] = {r[0]: {} for r in rows}
+        if rows:
+            marks = ", ".join("?" for _ in rows)
+            for run_id, state, n in self._query(
+                f"SELECT run_id, state, COUNT(*) FROM run_rows WHERE run_id IN ({marks}) GROUP BY run_id, state",
+                [r[0] for r in rows],
+            ):
+                counts[run_id][state] = int(n)
+        return [self._info(r, counts[r[0]]) for r in rows]
 
     @staticmethod
-    def _info(r: Any, counts: dict[str, int]) -> RunInfo:
+    def _info(r: Sequence[Any], counts: dict[str, int]) -> RunInfo:
+        (
+            run_id,
+            created,
+            updated,
+            finished,
+            status,
+            connection,
+            mode,
+            spec,
+            fingerprint,
+            total,
+            message,
+        ) = r
         return RunInfo(
-            run_id=r.run_id,
-            status=r.status,
-            connection=r.connection,
-            mode=r.mode,
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-            finished_at=r.finished_at,
-            total=r.total,
-            message=r.message or "",
-            spec=json.loads(r.spec),
-            fingerprint=r.fingerprint,
+            run_id=run_id,
+            status=status,
+            connection=connection,
+            mode=mode,
+            created_at=created,
+            updated_at=updated,
+            finished_at=finished,
+            total=total,
+            message=message or "",
+            spec=json.loads(spec),
+            fingerprint=fingerprint,
             counts=counts,
         )
 
@@ -338,13 +405,17 @@ class Journal:
         total: int | None = None,
         finished: bool = False,
     ) -> None:
-        values: dict[str, Any] = {"status": status, "updated_at": time.time(), "message": message}
+        now = time.time()
+        sets = "status = ?, updated_at = ?, message = ?"
+        params: list[Any] = [status, now, message]
         if total is not None:
-            values["total"] = total
+            sets += ", total = ?"
+            params.append(total)
         if finished:
-            values["finished_at"] = time.time()
-        with self._engine.begin() as db:
-            db.execute(update(runs_table).where(runs_table.c.run_id == run_id).values(**values))
+            sets += ", finished_at = ?"
+            params.append(now)
+        params.append(run_id)
+        self._execute(self._sql(f"UPDATE runs SET {sets} WHERE run_id = ?"), params)
 
     # -- rows ---------------------------------------------------------------------------
 
@@ -353,28 +424,43 @@ class Journal:
         if not rows:
             return
         params = [r.as_params(run_id) for r in rows]
-        with self._engine.begin() as db:
-            db.exec_driver_sql(self._upsert_sql, params)
+        with self._lock:
+            if self._sqlite:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(self._upsert_sql, params)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            else:
+                with self._conn.transaction(), self._conn.cursor() as cur:
+                    cur.executemany(self._upsert_sql, params)
 
     def states(self, run_id: str) -> dict[str, tuple[str, int]]:
         """row_key → (state, attempts) for every journaled row of the run."""
-        with self._engine.connect() as db:
-            result = db.execute(
-                select(rows_table.c.row_key, rows_table.c.state, rows_table.c.attempts).where(
-                    rows_table.c.run_id == run_id
-                )
-            )
-            return {k: (s, a) for k, s, a in result}
+        rows = self._query(
+            "SELECT row_key, state, attempts FROM run_rows WHERE run_id = ?", (run_id,)
+        )
+        return {k: (s, a) for k, s, a in rows}
 
     def rows(self, run_id: str, *, states: Iterable[str] | None = None) -> Iterator[RowState]:
-        """Rows of a run in processing order (optionally only some states)."""
-        query = select(rows_table).where(rows_table.c.run_id == run_id)
-        if states is not None:
-            query = query.where(rows_table.c.state.in_(list(states)))
-        query = query.order_by(rows_table.c.seq, rows_table.c.row_number)
-        with self._engine.connect() as db:
-            for r in db.execute(query).yield_per(1000):
+        """Rows of a run in processing order (optionally only some states), read in pages."""
+        wanted = list(states) if states is not None else None
+        last: tuple[int, str] = (-1, "")
+        while True:
+            sql = f"{_ROW_SELECT} WHERE run_id = ? AND (seq > ? OR (seq = ? AND row_key > ?))"
+            params: list[Any] = [run_id, last[0], last[0], last[1]]
+            if wanted is not None:
+                sql += f" AND state IN ({', '.join('?' for _ in wanted)})"
+                params += wanted
+            sql += " ORDER BY seq, row_key LIMIT 1000"
+            page = self._query(sql, params)
+            for r in page:
                 yield _row_from_db(r)
+            if len(page) < 1000:
+                return
+            last = (page[-1][1], page[-1][0])
 
     # -- daily cap ----------------------------------------------------------------------
 
@@ -382,38 +468,31 @@ class Journal:
         """Messages counted against the connection's daily cap on the stored day."""
         from mailconduit.delivery.ratelimit import DailyUsage
 
-        with self._engine.connect() as db:
-            r = db.execute(
-                select(daily_table).where(daily_table.c.connection == connection)
-            ).first()
-        if r is None:
+        rows = self._query("SELECT day, count FROM daily_usage WHERE connection = ?", (connection,))
+        if not rows:
             return None
-        return DailyUsage(dt.date.fromisoformat(r.day), int(r.count))
+        return DailyUsage(dt.date.fromisoformat(rows[0][0]), int(rows[0][1]))
 
     def save_daily_usage(self, connection: str, usage: DailyUsage) -> None:
-        with self._engine.begin() as db:
-            done = db.execute(
-                update(daily_table)
-                .where(daily_table.c.connection == connection)
-                .values(day=usage.day.isoformat(), count=usage.count)
-            )
-            if not done.rowcount:
-                db.execute(
-                    insert(daily_table).values(
-                        connection=connection, day=usage.day.isoformat(), count=usage.count
-                    )
-                )
+        self._execute(
+            self._sql(
+                "INSERT INTO daily_usage (connection, day, count) VALUES (?, ?, ?) "
+                "ON CONFLICT (connection) DO UPDATE SET day = excluded.day, count = excluded.count"
+            ),
+            (connection, usage.day.isoformat(), usage.count),
+        )
 
     def mark_claimed_uncertain(self, run_id: str) -> int:
         """After an interruption: rows still ``claimed`` may or may not have been delivered."""
-        with self._engine.begin() as db:
-            result = db.execute(
-                update(rows_table)
-                .where(rows_table.c.run_id == run_id, rows_table.c.state == CLAIMED)
-                .values(
-                    state=UNCERTAIN,
-                    reply="interrupted after the message was handed to the server; delivery unknown",
-                    updated_at=time.time(),
-                )
-            )
-        return int(result.rowcount or 0)
+        return self._execute(
+            self._sql(
+                "UPDATE run_rows SET state = ?, reply = ?, updated_at = ? WHERE run_id = ? AND state = ?"
+            ),
+            (
+                UNCERTAIN,
+                "interrupted after the message was handed to the server; delivery unknown",
+                time.time(),
+                run_id,
+                CLAIMED,
+            ),
+        )
