@@ -57,15 +57,8 @@ def engine(url: str | None = None) -> Engine:
                 eng = create_engine(url, pool_pre_ping=True)
             # Import the table definitions so create_all knows them.
             import mailconduit.connections.store
+            import mailconduit.web.users  # noqa: F401
 
-            try:
-                import mailconduit.journal.store
-            except ImportError:
-                pass
-            try:
-                import mailconduit.web.users  # noqa: F401
-            except ImportError:
-                pass
             metadata.create_all(eng)
         except (OperationalError, SQLAlchemyError) as exc:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
