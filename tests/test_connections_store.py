@@ -11,7 +11,8 @@ import yaml
 from cryptography.fernet import Fernet
 
 from mailconduit.config import Security
-from mailconduit.connections import dump_connections, load_connections, store
+from mailconduit.connections import store
+from mailconduit.connections.transfer import dump_connections, load_connections
 from mailconduit.errors import ConfigError, NotFoundError
 
 PASSWORD = "Tr0ub4dor&3-unique-marker"

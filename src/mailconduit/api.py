@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailconduit.config import Connection, ExportSpec, validate_export_spec
-from mailconduit.connections import store
-from mailconduit.connections.store import TestStatus
+from mailconduit.connections.env import env_lookup
 from mailconduit.errors import ConfigError, FieldError, MailconduitError
 
 if TYPE_CHECKING:
+    from mailconduit.connections.store import TestStatus
     from mailconduit.delivery.events import ProgressCallback
     from mailconduit.delivery.report import ExportReport
     from mailconduit.journal import RunInfo
@@ -56,11 +56,17 @@ def get_connection(name: str) -> Connection:
         from mailconduit.sink import local_connection
 
         return local_connection()
+    from_env = env_lookup(name)
+    if from_env is not None:
+        return from_env
+    from mailconduit.connections import store
+
     return store.get(name)
 
 
 def list_connections() -> list[tuple[Connection, TestStatus | None]]:
     """Every usable connection (built-in, environment, stored) with its last test result."""
+    from mailconduit.connections import store
     from mailconduit.sink import local_connection
 
     tests = store.last_tests()
@@ -72,6 +78,8 @@ def list_connections() -> list[tuple[Connection, TestStatus | None]]:
 
 
 def create_connection(data: Mapping[str, Any]) -> Connection:
+    from mailconduit.connections import store
+
     return store.create(data)
 
 
@@ -80,6 +88,8 @@ def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
         raise ConfigError.for_fields(
             "connection", [FieldError("name", "the built-in connection 'local' cannot be edited")]
         )
+    from mailconduit.connections import store
+
     return store.update_connection(name, changes)
 
 
@@ -88,6 +98,8 @@ def delete_connection(name: str) -> None:
         raise ConfigError.for_fields(
             "connection", [FieldError("name", "the built-in connection 'local' cannot be deleted")]
         )
+    from mailconduit.connections import store
+
     store.delete_connection(name)
 
 
@@ -118,6 +130,8 @@ def test_connection(
     with serving(conn) as live:
         result = asyncio.run(probe(live, send_to=send_to, allow_address=allow_address))
     if record and live.origin == "store":
+        from mailconduit.connections import store
+
         store.record_test(live.name, ok=result.ok, message=result.summary())
     return result
 

@@ -27,18 +27,26 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    from mailconduit.cli import connections, export, runs, serve, sink, users
-
-    app.add_typer(connections.app, name="connections")
-    app.add_typer(sink.app, name="sink")
-    app.add_typer(runs.app, name="runs")
-    app.add_typer(users.app, name="users")
-    export.register(app)
-    serve.register(app)
+_GROUPS = ("connections", "sink", "runs", "users")
+_COMMANDS = {"export": "export", "run": "export", "serve": "serve"}
+_registered: set[str] = set()
 
 
-_register()
+def _register(only: str | None = None) -> None:
+    """Add the commands; with ``only``, just that one, so a command imports only what it uses."""
+    import importlib
+
+    wanted = [only] if only in _GROUPS or only in _COMMANDS else [*_GROUPS, "export", "serve"]
+    for name in wanted:
+        module_name = _COMMANDS.get(name, name)
+        if module_name in _registered:
+            continue
+        _registered.add(module_name)
+        module = importlib.import_module(f"mailconduit.cli.{module_name}")
+        if name in _GROUPS:
+            app.add_typer(module.app, name=name)
+        else:
+            module.register(app)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -49,8 +57,10 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    _register(args[0] if args else None)
     try:
-        result = app(args=argv, prog_name="mailconduit", standalone_mode=False)
+        result = app(args=args, prog_name="mailconduit", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except click_exc.NoArgsIsHelpError as exc:

@@ -459,8 +459,8 @@ def export_(
     ] = False,
 ) -> None:
     """Export connections to YAML or JSON; passwords are left out unless asked for."""
-    from mailconduit.connections import dump_connections
     from mailconduit.connections.store import list_stored
+    from mailconduit.connections.transfer import dump_connections
 
     conns = [api.get_connection(n) for n in names] if names else list_stored()
     text = dump_connections(conns, fmt=fmt, include_passwords=include_passwords)
@@ -501,6 +501,6 @@ def import_(
 
 
 def api_import(text: str, *, fmt: str | None, replace: bool) -> list[str]:
-    from mailconduit.connections import load_connections
+    from mailconduit.connections.transfer import load_connections
 
     return load_connections(text, fmt=fmt, replace=replace)

@@ -7,7 +7,6 @@ as Airflow users know it); those are read-only and take precedence over stored o
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,12 +29,12 @@ from sqlalchemy.exc import IntegrityError
 from mailconduit.config import (
     Connection,
     Secret,
-    connection_from_url,
     derive_security,
     parse_server_url,
     validate_connection,
 )
 from mailconduit.connections.crypto import decrypt, encrypt
+from mailconduit.connections.env import ENV_PREFIX, env_connections, env_lookup, env_var_name
 from mailconduit.db import engine, metadata
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 
@@ -54,7 +53,6 @@ __all__ = [
     "update_connection",
 ]
 
-ENV_PREFIX = "MAILCONDUIT_CONN_"
 #: Names that belong to built-in connections and cannot be stored.
 RESERVED_NAMES = frozenset({"local"})
 
@@ -84,35 +82,6 @@ class TestStatus:
         return {"ok": self.ok, "at": self.at.isoformat(), "message": self.message}
 
 
-def env_var_name(name: str) -> str:
-    """``my-smtp`` → ``MAILCONDUIT_CONN_MY_SMTP``."""
-    return ENV_PREFIX + name.upper().replace("-", "_").replace(".", "_")
-
-
-def env_connections() -> dict[str, Connection]:
-    """Connections defined by MAILCONDUIT_CONN_<NAME> URLs, keyed by lower-cased name."""
-    found: dict[str, Connection] = {}
-    for var, url in sorted(os.environ.items()):
-        if not var.startswith(ENV_PREFIX) or not url.strip():
-            continue
-        name = var[len(ENV_PREFIX) :].lower()
-        try:
-            found[name] = connection_from_url(name, url)
-        except ConfigError as exc:
-            raise ConfigError(f"environment variable {var}: {exc}", exc.errors) from None
-    return found
-
-
-def _env_lookup(name: str) -> Connection | None:
-    url = os.environ.get(env_var_name(name), "").strip()
-    if not url:
-        return None
-    try:
-        return connection_from_url(name, url)
-    except ConfigError as exc:
-        raise ConfigError(f"environment variable {env_var_name(name)}: {exc}", exc.errors) from None
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -137,7 +106,7 @@ def _from_row(row: Any) -> Connection:
 
 def get(name: str) -> Connection:
     """The connection ``name`` from the environment or the store."""
-    from_env = _env_lookup(name)
+    from_env = env_lookup(name)
     if from_env is not None:
         return from_env
     with engine().connect() as db:
@@ -174,7 +143,7 @@ def _check_name_free(name: str) -> None:
         raise ConfigError.for_fields(
             "connection", [FieldError("name", f"{name!r} is reserved for the built-in connection")]
         )
-    if _env_lookup(name) is not None:
+    if env_lookup(name) is not None:
         raise ConfigError.for_fields(
             "connection",
             [
@@ -208,7 +177,7 @@ def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
     When the server (URL or port) changes and no new password is given, the stored
     password is dropped rather than sent to a host it was not entered for.
     """
-    if _env_lookup(name) is not None:
+    if env_lookup(name) is not None:
         raise ConfigError.for_fields(
             "connection",
             [
@@ -273,7 +242,7 @@ def delete_connection(name: str) -> None:
     with engine().begin() as db:
         result = db.execute(delete(connections_table).where(connections_table.c.name == name))
     if result.rowcount == 0:
-        if _env_lookup(name) is not None:
+        if env_lookup(name) is not None:
             raise ConfigError.for_fields(
                 "connection",
                 [FieldError("name", f"{name!r} comes from {env_var_name(name)}; unset it instead")],
