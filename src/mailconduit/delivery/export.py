@@ -72,7 +72,7 @@ from mailconduit.sources import Source, open_source
 __all__ = ["execute", "new_run_id", "preview", "report_from_journal", "resume"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_TABLE_NAMES = ("table_html", "table_text", "rows")
+_TABLE_NAMES = frozenset({"table_html", "table_text", "rows"})
 
 
 def new_run_id() -> str:
@@ -157,28 +157,34 @@ def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
     _check_connection(conn, sending=sending)
     html = conn.use_html_body if spec.html is None else spec.html
     body = _body(spec)
-    if spec.mode is not ExportMode.ROW and "html" in spec.table_formats:
-        if not any(name in body for name in _TABLE_NAMES):
-            # The body does not place the table: it goes after the body text.
-            body += "\n{{ table_html }}\n" if html else "\n\n{{ table_text }}\n"
     to = spec.to
     if spec.to_column:
         to = ", ".join(t for t in (spec.to, "{{ to_column_addresses }}") if t)
-    try:
-        template = MessageTemplate(
-            to=to,
-            cc=spec.cc,
-            bcc=spec.bcc,
-            from_=spec.from_,
-            reply_to=spec.reply_to,
-            subject=spec.subject,
-            text_body=None if html else body,
-            html_body=body if html else None,
-            attachments=spec.attach,
-            headers=spec.headers,
-        )
-    except RenderError as exc:
-        raise _template_error(exc, "export") from None
+
+    def compile_template(body: str) -> MessageTemplate:
+        try:
+            return MessageTemplate(
+                to=to,
+                cc=spec.cc,
+                bcc=spec.bcc,
+                from_=spec.from_,
+                reply_to=spec.reply_to,
+                subject=spec.subject,
+                text_body=None if html else body,
+                html_body=body if html else None,
+                attachments=spec.attach,
+                headers=spec.headers,
+            )
+        except RenderError as exc:
+            raise _template_error(exc, "export") from None
+
+    template = compile_template(body)
+    # The names the body reads, not the words it contains ("All rows:" places no table).
+    places_table = template.columns("html_body" if html else "text_body") & _TABLE_NAMES
+    if spec.mode is not ExportMode.ROW and "html" in spec.table_formats and not places_table:
+        # The body does not place the table: it goes after the body text.
+        body += "\n{{ table_html }}\n" if html else "\n\n{{ table_text }}\n"
+        template = compile_template(body)
 
     attachment_dir: Path | None = None
     if spec.attach_dir:
@@ -285,14 +291,12 @@ def _units(p: Prepared) -> Iterator[Unit | RowState]:
     spec = p.spec
     limit = spec.limit
     if spec.mode is ExportMode.ROW:
-        seq = 0
-        for row in p.source.rows():
-            if limit and seq >= limit:
+        for seq, row in enumerate(p.source.rows(), 1):
+            if limit and seq > limit:
                 return
-            seq += 1
             yield Unit(row.key, seq, row.number, row.values)
         return
-    rows = []
+    rows: list[dict[str, Any]] = []
     for row in p.source.rows():
         if limit and len(rows) >= limit:
             break
@@ -663,7 +667,7 @@ def report_from_journal(run_id: str, *, journal: Journal | None = None) -> Expor
         total=info.total or 0,
         elapsed=max(0.0, elapsed),
         message=info.message,
-        row_source=lambda: journal.rows(run_id),  # type: ignore[union-attr]
+        row_source=lambda: journal.rows(run_id),
     )
 
 
