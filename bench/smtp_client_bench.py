@@ -23,7 +23,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from mailconduit.config import validate_connection
 from mailconduit.smtp import DeliveryStatus, Envelope, SMTPSession
+from mailconduit.testing import free_port
 
 HERE = Path(__file__).resolve().parent
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -43,12 +43,6 @@ def _sink_preexec() -> None:
     _libc.prctl(1, signal.SIGTERM)  # die with us (PR_SET_PDEATHSIG)
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def is_listening(port: int) -> bool:

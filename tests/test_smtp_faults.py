@@ -14,46 +14,28 @@ from mailconduit.errors import (
 )
 from mailconduit.smtp import (
     DeliveryStatus,
-    Envelope,
-    MessageSource,
     SendOutcome,
     SMTPSession,
     StreamEnd,
     StreamResult,
 )
 from mailconduit.smtp.replies import MalformedReplyError
-from mailconduit.testing import FaultServer, SmtpSink, loopback_connection, run
-
-
-def envelopes(count: int) -> list[Envelope]:
-    return [
-        Envelope(
-            "sender@example.com",
-            (f"rcpt{i}@example.com",),
-            f"Subject: {i}\r\n\r\nbody {i}\r\n".encode(),
-            token=i,
-        )
-        for i in range(count)
-    ]
-
-
-def source_of(items: list[Envelope]) -> MessageSource:
-    source: MessageSource = asyncio.Queue()
-    for item in items:
-        source.put_nowait(item)
-    source.put_nowait(None)
-    return source
+from mailconduit.testing import (
+    FaultServer,
+    SmtpSink,
+    loopback_connection,
+    message_source,
+    numbered_envelopes,
+    run,
+    stream_messages,
+)
 
 
 async def stream_all(
-    port: int, count: int, *, pipelining: bool = True, **options: float
+    port: int, count: int, **options: float
 ) -> tuple[StreamResult, list[SendOutcome]]:
-    outcomes: list[SendOutcome] = []
-    session = SMTPSession(loopback_connection(port, timeout_ms=2000), **options)  # type: ignore[arg-type]
-    await session.connect()
-    assert session.capabilities.pipelining is pipelining
-    result = await session.stream(source_of(envelopes(count)), outcomes.append)
-    await session.quit()
+    conn = loopback_connection(port, timeout_ms=2000)
+    (result,), outcomes = await stream_messages(conn, numbered_envelopes(count), **options)
     return result, outcomes
 
 
@@ -78,7 +60,7 @@ def test_reply_faults_at_every_command(
 ) -> None:
     async def main() -> None:
         async with FaultServer(pipelining=pipelining, faults={(command, 2): reply}) as server:
-            result, outcomes = await stream_all(server.port, 3, pipelining=pipelining)
+            result, outcomes = await stream_all(server.port, 3)
         assert result.reason is StreamEnd.SOURCE_EXHAUSTED
         assert [o.token for o in outcomes] == [0, 1, 2]
         assert [o.status for o in outcomes] == [DeliveryStatus.SENT, status, DeliveryStatus.SENT]
@@ -101,7 +83,7 @@ def test_421_closes_the_session_without_rset(pipelining: bool, command: str) -> 
     async def main() -> None:
         faults = {(command, 2): "421 4.7.0 too many messages, slow down"}
         async with FaultServer(pipelining=pipelining, faults=faults) as server:
-            result, outcomes = await stream_all(server.port, 4, pipelining=pipelining)
+            result, outcomes = await stream_all(server.port, 4)
         assert result.reason is StreamEnd.SERVER_CLOSING
         assert isinstance(result.error, ThrottledError) and result.error.code == 421
         by_token = {o.token: o for o in outcomes}
@@ -122,7 +104,7 @@ def test_421_closes_the_session_without_rset(pipelining: bool, command: str) -> 
 def test_drop_before_the_final_dot_means_retry(pipelining: bool) -> None:
     async def main() -> None:
         async with FaultServer(pipelining=pipelining, faults={("RCPT", 2): "drop"}) as server:
-            result, outcomes = await stream_all(server.port, 3, pipelining=pipelining)
+            result, outcomes = await stream_all(server.port, 3)
         assert result.reason is StreamEnd.CONNECTION_LOST
         assert outcomes[0].sent
         assert outcomes[1].status is DeliveryStatus.RETRY
@@ -137,7 +119,7 @@ def test_drop_before_the_final_dot_means_retry(pipelining: bool) -> None:
 def test_drop_after_the_final_dot_means_uncertain(pipelining: bool) -> None:
     async def main() -> None:
         async with FaultServer(pipelining=pipelining, faults={("DOT", 2): "drop"}) as server:
-            result, outcomes = await stream_all(server.port, 4, pipelining=pipelining)
+            result, outcomes = await stream_all(server.port, 4)
         assert result.reason is StreamEnd.CONNECTION_LOST
         by_token = {o.token: o for o in outcomes}
         assert by_token[0].sent
@@ -178,7 +160,9 @@ def test_slow_reply_past_the_timeout_means_retry() -> None:
         async with FaultServer(faults={("RCPT", 1): "delay:1.0"}) as server:
             outcomes: list[SendOutcome] = []
             async with SMTPSession(loopback_connection(server.port, timeout_ms=300)) as session:
-                result = await session.stream(source_of(envelopes(1)), outcomes.append)
+                result = await session.stream(
+                    message_source(numbered_envelopes(1)), outcomes.append
+                )
         assert result.reason is StreamEnd.CONNECTION_LOST
         (outcome,) = outcomes
         assert outcome.status is DeliveryStatus.RETRY
@@ -192,7 +176,9 @@ def test_garbage_reply_is_a_protocol_error() -> None:
         async with FaultServer(faults={("MAIL", 1): "garbage"}) as server:
             outcomes: list[SendOutcome] = []
             async with SMTPSession(loopback_connection(server.port)) as session:
-                result = await session.stream(source_of(envelopes(2)), outcomes.append)
+                result = await session.stream(
+                    message_source(numbered_envelopes(2)), outcomes.append
+                )
         assert result.reason is StreamEnd.CONNECTION_LOST
         assert isinstance(result.error, TransientSMTPError)
         assert isinstance(result.error.__cause__, MalformedReplyError)
@@ -205,11 +191,8 @@ def test_garbage_reply_is_a_protocol_error() -> None:
 def test_every_message_in_flight_gets_exactly_one_outcome_on_a_drop() -> None:
     async def main() -> None:
         async with FaultServer(faults={("DOT", 25): "drop"}) as server:
-            source = source_of(envelopes(100))
-            outcomes: list[SendOutcome] = []
-            sessions = [SMTPSession(loopback_connection(server.port)) for _ in range(3)]
-            await asyncio.gather(*(s.connect() for s in sessions))
-            results = await asyncio.gather(*(s.stream(source, outcomes.append) for s in sessions))
+            conn = loopback_connection(server.port)
+            results, outcomes = await stream_messages(conn, numbered_envelopes(100), sessions=3)
         taken = sum(r.messages for r in results)
         tokens = [o.token for o in outcomes]
         assert len(tokens) == len(set(tokens)) == taken
@@ -220,7 +203,7 @@ def test_every_message_in_flight_gets_exactly_one_outcome_on_a_drop() -> None:
         sent = {o.token for o in outcomes if o.sent}
         assert len(sent) == len(server.messages)
         # the other sessions carried on to the end of the source
-        assert taken + sum(1 for _ in range(source.qsize())) - 1 <= 100
+        assert taken == 100
 
     run(main())
 
@@ -245,7 +228,9 @@ def test_postfix_smtp_sink_faults(
         async def main() -> tuple[StreamResult, list[SendOutcome]]:
             outcomes: list[SendOutcome] = []
             async with SMTPSession(loopback_connection(sink.port, timeout_ms=3000)) as session:
-                result = await session.stream(source_of(envelopes(2)), outcomes.append)
+                result = await session.stream(
+                    message_source(numbered_envelopes(2)), outcomes.append
+                )
             return result, outcomes
 
         result, outcomes = run(main())

@@ -15,28 +15,15 @@ from mailconduit.smtp import (
     StreamEnd,
     Transcript,
 )
-from mailconduit.testing import FaultServer, SmtpSink, loopback_connection, run
-
-
-def envelopes(count: int, *, start: int = 0) -> list[Envelope]:
-    return [
-        Envelope(
-            "sender@example.com",
-            (f"rcpt{i}@example.com",),
-            f"Subject: message {i}\r\n\r\nbody of message {i}\r\n".encode(),
-            token=i,
-        )
-        for i in range(start, start + count)
-    ]
-
-
-def queue_of(items: list[Envelope], *, end: bool = True) -> MessageSource:
-    source: MessageSource = asyncio.Queue()
-    for item in items:
-        source.put_nowait(item)
-    if end:
-        source.put_nowait(None)
-    return source
+from mailconduit.testing import (
+    FaultServer,
+    SmtpSink,
+    loopback_connection,
+    message_source,
+    numbered_envelopes,
+    run,
+    stream_messages,
+)
 
 
 def test_stream_costs_one_write_per_message() -> None:
@@ -46,7 +33,9 @@ def test_stream_costs_one_write_per_message() -> None:
             transcript = Transcript()
             conn = loopback_connection(server.port)
             async with SMTPSession(conn, transcript=transcript) as session:
-                result = await session.stream(queue_of(envelopes(20)), outcomes.append)
+                result = await session.stream(
+                    message_source(numbered_envelopes(20)), outcomes.append
+                )
             assert result.reason is StreamEnd.SOURCE_EXHAUSTED and result.messages == 20
             assert result.error is None
         assert [o.token for o in outcomes] == list(range(20))
@@ -74,7 +63,7 @@ def test_content_is_never_held_back_waiting_for_the_next_message() -> None:
             outcomes: list[SendOutcome] = []
             async with SMTPSession(loopback_connection(server.port)) as session:
                 task = asyncio.create_task(session.stream(source, outcomes.append))
-                first, second = envelopes(2)
+                first, second = numbered_envelopes(2)
                 source.put_nowait(first)
                 # the first message is delivered although no second one is ready
                 await server.wait_for(lambda: len(outcomes) == 1, timeout=5)
@@ -95,7 +84,7 @@ def test_failed_data_is_followed_by_rset_in_the_next_group() -> None:
         async with FaultServer(faults=faults) as server:
             outcomes: list[SendOutcome] = []
             async with SMTPSession(loopback_connection(server.port)) as session:
-                await session.stream(queue_of(envelopes(5)), outcomes.append)
+                await session.stream(message_source(numbered_envelopes(5)), outcomes.append)
         statuses = [o.status for o in outcomes]
         assert statuses == [
             DeliveryStatus.SENT,
@@ -130,8 +119,8 @@ def test_all_recipients_refused_but_354_sends_only_the_dot() -> None:
         async with FaultServer(faults={("RCPT", 2): "550 5.1.1 unknown"}) as server:
             outcomes: list[SendOutcome] = []
             async with SMTPSession(loopback_connection(server.port)) as session:
-                items = envelopes(3)
-                source = queue_of(items)
+                items = numbered_envelopes(3)
+                source = message_source(items)
                 # aiosmtpd refuses DATA without recipients; make it answer 354 anyway
                 server.set_fault("DATA", 2, "354 go ahead anyway")
                 await session.stream(source, outcomes.append)
@@ -154,7 +143,7 @@ def test_all_recipients_refused_but_354_sends_only_the_dot() -> None:
 def test_messages_per_connection_cap() -> None:
     async def main() -> None:
         async with FaultServer() as server:
-            source = queue_of(envelopes(7))
+            source = message_source(numbered_envelopes(7))
             outcomes: list[SendOutcome] = []
             results = []
             while True:
@@ -185,17 +174,13 @@ def test_messages_per_connection_cap() -> None:
 def test_sessions_share_one_source_and_every_message_gets_one_outcome() -> None:
     async def main() -> None:
         async with FaultServer() as server:
-            source = queue_of(envelopes(60))
-            outcomes: list[SendOutcome] = []
-            sessions = [SMTPSession(loopback_connection(server.port)) for _ in range(4)]
-            await asyncio.gather(*(s.connect() for s in sessions))
-            results = await asyncio.gather(*(s.stream(source, outcomes.append) for s in sessions))
-            await asyncio.gather(*(s.quit() for s in sessions))
+            conn = loopback_connection(server.port)
+            results, outcomes = await stream_messages(conn, numbered_envelopes(60), sessions=4)
         assert sum(r.messages for r in results) == 60
         assert all(r.reason is StreamEnd.SOURCE_EXHAUSTED for r in results)
         assert sorted(o.token for o in outcomes) == list(range(60))  # type: ignore[type-var]
         assert len(server.messages) == 60
-        assert source.get_nowait() is None  # the end marker stays for the next reader
+        assert server.session_count == 4
 
     run(main())
 
@@ -203,12 +188,12 @@ def test_sessions_share_one_source_and_every_message_gets_one_outcome() -> None:
 def test_invalid_message_in_the_stream_fails_alone() -> None:
     async def main() -> None:
         async with FaultServer(size_limit=2000) as server:
-            items = envelopes(3)
+            items = numbered_envelopes(3)
             big = Envelope("sender@example.com", ("big@example.com",), b"x" * 3000, token="big")
             outcomes: list[SendOutcome] = []
             async with SMTPSession(loopback_connection(server.port)) as session:
                 result = await session.stream(
-                    queue_of([items[0], big, items[1], items[2]]), outcomes.append
+                    message_source([items[0], big, items[1], items[2]]), outcomes.append
                 )
         assert result.messages == 4
         by_token = {o.token: o for o in outcomes}
@@ -232,7 +217,7 @@ def test_a_failing_outcome_callback_is_raised_and_ends_the_session() -> None:
             session = SMTPSession(loopback_connection(server.port))
             await session.connect()
             with pytest.raises(ValueError, match="bug in the caller"):
-                await session.stream(queue_of(envelopes(3)), explode)
+                await session.stream(message_source(numbered_envelopes(3)), explode)
             assert not session.is_open and len(seen) == 1
 
     run(main())
@@ -243,12 +228,8 @@ def test_many_messages_through_smtp_sink_over_four_sessions() -> None:
     with SmtpSink() as sink:
 
         async def main() -> list[SendOutcome]:
-            source = queue_of(envelopes(400))
-            outcomes: list[SendOutcome] = []
-            sessions = [SMTPSession(loopback_connection(sink.port)) for _ in range(4)]
-            await asyncio.gather(*(s.connect() for s in sessions))
-            await asyncio.gather(*(s.stream(source, outcomes.append) for s in sessions))
-            await asyncio.gather(*(s.quit() for s in sessions))
+            conn = loopback_connection(sink.port)
+            _, outcomes = await stream_messages(conn, numbered_envelopes(400), sessions=4)
             return outcomes
 
         outcomes = run(main())

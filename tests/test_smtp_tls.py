@@ -2,48 +2,28 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ssl
 from pathlib import Path
 
 import pytest
-import trustme
 
 from mailconduit.errors import ConfigError, PermanentSMTPError, TransientSMTPError
 from mailconduit.smtp import SMTPSession, Stage, Transcript
 from mailconduit.testing import FaultServer, loopback_connection, run
-from mailconduit.testing.certs import self_signed_pem, server_context
+from mailconduit.testing.certs import LocalCA
 
 MESSAGE = b"Subject: over TLS\r\n\r\nsecret body\r\n"
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
+def ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
+    return LocalCA(tmp_path_factory.mktemp("ca"))
 
 
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-def context_for(cert: trustme.LeafCert) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def good_context(ca: trustme.CA) -> ssl.SSLContext:
-    return context_for(ca.issue_cert("localhost", "127.0.0.1"))
-
-
-def test_implicit_tls_verified_with_a_ca_file(good_context: ssl.SSLContext, ca_file: str) -> None:
+def test_implicit_tls_verified_with_a_ca_file(ca: LocalCA) -> None:
     async def main() -> None:
-        async with FaultServer(tls_context=good_context) as server:
-            conn = loopback_connection(server.port, security="tls", ca_file=ca_file)
+        async with FaultServer(tls_context=ca.server_context()) as server:
+            conn = loopback_connection(server.port, security="tls", ca_file=ca.ca_file)
             async with SMTPSession(conn) as session:
                 assert session.encrypted and session.tls is not None
                 assert session.tls.version.startswith("TLSv1.")
@@ -58,18 +38,18 @@ def test_implicit_tls_verified_with_a_ca_file(good_context: ssl.SSLContext, ca_f
     run(main())
 
 
-def test_starttls_then_ehlo_again(good_context: ssl.SSLContext, ca_file: str) -> None:
+def test_starttls_then_ehlo_again(ca: LocalCA) -> None:
     async def main() -> None:
         transcript = Transcript()
         async with FaultServer(
-            starttls_context=good_context,
+            starttls_context=ca.server_context(),
             credentials={"user@example.com": "pw-1"},
             auth_require_tls=True,
         ) as server:
             conn = loopback_connection(
                 server.port,
                 security="starttls",
-                ca_file=ca_file,
+                ca_file=ca.ca_file,
                 username="user@example.com",
                 password="pw-1",
             )
@@ -101,7 +81,7 @@ def test_starttls_required_but_not_offered_never_falls_back() -> None:
 
 
 @pytest.mark.parametrize(
-    ("make", "reason"),
+    ("problem", "reason"),
     [
         ("unknown_issuer", 20),
         ("self_signed", 18),
@@ -109,26 +89,12 @@ def test_starttls_required_but_not_offered_never_falls_back() -> None:
         ("wrong_host", 64),
     ],
 )
-def test_untrusted_certificates_are_refused(make: str, reason: int, tmp_path: Path) -> None:
-    other = trustme.CA()
-    trusted = trustme.CA()
-    ca_path = tmp_path / "trusted.pem"
-    trusted.cert_pem.write_to_path(str(ca_path))
-    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
-    if make == "unknown_issuer":
-        context = context_for(other.issue_cert("127.0.0.1"))
-    elif make == "self_signed":
-        context = server_context(*self_signed_pem("127.0.0.1"))
-    elif make == "expired":
-        context = context_for(
-            trusted.issue_cert("127.0.0.1", not_before=past - dt.timedelta(days=30), not_after=past)
-        )
-    else:
-        context = context_for(trusted.issue_cert("mail.example.org"))
+def test_untrusted_certificates_are_refused(problem: str, reason: int, ca: LocalCA) -> None:
+    context = ca.flawed_server_context(problem)
 
     async def main() -> None:
         async with FaultServer(tls_context=context) as server:
-            conn = loopback_connection(server.port, security="tls", ca_file=str(ca_path))
+            conn = loopback_connection(server.port, security="tls", ca_file=ca.ca_file)
             session = SMTPSession(conn)
             with pytest.raises(PermanentSMTPError, match="TLS certificate not trusted") as info:
                 await session.connect()
@@ -159,7 +125,7 @@ def test_implicit_tls_against_a_plaintext_port_fails_in_the_handshake() -> None:
     run(main())
 
 
-def test_tls_handshake_timeout(good_context: ssl.SSLContext) -> None:
+def test_tls_handshake_timeout() -> None:
     async def main() -> None:
         async with FaultServer(faults={("BANNER", "*"): "hang"}) as server:
             conn = loopback_connection(server.port, security="tls", timeout_ms=300)
@@ -171,11 +137,11 @@ def test_tls_handshake_timeout(good_context: ssl.SSLContext) -> None:
     run(main())
 
 
-def test_starttls_then_close(good_context: ssl.SSLContext, ca_file: str) -> None:
+def test_starttls_then_close(ca: LocalCA) -> None:
     async def main() -> None:
         faults = {("STARTTLS", 1): "220 2.0.0 Ready; drop"}
-        async with FaultServer(starttls_context=good_context, faults=faults) as server:
-            conn = loopback_connection(server.port, security="starttls", ca_file=ca_file)
+        async with FaultServer(starttls_context=ca.server_context(), faults=faults) as server:
+            conn = loopback_connection(server.port, security="starttls", ca_file=ca.ca_file)
             session = SMTPSession(conn)
             with pytest.raises(TransientSMTPError):
                 await session.connect()
@@ -184,13 +150,11 @@ def test_starttls_then_close(good_context: ssl.SSLContext, ca_file: str) -> None
     run(main())
 
 
-def test_plaintext_injected_after_starttls_is_refused(
-    good_context: ssl.SSLContext, ca_file: str
-) -> None:
+def test_plaintext_injected_after_starttls_is_refused(ca: LocalCA) -> None:
     async def main() -> None:
         faults = {("STARTTLS", 1): "220 2.0.0 Ready\r\n250 2.0.0 injected"}
-        async with FaultServer(starttls_context=good_context, faults=faults) as server:
-            conn = loopback_connection(server.port, security="starttls", ca_file=ca_file)
+        async with FaultServer(starttls_context=ca.server_context(), faults=faults) as server:
+            conn = loopback_connection(server.port, security="starttls", ca_file=ca.ca_file)
             session = SMTPSession(conn)
             with pytest.raises(PermanentSMTPError, match="possible injection"):
                 await session.connect()

@@ -6,7 +6,13 @@ Nothing in mailconduit imports this package; your tests do.
 
 from __future__ import annotations
 
-from mailconduit.testing.fixtures import loopback_connection, run
+from mailconduit.testing.fixtures import (
+    loopback_connection,
+    message_source,
+    numbered_envelopes,
+    run,
+    stream_messages,
+)
 from mailconduit.testing.postfix import SmtpSink, free_port
 from mailconduit.testing.server import Fault, FaultServer, ReceivedMessage, ServerSession
 
@@ -18,5 +24,8 @@ __all__ = [
     "SmtpSink",
     "free_port",
     "loopback_connection",
+    "message_source",
+    "numbered_envelopes",
     "run",
+    "stream_messages",
 ]

@@ -30,14 +30,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _is_listening(port: int) -> bool:
-    """True when 127.0.0.1:port is in LISTEN state (Linux /proc/net/tcp)."""
+def _socket_states(port: int) -> list[str]:
+    """TCP states (hex, /proc/net/tcp) of sockets whose local address is 127.0.0.1:port."""
     want = f"0100007F:{port:04X}"
     with open("/proc/net/tcp") as table:
-        return any(
-            len(fields) > 3 and fields[1] == want and fields[3] == "0A"
+        return [
+            fields[3]
             for fields in (line.split() for line in table)
-        )
+            if len(fields) > 3 and fields[1] == want
+        ]
+
+
+def _is_listening(port: int) -> bool:
+    return "0A" in _socket_states(port)
 
 
 class SmtpSink:
@@ -99,6 +104,12 @@ class SmtpSink:
         proc = self._proc
         if proc is None:
             return
+        # smtp-sink counts a session when it has ended: let it see the last ones end
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(
+            state not in ("0A", "06") for state in _socket_states(self.port)
+        ):
+            time.sleep(0.01)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
