@@ -8,8 +8,6 @@ Message content is summarised by its size.
 
 from __future__ import annotations
 
-import time
-
 __all__ = ["REDACTED", "Transcript"]
 
 REDACTED = "<redacted>"
@@ -22,13 +20,12 @@ def _printable(text: str) -> str:
 class Transcript:
     """Collects conversation lines, oldest first, up to ``max_lines`` (then counts the rest)."""
 
-    __slots__ = ("_start", "dropped", "lines", "max_lines")
+    __slots__ = ("dropped", "lines", "max_lines")
 
     def __init__(self, *, max_lines: int = 2000) -> None:
         self.lines: list[str] = []
         self.max_lines = max_lines
         self.dropped = 0
-        self._start = time.monotonic()
 
     def _add(self, line: str) -> None:
         if len(self.lines) < self.max_lines:
