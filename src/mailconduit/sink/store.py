@@ -1,8 +1,8 @@
 """The sink's mailbox: each message's exact bytes in an .eml file, plus a SQLite index.
 
 :class:`MailboxWriter` (used by the server) writes the file and commits its index
-row before the SMTP 250 is sent; optionally (``fsync``) both are flushed to the
-device, in batches shared by concurrent sessions ("group commit").
+row before the SMTP 250 is sent, on a store thread, in batches shared by concurrent
+sessions ("group commit"); optionally (``fsync``) both are flushed to the device.
 The reading functions serve the CLI and the web inbox: list, search, read one
 message parsed into headers, text, HTML and attachments, and clear.
 The .eml files are never modified after they are written.
@@ -444,7 +444,14 @@ def _index_fields(content: bytes) -> tuple[str, str, str, str]:
     Only the header block is parsed, with the fast compat32 policy: this runs for
     every message received and the full policy costs several times more.
     """
-    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(content)
+    # Only the header block (up to the first empty line) is needed here.
+    ends = [
+        i + len(eol)
+        for eol, i in ((b"\r\n", content.find(b"\r\n\r\n")), (b"\n", content.find(b"\n\n")))
+        if i >= 0
+    ]
+    head = content[: min(ends)] if ends else content
+    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head)
     found: dict[str, str] = {}
     for name, raw in headers.raw_items():  # raw: UTF-8 bytes (RFC 6532) stay recoverable
         found.setdefault(name.lower(), raw)
@@ -484,22 +491,22 @@ class MailboxWriter:
     returns, so the 250 that follows never acknowledges a message that is not in
     the mailbox. By default the bytes are handed to the operating system (they
     survive the sink being killed at any moment); with ``fsync`` they are also
-    flushed to the device (they survive a power loss). fsync costs milliseconds,
-    so then messages arriving meanwhile are written as one batch by a store thread
-    (group commit), sharing the cost among concurrent sessions.
+    flushed to the device (they survive a power loss).
+
+    Disk work never blocks the event loop: a store thread writes the files and
+    commits their rows, and messages arriving meanwhile wait to form the next
+    batch (group commit), so concurrent sessions share each commit and fsync.
     """
 
     def __init__(self, directory: Path, *, fsync: bool = False) -> None:
         self.directory = directory
         self.fsync = fsync
         (directory / MESSAGES_DIR).mkdir(mode=0o700, exist_ok=True)
-        self._db = _connect(directory, check_same_thread=not fsync)
+        self._db = _connect(directory, check_same_thread=False)  # used on the store thread
         if not fsync:
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a crash
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-store") if fsync else None
-        self._writers = (
-            ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="sink-file") if fsync else None
-        )
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-store")
+        self._writers = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="sink-file")
         self._pending: list[tuple[_PendingMessage, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
@@ -538,8 +545,6 @@ class MailboxWriter:
             path=relative,
             search_text="\n".join([subject, from_h, to_h, sender, *recipients]).casefold(),
         )
-        if not self.fsync:
-            return self._persist([pending])[0]
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((pending, done))
         if self._flusher is None or self._flusher.done():
@@ -576,9 +581,10 @@ class MailboxWriter:
                     _fsync_directory(day.parent)
         paths = [self.directory / m.path for m in batch]
         contents = [m.content for m in batch]
-        if self._writers is not None and len(batch) > 1:
-            # Concurrent fsyncs share the file system's journal commits.
-            for _ in self._writers.map(_write_new_file, paths, contents, [True] * len(batch)):
+        if len(batch) > 1:
+            # Concurrent writes (and fsyncs) share the file system's journal commits.
+            flags = [self.fsync] * len(batch)
+            for _ in self._writers.map(_write_new_file, paths, contents, flags):
                 pass  # iterating re-raises the first failure
         else:
             for path, content in zip(paths, contents, strict=True):
@@ -625,7 +631,6 @@ class MailboxWriter:
         if self._flusher is not None:
             with contextlib.suppress(Exception):
                 await self._flusher
-        for pool in (self._worker, self._writers):
-            if pool is not None:
-                pool.shutdown(wait=True)
+        self._worker.shutdown(wait=True)
+        self._writers.shutdown(wait=True)
         self._db.close()
