@@ -27,6 +27,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Deliver rows of data as e-mail through an SMTP server."""
+
+
 _GROUPS = ("connections", "sink", "runs", "users")
 _COMMANDS = {"export": "export", "run": "export", "serve": "serve"}
 _registered: set[str] = set()
