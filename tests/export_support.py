@@ -152,6 +152,15 @@ def header_names(raw: bytes) -> list[str]:
     return [line.split(":", 1)[0] for line in head.split("\r\n") if line[:1] not in " \t"]
 
 
+def by_recipient(messages: Iterable[Delivered]) -> dict[str, Delivered]:
+    """Messages keyed by their first envelope recipient (sessions deliver in any order)."""
+    out: dict[str, Delivered] = {}
+    for message in messages:
+        assert message.recipients[0] not in out, f"{message.recipients[0]} received two"
+        out[message.recipients[0]] = message
+    return out
+
+
 def unfold(text: str) -> str:
     return re.sub(r"\r\n[ \t]", " ", text)
 
