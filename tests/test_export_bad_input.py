@@ -287,12 +287,18 @@ def test_attachment_problems_skip_the_row(tmp_path: Path, server: FaultServer, t
             {"email": "a@example.com", "file": "x", "subject": "x" * 20_000},
             id="huge-subject",
         ),
+        pytest.param(
+            {"to": "{{ subject }} <{{ email }}>"},
+            {"email": "a@", "file": "x", "subject": "Ann"},
+            id="address-built-from-two-columns",
+        ),
     ],
 )
 @pytest.mark.xfail(
     strict=True,
-    reason="message/: attachment errors and oversize renders carry no column, so the report "
-    "cannot name it (compose.py maps a column only from address/header errors)",
+    reason="message/compose.py names a column only when the failing field's template reads "
+    "exactly one column and the error is an address/header one: attachment errors, oversize "
+    "renders and an address built from two columns are reported without the column",
 )
 def test_row_errors_name_the_column(
     tmp_path: Path, server: FaultServer, target: str, options: dict[str, str],
@@ -304,12 +310,11 @@ def test_row_errors_name_the_column(
         tmp_path / "f.csv", [{"email": "ok@example.com", "file": "x", "subject": "s"}, row]
     )
     (files / "x").write_text("x")
-    report = api.export(
-        str(data), connection=target, to="{{ email }}", subject="{{ subject }}", body="b",
-        attach_dir=str(files), **options,
-    )  # fmt: skip
-    skipped = [r for r in report.rows() if r.state == "skipped"]
-    assert only(skipped).column == ("subject" if "subject" in row["subject"] else "file")
+    settings = {"to": "{{ email }}", "subject": "{{ subject }}", "body": "b", **options}
+    report = api.export(str(data), connection=target, attach_dir=str(files), **settings)
+    skipped = only(r for r in report.rows() if r.state == "skipped")
+    wrong = {"a@": "email", "missing.txt": "file", "../up.txt": "file"}
+    assert skipped.column == wrong.get(row["email"], wrong.get(row["file"], "subject"))
 
 
 # --------------------------------------------------------------------------- dot lines

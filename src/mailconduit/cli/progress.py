@@ -123,7 +123,9 @@ class ProgressPrinter:
             if row.state in ("sent",) or shown >= 20:
                 continue
             shown += 1
-            where = f" column {row.column}:" if row.column else ""
+            # RowError texts already start with "column X:"; say it once.
+            named = row.reply.startswith(f"column {row.column}:")
+            where = f" column {row.column}:" if row.column and not named else ""
             code = f" {row.code}" if row.code else ""
             lines.append(
                 f"  row {row.row_number} ({row.row_key}) {row.state}:{where}{code} {row.reply}".rstrip()

@@ -109,11 +109,9 @@ class ExportReport:
             yield from self.kept_rows
 
     def summary(self) -> str:
-        parts = [
-            f"{self.counts.get(k, 0)} {k}"
-            for k in ("sent", "failed", "skipped")
-            if k in self.counts or k == "sent"
-        ]
+        # A dry run sends nothing: it says how many messages it wrote.
+        shown = ("written", "skipped") if self.dry_run_dir else ("sent", "failed", "skipped")
+        parts = [f"{self.counts.get(k, 0)} {k}" for k in shown if k in self.counts or k == shown[0]]
         if self.uncertain:
             parts.append(f"{self.uncertain} uncertain")
         line = f"run {self.run_id}: {self.status}: " + ", ".join(parts)
