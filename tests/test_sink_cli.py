@@ -7,6 +7,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -183,6 +184,11 @@ def test_foreground_sink_serves_refuses_a_second_and_stops_on_ctrl_c(home: Path)
 
         with sink_client(port) as client:
             message_id = deliver(client, simple_message("through the console script"))
+        with (
+            sink_client(port, starttls=False, login=False) as untrusting,
+            pytest.raises(ssl.SSLError),  # this client does not trust the sink's CA
+        ):
+            untrusting.starttls(context=ssl.create_default_context())
 
         listed = run_cli(home, "sink", "list")
         outputs += [listed.stdout, listed.stderr]
@@ -209,6 +215,10 @@ def test_foreground_sink_serves_refuses_a_second_and_stops_on_ctrl_c(home: Path)
         assert process.returncode == 0, err
         assert out.strip() == "mailconduit sink stopped"
         assert "Traceback" not in err
+        assert (
+            f"stored message {message_id} from <sender@example.com> to <rcpt@example.com>" in err
+        )
+        assert "a client's TLS handshake failed" in err
     finally:
         if process.poll() is None:
             process.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import textwrap
 from typing import Any
@@ -25,6 +26,16 @@ app = typer.Typer(
 
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _log_to_stderr() -> None:
+    """Show what the foreground sink does (each stored message, failures) on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("mailconduit.sink")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _clip(text: str, width: int) -> str:
@@ -62,6 +73,7 @@ def run(
             flush=True,
         )
 
+    _log_to_stderr()
     sink.serve_forever(port=port, fsync=fsync, ready=announce)
     print("mailconduit sink stopped", flush=True)
 

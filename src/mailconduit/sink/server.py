@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.home import sink_dir
@@ -99,7 +99,22 @@ class _SinkHandler:
         except Exception:
             log.exception("the sink could not store a message")
             return "451 4.3.0 the sink could not store the message; try again later"
+        log.info(
+            "stored message %d from <%s> to %s (%d bytes)",
+            message_id,
+            envelope.mail_from or "",
+            ", ".join(f"<{r}>" for r in envelope.rcpt_tos),
+            len(content),
+        )
         return f"250 2.0.0 OK stored as message {message_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A session failed (often a client giving up on TLS): one log line, no traceback."""
+        if isinstance(error, TLSSetupException):
+            log.info("a client's TLS handshake failed: %s", error.__cause__ or error)
+        else:
+            log.warning("sink session error: %s: %s", type(error).__name__, error)
+        return "451 4.3.0 the sink hit an internal error; try again later"
 
 
 def _authenticator(
@@ -168,7 +183,6 @@ class SinkServer:
                 pid=os.getpid(), host=HOST, port=port, started=dt.datetime.now(dt.UTC)
             )
             write_state(self.directory, self.info)
-        log.info("sink listening on %s:%d", HOST, port)
         return self.info
 
     async def _listen(self, credentials: SinkCredentials, tls_context: ssl.SSLContext) -> int:
@@ -222,7 +236,6 @@ class SinkServer:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
-        log.info("sink stopped")
 
 
 async def _run(
