@@ -126,7 +126,7 @@ class ProgressPrinter:
             # RowError texts already start with "column X:"; say it once.
             named = row.reply.startswith(f"column {row.column}:")
             where = f" column {row.column}:" if row.column and not named else ""
-            code = f" {row.code}" if row.code else ""
+            code = " ".join(("", str(row.code), row.enhanced)).rstrip() if row.code else ""
             lines.append(
                 f"  row {row.row_number} ({row.row_key}) {row.state}:{where}{code} {row.reply}".rstrip()
             )

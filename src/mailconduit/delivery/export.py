@@ -47,6 +47,7 @@ from mailconduit.journal.store import (
     CLAIMED,
     FAILED,
     FINAL_STATES,
+    SENT,
     SKIPPED,
     UNCERTAIN,
     Journal,
@@ -603,6 +604,7 @@ def execute(
         report = report_from_journal(run_id, journal=journal)
         report.elapsed = elapsed
         report.uncertain_resent = runner.counters.uncertain_resent
+        report.sent_before = sum(1 for state, _ in states.values() if state == SENT)
     else:
         from mailconduit.delivery.runner import report_for
 

@@ -68,6 +68,8 @@ class ExportReport:
     elapsed: float = 0.0
     message: str = ""
     uncertain_resent: int = 0
+    #: Rows an earlier attempt of this run had already sent (a resumed run skips them).
+    sent_before: int = 0
     dry_run_dir: str = ""
     kept_rows: list[RowState] = field(default_factory=list)
     row_source: Callable[[], Iterator[RowState]] | None = None
@@ -99,7 +101,9 @@ class ExportReport:
 
     @property
     def rate(self) -> float:
-        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+        """Messages per second sent by this attempt (rows resumed from before not counted)."""
+        sent_now = max(0, self.sent - self.sent_before)
+        return sent_now / self.elapsed if self.elapsed > 0 else 0.0
 
     def rows(self) -> Iterator[RowState]:
         """Every row's final state, in processing order."""
@@ -112,10 +116,12 @@ class ExportReport:
         # A dry run sends nothing: it says how many messages it wrote.
         shown = ("written", "skipped") if self.dry_run_dir else ("sent", "failed", "skipped")
         parts = [f"{self.counts.get(k, 0)} {k}" for k in shown if k in self.counts or k == shown[0]]
+        if self.sent_before:
+            parts[0] += f" ({self.sent_before} of them by an earlier attempt)"
         if self.uncertain:
             parts.append(f"{self.uncertain} uncertain")
         line = f"run {self.run_id}: {self.status}: " + ", ".join(parts)
-        if self.elapsed and self.sent:
+        if self.elapsed and self.sent > self.sent_before:
             line += f" in {self.elapsed:.1f} s ({self.rate:,.0f} msg/s)"
         if self.uncertain_resent:
             line += f"; {self.uncertain_resent} row(s) whose confirmation was lost were sent again with the same Message-ID"
@@ -133,6 +139,7 @@ class ExportReport:
             "elapsed_seconds": round(self.elapsed, 3),
             "message": self.message,
             "uncertain_resent": self.uncertain_resent,
+            "sent_before": self.sent_before,
         }
         if self.dry_run_dir:
             out["dry_run_dir"] = self.dry_run_dir
