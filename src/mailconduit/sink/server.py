@@ -96,8 +96,8 @@ class _SinkHandler:
                 envelope_recipients=envelope.rcpt_tos,
                 smtputf8=envelope.smtp_utf8,
             )
-        except Exception:
-            log.exception("the sink could not store a message")
+        except Exception as exc:  # the store logged the cause; the client may retry
+            log.warning("a message from <%s> was not stored: %s", envelope.mail_from or "", exc)
             return "451 4.3.0 the sink could not store the message; try again later"
         log.info(
             "stored message %d from <%s> to %s (%d bytes)",
