@@ -11,6 +11,7 @@ headers that keep a browser from being turned against the console.
 from __future__ import annotations
 
 import hmac
+import html
 import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from itsdangerous import BadSignature, TimestampSigner
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailconduit.home import home
@@ -65,6 +66,17 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+)
+
+
+#: What a browser shows when the gatekeeper refuses a page request (no template engine here).
+_REFUSAL_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    '<title>Refused · mailconduit</title><link rel="stylesheet" href="/static/style.css"></head>'
+    '<body><main id="main"><section class="card narrow"><h1>Refused</h1>'
+    '<p class="error" role="alert">{text}</p><p><a href="/">Go to the main menu</a></p>'
+    "</section></main></body></html>"
 )
 
 
@@ -249,7 +261,9 @@ class AccessMiddleware:
         if is_api_path(scope["path"]):
             response = JSONResponse({"detail": text}, status_code=status)
         else:
-            response = PlainTextResponse(text, status_code=status)
+            response = HTMLResponse(
+                _REFUSAL_PAGE.format(text=html.escape(text)), status_code=status
+            )
         await response(scope, receive, send)
 
     def _with_security_headers(self, scope: Scope, send: Send) -> Send:

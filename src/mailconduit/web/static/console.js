@@ -61,7 +61,7 @@
           var old = box.querySelector("#run-status");
           box.replaceChild(fresh, old);
           if (fresh.hasAttribute("data-final")) {
-            window.location.reload();
+            window.location.replace(window.location.pathname);
             return;
           }
           window.setTimeout(tick, 1000);
