@@ -9,7 +9,18 @@ import smtplib
 import ssl
 from collections.abc import Iterator, Sequence
 
+import pytest
+
 from mailconduit.sink import local_connection
+from mailconduit.testing.postfix import free_port
+
+
+@pytest.fixture
+def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A free port, configured as this home's sink port (never 1025 in tests)."""
+    port = free_port()
+    monkeypatch.setenv("MAILCONDUIT_SINK_PORT", str(port))
+    return port
 
 
 def tls_context() -> ssl.SSLContext:

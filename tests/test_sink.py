@@ -39,14 +39,6 @@ from sink_support import deliver, simple_message, sink_client, tls_context
 
 
 @pytest.fixture
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    """A free port, configured as this home's sink port (never 1025 in tests)."""
-    port = free_port()
-    monkeypatch.setenv("MAILCONDUIT_SINK_PORT", str(port))
-    return port
-
-
-@pytest.fixture
 def running(sink_port: int) -> Iterator[sink.SinkInfo]:
     with sink.ensure_running() as info:
         yield info

@@ -25,13 +25,6 @@ MAILCONDUIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mailcondu
 
 
 @pytest.fixture
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    port = free_port()
-    monkeypatch.setenv("MAILCONDUIT_SINK_PORT", str(port))
-    return port
-
-
-@pytest.fixture
 def three_messages(sink_port: int) -> Iterator[list[int]]:
     """Three delivered messages (ids oldest first), with the sink still running."""
     with sink.ensure_running() as info, sink_client(info.port) as client:
