@@ -767,7 +767,8 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
             continue
         values[key] = value
 
-    if "source" not in values or values["source"] in ("", None):
+    # ``is``/isinstance, not ``in (...)``: == on a DataFrame source has no truth value.
+    if values.get("source") is None or (isinstance(values["source"], str) and not values["source"]):
         err("source", "is required (a file, '-' for stdin, or a SQL query with database_url)")
 
     for key in ("attach", "table_formats"):
@@ -906,11 +907,13 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
 
 def export_spec_to_dict(spec: ExportSpec) -> dict[str, Any]:
     """A JSON-friendly copy (for the journal and interface files); iterable sources become a label."""
-    out = asdict(spec)
     if not isinstance(spec.source, str | bytes) and not hasattr(spec.source, "__fspath__"):
-        out["source"] = "<python iterable>"
+        label = "<python iterable>"
     else:
-        out["source"] = str(spec.source)
+        label = str(spec.source)
+    # The label replaces the source before asdict, which would deep-copy rows (a generator
+    # cannot be copied at all).
+    out = asdict(replace(spec, source=label))
     out["mode"] = spec.mode.value
     out["from"] = out.pop("from_")
     out["headers"] = [list(h) for h in spec.headers]

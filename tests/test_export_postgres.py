@@ -1,0 +1,95 @@
+"""The same export from PostgreSQL: a query on the local server (its own uniquely named table,
+dropped afterwards), through the Python API and the CLI, in row and group mode.
+"""
+
+from __future__ import annotations
+
+import decimal
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import mailconduit
+from export_support import by_recipient, sink_messages, use_free_sink_port
+
+pytestmark = pytest.mark.postgres
+
+PG_URL = os.environ.get("MAILCONDUIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+ACCOUNTS = [
+    (1, "Zoë Ärger", "zoe@example.com", decimal.Decimal("10.50"), "anna@example.com"),
+    (2, "Bob", "bob@example.com", decimal.Decimal("-3.00"), "ben@example.com"),
+    (3, "李伟", "li@example.com", None, "anna@example.com"),
+]
+
+
+@pytest.fixture(autouse=True)
+def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    return use_free_sink_port(monkeypatch)
+
+
+@pytest.fixture
+def table() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    name = "mc_export_" + secrets.token_hex(6)
+    try:
+        db = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:  # pragma: no cover - the machine runs PostgreSQL
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL}: {exc}")
+    with db:
+        db.execute(
+            f"CREATE TABLE {name} (id integer PRIMARY KEY, name text, email text, "
+            "balance numeric(10, 2), manager text)"
+        )
+        with db.cursor() as cur:
+            cur.executemany(f"INSERT INTO {name} VALUES (%s, %s, %s, %s, %s)", ACCOUNTS)
+    try:
+        yield name
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as db:
+            db.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_row_mode_from_a_postgresql_query(table: str) -> None:
+    report = mailconduit.export(
+        f"SELECT id, name, email, balance FROM {table} ORDER BY id",
+        database_url=PG_URL,
+        key="id",
+        to="{{ name }} <{{ email }}>",
+        subject="Balance of {{ name }}",
+        body="{{ balance }}",
+    )
+    assert (report.status, report.sent, report.failed) == ("finished", 3, 0)
+    assert [r.row_key for r in report.rows()] == ["1", "2", "3"]
+    got = by_recipient(sink_messages())
+    assert {a: (m.header("Subject"), m.text()) for a, m in got.items()} == {
+        "zoe@example.com": ("Balance of Zoë Ärger", "10.50\n"),
+        "bob@example.com": ("Balance of Bob", "-3.00\n"),
+        "li@example.com": ("Balance of 李伟", ""),
+    }
+
+
+def test_group_mode_from_postgresql_through_the_cli(cli: Any, table: str) -> None:
+    result = cli(
+        "export", "--query", f"SELECT * FROM {table} ORDER BY id", "--database-url", PG_URL,
+        "--mode", "group", "--by", "manager", "--to", "{{ group }}",
+        "--subject", "{{ count }} accounts", "--body", "{% for r in rows %}{{ r.email }}\n{% endfor %}",
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    got = by_recipient(sink_messages())
+    assert sorted(got) == ["anna@example.com", "ben@example.com"]
+    assert got["anna@example.com"].header("Subject") == "2 accounts"
+    assert got["anna@example.com"].text().startswith("zoe@example.com\nli@example.com\n")
+    assert got["ben@example.com"].text().startswith("bob@example.com\n")
+
+
+def test_a_bad_query_sends_nothing(cli: Any, table: str) -> None:
+    result = cli(
+        "export", "--query", f"SELECT nosuch FROM {table}", "--database-url", PG_URL,
+        "--to", "{{ email }}", "--subject", "s", "--body", "b",
+    )  # fmt: skip
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1 and "nosuch" in result.err
+    assert sink_messages() == []
