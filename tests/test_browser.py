@@ -11,13 +11,16 @@ import http.server
 import json
 import os
 import shutil
+import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -345,3 +348,34 @@ def test_pages_fit_a_phone_screen(tour: Tour, served: Served) -> None:
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} is {overflow}px wider than the screen"
         tour.snap(name)
+
+
+def test_captured_html_runs_no_script(tour: Tour, served: Served) -> None:
+    """An HTML message with scripts is shown rendered, in a sandbox where nothing runs."""
+    message = EmailMessage()
+    message["From"] = "news@example.com"
+    message["To"] = "reader@example.com"
+    message["Subject"] = "Newsletter with a script"
+    message.set_content("Plain version.\n")
+    message.add_alternative(
+        "<html><body><h1 id='headline'>Big news</h1>"
+        "<script>document.body.setAttribute('data-ran', '1'); top.document.title = 'pwned';</script>"
+        "<img src=x onerror=\"document.body.setAttribute('data-ran', '2')\"></body></html>",
+        subtype="html",
+    )
+    context = ssl.create_default_context(cafile=served.ca_file)
+    with smtplib.SMTP("127.0.0.1", served.sink_port, timeout=10) as smtp:
+        smtp.starttls(context=context)
+        smtp.login("mailconduit", served.sink_password)
+        smtp.send_message(message)
+
+    page = tour.page
+    page.goto(served.url + "/inbox?q=newsletter")
+    page.get_by_role("link", name="Newsletter with a script").click()
+    frame = page.frame_locator("iframe.mailframe")
+    assert frame.locator("#headline").inner_text() == "Big news"
+    page.wait_for_timeout(300)  # give a script every chance to run
+    assert frame.locator("body[data-ran]").count() == 0
+    assert page.title() != "pwned"
+    assert page.locator("iframe.mailframe").get_attribute("sandbox") == ""
+    tour.snap("23-inbox-html-sandboxed")
