@@ -15,9 +15,8 @@ from mailconduit.sink import local_connection
 from mailconduit.testing.postfix import free_port
 
 
-@pytest.fixture
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    """A free port, configured as this home's sink port (never 1025 in tests)."""
+def configure_sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A free port, set as this home's sink port for the test (never 1025 in tests)."""
     port = free_port()
     monkeypatch.setenv("MAILCONDUIT_SINK_PORT", str(port))
     return port

@@ -35,7 +35,12 @@ from mailconduit.home import sink_dir
 from mailconduit.sink.certs import ensure_certificates
 from mailconduit.sink.store import MailboxWriter
 from mailconduit.testing.postfix import free_port
-from sink_support import deliver, simple_message, sink_client, tls_context
+from sink_support import configure_sink_port, deliver, simple_message, sink_client, tls_context
+
+
+@pytest.fixture
+def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    return configure_sink_port(monkeypatch)
 
 
 @pytest.fixture

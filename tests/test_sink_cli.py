@@ -19,9 +19,14 @@ import pytest
 from mailconduit import sink
 from mailconduit.home import sink_dir
 from mailconduit.testing.postfix import free_port
-from sink_support import deliver, simple_message, sink_client
+from sink_support import configure_sink_port, deliver, simple_message, sink_client
 
 MAILCONDUIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mailconduit"
+
+
+@pytest.fixture
+def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    return configure_sink_port(monkeypatch)
 
 
 @pytest.fixture
