@@ -348,7 +348,8 @@ def _table_extras(p: Prepared, unit: Unit, *, inline: bool) -> tuple[dict[str, A
     group = unit.row.get(spec.by) if spec.mode is ExportMode.GROUP else None
     extras = table_context(columns, rows, group=group, max_rows=spec.table_row_cap or 500)
     if not inline:
-        extras["table_html"] = "<p>The data is attached.</p>"
+        # Plain text: the HTML body escapes it (a tag here would show as text).
+        extras["table_html"] = "The data is attached."
         extras["table_text"] = "The data is attached."
     attachments = []
     formats = [f for f in spec.table_formats if f != "html"]
@@ -448,8 +449,8 @@ def _fit(p: Prepared, unit: Unit, run_id: str, size_limit: int) -> list[tuple[st
         return [(unit.key, attached)]
     # split: as many parts as needed, each under the limit (bounded: at most one row per part)
     rows = unit.rows
-    parts = max(2, -(-built.size // size_limit) + 1)
-    while parts <= len(rows):
+    parts = min(len(rows), max(2, -(-built.size // size_limit) + 1))
+    while True:
         size = -(-len(rows) // parts)
         chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
         out = []
@@ -459,7 +460,9 @@ def _fit(p: Prepared, unit: Unit, run_id: str, size_limit: int) -> list[tuple[st
             out.append((key, _compose(p, sub, run_id)))
         if all(b.size <= size_limit for _, b in out):
             return out
-        parts *= 2
+        if parts >= len(rows):
+            break
+        parts = min(parts * 2, len(rows))  # the last try is one row per message
     raise RowError(
         f"the table does not fit the server's SIZE limit of {size_limit} bytes even one row per message",
         unit.key,
