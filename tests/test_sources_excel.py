@@ -132,7 +132,7 @@ def parquet(tmp_path: Path) -> Path:
     path = tmp_path / "orders.parquet"
     con = duckdb.connect()
     con.execute(
-        "COPY (SELECT range AS id, 'c' || (range % 3) AS customer, "  # noqa: S608
+        "COPY (SELECT range AS id, 'c' || (range % 3) AS customer, "
         "(range * 1.5)::DECIMAL(10, 2) AS amount, DATE '2024-01-01' + range::INT AS day "
         f"FROM range(2500)) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE 1000)"
     )

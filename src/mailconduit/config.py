@@ -44,7 +44,7 @@ PORT_SECURITY_HINTS: dict[int, str] = {
 }
 
 
-class Security(str, enum.Enum):
+class Security(enum.StrEnum):
     """How the transport is protected: implicit TLS, required STARTTLS, or nothing."""
 
     TLS = "tls"
@@ -52,14 +52,14 @@ class Security(str, enum.Enum):
     NONE = "none"
 
 
-class ImplementationType(str, enum.Enum):
+class ImplementationType(enum.StrEnum):
     """Where exports run: ``default`` on the agent itself, ``celery`` on a worker queue."""
 
     DEFAULT = "default"
     CELERY = "celery"
 
 
-class AuthMechanism(str, enum.Enum):
+class AuthMechanism(enum.StrEnum):
     """SASL mechanism; ``auto`` picks the strongest the server offers, ``none`` skips AUTH."""
 
     AUTO = "auto"
@@ -532,9 +532,9 @@ def validate_connection(data: Mapping[str, Any], *, origin: str = "store") -> Co
     for key in ("from_address", "reply_to"):
         if values.get(key) and not _looks_like_address(values[key]):
             err(key, f"{values[key]!r} is not an e-mail address")
-    if values.get("ehlo_hostname") and _valid_hostname(values["ehlo_hostname"]) is None:
-        if not re.fullmatch(r"\[[0-9a-fA-F.:]+\]", values["ehlo_hostname"]):
-            err("ehlo_hostname", f"{values['ehlo_hostname']!r} is not a host name")
+    ehlo = values.get("ehlo_hostname", "")
+    if ehlo and _valid_hostname(ehlo) is None and not re.fullmatch(r"\[[0-9a-fA-F.:]+\]", ehlo):
+        err("ehlo_hostname", f"{ehlo!r} is not a host name")
     if values.get("ca_file") and not values.get("verify_tls", True):
         err("ca_file", "a CA file makes no sense with TLS verification turned off")
 
@@ -608,7 +608,7 @@ def connection_to_dict(conn: Connection) -> dict[str, Any]:
 # --------------------------------------------------------------------------- exports
 
 
-class ExportMode(str, enum.Enum):
+class ExportMode(enum.StrEnum):
     """``row``: one e-mail per row; ``table``: the whole container in one; ``group``: one per value."""
 
     ROW = "row"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AddressError",
     "AuthenticationError",
     "ConfigError",
     "FieldError",
@@ -20,7 +21,6 @@ __all__ = [
     "ProbeError",
     "RecipientRefusedError",
     "RenderError",
-    "AddressError",
     "RowError",
     "RunAbortedError",
     "SMTPError",

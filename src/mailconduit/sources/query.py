@@ -296,7 +296,7 @@ class _Staging:
                 self._load_parquet()
             else:
                 self._load_records()
-            found = self.con.execute(f"SELECT max({_NUMBER}) FROM records").fetchone()  # noqa: S608
+            found = self.con.execute(f"SELECT max({_NUMBER}) FROM records").fetchone()
             self.last_number = int(found[0] or 0)
             self.con.execute("SET enable_external_access = false")
             self.con.execute("SET lock_configuration = true")
@@ -313,7 +313,7 @@ class _Staging:
         assert isinstance(self.inner, ParquetSource)
         try:
             self.con.execute(
-                f"CREATE TABLE records AS SELECT * EXCLUDE (file_row_number), "  # noqa: S608
+                f"CREATE TABLE records AS SELECT * EXCLUDE (file_row_number), "
                 f"file_row_number + 1 AS {_NUMBER} FROM read_parquet(?, file_row_number = true)",
                 [str(self.inner.path)],
             )
@@ -323,7 +323,7 @@ class _Staging:
             ) from None
         user = ", ".join(quote_identifier(c) for c in self.inner.columns)
         self.con.execute(
-            f"CREATE VIEW source AS SELECT {user}{', ' if user else ''}{_NUMBER} FROM records"  # noqa: S608
+            f"CREATE VIEW source AS SELECT {user}{', ' if user else ''}{_NUMBER} FROM records"
         )
 
     def _load_records(self) -> None:
@@ -363,7 +363,7 @@ class _Staging:
         select += [unnull.format(t) for t in texts]
         max_line = max(_DUCKDB_LINE_DEFAULT, 8 * longest + 4 * len(declared) + 64)
         self.con.execute(
-            f"CREATE TABLE records AS SELECT {', '.join(select)} FROM read_csv(?, "  # noqa: S608
+            f"CREATE TABLE records AS SELECT {', '.join(select)} FROM read_csv(?, "
             f"columns = {{{spec}}}, header = false, delim = ',', quote = '\"', escape = '\"', "
             "auto_detect = false, strict_mode = true, allow_quoted_nulls = false, "
             f"parallel = false, max_line_size = {max_line}, buffer_size = {2 * max_line})",
@@ -394,7 +394,7 @@ class _Staging:
                 test = misfit.format(v=value)
                 aggregates.append(f"count(*) FILTER (WHERE {value} <> '' AND ({test}))")
         counts = (
-            self.con.execute(f"SELECT {', '.join(aggregates)} FROM records").fetchone()  # noqa: S608
+            self.con.execute(f"SELECT {', '.join(aggregates)} FROM records").fetchone()
             if aggregates
             else ()
         )
@@ -420,7 +420,7 @@ class _Staging:
                 cast = f"TRY_CAST(NULLIF(trim({text}), '') AS {chosen[i]})"
                 select.append(f"{cast} AS {quote_identifier(name)}")
         hidden = [_NUMBER, _LINE] + ([] if self.text_only else [_PAYLOAD]) + texts
-        view = f"CREATE VIEW source AS SELECT {', '.join(select + hidden)} FROM records"  # noqa: S608
+        view = f"CREATE VIEW source AS SELECT {', '.join(select + hidden)} FROM records"
         self.con.execute(view)
 
     def rows_in_order(self, order: array[int]) -> Iterator[Record]:
@@ -441,7 +441,7 @@ class _Staging:
         spool_fd, spool_name = tempfile.mkstemp(prefix="order-", dir=self.directory)
         cursor = self.con.cursor()
         try:
-            cursor.execute(f"SELECT {', '.join(self.scan_columns)} FROM records")  # noqa: S608
+            cursor.execute(f"SELECT {', '.join(self.scan_columns)} FROM records")
             while batch := cursor.fetchmany(_BATCH):
                 for row in batch:
                     position = rank[row[0]]

@@ -135,7 +135,7 @@ class SqlSource(Source):
     def count(self) -> int:
         """``SELECT count(*)`` around the query; a scan when the database refuses that."""
         if self._count is None:
-            wrapped = f"SELECT count(*) FROM (\n{self._statement}\n) AS mailconduit_rows"  # noqa: S608
+            wrapped = f"SELECT count(*) FROM (\n{self._statement}\n) AS mailconduit_rows"
             try:
                 with self._result(wrapped) as result:
                     self._count = int(result.scalar_one())
