@@ -140,5 +140,5 @@ def test_error_for_maps_to_the_error_tree(reply: Reply, refused: bool, cls: type
         "mx.example",
     )
     assert reply.enhanced not in error.reply  # the text without the status prefix
-    clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    clone = pickle.loads(pickle.dumps(error))
     assert type(clone) is cls and str(clone) == str(error)
