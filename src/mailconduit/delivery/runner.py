@@ -83,6 +83,7 @@ class Job:
     first_try: float = 0.0
     uncertain_before: bool = False
     envelope: Envelope | None = None
+    refused: tuple[tuple[str, int, str], ...] = ()
 
     def make_envelope(self) -> Envelope:
         if self.envelope is None:
@@ -153,11 +154,12 @@ class Runner:
         self._source: MessageSource = asyncio.Queue(maxsize=max(2, self.concurrency * 2))
         self._feeder_done = False
         self._crash: BaseException | None = None
+        self._closing = False
         self._wakeup = asyncio.Event()
         self._open: set[int] = set()  # ids of jobs claimed and not finalised
         self.duplicate_outcomes = 0
         self._in_flight: dict[int, Job] = {}
-        self._retry_handles: set[asyncio.TimerHandle] = set()
+        self._retry_handles: dict[asyncio.TimerHandle, Job] = {}
         self._buffer: list[RowState] = []
         self._stop_reason: tuple[str, str] | None = None
         self._producer_done = False
@@ -169,15 +171,44 @@ class Runner:
         self._space.set()
         self._connect_failures = 0
         self._last_error = ""
+        self._failed_seen = 0
+        self._skipped_seen = 0
+        self._halted = asyncio.Event()
+        self._feeder_task: asyncio.Task[None] | None = None
+        self._feeder_waits_limiter = False
 
     # ---------------------------------------------------------------- control
 
     def stop(self, status: str, message: str) -> None:
-        """Stop taking new rows; first reason wins."""
+        """Stop taking new rows; first reason wins. In-flight transactions still finish."""
         if self._stop_reason is None:
             self._stop_reason = (status, message)
+        self._halted.set()
         self._wakeup.set()
         self._space.set()
+        # Queued jobs no session has taken yet are not sent; taking them back also frees
+        # a feeder blocked on the full queue (every session may be gone, e.g. after a 535).
+        self._take_back_queued()
+        feeder = self._feeder_task
+        if self._feeder_waits_limiter and feeder is not None and not feeder.done():
+            feeder.cancel()  # a rate-limit wait can last minutes; cancelling it costs no token
+
+    def _take_back_queued(self) -> None:
+        """Move jobs still in the sessions' queue back to the front of the ready line."""
+        taken: list[Job] = []
+        end_marker = False
+        while not self._source.empty():
+            item = self._source.get_nowait()
+            if item is None:
+                end_marker = True
+                continue
+            job = item.token
+            assert isinstance(job, Job)
+            self._in_flight.pop(id(job), None)
+            taken.append(job)
+        self._ready.extendleft(reversed(taken))
+        if end_marker:
+            self._source.put_nowait(None)
 
     @property
     def stopping(self) -> bool:
@@ -189,10 +220,31 @@ class Runner:
         if self.journal is None or not rows:
             return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.journal.write_rows, self.run_id, rows)
+        # Shielded: once handed to the journal thread, a batch is written even if the
+        # awaiting task is cancelled (Ctrl-C), so no outcome is lost on the way.
+        await asyncio.shield(
+            loop.run_in_executor(self._executor, self.journal.write_rows, self.run_id, rows)
+        )
 
     def _record(self, row: RowState) -> None:
         self._buffer.append(row)
+        if row.state == FAILED:
+            self._failed_seen += 1
+        elif row.state == SKIPPED:
+            self._skipped_seen += 1
+        else:
+            return
+        # Checked as each outcome is known, not at the next flush: a broken server must not
+        # get a whole pipeline's worth of rows more than --max-errors allows.
+        max_errors = self.spec.max_errors
+        if max_errors and self._failed_seen >= max_errors:
+            self.stop(
+                "paused",
+                f"{self._failed_seen} rows failed (--max-errors {max_errors}); "
+                "fix the cause and resume",
+            )
+        if self.spec.fail_fast:
+            self.stop("aborted", "stopped at the first failed row (--fail-fast)")
 
     async def _flush(self) -> None:
         rows, self._buffer = self._buffer, []
@@ -214,17 +266,11 @@ class Runner:
                 self.kept.append(r)
         self._rate_window.append((now, c.sent))
         self._emit("sending")
-        max_errors = self.spec.max_errors
-        if max_errors and c.failed >= max_errors:
-            self.stop(
-                "paused",
-                f"{c.failed} rows failed (--max-errors {max_errors}); fix the cause and resume",
-            )
-        if self.spec.fail_fast and (c.failed or c.skipped):
-            self.stop("aborted", "stopped at the first failed row (--fail-fast)")
 
     async def _flusher(self) -> None:
-        while True:
+        # Never cancelled mid-write: a cancelled executor job that has not started yet
+        # would silently drop the outcomes it carried (rows would stay "claimed").
+        while not self._closing:
             await asyncio.sleep(FLUSH_INTERVAL)
             await self._flush()
 
@@ -314,10 +360,16 @@ class Runner:
                 if count % 64 == 0:
                     await asyncio.sleep(0)
             await hand_over()
-            if claims:
+            if claims and not self.stopping:
                 writing, written = self._start_write(claims), ready
                 await hand_over()
         finally:
+            # A batch whose claim was being written when the run stopped is journaled as
+            # claimed: hand it over so the run's end records it as not sent (retry).
+            if writing is not None:
+                with contextlib.suppress(Exception):
+                    await writing
+                self._ready.extend(written)
             self._producer_done = True
             self._wakeup.set()
 
@@ -350,11 +402,21 @@ class Runner:
                     break
                 if self._ready:
                     if self.limiter is not None:
+                        self._feeder_waits_limiter = True
                         try:
                             await self.limiter.acquire()
                         except RunAbortedError as exc:
                             self.stop("paused", str(exc))
                             break
+                        except asyncio.CancelledError:
+                            if not self.stopping:
+                                raise
+                            task = asyncio.current_task()
+                            if task is not None:
+                                task.uncancel()
+                            break  # stop() cut the wait short
+                        finally:
+                            self._feeder_waits_limiter = False
                     if self.stopping or not self._ready:
                         continue
                     job = self._ready.popleft()
@@ -367,14 +429,9 @@ class Runner:
                 await self._wakeup.wait()
         finally:
             # Jobs still queued were never written to a server: they go back to pending.
-            while not self._source.empty():
-                item = self._source.get_nowait()
-                if item is not None:
-                    job = item.token
-                    assert isinstance(job, Job)
-                    self._in_flight.pop(id(job), None)
-                    self._ready.appendleft(job)
-            self._source.put_nowait(None)
+            self._take_back_queued()
+            if self._source.empty():
+                self._source.put_nowait(None)
 
     def _on_send(self, outcome: SendOutcome) -> None:
         job = outcome.token
@@ -411,7 +468,7 @@ class Runner:
                 if self._connect_failures >= MAX_CONNECT_FAILURES:
                     self.stop("interrupted", f"cannot open an SMTP session: {exc}")
                     return
-                await asyncio.sleep(min(30.0, 0.25 * 2 ** min(self._connect_failures, 7)))
+                await self._pause(min(30.0, 0.25 * 2 ** min(self._connect_failures, 7)))
                 continue
             except MailconduitError as exc:
                 self.stop("aborted", str(exc))
@@ -429,9 +486,14 @@ class Runner:
             if result.reason is StreamEnd.SERVER_CLOSING:
                 if self.limiter is not None:
                     self.limiter.throttle()
-                await asyncio.sleep(1.0)
+                await self._pause(1.0)
             elif result.reason is StreamEnd.CONNECTION_LOST:
-                await asyncio.sleep(0.2)
+                await self._pause(0.2)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before reconnecting, but no longer than until the run stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._halted.wait(), seconds)
 
     def _source_closed(self) -> bool:
         """True once the feeder has put the end marker (the queue then holds only None)."""
@@ -452,6 +514,8 @@ class Runner:
     def _state(
         self, job: Job, state: str, outcome: Outcome, *, recipients: list[str] | None = None
     ) -> RowState:
+        known = {r[0] for r in outcome.refused}
+        refused = tuple(r for r in job.refused if r[0] not in known) + outcome.refused
         return RowState(
             row_key=job.row_key,
             seq=job.seq,
@@ -463,11 +527,15 @@ class Runner:
             code=outcome.code,
             enhanced=outcome.enhanced,
             reply=outcome.text,
-            detail=outcome.refused,
+            detail=refused,
         )
 
     def _on_outcome(self, job: Job, outcome: Outcome) -> None:
         status = outcome.status
+        if outcome.refused:
+            # Refused in this transaction for good; a later one (452 deferrals) must not drop them.
+            known = {r[0] for r in outcome.refused}
+            job.refused = tuple(r for r in job.refused if r[0] not in known) + outcome.refused
         if status == "sent":
             if outcome.deferred:
                 # 452 for some recipients: the accepted ones got it; the rest go again alone.
@@ -485,6 +553,9 @@ class Runner:
             return
         if status == "uncertain":
             job.uncertain_before = True
+            if self.stopping:  # not resent in this run: the journal must say uncertain
+                self._finish(job, self._state(job, UNCERTAIN, outcome))
+                return
             self.counters.uncertain_resent += 1
         self._retry(job, outcome)
 
@@ -494,12 +565,14 @@ class Runner:
         if delay is None or self.stopping:
             if delay is None:
                 text = f"gave up after {job.attempts} attempt(s): {outcome.text}".strip()
+                # Recipients still deferred (452) when giving up are refused, and said so.
+                gave_up = tuple((r, outcome.code, outcome.text) for r in outcome.deferred)
                 final = Outcome(
-                    outcome.status, outcome.code, outcome.enhanced, text, outcome.refused
+                    outcome.status, outcome.code, outcome.enhanced, text, outcome.refused + gave_up
                 )
                 self._finish(job, self._state(job, FAILED, final))
             else:  # stopping: not final, resume sends it
-                self._finish(job, self._state(job, RETRY, outcome))
+                self._finish(job, self._state(job, self._pending_state(job), outcome))
             return
         self._in_flight.pop(id(job), None)
         if recipients is not None:
@@ -509,20 +582,26 @@ class Runner:
         loop = asyncio.get_running_loop()
 
         def again() -> None:
-            self._retry_handles.discard(handle)
+            self._retry_handles.pop(handle, None)
             self.counters.retrying -= 1
             job.attempts += 1
             self._ready.appendleft(job)
             self._wakeup.set()
 
         handle = loop.call_later(delay, again)
-        self._retry_handles.add(handle)
+        self._retry_handles[handle] = job
+
+    @staticmethod
+    def _pending_state(job: Job) -> str:
+        """How a row not finished when the run stops is journaled: uncertain once an attempt
+        may have delivered it (so --no-resend-uncertain holds it), else retry."""
+        return UNCERTAIN if job.uncertain_before else RETRY
 
     # ---------------------------------------------------------------- run
 
     async def run(self) -> RunResult:
         loop = asyncio.get_running_loop()
-        installed: list[int] = []
+        installed: list[signal.Signals] = []
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
@@ -536,14 +615,13 @@ class Runner:
         flusher = asyncio.create_task(self._flusher())
         producer = asyncio.create_task(self._produce())
         feeder = asyncio.create_task(self._feed())
+        self._feeder_task = feeder
         workers = [asyncio.create_task(self._session_worker(i)) for i in range(self.concurrency)]
         feeder.add_done_callback(lambda _t: setattr(self, "_feeder_done", True))
         try:
             await producer
             await feeder
-            _, pending = await asyncio.wait(
-                workers, timeout=DRAIN_SECONDS if self.stopping else None
-            )
+            pending = await self._drain(workers)
             if pending:
                 # Still waiting on the server after a stop: stop waiting; those rows are uncertain.
                 for w in pending:
@@ -558,12 +636,13 @@ class Runner:
                 t.cancel()
             await asyncio.gather(producer, feeder, *workers, return_exceptions=True)
         finally:
-            for h in list(self._retry_handles):
+            for h, job in list(self._retry_handles.items()):
                 h.cancel()
+                self._ready.append(job)
+            self._retry_handles.clear()
             self._settle_leftovers()
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            self._closing = True
+            await flusher
             await self._flush()
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -575,11 +654,32 @@ class Runner:
         self._emit("done", message)
         return RunResult(status, message)
 
+    async def _drain(self, workers: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
+        """Wait for the sessions to finish; after a stop, for at most DRAIN_SECONDS more.
+
+        Returns the sessions still busy then (their rows are uncertain).
+        """
+        pending: set[asyncio.Task[None]] = set(workers)
+        halted = asyncio.ensure_future(self._halted.wait())
+        try:
+            while pending and not self.stopping:
+                await asyncio.wait({*pending, halted}, return_when=asyncio.FIRST_COMPLETED)
+                pending = {w for w in pending if not w.done()}
+        finally:
+            halted.cancel()
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+        return pending
+
     def _settle_leftovers(self) -> None:
         """Rows never written to a server go back to pending; in-flight ones are uncertain."""
         for job in list(self._ready):
             self._record(
-                self._state(job, RETRY, Outcome("retry", text="not sent before the run stopped"))
+                self._state(
+                    job,
+                    self._pending_state(job),
+                    Outcome("retry", text="not sent before the run stopped"),
+                )
             )
         self._ready.clear()
         for handle_job in list(self._in_flight.values()):

@@ -1,0 +1,200 @@
+"""Helpers shared by the delivery tests: a fault server that timestamps what it hears and
+counts simultaneous sessions, a named connection to it, rows, journal reads, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import email
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from email import policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailconduit import api
+from mailconduit.delivery.report import ExportReport
+from mailconduit.journal import Journal, RowState
+from mailconduit.testing import FaultServer, ReceivedMessage
+
+#: Retries that keep a test fast: three attempts, a few milliseconds apart.
+FAST_RETRY: Mapping[str, float] = {"max_attempts": 3, "initial_delay": 0.01, "max_delay": 0.02}
+#: The connection name the tests export through (MAILCONDUIT_CONN_FAULT).
+CONNECTION = "fault"
+FINAL = frozenset({"sent", "failed", "skipped"})
+MAILCONDUIT = str(Path(sys.executable).with_name("mailconduit"))
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """One command the server received: when (monotonic), which, and the line itself.
+
+    ``line`` is only trustworthy while a single session is open (concurrency 1).
+    """
+
+    at: float
+    command: str
+    line: str
+
+
+class TimedFaultServer(FaultServer):
+    """The fault server, also noting when each command arrived and how many sessions
+    were open at once (the peak)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.heard: list[Heard] = []
+        self.open_sessions: set[object] = set()
+        self.peak_sessions = 0
+
+    def next_fault(self, command: str) -> Any:
+        line = ""
+        if self.sessions and self.sessions[-1].commands:
+            line = self.sessions[-1].commands[-1]
+        self.heard.append(Heard(time.monotonic(), command, line))
+        return super().next_fault(command)
+
+    def new_session(self, protocol: Any, peer: Any) -> Any:
+        self.open_sessions.add(protocol)
+        self.peak_sessions = max(self.peak_sessions, len(self.open_sessions))
+        return super().new_session(protocol, peer)
+
+    def forget(self, protocol: Any) -> None:
+        self.open_sessions.discard(protocol)
+        super().forget(protocol)
+
+    def times(self, command: str) -> list[float]:
+        return [h.at for h in self.heard if h.command == command]
+
+    def count(self, command: str) -> int:
+        return int(self.occurrences[command])
+
+
+def connection_url(port: int, **query: object) -> str:
+    """An smtp:// URL for 127.0.0.1:port with a sender and any extra connection fields."""
+    params = {"from_address": "sender@example.com", **query}
+    user = params.pop("userinfo", "")
+    text = "&".join(f"{k}={v}" for k, v in params.items())
+    at = f"{user}@" if user else ""
+    return f"smtp://{at}127.0.0.1:{port}?{text}"
+
+
+def use_server(monkeypatch: pytest.MonkeyPatch, port: int, **query: object) -> None:
+    """Make connection ``fault`` point at 127.0.0.1:port (through the environment)."""
+    monkeypatch.setenv(f"MAILCONDUIT_CONN_{CONNECTION.upper()}", connection_url(port, **query))
+
+
+def people(count: int, *, start: int = 0) -> list[dict[str, Any]]:
+    """Rows ``id``, ``email`` (user<id>@example.com), ``name``."""
+    return [
+        {"id": i, "email": f"user{i}@example.com", "name": f"Person {i}"}
+        for i in range(start, start + count)
+    ]
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+MESSAGE: Mapping[str, str] = {
+    "to": "{{ email }}",
+    "subject": "Hello {{ name }}",
+    "body": "Dear {{ name }},\nrow {{ id }}.\n",
+    "key": "id",
+}
+
+
+def send(source: Any, **options: Any) -> ExportReport:
+    """Export ``source`` through connection ``fault`` with fast retries (options override)."""
+    settings: dict[str, Any] = {
+        "connection": CONNECTION,
+        **MESSAGE,
+        "retry": dict(FAST_RETRY),
+        "concurrency": 1,
+        **options,
+    }
+    return api.export(source, **settings)
+
+
+def journal_rows(run_id: str) -> dict[str, RowState]:
+    """row key → the row's journal entry."""
+    return {row.row_key: row for row in Journal().rows(run_id)}
+
+
+def message_id(data: bytes) -> str:
+    return str(email.message_from_bytes(data, policy=policy.SMTP)["Message-ID"])
+
+
+def deliveries(messages: Iterable[ReceivedMessage]) -> dict[str, list[str]]:
+    """recipient → the Message-IDs of every copy the server accepted for it, in order."""
+    out: dict[str, list[str]] = {}
+    for m in messages:
+        for rcpt in m.rcpt_tos:
+            out.setdefault(rcpt, []).append(message_id(m.data))
+    return out
+
+
+def assert_final(rows: Mapping[str, RowState], keys: Iterable[object]) -> None:
+    """Every key has exactly one journal entry, in a final state."""
+    wanted = sorted(str(k) for k in keys)
+    assert sorted(rows) == wanted
+    assert {k: r.state for k, r in rows.items() if r.state not in FINAL} == {}
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``mailconduit`` subprocess: this test's home and connections."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cli(*args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``mailconduit`` console script to completion."""
+    return subprocess.run(
+        [MAILCONDUIT, *args],
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def export_args(source: Path, run_id: str, *extra: str) -> list[str]:
+    """``mailconduit export`` arguments for the standard message through ``fault``."""
+    return [
+        "export",
+        str(source),
+        "--connection",
+        CONNECTION,
+        "--to",
+        MESSAGE["to"],
+        "--subject",
+        MESSAGE["subject"],
+        "--body",
+        MESSAGE["body"],
+        "--key",
+        MESSAGE["key"],
+        "--run-id",
+        run_id,
+        *extra,
+    ]
+
+
+def wait_until(predicate: Any, *, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 10 ms; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
