@@ -176,8 +176,17 @@ def _verdict(ok: bool | None) -> str:
     return "–" if ok is None else ("met" if ok else "**missed**")
 
 
+def _cpu(summary: dict[str, dict[str, Any]], key: str) -> float | None:
+    value = summary.get(key, {}).get("cpu_ms_per_k")
+    return float(value) if value else None
+
+
 def loopback_targets(summary: dict[str, dict[str, Any]], keys: list[str]) -> list[str]:
-    """(a) ≥ 10x mailmerge and ≥ 25 % of smtp-source -s16; (d) journal < 20 %."""
+    """(a) ≥ 10x mailmerge and ≥ 25 % of smtp-source -s16; (d) journal < 20 %.
+
+    The verdict uses wall-clock rates, as the target says; the ratio of client CPU time
+    per message is shown beside it because it moves much less when the machine is busy.
+    """
     out = []
     mm, src = _median(summary, ANCHOR_PY), _median(summary, ANCHOR_C)
     for key in (k for k in keys if k.startswith("mailconduit") and "nojournal" not in k):
@@ -186,15 +195,21 @@ def loopback_targets(summary: dict[str, dict[str, Any]], keys: list[str]) -> lis
             continue
         vs_mm = rate / mm if mm else None
         vs_src = rate / src if src else None
+        cpu_mm, cpu_src, cpu = _cpu(summary, ANCHOR_PY), _cpu(summary, ANCHOR_C), _cpu(
+            summary, key)
+        by_cpu = (f" (by client CPU per message: {fmt(cpu_mm / cpu, 1)}x mailmerge, "
+                  f"{fmt(cpu_src / cpu, 3)}x smtp-source)" if cpu and cpu_mm and cpu_src
+                  else "")
         ok = None if vs_mm is None or vs_src is None else vs_mm >= 10 and vs_src >= 0.25
         out.append(f"| (a) loopback | {summary[key]['label']} | {fmt(rate)} msg/s = "
-                   f"{fmt(vs_mm, 1)}x mailmerge, {fmt(vs_src, 3)}x smtp-source -s16 "
+                   f"{fmt(vs_mm, 1)}x mailmerge, {fmt(vs_src, 3)}x smtp-source -s16{by_cpu} "
                    f"| ≥ 10x and ≥ 0.25x | {_verdict(ok)} |")
     out += journal_targets(summary, keys)
     return out
 
 
 def journal_targets(summary: dict[str, dict[str, Any]], keys: list[str]) -> list[str]:
+    """(d) median wall with the journal / without it, minus one; CPU shown beside it."""
     out = []
     for key in keys:
         if not key.startswith("mailconduit_nojournal"):
@@ -205,9 +220,12 @@ def journal_targets(summary: dict[str, dict[str, Any]], keys: list[str]) -> list
         if not wall_on or not wall_off:
             continue
         cost = wall_on / wall_off - 1
+        cpu_on, cpu_off = _cpu(summary, with_journal), _cpu(summary, key)
+        by_cpu = (f" (client CPU per message {100 * (cpu_on / cpu_off - 1):+.1f} %)"
+                  if cpu_on and cpu_off else "")
         out.append(f"| (d) journal cost | {summary[with_journal]['label']} vs --no-journal | "
-                   f"median wall {wall_on:.2f} s vs {wall_off:.2f} s: {100 * cost:+.1f} % "
-                   f"| < 20 % | {_verdict(cost < 0.20)} |")
+                   f"median wall {wall_on:.2f} s vs {wall_off:.2f} s: {100 * cost:+.1f} %"
+                   f"{by_cpu} | < 20 % | {_verdict(cost < 0.20)} |")
     return out
 
 
