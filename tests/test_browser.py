@@ -123,7 +123,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
+def chromium(request: pytest.FixtureRequest) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     if SCREENSHOTS.exists():
@@ -135,7 +135,9 @@ def chromium() -> Iterator[object]:
             yield browser
         finally:
             browser.close()
-    print(f"\nscreenshots: {SCREENSHOTS}")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\nscreenshots of every page visited: {SCREENSHOTS}")
 
 
 class Tour:
@@ -278,8 +280,9 @@ def test_export_flow_to_the_local_inbox(tour: Tour, tmp_path: Path) -> None:
     tour.snap("15-run-progress")
     page.wait_for_selector("#run-status[data-final]", timeout=30_000)
     page.wait_for_selector("#rows", timeout=TIMEOUT_MS)  # the page reloads with per-row results
-    assert page.locator("#run-state").inner_text() == "finished"
-    assert page.locator("#count-sent").inner_text() == "3"
+    status = page.locator("#run-status").inner_text()
+    assert page.locator("#run-state").inner_text() == "finished", status
+    assert page.locator("#count-sent").inner_text() == "3", status
     tour.snap("16-run-finished")
 
     page.get_by_role("link", name="Local inbox", exact=True).first.click()

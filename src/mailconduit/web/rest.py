@@ -6,7 +6,7 @@ Input goes to the same validators as the CLI, so a wrong field gets the same sen
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, File, Path, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -14,13 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailconduit import api, sink
 from mailconduit.config import NAME_RE, AuthMechanism, Connection, ImplementationType, Security
-from mailconduit.connections.store import TestStatus
 from mailconduit.web.app import Console, console
 from mailconduit.web.exports import SERVER_ONLY_FIELDS, WEB_EXPORT_FIELDS, spec_from_web
 from mailconduit.web.forms import FIELDS
 from mailconduit.web.inbox_pages import attachment_response, html_part_response
 from mailconduit.web.security import CsrfRoute
 from mailconduit.web.uploads import save_upload
+
+if TYPE_CHECKING:
+    from mailconduit.connections.store import TestStatus
 
 __all__ = ["ConnectionOut", "MessageOut", "RunOut", "router"]
 
