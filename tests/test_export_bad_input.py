@@ -9,11 +9,14 @@ or an SMTP command, and dot lines in a body arrive as the builder documents.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from export_support import (
     assert_wire_safe,
@@ -373,3 +376,85 @@ def test_dot_lines_arrive_intact_through_postfix(
     # and ends it with an empty line of its own
     body = dumped.split(b"\n\n", 1)[1]
     assert body == (DOT_LINES.replace("\r\n", "\n") + "\n\n").encode()
+
+
+# --------------------------------------------------------------------------- more inputs
+
+
+def test_a_bom_and_quoted_newlines_are_data_not_errors(
+    tmp_path: Path, server: FaultServer, target: str
+) -> None:
+    data = tmp_path / "bom.csv"
+    data.write_bytes(
+        "\ufeffemail,note\r\n"
+        'ann@example.com,"two\r\nlines, and a comma"\r\n'
+        'bob@example.com,"say ""hi"""\r\n'.encode()
+    )
+    report = api.export(
+        str(data), connection=target, to="{{ email }}", subject="s", body="{{ note }}"
+    )
+    assert report.sent == 2
+    got = by_recipient(server_messages(server))
+    assert got["ann@example.com"].text() == "two\nlines, and a comma\n"
+    assert got["bob@example.com"].text() == 'say "hi"\n'
+
+
+def test_stdin_is_a_source(cli: Any, server: FaultServer, target: str) -> None:
+    result = cli(
+        "export", "-", "-c", target, "--to", "{{ email }}", "--subject", "from stdin",
+        "--body", "{{ n }}", stdin="email,n\nann@example.com,1\nbob@example.com,2\n",
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    got = by_recipient(server_messages(server))
+    assert {a: m.text() for a, m in got.items()} == {
+        "ann@example.com": "1\n",
+        "bob@example.com": "2\n",
+    }
+
+
+_ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
+_SHORT_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=10)
+
+
+def test_any_row_values_parse_back_with_no_header_injected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever a row holds, the message either parses back to exactly those values or the
+    row is skipped; it never carries a header or a recipient that was not asked for."""
+    with FaultServer() as server:
+        name = connect_to(monkeypatch, server.port)
+
+        @settings(max_examples=40, deadline=None)
+        # Display names stay short enough for one encoded-word: Python's address parser puts
+        # a space between two adjacent encoded-words of a phrase (RFC 2047 says to drop it),
+        # even in what its own generator writes, so a longer name would not compare equal.
+        @given(display=_SHORT_TEXT, subject=_ANY_TEXT, tag=_ANY_TEXT, body=st.text(max_size=200))
+        def check(display: str, subject: str, tag: str, body: str) -> None:
+            before = len(server.messages)
+            row = {"email": "someone@example.com", "display": display, "subject": subject,
+                   "tag": tag, "body": body}  # fmt: skip
+            report = api.export(
+                [row], connection=name, to='"{{ display }}" <{{ email }}>',
+                subject="{{ subject }}", body="{{ body }}", headers=["X-Tag: {{ tag }}"],
+                journal=False,
+            )  # fmt: skip
+            if report.sent == 0:
+                assert report.skipped == 1 and len(server.messages) == before
+                return
+            message = server_messages(server)[-1]
+            assert message.recipients == ("someone@example.com",)
+            assert_wire_safe(message.raw)
+            assert header_names(message.raw) == [
+                "Date", "From", "To", "Subject", "Message-ID", "MIME-Version", "X-Tag",
+                "Content-Type", "Content-Transfer-Encoding",
+            ]  # fmt: skip
+            assert message.header("Subject") == subject
+            assert message.header("X-Tag") == tag
+            to = message.message["To"].addresses[0]
+            assert to.addr_spec == "someone@example.com"
+            # a display name is a phrase: runs of white space read as one space, and inside
+            # the template's quotes a backslash escapes the next character (RFC 5322)
+            unescaped = re.sub(r"\\(.)", r"\1", display, flags=re.DOTALL)
+            assert to.display_name == " ".join(unescaped.split())
+
+        check()

@@ -346,3 +346,51 @@ def test_date_and_mime_version_and_long_lines(tmp_path: Path) -> None:
     assert message.header("Subject") == " ".join(["wörd"] * 600)
     assert message.header("X-Long") == " ".join(["wörd"] * 600)
     assert message.text() == f"{long_word}\n{' '.join(['wörd'] * 600)}\n"
+
+
+# --------------------------------------------------------------------------- a second server
+
+
+def _postfix_message(dumped: bytes) -> bytes:
+    """The message smtp-sink dumped: its own X-* and Received lines dropped, CRLF restored."""
+    lines = dumped.split(b"\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith(b"Date: "))
+    text = b"\n".join(lines[start:])
+    assert text.endswith(b"\n\n")  # smtp-sink adds an empty line after the message
+    return text[:-1].replace(b"\n", b"\r\n")
+
+
+def _without_date(raw: bytes) -> bytes:
+    return b"\r\n".join(line for line in raw.split(b"\r\n") if not line.startswith(b"Date: "))
+
+
+@pytest.mark.postfix
+@pytest.mark.parametrize(
+    "mode",
+    [
+        {"to": '"{{ name }}" <{{ email }}>', "subject": "Hi {{ name }}", "body": "<p>{{ name }}</p>\n.\n"},
+        {"mode": "table", "to": "board@example.com", "subject": "All", "body": "<p>All:</p>",
+         "table_formats": "html,csv"},
+        {"mode": "group", "by": "manager", "to": "{{ group }}", "subject": "{{ group }}",
+         "body": "{{ table_html }}", "table_formats": "html,xlsx,json"},
+    ],
+    ids=["row", "table", "group"],
+)  # fmt: skip
+def test_postfix_receives_the_same_bytes_as_aiosmtpd(
+    monkeypatch: pytest.MonkeyPatch, customers: Path, mode: dict[str, str]
+) -> None:
+    from mailconduit.testing import SmtpSink
+
+    options = {"run_id": "same-run", "journal": False, **mode}
+    with FaultServer() as server:
+        name = connect_to(monkeypatch, server.port, name="aiosmtpd", use_html_body="true")
+        first = api.export(str(customers), connection=name, **options)
+    with SmtpSink(dump=True) as postfix:
+        name = connect_to(monkeypatch, postfix.port, name="postfix", use_html_body="true")
+        second = api.export(str(customers), connection=name, **options)
+    assert first.sent == second.sent == len(server.messages) > 0
+    from_postfix = [_postfix_message(d) for d in postfix.dumped()]
+    assert postfix.counters()["messages"] == len(from_postfix) == first.sent
+    assert sorted(map(_without_date, from_postfix)) == sorted(
+        _without_date(m.raw) for m in server_messages(server)
+    )
