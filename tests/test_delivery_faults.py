@@ -222,6 +222,21 @@ def test_recipients_still_deferred_when_retries_run_out_are_reported(
     assert ("b@example.com", 452, "try b later") in row.detail
 
 
+def test_when_no_recipient_is_accepted_only_the_deferred_ones_are_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows_in = [{"id": 0, "email": "a@example.com, b@example.com", "name": "Pair"}]
+    faults = {("RCPT", 1): "550 5.1.1 a is gone", ("RCPT", 2): "452 4.5.3 b later"}
+    with TimedFaultServer(faults=faults) as server:
+        use_server(monkeypatch, server.port)
+        report = send(rows_in)
+    row = journal_rows(report.run_id)["0"]
+    assert [m.rcpt_tos for m in server.messages] == [("b@example.com",)]
+    assert server.count("RCPT") == 3  # a, b, then b alone
+    assert (row.state, row.attempts) == ("sent", 2)
+    assert row.detail == (("a@example.com", 550, "a is gone"),)
+
+
 def test_partial_refusal_is_recorded_per_recipient(monkeypatch: pytest.MonkeyPatch) -> None:
     rows_in = [{"id": 7, "email": "a@example.com; b@example.com; c@example.com", "name": "X"}]
     faults = {("RCPT", 1): "550 5.1.1 a is gone", ("RCPT", 3): "553 5.1.3 bad c"}

@@ -84,6 +84,8 @@ class Job:
     uncertain_before: bool = False
     envelope: Envelope | None = None
     refused: tuple[tuple[str, int, str], ...] = ()
+    narrowed: bool = False  # later transactions carry only the recipients still deferred
+    counted_uncertain: bool = False  # already counted in ``uncertain_resent``
 
     def make_envelope(self) -> Envelope:
         if self.envelope is None:
@@ -335,6 +337,7 @@ class Runner:
                 job = item
                 if job.uncertain_before:
                     self.counters.uncertain_resent += 1
+                    job.counted_uncertain = True
                 job.attempts += 1
                 job.first_try = time.monotonic()
                 claims.append(self._claim_state(job))
@@ -556,7 +559,10 @@ class Runner:
             if self.stopping:  # not resent in this run: the journal must say uncertain
                 self._finish(job, self._state(job, UNCERTAIN, outcome))
                 return
-            self.counters.uncertain_resent += 1
+        if outcome.refused and outcome.deferred:
+            # Some refused for good, the rest deferred: only the deferred ones go again.
+            self._retry(job, outcome, recipients=list(outcome.deferred))
+            return
         self._retry(job, outcome)
 
     def _retry(self, job: Job, outcome: Outcome, *, recipients: list[str] | None = None) -> None:
@@ -565,18 +571,32 @@ class Runner:
         if delay is None or self.stopping:
             if delay is None:
                 text = f"gave up after {job.attempts} attempt(s): {outcome.text}".strip()
-                # Recipients still deferred (452) when giving up are refused, and said so.
-                gave_up = tuple((r, outcome.code, outcome.text) for r in outcome.deferred)
+                # When other recipients already had their answer, the ones still deferred
+                # are listed too: the row's detail then accounts for every recipient.
+                answered = {r[0] for r in outcome.refused}
+                left = [
+                    r
+                    for r in (recipients if recipients is not None else job.recipients)
+                    if r not in answered
+                ]
+                partial = recipients is not None or job.narrowed
+                gave_up = tuple((r, outcome.code, outcome.text) for r in left) if partial else ()
                 final = Outcome(
                     outcome.status, outcome.code, outcome.enhanced, text, outcome.refused + gave_up
                 )
-                self._finish(job, self._state(job, FAILED, final))
+                # A row one of whose attempts may have been delivered is not "failed": it
+                # stays uncertain (resume resends it with the same Message-ID, or holds it).
+                self._finish(job, self._state(job, self._pending_state(job, FAILED), final))
             else:  # stopping: not final, resume sends it
-                self._finish(job, self._state(job, self._pending_state(job), outcome))
+                self._finish(job, self._state(job, self._pending_state(job, RETRY), outcome))
             return
+        if job.uncertain_before and not job.counted_uncertain:
+            job.counted_uncertain = True
+            self.counters.uncertain_resent += 1
         self._in_flight.pop(id(job), None)
         if recipients is not None:
             job.recipients = recipients
+            job.narrowed = True
         job.envelope = None
         self.counters.retrying += 1
         loop = asyncio.get_running_loop()
@@ -592,10 +612,10 @@ class Runner:
         self._retry_handles[handle] = job
 
     @staticmethod
-    def _pending_state(job: Job) -> str:
-        """How a row not finished when the run stops is journaled: uncertain once an attempt
-        may have delivered it (so --no-resend-uncertain holds it), else retry."""
-        return UNCERTAIN if job.uncertain_before else RETRY
+    def _pending_state(job: Job, otherwise: str) -> str:
+        """How a row given up or left over is journaled: uncertain once an attempt may have
+        delivered it (so --no-resend-uncertain holds it), else ``otherwise``."""
+        return UNCERTAIN if job.uncertain_before else otherwise
 
     # ---------------------------------------------------------------- run
 
@@ -677,7 +697,7 @@ class Runner:
             self._record(
                 self._state(
                     job,
-                    self._pending_state(job),
+                    self._pending_state(job, RETRY),
                     Outcome("retry", text="not sent before the run stopped"),
                 )
             )
