@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -299,4 +298,3 @@ def register(app: typer.Typer) -> None:
     """Add ``export`` and ``run`` to the top-level app."""
     app.command("export", no_args_is_help=True)(export)
     app.command("run", no_args_is_help=True)(run)
-    _ = sys

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -38,10 +36,8 @@ from mailconduit.errors import (
     AddressError,
     ConfigError,
     FieldError,
-    MailconduitError,
     RenderError,
     RowError,
-    SourceError,
 )
 from mailconduit.journal.store import (
     CLAIMED,
@@ -322,7 +318,6 @@ def _units(p: Prepared) -> Iterator[Unit | RowState]:
             rows=members,
             to_override=_column_addresses(spec.to_column, members),
         )
-        _ = value
 
 
 def _column_addresses(column: str, rows: Sequence[dict[str, Any]]) -> str:
@@ -533,9 +528,6 @@ def execute(
     resuming = False
     if journal is not None and journal.run_exists(run_id):
         resuming = True
-        info = journal.get_run(run_id)
-        if info.status == "running" and not resume_of:
-            pass
         states = journal.states(run_id)
     prepared = prepare(spec, conn, sending=True)
     try:
@@ -630,8 +622,7 @@ def resume(
 ) -> ExportReport:
     """Resume ``run_id`` from its journal: confirmed rows are never sent again."""
     journal = Journal()
-    info = journal.get_run(run_id)
-    spec = spec_of_run(run_id, journal=journal)
+    spec = spec_of_run(run_id, journal=journal)  # NotFoundError for an unknown run
     changes: dict[str, Any] = {"run_id": run_id, "dry_run": ""}
     if source is not None:
         changes["source"] = source
@@ -643,7 +634,6 @@ def resume(
     if resend_uncertain is not None:
         changes["resend_uncertain"] = resend_uncertain
     spec = dataclasses.replace(spec, **changes)
-    _ = info
     return execute(
         spec, conn, progress=progress, handle_signals=handle_signals,
         allow_address=allow_address, resume_of=run_id, retry_failed=retry_failed,
@@ -802,6 +792,3 @@ def preview(spec: ExportSpec, conn: Connection, *, limit: int = 3) -> list[Previ
     finally:
         prepared.close()
     return out
-
-
-_ = (datetime, UTC, os, MailconduitError, SourceError)
