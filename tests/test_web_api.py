@@ -443,6 +443,14 @@ def test_odd_paths_are_client_errors(browser: SignedIn) -> None:
         assert 400 <= response.status_code < 500, path
 
 
+def test_trailing_slash(browser: SignedIn) -> None:
+    moved = browser.http.get("/connections/")
+    assert moved.status_code == 308 and moved.headers["location"] == "/connections"
+    sneaky = browser.http.get("/%2Fevil.example/")
+    assert sneaky.status_code == 308 and sneaky.headers["location"] == "/"
+    assert browser.http.get("/api/connections/").status_code == 404
+
+
 def test_connection_out_schema_matches_the_model() -> None:
     conn = validate_connection(VALID)
     assert set(ConnectionOut.model_fields) == set(conn.public_dict()) | {"last_test"}

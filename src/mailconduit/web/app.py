@@ -128,6 +128,7 @@ def create_app(
         ),
         docs_url=None,
         redoc_url=None,
+        redirect_slashes=False,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
     )

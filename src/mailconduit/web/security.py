@@ -193,6 +193,12 @@ class AccessMiddleware:
             return
         receive = _capped(receive, limit)
 
+        if not api and method in SAFE_METHODS and len(path) > 1 and path.endswith("/"):
+            # /connections/ -> /connections (pages only; the API answers 404, as documented).
+            target = safe_next(path.rstrip("/") or "/")
+            await RedirectResponse(target, status_code=308)(scope, receive, send)
+            return
+
         state = scope.setdefault("state", {})
         state["user"] = None
         state["auth"] = None
