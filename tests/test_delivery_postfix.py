@@ -94,7 +94,7 @@ def test_abort_after_data_fails_the_row(monkeypatch: pytest.MonkeyPatch) -> None
     # the 550 fails a row at once; a row pipelined behind it saw only the disconnect
     assert any(r.code == 550 and r.reply.endswith("This violates SMTP") for r in rows.values())
     for row in rows.values():
-        assert row.code == 550 or row.reply.endswith("the server closed the connection"), seen
+        assert row.code == 550 or "the server closed the connection" in row.reply, seen
     assert sink.counters()["messages"] == 0
 
 
@@ -109,7 +109,8 @@ def test_disconnect_before_the_final_dot_is_retried_then_fails(
     assert_final(rows, range(2))
     for row in rows.values():
         assert (row.state, row.attempts, row.code) == ("failed", 2, 0)
-        assert row.reply == "gave up after 2 attempt(s): the server closed the connection"
+        # (a reset may add the socket's own words: "...: [Errno 104] Connection reset by peer")
+        assert row.reply.startswith("gave up after 2 attempt(s): the server closed the connection")
     assert report.uncertain_resent == 0
     assert sink.counters()["messages"] == 0
 

@@ -178,6 +178,9 @@ class Runner:
         self._halted = asyncio.Event()
         self._feeder_task: asyncio.Task[None] | None = None
         self._feeder_waits_limiter = False
+        # The first session logs in alone: bad credentials then cost one refused AUTH,
+        # not one per session (providers lock accounts after a few).
+        self._first_login = asyncio.Event()
 
     # ---------------------------------------------------------------- control
 
@@ -448,11 +451,16 @@ class Runner:
 
     async def _session_worker(self, index: int) -> None:
         try:
+            if index > 0 and not await self._until(self._first_login):
+                return
             await self._session_loop()
         except Exception as exc:
             self._crash = exc
             self.stop("failed", f"internal error in a session: {exc!r}")
             raise
+        finally:
+            if index == 0:
+                self._first_login.set()  # e.g. nothing to send: never keep the others waiting
 
     async def _session_loop(self) -> None:
         while not self.stopping:
@@ -466,6 +474,7 @@ class Runner:
                 )
                 return
             except (SMTPError, OSError) as exc:
+                self._first_login.set()  # not a credentials problem: the others may try
                 self._connect_failures += 1
                 self._last_error = str(exc)
                 if self._connect_failures >= MAX_CONNECT_FAILURES:
@@ -477,6 +486,7 @@ class Runner:
                 self.stop("aborted", str(exc))
                 return
             self._connect_failures = 0
+            self._first_login.set()
             try:
                 result = await session.stream(self._source, self._on_send)
             finally:
@@ -497,6 +507,20 @@ class Runner:
         """Sleep before reconnecting, but no longer than until the run stops."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._halted.wait(), seconds)
+
+    async def _until(self, event: asyncio.Event) -> bool:
+        """Wait for ``event``; False if the run stopped first."""
+        if not event.is_set():
+            waiters = {
+                asyncio.ensure_future(event.wait()),
+                asyncio.ensure_future(self._halted.wait()),
+            }
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        return event.is_set() and not self.stopping
 
     def _source_closed(self) -> bool:
         """True once the feeder has put the end marker (the queue then holds only None)."""
