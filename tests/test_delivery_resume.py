@@ -235,24 +235,27 @@ def test_no_resend_uncertain_holds_rows_on_resume_until_asked(
     monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], cli: Any
 ) -> None:
     source = csv_of(4)
-    with TimedFaultServer(faults={("DOT", 2): "drop"}) as server:
+    # the last row's "." gets no reply (nothing is pipelined behind it), and with one
+    # attempt allowed the run ends with it uncertain
+    with TimedFaultServer(faults={("DOT", 4): "drop"}) as server:
         use_server(monkeypatch, server.port)
-        first = cli(*export_args(source, "unc", "--max-attempts", "1"))
+        first = cli(*export_args(source, "unc", "--max-attempts", "1", "--concurrency", "1"))
         assert first.code == 1
-        assert journal_rows("unc")["1"].state == "uncertain"
-        assert "1 uncertain" in first.output
+        assert journal_rows("unc")["3"].state == "uncertain"
+        assert "3 sent" in first.out and "1 uncertain" in first.out
 
         held = cli("runs", "resume", "unc", "--no-resend-uncertain")
-        assert held.code == 1 and "1 uncertain" in held.output
-        assert journal_rows("unc")["1"].state == "uncertain"
+        assert held.code == 1 and "1 uncertain" in held.out
+        assert journal_rows("unc")["3"].state == "uncertain"
         assert server.count("MAIL") == 4  # nothing was sent
 
         resent = cli("runs", "resume", "unc")
         assert resent.code == 0, resent.output
-        assert "1 row(s) whose confirmation was lost were sent again" in resent.output
+        assert "1 row(s) whose confirmation was lost were sent again" in resent.out
     rows = journal_rows("unc")
     assert_final(rows, range(4))
-    assert deliveries(server.messages)["user1@example.com"] == [rows["1"].message_id]
+    got = deliveries(server.messages)
+    assert all(got[f"user{k}@example.com"] == [r.message_id] for k, r in rows.items())
 
 
 def test_a_changed_source_refuses_to_resume(
