@@ -5,6 +5,8 @@ anywhere; running it again with the same run id resumes (no row is ever sent twi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +171,32 @@ def test_a_missing_interface_file(cli: Any, tmp_path: Path) -> None:
     result = cli("run", str(tmp_path / "nope.yaml"))
     assert result.code == 2
     assert "nope.yaml" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_an_overlapping_run_with_the_same_id_is_refused(
+    cli: Any, job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cron job started again while the previous one is still sending must not send the
+    rows the first one has claimed: it stops with one line, and a later run resumes."""
+    mailconduit = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mailconduit"
+    with FaultServer(pipelining=False, faults={("DOT", "*"): "delay:0.15"}) as server:
+        name = connect_to(monkeypatch, server.port)
+        interface = write_interface(job, connection=name, concurrency=1)
+        first = subprocess.Popen(
+            [str(mailconduit), "run", str(interface), "--run-id", "cron", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+        )  # fmt: skip
+        try:
+            server.wait_for_sync(lambda: len(server.messages) >= 1, timeout=30)
+            second = cli("run", str(interface), "--run-id", "cron")
+            assert first.wait(timeout=60) == 0, first.communicate()
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait(10)
+        assert second.code == 2
+        assert "'cron' is being sent by another process" in second.err
+        assert len(second.err.strip().splitlines()) == 1
+        assert len(by_recipient(server_messages(server))) == len(ROWS)  # no duplicate
+        third = cli("run", str(interface), "--run-id", "cron")
+        assert third.code == 0 and len(server.messages) == len(ROWS)

@@ -9,7 +9,9 @@ problems (an invalid address, a missing attachment) skip that row and are report
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import re
 import secrets
 import time
@@ -39,6 +41,7 @@ from mailconduit.errors import (
     RenderError,
     RowError,
 )
+from mailconduit.home import home
 from mailconduit.journal.store import (
     CLAIMED,
     FAILED,
@@ -522,8 +525,45 @@ def execute(
     """Run an export (or resume ``resume_of``); returns its report."""
     if spec.dry_run:
         return _dry_run(spec, conn)
-    journal = Journal() if spec.journal else None
     run_id = resume_of or spec.run_id or new_run_id()
+    if not spec.journal:
+        return _execute(spec, conn, run_id, None, progress=progress, handle_signals=handle_signals,
+                        allow_address=allow_address, retry_failed=retry_failed)  # fmt: skip
+    with _run_lock(run_id):
+        return _execute(spec, conn, run_id, Journal(), progress=progress,
+                        handle_signals=handle_signals, allow_address=allow_address,
+                        retry_failed=retry_failed)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _run_lock(run_id: str) -> Iterator[None]:
+    """One process at a time sends a run: a second ``run --run-id X`` started while X is
+    still sending (an overlapping cron job) would see X's claimed rows and send them again."""
+    folder = home() / "runs"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    with open(folder / f"{run_id}.lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError.for_fields(
+                "export",
+                [FieldError("run_id", f"run {run_id!r} is being sent by another process right "
+                            "now; let it finish (or stop it), then run again to resume")],
+            ) from None  # fmt: skip
+        yield
+
+
+def _execute(
+    spec: ExportSpec,
+    conn: Connection,
+    run_id: str,
+    journal: Journal | None,
+    *,
+    progress: ProgressCallback | None,
+    handle_signals: bool,
+    allow_address: Any,
+    retry_failed: bool,
+) -> ExportReport:
     states: dict[str, tuple[str, int]] = {}
     resuming = False
     if journal is not None and journal.run_exists(run_id):
