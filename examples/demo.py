@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from mailconduit import api, sink
@@ -60,7 +59,7 @@ def main() -> int:
         _step(2, "One summary per account manager (group mode, their rows attached as XLSX)",
               summaries.summary())  # fmt: skip
 
-    dry_run_dir = Path(tempfile.gettempdir()) / "mailconduit-demo-dry-run"
+    dry_run_dir = home() / "demo-dry-run"
     shutil.rmtree(dry_run_dir, ignore_errors=True)
     text_only = dataclasses.replace(
         statements, html=False, body_file=str(EXAMPLES / "statement.txt"), limit=3,

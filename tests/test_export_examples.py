@@ -40,7 +40,8 @@ def test_demo_runs_on_a_fresh_home_and_says_where_the_messages_are(
     managers = {c["account_manager"] for c in CUSTOMERS}
     assert f"finished: {len(CUSTOMERS)} sent" in out
     assert f"finished: {len(managers)} sent" in out
-    assert "3 .eml files written" in out
+    assert f"3 .eml files written to {tmp_path / 'fresh-home' / 'demo-dry-run'}" in out
+    assert len(list((tmp_path / "fresh-home" / "demo-dry-run").glob("*.eml"))) == 3
     assert f"received {len(CUSTOMERS) + len(managers)} messages (port {port})" in out
     assert "sink list" in out and "sink show" in out
     assert str(tmp_path / "fresh-home" / "sink" / "messages") in out
