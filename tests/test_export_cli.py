@@ -226,6 +226,8 @@ def test_fail_fast_stops_at_a_row_that_cannot_be_built(
     assert "row 15" in result.out and "broken@" in result.out
     sent = by_recipient(server_messages(server))
     assert not [r for r in sent if int(r.split("@")[0][1:]) > 15]
+    # ...and every row before the broken one went out: the run stops exactly there.
+    assert sorted(int(r.split("@")[0][1:]) for r in sent) == list(range(1, 15))
 
 
 # --------------------------------------------------------------------------- reports

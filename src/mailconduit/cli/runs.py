@@ -116,13 +116,14 @@ def resume(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also send again the rows that failed.")
     ] = False,
-    no_resend_uncertain: Annotated[
-        bool,
+    resend_uncertain: Annotated[
+        bool | None,
         typer.Option(
-            "--no-resend-uncertain",
-            help="Hold rows whose confirmation was lost instead of resending them.",
+            "--resend-uncertain/--no-resend-uncertain",
+            help="Send again (default: as the run was started) or hold the rows whose "
+            "confirmation was lost.",
         ),
-    ] = False,
+    ] = None,
     source: Annotated[
         str | None,
         typer.Option(
@@ -143,7 +144,7 @@ def resume(
         lambda progress: api.resume(
             run_id,
             retry_failed=retry_failed,
-            resend_uncertain=False if no_resend_uncertain else None,
+            resend_uncertain=resend_uncertain,
             source=source,
             progress=progress,
         ),

@@ -157,6 +157,8 @@ class Runner:
         self._feeder_done = False
         self._crash: BaseException | None = None
         self._closing = False
+        self._forced = asyncio.Event()
+        self._no_more = ""  # set: produce nothing more, let claimed rows finish
         self._wakeup = asyncio.Event()
         self._open: set[int] = set()  # ids of jobs claimed and not finalised
         self.duplicate_outcomes = 0
@@ -248,7 +250,12 @@ class Runner:
                 f"{self._failed_seen} rows failed (--max-errors {max_errors}); "
                 "fix the cause and resume",
             )
-        if self.spec.fail_fast:
+        if self.spec.fail_fast and row.state == SKIPPED:
+            # A row that cannot be built: take no more rows, but the rows before it
+            # (already claimed) still go out, so the run stops exactly at this row.
+            self._no_more = f"stopped at row {row.row_number}, which cannot be sent (--fail-fast)"
+            self._space.set()
+        elif self.spec.fail_fast:
             self.stop("aborted", "stopped at the first failed row (--fail-fast)")
 
     async def _flush(self) -> None:
@@ -329,7 +336,7 @@ class Runner:
 
         try:
             for item in self.jobs:
-                if self.stopping:
+                if self.stopping or self._no_more:
                     break
                 if isinstance(item, RowState):
                     if item.state == "resumed":
@@ -360,7 +367,7 @@ class Runner:
                         writing, written = self._start_write(claims), ready
                         claims, ready = [], []
                         await hand_over()
-                    while len(self._open) >= self._window and not self.stopping:
+                    while len(self._open) >= self._window and not (self.stopping or self._no_more):
                         self._space.clear()
                         await self._space.wait()
                 if count % 64 == 0:
@@ -649,9 +656,7 @@ class Runner:
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
-                    loop.add_signal_handler(
-                        sig, self.stop, "interrupted", f"stopped by {signal.Signals(sig).name}"
-                    )
+                    loop.add_signal_handler(sig, self._on_signal, sig)
                     installed.append(sig)
                 except (NotImplementedError, RuntimeError):
                     pass
@@ -693,10 +698,19 @@ class Runner:
             self._executor.shutdown(wait=True)
         if self._stop_reason is not None:
             status, message = self._stop_reason
+        elif self._no_more:
+            status, message = "aborted", self._no_more
         else:
             status, message = "finished", ""
         self._emit("done", message)
         return RunResult(status, message)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """First Ctrl-C/SIGTERM: stop gracefully. A second one: stop waiting for the server."""
+        if self.stopping:
+            self._forced.set()
+            return
+        self.stop("interrupted", f"stopped by {signal.Signals(sig).name}")
 
     async def _drain(self, workers: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
         """Wait for the sessions to finish; after a stop, for at most DRAIN_SECONDS more.
@@ -712,7 +726,20 @@ class Runner:
         finally:
             halted.cancel()
         if pending:
-            _, pending = await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + DRAIN_SECONDS
+            forced = asyncio.ensure_future(self._forced.wait())
+            try:
+                while pending and not forced.done():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    await asyncio.wait(
+                        {*pending, forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    pending = {w for w in pending if not w.done()}
+            finally:
+                forced.cancel()
         return pending
 
     def _settle_leftovers(self) -> None:
