@@ -297,12 +297,6 @@ def test_attachment_problems_skip_the_row(tmp_path: Path, server: FaultServer, t
         ),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="message/compose.py names a column only when the failing field's template reads "
-    "exactly one column and the error is an address/header one: attachment errors, oversize "
-    "renders and an address built from two columns are reported without the column",
-)
 def test_row_errors_name_the_column(
     tmp_path: Path, server: FaultServer, target: str, options: dict[str, str],
     row: dict[str, str],

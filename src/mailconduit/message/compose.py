@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mailconduit.errors import AddressError, RowError
+from mailconduit.errors import AddressError, RenderError, RowError
 from mailconduit.message.addresses import Address, parse_address_list
 from mailconduit.message.attachment import Attachment
 from mailconduit.message.build import AttachmentSource, BuiltMessage, build_message
@@ -34,6 +34,68 @@ def _addresses(template: MessageTemplate, text: str, field: str, row_key: str) -
 
 
 def compose_message(
+    template: MessageTemplate,
+    row: Mapping[str, Any],
+    *,
+    row_key: str,
+    **options: Any,
+) -> BuiltMessage:
+    """Render ``row`` with ``template`` and build the message (see :func:`_compose`).
+
+    Every row error names the column it came from when that can be told: the column
+    the failing field reads, or among several, the one whose value the error quotes.
+    """
+    try:
+        return _compose(template, row, row_key=row_key, **options)
+    except RowError as exc:
+        if exc.column:
+            raise
+        column = _guess_column(template, row, exc)
+        if not column:
+            raise
+        if isinstance(exc, AddressError):
+            raise AddressError(exc.message, exc.address, row_key, column) from None
+        if isinstance(exc, RenderError):
+            raise RenderError(exc.message, row_key, column, exc.template) from None
+        raise RowError(exc.message, row_key, column) from None
+
+
+def _guess_column(template: MessageTemplate, row: Mapping[str, Any], exc: RowError) -> str:
+    """The column behind a row error, or "" when it cannot be told for sure."""
+    field = ""
+    if isinstance(exc, RenderError):
+        field = exc.template
+    else:
+        head = exc.message.split(":", 1)[0].strip()
+        if head in template.field_names:
+            field = head
+    if field:
+        names = template.columns(field)
+    else:
+        names = frozenset().union(*(template.columns(f) for f in template.field_names))
+    candidates = sorted(c for c in names - GROUP_MODE_NAMES if c in row)
+    if len(candidates) == 1:
+        return candidates[0]
+    address = getattr(exc, "address", "") or ""
+    if "<" in address and address.rstrip().endswith(">"):
+        address = address[address.rindex("<") + 1 : address.rindex(">")]  # the addr-spec failed
+    if not field and isinstance(exc, AddressError):
+        words = exc.message.split()
+        field = next((w for w in words[:3] if w in template.field_names), "")
+        if field:
+            candidates = sorted(c for c in template.columns(field) - GROUP_MODE_NAMES if c in row)
+    quoted = [
+        c
+        for c in candidates
+        if (value := "" if row[c] is None else str(row[c]))
+        and (
+            value == address or f"'{value}'" in exc.message or (len(value) > 1 and value in address)
+        )
+    ]
+    return quoted[0] if len(quoted) == 1 else ""
+
+
+def _compose(
     template: MessageTemplate,
     row: Mapping[str, Any],
     *,

@@ -379,6 +379,11 @@ class MessageTemplate:
     def has_html_body(self) -> bool:
         return self._html is not None
 
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """The names of every field this template renders (as used in errors)."""
+        return tuple(f.field for f in self._fields())
+
     def columns(self, field: str) -> frozenset[str]:
         """The names a field's template reads (columns, ``row["x"]`` keys, mode names)."""
         for candidate in self._fields():
