@@ -11,6 +11,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q --require-hashes -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python -m compileall -q src
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -22,7 +22,7 @@ __all__ = ["CANDIDATE_DELIMITERS", "CsvSource", "parse_delimiter"]
 
 #: Delimiters we detect; any other single character can be named explicitly.
 CANDIDATE_DELIMITERS = ",;\t|"
-_SAMPLE_CHARS = 1 << 16
+_SAMPLE_CHARS = 16 * 1024  # csv.Sniffer costs ~1 ms per KB; 16 KB is plenty of rows
 _NAMED_DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
 
@@ -82,7 +82,7 @@ class CsvSource(Source):
         return csv.reader(_checked_lines(fh, self.location), delimiter=self.delimiter, strict=True)
 
     def _detect_delimiter(self) -> str:
-        """Sniff among , ; TAB | on the first 64 KB; the header line has the last word."""
+        """Sniff among , ; TAB | on the first 16 KB; the header line has the last word."""
         try:
             with self._open() as fh:
                 sample = fh.read(_SAMPLE_CHARS)
