@@ -68,7 +68,7 @@ class Sink:
         else:
             argv = [
                 sys.executable,
-                str(HERE / "latency_sink.py"),
+                str(HERE / "sinks" / "latency_sink.py"),
                 "--port",
                 str(self.port),
                 "--latency-ms",
