@@ -1,0 +1,105 @@
+"""The journal: the same code on SQLite and PostgreSQL, and an export resumed from it."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailconduit import api
+from mailconduit.delivery.ratelimit import DailyUsage
+from mailconduit.errors import ConfigError, NotFoundError
+from mailconduit.journal import Journal, RowState
+from mailconduit.testing import SmtpSink
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, home: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{home / 'journal.db'}"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+def test_runs_rows_and_states(store_url: str) -> None:
+    journal = Journal(store_url)
+    journal.create_run(
+        "r1", connection="c", mode="row", spec={"to": "{{x}}"}, fingerprint="f", total=3
+    )
+    with pytest.raises(ConfigError):
+        journal.create_run("r1", connection="c", mode="row", spec={}, fingerprint="f", total=3)
+    journal.write_rows("r1", [RowState(f"k{i}", i, i, "claimed", attempts=1) for i in range(1, 4)])
+    journal.write_rows(
+        "r1",
+        [
+            RowState("k1", 1, 1, "sent", attempts=1, recipients=("a@example.com",), code=250, reply="ok"),
+            RowState("k2", 2, 2, "failed", attempts=1, code=550, enhanced="5.1.1",
+                     reply="no such user", detail=(("b@example.com", 550, "no such user"),)),
+        ],
+    )  # fmt: skip
+    info = journal.get_run("r1")
+    assert info.counts == {"sent": 1, "failed": 1, "claimed": 1}
+    assert info.spec == {"to": "{{x}}"} and info.total == 3
+    assert journal.states("r1") == {"k1": ("sent", 1), "k2": ("failed", 1), "k3": ("claimed", 1)}
+    failed = next(journal.rows("r1", states=["failed"]))
+    assert (failed.code, failed.enhanced, failed.detail) == (
+        550,
+        "5.1.1",
+        (("b@example.com", 550, "no such user"),),
+    )
+    assert journal.mark_claimed_uncertain("r1") == 1
+    journal.set_status("r1", "finished", message="done", finished=True)
+    listed = journal.list_runs()
+    assert [r.run_id for r in listed] == ["r1"] and listed[0].status == "finished"
+    assert listed[0].finished_at is not None
+    with pytest.raises(NotFoundError):
+        journal.get_run("nope")
+
+
+def test_rows_are_read_in_order_across_pages(store_url: str) -> None:
+    journal = Journal(store_url)
+    journal.create_run("big", connection="c", mode="row", spec={}, fingerprint="f", total=2500)
+    journal.write_rows("big", [RowState(f"k{i:05d}", i, i, "sent") for i in range(2500, 0, -1)])
+    seqs = [r.seq for r in journal.rows("big")]
+    assert seqs == list(range(1, 2501))
+
+
+def test_daily_usage_is_kept(store_url: str) -> None:
+    journal = Journal(store_url)
+    assert journal.daily_usage("c") is None
+    journal.save_daily_usage("c", DailyUsage(dt.date(2026, 11, 29), 12))
+    journal.save_daily_usage("c", DailyUsage(dt.date(2026, 11, 29), 40))
+    assert journal.daily_usage("c") == DailyUsage(dt.date(2026, 11, 29), 40)
+
+
+@pytest.mark.postgres
+def test_export_and_resume_with_the_journal_on_postgresql(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILCONDUIT_DB", pg_url)
+    data = tmp_path / "rows.csv"
+    with data.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["email", "name"])
+        writer.writerows([f"p{i}@example.com", f"P{i}"] for i in range(40))
+    with SmtpSink() as sink:
+        monkeypatch.setenv(
+            "MAILCONDUIT_CONN_PG", f"smtp://127.0.0.1:{sink.port}?from_address=me@example.com"
+        )
+        options = {"connection": "pg", "to": "{{ email }}", "subject": "hi {{ name }}", "body": "b"}
+        first = api.export(str(data), run_id="pg-run", limit=25, **options)
+        assert first.sent == 25
+        second = api.export(str(data), run_id="pg-run", **options)  # same run id: resumes
+    assert second.status == "finished"
+    delivered = [int(part[5:]) for part in sink.output.split() if part.startswith("mesg=")]
+    assert delivered and delivered[-1] == 40  # the resumed run sent only the 15 missing rows
+    info = api.get_run("pg-run")
+    assert info.counts == {"sent": 40}
+    import psycopg
+
+    with psycopg.connect(pg_url) as db:
+        (count,) = db.execute("SELECT count(*) FROM run_rows WHERE run_id = 'pg-run'").fetchone()  # type: ignore[misc]
+    assert count == 40
