@@ -63,3 +63,10 @@ def test_any_input_gives_tidy_text_without_crashing(html: str) -> None:
     text = html_to_text(html)
     assert text == "" or (text.endswith("\n") and not text.startswith("\n"))
     assert "\n\n\n" not in text
+
+
+@pytest.mark.parametrize("html", ["<![0", "<p>a<![x]>b</p>", "<!x<![0 <p>z"])
+def test_malformed_declarations_are_text_not_a_crash(html: str) -> None:
+    # Python's html.parser raises AssertionError on these (found by hypothesis).
+    text = html_to_text(html)
+    assert text.endswith("\n") and "<p>" not in text

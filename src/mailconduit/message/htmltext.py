@@ -159,12 +159,25 @@ class _TextWriter(HTMLParser):
             self._write(data)
 
 
+_ODD_SECTION_RE = re.compile(r"<!\[(?!CDATA\[)")
+
+
 def html_to_text(html: str) -> str:
     """Convert an HTML document or fragment into readable plain text ending with a newline."""
-    writer = _TextWriter()
-    writer.feed(html)
-    writer.close()
-    text = "".join(writer.out)
+    text = ""
+    # The stdlib parser raises AssertionError on some malformed declarations ("<![0");
+    # then those markers are read as text instead, first the odd "<![", then any "<!".
+    for attempt in (html, _ODD_SECTION_RE.sub("&lt;![", html), html.replace("<!", "&lt;!")):
+        writer = _TextWriter()
+        try:
+            writer.feed(attempt)
+            writer.close()
+        except AssertionError:
+            continue
+        text = "".join(writer.out)
+        break
+    else:
+        text = html
     lines = [line.rstrip(" ") for line in text.split("\n")]
     text = _BLANK_LINES_RE.sub("\n\n", "\n".join(lines)).strip("\n")
     return text + "\n" if text else ""
