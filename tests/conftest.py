@@ -9,6 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests run on a shared, sometimes busy machine: no per-example deadline, and in
+# CI (CI=true) a fixed sequence of examples so a run is reproducible.
+settings.register_profile(
+    "mailconduit",
+    deadline=None,
+    derandomize=bool(os.environ.get("CI")),
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("mailconduit")
 
 PG_ADMIN_URL = os.environ.get("MAILCONDUIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
