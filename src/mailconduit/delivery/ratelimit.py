@@ -2,9 +2,10 @@
 
 One :class:`RateLimiter` is shared by every session of a run. ``await acquire()``
 before each message waits (one computed sleep, cancellable) until every configured
-bucket holds a token. Bursts: each bucket holds its whole window's worth, so
-``per_minute=60`` allows 60 at once and then one per second; a fractional
-``per_second`` still holds one token. Over any span of ``T`` seconds a bucket admits
+bucket holds a token. Bursts: a per-second rate is paced evenly, one token at a
+time, so no one-second span ever carries more than the rate (providers count per
+second); longer windows hold their whole window's worth, so ``per_minute=60``
+allows 60 at once and then one per second. Over any span of ``T`` seconds a bucket admits
 at most ``burst + rate * T`` messages (so up to twice the rate in the first window);
 combine a per-second rate with a per-minute one to smooth bursts.
 
@@ -143,7 +144,13 @@ class RateLimiter:
         ):
             if per_window:
                 self._buckets.append(
-                    _TokenBucket(rate=per_window / window, burst=max(1.0, per_window), now=now)
+                    # Per second: paced evenly (a burst of one), so no one-second span ever
+                    # sees more than the rate. Longer windows hold their whole allowance.
+                    _TokenBucket(
+                        rate=per_window / window,
+                        burst=1.0 if window == 1.0 else max(1.0, per_window),
+                        now=now,
+                    )
                 )
         self._configured_rate = min((b.rate for b in self._buckets), default=None)
 
