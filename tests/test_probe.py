@@ -72,7 +72,7 @@ def test_success_reports_capabilities_tls_and_the_redacted_conversation(ca: Loca
     assert result.certificate is not None and "127.0.0.1" in result.certificate.ip_addresses
     assert result.authenticated_as == USER
     lines = "\n".join(result.report_lines(verbose=True))
-    assert lines.startswith("OK  127.0.0.1:")
+    assert lines.startswith("success: 127.0.0.1:")
     assert (
         "SIZE 10485760, STARTTLS, AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2, SMTPUTF8, PIPELINING" in lines
     )

@@ -102,7 +102,7 @@ class ProbeResult:
         where = f"{self.host}:{self.port} (security {self.security})"
         lines = []
         if self.ok:
-            lines.append(f"OK  {where}: {self.message} ({self.elapsed_ms} ms)")
+            lines.append(f"success: {where}: {self.message} ({self.elapsed_ms} ms)")
         else:
             lines.append(f"FAILED at stage {self.stage}  {where}: {self.message}")
             if self.hint:
