@@ -244,3 +244,12 @@ def test_errors_pickle_with_their_fields() -> None:
     assert isinstance(back, SMTPError)
     probe = pickle.loads(pickle.dumps(ProbeError("tls", "bad cert", "trust it")))
     assert (probe.stage, probe.hint) == ("tls", "trust it")
+
+
+def test_export_spec_refuses_unknown_settings_even_when_empty() -> None:
+    from mailconduit.config import validate_export_spec
+
+    with pytest.raises(ConfigError) as exc:
+        validate_export_spec({"source": "a.csv", "to": "x", "subject": "s", "body": "b", "colour": None})
+    assert fields_of(exc) == {"colour"}
+    assert validate_export_spec({"source": "a.csv", "to": "x", "subject": "s", "body": "b", "cc": None}).cc == ""

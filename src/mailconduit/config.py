@@ -730,8 +730,15 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
 
     rate: dict[str, Any] = {}
     retry: dict[str, Any] = {}
+    known = _EXPORT_FIELDS | {
+        "rate_per_second", "rate_per_minute", "rate_per_hour", "daily_cap", "per_day",
+        "max_attempts", "retry_seconds", "max_seconds", "initial_delay", "max_delay",
+    }  # fmt: skip
     for raw_key, value in data.items():
         key = _EXPORT_ALIASES.get(raw_key, raw_key)
+        if key not in known:
+            err(str(raw_key), "is not an export setting")
+            continue
         if value is None:
             continue
         if key in ("rate_per_second", "rate_per_minute", "rate_per_hour", "daily_cap", "per_day"):
@@ -761,9 +768,6 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
                     "retry",
                     "must be a mapping of max_attempts, max_seconds, initial_delay, max_delay",
                 )
-            continue
-        if key not in _EXPORT_FIELDS:
-            err(str(raw_key), "is not an export setting")
             continue
         values[key] = value
 
