@@ -103,3 +103,14 @@ def test_export_and_resume_with_the_journal_on_postgresql(
     with psycopg.connect(pg_url) as db:
         (count,) = db.execute("SELECT count(*) FROM run_rows WHERE run_id = 'pg-run'").fetchone()  # type: ignore[misc]
     assert count == 40
+
+
+def test_claim_mark_counts_rows_whose_outcome_was_never_written(store_url: str) -> None:
+    journal = Journal(store_url)
+    journal.create_run("m", connection="c", mode="row", spec={}, fingerprint="f", total=10)
+    journal.claim_through("m", 6)
+    journal.claim_through("m", 4)  # the mark never moves back
+    journal.write_rows("m", [RowState(f"k{i}", i, i, "sent") for i in (1, 2, 3)])
+    info = journal.get_run("m")
+    assert info.claimed_seq == 6
+    assert info.counts == {"sent": 3, "claimed": 3}  # rows 4-6 were handed over, fate unknown

@@ -399,12 +399,15 @@ def _jobs(
     retry_failed: bool,
     resend_uncertain: bool,
     size_limit: int,
+    claimed_seq: int = 0,
 ) -> Iterator[Job | RowState]:
     for unit in _units(p):
         if isinstance(unit, RowState):
             yield unit
             continue
         prior = states.get(unit.key)
+        if prior is None and unit.seq <= claimed_seq:
+            prior = (CLAIMED, 1)  # claimed by an earlier attempt, its outcome never written
         attempts = 0
         uncertain = False
         if prior is not None:
@@ -565,10 +568,12 @@ def _execute(
     retry_failed: bool,
 ) -> ExportReport:
     states: dict[str, tuple[str, int]] = {}
+    claimed_seq = 0
     resuming = False
     if journal is not None and journal.run_exists(run_id):
         resuming = True
         states = journal.states(run_id)
+        claimed_seq = journal.get_run(run_id).claimed_seq
     prepared = prepare(spec, conn, sending=True)
     try:
         if journal is not None:
@@ -605,7 +610,7 @@ def _execute(
                 size_limit = await _server_size(opener)
             jobs = _jobs(
                 prepared, run_id, states=states, retry_failed=retry_failed,
-                resend_uncertain=resend, size_limit=size_limit,
+                resend_uncertain=resend, size_limit=size_limit, claimed_seq=claimed_seq,
             )  # fmt: skip
             runner = Runner(
                 run_id=run_id,

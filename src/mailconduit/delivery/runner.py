@@ -36,7 +36,6 @@ from mailconduit.errors import (
     ThrottledError,
 )
 from mailconduit.journal.store import (
-    CLAIMED,
     FAILED,
     RETRY,
     SENT,
@@ -320,7 +319,7 @@ class Runner:
     async def _produce(self) -> None:
         """Build messages and claim them in batches; a batch's claim is written while the
         next batch is being built, and its jobs reach the sessions once it is durable."""
-        claims: list[RowState] = []
+        claims: list[int] = []  # positions of the jobs built since the last claim
         ready: list[Job] = []
         writing: asyncio.Future[None] | None = None
         written: list[Job] = []
@@ -350,7 +349,7 @@ class Runner:
                     job.counted_uncertain = True
                 job.attempts += 1
                 job.first_try = time.monotonic()
-                claims.append(self._claim_state(job))
+                claims.append(job.seq)
                 ready.append(job)
                 self._open.add(id(job))
                 count += 1
@@ -386,23 +385,15 @@ class Runner:
             self._producer_done = True
             self._wakeup.set()
 
-    def _start_write(self, rows: list[RowState]) -> asyncio.Future[None]:
+    def _start_write(self, seqs: list[int]) -> asyncio.Future[None]:
+        """Claim a batch: move the run's claim mark past it (durable before the jobs go out)."""
         loop = asyncio.get_running_loop()
         if self.journal is None:
             done: asyncio.Future[None] = loop.create_future()
             done.set_result(None)
             return done
-        return loop.run_in_executor(self._executor, self.journal.write_rows, self.run_id, rows)
-
-    def _claim_state(self, job: Job) -> RowState:
-        return RowState(
-            row_key=job.row_key,
-            seq=job.seq,
-            row_number=job.row_number,
-            state=CLAIMED,
-            attempts=job.attempts,
-            recipients=tuple(job.recipients),
-            message_id=job.message_id,
+        return loop.run_in_executor(
+            self._executor, self.journal.claim_through, self.run_id, max(seqs)
         )
 
     # ---------------------------------------------------------------- sessions

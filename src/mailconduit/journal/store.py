@@ -57,7 +57,8 @@ _DDL = (
         spec TEXT NOT NULL,
         fingerprint TEXT NOT NULL,
         total INTEGER,
-        message TEXT NOT NULL DEFAULT ''
+        message TEXT NOT NULL DEFAULT '',
+        claimed_seq INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS run_rows (
         run_id VARCHAR(80) NOT NULL,
@@ -86,7 +87,7 @@ _DDL = (
 )
 _RUN_COLUMNS = (
     "run_id, created_at, updated_at, finished_at, status, connection, mode, spec, "
-    "fingerprint, total, message"
+    "fingerprint, total, message, claimed_seq"
 )
 _ROW_COLUMNS = (
     "run_id",
@@ -170,6 +171,9 @@ class RunInfo:
     spec: dict[str, Any]
     fingerprint: str
     counts: dict[str, int] = field(default_factory=dict)
+    #: Every row up to this position was claimed (handed towards a session); those with
+    #: no outcome in the journal may or may not have been delivered.
+    claimed_seq: int = 0
 
     @property
     def done(self) -> int:
@@ -336,7 +340,7 @@ class Journal:
                 "export", [FieldError("run_id", f"a run named {run_id!r} already exists")]
             )
         self._execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, NULL, 'running', ?, ?, ?, ?, ?, '')",
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, NULL, 'running', ?, ?, ?, ?, ?, '', 0)",
             (run_id, now, now, connection, mode, json.dumps(spec, default=str), fingerprint, total),
         )
 
@@ -350,7 +354,17 @@ class Journal:
         counts = self._query(
             "SELECT state, COUNT(*) FROM run_rows WHERE run_id = ? GROUP BY state", (run_id,)
         )
-        return self._info(rows[0], {str(k): int(v) for k, v in counts})
+        by_state = {str(k): int(v) for k, v in counts}
+        claimed_seq = int(rows[0][11] or 0)
+        if claimed_seq:
+            ((recorded,),) = self._query(
+                "SELECT COUNT(DISTINCT seq) FROM run_rows WHERE run_id = ? AND seq <= ?",
+                (run_id, claimed_seq),
+            )
+            unrecorded = claimed_seq - int(recorded)
+            if unrecorded > 0:  # claimed, outcome never written: fate unknown
+                by_state[CLAIMED] = by_state.get(CLAIMED, 0) + unrecorded
+        return self._info(rows[0], by_state)
 
     def list_runs(self, *, limit: int = 50) -> list[RunInfo]:
         rows = self._query(
@@ -380,6 +394,7 @@ class Journal:
             fingerprint,
             total,
             message,
+            claimed_seq,
         ) = r
         return RunInfo(
             run_id=run_id,
@@ -394,6 +409,7 @@ class Journal:
             spec=json.loads(spec),
             fingerprint=fingerprint,
             counts=counts,
+            claimed_seq=int(claimed_seq or 0),
         )
 
     def set_status(
@@ -436,6 +452,17 @@ class Journal:
             else:
                 with self._conn.transaction(), self._conn.cursor() as cur:
                     cur.executemany(self._upsert_sql, params)
+
+    def claim_through(self, run_id: str, seq: int) -> None:
+        """Record that every row up to ``seq`` is claimed: one small write per batch.
+
+        Rows past the mark were never handed to a session; rows up to it without an
+        outcome may have been delivered (they are resent with the same Message-ID).
+        """
+        self._execute(
+            self._sql("UPDATE runs SET claimed_seq = ? WHERE run_id = ? AND claimed_seq < ?"),
+            (seq, run_id, seq),
+        )
 
     def states(self, run_id: str) -> dict[str, tuple[str, int]]:
         """row_key → (state, attempts) for every journaled row of the run."""
