@@ -131,3 +131,14 @@ def test_table_context_names() -> None:
     assert "showing 2 of 3 rows" in context["table_html"]
     grouped = table_context(COLUMNS, ROWS, group="g")
     assert grouped["group"] == "g" and grouped["row"] is ROWS[0]
+
+
+def test_xlsx_bytes_are_the_same_for_the_same_data_whenever_built() -> None:
+    # openpyxl stamps the current time into the file: a resend must carry the same attachment.
+    import time
+
+    from mailconduit.message import xlsx_bytes
+
+    first = xlsx_bytes(["a", "b"], [{"a": 1, "b": "x"}])
+    time.sleep(1.1)
+    assert xlsx_bytes(["a", "b"], [{"a": 1, "b": "x"}]) == first

@@ -181,7 +181,34 @@ def xlsx_bytes(columns: Sequence[str], rows: Iterable[Row], *, sheet: str = "dat
         worksheet.append(cells(row.get(c) for c in columns))
     buffer = io.BytesIO()
     workbook.save(buffer)
-    return buffer.getvalue()
+    return _deterministic_zip(buffer.getvalue())
+
+
+_XLSX_TIMESTAMP_RE = re.compile(
+    rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:(?:created|modified)>)"
+)
+
+
+def _deterministic_zip(data: bytes) -> bytes:
+    """The same workbook bytes for the same data: fixed zip entry times and document dates.
+
+    openpyxl stamps the current time into the zip and into docProps/core.xml, so a resend
+    (or a second build of the same message) would otherwise carry a different attachment.
+    """
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            content = source.read(info)
+            if info.filename == "docProps/core.xml":
+                content = _XLSX_TIMESTAMP_RE.sub(rb"\g<1>2000-01-01T00:00:00Z\g<2>", content)
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = info.external_attr
+            target.writestr(entry, content)
+    return out.getvalue()
 
 
 def _json_value(value: Any) -> Any:
