@@ -508,18 +508,3 @@ class Journal:
             ),
             (connection, usage.day.isoformat(), usage.count),
         )
-
-    def mark_claimed_uncertain(self, run_id: str) -> int:
-        """After an interruption: rows still ``claimed`` may or may not have been delivered."""
-        return self._execute(
-            self._sql(
-                "UPDATE run_rows SET state = ?, reply = ?, updated_at = ? WHERE run_id = ? AND state = ?"
-            ),
-            (
-                UNCERTAIN,
-                "interrupted after the message was handed to the server; delivery unknown",
-                time.time(),
-                run_id,
-                CLAIMED,
-            ),
-        )
