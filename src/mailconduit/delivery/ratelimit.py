@@ -40,6 +40,8 @@ _MEASURE_WINDOW_S = 10.0
 #: A bucket this close to a whole token has one: float rounding must not cause a
 #: second, sub-microsecond sleep (or, on a fake clock, an endless one).
 _TOKEN_EPSILON = 1e-6
+#: What try_acquire() asks to wait while an acquire() holds the line.
+_RETRY_LOCKED = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,29 @@ class RateLimiter:
                     self._take(now)
                     return
                 await self._sleep(wait)
+
+    def try_acquire(self) -> float:
+        """Count the next message and return 0.0 if it may go now; otherwise take nothing
+        and return the seconds to wait before asking again.
+
+        The non-blocking form of :meth:`acquire`, for callers that pull messages from
+        inside the event loop. Raises :class:`~mailconduit.errors.RunAbortedError` once
+        the daily cap is exhausted.
+        """
+        if self._free:
+            self._granted += 1
+            if not self._granted % _SAMPLE_EVERY:
+                self._samples.append((self._clock(), self._granted))
+            return 0.0
+        if self._lock.locked():
+            return _RETRY_LOCKED  # an acquire() is waiting: it is first in line
+        now = self._clock()
+        self._check_daily()
+        wait = self._wait_seconds(now)
+        if wait <= 0.0:
+            self._take(now)
+            return 0.0
+        return wait
 
     def throttle(self) -> None:
         """The server asked us to slow down (421, 4.7.x): pause the pool and cut its rate.

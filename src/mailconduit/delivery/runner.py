@@ -47,7 +47,6 @@ from mailconduit.journal.store import (
 from mailconduit.smtp import (
     DeliveryStatus,
     Envelope,
-    MessageSource,
     RecipientStatus,
     SendOutcome,
     SMTPSession,
@@ -152,8 +151,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         self._ready: deque[Job] = deque()
-        self._source: MessageSource = asyncio.Queue(maxsize=max(2, self.concurrency * 2))
-        self._feeder_done = False
+        self._source = _Feed(self)
         self._crash: BaseException | None = None
         self._closing = False
         self._forced = asyncio.Event()
@@ -170,6 +168,9 @@ class Runner:
         self._started = time.monotonic()
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=50)
         self._window = max(64, self.concurrency * 16)
+        # The producer, once the window is full, waits until it is this empty: it then
+        # builds a batch in one go instead of one message per finished one.
+        self._low_water = self._window // 2
         self._space = asyncio.Event()
         self._space.set()
         self._connect_failures = 0
@@ -177,8 +178,6 @@ class Runner:
         self._failed_seen = 0
         self._skipped_seen = 0
         self._halted = asyncio.Event()
-        self._feeder_task: asyncio.Task[None] | None = None
-        self._feeder_waits_limiter = False
         # The first session logs in alone: bad credentials then cost one refused AUTH,
         # not one per session (providers lock accounts after a few).
         self._first_login = asyncio.Event()
@@ -192,29 +191,6 @@ class Runner:
         self._halted.set()
         self._wakeup.set()
         self._space.set()
-        # Queued jobs no session has taken yet are not sent; taking them back also frees
-        # a feeder blocked on the full queue (every session may be gone, e.g. after a 535).
-        self._take_back_queued()
-        feeder = self._feeder_task
-        if self._feeder_waits_limiter and feeder is not None and not feeder.done():
-            feeder.cancel()  # a rate-limit wait can last minutes; cancelling it costs no token
-
-    def _take_back_queued(self) -> None:
-        """Move jobs still in the sessions' queue back to the front of the ready line."""
-        taken: list[Job] = []
-        end_marker = False
-        while not self._source.empty():
-            item = self._source.get_nowait()
-            if item is None:
-                end_marker = True
-                continue
-            job = item.token
-            assert isinstance(job, Job)
-            self._in_flight.pop(id(job), None)
-            taken.append(job)
-        self._ready.extendleft(reversed(taken))
-        if end_marker:
-            self._source.put_nowait(None)
 
     @property
     def stopping(self) -> bool:
@@ -366,7 +342,9 @@ class Runner:
                         writing, written = self._start_write(claims), ready
                         claims, ready = [], []
                         await hand_over()
-                    while len(self._open) >= self._window and not (self.stopping or self._no_more):
+                    while len(self._open) > self._low_water and not (
+                        self.stopping or self._no_more
+                    ):
                         self._space.clear()
                         await self._space.wait()
                 if count % 64 == 0:
@@ -397,45 +375,6 @@ class Runner:
         )
 
     # ---------------------------------------------------------------- sessions
-
-    async def _feed(self) -> None:
-        """Move claimed jobs to the sessions' queue at the pace the rate limiter allows."""
-        try:
-            while True:
-                if self.stopping:
-                    break
-                if self._ready:
-                    if self.limiter is not None:
-                        self._feeder_waits_limiter = True
-                        try:
-                            await self.limiter.acquire()
-                        except RunAbortedError as exc:
-                            self.stop("paused", str(exc))
-                            break
-                        except asyncio.CancelledError:
-                            if not self.stopping:
-                                raise
-                            task = asyncio.current_task()
-                            if task is not None:
-                                task.uncancel()
-                            break  # stop() cut the wait short
-                        finally:
-                            self._feeder_waits_limiter = False
-                    if self.stopping or not self._ready:
-                        continue
-                    job = self._ready.popleft()
-                    self._in_flight[id(job)] = job
-                    await self._source.put(job.make_envelope())
-                    continue
-                if self._producer_done and not self._open:
-                    break
-                self._wakeup.clear()
-                await self._wakeup.wait()
-        finally:
-            # Jobs still queued were never written to a server: they go back to pending.
-            self._take_back_queued()
-            if self._source.empty():
-                self._source.put_nowait(None)
 
     def _on_send(self, outcome: SendOutcome) -> None:
         job = outcome.token
@@ -521,8 +460,8 @@ class Runner:
         return event.is_set() and not self.stopping
 
     def _source_closed(self) -> bool:
-        """True once the feeder has put the end marker (the queue then holds only None)."""
-        return self._feeder_done
+        """True once nothing more will be handed to a session (see :class:`_Feed`)."""
+        return self._source.ended
 
     def _finish(self, job: Job, state: RowState) -> None:
         self._in_flight.pop(id(job), None)
@@ -531,7 +470,7 @@ class Runner:
             return
         self._open.discard(id(job))
         self._record(state)
-        if len(self._open) < self._window:
+        if len(self._open) <= self._low_water:
             self._space.set()
         if self._producer_done and not self._open:
             self._wakeup.set()
@@ -654,13 +593,9 @@ class Runner:
         self._emit("started")
         flusher = asyncio.create_task(self._flusher())
         producer = asyncio.create_task(self._produce())
-        feeder = asyncio.create_task(self._feed())
-        self._feeder_task = feeder
         workers = [asyncio.create_task(self._session_worker(i)) for i in range(self.concurrency)]
-        feeder.add_done_callback(lambda _t: setattr(self, "_feeder_done", True))
         try:
             await producer
-            await feeder
             pending = await self._drain(workers)
             if pending:
                 # Still waiting on the server after a stop: stop waiting; those rows are uncertain.
@@ -672,10 +607,11 @@ class Runner:
                     raise w.exception()  # type: ignore[misc]
         except asyncio.CancelledError:
             self.stop("interrupted", "cancelled")
-            for t in (producer, feeder, *workers):
+            for t in (producer, *workers):
                 t.cancel()
-            await asyncio.gather(producer, feeder, *workers, return_exceptions=True)
+            await asyncio.gather(producer, *workers, return_exceptions=True)
         finally:
+            self._source.close()
             for h, job in list(self._retry_handles.items()):
                 h.cancel()
                 self._ready.append(job)
@@ -755,6 +691,69 @@ class Runner:
                 )
             )
         self._in_flight.clear()
+
+
+class _Feed:
+    """The sessions' message source: claimed jobs, pulled at the pace the rate limiter allows.
+
+    Sessions take the next message from inside their read callback (``get_nowait``), so
+    a busy pool hands messages over without a task switch; only an idle session waits
+    (``get``). ``None`` means nothing more will come: the run is stopping, or every row
+    is done (a row waiting for a retry still counts as to come).
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self._timer: asyncio.TimerHandle | None = None
+        self.ended = False
+
+    def get_nowait(self) -> Envelope | None:
+        runner = self._runner
+        if self.ended:
+            return None
+        if runner.stopping or (runner._producer_done and not runner._open):
+            self.ended = True
+            return None
+        if not runner._ready or self._timer is not None:
+            raise asyncio.QueueEmpty
+        limiter = runner.limiter
+        if limiter is not None:
+            try:
+                wait = limiter.try_acquire()
+            except RunAbortedError as exc:
+                runner.stop("paused", str(exc))
+                self.ended = True
+                return None
+            if wait > 0.0:
+                self._timer = asyncio.get_running_loop().call_later(wait, self._tick)
+                raise asyncio.QueueEmpty
+        job = runner._ready.popleft()
+        runner._in_flight[id(job)] = job
+        return job.make_envelope()
+
+    async def get(self) -> Envelope | None:
+        wakeup = self._runner._wakeup
+        while True:
+            try:
+                return self.get_nowait()
+            except asyncio.QueueEmpty:
+                wakeup.clear()
+                await wakeup.wait()
+
+    def put_nowait(self, item: Envelope | None) -> None:
+        """Sessions put the end marker back for each other; here the end is a state."""
+        if item is not None:
+            raise ValueError("the runner's feed takes no messages from sessions")
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._runner._wakeup.set()
+
+    def close(self) -> None:
+        self.ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def report_for(runner: Runner, result: RunResult, *, elapsed: float) -> ExportReport:

@@ -32,7 +32,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from mailconduit.config import AuthMechanism, Connection, Security, is_loopback_host
 from mailconduit.errors import (
@@ -89,9 +89,20 @@ QUIT_TIMEOUT: Final = 2.0
 READ_SIZE: Final = 65536
 
 AddressPolicy = Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], bool]
-#: Where a streaming session takes messages from: ``None`` marks the end (and is put
-#: back, so every session sharing the queue sees it).
-MessageSource = asyncio.Queue["Envelope | None"]
+
+
+class MessageSource(Protocol):
+    """Where a streaming session takes messages from; an ``asyncio.Queue`` is one.
+
+    ``get_nowait`` raises ``asyncio.QueueEmpty`` when nothing is ready yet. ``None``
+    marks the end; a session puts it back, so every session sharing the source sees it.
+    """
+
+    def get_nowait(self) -> Envelope | None: ...
+
+    async def get(self) -> Envelope | None: ...
+
+    def put_nowait(self, item: Envelope | None, /) -> None: ...
 
 
 class Stage(enum.StrEnum):
@@ -1001,7 +1012,7 @@ class SMTPSession:
         _, error = self.preflight(envelope)
         if error is not None:
             raise error
-        source: MessageSource = asyncio.Queue()
+        source: asyncio.Queue[Envelope | None] = asyncio.Queue()
         source.put_nowait(envelope)
         source.put_nowait(None)
         outcomes: list[SendOutcome] = []
