@@ -201,6 +201,11 @@ class Runner:
     async def _write(self, rows: list[RowState]) -> None:
         if self.journal is None or not rows:
             return
+        if self.journal.commits_are_cheap:
+            # No thread: handing a batch to one costs more (GIL hand-offs on every row
+            # the driver steps through) than the write itself.
+            self.journal.write_rows(self.run_id, rows)
+            return
         loop = asyncio.get_running_loop()
         # Shielded: once handed to the journal thread, a batch is written even if the
         # awaiting task is cancelled (Ctrl-C), so no outcome is lost on the way.
@@ -366,8 +371,14 @@ class Runner:
     def _start_write(self, seqs: list[int]) -> asyncio.Future[None]:
         """Claim a batch: move the run's claim mark past it (durable before the jobs go out)."""
         loop = asyncio.get_running_loop()
-        if self.journal is None:
+        if self.journal is None or self.journal.commits_are_cheap:
             done: asyncio.Future[None] = loop.create_future()
+            if self.journal is not None:
+                try:
+                    self.journal.claim_through(self.run_id, max(seqs))
+                except BaseException as exc:  # surfaces where the write is awaited
+                    done.set_exception(exc)
+                    return done
             done.set_result(None)
             return done
         return loop.run_in_executor(
