@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailconduit import api
 from mailconduit.delivery.ratelimit import DailyUsage
@@ -113,3 +116,12 @@ def test_claim_mark_counts_rows_whose_outcome_was_never_written(store_url: str) 
     info = journal.get_run("m")
     assert info.claimed_seq == 6
     assert info.counts == {"sent": 3, "claimed": 3}  # rows 4-6 were handed over, fate unknown
+
+
+@given(st.lists(st.text(max_size=12), max_size=3))
+def test_recipients_are_stored_exactly_as_json_writes_them(recipients: list[str]) -> None:
+    """The shortcut for one plain address writes what json.dumps writes, for any text."""
+    from mailconduit.journal.store import _json_strings
+
+    assert _json_strings(tuple(recipients)) == json.dumps(recipients)
+    assert json.loads(_json_strings(tuple(recipients))) == recipients

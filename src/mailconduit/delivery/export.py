@@ -12,12 +12,10 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import os
 import re
-import secrets
 import time
 from collections.abc import Iterator, Sequence
-from email import policy
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +75,7 @@ _TABLE_NAMES = frozenset({"table_html", "table_text", "rows"})
 
 def new_run_id() -> str:
     """A readable, unique run id: ``20261129-142501-3fa2c1``."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
 
 
 # --------------------------------------------------------------------------- preparation
@@ -779,6 +777,9 @@ def _dry_run(spec: ExportSpec, conn: Connection) -> ExportReport:
 
 def preview_text(data: bytes, *, max_lines: int = 30) -> str:
     """Headers and the beginning of the text of a message, as a person reads them."""
+    from email import policy
+    from email.parser import BytesParser
+
     msg = BytesParser(policy=policy.default).parsebytes(data)
     lines = [
         f"{name}: {value}" for name, value in msg.items() if name.lower() not in ("mime-version",)
@@ -807,6 +808,9 @@ class PreviewMessage:
 
 def preview(spec: ExportSpec, conn: Connection, *, limit: int = 3) -> list[PreviewMessage]:
     """The first ``limit`` messages, rendered and built but not sent."""
+    from email import policy
+    from email.parser import BytesParser
+
     prepared = prepare(dataclasses.replace(spec, limit=limit), conn, sending=False)
     out: list[PreviewMessage] = []
     try:

@@ -55,6 +55,7 @@ from mailconduit.smtp import (
 
 __all__ = ["Job", "Outcome", "RunResult", "Runner", "SessionOpener", "outcome_of"]
 
+_ACCEPTED = RecipientStatus.ACCEPTED
 #: How often buffered outcomes are committed (group commit).
 FLUSH_INTERVAL = 0.02
 #: Most rows claimed in one journal transaction.
@@ -395,6 +396,25 @@ class Runner:
                 "aborted",
                 f"the server refused the credentials: {outcome.error}; nothing more was sent",
             )
+        if outcome.status is DeliveryStatus.SENT and not job.refused and all(
+            r.status is _ACCEPTED for r in outcome.recipients
+        ):  # the common case, without the general bookkeeping
+            self._finish(
+                job,
+                RowState(
+                    job.row_key,
+                    job.seq,
+                    job.row_number,
+                    SENT,
+                    job.attempts,
+                    tuple(job.recipients),
+                    job.message_id,
+                    outcome.code,
+                    outcome.enhanced,
+                    outcome.text,
+                ),
+            )
+            return
         self._on_outcome(job, outcome_of(outcome))
 
     async def _session_worker(self, index: int) -> None:
@@ -489,8 +509,10 @@ class Runner:
     def _state(
         self, job: Job, state: str, outcome: Outcome, *, recipients: list[str] | None = None
     ) -> RowState:
-        known = {r[0] for r in outcome.refused}
-        refused = tuple(r for r in job.refused if r[0] not in known) + outcome.refused
+        refused = job.refused
+        if outcome.refused:
+            known = {r[0] for r in outcome.refused}
+            refused = tuple(r for r in refused if r[0] not in known) + outcome.refused
         return RowState(
             row_key=job.row_key,
             seq=job.seq,

@@ -146,7 +146,7 @@ class RowState:
             self.row_number,
             self.state,
             self.attempts,
-            json.dumps(list(self.recipients)),
+            _json_strings(self.recipients),
             self.message_id,
             self.code,
             self.enhanced,
@@ -155,6 +155,17 @@ class RowState:
             json.dumps([list(d) for d in self.detail]) if self.detail else "",
             self.updated_at or time.time(),
         )
+
+
+#: A string JSON writes as it is between two quotes (printable ASCII, no quote, no backslash).
+_JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*').fullmatch
+
+
+def _json_strings(items: tuple[str, ...]) -> str:
+    """``json.dumps(list(items))``, with a shortcut for the usual one plain address."""
+    if len(items) == 1 and _JSON_PLAIN(items[0]):
+        return f'["{items[0]}"]'
+    return json.dumps(list(items))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ from mailconduit.message.attachment import Attachment, load_attachment
 from mailconduit.message.build import BuiltMessage, build_message, make_message_id
 from mailconduit.message.charset import OutputCharset, resolve_charset
 from mailconduit.message.compose import compose_message
-from mailconduit.message.htmltext import html_to_text
 from mailconduit.message.render import (
     GROUP_MODE_NAMES,
     ROW_MODE_NAMES,
@@ -67,3 +66,12 @@ __all__ = [
     "text_table",
     "xlsx_bytes",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # html_to_text needs html.parser: loaded on first use, not with every export.
+    if name == "html_to_text":
+        from mailconduit.message.htmltext import html_to_text
+
+        return html_to_text
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,7 +33,6 @@ from mailconduit.message.header import (
     encode_unstructured_header,
     fold_header,
 )
-from mailconduit.message.htmltext import html_to_text
 from mailconduit.message.transfer import EncodedBody, encode_binary, encode_text
 
 __all__ = ["AttachmentSource", "BuiltMessage", "build_message", "make_message_id"]
@@ -283,6 +282,8 @@ def _mime_body(
 ) -> tuple[str, bytes]:
     """The Content-Type header and payload of a multipart body."""
     if text_body is None and html_body is not None:
+        from mailconduit.message.htmltext import html_to_text  # html.parser, when needed
+
         text_body = html_to_text(html_body)
     text = encode_text(text_body or "", cs, field="text_body", row_key=row_key)
     seven_bit = [text.data] if text.transfer_encoding == "7bit" else []

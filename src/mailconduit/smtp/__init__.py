@@ -1,4 +1,8 @@
-"""The only part of mailconduit that talks SMTP: sessions, replies and Test Connection."""
+"""The only part of mailconduit that talks SMTP: sessions, replies and Test Connection.
+
+Test Connection lives in :mod:`mailconduit.smtp.probe` (import it from there): it needs
+the email package, which an export does not load.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,6 @@ from mailconduit.smtp.client import (
     StreamResult,
 )
 from mailconduit.smtp.esmtp import Capabilities
-from mailconduit.smtp.probe import ProbeResult, probe
 from mailconduit.smtp.replies import Reply, ReplyAction, classify
 from mailconduit.smtp.tls import CertificateInfo, TLSInfo
 from mailconduit.smtp.transcript import Transcript
@@ -26,7 +29,6 @@ __all__ = [
     "DeliveryStatus",
     "Envelope",
     "MessageSource",
-    "ProbeResult",
     "RecipientResult",
     "RecipientStatus",
     "Reply",
@@ -39,5 +41,5 @@ __all__ = [
     "TLSInfo",
     "Transcript",
     "classify",
-    "probe",
 ]
+
