@@ -305,3 +305,105 @@ def test_render_is_fast_for_substitution_templates() -> None:
     for _ in range(2000):
         template.render(ROW)
     assert (time.perf_counter() - start) / 2000 < 200e-6  # generous: ~6 µs measured
+
+
+# ---------------------------------------------------------------- Jinja-free direct path
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-1000, 1000),
+    st.decimals(allow_nan=False, allow_infinity=False, places=2),
+    st.text(max_size=8),
+)
+_LITERALS = st.text(alphabet=st.sampled_from(list("ab {}\r\n<&>\"'-x")), max_size=12).filter(
+    lambda t: "{{" not in t and "{%" not in t and "{#" not in t and not t.endswith("{")
+)
+_SPACE = st.sampled_from(["", " ", "  ", "\n", "\t"])
+
+
+@st.composite
+def _simple_templates(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """Text with ``{{ name }}`` / ``{{ row["key"] }}`` tags, and a row holding every name."""
+    names = ["email", "name", "amount", "x_1"]
+    row = {n: draw(_VALUES) for n in names}
+    source = draw(_LITERALS)
+    for _ in range(draw(st.integers(0, 4))):
+        inside = draw(
+            st.one_of(
+                st.sampled_from(names),
+                st.sampled_from(names).map(lambda n: f'row["{n}"]'),
+                st.sampled_from(names).map(lambda n: f"row[ '{n}' ]"),
+            )
+        )
+        source += "{{" + draw(_SPACE) + inside + draw(_SPACE) + "}}" + draw(_LITERALS)
+    return source, row
+
+
+@settings(max_examples=300)
+@given(_simple_templates(), st.booleans(), st.booleans())
+def test_direct_path_renders_exactly_as_jinja(
+    case: tuple[str, dict[str, Any]], keep_newline: bool, autoescape: bool
+) -> None:
+    """Templates read without Jinja render the same text, and read the same names, as Jinja."""
+    from jinja2 import meta
+
+    from mailconduit.message.render import _Env, _Field
+    from mailconduit.message.sandbox import Sandbox
+
+    source, row = case
+    options = {"max_chars": 10_000, "autoescape": autoescape}
+    if keep_newline:
+        options["keep_trailing_newline"] = True
+    field = _Field("text_body", source, _Env(**options))
+    jinja = Sandbox(**options)
+    context = {**row, "row": row}
+    expected = jinja.from_string(source).render(context)
+    assert field.template is None  # never compiled: the direct path or a constant
+    assert field.render(context, escape=autoescape, limit=10_000) == expected
+    if field.constant is None:
+        assert field.names == meta.find_undeclared_variables(jinja.parse(source))
+
+
+def test_templates_outside_the_direct_path_still_go_through_jinja() -> None:
+    from mailconduit.message.render import _Env, _Field
+
+    env = _Env(max_chars=10_000, autoescape=False)
+    for source in ["{{- name }}", "{{ name -}}", "{{ name|upper }}", "{{ none }}", "{{ row._x }}",
+                   '{{ row["_x"] }}', "{{ row.name }}", "{% if name %}x{% endif %}", "{{ true }}",
+                   "{# note #}{{ name }}", '{{ row["a\\"b"] }}']:  # fmt: skip
+        field = _Field("text_body", source, env)
+        assert field.template is not None, source
+
+
+def test_a_missing_name_on_the_direct_path_is_reported_as_jinja_would() -> None:
+    template = MessageTemplate(to="{{ email }}", subject="Hello {{ nmae }}")
+    with pytest.raises(RenderError) as caught:
+        template.render({"email": "a@example.com", "name": "A"}, row_key="7")
+    assert caught.value.column == "nmae" and "unknown column 'nmae'" in caught.value.message
+
+
+def test_sandbox_globals_listed_for_the_direct_path_match_the_sandbox() -> None:
+    from mailconduit.message.render import SANDBOX_GLOBALS
+    from mailconduit.message.sandbox import Sandbox
+
+    assert frozenset(Sandbox(max_chars=10).globals) == SANDBOX_GLOBALS
+
+
+def test_plain_substitution_templates_do_not_load_jinja() -> None:
+    """Start-up: an export whose fields are plain substitutions never imports Jinja."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mailconduit.message.render import MessageTemplate\n"
+        "t = MessageTemplate(to='{{ email }}', subject='Hi {{ row[\"name\"] }}',"
+        " text_body='Dear {{ name }},\\n', html_body='<p>{{ name }}</p>\\n')\n"
+        "t.check(['email', 'name'])\n"
+        "m = t.render({'email': 'a@example.com', 'name': '<A>'})\n"
+        "assert m.html_body == '<p>&lt;A&gt;</p>\\n', m.html_body\n"
+        "assert 'jinja2' not in sys.modules, 'jinja2 was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

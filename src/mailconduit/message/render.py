@@ -5,25 +5,28 @@ All problems a template can have before any row is sent are found up front: synt
 (:meth:`MessageTemplate.check_render`). Per-row failures raise :class:`RenderError` naming
 the field and, when it can be told, the column. Templates without markup skip Jinja, and
 templates made only of ``{{ name }}`` / ``{{ row["name"] }}`` substitutions use a direct
-path with the same output as Jinja.
+path with the same output as Jinja: when every field is of these kinds, Jinja is not even
+loaded.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import markupsafe
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
 
 from mailconduit.errors import RenderError, RowError
 from mailconduit.message.header import check_header_name
+
+if TYPE_CHECKING:
+    from jinja2 import Template, nodes
+
+    from mailconduit.message.sandbox import Sandbox
 
 __all__ = [
     "GROUP_MODE_NAMES",
@@ -42,107 +45,51 @@ DEFAULT_MAX_BODY_CHARS = 10_000_000
 _MARKUP_START = ("{{", "{%", "{#")
 _UNDEFINED_NAME_RE = re.compile(r"^'([^']+)' is undefined")
 _MISSING_KEY_RE = re.compile(r"^'dict object' has no attribute '([^']+)'")
-_HUGE_FORMAT_WIDTH_RE = re.compile(r"%[-+ #0]*(\d{6,}|\*)|\{[^{}]*?[:.][^{}]*?\d{6,}")
 _DICT_METHODS = frozenset(dir(dict))
-_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
-
-
-def _finalize(value: Any) -> Any:
-    """None renders as an empty string, everything else as Jinja would."""
-    return "" if value is None else value
-
-
-class _Sandbox(SandboxedEnvironment):
-    """Jinja's sandbox, plus limits on operations that can allocate huge strings at once.
-
-    Intercepting ``*``, ``**`` and ``%`` also stops Jinja from folding them at compile time.
-    """
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def __init__(self, *, max_chars: int, **options: Any) -> None:
-        super().__init__(undefined=StrictUndefined, finalize=_finalize, **options)
-        self.max_chars = max_chars
-        del self.globals["lipsum"]
-        for name in ("center", "indent", "wordwrap"):
-            self.filters[name] = self._guarded_filter(self.filters[name])
-        self.filters["format"] = self._guarded_format(self.filters["format"])
-        self.filters["replace"] = self._guarded_replace(self.filters["replace"])
-
-    def _too_large(self, what: str) -> SecurityError:
-        return SecurityError(f"{what} would produce more than {self.max_chars} characters")
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | bytes | list | tuple)
-                    and isinstance(count, int)
-                    and len(seq) * count > self.max_chars
-                ):
-                    raise self._too_large("repeating a value")
-        elif operator == "**":
-            if (
-                isinstance(right, int)
-                and right > 10_000
-                and isinstance(left, int)
-                and abs(left) > 1
-            ):
-                raise SecurityError("exponent too large")
-        elif operator == "%" and isinstance(left, str) and _HUGE_FORMAT_WIDTH_RE.search(left):
-            raise self._too_large("a format width")
-        return super().call_binop(context, operator, left, right)
-
-    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        owner = getattr(obj, "__self__", None)
-        if isinstance(owner, str):
-            name = getattr(obj, "__name__", "")
-            numbers = [a for a in (*args, *kwargs.values()) if isinstance(a, int)]
-            if name in _PADDING_METHODS and any(n > self.max_chars for n in numbers):
-                raise self._too_large(f"str.{name}")
-            if name == "expandtabs" and numbers and owner.count("\t") * numbers[0] > self.max_chars:
-                raise self._too_large("str.expandtabs")
-            if name == "replace" and len(args) >= 2:
-                self._check_replace(owner, args[0], args[1])
-            if name in ("format", "format_map") and _HUGE_FORMAT_WIDTH_RE.search(owner):
-                raise self._too_large("a format width")
-        return super().call(context, obj, *args, **kwargs)
-
-    def _check_replace(self, text: Any, old: Any, new: Any) -> None:
-        if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
-            hits = len(text) + 1 if not old else text.count(old)
-            if len(text) + hits * len(new) > self.max_chars:
-                raise self._too_large("replace")
-
-    def _guarded_filter(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            for value in (*args[1:], *kwargs.values()):
-                if (
-                    isinstance(value, int)
-                    and not isinstance(value, bool)
-                    and value > self.max_chars
-                ):
-                    raise self._too_large("a filter width")
-            return original(*args, **kwargs)
-
-        guarded.__dict__.update(getattr(original, "__dict__", {}))
-        return guarded
-
-    def _guarded_format(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def guarded(value: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(value, str) and _HUGE_FORMAT_WIDTH_RE.search(value):
-                raise self._too_large("a format width")
-            return original(value, *args, **kwargs)
-
-        return guarded
-
-    def _guarded_replace(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def guarded(eval_ctx: Any, value: Any, old: Any, new: Any, count: Any = None) -> Any:
-            self._check_replace(str(value), str(old), str(new))
-            return original(eval_ctx, value, old, new, count)
-
-        guarded.__dict__.update(getattr(original, "__dict__", {}))
-        return guarded
+#: The globals of our sandbox (Jinja's, without ``lipsum``); a test holds them equal.
+SANDBOX_GLOBALS = frozenset({"range", "dict", "cycler", "joiner", "namespace"})
+#: ``{{ name }}`` or ``{{ row["key"] }}`` exactly as Jinja reads them (any whitespace inside).
+_SIMPLE_TAG_RE = re.compile(
+    r"\{\{\s*(?:([A-Za-z_][A-Za-z0-9_]*)|row\s*\[\s*(?:\"([^\"\\]*)\"|'([^'\\]*)')\s*\])\s*\}\}"
+)
+#: Names Jinja reads as constants, operators or statements: those go through Jinja.
+_JINJA_WORDS = frozenset(
+    [
+        "true",
+        "false",
+        "none",
+        "True",
+        "False",
+        "None",
+        "and",
+        "or",
+        "not",
+        "in",
+        "is",
+        "if",
+        "else",
+        "elif",
+        "for",
+        "recursive",
+        "with",
+        "without",
+        "context",
+        "import",
+        "from",
+        "as",
+        "set",
+        "block",
+        "macro",
+        "call",
+        "filter",
+        "include",
+        "extends",
+        "raw",
+        "pluralize",
+        "trans",
+    ]
+)
+_NEWLINE_RE = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,50 +108,80 @@ class RenderedMessage:
     headers: tuple[tuple[str, str], ...]
 
 
+class _Env:
+    """The settings of a sandbox, made (and Jinja imported) only when a field needs it."""
+
+    __slots__ = ("_env", "_options", "keep_trailing_newline")
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._env: Sandbox | None = None
+        self.keep_trailing_newline: bool = options.get("keep_trailing_newline", False)
+
+    def get(self) -> Sandbox:
+        if self._env is None:
+            from mailconduit.message.sandbox import Sandbox
+
+            self._env = Sandbox(**self._options)
+        return self._env
+
+
 class _Field:
     """One compiled field template: constant, direct substitution, or full Jinja."""
 
-    __slots__ = ("columns", "constant", "field", "names", "parts", "template", "tree", "unsafe")
+    __slots__ = (
+        "columns",
+        "constant",
+        "env",
+        "field",
+        "names",
+        "parts",
+        "source",
+        "template",
+        "tree",
+        "unsafe",
+    )
 
-    def __init__(self, field: str, source: str, env: _Sandbox) -> None:
+    def __init__(self, field: str, source: str, env: _Env) -> None:
         self.field = field
+        self.source = source
+        self.env = env
         self.constant: str | None = None
         self.parts: list[tuple[int, str]] | None = None
         self.names: frozenset[str] = frozenset()
         self.columns: frozenset[str] = frozenset()
         self.unsafe: list[str] = []
         self.tree: nodes.Template | None = None
+        self.template: Template | None = None
         if not any(marker in source for marker in _MARKUP_START):
-            if not env.keep_trailing_newline and source.endswith("\n"):
-                source = source[:-2] if source.endswith("\r\n") else source[:-1]
-            self.constant = source
-            self.template = None
+            self.constant = _jinja_text(source, keep_trailing_newline=env.keep_trailing_newline)
             return
-        try:
-            self.tree = env.parse(source)
-            self.template = env.from_string(self.tree)
-        except TemplateSyntaxError as exc:
-            raise RenderError(
-                f"syntax error at line {exc.lineno}: {exc.message}", template=field
-            ) from None
-        for loader in self.tree.find_all(
-            (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
-        ):
+        parts = _simple_parts(source, keep_trailing_newline=env.keep_trailing_newline)
+        if parts is not None:
+            self.parts = parts
+            self.columns = frozenset(text for kind, text in parts if kind == _ROW_KEY)
+            names = {text for kind, text in parts if kind == _NAME}
+            self.names = frozenset(names | {"row"} if self.columns else names)
+            return
+        from jinja2 import meta, nodes
+
+        tree = self._compile()
+        for loader in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
             raise RenderError(
                 f"line {loader.lineno}: templates cannot load other templates "
                 "(extends, include, import)",
                 template=field,
             )
-        self.names = frozenset(meta.find_undeclared_variables(self.tree))
+        self.names = frozenset(meta.find_undeclared_variables(tree))
         lookups = set()
-        for node in self.tree.find_all((nodes.Getitem, nodes.Getattr)):
+        for node in tree.find_all((nodes.Getitem, nodes.Getattr)):
             key = _static_row_key(node)
             if key is not None:
                 lookups.add(key)
             attr = _static_attribute(node)
             if attr is not None and attr.startswith("_"):
                 self.unsafe.append(attr)
-        for node in self.tree.find_all(nodes.Filter):
+        for node in tree.find_all(nodes.Filter):
             if (
                 node.name == "attr"
                 and node.args
@@ -213,7 +190,22 @@ class _Field:
             ):
                 self.unsafe.append(str(node.args[0].value))
         self.columns = frozenset(lookups)
-        self.parts = _direct_parts(self.tree)
+        self.parts = _direct_parts(tree)
+
+    def _compile(self) -> nodes.Template:
+        """Parse and compile with Jinja; a syntax error is a RenderError naming the line."""
+        from jinja2 import TemplateSyntaxError
+
+        env = self.env.get()
+        try:
+            tree = env.parse(self.source)
+            self.template = env.from_string(tree)
+        except TemplateSyntaxError as exc:
+            raise RenderError(
+                f"syntax error at line {exc.lineno}: {exc.message}", template=self.field
+            ) from None
+        self.tree = tree
+        return tree
 
     def render(self, context: dict[str, Any], *, escape: bool, limit: int) -> str:
         if self.constant is not None:
@@ -230,6 +222,8 @@ class _Field:
         return text
 
     def _render_jinja(self, context: dict[str, Any], limit: int) -> str:
+        if self.template is None:  # a direct field meeting a missing name: Jinja says why
+            self._compile()
         assert self.template is not None
         out: list[str] = []
         size = 0
@@ -247,6 +241,8 @@ class _TooLarge(Exception):
 
 def _static_row_key(node: nodes.Node) -> str | None:
     """``row["x"]`` or ``row.x`` (not a dict method): the column name looked up, if constant."""
+    from jinja2 import nodes
+
     if not (isinstance(node, nodes.Getitem | nodes.Getattr) and isinstance(node.node, nodes.Name)):
         return None
     if node.node.name != "row":
@@ -259,6 +255,8 @@ def _static_row_key(node: nodes.Node) -> str | None:
 
 
 def _static_attribute(node: nodes.Node) -> str | None:
+    from jinja2 import nodes
+
     if isinstance(node, nodes.Getattr):
         return node.attr
     if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
@@ -270,8 +268,53 @@ def _static_attribute(node: nodes.Node) -> str | None:
 _LITERAL, _NAME, _ROW_KEY = 0, 1, 2
 
 
+def _jinja_text(source: str, *, keep_trailing_newline: bool) -> str:
+    """The text as Jinja reads it: every line break LF, one final one dropped unless kept."""
+    text = _NEWLINE_RE.sub("\n", source) if "\r" in source else source
+    if not keep_trailing_newline and text.endswith("\n"):
+        text = text[:-1]
+    return text
+
+
+def _simple_parts(source: str, *, keep_trailing_newline: bool) -> list[tuple[int, str]] | None:
+    """The parts Jinja would make of a template of text and plain substitutions, read
+    without Jinja; None for anything else (Jinja then reads it).
+
+    Jinja's reading is followed exactly: line breaks become LF, and without
+    ``keep_trailing_newline`` one final line break is dropped. A property test compares
+    the two on generated templates.
+    """
+    if "{%" in source or "{#" in source:
+        return None
+    text = _jinja_text(source, keep_trailing_newline=keep_trailing_newline)
+    parts: list[tuple[int, str]] = []
+    pos = 0
+    while (start := text.find("{{", pos)) >= 0:
+        tag = _SIMPLE_TAG_RE.match(text, start)
+        if tag is None:
+            return None
+        name, double_quoted, single_quoted = tag.groups()
+        if start > pos:
+            parts.append((_LITERAL, text[pos:start]))
+        if name is not None:
+            if name in _JINJA_WORDS:
+                return None
+            parts.append((_NAME, name))
+        else:
+            key = double_quoted if double_quoted is not None else single_quoted
+            if key.startswith("_"):
+                return None
+            parts.append((_ROW_KEY, key))
+        pos = tag.end()
+    if pos < len(text):
+        parts.append((_LITERAL, text[pos:]))
+    return parts
+
+
 def _direct_parts(tree: nodes.Template) -> list[tuple[int, str]] | None:
     """The template as literal/lookup parts when it is only text and plain substitutions."""
+    from jinja2 import nodes
+
     if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
         return None
     parts: list[tuple[int, str]] = []
@@ -342,10 +385,10 @@ class MessageTemplate:
     ) -> None:
         self.max_field_chars = max_field_chars
         self.max_body_chars = max_body_chars
-        line_env = _Sandbox(max_chars=max_field_chars, autoescape=False)
-        text_env = _Sandbox(max_chars=max_body_chars, autoescape=False, keep_trailing_newline=True)
-        html_env = _Sandbox(max_chars=max_body_chars, autoescape=True, keep_trailing_newline=True)
-        self._global_names = frozenset(line_env.globals)
+        line_env = _Env(max_chars=max_field_chars, autoescape=False)
+        text_env = _Env(max_chars=max_body_chars, autoescape=False, keep_trailing_newline=True)
+        html_env = _Env(max_chars=max_body_chars, autoescape=True, keep_trailing_newline=True)
+        self._global_names = SANDBOX_GLOBALS
         self._to = _Field("to", to, line_env)
         self._cc = _Field("cc", cc, line_env)
         self._bcc = _Field("bcc", bcc, line_env)
@@ -471,22 +514,24 @@ class MessageTemplate:
                 row_key=row_key,
                 template=field.field,
             ) from None
-        except SecurityError as exc:
-            raise RenderError(
-                f"sandbox violation: {exc}", row_key=row_key, template=field.field
-            ) from None
-        except UndefinedError as exc:
-            message = str(exc)
-            found = _UNDEFINED_NAME_RE.match(message) or _MISSING_KEY_RE.match(message)
-            column = found.group(1) if found else ""
-            reason = f"unknown column {column!r}" if found else message
-            raise RenderError(
-                reason, row_key=row_key, column=column, template=field.field
-            ) from None
+        except RenderError:
+            raise
         except Exception as exc:  # a template is user code: any failure fails this row only
-            raise RenderError(
-                f"{exc.__class__.__name__}: {exc}", row_key=row_key, template=field.field
-            ) from None
+            raise _render_error(exc, field.field, row_key) from None
+
+
+def _render_error(exc: Exception, field: str, row_key: str) -> RenderError:
+    """The row's error for what a template raised (Jinja's errors only if Jinja is loaded)."""
+    jinja = sys.modules.get("jinja2.exceptions")
+    if jinja is not None and isinstance(exc, jinja.SecurityError):
+        return RenderError(f"sandbox violation: {exc}", row_key=row_key, template=field)
+    if jinja is not None and isinstance(exc, jinja.UndefinedError):
+        message = str(exc)
+        found = _UNDEFINED_NAME_RE.match(message) or _MISSING_KEY_RE.match(message)
+        column = found.group(1) if found else ""
+        reason = f"unknown column {column!r}" if found else message
+        return RenderError(reason, row_key=row_key, column=column, template=field)
+    return RenderError(f"{exc.__class__.__name__}: {exc}", row_key=row_key, template=field)
 
 
 def _unknown_message(unknown: list[str], known: set[str]) -> str:
