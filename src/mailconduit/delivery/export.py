@@ -14,8 +14,11 @@ import dataclasses
 import fcntl
 import os
 import re
+import secrets
+import socket
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -398,7 +401,11 @@ def _jobs(
     resend_uncertain: bool,
     size_limit: int,
     claimed_seq: int = 0,
+    partial: dict[str, RowState] | None = None,
 ) -> Iterator[Job | RowState]:
+    """The run's messages; ``partial`` (from :meth:`Journal.partial_rows`) names the rows an
+    earlier attempt delivered to some recipients: they go to the ones still owed only."""
+    partial = partial or {}
     for unit in _units(p):
         if isinstance(unit, RowState):
             yield unit
@@ -415,14 +422,19 @@ def _jobs(
                 continue
             uncertain = state in (CLAIMED, UNCERTAIN)
             if uncertain and not resend_uncertain:
+                held = "held: its earlier delivery may have succeeded (--no-resend-uncertain)"
+                if unit.key in partial:  # keep who is still owed it for a later resume
+                    yield dataclasses.replace(
+                        partial[unit.key], state=UNCERTAIN, reply=held, updated_at=0.0
+                    )
+                    continue
                 yield RowState(
-                    unit.key, unit.seq, unit.number, UNCERTAIN, attempts=attempts,
-                    reply="held: its earlier delivery may have succeeded (--no-resend-uncertain)",
+                    unit.key, unit.seq, unit.number, UNCERTAIN, attempts=attempts, reply=held,
                 )  # fmt: skip
                 continue
         try:
             for built in _fit(p, unit, run_id, size_limit):
-                yield Job(
+                job = Job(
                     row_key=built[0],
                     seq=unit.seq,
                     row_number=unit.number,
@@ -434,8 +446,22 @@ def _jobs(
                     attempts=attempts,
                     uncertain_before=uncertain,
                 )
+                if built[0] in partial:
+                    _owed_only(job, partial[built[0]])
+                yield job
         except RowError as exc:
             yield _skipped(unit, exc)
+
+
+def _owed_only(job: Job, prior: RowState) -> None:
+    """Narrow a resumed job to the recipients its journal entry still owes the message to;
+    the others keep their earlier answer (served, or refused as recorded)."""
+    owed = set(prior.owed)
+    narrowed = [r for r in job.recipients if r in owed]
+    if not narrowed:  # none of them is in the message any more: send it as it is
+        return
+    job.refused = tuple(d for d in prior.detail if d[0] not in owed)
+    job.narrow(narrowed)
 
 
 def _fit(p: Prepared, unit: Unit, run_id: str, size_limit: int) -> list[tuple[str, BuiltMessage]]:
@@ -530,16 +556,22 @@ def execute(
     if not spec.journal:
         return _execute(spec, conn, run_id, None, progress=progress, handle_signals=handle_signals,
                         allow_address=allow_address, retry_failed=retry_failed)  # fmt: skip
-    with _run_lock(run_id):
-        return _execute(spec, conn, run_id, Journal(), progress=progress,
-                        handle_signals=handle_signals, allow_address=allow_address,
-                        retry_failed=retry_failed)  # fmt: skip
+    with _run_lock(run_id) as home_id:
+        journal = Journal()
+        with _RunLease(journal, run_id, home_id) as lease:
+            return _execute(spec, conn, run_id, journal, progress=progress,
+                            handle_signals=handle_signals, allow_address=allow_address,
+                            retry_failed=retry_failed, lease=lease)  # fmt: skip
 
 
 @contextlib.contextmanager
-def _run_lock(run_id: str) -> Iterator[None]:
+def _run_lock(run_id: str) -> Iterator[str]:
     """One process at a time sends a run: a second ``run --run-id X`` started while X is
-    still sending (an overlapping cron job) would see X's claimed rows and send them again."""
+    still sending (an overlapping cron job) would see X's claimed rows and send them again.
+
+    This lock covers one home; the journal's lease (:class:`_RunLease`) covers every host.
+    Yields the home's id, which the lease records.
+    """
     folder = home() / "runs"
     folder.mkdir(mode=0o700, exist_ok=True)
     with open(folder / f"{run_id}.lock", "a+b") as lock:
@@ -551,7 +583,115 @@ def _run_lock(run_id: str) -> Iterator[None]:
                 [FieldError("run_id", f"run {run_id!r} is being sent by another process right "
                             "now; let it finish (or stop it), then run again to resume")],
             ) from None  # fmt: skip
-        yield
+        yield _home_id(folder)
+
+
+def _home_id(folder: Path) -> str:
+    """A random id for this home, made once: tells a lease taken from here from one taken
+    from another home (even on a machine with the same name and paths)."""
+    path = folder / "home-id"
+    for _ in range(3):
+        with contextlib.suppress(FileNotFoundError):
+            text = path.read_text(encoding="ascii").strip()
+            if text:
+                return text
+        tmp = folder / f"home-id.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp.write_text(secrets.token_hex(8) + "\n", encoding="ascii")
+        try:
+            os.link(tmp, path)  # never replaces the id another process wrote first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    raise ConfigError.for_fields("export", [FieldError("home", f"{path} cannot be read")])
+
+
+#: How long a run's lease lasts unless renewed. After a crash, the run can be resumed from
+#: another home once it expires (from the crashed sender's own home at once).
+LEASE_SECONDS = 30.0
+#: How often a sending process renews its run's lease.
+LEASE_RENEW_SECONDS = 10.0
+
+
+class _RunLease:
+    """The run's lease in the journal: one process at a time sends a run, on whichever
+    host it runs, as long as they share the journal (PostgreSQL, or one SQLite file).
+
+    Taken before the run's rows are read, renewed by a thread while it runs (through
+    the prepare step as well), let go at the end, also after an error or a stop. When
+    another process takes it over (it expired: this process was frozen longer than
+    :data:`LEASE_SECONDS`), :meth:`on_lost` hears of it and the run stops.
+    """
+
+    def __init__(self, journal: Journal, run_id: str, home_id: str) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.home_id = home_id
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.lost = ""  # why the lease was lost; empty while it is held
+        self._guard = threading.Lock()
+        self._listener: Callable[[str], None] | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name=f"lease-{run_id}", daemon=True)
+
+    def __enter__(self) -> _RunLease:
+        holder = self.journal.take_lease(
+            self.run_id, owner=self.owner, home=self.home_id, ttl=LEASE_SECONDS
+        )
+        if holder is not None:
+            left = max(1, round(holder.seconds_left))
+            until = time.strftime("%H:%M:%S", time.localtime(time.time() + left))
+            raise ConfigError.for_fields(
+                "export",
+                [FieldError("run_id", f"run {self.run_id!r} is being sent right now by "
+                            f"{_holder(holder.owner)}, whose lease on it runs until {until} "
+                            f"(in {left} s); let it finish (or stop it), then run again to resume "
+                            "(if that process died, its lease expires by then)")],
+            )  # fmt: skip
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        if not self.lost:
+            with contextlib.suppress(Exception):  # unreachable store: it expires by itself
+                self.journal.release_lease(self.run_id, owner=self.owner)
+
+    def on_lost(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(reason)`` (from the renewing thread) if the lease is lost."""
+        with self._guard:
+            self._listener = listener
+            lost = self.lost
+        if lost:
+            listener(lost)
+
+    def _keep(self) -> None:
+        while not self._done.wait(LEASE_RENEW_SECONDS):
+            try:
+                kept = self.journal.renew_lease(self.run_id, owner=self.owner, ttl=LEASE_SECONDS)
+                holder = None if kept else self.journal.lease(self.run_id)
+            except Exception:  # the store is unreachable for now: try again at the next turn
+                kept, holder = True, None
+            if kept:
+                continue
+            who = _holder(holder.owner) if holder is not None else "another process"
+            with self._guard:
+                self.lost = (
+                    f"stopped: {who} took over this run after its lease expired, so no row "
+                    "goes out twice; resume it when that process is done"
+                )
+                listener = self._listener
+            if listener is not None:
+                listener(self.lost)
+            return
+
+
+def _holder(owner: str) -> str:
+    """A lease owner (``host:pid:nonce``) as a person reads it."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return f"process {pid} on host {host}" if pid else f"{owner!r}"
 
 
 def _execute(
@@ -564,13 +704,16 @@ def _execute(
     handle_signals: bool,
     allow_address: Any,
     retry_failed: bool,
+    lease: _RunLease | None = None,
 ) -> ExportReport:
     states: dict[str, tuple[str, int]] = {}
+    partial: dict[str, RowState] = {}
     claimed_seq = 0
     resuming = False
     if journal is not None and journal.run_exists(run_id):
         resuming = True
         states = journal.states(run_id)
+        partial = journal.partial_rows(run_id)
         claimed_seq = journal.get_run(run_id).claimed_seq
     prepared = prepare(spec, conn, sending=True)
     try:
@@ -609,6 +752,7 @@ def _execute(
             jobs = _jobs(
                 prepared, run_id, states=states, retry_failed=retry_failed,
                 resend_uncertain=resend, size_limit=size_limit, claimed_seq=claimed_seq,
+                partial=partial,
             )  # fmt: skip
             runner = Runner(
                 run_id=run_id,
@@ -624,22 +768,29 @@ def _execute(
                 handle_signals=handle_signals,
                 resend_uncertain=resend,
             )
+            if lease is not None:
+                loop = asyncio.get_running_loop()
+                lease.on_lost(lambda reason: _stop_soon(loop, runner, reason))
             return runner, await runner.run()
 
         runner, result = asyncio.run(main())
     except BaseException:
-        if journal is not None and journal.run_exists(run_id):
+        if journal is not None and journal.run_exists(run_id) and not (lease and lease.lost):
             journal.set_status(run_id, "failed", message="stopped by an error before finishing")
         raise
     finally:
         prepared.close()
     elapsed = time.monotonic() - started
     if journal is not None:
-        journal.set_status(
-            run_id, result.status, message=result.message, finished=result.status == "finished"
-        )
+        taken_over = lease is not None and bool(lease.lost)
+        if not taken_over:  # else the run's status is its new sender's to write
+            journal.set_status(
+                run_id, result.status, message=result.message, finished=result.status == "finished"
+            )
         _save_daily(journal, conn, limiter)
         report = report_from_journal(run_id, journal=journal)
+        if taken_over:
+            report.status, report.message = result.status, result.message
         report.elapsed = elapsed
         report.uncertain_resent = runner.counters.uncertain_resent
         report.sent_before = sum(1 for state, _ in states.values() if state == SENT)
@@ -650,6 +801,12 @@ def _execute(
     if spec.report:
         write_report(report, spec.report, fmt=spec.report_format)
     return report
+
+
+def _stop_soon(loop: asyncio.AbstractEventLoop, runner: Runner, reason: str) -> None:
+    """Stop ``runner`` from another thread (the lease's), unless its loop is already gone."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(runner.stop, "interrupted", reason)
 
 
 def resume(

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -36,6 +36,7 @@ from mailconduit.errors import (
     ThrottledError,
 )
 from mailconduit.journal.store import (
+    CLAIMED,
     FAILED,
     RETRY,
     SENT,
@@ -83,8 +84,10 @@ class Job:
     uncertain_before: bool = False
     envelope: Envelope | None = None
     refused: tuple[tuple[str, int, str], ...] = ()
-    narrowed: bool = False  # later transactions carry only the recipients still deferred
+    narrowed: bool = False  # later transactions carry only ``owed``
     counted_uncertain: bool = False  # already counted in ``uncertain_resent``
+    #: Once narrowed: the recipients still owed the message (``recipients`` keeps them all).
+    owed: tuple[str, ...] = ()
 
     def make_envelope(self) -> Envelope:
         if self.envelope is None:
@@ -92,6 +95,12 @@ class Job:
                 self.sender, tuple(self.recipients), self.data, self.smtputf8, self
             )
         return self.envelope
+
+    def narrow(self, owed: Sequence[str]) -> None:
+        """Send only to ``owed`` from now on: the others were served or refused for good."""
+        self.owed = tuple(owed)
+        self.narrowed = True
+        self.envelope = Envelope(self.sender, self.owed, self.data, self.smtputf8, self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,24 +516,34 @@ class Runner:
             self._wakeup.set()
 
     def _state(
-        self, job: Job, state: str, outcome: Outcome, *, recipients: list[str] | None = None
+        self, job: Job, state: str, outcome: Outcome, *, owed: tuple[str, ...] | None = None
     ) -> RowState:
         refused = job.refused
         if outcome.refused:
             known = {r[0] for r in outcome.refused}
             refused = tuple(r for r in refused if r[0] not in known) + outcome.refused
+        if not job.narrowed or state == SENT:
+            owed = ()
+        elif state == FAILED:
+            # What --retry-failed sends to: every recipient not served yet, and only those.
+            unserved = {*job.owed, *(r[0] for r in refused)}
+            owed = tuple(r for r in job.recipients if r in unserved)
+        elif owed is None:
+            answered = {r[0] for r in refused}
+            owed = tuple(r for r in job.owed if r not in answered)
         return RowState(
             row_key=job.row_key,
             seq=job.seq,
             row_number=job.row_number,
             state=state,
             attempts=job.attempts,
-            recipients=tuple(recipients if recipients is not None else job.recipients),
+            recipients=tuple(job.recipients),
             message_id=job.message_id,
             code=outcome.code,
             enhanced=outcome.enhanced,
             reply=outcome.text,
             detail=refused,
+            owed=owed,
         )
 
     def _on_outcome(self, job: Job, outcome: Outcome) -> None:
@@ -560,7 +579,14 @@ class Runner:
         self._retry(job, outcome)
 
     def _retry(self, job: Job, outcome: Outcome, *, recipients: list[str] | None = None) -> None:
-        """Try the job again after a back-off, or give up on it (failed) when the policy says so."""
+        """Try the job again after a back-off, or give up on it (failed) when the policy says so.
+
+        ``recipients``: only these are tried again (the others were served or refused); the
+        journal learns it at once, so a run stopped or killed before they are served
+        resends to them only.
+        """
+        if recipients is not None:
+            job.narrow(recipients)
         delay = next_delay(self.spec.retry, job.attempts, elapsed=time.monotonic() - job.first_try)
         if delay is None or self.stopping:
             if delay is None:
@@ -568,30 +594,32 @@ class Runner:
                 # When other recipients already had their answer, the ones still deferred
                 # are listed too: the row's detail then accounts for every recipient.
                 answered = {r[0] for r in outcome.refused}
-                left = [
-                    r
-                    for r in (recipients if recipients is not None else job.recipients)
-                    if r not in answered
-                ]
-                partial = recipients is not None or job.narrowed
-                gave_up = tuple((r, outcome.code, outcome.text) for r in left) if partial else ()
+                left = tuple(
+                    r for r in (job.owed if job.narrowed else job.recipients) if r not in answered
+                )
+                gave_up = (
+                    tuple((r, outcome.code, outcome.text) for r in left) if job.narrowed else ()
+                )
                 final = Outcome(
                     outcome.status, outcome.code, outcome.enhanced, text, outcome.refused + gave_up
                 )
                 # A row one of whose attempts may have been delivered is not "failed": it
                 # stays uncertain (resume resends it with the same Message-ID, or holds it).
-                self._finish(job, self._state(job, self._pending_state(job, FAILED), final))
-            else:  # stopping: not final, resume sends it
+                state = self._pending_state(job, FAILED)
+                self._finish(job, self._state(job, state, final, owed=left))
+            else:  # stopping: not final, resume sends it (to the recipients still owed)
                 self._finish(job, self._state(job, self._pending_state(job, RETRY), outcome))
             return
+        if recipients is not None and self.journal is not None:
+            # Partly delivered: journaled as in progress with the recipients still owed (one
+            # more write, for such rows only), overwritten by the row's outcome later.
+            self._buffer.append(self._state(job, CLAIMED, outcome))
         if job.uncertain_before and not job.counted_uncertain:
             job.counted_uncertain = True
             self.counters.uncertain_resent += 1
         self._in_flight.pop(id(job), None)
-        if recipients is not None:
-            job.recipients = recipients
-            job.narrowed = True
-        job.envelope = None
+        if not job.narrowed:
+            job.envelope = None
         self.counters.retrying += 1
         loop = asyncio.get_running_loop()
 

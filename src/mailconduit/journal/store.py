@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FINAL_STATES",
     "Journal",
+    "Lease",
     "RowState",
     "RunInfo",
 ]
@@ -86,6 +87,19 @@ _DDL = (
         day VARCHAR(10) NOT NULL,
         count INTEGER NOT NULL
     )""",
+    # Who is sending a run right now, whatever machine it runs on (see Journal.take_lease).
+    """CREATE TABLE IF NOT EXISTS run_leases (
+        run_id VARCHAR(80) PRIMARY KEY,
+        owner VARCHAR(255) NOT NULL,
+        home VARCHAR(64) NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    )""",
+)
+#: Columns added after a table was first released: (table, column, definition). A store
+#: created by an older version gets them with ALTER TABLE ... ADD COLUMN when opened.
+_ADDED_COLUMNS = (
+    # The recipients a partly delivered row still owes its message to (JSON; '' = all).
+    ("run_rows", "owed", "TEXT NOT NULL DEFAULT ''"),
 )
 _RUN_COLUMNS = (
     "run_id, created_at, updated_at, finished_at, status, connection, mode, spec, "
@@ -106,6 +120,7 @@ _ROW_COLUMNS = (
     "col",
     "detail",
     "updated_at",
+    "owed",
 )
 _UPSERT_SET = (
     "state",
@@ -117,6 +132,7 @@ _UPSERT_SET = (
     "detail",
     "updated_at",
     "message_id",
+    "owed",
 )
 
 
@@ -137,6 +153,10 @@ class RowState:
     column: str = ""
     detail: tuple[tuple[str, int, str], ...] = ()
     updated_at: float = 0.0
+    #: Set only for a row some of whose recipients already have their answer (accepted, or
+    #: refused for good): the ones a later attempt sends to. A failed row's are all those
+    #: not served (what --retry-failed sends to). Empty: a later attempt sends to all.
+    owed: tuple[str, ...] = ()
 
     def as_params(self, run_id: str) -> tuple[Any, ...]:
         return (
@@ -154,6 +174,7 @@ class RowState:
             self.column,
             json.dumps([list(d) for d in self.detail]) if self.detail else "",
             self.updated_at or time.time(),
+            _json_strings(self.owed) if self.owed else "",
         )
 
 
@@ -209,7 +230,7 @@ class RunInfo:
 
 def _row_from_db(r: Sequence[Any]) -> RowState:
     (row_key, seq, row_number, state, attempts, recipients, message_id, code, enhanced, reply, col,
-     detail_text, updated_at) = r  # fmt: skip
+     detail_text, updated_at, owed) = r  # fmt: skip
     detail: tuple[tuple[str, int, str], ...] = ()
     if detail_text:
         detail = tuple((str(a), int(b), str(c)) for a, b, c in json.loads(detail_text))
@@ -227,13 +248,33 @@ def _row_from_db(r: Sequence[Any]) -> RowState:
         column=col,
         detail=detail,
         updated_at=updated_at,
+        owed=tuple(json.loads(owed)) if owed else (),
     )
 
 
 _ROW_SELECT = (
     "SELECT row_key, seq, row_number, state, attempts, recipients, message_id, code, enhanced, "
-    "reply, col, detail, updated_at FROM run_rows"
+    "reply, col, detail, updated_at, owed FROM run_rows"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds a run's lease (``owner``, from which ``home``) and until when.
+
+    Times are seconds since the epoch on the store's clock (PostgreSQL's, shared by every
+    host); ``now`` is that clock when the lease was read.
+    """
+
+    run_id: str
+    owner: str
+    home: str
+    expires_at: float
+    now: float
+
+    @property
+    def seconds_left(self) -> float:
+        return max(0.0, self.expires_at - self.now)
 
 
 def _redact(url: str) -> str:
@@ -303,14 +344,39 @@ class Journal:
             ) from None
         self._conn = conn
         for statement in _DDL:
-            for attempt in range(3):
-                try:
-                    conn.execute(statement)
-                    break
-                except Exception:  # two processes creating the schema at once (PostgreSQL)
-                    if attempt == 2:
-                        raise
-                    time.sleep(0.1)
+            self._ddl(statement)
+        for table, column, definition in _ADDED_COLUMNS:
+            if column not in self._columns(table):
+                self._ddl(f"ALTER TABLE {table} ADD COLUMN {column} {definition}", (table, column))
+
+    def _ddl(self, statement: str, adds: tuple[str, str] | None = None) -> None:
+        for attempt in range(3):
+            try:
+                self._conn.execute(statement)
+                return
+            except Exception:  # two processes creating the schema at once
+                if adds is not None and adds[1] in self._columns(adds[0]):
+                    return  # the other one added the column
+                if attempt == 2:
+                    raise
+                time.sleep(0.1)
+
+    def _columns(self, table: str) -> set[str]:
+        if self._sqlite:
+            return {str(r[1]) for r in self._conn.execute(f"PRAGMA table_info({table})")}
+        rows = self._conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s",
+            (table,),
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    @property
+    def _now(self) -> str:
+        """SQL for the store's clock, in seconds since the epoch."""
+        if self._sqlite:
+            return "((julianday('now') - 2440587.5) * 86400.0)"
+        return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
 
     def _sql(self, sql: str) -> str:
         return sql if self._sqlite else sql.replace("?", "%s")
@@ -489,6 +555,12 @@ class Journal:
         )
         return {k: (s, a) for k, s, a in rows}
 
+    def partial_rows(self, run_id: str) -> dict[str, RowState]:
+        """row_key → entry, for the rows of the run that still owe their message to only
+        some of their recipients (see :attr:`RowState.owed`)."""
+        rows = self._query(f"{_ROW_SELECT} WHERE run_id = ? AND owed <> ''", (run_id,))
+        return {r[0]: _row_from_db(r) for r in rows}
+
     def rows(self, run_id: str, *, states: Iterable[str] | None = None) -> Iterator[RowState]:
         """Rows of a run in processing order (optionally only some states), read in pages."""
         wanted = list(states) if states is not None else None
@@ -506,6 +578,61 @@ class Journal:
             if len(page) < 1000:
                 return
             last = (page[-1][1], page[-1][0])
+
+    # -- leases -------------------------------------------------------------------------
+
+    def take_lease(self, run_id: str, *, owner: str, home: str, ttl: float) -> Lease | None:
+        """Take the run's lease for ``ttl`` seconds, atomically; None when taken, else the
+        lease that someone else holds.
+
+        Taken when nobody holds it, when it has expired, when ``owner`` already holds it,
+        or when it was taken from the same ``home``: a caller holds that home's own lock
+        on the run, so a holder there is gone (killed before it could let go).
+        """
+        now = self._now
+        sql = self._sql(
+            f"INSERT INTO run_leases (run_id, owner, home, expires_at) VALUES (?, ?, ?, {now} + ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, home = excluded.home, "
+            "expires_at = excluded.expires_at "
+            "WHERE run_leases.owner = excluded.owner OR run_leases.home = excluded.home "
+            f"OR run_leases.expires_at <= {now}"
+        )
+        while True:
+            if self._execute(sql, (run_id, owner, home, float(ttl))):
+                return None
+            holder = self.lease(run_id)
+            if holder is not None:
+                return holder
+            # let go between the two statements: try again
+
+    def renew_lease(self, run_id: str, *, owner: str, ttl: float) -> bool:
+        """Push the lease's expiry to ``ttl`` seconds from now; False if ``owner`` lost it."""
+        return bool(
+            self._execute(
+                self._sql(
+                    f"UPDATE run_leases SET expires_at = {self._now} + ? "
+                    "WHERE run_id = ? AND owner = ?"
+                ),
+                (float(ttl), run_id, owner),
+            )
+        )
+
+    def release_lease(self, run_id: str, *, owner: str) -> None:
+        """Let the lease go (only if ``owner`` still holds it)."""
+        self._execute(
+            self._sql("DELETE FROM run_leases WHERE run_id = ? AND owner = ?"), (run_id, owner)
+        )
+
+    def lease(self, run_id: str) -> Lease | None:
+        """The run's lease as stored (possibly expired), or None when nobody holds it."""
+        rows = self._query(
+            f"SELECT owner, home, expires_at, {self._now} FROM run_leases WHERE run_id = ?",
+            (run_id,),
+        )
+        if not rows:
+            return None
+        owner, home, expires_at, now = rows[0]
+        return Lease(run_id, str(owner), str(home), float(expires_at), float(now))
 
     # -- daily cap ----------------------------------------------------------------------
 
