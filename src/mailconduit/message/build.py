@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -61,9 +62,14 @@ class BuiltMessage:
 
 def make_message_id(run_id: str, row_key: str, domain: str) -> str:
     """A Message-ID that is the same every time for (run, row): resends can be de-duplicated."""
-    ascii_domain = make_address(f"message-id@{domain}").ascii_domain
+    ascii_domain = _ascii_domain(domain)
     digest = hashlib.sha256(f"{run_id}\x00{row_key}".encode("utf-8", "surrogatepass")).hexdigest()
     return f"<{digest[:20]}.{digest[20:32]}.mc@{ascii_domain}>"
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_domain(domain: str) -> str:
+    return make_address(f"message-id@{domain}").ascii_domain
 
 
 def _address_header(
@@ -86,9 +92,24 @@ def _address_header_cached(
     return encode_address_header(name, addresses, charset, smtputf8=smtputf8)
 
 
-def _date_header(date: datetime) -> str:
-    """``Date:`` to the second; cached per second, since a run sends many in the same one."""
+def _date_header(date: datetime | None) -> str:
+    """``Date:`` to the second; cached per second, since a run sends many in the same one.
+
+    ``None`` is now, in UTC.
+    """
+    if date is None:
+        second = int(time.time())
+        if second != _now_header[0]:
+            _now_header[:] = [
+                second,
+                _date_header_cached(datetime.fromtimestamp(second, UTC), timedelta(0)),
+            ]
+        return str(_now_header[1])
     return _date_header_cached(date.replace(microsecond=0), date.utcoffset())
+
+
+#: The Date line of the current second (the second, then the line).
+_now_header: list[int | str] = [-1, ""]
 
 
 @functools.lru_cache(maxsize=64)
@@ -232,14 +253,17 @@ def build_message(
         smtputf8,
         row_key,
     )
-    recipients = list(dict.fromkeys(a.envelope for group in (to, cc, bcc) for a in group))
+    if len(to) == 1 and not cc and not bcc:  # the usual case: one recipient
+        recipients = [to[0].envelope]
+    else:
+        recipients = list(dict.fromkeys(a.envelope for group in (to, cc, bcc) for a in group))
     if not recipients:
         raise AddressError("no recipient: to, cc and bcc are all empty", "", row_key)
     if not _MESSAGE_ID_RE.fullmatch(message_id):
         raise RowError(f"message id {message_id[:130]!r} is not of the form <left@right>", row_key)
 
     lines = [
-        _date_header(date or datetime.now(UTC)),
+        _date_header(date),
         _address_header("From", (from_,), cs, smtputf8, row_key),
     ]
     if reply_to:

@@ -134,9 +134,11 @@ def _compose(
             "from: no sender address (set one on the connection or the export)", "", row_key
         )
     to = _addresses(template, rendered.to, "to", row_key)
-    cc = _addresses(template, rendered.cc, "cc", row_key)
-    bcc = _addresses(template, rendered.bcc, "bcc", row_key)
-    reply_to = _addresses(template, rendered.reply_to, "reply_to", row_key)
+    cc = _addresses(template, rendered.cc, "cc", row_key) if rendered.cc else []
+    bcc = _addresses(template, rendered.bcc, "bcc", row_key) if rendered.bcc else []
+    reply_to = (
+        _addresses(template, rendered.reply_to, "reply_to", row_key) if rendered.reply_to else []
+    )
     if not (to or cc or bcc):
         column = _column_of(template, "to")
         raise AddressError("no recipient: to, cc and bcc all rendered empty", "", row_key, column)
