@@ -185,7 +185,9 @@ def test_kill_9_while_a_recipient_is_owed_then_resume_sends_to_it_alone(source: 
         server.defer.clear()
         # the row's fate is unknown (the kill may have come during b's transaction): held
         conn = connection_url(server.port)
-        held = run_cli("runs", "resume", "kill", "--no-resend-uncertain", MAILCONDUIT_CONN_FAULT=conn)
+        held = run_cli(
+            "runs", "resume", "kill", "--no-resend-uncertain", MAILCONDUIT_CONN_FAULT=conn
+        )
         assert held.returncode == 1, held.stdout + held.stderr
         assert "1 uncertain" in held.stdout
         row = journal_rows("kill")["0"]
