@@ -477,9 +477,12 @@ class MessageTemplate:
         extras: Mapping[str, Any] | None = None,
     ) -> RenderedMessage:
         """Render all fields for one row; ``extras`` adds mode names (rows, group, count...)."""
-        context = {key if key.__class__ is str else str(key): value for key, value in row.items()}
-        # ``row`` is the mapping itself unless some keys were not strings (then the str copy)
-        context["row"] = row if all(key.__class__ is str for key in row) else dict(context)
+        context = dict(row)
+        if all(key.__class__ is str for key in context):
+            context["row"] = row
+        else:  # names are strings: a copy with str() keys, which ``row`` is then too
+            context = {str(key): value for key, value in row.items()}
+            context["row"] = dict(context)
         if extras:
             context.update(extras)
         line = self.max_field_chars
@@ -506,6 +509,9 @@ class MessageTemplate:
     def _render_field(
         field: _Field, context: dict[str, Any], row_key: str, limit: int, *, escape: bool = False
     ) -> str:
+        constant = field.constant
+        if constant is not None and len(constant) <= limit:
+            return constant
         try:
             return field.render(context, escape=escape, limit=limit)
         except _TooLarge:

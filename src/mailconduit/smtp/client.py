@@ -479,6 +479,9 @@ def _status_for(action: ReplyAction) -> DeliveryStatus:
     return DeliveryStatus.FAILED
 
 
+_ACCEPTED: Final = RecipientStatus.ACCEPTED
+
+
 def _recipient_results(txn: _Transaction) -> tuple[RecipientResult, ...]:
     """Each recipient's answer. After a refused MAIL the RCPT replies (503, bad sequence)
     mean nothing: every recipient then shares the MAIL reply's fate."""
@@ -489,9 +492,15 @@ def _recipient_results(txn: _Transaction) -> tuple[RecipientResult, ...]:
             RecipientResult(address, shared, mail.code, mail.enhanced, mail.message)
             for address in txn.envelope.recipients
         )
-    results = []
     replies = txn.rcpt_replies
-    for index, address in enumerate(txn.envelope.recipients):
+    recipients = txn.envelope.recipients
+    if len(recipients) == 1 and len(replies) == 1 and 200 <= replies[0].code < 300:
+        reply = replies[0]  # the usual case: one recipient, accepted
+        return (
+            RecipientResult(recipients[0], _ACCEPTED, reply.code, reply.enhanced, reply.message),
+        )
+    results = []
+    for index, address in enumerate(recipients):
         if index < len(replies):
             reply = replies[index]
             code = reply.code
