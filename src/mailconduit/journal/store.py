@@ -4,7 +4,8 @@ A row is written as ``claimed`` (durably) before its message is handed to a sess
 and as ``sent`` only after the server's 250 to the final ".". After a crash, rows still
 ``claimed`` are the ones whose fate is unknown (``uncertain``). Writes are batched
 (group commit) and go through the DB-API's executemany: one statement shape for
-SQLite and PostgreSQL (``INSERT ... ON CONFLICT DO UPDATE``).
+SQLite and PostgreSQL (``INSERT ... ON CONFLICT DO UPDATE``). A run's lease
+(``run_leases``) names the one process sending it now, whichever host it runs on.
 """
 
 from __future__ import annotations
