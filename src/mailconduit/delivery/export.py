@@ -31,6 +31,7 @@ from mailconduit.config import (
     export_spec_to_dict,
     validate_export_spec,
 )
+from mailconduit.delivery import loop as event_loop
 from mailconduit.delivery.events import ProgressCallback
 from mailconduit.delivery.ratelimit import DailyUsage, RateLimiter
 from mailconduit.delivery.report import ExportReport, write_report
@@ -773,7 +774,7 @@ def _execute(
                 lease.on_lost(lambda reason: _stop_soon(loop, runner, reason))
             return runner, await runner.run()
 
-        runner, result = asyncio.run(main())
+        runner, result = event_loop.run(main())
     except BaseException:
         if journal is not None and journal.run_exists(run_id) and not (lease and lease.lost):
             journal.set_status(run_id, "failed", message="stopped by an error before finishing")

@@ -32,7 +32,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol, cast
 
 from mailconduit.config import AuthMechanism, Connection, Security, is_loopback_host
 from mailconduit.errors import (
@@ -297,7 +297,8 @@ class _ReplyStream(asyncio.Protocol):
 
     # asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports do not subclass asyncio.Transport; they have its methods.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         if getattr(transport, "max_size", 0) > READ_SIZE:
             transport.max_size = READ_SIZE  # type: ignore[attr-defined]
