@@ -146,8 +146,9 @@ def deliveries(messages: Iterable[ReceivedMessage]) -> dict[str, list[str]]:
 def assert_final(rows: Mapping[str, RowState], keys: Iterable[object]) -> None:
     """Every key has exactly one journal entry, in a final state."""
     wanted = sorted(str(k) for k in keys)
-    assert sorted(rows) == wanted
-    assert {k: r.state for k, r in rows.items() if r.state not in FINAL} == {}
+    assert sorted(rows) == wanted, (sorted(rows), {k: (r.state, r.reply) for k, r in rows.items()})
+    left = {k: (r.state, r.attempts, r.reply) for k, r in rows.items() if r.state not in FINAL}
+    assert left == {}, left
 
 
 def cli_env(**extra: str) -> dict[str, str]:
