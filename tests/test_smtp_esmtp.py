@@ -190,3 +190,13 @@ def test_auth_choice_and_payloads() -> None:
     cram = AuthExchange("CRAM-MD5", "tim", "tanstaaftanstaaf")
     challenge = "PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+"
     assert cram.respond(challenge) == b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw\r\n"
+
+
+@given(st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+                max_size=8))  # fmt: skip
+def test_wire_data_of_crlf_data_is_the_same_with_the_shortcut(lines: list[bytes]) -> None:
+    """``crlf=True`` (data built by mailconduit.message) skips only a no-op normalisation."""
+    from mailconduit.smtp.esmtp import wire_data
+
+    data = b"\r\n".join(lines)
+    assert wire_data(data, crlf=True) == wire_data(data)

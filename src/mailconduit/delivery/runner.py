@@ -91,8 +91,9 @@ class Job:
 
     def make_envelope(self) -> Envelope:
         if self.envelope is None:
+            # crlf: the data comes from mailconduit.message, which builds CRLF only
             self.envelope = Envelope(
-                self.sender, tuple(self.recipients), self.data, self.smtputf8, self
+                self.sender, tuple(self.recipients), self.data, self.smtputf8, self, True
             )
         return self.envelope
 
@@ -405,8 +406,14 @@ class Runner:
                 "aborted",
                 f"the server refused the credentials: {outcome.error}; nothing more was sent",
             )
-        if outcome.status is DeliveryStatus.SENT and not job.refused and all(
-            r.status is _ACCEPTED for r in outcome.recipients
+        recipients = outcome.recipients
+        if (
+            outcome.status is DeliveryStatus.SENT
+            and not job.refused
+            and (
+                (len(recipients) == 1 and recipients[0].status is _ACCEPTED)
+                or all(r.status is _ACCEPTED for r in recipients)
+            )
         ):  # the common case, without the general bookkeeping
             self._finish(
                 job,

@@ -154,14 +154,16 @@ def normalise_line_endings(data: bytes) -> bytes:
     return _LINE_BREAKS.sub(b"\r\n", data)
 
 
-def wire_data(data: bytes) -> bytes:
+def wire_data(data: bytes, *, crlf: bool = False) -> bytes:
     """Message content as sent after 354: CRLF only, dot-stuffed, ending with CRLF.CRLF.
 
     No input can end DATA early: after normalisation every line break is CRLF, and
     every line that starts with "." gets a second one (RFC 5321 4.5.2), so the only
-    CRLF "." CRLF in the result is the terminator this function appends.
+    CRLF "." CRLF in the result is the terminator this function appends. ``crlf=True``
+    promises the data has CRLF line ends only: normalising is then skipped.
     """
-    data = normalise_line_endings(data)
+    if not crlf:
+        data = normalise_line_endings(data)
     if data.startswith(b"."):
         data = b"." + data
     if b"\n." in data:
