@@ -185,3 +185,37 @@ def test_long_lists_are_parsed_too() -> None:
     assert [a.envelope for a in found] == [f"user{i}@example.com" for i in range(100)]
     with pytest.raises(AddressError, match="no domain"):
         parse_address_list(text + ", broken@")
+
+
+_ATOM = st.one_of(
+    st.text(alphabet=st.sampled_from([*"aZ09.!#$%&'*+-/=?^_`{|}~@ -xn", "é", "\n"]), max_size=70),
+    st.text(alphabet=st.sampled_from([*"aZ09.-_+"]), min_size=1, max_size=70),  # mostly valid
+)
+
+
+@settings(max_examples=500)
+@given(
+    _ATOM,
+    st.one_of(
+        st.sampled_from(["example.com", "EXAMPLE.org", "xn--bcher-kva.example", "a-b.c-d.ex",
+                         "-a.com", "a..com", "localhost", "1.2.3.4", "b" * 70 + ".com",
+                         "example.com.", "ex_ample.com", "münchen.de", ("a" * 60 + ".") * 4 + "com"]),
+        _ATOM,
+    ),
+)  # fmt: skip
+def test_bare_addresses_read_the_same_on_the_shortcut_and_the_full_parser(
+    local: str, domain: str
+) -> None:
+    """The shortcut for one bare ASCII address gives what the full parser gives, error or not."""
+    from mailconduit.message.addresses import _parse_list_cached
+
+    text = f"{local}@{domain}"
+    try:
+        expected: object = list(_parse_list_cached.__wrapped__(text, "to"))
+    except AddressError as exc:
+        expected = ("error", exc.message)
+    try:
+        got: object = parse_address_list(text, field="to")
+    except AddressError as exc:
+        got = ("error", exc.message)
+    assert got == expected

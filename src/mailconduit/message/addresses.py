@@ -36,6 +36,11 @@ _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _SPACE_RE = re.compile(r"\s")
 #: A separator outside ``<...>`` (used when the text has no quotes).
 _UNQUOTED_SPLIT_RE = re.compile(r"[,;](?![^<]*>)")
+#: A bare ASCII ``local@domain`` whose local part is a dot-atom (RFC 5322 3.2.3).
+_SIMPLE_ADDRESS_RE = re.compile(
+    r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +253,20 @@ def _parse_item(item: str) -> Address:
     return _address(item[angle + 1 : close].strip(), display)
 
 
+def _simple_address(local: str, domain: str) -> Address | None:
+    """The Address of a dot-atom ``local@domain``; None when a limit is crossed or the
+    domain is refused (the full parser then says why)."""
+    if len(local) > MAX_LOCAL_OCTETS:
+        return None
+    try:
+        unicode_domain, ascii_domain = _check_domain(domain)
+    except _Invalid:
+        return None
+    if len(local) + 1 + len(ascii_domain) > MAX_ADDRESS_OCTETS:
+        return None
+    return Address(local, unicode_domain, ascii_domain, "")
+
+
 def _fail(field: str, value: str, reason: str, row_key: str = "") -> AddressError:
     shown = value if len(value) <= 100 else value[:100] + "..."
     return AddressError(f"invalid {field} address {shown!r}: {reason}", value, row_key)
@@ -283,6 +302,11 @@ def parse_address_list(text: str, *, field: str = "to") -> list[Address]:
     """
     if not text or text.isspace():
         return []
+    simple = _SIMPLE_ADDRESS_RE.fullmatch(text)
+    if simple is not None:  # one bare ASCII address: the usual cell, checked directly
+        found = _simple_address(*simple.groups())
+        if found is not None:
+            return [found]
     if len(text) > _CACHED_TEXT_MAX:  # keep the cache small whatever the data holds
         return list(_parse_list_cached.__wrapped__(text, field))
     return list(_parse_list_cached(text, field))
