@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
@@ -12,6 +13,8 @@ from typing import Any
 
 import aiosmtplib
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailconduit.errors import AddressError, ConfigError, RowError
 from mailconduit.message import (
@@ -460,3 +463,18 @@ def test_builder_matches_email_message_for_a_typical_message() -> None:
     assert [p.get_filename() for p in ours_parts] == [p.get_filename() for p in theirs_parts]
     for mine, reference_part in zip(ours_parts, theirs_parts, strict=True):
         assert mine.get_content() == reference_part.get_content()
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(9999, 12, 31)),
+    st.one_of(st.none(), st.integers(-14 * 60, 14 * 60).map(lambda m: dt.timezone(dt.timedelta(minutes=m)))),
+)  # fmt: skip
+def test_date_header_is_written_as_the_email_package_writes_it(
+    when: dt.datetime, zone: dt.timezone | None
+) -> None:
+    from email.utils import format_datetime as reference
+
+    from mailconduit.message.build import format_datetime
+
+    when = when.replace(tzinfo=zone)
+    assert format_datetime(when) == reference(when)

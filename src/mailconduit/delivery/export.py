@@ -14,7 +14,6 @@ import dataclasses
 import fcntl
 import os
 import re
-import secrets
 import socket
 import threading
 import time
@@ -64,8 +63,6 @@ from mailconduit.message import (
     make_address,
     make_message_id,
     parse_address_list,
-    table_attachment,
-    table_context,
 )
 from mailconduit.message.build import BuiltMessage
 from mailconduit.smtp import SMTPSession
@@ -247,6 +244,8 @@ def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
         if sample is not None:
             extras = None
             if spec.mode is not ExportMode.ROW:
+                from mailconduit.message.table import table_context
+
                 extras = table_context(
                     source.columns,
                     [sample.values],
@@ -346,6 +345,8 @@ def _table_extras(p: Prepared, unit: Unit, *, inline: bool) -> tuple[dict[str, A
     rows = unit.rows or []
     columns = p.source.columns
     group = unit.row.get(spec.by) if spec.mode is ExportMode.GROUP else None
+    from mailconduit.message.table import table_attachment, table_context
+
     extras = table_context(columns, rows, group=group, max_rows=spec.table_row_cap or 500)
     if not inline:
         # Plain text: the HTML body escapes it (a tag here would show as text).
@@ -596,8 +597,8 @@ def _home_id(folder: Path) -> str:
             text = path.read_text(encoding="ascii").strip()
             if text:
                 return text
-        tmp = folder / f"home-id.{os.getpid()}.{secrets.token_hex(4)}"
-        tmp.write_text(secrets.token_hex(8) + "\n", encoding="ascii")
+        tmp = folder / f"home-id.{os.getpid()}.{os.urandom(4).hex()}"
+        tmp.write_text(os.urandom(8).hex() + "\n", encoding="ascii")
         try:
             os.link(tmp, path)  # never replaces the id another process wrote first
         except FileExistsError:
@@ -628,7 +629,7 @@ class _RunLease:
         self.journal = journal
         self.run_id = run_id
         self.home_id = home_id
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self.lost = ""  # why the lease was lost; empty while it is held
         self._guard = threading.Lock()
         self._listener: Callable[[str], None] | None = None

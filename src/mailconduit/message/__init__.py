@@ -24,16 +24,6 @@ from mailconduit.message.render import (
     MessageTemplate,
     RenderedMessage,
 )
-from mailconduit.message.table import (
-    TABLE_FORMATS,
-    csv_bytes,
-    html_table,
-    json_bytes,
-    table_attachment,
-    table_context,
-    text_table,
-    xlsx_bytes,
-)
 from mailconduit.message.transfer import normalise_text
 
 __all__ = [
@@ -67,6 +57,11 @@ __all__ = [
     "xlsx_bytes",
 ]
 
+_TABLE_NAMES = frozenset(
+    {"TABLE_FORMATS", "csv_bytes", "html_table", "json_bytes", "table_attachment",
+     "table_context", "text_table", "xlsx_bytes"}
+)  # fmt: skip
+
 
 def __getattr__(name: str) -> object:
     # html_to_text needs html.parser: loaded on first use, not with every export.
@@ -74,4 +69,8 @@ def __getattr__(name: str) -> object:
         from mailconduit.message.htmltext import html_to_text
 
         return html_to_text
+    if name in _TABLE_NAMES:  # table and group mode only (csv, json, html, openpyxl)
+        from mailconduit.message import table
+
+        return getattr(table, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,8 +14,6 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import idna
-
 from mailconduit.errors import AddressError
 from mailconduit.message.chars import ATEXT, HEADER_BREAKERS_RE, char_name
 
@@ -133,11 +131,15 @@ def _check_domain(domain: str) -> tuple[str, str]:
                 )
         unicode_domain = ascii_domain
         if "xn--" in ascii_domain:
+            import idna  # punycode: loaded for the domains that need it
+
             try:
                 unicode_domain = idna.decode(ascii_domain)
             except idna.IDNAError as exc:
                 raise _Invalid(f"the domain is not valid punycode ({exc})") from None
     else:
+        import idna
+
         try:
             ascii_domain = idna.encode(
                 domain, uts46=True, std3_rules=True, transitional=False

@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 
 from mailconduit.errors import AddressError, RowError
@@ -118,6 +117,21 @@ _now_header: list[int | str] = [-1, ""]
 def _date_header_cached(date: datetime, offset: timedelta | None) -> str:
     # ``offset`` is part of the key: equal instants in two time zones are printed differently.
     return f"Date: {format_datetime(date)}\r\n"
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_datetime(date: datetime) -> str:
+    """RFC 5322 date-time, as ``email.utils.format_datetime`` writes it (a test compares
+    the two); here to spare every export the email package's import."""
+    t = date.timetuple()
+    zone = date.strftime("%z") if date.tzinfo is not None else "-0000"
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {zone}"
+    )
 
 
 def _text_headers(subtype: str, charset: OutputCharset, body: EncodedBody) -> str:
