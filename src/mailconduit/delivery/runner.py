@@ -189,6 +189,7 @@ class Runner:
         self._failed_seen = 0
         self._skipped_seen = 0
         self._halted = asyncio.Event()
+        self._closed = asyncio.Event()
         # The first session logs in alone: bad credentials then cost one refused AUTH,
         # not one per session (providers lock accounts after a few).
         self._first_login = asyncio.Event()
@@ -274,7 +275,9 @@ class Runner:
         # Never cancelled mid-write: a cancelled executor job that has not started yet
         # would silently drop the outcomes it carried (rows would stay "claimed").
         while not self._closing:
-            await asyncio.sleep(FLUSH_INTERVAL)
+            # Woken early when the run ends: its last rows are not kept waiting a period.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), FLUSH_INTERVAL)
             await self._flush()
 
     def _rate(self) -> float:
@@ -686,6 +689,7 @@ class Runner:
             self._retry_handles.clear()
             self._settle_leftovers()
             self._closing = True
+            self._closed.set()
             await flusher
             await self._flush()
             for sig in installed:
