@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mailconduit.config import Connection, ExportSpec
+from mailconduit.config import AuthMechanism, Connection, ExportSpec
 from mailconduit.delivery.events import Progress, ProgressCallback
 from mailconduit.delivery.ratelimit import RateLimiter
 from mailconduit.delivery.report import ExportReport
@@ -191,8 +191,12 @@ class Runner:
         self._halted = asyncio.Event()
         self._closed = asyncio.Event()
         # The first session logs in alone: bad credentials then cost one refused AUTH,
-        # not one per session (providers lock accounts after a few).
+        # not one per session (providers lock accounts after a few). Without credentials
+        # there is nothing to protect: every session connects at once.
         self._first_login = asyncio.Event()
+        conn = self.connection
+        if conn.auth_mechanism is AuthMechanism.NONE or not (conn.username and conn.password):
+            self._first_login.set()
 
     # ---------------------------------------------------------------- control
 
@@ -479,7 +483,7 @@ class Runner:
             finally:
                 if session.is_open and self._source_closed():
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(session.quit(), 5)
+                        await asyncio.wait_for(session.quit(wait=False), 5)
                 session.close()
             if result.reason is StreamEnd.SOURCE_EXHAUSTED:
                 return

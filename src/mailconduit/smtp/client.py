@@ -958,12 +958,24 @@ class SMTPSession:
         self._idle_protocol()
         return await self._command(b"NOOP\r\n", "NOOP")
 
-    async def quit(self) -> None:
-        """Say goodbye (waiting at most a couple of seconds for 221) and close."""
+    async def quit(self, *, wait: bool = True) -> None:
+        """Say goodbye (waiting at most a couple of seconds for 221) and close.
+
+        ``wait=False`` sends QUIT and closes without waiting for the 221, as Postfix does
+        by default (``smtp_skip_quit_response``): nothing is in flight any more, and the
+        end of a run is then one round trip shorter.
+        """
         protocol = self._protocol
         if protocol is not None and protocol.error is None and not self._inflight:
-            with contextlib.suppress(SMTPError):
-                await self._command(b"QUIT\r\n", "QUIT", timeout=min(self.timeout, QUIT_TIMEOUT))
+            if wait:
+                with contextlib.suppress(SMTPError):
+                    await self._command(
+                        b"QUIT\r\n", "QUIT", timeout=min(self.timeout, QUIT_TIMEOUT)
+                    )
+            elif protocol.transport is not None and not protocol.transport.is_closing():
+                if self.transcript is not None:
+                    self.transcript.client("QUIT")
+                protocol.transport.write(b"QUIT\r\n")
         self.close()
 
     def close(self) -> None:
