@@ -74,9 +74,18 @@ def _ascii_domain(domain: str) -> str:
 
 
 def _address_header(
-    name: str, addresses: tuple[Address, ...], charset: OutputCharset, smtputf8: bool, row_key: str
+    name: str,
+    addresses: tuple[Address, ...],
+    charset: OutputCharset,
+    smtputf8: bool,
+    row_key: str,
+    *,
+    cache: bool = True,
 ) -> str:
-    encode = _address_header_cached if len(addresses) <= 4 else _address_header_cached.__wrapped__
+    """``cache=False`` for To and Cc: mostly a new address per row, where hashing it for a
+    cache that never hits costs more than encoding it."""
+    cached = cache and len(addresses) <= 4
+    encode = _address_header_cached if cached else _address_header_cached.__wrapped__
     try:
         return encode(name, addresses, charset, smtputf8)
     except AddressError as exc:
@@ -285,9 +294,9 @@ def build_message(
     if reply_to:
         lines.append(_address_header("Reply-To", reply_to, cs, smtputf8, row_key))
     if to:
-        lines.append(_address_header("To", tuple(to), cs, smtputf8, row_key))
+        lines.append(_address_header("To", tuple(to), cs, smtputf8, row_key, cache=False))
     if cc:
-        lines.append(_address_header("Cc", tuple(cc), cs, smtputf8, row_key))
+        lines.append(_address_header("Cc", tuple(cc), cs, smtputf8, row_key, cache=False))
     lines.append(
         encode_unstructured_header("Subject", subject, cs, field="subject", row_key=row_key)
     )
