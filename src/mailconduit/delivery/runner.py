@@ -101,7 +101,7 @@ class Job:
         """Send only to ``owed`` from now on: the others were served or refused for good."""
         self.owed = tuple(owed)
         self.narrowed = True
-        self.envelope = Envelope(self.sender, self.owed, self.data, self.smtputf8, self)
+        self.envelope = Envelope(self.sender, self.owed, self.data, self.smtputf8, self, True)
 
 
 @dataclass(frozen=True, slots=True)
