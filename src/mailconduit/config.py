@@ -152,6 +152,13 @@ class Connection:
     def timeout(self) -> float:
         return self.timeout_ms / 1000.0
 
+    @property
+    def logs_in(self) -> bool:
+        """True when a session authenticates: a mechanism other than none, and credentials."""
+        return self.auth_mechanism is not AuthMechanism.NONE and bool(
+            self.username and self.password
+        )
+
     def with_changes(self, **changes: Any) -> Connection:
         return replace(self, **changes)
 

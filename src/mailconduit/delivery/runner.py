@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mailconduit.config import AuthMechanism, Connection, ExportSpec
+from mailconduit.config import Connection, ExportSpec
 from mailconduit.delivery.events import Progress, ProgressCallback
 from mailconduit.delivery.ratelimit import RateLimiter
 from mailconduit.delivery.report import ExportReport
@@ -56,7 +56,6 @@ from mailconduit.smtp import (
 
 __all__ = ["Job", "Outcome", "RunResult", "Runner", "SessionOpener", "outcome_of"]
 
-_ACCEPTED = RecipientStatus.ACCEPTED
 #: How often buffered outcomes are committed (group commit).
 FLUSH_INTERVAL = 0.02
 #: Most rows claimed in one journal transaction.
@@ -104,7 +103,8 @@ class Job:
         self.envelope = Envelope(self.sender, self.owed, self.data, self.smtputf8, self, True)
 
 
-@dataclass(frozen=True, slots=True)
+#: Not frozen: one is built per message (see RowState). Treat it as read-only.
+@dataclass(slots=True)
 class Outcome:
     """What the session says happened to a job.
 
@@ -194,8 +194,7 @@ class Runner:
         # not one per session (providers lock accounts after a few). Without credentials
         # there is nothing to protect: every session connects at once.
         self._first_login = asyncio.Event()
-        conn = self.connection
-        if conn.auth_mechanism is AuthMechanism.NONE or not (conn.username and conn.password):
+        if not self.connection.logs_in:
             self._first_login.set()
 
     # ---------------------------------------------------------------- control
@@ -413,30 +412,12 @@ class Runner:
                 "aborted",
                 f"the server refused the credentials: {outcome.error}; nothing more was sent",
             )
-        recipients = outcome.recipients
         if (
             outcome.status is DeliveryStatus.SENT
             and not job.refused
-            and (
-                (len(recipients) == 1 and recipients[0].status is _ACCEPTED)
-                or all(r.status is _ACCEPTED for r in recipients)
-            )
-        ):  # the common case, without the general bookkeeping
-            self._finish(
-                job,
-                RowState(
-                    job.row_key,
-                    job.seq,
-                    job.row_number,
-                    SENT,
-                    job.attempts,
-                    tuple(job.recipients),
-                    job.message_id,
-                    outcome.code,
-                    outcome.enhanced,
-                    outcome.text,
-                ),
-            )
+            and all(r.status is RecipientStatus.ACCEPTED for r in outcome.recipients)
+        ):  # the common case: no refused or deferred recipient to sort out
+            self._finish(job, self._state(job, SENT, Outcome("sent", outcome.code, outcome.enhanced, outcome.text)))
             return
         self._on_outcome(job, outcome_of(outcome))
 

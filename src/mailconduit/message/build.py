@@ -108,18 +108,14 @@ def _date_header(date: datetime | None) -> str:
     ``None`` is now, in UTC.
     """
     if date is None:
-        second = int(time.time())
-        if second != _now_header[0]:
-            _now_header[:] = [
-                second,
-                _date_header_cached(datetime.fromtimestamp(second, UTC), timedelta(0)),
-            ]
-        return str(_now_header[1])
+        return _utc_date_header(int(time.time()))
     return _date_header_cached(date.replace(microsecond=0), date.utcoffset())
 
 
-#: The Date line of the current second (the second, then the line).
-_now_header: list[int | str] = [-1, ""]
+@functools.lru_cache(maxsize=2)
+def _utc_date_header(second: int) -> str:
+    """The Date line of one second since the epoch, in UTC (now's, looked up by the second)."""
+    return _date_header_cached(datetime.fromtimestamp(second, UTC), timedelta(0))
 
 
 @functools.lru_cache(maxsize=64)

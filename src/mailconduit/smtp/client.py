@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol, cast
 
-from mailconduit.config import AuthMechanism, Connection, Security, is_loopback_host
+from mailconduit.config import Connection, Security, is_loopback_host
 from mailconduit.errors import (
     AddressError,
     AuthenticationError,
@@ -668,7 +668,7 @@ class SMTPSession:
             await self._start_tls()
             self.stage = Stage.EHLO
             await self._ehlo()
-        if conn.auth_mechanism is not AuthMechanism.NONE and conn.username and conn.password:
+        if conn.logs_in:
             self.stage = Stage.AUTH
             await self._authenticate()
         self.stage = Stage.READY
