@@ -120,6 +120,8 @@ def test_export_settings_get_field_errors(browser: SignedIn, sink: int) -> None:
         {"source": "/etc/passwd"},
         {"database_url": "postgresql://169.254.169.254/db", "kind": "sql"},
         {"body_file": "/etc/hostname"},
+        {"html_body_file": "/etc/hostname"},
+        {"text_body_file": "/etc/hostname"},
         {"attach": "{{ name }}", "attach_dir": "/"},
     ],
 )
@@ -128,7 +130,7 @@ def test_settings_naming_server_files_are_refused(browser: SignedIn, extra: dict
     response = browser.api("POST", "/api/exports", json={"upload": ref, **MESSAGE, **extra})
     assert response.status_code == 422
     refused = {d["loc"][-1] for d in response.json()["detail"]}
-    assert set(extra) - {"kind"} <= refused
+    assert set(extra) - {"kind", "attach"} <= refused  # attach names the upload's own files
     assert api.list_runs() == []
 
 
