@@ -43,11 +43,18 @@ def png(width: int = 2, height: int = 2) -> bytes:
     """A real PNG image (grey pixels), as a logo file would be."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 LOGO = png()
@@ -122,7 +129,8 @@ def note_lines(output: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["card.html", "card.htm", "CARD.HTML", "card.html.j2", "card.htm.jinja", "card.html.jinja2"]
+    "name",
+    ["card.html", "card.htm", "CARD.HTML", "card.html.j2", "card.htm.jinja", "card.html.jinja2"],
 )
 def test_a_body_file_named_html_is_sent_as_html(
     cli: Any, tmp_path: Path, server: FaultServer, target: str, people: Path, name: str
@@ -248,7 +256,9 @@ def test_html_body_with_a_hand_written_text_part(
     generated = api.export(str(people), connection=target, to="{{ email }}", subject="made",
                            html_body="<p>Hi <i>{{ name }}</i></p>")  # fmt: skip
     assert report.sent == generated.sent == 3
-    by_subject = {(m.header("Subject"), m.recipients[0]): m.message for m in server_messages(server)}
+    by_subject = {
+        (m.header("Subject"), m.recipients[0]): m.message for m in server_messages(server)
+    }
     assert text_of(by_subject["again", "cy@example.com"]) == "Hi Cy, in text.\n"
     assert text_of(by_subject["made", "cy@example.com"]) == "Hi Cy\n"
 
@@ -332,18 +342,14 @@ def test_inline_images_in_an_interface_file_with_relative_body_files(
     )
     (folder / "templates" / "mail.txt").write_text("Dear {{ name }}\n", encoding="utf-8")
     (files / "sig.png").write_bytes(png(3, 1))
+    settings = {
+        "source": str(people), "connection": target, "to": "{{ email }}", "subject": "s",
+        "html_body_file": "templates/mail.html", "text_body_file": "templates/mail.txt",
+        "inline": {"logo": "{{ logo }}", "sig": "sig.png"},
+        "attach": ["{{ pdf }}"], "attach_dir": str(files), "where": "name <> 'Cy'",
+    }  # fmt: skip
     interface = folder / "statements.yaml"
-    interface.write_text(
-        yaml.safe_dump(
-            {"export": {
-                "source": str(people), "connection": target, "to": "{{ email }}", "subject": "s",
-                "html_body_file": "templates/mail.html", "text_body_file": "templates/mail.txt",
-                "inline": {"logo": "{{ logo }}", "sig": "sig.png"},
-                "attach": ["{{ pdf }}"], "attach_dir": str(files), "where": "name <> 'Cy'",
-            }}  # fmt: skip
-        ),
-        encoding="utf-8",
-    )
+    interface.write_text(yaml.safe_dump({"export": settings}), encoding="utf-8")
     result = cli("run", str(interface))
     assert result.code == 0, result.output
     got = by_recipient(server_messages(server))
@@ -378,7 +384,9 @@ def test_the_spec_keeps_inline_images_in_the_journal_form() -> None:
                                  "inline": {"logo": "{{ logo }}", "sig": "sig.png"},
                                  "attach_dir": "files"})  # fmt: skip
     assert spec.inline == (("logo", "{{ logo }}"), ("sig", "sig.png"))
-    again = validate_export_spec({k: v for k, v in export_spec_to_dict(spec).items() if v is not None})
+    again = validate_export_spec(
+        {k: v for k, v in export_spec_to_dict(spec).items() if v is not None}
+    )
     assert again == spec
 
 
@@ -410,14 +418,20 @@ def test_a_missing_file_names_row_columns_and_file_but_no_server_path(
     states = {r.row_number: r for r in report.rows()}
     assert [states[n].state for n in (1, 2, 3, 4)] == ["sent", "skipped", "skipped", "sent"]
     assert states[2].column == "file, year"
-    assert states[2].reply == "column file, year: attachment '2023/b.pdf' not found in the attachment folder"
+    assert (
+        states[2].reply
+        == "column file, year: attachment '2023/b.pdf' not found in the attachment folder"
+    )
     assert states[3].column == "logo"
     assert "inline image 'logo' file 'gone.png' not found" in states[3].reply
     for row in states.values():
         assert str(files) not in row.reply and str(tmp_path) not in row.reply
     got = by_recipient(server_messages(server))
     assert got["a@example.com"].attachments() == {"a.pdf": b"%PDF a"}
-    assert got["d@example.com"].attachments() == {} and inline_parts(got["d@example.com"].message) == {}
+    assert (
+        got["d@example.com"].attachments() == {}
+        and inline_parts(got["d@example.com"].message) == {}
+    )
 
 
 def test_a_constant_attachment_that_is_missing_blames_no_column(
@@ -482,7 +496,9 @@ def test_every_row_goes_with_exactly_its_non_empty_attachments_or_names_the_miss
     folder = tmp_path_factory.mktemp("mix")
     (folder / "a.pdf").write_bytes(b"%PDF A")
     (folder / "b.txt").write_bytes(b"B text\n")
-    rows = [{"email": f"r{n}@example.com", "first": a, "second": b} for n, (a, b) in enumerate(cells)]
+    rows = [
+        {"email": f"r{n}@example.com", "first": a, "second": b} for n, (a, b) in enumerate(cells)
+    ]
     data = write_csv(folder / "rows.csv", rows)
     with FaultServer() as server:
         name = connect_to(monkeypatch, server.port, name="mix")

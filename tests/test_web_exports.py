@@ -280,7 +280,12 @@ def test_api_exports_html_with_text_inline_logo_and_optional_attachments(
     added = add_files(browser, ref, ("logo.png", PNG), ("ada.pdf", b"%PDF Ada"))
     assert added.status_code == 201, added.text
     assert added.json() == {"upload": ref, "files": ["ada.pdf", "logo.png"]}
-    request = {"upload": ref, **HTML_MESSAGE, "inline": {"logo": "{{ logo }}"}, "attach": ["{{ pdf }}"]}
+    request = {
+        "upload": ref,
+        **HTML_MESSAGE,
+        "inline": {"logo": "{{ logo }}"},
+        "attach": ["{{ pdf }}"],
+    }
     previews = browser.api("POST", "/api/exports/preview", json=request)
     assert previews.status_code == 200, previews.text
     ada, bob, cy = previews.json()

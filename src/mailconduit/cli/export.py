@@ -81,7 +81,7 @@ def export(
         _opt(
             "--inline",
             help="Inline image NAME=TEMPLATE (repeatable): a file from --attach-dir that the "
-            "HTML shows with <img src=\"cid:NAME\">. A template that renders empty adds none.",
+            'HTML shows with <img src="cid:NAME">. A template that renders empty adds none.',
         ),
     ] = None,
     cc: Annotated[str | None, _opt("--cc", help="Cc recipients template.")] = None,

@@ -141,9 +141,13 @@ def _read_body(path: str, field: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError.for_fields("export", [FieldError(field, f"{path}: {exc.strerror}")]) from None
+        raise ConfigError.for_fields(
+            "export", [FieldError(field, f"{path}: {exc.strerror}")]
+        ) from None
     except UnicodeDecodeError:
-        raise ConfigError.for_fields("export", [FieldError(field, f"{path}: not UTF-8 text")]) from None
+        raise ConfigError.for_fields(
+            "export", [FieldError(field, f"{path}: not UTF-8 text")]
+        ) from None
 
 
 #: A body file of one of these names is HTML: ``x.html``, ``x.htm``, ``x.html.j2``...

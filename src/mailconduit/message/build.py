@@ -176,7 +176,9 @@ def _multipart(
 def _attachment_part(attachment: Attachment, content_id: str = "") -> tuple[str, bytes]:
     """A base64 file part: an attachment, or with ``content_id`` an inline part of the HTML."""
     kind = "inline;" if content_id else "attachment;"
-    disposition = fold_header("Content-Disposition:", [kind, *disposition_params(attachment.filename)])
+    disposition = fold_header(
+        "Content-Disposition:", [kind, *disposition_params(attachment.filename)]
+    )
     cid = f"Content-ID: <{content_id}>\r\n" if content_id else ""
     headers = (
         f"Content-Type: {attachment.content_type}\r\n"

@@ -404,7 +404,9 @@ class MessageTemplate:
         self._attachments = tuple(
             _Field(f"attachment {n}", source, line_env) for n, source in enumerate(attachments, 1)
         )
-        self._inline = tuple((name, _Field(f"inline {name}", source, line_env)) for name, source in inline)
+        self._inline = tuple(
+            (name, _Field(f"inline {name}", source, line_env)) for name, source in inline
+        )
         header_fields = []
         for name, source in _header_pairs(headers):
             try:

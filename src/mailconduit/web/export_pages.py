@@ -97,7 +97,9 @@ def _settings(form: FormData) -> dict[str, Any]:
 def _attached(values: dict[str, Any]) -> list[str]:
     """The files in the attachment folder of the form's upload (none without an upload)."""
     try:
-        return attachment_files(resolve_upload(str(values["upload"]))) if values.get("upload") else []
+        return (
+            attachment_files(resolve_upload(str(values["upload"]))) if values.get("upload") else []
+        )
     except ConfigError:
         return []
 

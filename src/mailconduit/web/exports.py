@@ -123,7 +123,9 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
     source = resolve_upload(str(upload))
     settings = {k: v for k, v in data.items() if k != "upload"}
     if isinstance(settings.get("attach"), str):  # a form's text area: one template a line
-        settings["attach"] = [line.strip() for line in settings["attach"].splitlines() if line.strip()]
+        settings["attach"] = [
+            line.strip() for line in settings["attach"].splitlines() if line.strip()
+        ]
     if settings.get("attach") or settings.get("inline"):
         settings["attach_dir"] = str(attachments_dir(source))
     spec = api.export_spec({"source": str(source.path), **settings})
