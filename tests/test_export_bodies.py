@@ -58,6 +58,12 @@ def png(width: int = 2, height: int = 2) -> bytes:
 
 
 LOGO = png()
+#: The structure of an HTML message with a text part, an inline image and an attachment.
+WITH_LOGO_AND_PDF = (
+    "multipart/mixed",
+    [("multipart/alternative", ["text/plain", ("multipart/related", ["text/html", "image/png"])]),
+     "application/pdf"],
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -314,12 +320,7 @@ def test_inline_images_from_the_cli_and_an_empty_cell_means_none(
     got = by_recipient(server_messages(server))
     assert sorted(got) == ["ann@example.com", "bob@example.com"]
     ann = got["ann@example.com"].message
-    assert tree(ann) == (
-        "multipart/mixed",
-        [("multipart/alternative",
-          ["text/plain", ("multipart/related", ["text/html", "image/png"])]),
-         "application/pdf"],
-    )  # fmt: skip
+    assert tree(ann) == WITH_LOGO_AND_PDF
     assert inline_parts(ann) == {"<logo>": ("logo.png", LOGO)}
     assert 'src="cid:logo"' in html_of(ann) and text_of(ann) == "Hi Ann\n"
     assert got["ann@example.com"].attachments() == {"ann.pdf": b"%PDF-1.4 Ann's invoice"}
@@ -550,12 +551,7 @@ def test_postfix_receives_html_with_hand_written_text_inline_logo_and_optional_f
         received[str(message["To"])] = message
     assert sorted(received) == ["ann@example.com", "bob@example.com"]
     ann, bob = received["ann@example.com"], received["bob@example.com"]
-    assert tree(ann) == (
-        "multipart/mixed",
-        [("multipart/alternative",
-          ["text/plain", ("multipart/related", ["text/html", "image/png"])]),
-         "application/pdf"],
-    )  # fmt: skip
+    assert tree(ann) == WITH_LOGO_AND_PDF
     assert inline_parts(ann) == {"<logo>": ("logo.png", LOGO)}
     assert text_of(ann) == "Hi Ann (text)\n"
     assert html_of(ann) == '<p>Hi Ann</p><img src="cid:logo">\n'

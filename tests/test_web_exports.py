@@ -340,21 +340,32 @@ def test_api_refuses_an_inline_image_with_a_text_body(browser: SignedIn) -> None
     assert [d["loc"][-1] for d in response.json()["detail"]] == ["html"]
 
 
+def submit_export_form(
+    browser: SignedIn, settings: dict[str, str], files: list[tuple[str, tuple[str, bytes, str]]]
+) -> tuple[dict[str, str], httpx.Response]:
+    """The new-export form as the page offers it, changed by ``settings``, posted with
+    ``files``: the form's values and the answer (the preview, or the form with errors)."""
+    form = form_values(browser.http.get("/exports/new").text, "export-form")
+    form.update(settings)
+    answer = browser.http.post(
+        "/exports/new", data=form, files=files, headers={"Origin": browser.origin}
+    )
+    return form, answer
+
+
 def test_page_form_uploads_files_and_previews_html_with_inline_images(
     browser: SignedIn, sink: int
 ) -> None:
-    form = form_values(browser.http.get("/exports/new").text, "export-form")
-    form.update({**HTML_MESSAGE, "attach": "{{ pdf }}\nterms.txt\n", "inline": "logo={{ logo }}"})
-    preview = browser.http.post(
-        "/exports/new",
-        data=form,
-        files=[
+    settings = {**HTML_MESSAGE, "attach": "{{ pdf }}\nterms.txt\n", "inline": "logo={{ logo }}"}
+    form, preview = submit_export_form(
+        browser,
+        settings,
+        [
             ("file", ("people.csv", FILE_ROWS.encode(), "text/csv")),
             ("files", ("logo.png", PNG, "image/png")),
             ("files", ("ada.pdf", b"%PDF Ada", "application/pdf")),
             ("files", ("terms.txt", b"Terms\n", "text/plain")),
         ],
-        headers={"Origin": browser.origin},
     )
     assert preview.status_code == 200, preview.text
     assert "<code>cid:logo</code> (logo.png)" in preview.text
@@ -375,22 +386,18 @@ def test_page_form_uploads_files_and_previews_html_with_inline_images(
     ]
     assert [p.get_filename() for p in got["bob@example.com"].iter_attachments()] == ["terms.txt"]
     # the form lists the files already there when it comes back
-    again = browser.http.post(
-        "/exports/new",
-        data={**form, "upload": confirm["upload"], "subject": ""},
-        headers={"Origin": browser.origin},
+    _, again = submit_export_form(
+        browser, {**settings, "upload": confirm["upload"], "subject": ""}, []
     )
     assert again.status_code == 422 and "Already there: ada.pdf, logo.png, terms.txt." in again.text
 
 
 def test_page_preview_says_when_a_document_is_sent_as_html(browser: SignedIn) -> None:
-    form = form_values(browser.http.get("/exports/new").text, "export-form")
-    form.update({**MESSAGE, "body": "<!DOCTYPE html><html><body>Hi {{ name }}</body></html>"})
-    preview = browser.http.post(
-        "/exports/new",
-        data=form,
-        files={"file": ("people.csv", ROWS.encode(), "text/csv")},
-        headers={"Origin": browser.origin},
+    document = "<!DOCTYPE html><html><body>Hi {{ name }}</body></html>"
+    _, preview = submit_export_form(
+        browser,
+        {**MESSAGE, "body": document},
+        [("file", ("people.csv", ROWS.encode(), "text/csv"))],
     )
     assert preview.status_code == 200, preview.text
     assert re.search(r'class="notice export-note">the body is an HTML document', preview.text)

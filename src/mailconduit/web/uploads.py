@@ -85,17 +85,8 @@ def save_upload(name: str, stream: BinaryIO, *, max_bytes: int) -> Upload:
     folder = uploads_dir() / upload_id
     folder.mkdir(mode=0o700)
     path = folder / clean
-    size = 0
     try:
-        with open(path, "xb") as out:
-            os.chmod(path, 0o600)
-            while chunk := stream.read(_CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ConfigError.for_fields(
-                        "upload", [FieldError("file", f"is larger than {max_bytes // 1024} KiB")]
-                    )
-                out.write(chunk)
+        size = _copy(stream, path, max_bytes=max_bytes, field="file")
     except BaseException:
         path.unlink(missing_ok=True)
         folder.rmdir()
@@ -105,6 +96,23 @@ def save_upload(name: str, stream: BinaryIO, *, max_bytes: int) -> Upload:
         folder.rmdir()
         raise ConfigError.for_fields("upload", [FieldError("file", f"{clean!r} is empty")])
     return Upload(ref=f"{upload_id}/{clean}", name=clean, path=path, size=size)
+
+
+def _copy(stream: BinaryIO, path: Path, *, max_bytes: int, field: str, name: str = "") -> int:
+    """Copy ``stream`` into the new file ``path`` (mode 0600) and return its size; more than
+    ``max_bytes`` is an error of ``field`` (naming the file ``name`` when given)."""
+    size = 0
+    with open(path, "xb") as out:
+        os.chmod(path, 0o600)
+        while chunk := stream.read(_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                what = f"{name!r} is" if name else "is"
+                raise ConfigError.for_fields(
+                    "upload", [FieldError(field, f"{what} larger than {max_bytes // 1024} KiB")]
+                )
+            out.write(chunk)
+    return size
 
 
 def resolve_upload(ref: str) -> Upload:
@@ -155,18 +163,8 @@ def save_attachment(upload: Upload, name: str, stream: BinaryIO, *, max_bytes: i
             "upload", [FieldError("files", f"at most {MAX_ATTACHMENT_FILES} files per upload")]
         )
     part = folder / f".{secrets.token_hex(8)}.part"
-    size = 0
     try:
-        with open(part, "xb") as out:
-            os.chmod(part, 0o600)
-            while chunk := stream.read(_CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ConfigError.for_fields(
-                        "upload",
-                        [FieldError("files", f"{clean!r} is larger than {max_bytes // 1024} KiB")],
-                    )
-                out.write(chunk)
+        _copy(stream, part, max_bytes=max_bytes, field="files", name=clean)
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
