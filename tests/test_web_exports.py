@@ -342,22 +342,21 @@ def test_api_refuses_an_inline_image_with_a_text_body(browser: SignedIn) -> None
 
 def submit_export_form(
     browser: SignedIn, settings: dict[str, str], files: list[tuple[str, tuple[str, bytes, str]]]
-) -> tuple[dict[str, str], httpx.Response]:
+) -> httpx.Response:
     """The new-export form as the page offers it, changed by ``settings``, posted with
-    ``files``: the form's values and the answer (the preview, or the form with errors)."""
+    ``files``: the answer is the preview, or the form with errors."""
     form = form_values(browser.http.get("/exports/new").text, "export-form")
     form.update(settings)
-    answer = browser.http.post(
+    return browser.http.post(
         "/exports/new", data=form, files=files, headers={"Origin": browser.origin}
     )
-    return form, answer
 
 
 def test_page_form_uploads_files_and_previews_html_with_inline_images(
     browser: SignedIn, sink: int
 ) -> None:
     settings = {**HTML_MESSAGE, "attach": "{{ pdf }}\nterms.txt\n", "inline": "logo={{ logo }}"}
-    form, preview = submit_export_form(
+    preview = submit_export_form(
         browser,
         settings,
         [
@@ -386,7 +385,7 @@ def test_page_form_uploads_files_and_previews_html_with_inline_images(
     ]
     assert [p.get_filename() for p in got["bob@example.com"].iter_attachments()] == ["terms.txt"]
     # the form lists the files already there when it comes back
-    _, again = submit_export_form(
+    again = submit_export_form(
         browser, {**settings, "upload": confirm["upload"], "subject": ""}, []
     )
     assert again.status_code == 422 and "Already there: ada.pdf, logo.png, terms.txt." in again.text
@@ -394,7 +393,7 @@ def test_page_form_uploads_files_and_previews_html_with_inline_images(
 
 def test_page_preview_says_when_a_document_is_sent_as_html(browser: SignedIn) -> None:
     document = "<!DOCTYPE html><html><body>Hi {{ name }}</body></html>"
-    _, preview = submit_export_form(
+    preview = submit_export_form(
         browser,
         {**MESSAGE, "body": document},
         [("file", ("people.csv", ROWS.encode(), "text/csv"))],
