@@ -557,3 +557,24 @@ def test_postfix_receives_html_with_hand_written_text_inline_logo_and_optional_f
     assert html_of(ann) == '<p>Hi Ann</p><img src="cid:logo">\n'
     assert tree(bob) == ("multipart/alternative", ["text/plain", "text/html"])
     assert text_of(bob) == "Hi Bob <B> (text)\n"
+
+
+@pytest.mark.parametrize("key", ["body", "body_file", "html_body", "text_body", "text_body_file"])
+def test_a_body_that_is_not_text_is_a_field_error(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_export_spec({"source": "x.csv", "to": "t", "subject": "s", key: 5})
+    assert [(e.field, e.message) for e in caught.value.errors][0] == (key, "must be text")
+
+
+def test_body_files_may_be_paths_and_lose_a_byte_order_mark(
+    server: FaultServer, target: str, people: Path, tmp_path: Path
+) -> None:
+    html = tmp_path / "mail.html"
+    html.write_bytes("\ufeff<p>Grüße {{ name }}</p>\n".encode())
+    text = tmp_path / "mail.txt"
+    text.write_bytes("\ufeffGrüße {{ name }}\n".encode())
+    report = api.export(str(people), connection=target, to="{{ email }}", subject="s",
+                        html_body_file=html, text_body_file=text, limit=1)  # fmt: skip
+    assert report.sent == 1
+    message = only(server_messages(server)).message
+    assert html_of(message) == "<p>Grüße Ann</p>\n" and text_of(message) == "Grüße Ann\n"

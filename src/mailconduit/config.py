@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -966,10 +967,19 @@ def _inline_pairs(value: Any, err: Callable[[str, str], None]) -> tuple[tuple[st
     return tuple(pairs)
 
 
+_BODY_KEYS = ("body", "body_file", "html_body", "html_body_file", "text_body", "text_body_file")
+
+
 def _check_bodies(values: dict[str, Any], err: Callable[[str, str], None]) -> None:
     """One body: ``body``/``body_file`` (format decided later), or an HTML and/or text body."""
-    given = {k for k in ("body", "body_file", "html_body", "html_body_file", "text_body",
-                         "text_body_file") if values.get(k)}  # fmt: skip
+    for key in _BODY_KEYS:
+        value = values.get(key)
+        if key.endswith("_file") and isinstance(value, os.PathLike):
+            values[key] = os.fspath(value)
+        elif value is not None and not isinstance(value, str):
+            err(key, "must be text")
+            del values[key]
+    given = {k for k in _BODY_KEYS if values.get(k)}
     for one, other in (("body", "body_file"), ("html_body", "html_body_file"),
                        ("text_body", "text_body_file")):  # fmt: skip
         if {one, other} <= given:

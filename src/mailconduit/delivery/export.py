@@ -139,7 +139,7 @@ def _template_error(exc: RenderError, source: str) -> ConfigError:
 
 def _read_body(path: str, field: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")  # a BOM is no part of the body
     except OSError as exc:
         raise ConfigError.for_fields(
             "export", [FieldError(field, f"{path}: {exc.strerror}")]

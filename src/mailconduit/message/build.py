@@ -335,7 +335,9 @@ def build_message(
     if headers:
         lines.extend(_custom_headers(headers, cs, row_key))
 
-    files = [resolve_attachment(a, attachment_dir, row_key) for a in attachments]
+    files = (
+        [resolve_attachment(a, attachment_dir, row_key) for a in attachments] if attachments else []
+    )
     related = _resolve_inline(inline, attachment_dir, row_key) if inline else []
     if related and html_body is None:
         raise RowError("inline images need an HTML body", row_key)

@@ -511,7 +511,11 @@ class MessageTemplate:
             ),
             attachments=tuple(r(f, context, row_key, line) for f in self._attachments),
             headers=tuple((name, r(f, context, row_key, line)) for name, f in self._headers),
-            inline=tuple((name, r(f, context, row_key, line)) for name, f in self._inline),
+            inline=(
+                tuple((name, r(f, context, row_key, line)) for name, f in self._inline)
+                if self._inline
+                else ()
+            ),
         )
 
     @staticmethod
