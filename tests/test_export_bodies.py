@@ -287,6 +287,11 @@ def test_html_body_with_a_hand_written_text_part(
         (("--html-body", "h", "--inline", "a=x.png", "--inline", "A=y.png"), "inline", "twice"),
         (("--body", "Hello", "--inline", "logo=logo.png"), "inline", "sent as plain text"),
         (("--html-body-file", "missing.html"), "html_body_file", "missing.html"),
+        (
+            ("--html-body", "h", "--inline", "logo={{ nope }}"),
+            "inline logo",
+            "unknown column 'nope'",
+        ),
     ],
 )
 def test_body_mistakes_exit_2_with_one_line_naming_the_field(
