@@ -300,6 +300,9 @@ class OAuthServer:
         self._faults: list[_Fault] = []
         self._mutex = threading.RLock()
         self._stopping = threading.Event()
+        self._gate = threading.Event()
+        self._gate.set()
+        self._held = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -315,7 +318,10 @@ class OAuthServer:
         self._httpd.daemon_threads = True
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="mailconduit-oauth-server", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="mailconduit-oauth-server",
+            daemon=True,
         )
         self._thread.start()
 
@@ -498,14 +504,26 @@ class OAuthServer:
         self._tokens[value] = _Token(grant, kind, scope, expires_at)
         return value
 
-    def take_fault(self, endpoint: str, grant_type: str) -> _Fault | None:
-        """The scripted fault for this request, if any (counting it down)."""
+    def take_fault(self, endpoint: str, form: Mapping[str, str]) -> _Fault | None:
+        """The scripted fault for this request, if any: counted down, and recorded in
+        ``requests`` with ``error`` "scripted: REPLY"."""
+        grant_type = DEVICE_GRANT if endpoint == "device" else form.get("grant_type", "")
         with self._mutex:
             for fault in self._faults:
                 if fault.endpoint == endpoint and fault.grant_type in (None, grant_type):
                     fault.times -= 1
                     if fault.times <= 0:
                         self._faults.remove(fault)
+                    shown = fault.reply if not isinstance(fault.reply, Mapping) else fault.status
+                    self.requests.append(
+                        TokenRequest(
+                            endpoint,
+                            grant_type,
+                            form.get("client_id", ""),
+                            "",
+                            f"scripted: {shown}",
+                        )
+                    )
                     return fault
         return None
 
@@ -560,6 +578,32 @@ class OAuthServer:
         raises _Refusal for an error answer."""
         with self._mutex:
             return self._handle(endpoint, form, authorization)
+
+    def hold(self) -> None:
+        """Keep token requests waiting (unanswered) until :meth:`release`: a test can then
+        see who else asks while one refresh is in flight."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    @property
+    def held(self) -> int:
+        """How many token requests are waiting at the gate now."""
+        with self._mutex:
+            return self._held
+
+    def pass_gate(self) -> None:
+        """Wait at the gate (a no-op unless :meth:`hold` closed it), at most a minute."""
+        with self._mutex:
+            self._held += 1
+        try:
+            for _ in range(1200):
+                if self._gate.wait(0.05) or self._stopping.is_set():
+                    break
+        finally:
+            with self._mutex:
+                self._held -= 1
 
     def wait_until_stopped(self, timeout: float) -> None:
         """Block until the server stops or ``timeout`` passes (a hanging answer)."""
@@ -730,10 +774,12 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint is None:
             self._page(404, "<h1>not found</h1>")
             return
-        fault = owner.take_fault(endpoint, form.get("grant_type", ""))
+        fault = owner.take_fault(endpoint, form)
         if fault is not None:
             self._play(fault)
             return
+        if endpoint == "token":
+            owner.pass_gate()
         try:
             body = owner.handle(endpoint, form, authorization)
         except _Refusal as refusal:
