@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -166,9 +167,10 @@ def test_provider_enum_values() -> None:
 def test_the_package_exports_exactly_its_public_names_sorted() -> None:
     exported = oauth.__all__
     assert exported == sorted(exported)
+    modules = ("cache", "client", "errors", "provider", "settings", "token")
     public = {
         name
-        for module in ("cache", "client", "errors", "provider", "settings", "token")
-        for name in getattr(__import__(f"mailconduit.oauth.{module}", fromlist=["x"]), "__all__")
+        for module in modules
+        for name in importlib.import_module(f"mailconduit.oauth.{module}").__all__
     }
     assert set(exported) == public - {"DEVICE_GRANT"}
