@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -14,6 +14,7 @@ from mailconduit.config import Secret
 from mailconduit.oauth import (
     AccessDeniedError,
     ConsentRequiredError,
+    DeviceAuthorization,
     DeviceCodeExpiredError,
     InvalidClientError,
     InvalidGrantError,
@@ -33,8 +34,7 @@ from mailconduit.oauth import (
 )
 from mailconduit.testing import run
 from mailconduit.testing.oauth import ManualClock, OAuthServer
-
-SECRET = "app-secret-1"
+from oauth_support import SECRET, authorization_server
 
 
 @pytest.fixture
@@ -44,9 +44,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def auth(clock: ManualClock) -> Iterator[OAuthServer]:
-    with OAuthServer(clock=clock, access_token_lifetime=1800) as server:
-        server.register_client("app", SECRET, scopes=["smtp", "offline"])
-        server.register_client("tv", None, scopes=["smtp"])
+    with authorization_server(clock, access_token_lifetime=1800) as server:
         yield server
 
 
@@ -74,8 +72,7 @@ def test_a_public_client_sends_only_its_id(auth: OAuthServer, clock: ManualClock
 
 
 def test_rotated_refresh_tokens_come_back_as_secrets(clock: ManualClock) -> None:
-    with OAuthServer(clock=clock, rotate_refresh_tokens=True) as auth:
-        auth.register_client("app", SECRET)
+    with authorization_server(clock, rotate_refresh_tokens=True) as auth:
         token = auth.sign_in("app", "ann@example.com", "smtp")
         grant = run(refresh(auth.settings("app", client_secret=SECRET), Secret(token), clock=clock))
         assert isinstance(grant.refresh_token, Secret)
@@ -237,6 +234,20 @@ def test_expires_in_may_be_a_string_or_missing(auth: OAuthServer, clock: ManualC
     )
 
 
+def approving_sleep(
+    auth: OAuthServer, clock: ManualClock, device: DeviceAuthorization, waits: list[float]
+) -> Callable[[float], Awaitable[None]]:
+    """A sleep that records each wait and signs the user in during the third."""
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            auth.approve(device.user_code, "dee@example.com")
+        await clock.sleep(seconds)
+
+    return sleep
+
+
 def test_device_flow_polls_until_the_user_approves(auth: OAuthServer, clock: ManualClock) -> None:
     settings = auth.settings("tv", scope="smtp")
     device = run(start_device_authorization(settings))
@@ -246,13 +257,7 @@ def test_device_flow_polls_until_the_user_approves(auth: OAuthServer, clock: Man
         and device.verification_uri in device.instructions()
     )
     waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 3:
-            auth.approve(device.user_code, "dee@example.com")
-        await clock.sleep(seconds)
-
+    sleep = approving_sleep(auth, clock, device, waits)
     grant = run(poll_device_authorization(settings, device, clock=clock, sleep=sleep))
     assert waits == [5.0, 5.0, 5.0]
     assert auth.check_access_token(grant.access_token.value.reveal()).user == "dee@example.com"
@@ -266,13 +271,7 @@ def test_device_flow_waits_five_seconds_more_after_slow_down(
     settings = auth.settings("tv", scope="smtp")
     device = dataclasses.replace(run(start_device_authorization(settings)), interval=1.0)
     waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 3:
-            auth.approve(device.user_code, "dee@example.com")
-        await clock.sleep(seconds)
-
+    sleep = approving_sleep(auth, clock, device, waits)
     run(poll_device_authorization(settings, device, clock=clock, sleep=sleep))
     assert waits == [1.0, 1.0, 6.0]  # the server said slow_down after the second poll
 

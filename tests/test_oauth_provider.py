@@ -21,9 +21,7 @@ from mailconduit.oauth import (
 )
 from mailconduit.testing import run
 from mailconduit.testing.oauth import ManualClock, OAuthServer
-
-SECRET = "app-secret-1"
-USER = "ann@example.com"
+from oauth_support import ANN, SECRET, authorization_server
 
 
 @pytest.fixture
@@ -33,8 +31,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def auth(clock: ManualClock) -> Iterator[OAuthServer]:
-    with OAuthServer(clock=clock, access_token_lifetime=3600) as server:
-        server.register_client("app", SECRET, scopes=["smtp", "offline"])
+    with authorization_server(clock, access_token_lifetime=3600) as server:
         yield server
 
 
@@ -46,7 +43,7 @@ def provider_for(
 
 
 def test_the_first_token_is_fetched_then_reused(auth: OAuthServer, clock: ManualClock) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", USER, "smtp"))
+    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
 
     async def twice() -> tuple[AccessToken, AccessToken]:
         return await provider.token(), await provider.token()
@@ -60,7 +57,7 @@ def test_the_first_token_is_fetched_then_reused(auth: OAuthServer, clock: Manual
 def test_twenty_coroutines_asking_at_once_cause_one_refresh(
     auth: OAuthServer, clock: ManualClock
 ) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", USER, "smtp"))
+    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
 
     async def crowd() -> list[AccessToken]:
         return await asyncio.gather(*(provider.token() for _ in range(20)))
@@ -71,7 +68,7 @@ def test_twenty_coroutines_asking_at_once_cause_one_refresh(
 
 
 def test_renewal_comes_five_minutes_before_expiry(auth: OAuthServer, clock: ManualClock) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", USER, "smtp"))
+    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
 
     async def scenario() -> list[str]:
         seen = [(await provider.token()).value.reveal()]
@@ -88,9 +85,8 @@ def test_renewal_comes_five_minutes_before_expiry(auth: OAuthServer, clock: Manu
 
 
 def test_short_lived_tokens_renew_at_ninety_percent(clock: ManualClock) -> None:
-    with OAuthServer(clock=clock, access_token_lifetime=60) as auth:
-        auth.register_client("app", SECRET)
-        provider = provider_for(auth, clock, auth.sign_in("app", USER, "smtp"))
+    with authorization_server(clock, access_token_lifetime=60) as auth:
+        provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
 
         async def scenario() -> None:
             await provider.token()
@@ -107,7 +103,7 @@ def test_short_lived_tokens_renew_at_ninety_percent(clock: ManualClock) -> None:
 def test_a_run_crossing_many_expiries_always_holds_a_valid_token(
     auth: OAuthServer, clock: ManualClock
 ) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", USER, "smtp"))
+    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
 
     async def long_run() -> list[str]:
         statuses = []
@@ -125,9 +121,8 @@ def test_a_run_crossing_many_expiries_always_holds_a_valid_token(
 def test_a_rotated_refresh_token_is_handed_over_and_used_next(
     clock: ManualClock, callback_kind: str
 ) -> None:
-    with OAuthServer(clock=clock, rotate_refresh_tokens=True) as auth:
-        auth.register_client("app", SECRET)
-        initial = auth.sign_in("app", USER, "smtp")
+    with authorization_server(clock, rotate_refresh_tokens=True) as auth:
+        initial = auth.sign_in("app", ANN, "smtp")
         saved: list[Secret] = []
 
         def keep(token: Secret) -> None:
@@ -155,7 +150,7 @@ def test_a_rotated_refresh_token_is_handed_over_and_used_next(
 def test_a_revoked_refresh_token_is_invalid_grant_naming_the_command(
     auth: OAuthServer, clock: ManualClock
 ) -> None:
-    token = auth.sign_in("app", USER, "smtp")
+    token = auth.sign_in("app", ANN, "smtp")
     auth.revoke(token, whole_grant=True)
     provider = provider_for(auth, clock, token)
     with pytest.raises(InvalidGrantError) as exc:
@@ -193,7 +188,7 @@ def test_client_credentials_tokens_renew_without_a_refresh_token(
 def test_invalidate_after_a_refused_token_refreshes_once_for_all_sessions(
     auth: OAuthServer, clock: ManualClock
 ) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", USER, "smtp"))
+    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
 
     async def refused_everywhere() -> list[AccessToken]:
         bad = await provider.token()
@@ -206,7 +201,7 @@ def test_invalidate_after_a_refused_token_refreshes_once_for_all_sessions(
 
 
 def test_invalidating_an_old_token_keeps_the_new_one(auth: OAuthServer, clock: ManualClock) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", USER, "smtp"))
+    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
 
     async def scenario() -> tuple[AccessToken, AccessToken]:
         old = await provider.token()
@@ -223,7 +218,7 @@ def test_invalidating_an_old_token_keeps_the_new_one(auth: OAuthServer, clock: M
 def test_a_failed_early_renewal_keeps_serving_the_valid_token(
     auth: OAuthServer, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", USER, "smtp"))
+    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
 
     async def scenario() -> None:
         first = await provider.token()
@@ -243,9 +238,8 @@ def test_a_failed_early_renewal_keeps_serving_the_valid_token(
 
 
 def test_an_unreachable_endpoint_without_any_token_is_retriable(clock: ManualClock) -> None:
-    with OAuthServer(clock=clock) as auth:
-        auth.register_client("app", SECRET)
-        provider = provider_for(auth, clock, auth.sign_in("app", USER, "smtp"))
+    with authorization_server(clock) as auth:
+        provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
     with pytest.raises(TokenEndpointUnreachableError) as exc:  # the server is gone
         run(provider.token())
     assert exc.value.retriable
@@ -253,7 +247,7 @@ def test_an_unreachable_endpoint_without_any_token_is_retriable(clock: ManualClo
 
 def test_providers_sharing_a_cache_refresh_once(auth: OAuthServer, clock: ManualClock) -> None:
     cache = MemoryTokenCache()
-    token = auth.sign_in("app", USER, "smtp")
+    token = auth.sign_in("app", ANN, "smtp")
     one = provider_for(auth, clock, token, cache=cache)
     two = provider_for(auth, clock, token, cache=cache)
 
@@ -269,7 +263,7 @@ def test_a_cached_token_for_other_settings_is_not_used(
     auth: OAuthServer, clock: ManualClock
 ) -> None:
     cache = MemoryTokenCache()
-    token = auth.sign_in("app", USER, "smtp offline")
+    token = auth.sign_in("app", ANN, "smtp offline")
     run(provider_for(auth, clock, token, cache=cache).token())
     wider = auth.settings("app", client_secret=SECRET, refresh_token=token, scope="smtp offline")
     run(TokenProvider(wider, name="office", cache=cache, clock=clock).token())
@@ -279,16 +273,15 @@ def test_a_cached_token_for_other_settings_is_not_used(
 def test_after_a_new_sign_in_the_configured_token_wins_over_a_dead_cached_one(
     clock: ManualClock,
 ) -> None:
-    with OAuthServer(clock=clock, rotate_refresh_tokens=True) as auth:
-        auth.register_client("app", SECRET)
+    with authorization_server(clock, rotate_refresh_tokens=True) as auth:
         cache = MemoryTokenCache()
-        old = auth.sign_in("app", USER, "smtp")
+        old = auth.sign_in("app", ANN, "smtp")
         run(provider_for(auth, clock, old, cache=cache).token())  # cache holds a rotated token
         entry = run(cache.load("office"))
         assert entry is not None and entry.refresh_token is not None
         auth.revoke(entry.refresh_token.reveal(), whole_grant=True)
         clock.advance(3600)
-        fresh = auth.sign_in("app", USER, "smtp")  # "connections authorize" again
+        fresh = auth.sign_in("app", ANN, "smtp")  # "connections authorize" again
         token = run(provider_for(auth, clock, fresh, cache=cache).token())
         assert auth.check_access_token(token.value.reveal()).valid
         errors = [r.error for r in auth.requests]

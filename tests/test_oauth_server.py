@@ -17,8 +17,7 @@ from mailconduit.testing.oauth import (
     ManualClock,
     OAuthServer,
 )
-
-SECRET = "s3cret:with/odd+chars"
+from oauth_support import SECRET, authorization_server
 
 
 @pytest.fixture
@@ -28,9 +27,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def auth(clock: ManualClock) -> Iterator[OAuthServer]:
-    with OAuthServer(clock=clock, access_token_lifetime=600) as server:
-        server.register_client("app", SECRET, scopes=["smtp", "offline"])
-        server.register_client("tv", None, grant_types=[DEVICE_GRANT, "refresh_token"])
+    with authorization_server(
+        clock, access_token_lifetime=600, scopes=["smtp", "offline"]
+    ) as server:
         yield server
 
 
@@ -139,8 +138,7 @@ def test_grant_types_a_client_may_not_use_are_unauthorized_client(auth: OAuthSer
 
 
 def test_rotation_returns_a_new_refresh_token_and_retires_the_old(clock: ManualClock) -> None:
-    with OAuthServer(clock=clock, rotate_refresh_tokens=True) as auth:
-        auth.register_client("app", SECRET)
+    with authorization_server(clock, rotate_refresh_tokens=True) as auth:
         first = auth.sign_in("app", "ann@example.com", "smtp")
         body = refresh(auth, first).json()
         second = body["refresh_token"]

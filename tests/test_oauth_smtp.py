@@ -21,9 +21,8 @@ from mailconduit.testing.oauth import (
     OAuthServer,
     XOAuth2Server,
 )
+from oauth_support import ANN, SECRET, authorization_server
 
-SECRET = "app-secret-1"
-ANN = "ann@example.com"
 SCOPE = "https://outlook.office.com/SMTP.Send"
 
 
@@ -34,8 +33,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def auth(clock: ManualClock) -> Iterator[OAuthServer]:
-    with OAuthServer(clock=clock, access_token_lifetime=3600) as server:
-        server.register_client("app", SECRET)
+    with authorization_server(clock, access_token_lifetime=3600) as server:
         yield server
 
 

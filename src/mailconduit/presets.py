@@ -78,6 +78,24 @@ _MICROSOFT_LIMITS = (
 _GOOGLE_WORKSPACE_LIMITS = "https://support.google.com/a/answer/166852"
 _SES_QUOTAS = "https://docs.aws.amazon.com/ses/latest/dg/quotas.html"
 
+_MAILGUN_US: Final = Preset(
+    name="mailgun",
+    title="Mailgun (US)",
+    server_url="smtp.mailgun.org",
+    port=587,
+    security=Security.STARTTLS,
+    auth_mechanism=AuthMechanism.AUTO,
+    ports=((2525, Security.STARTTLS), (25, Security.STARTTLS), (465, Security.TLS)),
+    username_hint="the SMTP login of your sending domain, e.g. postmaster@mg.example.com",
+    credential_hint="that login's SMTP password",
+    # "Send via HTTP" (documentation.mailgun.com): "The maximum message size Mailgun
+    # supports is 25MB". Rate limits exist but are not published; recipients per
+    # message are not documented for SMTP.
+    max_message_bytes=25 * MB,
+    source="https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/send-http",
+    note="Pick the region your domain lives in: US and EU accounts do not see each other.",
+)
+
 _PRESETS: Final[tuple[Preset, ...]] = (
     Preset(
         name="microsoft365",
@@ -192,37 +210,8 @@ _PRESETS: Final[tuple[Preset, ...]] = (
         source="https://www.twilio.com/docs/sendgrid/for-developers/sending-email/integrating-with-the-smtp-api",
         note="Daily volume depends on the plan.",
     ),
-    Preset(
-        name="mailgun",
-        title="Mailgun (US)",
-        server_url="smtp.mailgun.org",
-        port=587,
-        security=Security.STARTTLS,
-        auth_mechanism=AuthMechanism.AUTO,
-        ports=((2525, Security.STARTTLS), (25, Security.STARTTLS), (465, Security.TLS)),
-        username_hint="the SMTP login of your sending domain, e.g. postmaster@mg.example.com",
-        credential_hint="that login's SMTP password",
-        # "Send via HTTP" (documentation.mailgun.com): "The maximum message size Mailgun
-        # supports is 25MB". Rate limits exist but are not published; recipients per
-        # message are not documented for SMTP.
-        max_message_bytes=25 * MB,
-        source="https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/send-http",
-        note="Pick the region your domain lives in: US and EU accounts do not see each other.",
-    ),
-    Preset(
-        name="mailgun-eu",
-        title="Mailgun (EU)",
-        server_url="smtp.eu.mailgun.org",
-        port=587,
-        security=Security.STARTTLS,
-        auth_mechanism=AuthMechanism.AUTO,
-        ports=((2525, Security.STARTTLS), (25, Security.STARTTLS), (465, Security.TLS)),
-        username_hint="the SMTP login of your sending domain, e.g. postmaster@mg.example.com",
-        credential_hint="that login's SMTP password",
-        max_message_bytes=25 * MB,  # as for the US region
-        source="https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/send-http",
-        note="Pick the region your domain lives in: US and EU accounts do not see each other.",
-    ),
+    _MAILGUN_US,
+    replace(_MAILGUN_US, name="mailgun-eu", title="Mailgun (EU)", server_url="smtp.eu.mailgun.org"),
     Preset(
         name="postmark",
         title="Postmark",
