@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from mailconduit.config import Secret
+from mailconduit.errors import ConfigError
 from mailconduit.oauth import (
     AccessDeniedError,
     ConsentRequiredError,
@@ -317,6 +318,6 @@ def test_device_flow_needs_a_device_endpoint() -> None:
     settings = validate_oauth_settings(
         {"provider": "generic", "client_id": "x", "token_endpoint": "http://127.0.0.1:9/t"}
     )
-    with pytest.raises(OAuthError) as exc:
+    with pytest.raises(ConfigError) as exc:
         run(start_device_authorization(settings))
-    assert exc.value.code == "unsupported_grant_type"
+    assert exc.value.field == "device_endpoint"

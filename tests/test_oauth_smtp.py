@@ -240,6 +240,7 @@ def test_a_long_run_across_token_expiries_loses_no_message(
 
     sent, smtp = run(main())
     assert all(sent) and len(smtp.messages) == 30
+    assert [m.session for m in smtp.messages] == list(range(1, 31))
     assert {a.outcome for a in smtp.auth_attempts} == {"ok"}
     assert 5 <= auth.refreshes <= 6
 

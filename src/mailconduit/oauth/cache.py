@@ -147,7 +147,8 @@ oauth_tokens_table = Table(
 
 
 def _db_now(engine: Engine) -> ColumnElement[Any]:
-    """SQL for the database's clock in seconds since the epoch."""
+    """SQL for the database's clock in seconds since the epoch (this process's clock for
+    other databases, read now)."""
     if engine.dialect.name == "sqlite":
         return (func.julianday("now") - 2440587.5) * 86400.0
     if engine.dialect.name == "postgresql":
@@ -173,13 +174,16 @@ class SqlTokenCache:
         self._engine = engine
         self._encrypt = encrypt
         self._decrypt = decrypt
-        self._now = _db_now(engine)
         try:
             _metadata.create_all(engine, checkfirst=True)
         except SQLAlchemyError:
             # Another process created it at the same moment; anything else shows below.
             if not inspect(engine).has_table(oauth_tokens_table.name):
                 raise
+
+    @property
+    def _now(self) -> ColumnElement[Any]:
+        return _db_now(self._engine)
 
     def _reveal(self, key: str, stored: str | None, what: str) -> Secret | None:
         if not stored:

@@ -21,6 +21,7 @@ from urllib.parse import quote_plus
 import httpx
 
 from mailconduit.config import Secret
+from mailconduit.errors import ConfigError, FieldError
 from mailconduit.oauth.errors import (
     AccessDeniedError,
     ConsentRequiredError,
@@ -242,7 +243,10 @@ async def start_device_authorization(
     """Ask for a device code and the user code to show (RFC 8628 section 3.1)."""
     url = settings.device_endpoint
     if not url:
-        raise OAuthError("unsupported_grant_type", "no device authorization endpoint is set", "")
+        raise ConfigError.for_fields(
+            "OAuth settings",
+            [FieldError("device_endpoint", "is needed to sign in with a device code")],
+        )
     form = {"scope": settings.scope} if settings.scope else {}
     body = await _post(settings, url, form, timeout=timeout)
     device_code = body.get("device_code")

@@ -67,8 +67,8 @@ class OAuthError(MailconduitError):
         return type(self)(self.code, self.description, self.endpoint, self.status, connection)
 
     def __str__(self) -> str:
-        host = urlsplit(self.endpoint).hostname or self.endpoint or "?"
-        text = f"token endpoint {host}"
+        host = urlsplit(self.endpoint).hostname or self.endpoint
+        text = f"token endpoint {host}" if host else "token endpoint"
         text += f" answered HTTP {self.status} {self.code}" if self.status else f": {self.code}"
         if self.description:
             text += f" ({self.description})"

@@ -141,7 +141,9 @@ class TokenProvider:
                 return fresh
             if self._clock() > deadline:
                 raise LockTimeoutError(
-                    "lock_timeout", "another process holds the token refresh lock", ""
+                    "lock_timeout",
+                    "another process holds the token refresh lock",
+                    self.settings.token_endpoint,
                 )
             await self._sleep(LOCK_POLL)
         try:

@@ -872,7 +872,7 @@ class _XOAuth2Handler:
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 data=bytes(envelope.original_content or b""),
                 mail_options=tuple(envelope.mail_options),
-                session=0,
+                session=server.number if isinstance(server, _XOAuth2SMTP) else 0,
                 smtputf8=bool(envelope.smtp_utf8),
             )
         )
@@ -914,11 +914,13 @@ class _XOAuth2SMTP(SMTP):
 
     def __init__(self, owner: XOAuth2Server, **kwargs: Any) -> None:
         self.owner = owner
+        self.number = 0
         super().__init__(_XOAuth2Handler(owner), **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.owner.opened(self)
+        if self.number == 0:  # not again after STARTTLS
+            self.number = self.owner.opened(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.owner.closed(self)
@@ -967,14 +969,18 @@ class XOAuth2Server:
         self.starttls_context = starttls_context
         self.messages: list[ReceivedMessage] = []
         self.auth_attempts: list[AuthAttempt] = []
+        self.session_count = 0
         self._open: set[_XOAuth2SMTP] = set()
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread_stop: asyncio.Event | None = None
 
-    def opened(self, protocol: _XOAuth2SMTP) -> None:
+    def opened(self, protocol: _XOAuth2SMTP) -> int:
+        """Count a new connection; its number (from 1) for the messages it carries."""
         self._open.add(protocol)
+        self.session_count += 1
+        return self.session_count
 
     def closed(self, protocol: _XOAuth2SMTP) -> None:
         self._open.discard(protocol)
