@@ -13,6 +13,7 @@ from mailconduit.config import Secret
 from mailconduit.oauth import (
     AccessToken,
     InvalidGrantError,
+    LockTimeoutError,
     MemoryTokenCache,
     NotSignedInError,
     TokenEndpointUnreachableError,
@@ -286,3 +287,25 @@ def test_after_a_new_sign_in_the_configured_token_wins_over_a_dead_cached_one(
         assert auth.check_access_token(token.value.reveal()).valid
         errors = [r.error for r in auth.requests]
         assert errors == ["", "invalid_grant", ""]
+
+
+def test_a_lock_left_by_a_dead_holder_frees_itself(auth: OAuthServer, clock: ManualClock) -> None:
+    cache = MemoryTokenCache(clock=clock)
+    run(cache.try_lock("office", "crashed-host:1", 3))
+    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"), cache=cache, lock_ttl=5)
+    start = clock.now
+    assert auth.check_access_token(run(provider.token()).value.reveal()).valid
+    assert 3 <= clock.now - start < 5
+    assert auth.refreshes == 1
+
+
+def test_a_lock_held_past_the_wait_is_a_retriable_error(
+    auth: OAuthServer, clock: ManualClock
+) -> None:
+    cache = MemoryTokenCache(clock=clock)
+    run(cache.try_lock("office", "stuck-host:1", 1000))
+    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"), cache=cache, lock_ttl=5)
+    with pytest.raises(LockTimeoutError) as exc:
+        run(provider.token())
+    assert exc.value.retriable and exc.value.connection == "office"
+    assert auth.refreshes == 0

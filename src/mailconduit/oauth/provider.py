@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import secrets
 import socket
 import time
@@ -134,18 +135,24 @@ class TokenProvider:
         fresh = self._adopt(await self._cache.load(self.name))
         if fresh is not None:
             return fresh
+        # A holder frees the lock or it expires within lock_ttl; the count also bounds the
+        # wait when the clock stands still.
         deadline = self._clock() + self._lock_ttl + LOCK_POLL
-        while not await self._cache.try_lock(self.name, self._owner, self._lock_ttl):
+        locked = False
+        for _ in range(math.ceil(self._lock_ttl / LOCK_POLL) + 2):
+            locked = await self._cache.try_lock(self.name, self._owner, self._lock_ttl)
+            if locked or self._clock() > deadline:
+                break
             fresh = self._adopt(await self._cache.load(self.name))
             if fresh is not None:
                 return fresh
-            if self._clock() > deadline:
-                raise LockTimeoutError(
-                    "lock_timeout",
-                    "another process holds the token refresh lock",
-                    self.settings.token_endpoint,
-                )
             await self._sleep(LOCK_POLL)
+        if not locked:
+            raise LockTimeoutError(
+                "lock_timeout",
+                "another process holds the token refresh lock",
+                self.settings.token_endpoint,
+            )
         try:
             entry = await self._cache.load(self.name)
             fresh = self._adopt(entry)
