@@ -34,18 +34,15 @@ base="$cache/airflow-$key"
 overlay="$root/.venv-airflow"
 mkdir -p "$cache"
 
+# One builder at a time (base and overlay); a base build cut short is thrown away and made again.
+exec 9>"$base.lock"
+flock 9
 if [ ! -e "$base/.complete" ]; then
-  # One builder at a time per lock; a build cut short is thrown away and made again.
-  exec 9>"$base.lock"
-  flock 9
-  if [ ! -e "$base/.complete" ]; then
-    echo "building the Airflow test environment in $base (once per lock; a few minutes)" >&2
-    rm -rf "$base"
-    "$py" -m venv "$base"
-    "$base/bin/python" -m pip install -q --require-hashes -r "$lock"
-    touch "$base/.complete"
-  fi
-  exec 9>&-
+  echo "building the Airflow test environment in $base (once per lock; a few minutes)" >&2
+  rm -rf "$base"
+  "$py" -m venv "$base"
+  "$base/bin/python" -m pip install -q --require-hashes -r "$lock"
+  touch "$base/.complete"
 fi
 
 site_of() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }

@@ -128,7 +128,7 @@ def connection_of(
     security = _security(conn_type, port, extra, errors)
     if security is not None:
         data["security"] = security
-        shown["security"] = "extra.disable_ssl/disable_tls" if conn_type == "smtp" else "port"
+        shown["security"] = "extra.disable_ssl" if conn_type == "smtp" else "port"
     if port is None and conn_type == "smtp":  # as Python's smtplib, which the provider uses
         data["port"] = 465 if security == Security.TLS.value else 25
     if extra.get("from_email") and "from_address" not in extra:
@@ -160,10 +160,27 @@ def connection_of(
     if errors:
         raise ConfigError.for_fields(f"Airflow connection {conn_id!r}", errors)
     try:
-        return validate_connection(data, origin="airflow")
+        conn = validate_connection(data, origin="airflow")
     except ConfigError as exc:
         named = [FieldError(shown.get(e.field, e.field), e.message) for e in exc.errors]
         raise ConfigError.for_fields(f"Airflow connection {conn_id!r}", named) from None
+    mismatch = _port_mismatch(conn)
+    if mismatch:
+        where = shown.get("security", "extra.security")
+        raise ConfigError.for_fields(f"Airflow connection {conn_id!r}", [FieldError(where, mismatch)])
+    return conn
+
+
+def _port_mismatch(conn: Connection) -> str:
+    """The classic mix-ups of implicit TLS and STARTTLS ports, which mailconduit's URL form
+    (how the connection reaches it) refuses: said here in the connection's terms."""
+    tls = conn.security is Security.TLS
+    if tls and conn.port in (25, 587):
+        return (f"implicit TLS (the smtp provider's default) on port {conn.port}, a STARTTLS "
+                "port: set disable_ssl to true, or use port 465")  # fmt: skip
+    if not tls and conn.port == 465:
+        return "port 465 expects implicit TLS: leave disable_ssl false (security tls)"
+    return ""
 
 
 #: Fields the URL carries in its scheme, user, host and port, or that follow from others.

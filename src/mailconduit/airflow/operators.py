@@ -84,15 +84,61 @@ class MailconduitExportOperator(BaseOperator):  # type: ignore[misc]  # Airflow 
         smtp_conn_id: str | None = None,
         subject_prefix: str = "",
         log_rows: int = 100,
+        # mailconduit.export's options; None leaves one to mailconduit's default.
+        to: str | None = None,
+        subject: str | None = None,
+        body: str | None = None,
+        body_file: str | None = None,
+        html_body: str | None = None,
+        html_body_file: str | None = None,
+        text_body: str | None = None,
+        text_body_file: str | None = None,
+        cc: str | None = None,
+        bcc: str | None = None,
+        reply_to: str | None = None,
+        from_: str | None = None,
+        attach: Sequence[str] | None = None,
+        attach_dir: str | None = None,
+        inline: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        mode: str | None = None,
+        by: str | None = None,
+        to_column: str | None = None,
+        table_formats: Sequence[str] | None = None,
+        table_row_cap: int | None = None,
+        oversize: str | None = None,
+        where: str | None = None,
+        order_by: str | None = None,
+        key: str | None = None,
+        kind: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+        sheet: str | int | None = None,
+        database_url: str | None = None,
+        charset: str | None = None,
+        html: bool | None = None,
+        dry_run: str | None = None,
+        limit: int | None = None,
+        fail_fast: bool | None = None,
+        run_id: str | None = None,
+        concurrency: int | None = None,
+        rate: Any = None,
+        retry: Any = None,
+        max_errors: int | None = None,
+        resend_uncertain: bool | None = None,
+        journal: bool | None = None,
+        messages_per_connection: int | None = None,
+        data_timeout_ms: int | None = None,
+        report: str | None = None,
+        report_format: str | None = None,
         **kwargs: Any,
     ) -> None:
-        options = {name: kwargs.pop(name) for name in list(kwargs) if name in EXPORT_OPTIONS}
+        given = {k: v for k, v in locals().items() if k in EXPORT_OPTIONS and v is not None}
         super().__init__(**kwargs)
         wrong = []
-        given = [name for name, value in (("source", source), ("sql", sql)) if value is not None]
-        if len(given) != 1:
+        if (source is None) == (sql is None):
             wrong.append(FieldError("source", "give exactly one of source and sql"))
-        elif sql is not None and bool(conn_id) == bool(options.get("database_url")):
+        elif sql is not None and bool(conn_id) == bool(database_url):
             wrong.append(FieldError("sql", "give exactly one of conn_id and database_url with it"))
         if bool(connection) == bool(smtp_conn_id):
             wrong.append(FieldError("connection", "give exactly one of connection and smtp_conn_id"))
@@ -107,14 +153,14 @@ class MailconduitExportOperator(BaseOperator):  # type: ignore[misc]  # Airflow 
         self.subject_prefix = subject_prefix
         self.log_rows = log_rows
         for name in TEMPLATED_OPTIONS:
-            setattr(self, name, options.pop(name, ""))
-        self.export_options = options
+            setattr(self, name, given.pop(name, ""))
+        self.export_options = given
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
         run_id = self.run_id or run_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
         options = dict(self.export_options)
-        options.update({name: getattr(self, name) for name in TEMPLATED_OPTIONS})
+        options.update({name: getattr(self, name) for name in TEMPLATED_OPTIONS if getattr(self, name)})
         options["run_id"] = run_id
         if self.subject_prefix:
             options["subject"] = jinja_literal(self.subject_prefix) + options.get("subject", "")
