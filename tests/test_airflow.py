@@ -13,7 +13,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mailconduit
@@ -142,7 +142,9 @@ def _airflow_connections(draw: st.DrawFn) -> Connection:
 
 @given(_airflow_connections())
 @settings(max_examples=200)
-def test_mailconduit_reads_the_connection_url_back_into_the_same_connection(conn: Connection) -> None:
+def test_mailconduit_reads_the_connection_url_back_into_the_same_connection(
+    conn: Connection,
+) -> None:
     back = connection_from_url(conn.name, connection_url(conn))
     assert back.host == conn.host
     assert back.password == conn.password
@@ -168,20 +170,20 @@ def test_a_connection_name_is_a_mailconduit_name_whose_variable_is_its_upper_cas
 def test_a_run_id_is_one_mailconduit_accepts(dag: str, task: str, run: str, index: int) -> None:
     run_id = run_id_for(dag, task, run, index)
     assert run_id == run_id_for(dag, task, run, index)
-    spec = validate_export_spec({"source": "x.csv", "run_id": run_id, "to": "t", "subject": "s", "body": "b"})
+    spec = validate_export_spec(
+        {"source": "x.csv", "run_id": run_id, "to": "t", "subject": "s", "body": "b"}
+    )
     assert spec.run_id == run_id
 
 
-@given(
-    st.lists(
-        st.tuples(st.text(max_size=20), st.text(max_size=20), st.text(max_size=20),
-                  st.integers(-1, 5)),  # fmt: skip
-        min_size=2,
-        max_size=2,
-        unique=True,
-    )
-)
-def test_distinct_task_instances_have_distinct_run_ids(pair: list[tuple[str, str, str, int]]) -> None:
+_TASK_INSTANCES = st.tuples(st.text(max_size=20), st.text(max_size=20), st.text(max_size=20),
+                            st.integers(-1, 5))  # fmt: skip
+
+
+@given(st.lists(_TASK_INSTANCES, min_size=2, max_size=2, unique=True))
+def test_distinct_task_instances_have_distinct_run_ids(
+    pair: list[tuple[str, str, str, int]],
+) -> None:
     first, second = pair
     assert run_id_for(*first) != run_id_for(*second)
 

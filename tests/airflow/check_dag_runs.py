@@ -10,15 +10,17 @@ so receivers can tell; every other row arrives exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import email
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +49,17 @@ with DAG("{dag_id}", schedule=None, start_date=dt.datetime(2024, 1, 1),
 """
 
 
-def _wait(condition: Callable[[], bool], what: str, runner: subprocess.Popen[str], log: Path) -> None:
+def _wait(
+    condition: Callable[[], bool], what: str, runner: subprocess.Popen[str], log: Path
+) -> None:
     """Wait for ``condition`` while the DAG runs; the bound only ends a run that went wrong."""
     for _ in range(6000):
         if condition():
             return
         if runner.poll() is not None:
-            pytest.fail(f"the DAG run ended before {what}:\n{log.read_text(encoding='utf-8')[-4000:]}")
+            pytest.fail(
+                f"the DAG run ended before {what}:\n{log.read_text(encoding='utf-8')[-4000:]}"
+            )
         time.sleep(0.05)
     pytest.fail(f"gave up waiting for {what}")
 
@@ -77,10 +83,39 @@ def _kill_task_process(runner: subprocess.Popen[str], log: Path) -> int:
 
 
 def _finish(runner: subprocess.Popen[str], log: Path) -> dict[str, Any]:
-    out, _ = runner.communicate(timeout=900)
+    try:
+        out, _ = runner.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the DAG run did not end; task instances: {_task_states()}\n"
+                    f"{log.read_text(encoding='utf-8')[-4000:]}")  # fmt: skip
     assert runner.returncode == 0, log.read_text(encoding="utf-8")[-4000:]
     outcome: dict[str, Any] = json.loads(out.splitlines()[-1])
     return outcome
+
+
+def _task_states() -> list[tuple[Any, ...]]:
+    """The metadata database's task instances, to tell where a stuck run is."""
+    db = Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        return conn.execute(
+            "SELECT dag_id, task_id, state, try_number, pid FROM task_instance"
+        ).fetchall()
+
+
+@contextlib.contextmanager
+def _running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str]]:
+    """The DAG run in a process of its own; it and everything it started end with the block."""
+    with open(log, "w", encoding="utf-8") as err:
+        runner = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            yield runner
+        finally:
+            if runner.poll() is None:
+                for child in psutil.Process(runner.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.kill()
+                runner.kill()
+            runner.wait()
 
 
 def _assert_each_row_once(delivered: Iterable[tuple[str, str]], resent: int) -> None:
@@ -123,12 +158,14 @@ def test_a_csv_export_killed_mid_run_is_resumed_by_airflows_retry(
     from mailconduit.testing import FaultServer
 
     log = tmp_path / "dag.log"
-    with FaultServer() as server, open(log, "w", encoding="utf-8") as err:
-        env = {**os.environ, "AIRFLOW_CONN_SMTP_KILLED": smtp_connection_json(server.port)}
-        runner = subprocess.Popen(
+    with (
+        FaultServer() as server,
+        _running(
             dag_test_command(dag_file, "killed_csv", "2024-03-01", "--executor"),
-            env=env, stdout=subprocess.PIPE, stderr=err, text=True,
-        )  # fmt: skip
+            {**os.environ, "AIRFLOW_CONN_SMTP_KILLED": smtp_connection_json(server.port)},
+            log,
+        ) as runner,
+    ):
         _wait(lambda: len(server.messages) >= KILL_AFTER, f"{KILL_AFTER} messages", runner, log)
         _kill_task_process(runner, log)
         at_kill = len(server.messages)
@@ -159,12 +196,14 @@ def test_a_postgres_export_to_the_embedded_server_killed_mid_run_is_resumed(
     ))  # fmt: skip
 
     log = tmp_path / "dag.log"
-    with ensure_running(), open(log, "w", encoding="utf-8") as err:
-        env = {**os.environ, "AIRFLOW_CONN_PG_PEOPLE": pg_url}
-        runner = subprocess.Popen(
+    with (
+        ensure_running(),
+        _running(
             dag_test_command(dag_file, "killed_pg", "2024-03-01", "--executor"),
-            env=env, stdout=subprocess.PIPE, stderr=err, text=True,
-        )  # fmt: skip
+            {**os.environ, "AIRFLOW_CONN_PG_PEOPLE": pg_url},
+            log,
+        ) as runner,
+    ):
         _wait(lambda: count_messages() >= KILL_AFTER, f"{KILL_AFTER} in the sink", runner, log)
         _kill_task_process(runner, log)
         at_kill = count_messages()

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from support import dag_test, dag_test_command, write_dag
 
@@ -57,7 +57,10 @@ def test_a_mailconduit_connection_chooses_security_by_port(monkeypatch: pytest.M
         ({"disable_ssl": "maybe"}, "extra.disable_ssl: 'maybe' must be true or false"),
         ({"from_email": "nobody"}, "extra.from_email: 'nobody' is not an e-mail address"),
         ({"colour": "blue"}, "extra.colour: is not a connection field"),
-        ({"auth_type": "oauth2"}, "extra.auth_type: only basic, or oauth2 with an access_token extra"),
+        (
+            {"auth_type": "oauth2"},
+            "extra.auth_type: only basic, or oauth2 with an access_token extra",
+        ),
     ],
 )
 def test_a_wrong_field_is_named_as_airflow_shows_it(
@@ -72,13 +75,10 @@ def test_a_wrong_field_is_named_as_airflow_shows_it(
 
 def _test_button(api_server: str, **connection: Any) -> dict[str, Any]:
     """What the connection form's "Test" button asks Airflow's REST API."""
-    body = json.dumps({"connection_id": "draft", **connection}).encode()
-    request = urllib.request.Request(
-        f"{api_server}/api/v2/connections/test", data=body, method="POST",
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=120) as reply:
-        result: dict[str, Any] = json.load(reply)
+    reply = httpx.post(f"{api_server}/api/v2/connections/test", timeout=120,
+                       json={"connection_id": "draft", **connection})  # fmt: skip
+    reply.raise_for_status()
+    result: dict[str, Any] = reply.json()
     return result
 
 
@@ -102,21 +102,26 @@ def test_the_test_button_gives_mailconduits_diagnosis_stage_by_stage(api_server:
     assert closed["message"].startswith("FAILED at stage tcp")
 
 
-def test_the_password_is_kept_nowhere_by_mailconduit(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_password_is_kept_nowhere_by_mailconduit(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     password = "Pa55-only-in-airflow"
     with FaultServer(credentials={"reports": password}) as server:
         _airflow_connection(monkeypatch, "authed", conn_type="mailconduit", host="127.0.0.1",
                             port=server.port, login="reports", password=password,
                             extra={"security": "none", "from_address": "r@example.com"})  # fmt: skip
-        dag_file = write_dag("authed", f"""
+        dag_file = write_dag(
+            "authed",
+            """
 import datetime as dt
 from airflow.sdk import DAG
 from mailconduit.airflow.operators import MailconduitExportOperator
 
 with DAG("authed", schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
-    MailconduitExportOperator(task_id="send", source=[{{"email": "ann@example.com"}}],
-                              smtp_conn_id="authed", to="{{{{ email }}}}", subject="S", body="B")
-""")
+    MailconduitExportOperator(task_id="send", source=[{"email": "ann@example.com"}],
+                              smtp_conn_id="authed", to="{{ email }}", subject="S", body="B")
+""",
+        )
         result = dag_test(dag_file, "authed", "2024-03-01")
 
     assert result.state == "success"
@@ -132,7 +137,9 @@ def test_the_connection_can_come_from_a_secrets_backend(tmp_path: Path) -> None:
     per process): the operator reads the connection through Airflow, as any hook does."""
     import subprocess
 
-    dag_file = write_dag("from_file", """
+    dag_file = write_dag(
+        "from_file",
+        """
 import datetime as dt
 from airflow.sdk import DAG
 from mailconduit.airflow.operators import MailconduitExportOperator
@@ -140,7 +147,8 @@ from mailconduit.airflow.operators import MailconduitExportOperator
 with DAG("from_file", schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
     MailconduitExportOperator(task_id="send", source=[{"email": "ann@example.com"}],
                               smtp_conn_id="from_file", to="{{ email }}", subject="S", body="B")
-""")
+""",
+    )
     with FaultServer() as server:
         conn_file = tmp_path / "connections.json"
         conn_file.write_text(json.dumps({"from_file": {

@@ -31,7 +31,10 @@ def _messages(server: Any) -> list[email.message.EmailMessage]:
 
 
 def test_rows_from_xcom_go_out_with_the_row_templates_left_to_mailconduit(smtp_server: Any) -> None:
-    dag_file = write_dag("xcom_rows", HEADER + """
+    dag_file = write_dag(
+        "xcom_rows",
+        HEADER
+        + """
 with DAG("xcom_rows", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
     @task
     def people():
@@ -42,7 +45,8 @@ with DAG("xcom_rows", schedule=None, start_date=dt.datetime(2024, 1, 1), default
         to="{{ email }}", subject="Hello {{ name }}", subject_prefix="[{{ ds }}] ",
         body="Dear {{ name }}, {{ '{{' }}literal{{ '}}' }}",
     )
-""")
+""",
+    )
     result = dag_test(dag_file, "xcom_rows", "2024-03-01")
 
     assert result.state == "success"
@@ -66,7 +70,10 @@ def test_sql_on_an_airflow_postgres_connection_is_rendered_by_airflow(
             "('bob@example.com', 'Bob', '2024-03-02'), ('cy@example.com', 'Cy', '2024-03-01')"
         )
     monkeypatch.setenv("AIRFLOW_CONN_PG_SOURCE", pg_url)
-    dag_file = write_dag("pg_rows", HEADER + """
+    dag_file = write_dag(
+        "pg_rows",
+        HEADER
+        + """
 with DAG("pg_rows", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
     MailconduitExportOperator(
         task_id="send", conn_id="pg_source", smtp_conn_id="smtp_test",
@@ -74,7 +81,8 @@ with DAG("pg_rows", schedule=None, start_date=dt.datetime(2024, 1, 1), default_a
         parameters={"skip": "{{ params.skip }}"}, params={"skip": "Cy"},
         to="{{ email }}", subject="Today, {{ name }}", body="Hi",
     )
-""")
+""",
+    )
     result = dag_test(dag_file, "pg_rows", "2024-03-01")
 
     assert result.state == "success"
@@ -87,13 +95,17 @@ with DAG("pg_rows", schedule=None, start_date=dt.datetime(2024, 1, 1), default_a
 def test_an_airflow_macro_in_a_row_template_reaches_mailconduit_and_fails_the_task_for_good(
     smtp_server: Any,
 ) -> None:
-    dag_file = write_dag("macro_in_to", HEADER + """
+    dag_file = write_dag(
+        "macro_in_to",
+        HEADER
+        + """
 with DAG("macro_in_to", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
     MailconduitExportOperator(
         task_id="send", source=[{"email": "ann@example.com"}], smtp_conn_id="smtp_test",
         to="{{ ds }}", subject="Hi", body="Hi",
     )
-""")
+""",
+    )
     result = dag_test(dag_file, "macro_in_to", "2024-03-01")
 
     assert result.states["send"] == "failed"
@@ -105,7 +117,10 @@ with DAG("macro_in_to", schedule=None, start_date=dt.datetime(2024, 1, 1), defau
 def test_a_dataframe_with_a_bad_row_fails_the_task_and_the_report_file_says_which(
     smtp_server: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    dag_file = write_dag("frame", HEADER + f"""
+    dag_file = write_dag(
+        "frame",
+        HEADER
+        + f"""
 import pandas as pd
 
 FRAME = pd.DataFrame({{"email": ["ann@example.com", "not an address", "cy@example.com"],
@@ -116,7 +131,8 @@ with DAG("frame", schedule=None, start_date=dt.datetime(2024, 1, 1), default_arg
         task_id="send", source=FRAME, smtp_conn_id="smtp_test", to="{{{{ email }}}}",
         subject="Hi {{{{ name }}}}", body="Hi", report="{tmp_path}/report-{{{{ ds_nodash }}}}.csv",
     )
-""")
+""",
+    )
     result = dag_test(dag_file, "frame", "2024-03-01")
 
     assert result.states["send"] == "failed"
@@ -139,12 +155,16 @@ def test_each_mapped_task_instance_has_a_run_of_its_own(smtp_server: Any, tmp_pa
         path = tmp_path / f"{part}.csv"
         path.write_text(f"email\n{part}1@example.com\n{part}2@example.com\n", encoding="utf-8")
         files.append(str(path))
-    dag_file = write_dag("mapped", HEADER + f"""
+    dag_file = write_dag(
+        "mapped",
+        HEADER
+        + f"""
 with DAG("mapped", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
     MailconduitExportOperator.partial(
         task_id="send", smtp_conn_id="smtp_test", to="{{{{ email }}}}", subject="Part", body="Hi",
     ).expand(source={files!r})
-""")
+""",
+    )
     result = dag_test(dag_file, "mapped", "2024-03-01")
 
     assert result.state == "success"
@@ -156,8 +176,9 @@ with DAG("mapped", schedule=None, start_date=dt.datetime(2024, 1, 1), default_ar
 def test_a_run_that_stops_is_resumed_by_airflows_own_retry(tmp_path: Path) -> None:
     """The server goes away after 30 messages and refuses sessions a while: the run stops
     (interrupted), the task fails, Airflow runs try 2, which sends the other 30 only."""
-    from mailconduit.testing import FaultServer
     from support import smtp_connection_json
+
+    from mailconduit.testing import FaultServer
 
     faults = {("MAIL", 31): "421 4.3.2 going down"}
     faults |= {("BANNER", n): "421 4.3.2 not now" for n in range(2, 7)}
@@ -168,13 +189,17 @@ def test_a_run_that_stops_is_resumed_by_airflows_own_retry(tmp_path: Path) -> No
         writer.writerows([f"r{i}@example.com"] for i in range(60))
     with FaultServer(faults=faults) as server, pytest.MonkeyPatch.context() as env:
         env.setenv("AIRFLOW_CONN_SMTP_FLAKY", smtp_connection_json(server.port))
-        dag_file = write_dag("flaky", HEADER + f"""
+        dag_file = write_dag(
+            "flaky",
+            HEADER
+            + f"""
 with DAG("flaky", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
     MailconduitExportOperator(
         task_id="send", source="{source}", smtp_conn_id="smtp_flaky", to="{{{{ email }}}}",
         subject="Once", body="Hi", concurrency=1,
     )
-""")
+""",
+        )
         result = dag_test(dag_file, "flaky", "2024-03-01")
 
     assert result.state == "success"

@@ -20,7 +20,11 @@ def test_airflow_lists_the_provider_with_its_hook_and_connection_form() -> None:
     assert hook.hook_name == "mailconduit (SMTP)"
     widgets = manager.connection_form_widgets
     assert {f"extra__mailconduit__{name}" for name in CONN_FIELDS} <= set(widgets)
-    assert widgets["extra__mailconduit__security"].field["schema"]["enum"] == ["tls", "starttls", "none"]
+    assert widgets["extra__mailconduit__security"].field["schema"]["enum"] == [
+        "tls",
+        "starttls",
+        "none",
+    ]
     behaviour = manager.field_behaviours["mailconduit"]
     assert behaviour["hidden_fields"] == ["schema"]
     assert behaviour["relabeling"]["login"] == "Username"

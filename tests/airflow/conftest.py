@@ -15,12 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -81,8 +80,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """mailconduit's test SMTP server, and the Airflow ``smtp`` connection ``smtp_test``
     pointing at it (from the environment, Airflow's first secrets backend)."""
-    from mailconduit.testing import FaultServer
     from support import smtp_connection_json
+
+    from mailconduit.testing import FaultServer
 
     with FaultServer() as server:
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_TEST", smtp_connection_json(server.port))
@@ -122,11 +122,11 @@ def api_server() -> Iterator[str]:
             if process.poll() is not None:
                 pytest.fail(f"the API server exited with {process.returncode}: see {log.name}")
             try:
-                with urllib.request.urlopen(f"{url}/execution/health", timeout=5) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+                if httpx.get(f"{url}/execution/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
         else:
             pytest.fail(f"the API server did not answer: see {log.name}")
         yield url

@@ -38,7 +38,7 @@ def run(
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = next(v for v in vars(module).values() if getattr(v, "dag_id", None) == dag_id)
-    when = dt.datetime.fromisoformat(logical_date).replace(tzinfo=dt.timezone.utc)
+    when = dt.datetime.fromisoformat(logical_date).replace(tzinfo=dt.UTC)
     dag_run = dag.test(
         logical_date=when, run_after=when, use_executor=executor, conn_file_path=conn_file
     )

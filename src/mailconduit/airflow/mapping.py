@@ -107,7 +107,9 @@ def connection_of(
     extra = {k.removeprefix(prefix): v for k, v in extra.items() if v not in (None, "")}
     if conn_type not in ("smtp", "mailconduit"):
         errors.append(
-            FieldError("conn_type", f"{conn_type!r} is not an SMTP connection (smtp or mailconduit)")
+            FieldError(
+                "conn_type", f"{conn_type!r} is not an SMTP connection (smtp or mailconduit)"
+            )
         )
     data: dict[str, Any] = {
         "name": connection_name(conn_id),
@@ -138,7 +140,9 @@ def connection_of(
         try:
             data["timeout_ms"] = round(float(extra["timeout"]) * 1000)
         except (TypeError, ValueError):
-            errors.append(FieldError("extra.timeout", f"{extra['timeout']!r} is not a number of seconds"))
+            errors.append(
+                FieldError("extra.timeout", f"{extra['timeout']!r} is not a number of seconds")
+            )
         shown["timeout_ms"] = "extra.timeout (seconds)"
     context = extra.get("ssl_context")
     if context is not None and "verify_tls" not in extra:
@@ -154,7 +158,7 @@ def connection_of(
             data["password"] = extra["access_token"]
             data["auth_mechanism"] = "xoauth2"
             data["username"] = data["username"] or extra.get("from_email") or ""
-            shown["password"] = "extra.access_token"
+            shown["password"] = "extra.access_token"  # noqa: S105 - where it came from
     if not data["username"] and not data["password"]:
         data.setdefault("auth_mechanism", "none")
     if errors:
@@ -167,7 +171,9 @@ def connection_of(
     mismatch = _port_mismatch(conn)
     if mismatch:
         where = shown.get("security", "extra.security")
-        raise ConfigError.for_fields(f"Airflow connection {conn_id!r}", [FieldError(where, mismatch)])
+        raise ConfigError.for_fields(
+            f"Airflow connection {conn_id!r}", [FieldError(where, mismatch)]
+        )
     return conn
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -70,7 +70,7 @@ class MailconduitExportOperator(BaseOperator):  # type: ignore[misc]  # Airflow 
     template_fields: Sequence[str] = ("source", "sql", "parameters", "subject_prefix",
                                       *TEMPLATED_OPTIONS)  # fmt: skip
     template_ext: Sequence[str] = (".sql",)
-    template_fields_renderers = {"sql": "sql", "parameters": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql", "parameters": "json"}
     ui_color = "#d8e8f5"
 
     def __init__(
@@ -141,7 +141,9 @@ class MailconduitExportOperator(BaseOperator):  # type: ignore[misc]  # Airflow 
         elif sql is not None and bool(conn_id) == bool(database_url):
             wrong.append(FieldError("sql", "give exactly one of conn_id and database_url with it"))
         if bool(connection) == bool(smtp_conn_id):
-            wrong.append(FieldError("connection", "give exactly one of connection and smtp_conn_id"))
+            wrong.append(
+                FieldError("connection", "give exactly one of connection and smtp_conn_id")
+            )
         if wrong:
             raise ConfigError.for_fields(f"{type(self).__name__} {self.task_id!r}", wrong)
         self.source = source
@@ -160,14 +162,18 @@ class MailconduitExportOperator(BaseOperator):  # type: ignore[misc]  # Airflow 
         ti = context["ti"]
         run_id = self.run_id or run_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
         options = dict(self.export_options)
-        options.update({name: getattr(self, name) for name in TEMPLATED_OPTIONS if getattr(self, name)})
+        options.update(
+            {name: getattr(self, name) for name in TEMPLATED_OPTIONS if getattr(self, name)}
+        )
         options["run_id"] = run_id
         if self.subject_prefix:
             options["subject"] = jinja_literal(self.subject_prefix) + options.get("subject", "")
         if options.get("journal") is False:
             self.log.warning("journal=False: a retry of this task sends every row again")
         if ti.try_number > 1:
-            self.log.info("try %s: mailconduit run %s resumes where it stopped", ti.try_number, run_id)
+            self.log.info(
+                "try %s: mailconduit run %s resumes where it stopped", ti.try_number, run_id
+            )
         else:
             self.log.info("mailconduit run %s", run_id)
         data = self._data()
@@ -225,11 +231,12 @@ class MailconduitExportOperator(BaseOperator):  # type: ignore[misc]  # Airflow 
 
     @contextlib.contextmanager
     def _smtp(self) -> Iterator[str]:
-        if self.connection:
-            yield self.connection
-        else:
+        """The mailconduit connection name to send through, for the length of the block."""
+        if self.smtp_conn_id:
             with MailconduitHook(self.smtp_conn_id).provided() as name:
                 yield name
+        else:
+            yield str(self.connection)
 
     def _log_rows(self, report: Any) -> None:
         """One line per row that did not go, up to ``log_rows``; the report file has all."""
