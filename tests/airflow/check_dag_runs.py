@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import email
-import json
 import os
 import signal
 import sqlite3
@@ -27,7 +26,7 @@ from typing import Any
 import psutil
 import psycopg
 import pytest
-from support import dag_test_command, smtp_connection_json, write_dag
+from support import dag_test_command, outcome_of, smtp_connection_json, write_dag
 
 from mailconduit import api
 from mailconduit.airflow.mapping import run_id_for
@@ -82,31 +81,52 @@ def _kill_task_process(runner: subprocess.Popen[str], log: Path) -> int:
     return found[0].pid
 
 
-def _finish(runner: subprocess.Popen[str], log: Path) -> dict[str, Any]:
-    try:
-        out, _ = runner.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the DAG run did not end; task instances: {_task_states()}\n"
-                    f"{log.read_text(encoding='utf-8')[-4000:]}")  # fmt: skip
-    assert runner.returncode == 0, log.read_text(encoding="utf-8")[-4000:]
-    outcome: dict[str, Any] = json.loads(out.splitlines()[-1])
-    return outcome
+def _finish(runner: subprocess.Popen[str], log: Path, dag_id: str) -> dict[str, Any]:
+    """Wait for the DAG run's process and read its outcome.
+
+    Airflow 3.3's LocalExecutor, shut down by ``dag.test()``, now and then waits forever
+    for one idle worker that never gets its stop message (about one run in five here, after
+    the DAG run has ended). Once the run is over in the metadata database, idle workers
+    still there a while later are ended, which lets the shutdown finish.
+    """
+    over = 0
+    for _ in range(2400):  # 0.25 s each: a run takes about a minute
+        if runner.poll() is not None:
+            return outcome_of(runner.returncode, log.read_text(encoding="utf-8"))
+        over = over + 1 if _dag_run_state(dag_id) in ("success", "failed") else 0
+        if over > 60:
+            for child in psutil.Process(runner.pid).children():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if " ".join(child.cmdline()).endswith("LocalExecutor: <idle>"):
+                        child.kill()
+        time.sleep(0.25)
+    for process in [psutil.Process(runner.pid), *psutil.Process(runner.pid).children(True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGUSR1)  # each writes its threads' stacks to the log
+    pytest.fail(f"the DAG run did not end; task instances: {_task_states()}; see {log}")
+
+
+def _metadata(query: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of Airflow's metadata database (SQLite), to tell where a run is."""
+    db = Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def _dag_run_state(dag_id: str) -> str:
+    rows = _metadata("SELECT state FROM dag_run WHERE dag_id = ?", dag_id)
+    return str(rows[0][0]) if rows else ""
 
 
 def _task_states() -> list[tuple[Any, ...]]:
-    """The metadata database's task instances, to tell where a stuck run is."""
-    db = Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
-    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
-        return conn.execute(
-            "SELECT dag_id, task_id, state, try_number, pid FROM task_instance"
-        ).fetchall()
+    return _metadata("SELECT dag_id, task_id, state, try_number, pid FROM task_instance")
 
 
 @contextlib.contextmanager
 def _running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str]]:
     """The DAG run in a process of its own; it and everything it started end with the block."""
-    with open(log, "w", encoding="utf-8") as err:
-        runner = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    with open(log, "w", encoding="utf-8") as out:
+        runner = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         try:
             yield runner
         finally:
@@ -169,7 +189,7 @@ def test_a_csv_export_killed_mid_run_is_resumed_by_airflows_retry(
         _wait(lambda: len(server.messages) >= KILL_AFTER, f"{KILL_AFTER} messages", runner, log)
         _kill_task_process(runner, log)
         at_kill = len(server.messages)
-        outcome = _finish(runner, log)
+        outcome = _finish(runner, log, "killed_csv")
 
     parsed = [email.message_from_bytes(m.data) for m in server.messages]
     _assert_each_row_once(
@@ -207,7 +227,7 @@ def test_a_postgres_export_to_the_embedded_server_killed_mid_run_is_resumed(
         _wait(lambda: count_messages() >= KILL_AFTER, f"{KILL_AFTER} in the sink", runner, log)
         _kill_task_process(runner, log)
         at_kill = count_messages()
-        outcome = _finish(runner, log)
+        outcome = _finish(runner, log, "killed_pg")
         received = list_messages(limit=10 * ROWS)
 
     _assert_each_row_once(

@@ -2,8 +2,8 @@
 
     python dagrun.py DAG_FILE DAG_ID LOGICAL_DATE [--executor] [--conn-file PATH]
 
-in a process of its own, printing one JSON line (the last) with the run's state, each
-task's state and try number, and each task's XCom return value. ``--executor`` runs the
+in a process of its own, printing a line ``dagrun outcome: {JSON}`` with the run's state,
+each task's state and try number, and each task's XCom return value. ``--executor`` runs the
 tasks through the configured executor (LocalExecutor: a supervisor and a task process
 each, reporting to the API server), so a task process can be killed like in production.
 """
@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import faulthandler
 import importlib.util
 import json
+import signal
 from pathlib import Path
 from typing import Any
+
+#: Marks the line with the outcome among the log lines of the run's processes.
+RESULT = "dagrun outcome: "
 
 
 def run(
@@ -66,6 +71,8 @@ def _label(item: Any) -> str:
 
 
 def main() -> None:
+    # A run that hangs can be asked where each of its processes is (forks inherit this).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = argparse.ArgumentParser()
     parser.add_argument("dag_file", type=Path)
     parser.add_argument("dag_id")
@@ -80,7 +87,7 @@ def main() -> None:
         executor=args.executor,
         conn_file=args.conn_file,
     )
-    print(json.dumps(outcome, default=str), flush=True)
+    print(RESULT + json.dumps(outcome, default=str), flush=True)
 
 
 if __name__ == "__main__":

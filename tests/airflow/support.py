@@ -54,6 +54,16 @@ def dag_test(dag_file: Path, dag_id: str, logical_date: str, **options: Any) -> 
     return DagRunResult(**run(dag_file, dag_id, logical_date, **options))
 
 
+def outcome_of(returncode: int, output: str) -> dict[str, Any]:
+    """The outcome a ``dagrun.py`` process printed, or the end of its output if it failed."""
+    from dagrun import RESULT
+
+    found = [line for line in output.splitlines() if line.startswith(RESULT)]
+    assert returncode == 0 and found, f"exit status {returncode}:\n{output[-4000:]}"
+    outcome: dict[str, Any] = json.loads(found[-1][len(RESULT) :])
+    return outcome
+
+
 def dag_test_command(dag_file: Path, dag_id: str, logical_date: str, *flags: str) -> list[str]:
     """The command that runs ``dag.test()`` in a process of its own (see dagrun.py)."""
     return [sys.executable, str(HERE / "dagrun.py"), str(dag_file), dag_id, logical_date, *flags]
