@@ -13,6 +13,7 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -94,10 +95,8 @@ def _run_in_worker(coro: Coroutine[Any, Any, T]) -> T:
         ready.wait()
         if running:
             loop, task = running[0]
-            try:
+            with contextlib.suppress(RuntimeError):  # its loop closed already: nothing to stop
                 loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:  # its loop is closed already: nothing left to stop
-                pass
         worker.join()
         raise
     ok, value = outcome[0]
