@@ -323,7 +323,12 @@ def test_message_ids_are_the_same_for_the_same_run_and_row(customers: Path, tmp_
 
     # a real send with that run id carries exactly those ids
     report = api.export(
-        str(customers), connection="local", to="{{ email }}", subject="s", body="b", key="id",
+        str(customers),
+        connection="local",
+        to="{{ email }}",
+        subject="s",
+        body="b",
+        key="id",
         run_id="run-a",
     )
     assert report.sent == 5

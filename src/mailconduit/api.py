@@ -296,8 +296,10 @@ def _spec_of(source: Any, options: Mapping[str, Any]) -> ExportSpec:
     data: dict[str, Any] = {"source": os.fspath(source) if isinstance(source, PathLike) else source}
     for name, value in options.items():
         default = _DEFAULTS[name]
-        if value is None or value is default or (
-            isinstance(value, str | int | tuple) and value == default
+        if (
+            value is None
+            or value is default
+            or (isinstance(value, str | int | tuple) and value == default)
         ):
             continue
         if isinstance(value, PathLike):
@@ -476,9 +478,7 @@ def start_export(spec: ExportSpec) -> str:
 def resume_run(run_id: str, *, retry_failed: bool = False) -> str:
     """Resume a run in a background thread; returns its run id."""
     get_run(run_id)
-    return _start_background(
-        run_id, lambda: resume(run_id, retry_failed=retry_failed)
-    )
+    return _start_background(run_id, lambda: resume(run_id, retry_failed=retry_failed))
 
 
 def _start_background(run_id: str, target: Any) -> str:

@@ -64,7 +64,8 @@ def _run_in_worker(coro: Coroutine[Any, Any, T]) -> T:
     Ctrl-C in the waiting thread (interrupting a notebook cell) cancels ``coro``, which
     stops gracefully; the KeyboardInterrupt is raised here once it has.
     """
-    ready = threading.Event()
+    ready = threading.Event()  # the task runs (or the worker ended before it could)
+    done = threading.Event()
     running: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[T]]] = []
     outcome: list[tuple[bool, Any]] = []
 
@@ -83,21 +84,24 @@ def _run_in_worker(coro: Coroutine[Any, Any, T]) -> T:
             outcome.append((False, exc))
         finally:
             ready.set()
+            done.set()
 
     # The caller's context variables are seen by ``coro``, as they would be on its own loop.
     worker = threading.Thread(
         target=contextvars.copy_context().run, args=(work,), name="mailconduit-loop", daemon=True
     )
     worker.start()
+    # An Event, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C takes the
+    # thread for finished, and a second join would return at once.
     try:
-        worker.join()
+        done.wait()
     except KeyboardInterrupt:
         ready.wait()
         if running:
             loop, task = running[0]
             with contextlib.suppress(RuntimeError):  # its loop closed already: nothing to stop
                 loop.call_soon_threadsafe(task.cancel)
-        worker.join()
+        done.wait()
         raise
     ok, value = outcome[0]
     if ok:
