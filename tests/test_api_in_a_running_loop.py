@@ -276,3 +276,44 @@ def test_ctrl_c_in_a_cell_stops_the_export_gracefully(server: TimedFaultServer) 
     report = mailconduit.resume("ctrl-c", source=rows)
     assert report.status == "finished"
     assert_each_row_delivered_once(server, "ctrl-c", 60)
+
+
+def test_a_cancel_while_the_data_is_read_lets_the_reading_finish_and_sends_nothing(
+    server: TimedFaultServer,
+) -> None:
+    """The data is read (and checked) in a worker thread, so the caller's loop is free
+    meanwhile; a cancellation then waits for the reading, closes it and records the stop."""
+    reading, go_on = threading.Event(), threading.Event()
+
+    def rows() -> Iterator[dict[str, Any]]:
+        yield from people(3)
+        reading.set()
+        go_on.wait(60)  # a safety net only: the test sets it at once
+        yield from people(3, start=3)
+
+    async def cell() -> None:
+        task = asyncio.create_task(mailconduit.aexport(rows(), **OPTIONS, run_id="early"))
+        await asyncio.to_thread(reading.wait, 60)  # the loop runs while the data is read
+        assert not task.done()
+        task.cancel()
+        go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cell())
+    assert server.messages == []
+    info = Journal().get_run("early")
+    assert (info.status, info.message, info.total) == ("interrupted", CANCELLED, 6)
+    assert journal_rows("early") == {}
+    report = mailconduit.resume("early", source=people(6))
+    assert report.status == "finished"
+    assert_each_row_delivered_once(server, "early", 6)
+
+
+def test_test_connection_works_inside_a_running_loop(server: TimedFaultServer) -> None:
+    async def cell() -> mailconduit.ProbeResult:
+        return mailconduit.test_connection(CONNECTION)
+
+    result = asyncio.run(cell())
+    assert result.ok, result.summary()
+    assert server.session_count >= 1
