@@ -506,6 +506,10 @@ class Runner:
             self.duplicate_outcomes += 1  # a second outcome for the same job: keep the first
             return
         self._open.discard(id(job))
+        # Job and envelope refer to each other: unlinked, the message's bytes are freed now,
+        # not at the next full garbage collection (hundreds of messages later: 100 MB of
+        # invoices with their PDFs).
+        job.envelope = None
         self._record(state)
         if len(self._open) <= self._low_water:
             self._space.set()
