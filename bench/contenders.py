@@ -73,8 +73,7 @@ def _mailmerge(ctx: dict[str, Any]) -> Inv:
                 "--config", str(conf), "--output-format", "text"], stdout_to_file=False)
 
 
-def _mailconduit(extra: tuple[str, ...], *, binary: Path, cmd_template: str | None,
-                 profile_to: str | None = None) -> Builder:
+def _mailconduit(extra: tuple[str, ...], *, binary: Path, cmd_template: str | None) -> Builder:
     def build(ctx: dict[str, Any]) -> Inv:
         data = ctx["data"]
         run_dir: Path = ctx["run_dir"]
@@ -89,9 +88,6 @@ def _mailconduit(extra: tuple[str, ...], *, binary: Path, cmd_template: str | No
         argv = [str(binary), "export", str(data.csv), "--connection", "bench",
                 "--to", "{{email}}", "--from", SENDER, "--subject", SUBJECT,
                 "--body-file", str(data.body), "--quiet", *extra]
-        if profile_to:
-            python = binary.parent / "python"
-            argv = [str(python), "-m", "cProfile", "-o", str(run_dir / profile_to), *argv]
         # An existing home, as a user has: the store is created before the clock starts.
         return Inv(argv, env=env, prepare=[str(binary), "connections", "list"])
     return build
@@ -189,16 +185,16 @@ def registry(*, sessions: list[int], binary: Path = MAILCONDUIT_BIN,
     return {c.key: c for c in entries}
 
 
-def profiled(contender: Contender, *, binary: Path = MAILCONDUIT_BIN) -> Contender:
+def profiled(contender: Contender) -> Contender:
     """The same mailconduit contender, run under cProfile (output: profile.pstats)."""
-    extra = _extra_args(contender.label)
-    return Contender(contender.key, contender.label + " (cProfile)", contender.kind,
-                     _mailconduit(extra, binary=binary, cmd_template=None,
-                                  profile_to="profile.pstats"), contender.sessions)
-
-
-def _extra_args(label: str) -> tuple[str, ...]:
-    return tuple(label.split("mailconduit export", 1)[1].split())
+    def build(ctx: dict[str, Any]) -> Inv:
+        inv = contender.build(ctx)
+        python = Path(inv.argv[0]).parent / "python"
+        inv.argv = [str(python), "-m", "cProfile", "-o", str(ctx["run_dir"] / "profile.pstats"),
+                    *inv.argv]
+        return inv
+    return Contender(contender.key, contender.label + " (cProfile)", contender.kind, build,
+                     contender.sessions)
 
 
 def same_sessions_source(contender: Contender) -> str | None:

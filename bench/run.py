@@ -7,7 +7,7 @@
     make bench BENCH_ARGS="--scenario rss"      # peak RSS of mailconduit at 10k vs 1M rows
     make bench BENCH_ARGS="--scenario journal"  # the journal's cost: with vs --no-journal
     make bench BENCH_ARGS="--scenario invoice"  # HTML body + 100 KB PDF per row, N=2000
-    make bench BENCH_ARGS="--scenario all"      # all four, one report
+    make bench BENCH_ARGS="--scenario all"      # the five above, one report
 
 The first run creates bench/.venv with the pinned peers (requirements.txt); Postfix's
 smtp-sink/smtp-source and GNU time come from `make system-deps`. Results (report.md,
@@ -373,10 +373,16 @@ def scenario_profile(drv: Driver) -> Section:
     a = drv.args
     n = a.n or 5000
     key = (a.only or ["mailconduit"])[0]
-    if key not in drv.registry or not key.startswith("mailconduit"):
+    if key not in drv.registry or drv.registry[key].kind != "mailconduit":
         return Section("Profile", [f"no mailconduit contender {key!r} to profile", ""])
+    if a.mailconduit_cmd:
+        return Section("Profile", ["only the built-in mailconduit command is profiled", ""])
     c = cs.profiled(drv.registry[key])
-    data = hs.write_data(hs.HERE / "data", n)
+    if key.startswith("inv_"):
+        n = a.n or 2000
+        data = hs.write_invoice_data(hs.HERE / "data", n)
+    else:
+        data = hs.write_data(hs.HERE / "data", n)
     run_dir = drv.out / "profile" / key
     r = drv.run(key, n, data, sink="smtp-sink", run_dir=run_dir, contender=c)
     if r is None:
