@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from contenders import Contender, same_sessions_source
@@ -81,25 +82,30 @@ def _ratio(x: float | None, y: float | None, nd: int) -> str:
 def loopback_table(summary: dict[str, dict[str, Any]], keys: list[str]) -> str:
     anchor_c = summary.get(ANCHOR_C, {}).get("median")
     anchor_py = summary.get(ANCHOR_PY, {}).get("median")
-    lines = [
-        "| contender | valid runs | median msg/s | min–max msg/s | median wall s "
-        "| in-loop msg/s | peak RSS MiB | client CPU ms / 1k msgs | sink CPU % "
-        "| sink sessions | × smtp-source -s16 -d | × mailmerge |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for key in keys:
-        s = summary.get(key)
-        if s is None:
-            continue
-        if not s["valid"]:
-            lines.append(_invalid_row(s, 12))
-            continue
+    header = ("| contender | valid runs | median msg/s | min–max msg/s | median wall s "
+              "| in-loop msg/s | peak RSS MiB | client CPU ms / 1k msgs | sink CPU % "
+              "| sink sessions | × smtp-source -s16 -d | × mailmerge |")
+
+    def row(key: str, s: dict[str, Any]) -> str:
         med = s["median"]
-        lines.append(
+        return (
             f"| {s['label']} | {runs_cell(s)} | {fmt(med)} | {fmt(s['lo'])}–{fmt(s['hi'])} | "
             f"{fmt(s['wall'], 2)} | {fmt(s['loop'])} | {fmt(s['rss_mib'], 1)} | "
             f"{fmt(s['cpu_ms_per_k'])} | {fmt(s['sink_pct'])} | {fmt(s['sessions'])} | "
             f"{_ratio(med, anchor_c, 3)} | {_ratio(med, anchor_py, 2)} |")
+
+    return _table(header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  summary, keys, row)
+
+
+def _table(header: str, align: str, summary: dict[str, dict[str, Any]], keys: list[str],
+           row: Callable[[str, dict[str, Any]], str]) -> str:
+    """A Markdown table with one row per contender of ``keys`` that ran; invalid ones say why."""
+    lines = [header, align]
+    for key in keys:
+        s = summary.get(key)
+        if s is not None:
+            lines.append(row(key, s) if s["valid"] else _invalid_row(s, align.count("|") - 1))
     return "\n".join(lines)
 
 
@@ -112,29 +118,23 @@ def _src_short(key: str) -> str:
 def latency_table(summary: dict[str, dict[str, Any]], keys: list[str],
                   contenders: dict[str, Contender]) -> str:
     anchor_py = summary.get(ANCHOR_PY, {}).get("median")
-    lines = [
-        "| contender | valid runs | median msg/s | min–max msg/s | msgs received per run "
-        "| median wall s | client CPU ms / 1k msgs | sink CPU % | sink sessions "
-        "| smtp-source, same sessions | × that smtp-source | × mailmerge |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
-    ]
-    for key in keys:
-        s = summary.get(key)
-        if s is None:
-            continue
-        if not s["valid"]:
-            lines.append(_invalid_row(s, 12))
-            continue
+    header = ("| contender | valid runs | median msg/s | min–max msg/s | msgs received per run "
+              "| median wall s | client CPU ms / 1k msgs | sink CPU % | sink sessions "
+              "| smtp-source, same sessions | × that smtp-source | × mailmerge |")
+
+    def row(key: str, s: dict[str, Any]) -> str:
         med = s["median"]
         src = same_sessions_source(contenders[key])
         src_rate = summary.get(src, {}).get("median") if src else None
-        lines.append(
+        return (
             f"| {s['label']} | {runs_cell(s)} | {fmt_rate(med)} | "
             f"{fmt_rate(s['lo'])}–{fmt_rate(s['hi'])} | {fmt(s['msgs'])} | "
             f"{fmt(s['wall'], 1)} | {fmt(s['cpu_ms_per_k'])} | {fmt(s['sink_pct'])} | "
             f"{fmt(s['sessions'])} | {_src_short(src) if src else '–'} | "
             f"{_ratio(med, src_rate, 2)} | {_ratio(med, anchor_py, 2)} |")
-    return "\n".join(lines)
+
+    return _table(header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+                  summary, keys, row)
 
 
 def verify_table(runs: list[dict[str, Any]]) -> str:
@@ -177,27 +177,21 @@ def invoice_table(summary: dict[str, dict[str, Any]], keys: list[str]) -> str:
     """Messages and bytes per second at the sink, and the ratios of issue 9 §6."""
     anchor_py = summary.get(INVOICE_ANCHOR_PY, {}).get("median")
     anchor_bps = summary.get(INVOICE_ANCHOR_C, {}).get("sink_bps")
-    lines = [
-        "| contender | valid runs | median msg/s | median wall s | sink MB/s | sink KB / msg "
-        "| peak RSS MiB | client CPU ms / 1k msgs | sink CPU % | sink sessions | × mailmerge "
-        "(msg/s) | × smtp-source -s16 (sink MB/s) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for key in keys:
-        s = summary.get(key)
-        if s is None:
-            continue
-        if not s["valid"]:
-            lines.append(_invalid_row(s, 12))
-            continue
+    header = ("| contender | valid runs | median msg/s | median wall s | sink MB/s | sink KB / msg "
+              "| peak RSS MiB | client CPU ms / 1k msgs | sink CPU % | sink sessions | × mailmerge "
+              "(msg/s) | × smtp-source -s16 (sink MB/s) |")
+
+    def row(key: str, s: dict[str, Any]) -> str:
         bps, per_msg = s.get("sink_bps"), s.get("bytes_per_msg")
-        lines.append(
+        return (
             f"| {s['label']} | {runs_cell(s)} | {fmt_rate(s['median'])} | {fmt(s['wall'], 2)} | "
             f"{fmt(bps / 1e6 if bps else None, 1)} | "
             f"{fmt(per_msg / 1e3 if per_msg else None, 1)} | {fmt(s['rss_mib'], 1)} | "
             f"{fmt(s['cpu_ms_per_k'])} | {fmt(s['sink_pct'])} | {fmt(s['sessions'])} | "
             f"{_ratio(s['median'], anchor_py, 2)} | {_ratio(bps, anchor_bps, 2)} |")
-    return "\n".join(lines)
+
+    return _table(header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  summary, keys, row)
 
 
 # ---------------------------------------------------------------- targets (issue 4, §5)

@@ -217,6 +217,13 @@ def _commands(runs: list[dict[str, Any]]) -> list[str]:
     return [f"- `{k}`: `{cmd}`" for k, cmd in seen.items()]
 
 
+def _checked_and_run(verified: list[dict[str, Any]], results: list[dict[str, Any]],
+                     how: str) -> list[str]:
+    """The correctness pass's table (when there was one) and the commands that ran."""
+    lines = [f"Correctness pass ({how}):", "", rp.verify_table(verified), ""] if verified else []
+    return [*lines, "Commands (ports and paths of the last run):", "", *_commands(results), ""]
+
+
 # ---------------------------------------------------------------- scenarios
 
 
@@ -240,11 +247,9 @@ def scenario_loopback(drv: Driver) -> Section:
              f"smtp-sink on 127.0.0.1, CPU placement = {hs.PLACEMENT['mode']}; rate = N / "
              "wall time of the client process (start-up included).", "",
              rp.loopback_table(summary, keys), ""]
-    if verified:
-        lines += ["Correctness pass (one run each against the aiosmtpd sink, which records "
-                  "every RCPT and checks the row's name and amount in the message):", "",
-                  rp.verify_table(verified), ""]
-    lines += ["Commands (ports and paths of the last run):", "", *_commands(results), ""]
+    lines += _checked_and_run(verified, results, "one run each against the aiosmtpd sink, which "
+                              "records every RCPT and checks the row's name and amount in the "
+                              "message")
     return Section("Loopback (target a, d)", lines, rp.loopback_targets(summary, keys),
                    results + verified)
 
@@ -335,11 +340,8 @@ def scenario_invoice(drv: Driver) -> Section:
              "client's message for row 0. Sink MB/s = bytes the sink read (its /proc/PID/io "
              "rchar: messages and commands) / wall time of the client process.", "",
              rp.invoice_table(summary, keys), ""]
-    if verified:
-        lines += ["Correctness pass (aiosmtpd sink: every RCPT, each row's name and amount in "
-                  "its message; avg msg bytes shows the PDF went along):", "",
-                  rp.verify_table(verified), ""]
-    lines += ["Commands (ports and paths of the last run):", "", *_commands(results), ""]
+    lines += _checked_and_run(verified, results, "aiosmtpd sink: every RCPT, each row's name "
+                              "and amount in its message; avg msg bytes shows the PDF went along")
     return Section("Invoices: HTML body + 100 KB PDF per row (issue 9, §6)", lines,
                    rp.invoice_targets(summary, keys), results + verified)
 

@@ -317,8 +317,8 @@ export = event_loop.blocking(
 
     The parameters are :func:`aexport`'s. Inside a running event loop (a notebook cell,
     an async web handler) the export runs on a loop of its own in a worker thread while
-    this call waits; Ctrl-C (interrupting the cell) stops it gracefully and is raised.
-    Touches no signal handler.
+    this call waits. Installs no signal handler of its own: Ctrl-C (interrupting the cell,
+    or as under ``asyncio.run`` in a script) stops the export gracefully, then is raised.
     """,
 )
 

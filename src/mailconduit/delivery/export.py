@@ -787,19 +787,48 @@ async def _execute(
     retry_failed: bool,
     lease: _RunLease | None = None,
 ) -> ExportReport:
+    async def deliver(start: _Start) -> tuple[Runner, Any]:
+        """Send the run's messages through a pool of sessions."""
+        prepared = start.prepared
+        resend = spec.resend_uncertain
+        opener = _opener(conn, spec, allow_address)
+        size_limit = 0
+        if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
+            size_limit = await _server_size(opener)
+        jobs = _jobs(
+            prepared, run_id, states=start.states, retry_failed=retry_failed,
+            resend_uncertain=resend, size_limit=size_limit, claimed_seq=start.claimed_seq,
+            partial=start.partial,
+        )  # fmt: skip
+        daily = _daily_usage(journal, conn) if journal is not None else None
+        runner = Runner(
+            run_id=run_id,
+            spec=spec,
+            connection=conn,
+            jobs=jobs,
+            open_session=opener,
+            journal=journal,
+            total=prepared.total if spec.mode is ExportMode.ROW else None,
+            concurrency=spec.concurrency or conn.concurrency,
+            limiter=RateLimiter(_rate_for(spec, conn), daily_usage=daily),
+            progress=progress,
+            handle_signals=handle_signals,
+            resend_uncertain=resend,
+        )
+        if lease is not None:
+            loop = asyncio.get_running_loop()
+            lease.on_lost(lambda reason: _stop_soon(loop, runner, reason))
+        return runner, await runner.run()
+
     try:
         start = await _off_loop(
             functools.partial(_start, spec, conn, run_id, journal), lambda s: s.prepared.close()
         )
-        prepared = start.prepared
         started = time.monotonic()
         try:
-            runner, result = await _deliver(
-                start, run_id, journal, progress=progress, handle_signals=handle_signals,
-                allow_address=allow_address, retry_failed=retry_failed, lease=lease,
-            )  # fmt: skip
+            runner, result = await deliver(start)
         finally:
-            prepared.close()
+            start.prepared.close()
     except BaseException as exc:
         if journal is not None and journal.run_exists(run_id) and not (lease and lease.lost):
             status, message = _stopped_early(exc)
@@ -817,51 +846,6 @@ async def _execute(
         # goes on, as asyncio's contract wants (timeouts and task groups rely on it).
         raise asyncio.CancelledError(f"run {run_id} stopped; resume it to send the rest")
     return report
-
-
-async def _deliver(
-    start: _Start,
-    run_id: str,
-    journal: Journal | None,
-    *,
-    progress: ProgressCallback | None,
-    handle_signals: bool,
-    allow_address: Any,
-    retry_failed: bool,
-    lease: _RunLease | None,
-) -> tuple[Runner, Any]:
-    """Send the run's messages through a pool of sessions; returns the runner and its result."""
-    prepared = start.prepared
-    spec, conn = prepared.spec, prepared.connection
-    resend = spec.resend_uncertain
-    opener = _opener(conn, spec, allow_address)
-    size_limit = 0
-    if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
-        size_limit = await _server_size(opener)
-    jobs = _jobs(
-        prepared, run_id, states=start.states, retry_failed=retry_failed,
-        resend_uncertain=resend, size_limit=size_limit, claimed_seq=start.claimed_seq,
-        partial=start.partial,
-    )  # fmt: skip
-    daily = _daily_usage(journal, conn) if journal is not None else None
-    runner = Runner(
-        run_id=run_id,
-        spec=spec,
-        connection=conn,
-        jobs=jobs,
-        open_session=opener,
-        journal=journal,
-        total=prepared.total if spec.mode is ExportMode.ROW else None,
-        concurrency=spec.concurrency or conn.concurrency,
-        limiter=RateLimiter(_rate_for(spec, conn), daily_usage=daily),
-        progress=progress,
-        handle_signals=handle_signals,
-        resend_uncertain=resend,
-    )
-    if lease is not None:
-        loop = asyncio.get_running_loop()
-        lease.on_lost(lambda reason: _stop_soon(loop, runner, reason))
-    return runner, await runner.run()
 
 
 def _finish(
