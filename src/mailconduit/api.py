@@ -274,9 +274,9 @@ async def aexport(
 ) -> ExportReport:
     """Send e-mails made from ``source`` through ``connection``; returns the report.
 
-    Runs on the caller's event loop and touches no signal handler. Every option is the
-    CLI's of the same name (``from_`` is ``--from``); ``None`` leaves it to the connection
-    or the built-in default, ``limit``/``max_errors`` 0 means none. Bad input raises
+    Runs on the caller's event loop and touches no signal handler. Every option is an
+    export setting named as in an interface file (``from_`` for ``from``); ``None`` leaves
+    it to the connection or the built-in default, ``limit``/``max_errors`` 0 means none. Bad input raises
     before anything is sent. Cancelling the awaiting task stops the run gracefully: rows
     in flight may finish, the journal records the stop, and :func:`aresume` sends the rest.
     """
@@ -287,13 +287,11 @@ async def aexport(
 
 
 _DEFAULTS = {name: p.default for name, p in inspect.signature(aexport).parameters.items()}
-#: Options the spec holds as (name, template) pairs; the API takes a mapping too.
-_PAIRS = frozenset({"headers", "inline"})
 
 
 def _spec_of(source: Any, options: Mapping[str, Any]) -> ExportSpec:
     """The ExportSpec of typed API options. An option left at its default is not passed, so
-    the spec's own default applies (and a field the spec does not have yet can wait)."""
+    the spec's own default applies (``None`` here can mean "the connection's")."""
     data: dict[str, Any] = {"source": os.fspath(source) if isinstance(source, PathLike) else source}
     for name, value in options.items():
         default = _DEFAULTS[name]
@@ -305,8 +303,6 @@ def _spec_of(source: Any, options: Mapping[str, Any]) -> ExportSpec:
             continue
         if isinstance(value, PathLike):
             value = os.fspath(value)
-        elif name in _PAIRS and isinstance(value, Mapping):
-            value = tuple(value.items())
         data[name] = value
     return validate_export_spec(data)
 
