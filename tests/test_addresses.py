@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -109,7 +110,8 @@ def test_formatted_form_quotes_what_needs_quoting() -> None:
         ("a@example.com.", "ends with a dot"),
         ("a..b@example.com", "two dots in a row"),
         (".a@example.com", "starts or ends with a dot"),
-        ("a(b)@example.com", "not allowed in the local part"),
+        ("a(b)@example.com", "a comment inside an address"),
+        ("a\\b@example.com", "unexpected"),
         ("@example.com", "nothing before the @"),
         ("plainaddress", "no @"),
         ("a@[999.1.1.1]", "address literal"),
@@ -169,14 +171,22 @@ def test_address_error_pickles_with_its_fields() -> None:
         alphabet=st.characters(exclude_categories=("Cs",), exclude_characters=HEADER_BREAKERS),
         max_size=40,
     ),
-    local=st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}", fullmatch=True),
+    local=st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}", fullmatch=True).filter(
+        lambda local: "=?" not in local  # an encoded-word is refused: tested apart
+    ),
     domain=st.sampled_from(["example.com", "bücher.example", "[192.0.2.7]"]),
 )
 def test_the_formatted_form_parses_back_to_the_same_address(
     display: str, local: str, domain: str
 ) -> None:
+    """A name given apart may hold any character but a line break; written into a cell, a
+    control character is refused and anything else reads back as it was."""
     address = make_address(f"{local}@{domain}", display_name=display)
-    assert parse_address_list(address.formatted) == [address]
+    if any(unicodedata.category(c) == "Cc" for c in address.display_name):
+        with pytest.raises(AddressError, match="control character"):
+            parse_address_list(address.formatted)
+    else:
+        assert parse_address_list(address.formatted) == [address]
 
 
 def test_long_lists_are_parsed_too() -> None:
