@@ -200,6 +200,9 @@ def test_long_lists_are_parsed_too() -> None:
 _ATOM = st.one_of(
     st.text(alphabet=st.sampled_from([*"aZ09.!#$%&'*+-/=?^_`{|}~@ -xn", "é", "\n"]), max_size=70),
     st.text(alphabet=st.sampled_from([*"aZ09.-_+"]), min_size=1, max_size=70),  # mostly valid
+    st.lists(st.sampled_from(["a", ".", "=?", "?=", "utf-8", "?q?", "=40", "x"]), max_size=8).map(
+        "".join  # encoded-words and their pieces: the shortcut must refuse them too
+    ),
 )
 
 

@@ -293,8 +293,10 @@ def test_line_breakers_in_address_text_are_refused(prefix: str, breaker: str, su
         min_size=1,
         max_size=10,
     ).filter(  # local parts are taken as written: in NFC, none reading as ASCII (U+FF20 is "@")
-        lambda text: unicodedata.is_normalized("NFC", text)
-        and not any(c.isascii() for c in unicodedata.normalize("NFKC", text))
+        lambda text: (
+            unicodedata.is_normalized("NFC", text)
+            and not any(c.isascii() for c in unicodedata.normalize("NFKC", text))
+        )
     ),
     display=header_text,
     subject=header_text,

@@ -402,9 +402,9 @@ def _angle_addr(reader: _Reader) -> tuple[str, str]:
     char = reader.peek()
     if char in _WSP:
         reader.skip_wsp()
-        if reader.peek() not in (">", ""):
-            raise _Invalid(_SPACE)
         char = reader.peek()
+        if char not in (">", "", "<"):
+            raise _Invalid(_SPACE)
     if char != ">":
         if not char:
             raise _Invalid("'<' without a closing '>'")
