@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "address": {"errors"},
     "config": {"errors", "address"},
     "home": set(),
-    "smtp": {"errors", "config", "home"},
+    "smtp": {"errors", "config", "home", "address"},
     "message": {"errors", "config", "address"},
     "sources": {"errors", "config", "home"},
     "journal": {"errors", "config", "home", "delivery"},  # delivery.ratelimit's DailyUsage type
