@@ -151,9 +151,9 @@ def test_parse_address_wants_exactly_one() -> None:
 
 
 def test_parsing_is_cached_and_results_are_independent_lists() -> None:
-    first = parse_address_list("a@example.com, b@example.com")
+    first = parse_address_list("a@example.com (A), b@example.com")
     first.append(make_address("c@example.com"))
-    second = parse_address_list("a@example.com, b@example.com")
+    second = parse_address_list("a@example.com (A), b@example.com")
     assert len(second) == 2
     assert second[0] is first[0]
 
@@ -220,15 +220,61 @@ def test_bare_addresses_read_the_same_on_the_shortcut_and_the_full_parser(
     local: str, domain: str
 ) -> None:
     """The shortcut for one bare ASCII address gives what the full parser gives, error or not."""
+    full, shortcut = _read_both_ways(f"{local}@{domain}")
+    assert shortcut == full
+
+
+def _read_both_ways(text: str) -> tuple[object, object]:
+    """(the full parser's reading, parse_address_list's with its shortcut), errors as values."""
     from mailconduit.message.addresses import _parse_list_cached
 
-    text = f"{local}@{domain}"
     try:
-        expected: object = list(_parse_list_cached.__wrapped__(text, "to"))
+        full: object = list(_parse_list_cached.__wrapped__(text, "to"))
     except AddressError as exc:
-        expected = ("error", exc.message)
+        full = ("error", exc.message)
     try:
-        got: object = parse_address_list(text, field="to")
+        shortcut: object = parse_address_list(text, field="to")
     except AddressError as exc:
-        got = ("error", exc.message)
-    assert got == expected
+        shortcut = ("error", exc.message)
+    return full, shortcut
+
+
+_NAME = st.lists(
+    st.sampled_from(
+        [*'aZ .,;:<>()@[]"\\\t\x01\x85\xa0\u2028\u3000', "é", "=?", "?=", "Ann", "\udcff"]
+    ),
+    max_size=12,
+).map("".join)
+_ENTRY = st.one_of(
+    st.builds(
+        lambda name, space, local, domain: f"{name}{space}<{local}@{domain}>",
+        _NAME,
+        st.sampled_from(["", " ", "  ", "\t"]),
+        _ATOM,
+        st.sampled_from(["example.com", "EXAMPLE.org", "bücher.example", "a..com", "localhost"]),
+    ),
+    st.builds(lambda name: f'"{name}" <ann@example.com>', _NAME),
+    st.builds(lambda local: f"{local}@example.com", _ATOM),
+    _NAME,
+)
+
+
+@settings(max_examples=1000)
+@given(
+    st.lists(_ENTRY, min_size=1, max_size=4),
+    st.lists(st.sampled_from([",", ";", ", ", " ; ", ",,", "\t,"]), min_size=3, max_size=3),
+    st.sampled_from(["", " ", "\t", "\xa0"]),
+)
+def test_named_addresses_and_lists_read_the_same_on_the_shortcut_and_the_full_parser(
+    entries: list[str], separators: list[str], edge: str
+) -> None:
+    """The shortcut for ``Name <a@b>`` entries and lists of them gives what the full parser
+    gives, error or not, whatever the name holds."""
+    text = entries[0]
+    for separator, entry in zip(separators, entries[1:], strict=False):
+        text += separator + entry
+    text = edge + text + edge
+    if not text.strip():
+        return
+    full, shortcut = _read_both_ways(text)
+    assert shortcut == full

@@ -51,10 +51,23 @@ _WSP = frozenset(" \t")
 #: Controls other than TAB, the Unicode line and paragraph separators, lone surrogates.
 _FORBIDDEN_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
-#: A bare ASCII ``local@domain`` whose local part is a dot-atom (RFC 5322 3.2.3).
-_SIMPLE_RE = re.compile(
+#: A run of atom characters: atext, '.', and any non-ASCII character.
+_ATOM_RE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.\u0080-\U0010ffff]*")
+_LOCAL_ASCII_RE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+")
+_SPACE_RE = re.compile(r"\s")
+_DOT_ATOM_ADDRESS = (
     r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"
+)
+#: A bare ASCII ``local@domain`` whose local part is a dot-atom (RFC 5322 3.2.3).
+_SIMPLE_RE = re.compile(_DOT_ATOM_ADDRESS)
+_SEPARATOR_RE = re.compile("[,;]")
+_WORD = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.\u00a0-\u2027\u202a-\ud7ff\ue000-\U0010ffff]+"
+#: ``Display Name <local@domain>``: words parted by single spaces, or one quoted-string
+#: without backslashes or controls, before a bare ASCII address as above.
+_NAMED_RE = re.compile(
+    r'(?:"([^"\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]*)"|(' + _WORD + "(?: " + _WORD + ")*))"
+    r" ?<" + _DOT_ATOM_ADDRESS + ">"
 )
 ENCODED_WORD_REASON = "encoded-word in an address (RFC 2047 forbids it there; it is not decoded)"
 _QUOTED_LOCAL = "quoted local parts are refused (they are used to smuggle addresses)"
@@ -124,8 +137,8 @@ def _check_local(local: str) -> None:
     if ".." in local:
         raise _Invalid("two dots in a row in the local part")
     if local.isascii():
-        bad = next((c for c in local if c not in _ATOM_CHARS), None)
-        if bad is not None:
+        if not _LOCAL_ASCII_RE.fullmatch(local):
+            bad = next(c for c in local if c not in _ATOM_CHARS)
             raise _Invalid(f"character {bad!r} is not allowed in the local part")
     else:
         if not unicodedata.is_normalized("NFC", local):
@@ -219,7 +232,7 @@ def _mailbox(local: str, domain: str, display_name: str) -> Address:
         raise _Invalid("nothing before the @")
     if _has_encoded_word(f"{local}@{domain}"):
         raise _Invalid(ENCODED_WORD_REASON)
-    if any(c.isspace() for c in local) or any(c.isspace() for c in domain):
+    if not (local.isascii() and domain.isascii()) and _SPACE_RE.search(f"{local}@{domain}"):
         raise _Invalid(_SPACE)
     _check_local(local)
     unicode_domain, ascii_domain = _check_domain(domain)
@@ -314,12 +327,10 @@ class _Reader:
 
     def atom(self) -> str:
         """A run of atom characters (atext, '.', any non-ASCII character)."""
-        text = self.text
-        start = index = self.pos
-        while index < len(text) and (text[index] in _ATOM_CHARS or not text[index].isascii()):
-            index += 1
-        self.pos = index
-        return text[start:index]
+        found = _ATOM_RE.match(self.text, self.pos)
+        assert found is not None  # the pattern matches the empty string too
+        self.pos = found.end()
+        return found.group()
 
     def domain(self) -> str:
         """A dot-atom or ``[literal]`` after the @ (checked by the caller)."""
@@ -601,13 +612,40 @@ def check_display_name(name: str) -> None:
         raise AddressError(f"character {_describe(found.group())} is not allowed in a name", name)
 
 
-def parse_simple(text: str) -> Address | None:
-    """The Address of a bare ASCII dot-atom ``local@domain`` (the usual cell), checked
-    directly; None when the text is anything else or is refused (:func:`parse_list` says why)."""
-    found = _SIMPLE_RE.fullmatch(text)
-    if found is None or "=?" in text:
+def parse_simple(text: str) -> tuple[Address, ...] | None:
+    """The addresses of the usual cells, checked directly: entries ``local@domain`` or
+    ``Name <local@domain>`` (an ASCII dot-atom address) parted by ``,`` or ``;``. None when
+    the text is anything else or is refused: :func:`parse_list` then reads it and says why.
+    Property tests hold the two equal."""
+    if "=?" in text:
         return None
-    local, domain = found.groups()
+    found = _simple_entry(text.strip(" \t"))
+    if found is not None:
+        return (found,)
+    if '"' in text or "(" in text or ":" in text or not _SEPARATOR_RE.search(text):
+        return None
+    entries = []
+    for piece in _SEPARATOR_RE.split(text):
+        piece = piece.strip(" \t")
+        if piece:
+            entry = _simple_entry(piece)
+            if entry is None:
+                return None
+            entries.append(entry)
+    return tuple(entries)
+
+
+def _simple_entry(text: str) -> Address | None:
+    found = _SIMPLE_RE.fullmatch(text)
+    if found is not None:
+        display = ""
+        local, domain = found.groups()
+    else:
+        found = _NAMED_RE.fullmatch(text)
+        if found is None:
+            return None
+        quoted, words, local, domain = found.groups()
+        display = " ".join((words if quoted is None else quoted).split())
     if len(local) > MAX_LOCAL_OCTETS:
         return None
     try:
@@ -616,4 +654,4 @@ def parse_simple(text: str) -> Address | None:
         return None
     if len(local) + 1 + len(ascii_domain) > MAX_ADDRESS_OCTETS:
         return None
-    return Address(local, unicode_domain, ascii_domain, "")
+    return Address(local, unicode_domain, ascii_domain, display)

@@ -2,7 +2,8 @@
 header-safety check first, row errors naming the field, and caching.
 
 Parsing is cached: the same value (a fixed From, a repeated recipient) is parsed once, and
-one bare ASCII address (the usual cell) is checked directly, without the full grammar.
+the usual cells (``a@example.com``, ``Ann <a@example.com>``, lists of them) are checked
+directly, without the full grammar.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def parse_address_list(text: str, *, field: str = "to") -> list[Address]:
     """
     if not text or text.isspace():
         return []
-    simple = parse_simple(text)
-    if simple is not None:
-        return [simple]
+    usual = parse_simple(text)
+    if usual is not None:
+        return list(usual)
     if len(text) > _CACHED_TEXT_MAX:  # keep the cache small whatever the data holds
         return list(_parse_list_cached.__wrapped__(text, field))
     return list(_parse_list_cached(text, field))
