@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from mailconduit.errors import AddressError
 
 __all__ = [
+    "ENCODED_WORD_REASON",
     "MAX_ADDRESS_OCTETS",
     "MAX_DOMAIN_OCTETS",
     "MAX_LOCAL_OCTETS",
