@@ -267,9 +267,12 @@ def test_refusals_say_why(text: str, reason: str) -> None:
     [
         ('"Smith, John" <john@example.com>', [("Smith, John", "john@example.com")]),
         ("John Q. Public <jq@example.com>", [("John Q. Public", "jq@example.com")]),
-        ('"Ann" "B" <ab@example.com>', [("Ann B", "ab@example.com")]),
+        ('"Ann" B <ab@example.com>', [('"Ann" B', "ab@example.com")]),
+        ('"Priya "PJ" Patel" <pj@example.com>', [('Priya "PJ" Patel', "pj@example.com")]),
+        ('Priya "PJ" Patel <pj@example.com>', [('Priya "PJ" Patel', "pj@example.com")]),
         ("ann@example.com (Ann Smith)", [("Ann Smith", "ann@example.com")]),
-        ("(Sales) Ann <ann@example.com> (Team A)", [("Ann", "ann@example.com")]),
+        ("(Sales) Ann <ann@example.com> (Team A)", [("(Sales) Ann", "ann@example.com")]),
+        ("李伟 (Li Wei) <li@example.com>", [("李伟 (Li Wei)", "li@example.com")]),
         ("< ann@example.com >", [("", "ann@example.com")]),
         (
             "Team: a@example.com, B <b@example.com>;, c@example.com",

@@ -13,9 +13,11 @@ leniently. By policy (beyond RFC 5322) these are refused too:
   character that reads as ASCII punctuation (``＠``);
 - a comment holding ``@`` (some programs take it for the address) and control characters.
 
-Comments elsewhere are allowed and dropped; the one comment of a bare ``addr-spec (Name)``
-becomes its display name. Groups (``Team: a@x.example, b@x.example;``) give their members. An
-encoded-word in a display name is kept as written (not decoded) and re-encoded on output.
+A display name is the phrase as written, with its quotes and comments (``Acme (EU)``), less
+the outer quotes when it is wrapped in them (``"Smith, John"``). The comment of a bare
+``a@x.example (Ann)`` becomes its display name; one after ``>`` is dropped. Groups (``Team: a@x.example, b@x.example;``)
+give their members. An encoded-word in a display name is kept as written (not decoded) and
+re-encoded on output.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _ATOM_RE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.\u0080-\U0010ffff]*")
 _LOCAL_ASCII_RE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+")
 _SPACE_RE = re.compile(r"\s")
+_QUOTED_PAIR_RE = re.compile(r"\\(.)")
 _DOT_ATOM_ADDRESS = (
     r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"
@@ -245,12 +248,16 @@ def _mailbox(local: str, domain: str, display_name: str) -> Address:
 # --------------------------------------------------------------------------- the reader
 
 
+_ATOM, _QUOTED, _COMMENT = "atom", "quoted-string", "comment"
+
+
 @dataclass(slots=True)
 class _Word:
-    """One word of a phrase as read: its value, whether quoted, and where it was."""
+    """One piece of a phrase as read: an atom, a quoted-string (its value) or a comment (its
+    text without the parentheses), and where it was."""
 
     value: str
-    quoted: bool
+    kind: str
     start: int
     end: int
 
@@ -304,7 +311,7 @@ class _Reader:
                         raise _Invalid(
                             "a comment holding '@' (some programs would read it as the address)"
                         )
-                    return re.sub(r"\\(.)", r"\1", inner)
+                    return _QUOTED_PAIR_RE.sub(r"\1", inner)
             index += 1
         raise _Invalid("unbalanced parenthesis: '(' without a closing ')'")
 
@@ -365,18 +372,20 @@ def _end_of_entry(reader: _Reader, comments: list[str], after: str) -> None:
         raise _Invalid("unexpected text after the address (separate addresses with ',' or ';')")
 
 
-def _local_before_at(words: list[_Word], at: int, text: str) -> str:
-    """The local part of a bare addr-spec: the one atom that touches the @."""
-    if not words:
+def _local_before_at(words: list[_Word], at: int) -> str:
+    """The local part of a bare addr-spec: the one atom that touches the @ (comments may
+    come before it)."""
+    atoms = [w for w in words if w.kind != _COMMENT]
+    if not atoms:
         raise _Invalid("nothing before the @")
-    last = words[-1]
+    if words[-1].kind == _COMMENT:
+        raise _Invalid("a comment inside an address")
+    last = atoms[-1]
     if last.end != at:
-        if "(" in text[last.end : at]:
-            raise _Invalid("a comment inside an address")
         raise _Invalid(_SPACE)
-    if last.quoted or (len(words) > 1 and words[-2].end == last.start):
+    if last.kind == _QUOTED or (len(atoms) > 1 and atoms[-2].end == last.start):
         raise _Invalid(_QUOTED_LOCAL)
-    if len(words) > 1:
+    if len(atoms) > 1:
         raise _Invalid(_SPACE)
     return last.value
 
@@ -433,33 +442,37 @@ def _angle_addr(reader: _Reader) -> tuple[str, str]:
     return local, domain
 
 
-def _phrase(words: list[_Word]) -> str:
-    """The display name: the words, one space where white space or a comment parted them."""
-    parts: list[str] = []
-    for index, word in enumerate(words):
-        if index and words[index - 1].end != word.start:
-            parts.append(" ")
-        parts.append(word.value)
-    return " ".join("".join(parts).split())
+def _phrase(words: list[_Word], text: str) -> str:
+    """The display name: the phrase as written, quotes and comments included (``Acme (EU)``);
+    when it starts and ends with a quoted-string, what is inside the outer quotes with the
+    quoted-pairs undone (``"Smith, John"``, and ``"Priya "PJ" Patel"`` as a person means it)."""
+    if not words:
+        return ""
+    raw = text[words[0].start : words[-1].end]
+    if words[0].kind == _QUOTED and words[-1].kind == _QUOTED:
+        raw = _QUOTED_PAIR_RE.sub(r"\1", raw[1:-1])
+    return " ".join(raw.split())
 
 
 def _entry(reader: _Reader, *, in_group: bool) -> list[Address]:
     """One mailbox (bare or ``name <addr>``) or, outside a group, one group."""
-    comments: list[str] = []
     words: list[_Word] = []
     while True:
-        reader.skip_cfws(comments)
+        reader.skip_wsp()
         start = reader.pos
         char = reader.peek()
         if char == '"':
-            words.append(_Word(reader.quoted(), True, start, reader.pos))
+            words.append(_Word(reader.quoted(), _QUOTED, start, reader.pos))
+        elif char == "(":
+            words.append(_Word(reader.comment(), _COMMENT, start, reader.pos))
         elif char and (char in _ATOM_CHARS or not char.isascii()):
-            words.append(_Word(reader.atom(), False, start, reader.pos))
+            words.append(_Word(reader.atom(), _ATOM, start, reader.pos))
         else:
             break
+    comments = [w.value for w in words if w.kind == _COMMENT]
     char = reader.peek()
     if char == "@":
-        local = _local_before_at(words, reader.pos, reader.text)
+        local = _local_before_at(words, reader.pos)
         reader.pos += 1
         domain = reader.domain()
         if not domain and reader.peek() in _WSP:
@@ -468,12 +481,12 @@ def _entry(reader: _Reader, *, in_group: bool) -> list[Address]:
             raise _Invalid("a comment inside an address")
         mailbox = _mailbox(local, domain, "")
         _end_of_entry(reader, comments, "the address")
-        name = " ".join(" ".join(comments).split())
+        name = " ".join(" ".join(comments).split())  # "a@example.com (Ann)" is Ann's
         return [Address(mailbox.local, mailbox.domain, mailbox.ascii_domain, name)]
     if char == "<":
         local, domain = _angle_addr(reader)
-        mailbox = _mailbox(local, domain, _phrase(words))
-        _end_of_entry(reader, comments, "'>'")
+        mailbox = _mailbox(local, domain, _phrase(words, reader.text))
+        _end_of_entry(reader, [], "'>'")
         return [mailbox]
     if char == ":":
         if in_group:
@@ -481,18 +494,19 @@ def _entry(reader: _Reader, *, in_group: bool) -> list[Address]:
         if not words:
             raise _Invalid("a group needs a name before ':'")
         reader.pos += 1
-        return _group_members(reader, comments)
+        return _group_members(reader)
     if not char or char in ",;":
-        if words:
-            raise _Invalid("no @ in the address")
-        raise _Invalid("a comment without an address")
+        if comments and len(comments) == len(words):
+            raise _Invalid("a comment without an address")
+        raise _Invalid("no @ in the address")
     if char in ")>":
         raise _unexpected(char, "")
     raise _Invalid(f"unexpected {char!r}")
 
 
-def _group_members(reader: _Reader, comments: list[str]) -> list[Address]:
+def _group_members(reader: _Reader) -> list[Address]:
     members: list[Address] = []
+    comments: list[str] = []
     while True:
         reader.skip_cfws(comments)
         char = reader.peek()
