@@ -52,9 +52,9 @@ PHRASE = st.lists(
     max_size=3,
 ).map(" ".join)
 #: Quoted display names: any printable text with the specials; '"' and '\' get escaped.
-QUOTED = st.lists(
-    st.sampled_from([*'abc ,;:<>()@[]."\\é=?', "=?utf-8?q?x?="]), max_size=20
-).map("".join)
+QUOTED = st.lists(st.sampled_from([*'abc ,;:<>()@[]."\\é=?', "=?utf-8?q?x?="]), max_size=20).map(
+    "".join
+)
 #: Comment text: no '@' (refused there), no parentheses or backslash (kept simple).
 COMMENT = st.text(alphabet=st.sampled_from(list('abc ,;:<>".é')), min_size=1, max_size=12)
 SEPARATORS = st.sampled_from([", ", ",", "; ", ";", " , ", " ;  ", ", ,"])
@@ -467,25 +467,33 @@ def test_a_hostile_from_address_from_the_environment_is_refused_before_sending(
 # --------------------------------------------------------------------------- the to-column
 
 
+def export_to_column(
+    monkeypatch: pytest.MonkeyPatch, server: FaultServer, rows: list[dict[str, Any]], mode: str
+) -> tuple[Any, list[Any]]:
+    """Export ``rows`` in table or group mode (by team) to the column ``who``; the report
+    and the messages the server received."""
+    name = connect_to(monkeypatch, server.port)
+    messages = len(server.messages)
+    report = api.export(
+        rows, connection=name, mode=mode, by="team" if mode == "group" else "",
+        to_column="who", subject="s", body="b",
+    )  # fmt: skip
+    return report, server.messages[messages:]
+
+
 @pytest.mark.parametrize("mode", ["table", "group"])
 def test_to_column_cells_are_read_by_the_grammar(
     monkeypatch: pytest.MonkeyPatch, recording_server: FaultServer, mode: str
 ) -> None:
     """Display names with commas and groups are whole addresses; every distinct mailbox once."""
-    server = recording_server
-    name = connect_to(monkeypatch, server.port)
     rows = [
         {"team": "a", "who": '"Smith, John" <john@example.com>; ann@example.com'},
         {"team": "a", "who": "Leads: ANN@example.com, zoë@bücher.example;"},
         {"team": "a", "who": None},
     ]
-    messages = len(server.messages)
-    report = api.export(
-        rows, connection=name, mode=mode, by="team" if mode == "group" else "",
-        to_column="who", subject="s", body="b", journal=False,
-    )  # fmt: skip
+    report, received = export_to_column(monkeypatch, recording_server, rows, mode)
     assert report.sent == 1, list(report.rows())
-    (message,) = server.messages[messages:]
+    (message,) = received
     assert message.rcpt_tos == (
         "john@example.com",
         "ann@example.com",
@@ -503,23 +511,16 @@ def test_to_column_cells_are_read_by_the_grammar(
 def test_a_hostile_to_column_cell_refuses_its_message_naming_the_row(
     monkeypatch: pytest.MonkeyPatch, recording_server: FaultServer, mode: str
 ) -> None:
-    server = recording_server
-    name = connect_to(monkeypatch, server.port)
     rows = [
         {"team": "a", "who": "ann@example.com"},
         {"team": "a", "who": "victim@evil.example)<bob@example.com>"},
         {"team": "b", "who": "carl@example.com"},
     ]
-    messages = len(server.messages)
-    report = api.export(
-        rows, connection=name, mode=mode, by="team" if mode == "group" else "",
-        to_column="who", subject="s", body="b",
-    )  # fmt: skip
+    report, received = export_to_column(monkeypatch, recording_server, rows, mode)
     results = {r.row_key: r for r in report.rows()}
     refused = results["table" if mode == "table" else "group:a"]
     assert refused.state == "skipped" and refused.column == "who"
     assert "row 2" in refused.reply and "')' without an opening '('" in refused.reply
-    received = server.messages[messages:]
     assert [m.rcpt_tos for m in received] == ([] if mode == "table" else [("carl@example.com",)])
 
 

@@ -390,6 +390,30 @@ def _local_before_at(words: list[_Word], at: int) -> str:
     return last.value
 
 
+def _local_part(reader: _Reader, *, in_angle: bool) -> str:
+    """The atom before the @ of an addr-spec (the reader is left after the @), or the
+    reason the next character is not the @."""
+    local = reader.atom()
+    char = reader.peek()
+    if char == "@":
+        reader.pos += 1
+        return local
+    if not char:
+        raise _Invalid("'<' without a closing '>'" if in_angle else "no @ in the address")
+    if char == '"':
+        raise _Invalid(_QUOTED_LOCAL)
+    if char == "(":
+        raise _Invalid("a comment inside an address")
+    if char in _WSP or char == "<":
+        if not in_angle:
+            raise _Invalid("not a bare address (a display name is given apart)")
+        reader.skip_wsp()
+        raise _Invalid("'<' inside '<...>'" if reader.peek() == "<" else _SPACE)
+    if char == ">" and in_angle:
+        raise _Invalid("no @ in the address")
+    raise _Invalid(f"character {char!r} is not allowed in the local part")
+
+
 def _angle_addr(reader: _Reader) -> tuple[str, str]:
     """``<local@domain>`` (white space allowed next to the brackets, nothing else)."""
     reader.pos += 1
@@ -399,26 +423,7 @@ def _angle_addr(reader: _Reader) -> tuple[str, str]:
         raise _Invalid("empty address")
     if char == "@":
         raise _Invalid("a source route (<@relay:...>) is refused")
-    local = reader.atom()
-    char = reader.peek()
-    if char != "@":
-        if not char:
-            raise _Invalid("'<' without a closing '>'")
-        if char == '"':
-            raise _Invalid(_QUOTED_LOCAL)
-        if char == "(":
-            raise _Invalid("a comment inside an address")
-        if char == "<":
-            raise _Invalid("'<' inside '<...>'")
-        if char == ">":
-            raise _Invalid("no @ in the address")
-        if char in _WSP:
-            reader.skip_wsp()
-            if reader.peek() == "<":
-                raise _Invalid("'<' inside '<...>'")
-            raise _Invalid(_SPACE)
-        raise _Invalid(f"character {char!r} is not allowed in the local part")
-    reader.pos += 1
+    local = _local_part(reader, in_angle=True)
     domain = reader.domain()
     char = reader.peek()
     if char in _WSP:
@@ -594,20 +599,10 @@ def parse_mailbox(addr_spec: str, display_name: str = "") -> Address:
     """
     try:
         _check_chars(addr_spec)
+        if not addr_spec:
+            raise _Invalid("empty address")
         reader = _Reader(addr_spec)
-        local = reader.atom()
-        char = reader.peek()
-        if char != "@":
-            if not addr_spec:
-                raise _Invalid("empty address")
-            if char == '"':
-                raise _Invalid(_QUOTED_LOCAL)
-            if char in _WSP or char == "<":
-                raise _Invalid("not a bare address (a display name is given apart)")
-            if not char:
-                raise _Invalid("no @ in the address")
-            raise _Invalid(f"character {char!r} is not allowed in the local part")
-        reader.pos += 1
+        local = _local_part(reader, in_angle=False)
         domain = reader.domain()
         rest = addr_spec[reader.pos :]
         if rest:
