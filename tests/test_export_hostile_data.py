@@ -41,7 +41,7 @@ TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 GOOD = ("ann@example.com", "fay@example.com")
 ROWS: list[dict[str, str]] = [
-    {"id": "1", "email": "ann@example.com", "name": "Ann", "note": "fine, \"quoted\""},
+    {"id": "1", "email": "ann@example.com", "name": "Ann", "note": 'fine, "quoted"'},
     {"id": "2", "email": "bob@example.com", "name": "Bob\x00", "note": "NUL in the name"},
     {"id": "3", "email": "cy@example.com", "name": "Cy", "note": "esc \x1b[31m red"},
     {"id": "4", "email": "dee@example.com", "name": "Dee", "note": 'a,"b"\x00\nc'},
@@ -150,7 +150,9 @@ def assert_report(report: ExportReport, rejected: dict[int, tuple[str, str]], se
 # --------------------------------------------------------------------------- every source kind
 
 
-def csv_text(rows: list[dict[str, str]], *, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> str:
+def csv_text(
+    rows: list[dict[str, str]], *, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL
+) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, list(rows[0]), delimiter=delimiter, quoting=quoting)
     writer.writeheader()
@@ -368,7 +370,9 @@ def test_fail_fast_in_table_mode_sends_nothing_when_a_row_is_bad(
     assert target.received() == []
 
 
-def test_running_again_keeps_the_rejected_rows_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_running_again_keeps_the_rejected_rows_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source, _ = write_source("csv", tmp_path, ROWS)
     with FaultServer() as server:
         name = connect_to(monkeypatch, server.port)
@@ -416,7 +420,9 @@ def test_a_column_that_differs_within_a_message_stops_the_export(
         assert word in text, (word, text)
 
 
-def test_the_cli_says_which_option_to_use(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_says_which_option_to_use(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "managers.csv"
     path.write_text("manager_email,name\na@example.com,Ann\nb@example.com,Bob\n")
     with FaultServer() as server:
@@ -512,3 +518,24 @@ def test_an_interface_file_with_a_database_url_as_source(tmp_path: Path, cli: An
     assert result.code == 2
     (line,) = result.err.strip().splitlines()
     assert "sqlite:///data.db" in line and "database URL" in line
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [("--body", "Hello \x1b[31mred", "body"), ("--subject", "Hi\x00", "subject"),
+     ("--header", "X-Note: a\x7fb", "header X-Note")],
+)  # fmt: skip
+def test_a_template_holding_a_control_character_sends_nothing(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, value: str, field: str
+) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text("email\nann@example.com\n")
+    settings_ = {"--to": "{{ email }}", "--subject": "s", "--body": "b", option: value}
+    with FaultServer() as server:
+        name = connect_to(monkeypatch, server.port)
+        result = cli("export", str(path), "--connection", name,
+                     *(part for pair in settings_.items() for part in pair))  # fmt: skip
+        assert server.session_count == 0
+    assert result.code == 2, result.output
+    (line,) = result.err.strip().splitlines()
+    assert f"{field}: the template holds U+00" in line, line

@@ -28,7 +28,9 @@ from mailconduit.errors import ConfigError, SourceError
 from mailconduit.sources import Row, open_source
 from mailconduit.sources.cells import CellProblem, cell_problem, holds_forbidden
 
-FORBIDDEN = [chr(c) for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, *range(0x80, 0xA0))]
+FORBIDDEN = [
+    chr(c) for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, *range(0x80, 0xA0))
+]
 ALLOWED_ODD = ["\t", "\n", "\r", "\r\n", "\u2028", "\u00a0", "\ufeff", "\u200b", "é", "€", "😀"]
 COLUMNS = ("id", "a", "b")
 
@@ -207,7 +209,9 @@ def test_sql_query_rows(tmp_path: Path, table: list[tuple[str, str]]) -> None:
         db.execute("CREATE TABLE t (id TEXT, a TEXT, b TEXT)")
         db.executemany("INSERT INTO t VALUES (?, ?, ?)", [list(r.values()) for r in written])
     db.close()
-    rows = read("SELECT id, a, b FROM t ORDER BY CAST(id AS INTEGER)", database_url=f"sqlite:///{path}")
+    rows = read(
+        "SELECT id, a, b FROM t ORDER BY CAST(id AS INTEGER)", database_url=f"sqlite:///{path}"
+    )
     check_rows(rows, written)
 
 
@@ -220,7 +224,9 @@ def test_postgresql_query_rows(pg_url: str) -> None:
     with psycopg.connect(pg_url) as db:
         db.execute("CREATE TABLE t (id TEXT, a TEXT, b TEXT)")
         with db.cursor() as cur:
-            cur.executemany("INSERT INTO t VALUES (%s, %s, %s)", [list(r.values()) for r in written])
+            cur.executemany(
+                "INSERT INTO t VALUES (%s, %s, %s)", [list(r.values()) for r in written]
+            )
     check_rows(read("SELECT id, a, b FROM t ORDER BY id", database_url=pg_url), written)
 
 
@@ -286,7 +292,10 @@ def test_a_forbidden_key_value_is_shown_escaped_and_still_unique(tmp_path: Path)
     assert keys == [("k1", None), ("k\\x002", CellProblem("key", "\x00")), ("k3", None)]
     twice = tmp_path / "twice.csv"
     twice.write_text("key,email\nk\x00,a@example.com\nk\x00,b@example.com\n")
-    with open_source(twice, key="key") as source, pytest.raises(SourceError, match="more than one row"):
+    with (
+        open_source(twice, key="key") as source,
+        pytest.raises(SourceError, match="more than one row"),
+    ):
         source.validate()
 
 
@@ -321,9 +330,8 @@ def test_a_binary_file_is_refused_as_a_whole(
 def test_random_bytes_are_refused_before_any_row(tmp_path: Path, encoding: str | None) -> None:
     path = tmp_path / "noise.csv"
     path.write_bytes(RANDOM)
-    with pytest.raises(SourceError):
-        with open_source(path, encoding=encoding) as source:
-            source.validate()
+    with pytest.raises(SourceError), open_source(path, encoding=encoding) as source:
+        source.validate()
 
 
 def test_utf16_read_as_utf8_is_refused_with_a_hint(tmp_path: Path) -> None:
@@ -365,9 +373,7 @@ def test_wide_unicode_with_or_without_bom(
 
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32-le"])
-def test_wide_unicode_json_from_standard_input(
-    monkeypatch: pytest.MonkeyPatch, codec: str
-) -> None:
+def test_wide_unicode_json_from_standard_input(monkeypatch: pytest.MonkeyPatch, codec: str) -> None:
     data = json.dumps(EXPECTED, ensure_ascii=False).encode(codec)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="latin-1"))
     with open_source("-", encoding=codec) as source:

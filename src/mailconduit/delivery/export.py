@@ -29,6 +29,7 @@ from mailconduit.config import (
     ExportSpec,
     ImplementationType,
     RateLimit,
+    char_name,
     export_spec_to_dict,
     validate_export_spec,
 )
@@ -69,6 +70,7 @@ from mailconduit.message import (
 from mailconduit.message.build import BuiltMessage
 from mailconduit.smtp import SMTPSession
 from mailconduit.sources import Row, Source, open_source
+from mailconduit.sources.cells import cell_problem
 
 __all__ = ["execute", "new_run_id", "preview", "report_from_journal", "resume"]
 
@@ -155,11 +157,30 @@ def _body(spec: ExportSpec) -> str:
     return spec.body
 
 
+def _check_template_texts(spec: ExportSpec, body: str) -> None:
+    """The templates hold no character data may not hold either (the same rule as cells)."""
+    texts: dict[str, str] = {
+        "to": spec.to, "cc": spec.cc, "bcc": spec.bcc, "from": spec.from_,
+        "reply_to": spec.reply_to, "subject": spec.subject,
+        "body_file" if spec.body_file else "body": body,
+        **{f"attach {n}": text for n, text in enumerate(spec.attach, 1)},
+        **{f"header {name}": text for name, text in spec.headers},
+    }  # fmt: skip
+    problem = cell_problem(texts)
+    if problem is not None:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError(problem.column, f"the template holds {char_name(problem.char)}; control "
+                        "characters cannot be sent (TAB, LF and CR can)")],
+        )  # fmt: skip
+
+
 def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
     """Check everything that can be checked before sending; raise with one clear line."""
     _check_connection(conn, sending=sending)
     html = conn.use_html_body if spec.html is None else spec.html
     body = _body(spec)
+    _check_template_texts(spec, body)
     to = spec.to
     if spec.to_column:
         to = ", ".join(t for t in (spec.to, "{{ to_column_addresses }}") if t)

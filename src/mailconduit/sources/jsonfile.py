@@ -257,7 +257,9 @@ def open_json_file(
     if lines is None:
         head = read_head(path)
         refuse_binary(head, location or str(path))
-        lines = _looks_like_json_lines(path, resolve_encoding(encoding, head), location or str(path))
+        lines = _looks_like_json_lines(
+            path, resolve_encoding(encoding, head), location or str(path)
+        )
     cls = JsonLinesSource if lines else JsonArraySource
     return cls(path, location=location, encoding=encoding, key_column=key_column)
 

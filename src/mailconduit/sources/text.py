@@ -101,9 +101,7 @@ def resolve_encoding(encoding: str | None, head: bytes) -> str:
     try:
         name = source_codec(encoding)
     except ValueError as exc:
-        raise ConfigError.for_fields(
-            "source options", [FieldError("encoding", str(exc))]
-        ) from None
+        raise ConfigError.for_fields("source options", [FieldError("encoding", str(exc))]) from None
     if name == "utf-8":
         return DEFAULT_ENCODING
     family = name[:6]

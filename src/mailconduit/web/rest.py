@@ -167,12 +167,14 @@ class ExportIn(BaseModel):
 
 #: JSON types of the export settings that are not text (numbers are also taken as text).
 _EXPORT_TYPES: dict[str, dict[str, Any]] = {
-    **dict.fromkeys(
-        ("table_row_cap", "concurrency", "max_errors", "messages_per_connection"),
-        {"type": ["integer", "string"]},
-    ),
-    **dict.fromkeys(("html", "fail_fast", "resend_uncertain"), {"type": ["boolean", "string"]}),
-    "table_formats": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    **{
+        name: {"type": ["integer", "string"]}
+        for name in ("table_row_cap", "concurrency", "max_errors", "messages_per_connection")
+    },
+    **{name: {"type": ["boolean", "string"]} for name in ("html", "fail_fast", "resend_uncertain")},
+    "table_formats": {
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+    },
     "sheet": {"type": ["string", "integer"]},
 }
 
