@@ -1,13 +1,11 @@
 """Export settings of the wrong kind: codecs that are not text encodings, charsets mail cannot
 carry, numbers or lists where text belongs. Each is one line naming the field with exit
-status 2 on the CLI, and a 422 naming the field from the REST API and the console form:
-never a 500, never a traceback. UTF-16 without a byte-order mark is read, not refused.
+status 2 on the CLI (and a 422 from the web: test_web_exports.py runs these catalogues),
+never a traceback. UTF-16 without a byte-order mark is read, not refused.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailconduit import api
 from mailconduit.config import validate_export_spec
 from mailconduit.errors import ConfigError
-from webconsole import Console, SignedIn, form_values, running_console
 
 ROWS = "email,name\nada@example.com,Ada\nbob@example.com,Bob\n"
 MESSAGE = {"connection": "local", "to": "{{ email }}", "subject": "Hi {{ name }}", "body": "b"}
@@ -128,71 +124,3 @@ def test_any_value_of_any_setting_is_accepted_or_named(changes: dict[str, Any]) 
         return
     for name in ("to", "subject", "where", "order_by", "key", "encoding", "charset", "sheet"):
         assert isinstance(getattr(spec, name), str), name
-
-
-# --------------------------------------------------------------------------- web
-
-
-@pytest.fixture(scope="module")
-def console() -> Iterator[Console]:
-    with running_console() as running:
-        yield running
-
-
-@pytest.fixture
-def browser(console: Console) -> Iterator[SignedIn]:
-    signed = console.signed_in()
-    yield signed
-    signed.http.close()
-
-
-def upload(browser: SignedIn, content: bytes = ROWS.encode(), name: str = "people.csv") -> str:
-    response = browser.api("POST", "/api/uploads", files={"file": (name, content)})
-    assert response.status_code == 201, response.text
-    return str(response.json()["upload"])
-
-
-@pytest.mark.parametrize("path", ["/api/exports/preview", "/api/exports"])
-@pytest.mark.parametrize(
-    ("setting", "value"),
-    [*((s, v) for s, v, _ in BAD_TEXT_SETTINGS), *BAD_JSON_TYPES],
-)
-def test_rest_api_422_naming_the_field(
-    browser: SignedIn, path: str, setting: str, value: Any
-) -> None:
-    ref = upload(browser)
-    response = browser.api("POST", path, json={"upload": ref, **MESSAGE, setting: value})
-    assert response.status_code == 422, response.text
-    assert setting in {d["loc"][-1] for d in response.json()["detail"]}
-    assert api.list_runs() == []
-
-
-def test_rest_api_reads_utf16_without_a_bom(browser: SignedIn) -> None:
-    ref = upload(browser, ROWS.encode("utf-16-be"))
-    for extra in ({}, {"encoding": "utf-16"}):
-        response = browser.api(
-            "POST", "/api/exports/preview", json={"upload": ref, **MESSAGE, **extra}
-        )
-        assert response.status_code == 200, response.text
-        assert [dict(p["headers"])["Subject"] for p in response.json()] == ["Hi Ada", "Hi Bob"]
-
-
-def test_the_api_schema_gives_the_types(browser: SignedIn) -> None:
-    schema = browser.http.get("/api/openapi.json").json()
-    body = schema["components"]["schemas"]["ExportIn"]["properties"]
-    assert body["where"]["type"] == "string" and body["encoding"]["type"] == "string"
-    assert "integer" in body["concurrency"]["type"] and "boolean" in body["fail_fast"]["type"]
-
-
-@pytest.mark.parametrize("value", ["rot13", "base64", "zlib_codec", "no-such-codec"])
-def test_console_form_422_next_to_the_field(browser: SignedIn, value: str) -> None:
-    form = form_values(browser.http.get("/exports/new").text, "export-form")
-    form.update({"to": "{{ email }}", "subject": "s", "body": "b", "encoding": value})
-    page = browser.http.post(
-        "/exports/new",
-        data=form,
-        files={"file": ("people.csv", ROWS.encode(), "text/csv")},
-        headers={"Origin": browser.origin},
-    )
-    assert page.status_code == 422, page.text[:500]
-    assert re.search(r'id="err-encoding"[^>]*>[^<]*encoding', page.text), page.text[-3000:]
