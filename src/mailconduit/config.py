@@ -674,6 +674,7 @@ _MIME_CHARSETS: dict[str, str] = {
     "shift_jis": "shift_jis",
     "euc_jp": "euc-jp",
     "euc_kr": "euc-kr",
+    "cp949": "ks_c_5601-1987",
     "gb2312": "gb2312",
     "gbk": "gbk",
     "gb18030": "gb18030",
