@@ -3,7 +3,9 @@
 The source is an uploaded file (by reference) or a saved interface file (by name); settings
 that would name other files or databases of the server (``source``, ``body_file``,
 ``attach_dir``, ``database_url``...) are refused here, so a web user can read nothing the
-operator did not put there. Every other rule is :func:`mailconduit.api.export_spec`'s.
+operator did not put there. Attachments and inline images come from the upload's own
+attachment folder (files uploaded beside it). Every other rule is
+:func:`mailconduit.api.export_spec`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from mailconduit import api
 from mailconduit.config import ExportSpec
 from mailconduit.errors import ConfigError, FieldError
-from mailconduit.web.uploads import resolve_interface, resolve_upload
+from mailconduit.web.uploads import attachments_dir, resolve_interface, resolve_upload
 
 __all__ = ["SERVER_ONLY_FIELDS", "WEB_EXPORT_FIELDS", "spec_from_web"]
 
@@ -29,6 +31,10 @@ WEB_EXPORT_FIELDS: tuple[str, ...] = (
     "from",
     "subject",
     "body",
+    "html_body",
+    "text_body",
+    "attach",
+    "inline",
     "mode",
     "by",
     "to_column",
@@ -58,7 +64,8 @@ SERVER_ONLY_FIELDS = frozenset(
         "source",
         "sql",
         "body_file",
-        "attach",
+        "html_body_file",
+        "text_body_file",
         "attach_dir",
         "database_url",
         "dry_run",
@@ -82,7 +89,10 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
             )
     for key, value in data.items():
         listed = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        if key == "table_formats" and listed:
+        if key in ("table_formats", "attach", "inline") and listed:
+            continue
+        named = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        if key == "inline" and named:
             continue
         if value is not None and not isinstance(value, str | int | float | bool):
             errors.append(FieldError(str(key), "must be text, a number or true/false"))
@@ -112,5 +122,11 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
         )
     source = resolve_upload(str(upload))
     settings = {k: v for k, v in data.items() if k != "upload"}
+    if isinstance(settings.get("attach"), str):  # a form's text area: one template a line
+        settings["attach"] = [
+            line.strip() for line in settings["attach"].splitlines() if line.strip()
+        ]
+    if settings.get("attach") or settings.get("inline"):
+        settings["attach_dir"] = str(attachments_dir(source))
     spec = api.export_spec({"source": str(source.path), **settings})
     return dataclasses.replace(spec, dry_run="", report="")
