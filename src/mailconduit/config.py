@@ -2,7 +2,9 @@
 
 Every entry point (CLI, REST API, web form, YAML import, environment URL) turns its
 input into a ``dict`` and calls :func:`validate_connection`, so there is one set of
-rules and one wording of every error.
+rules and one wording of every error. The rules about text that every layer shares live
+here too: how a character is named, which encodings read files and which charsets mail
+can carry, what a database URL looks like.
 """
 
 from __future__ import annotations
