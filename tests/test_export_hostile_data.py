@@ -540,3 +540,14 @@ def test_a_template_holding_a_control_character_sends_nothing(
     assert result.code == 2, result.output
     (line,) = result.err.strip().splitlines()
     assert f"{field}: the template holds U+00" in line, line
+
+
+def test_a_lone_surrogate_from_json_is_left_out_of_a_table(tmp_path: Path, target: Target) -> None:
+    """JSON can escape half a surrogate pair, which no charset can encode: rejected too."""
+    path = tmp_path / "people.jsonl"
+    path.write_text('{"name": "Ann"}\n{"name": "half \\ud83d"}\n', encoding="utf-8")
+    report = api.export(str(path), connection=target.name, mode="table", to="t@example.com",
+                        subject="s", body="{{ table_text }}", table_formats="csv,json,xlsx")  # fmt: skip
+    assert_report(report, {2: ("name", "surrogate")}, sent=1)
+    (raw,) = target.received()
+    assert "Ann" in attachment_texts(assert_clean(raw))["data.csv"]

@@ -140,13 +140,16 @@ def test_nested_json_values_are_checked_too(tmp_path: Path) -> None:
     path = tmp_path / "nested.jsonl"
     path.write_text(
         '{"id": 1, "tags": ["ok", {"x": "fine"}]}\n'
-        '{"id": 2, "tags": ["ok", {"x": "bad\\u001b[31m"}]}\n',
+        '{"id": 2, "tags": ["ok", {"x": "bad\\u001b[31m"}]}\n'
+        '{"id": 3, "tags": [], "name": "half a pair \\ud83d"}\n',
         encoding="utf-8",
     )
     rows = read(path)
     assert rows[0].problem is None
     assert rows[1].problem == CellProblem("tags", "\x1b")
     assert "U+001B ESCAPE" in rows[1].problem.reason
+    assert rows[2].problem == CellProblem("name", "\ud83d")
+    assert "surrogate" in rows[2].problem.reason
 
 
 @given(table=tables)
@@ -393,7 +396,7 @@ def test_other_text_encodings_read_when_named(tmp_path: Path, codec: str) -> Non
 @pytest.mark.parametrize(
     "encoding",
     ["rot13", "base64", "zlib_codec", "hex", "bz2", "uu", "quopri", "idna", "punycode",
-     "unicode_escape", "raw_unicode_escape", "undefined", "no-such-thing", "utf\x00-8"],
+     "unicode_escape", "raw_unicode_escape", "undefined", "no-such-thing", "utf\x00-8", "utf-7"],
 )  # fmt: skip
 def test_codecs_that_are_not_text_encodings_are_refused(tmp_path: Path, encoding: str) -> None:
     path = tmp_path / "x.csv"

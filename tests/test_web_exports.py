@@ -459,3 +459,15 @@ def test_page_form_names_a_wrong_encoding(browser: SignedIn, value: str) -> None
     )
     assert page.status_code == 422, page.text[:500]
     assert re.search(r'id="err-encoding"[^>]*>[^<]*encoding', page.text)
+
+
+def test_a_column_differing_within_a_table_message_is_422(browser: SignedIn) -> None:
+    ref = upload(browser)
+    response = browser.api(
+        "POST", "/api/exports/preview", json={"upload": ref, **MESSAGE, "mode": "table"}
+    )
+    assert response.status_code == 422, response.text
+    detail = [(d["loc"][-1], d["msg"]) for d in response.json()["detail"]]
+    assert [field for field, _ in detail] == ["to", "subject", "subject"]
+    assert "--to-column email" in detail[0][1]
+    assert "rows[0].name" in detail[1][1] and "rows[0].plan" in detail[2][1]

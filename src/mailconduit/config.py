@@ -705,9 +705,13 @@ def source_codec(name: str) -> str:
     """The Python codec that reads files written in encoding ``name``; ValueError says why not.
 
     Any character encoding of text is accepted (UTF-16/32 with or without a byte-order mark,
-    EBCDIC code pages...); codecs that transform data (base64, rot13, zlib) are not.
+    EBCDIC code pages...); codecs that transform data (base64, rot13, zlib) are not, nor
+    UTF-7, the one text encoding that decodes to lone surrogates (which are not text).
     """
-    return _lookup_text_codec(name).name
+    codec = _lookup_text_codec(name).name
+    if codec == "utf-7":
+        raise ValueError("utf-7 files are not read; convert the file to utf-8 first")
+    return codec
 
 
 def mime_charset(name: str) -> tuple[str, str]:
