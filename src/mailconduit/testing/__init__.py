@@ -13,15 +13,19 @@ from mailconduit.testing.fixtures import (
     run,
     stream_messages,
 )
+from mailconduit.testing.oauth import ManualClock, OAuthServer, XOAuth2Server
 from mailconduit.testing.postfix import SmtpSink, free_port
 from mailconduit.testing.server import Fault, FaultServer, ReceivedMessage, ServerSession
 
 __all__ = [
     "Fault",
     "FaultServer",
+    "ManualClock",
+    "OAuthServer",
     "ReceivedMessage",
     "ServerSession",
     "SmtpSink",
+    "XOAuth2Server",
     "free_port",
     "loopback_connection",
     "message_source",
