@@ -477,25 +477,28 @@ def _units(p: Prepared) -> Iterator[Unit | RowState]:
                 yield Unit(row.key, seq, row.number, row.values)
         return
     rows: list[dict[str, Any]] = []
+    numbers: list[int] = []
     left_out: list[Row] = []  # rows with a forbidden character: reported, not in the message
     for row in _message_rows(spec, p.source):
         if row.problem is not None:
             left_out.append(row)
         else:
             rows.append(row.values)
-    units: list[Unit] = []
+            numbers.append(row.number)
+    units: list[Unit | RowState] = []
     if spec.mode is ExportMode.TABLE:
         if rows:
-            to = _column_addresses(spec.to_column, rows)
-            units.append(Unit("table", 1, 1, rows[0], rows=rows, to_override=to))
+            unit = Unit("table", 1, 1, rows[0], rows=rows)
+            units.append(_to_column(unit, spec.to_column, numbers))
     else:
-        groups: dict[Any, list[dict[str, Any]]] = {}
-        for values in rows:
-            groups.setdefault(_group_of(values.get(spec.by)), []).append(values)
-        for seq, (value, members) in enumerate(groups.items(), 1):
+        groups: dict[Any, list[int]] = {}
+        for index, values in enumerate(rows):
+            groups.setdefault(_group_of(values.get(spec.by)), []).append(index)
+        for seq, (value, indexes) in enumerate(groups.items(), 1):
             key = f"group:{'' if value is None else value}"
-            to = _column_addresses(spec.to_column, members)
-            units.append(Unit(key, seq, seq, members[0], rows=members, to_override=to))
+            members = [rows[i] for i in indexes]
+            unit = Unit(key, seq, seq, members[0], rows=members)
+            units.append(_to_column(unit, spec.to_column, [numbers[i] for i in indexes]))
     # Reported first (so --fail-fast sends nothing), numbered after the messages: the
     # journal's claim mark counts messages only.
     for seq, row in enumerate(left_out, len(units) + 1):
@@ -503,20 +506,26 @@ def _units(p: Prepared) -> Iterator[Unit | RowState]:
     yield from units
 
 
-def _column_addresses(column: str, rows: Sequence[dict[str, Any]]) -> str:
-    """Every distinct address found in ``column`` (cells may hold several), in order."""
+def _to_column(unit: Unit, column: str, numbers: Sequence[int]) -> Unit | RowState:
+    """``unit`` with the recipients of its ``column`` cells, or skipped for a cell that is
+    not an address list (naming the column and the data row)."""
     if not column:
-        return ""
-    seen: dict[str, None] = {}
-    for values in rows:
+        return unit
+    seen: dict[str, Address] = {}
+    for values, number in zip(unit.rows or (), numbers, strict=True):
         cell = values.get(column)
         if cell is None:
             continue
-        for part in re.split(r"[;,]", str(cell)):
-            part = part.strip()
-            if part and part.lower() not in {s.lower() for s in seen}:
-                seen[part] = None
-    return ", ".join(seen)
+        try:
+            found = parse_address_list(str(cell), field="to_column")
+        except AddressError as exc:
+            return _skipped(
+                unit, AddressError(f"row {number}: {exc.message}", exc.address, unit.key, column)
+            )
+        for address in found:  # every distinct address once: ANNA@ and anna@ are one mailbox
+            seen.setdefault(address.envelope.lower(), address)
+    unit.to_override = ", ".join(a.formatted for a in seen.values())
+    return unit
 
 
 def _table_extras(p: Prepared, unit: Unit, *, inline: bool) -> tuple[dict[str, Any], list[Any]]:
