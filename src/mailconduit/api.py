@@ -22,6 +22,7 @@ from mailconduit.config import (
     ExportSpec,
     RateLimit,
     RetryPolicy,
+    url_scheme,
     validate_export_spec,
 )
 from mailconduit.connections.env import env_lookup
@@ -192,6 +193,7 @@ def load_interface(path: str | Path, *, run_id: str | None = None) -> ExportSpec
             and value
             and value != "-"
             and not (key == "source" and str(data.get("kind", "")) == "sql")
+            and not url_scheme(value)
             and not Path(value).is_absolute()
         ):
             data[key] = str(base / value)

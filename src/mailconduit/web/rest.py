@@ -179,6 +179,20 @@ class ExportIn(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra=lambda s: _export_schema(s))
 
 
+#: JSON types of the export settings that are not text (numbers are also taken as text).
+_EXPORT_TYPES: dict[str, dict[str, Any]] = {
+    **{
+        name: {"type": ["integer", "string"]}
+        for name in ("table_row_cap", "concurrency", "max_errors", "messages_per_connection")
+    },
+    **{name: {"type": ["boolean", "string"]} for name in ("html", "fail_fast", "resend_uncertain")},
+    "table_formats": {
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+    },
+    "sheet": {"type": ["string", "integer"]},
+}
+
+
 def _export_schema(schema: dict[str, Any]) -> None:
     props: dict[str, Any] = {
         "upload": {"type": "string", "description": "Reference returned by POST /api/uploads."},
@@ -198,7 +212,11 @@ def _export_schema(schema: dict[str, Any]) -> None:
     }
     for name in WEB_EXPORT_FIELDS:
         props.setdefault(
-            name, {"description": f"The export setting '{name}' (see mailconduit export --help)."}
+            name,
+            {
+                **_EXPORT_TYPES.get(name, {"type": "string"}),
+                "description": f"The export setting '{name}' (see mailconduit export --help).",
+            },
         )
     schema["properties"] = props
     schema["description"] = "Settings naming server files or databases are refused: " + ", ".join(
