@@ -139,7 +139,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {  # option: (given, as the spec holds it)
     "kind": ("jsonl", "jsonl"),
     "encoding": ("latin-1", "latin-1"),
     "delimiter": (";", ";"),
-    "sheet": (2, 2),
+    "sheet": (2, "2"),  # a sheet number is held as text, as the CLI gives it
     "database_url": ("sqlite:///x.db", "sqlite:///x.db"),
     "charset": ("iso-8859-1", "iso-8859-1"),
     "html": (False, False),
