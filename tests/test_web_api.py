@@ -16,6 +16,7 @@ from mailconduit.config import validate_connection
 from mailconduit.errors import ConfigError
 from mailconduit.netpolicy import NetworkPolicy
 from mailconduit.sink import ensure_running
+from mailconduit.testing import BannerService
 from mailconduit.web import users
 from mailconduit.web.pages import LOGIN_FAILURES_ALLOWED
 from mailconduit.web.rest import ConnectionOut
@@ -685,3 +686,36 @@ def test_policy_is_checked_on_the_resolved_address(sink_port: int) -> None:
         browser.http.close()
     assert result["ok"] is False and result["stage"] == "dns"
     assert "not allowed by the network policy" in result["message"]
+
+
+@pytest.mark.parametrize(
+    "address", ["::169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1"]
+)
+def test_metadata_address_inside_ipv6_is_refused(browser: SignedIn, address: str) -> None:
+    api.create_connection(
+        {
+            **VALID,
+            "name": "wrapped",
+            "server_url": f"[{address}]",
+            "port": 25,
+            "allow_insecure_auth": True,
+        }
+    )
+    result = browser.api("POST", "/api/connections/wrapped/test").json()
+    assert result["ok"] is False and result["stage"] == "dns"
+    assert "not allowed by the network policy" in result["message"]
+    assert "tcp" not in result["passed"]
+
+
+def test_test_connection_never_echoes_a_foreign_service(browser: SignedIn) -> None:
+    """A message bus on loopback: the console says it is not SMTP, and nothing of what it sent."""
+    with BannerService() as bus:
+        api.create_connection({**VALID, "name": "bus", "port": bus.port, "auth_mechanism": "none"})
+        result = browser.api("POST", "/api/connections/bus/test")
+        page = browser.post_form("/connections/bus/test", {})
+    assert result.status_code == 200 and page.status_code == 200
+    assert result.json()["stage"] == "banner"
+    assert "did not answer as an SMTP server" in result.json()["message"]
+    assert "did not answer as an SMTP server" in page.text
+    for seen in (result.text, page.text):
+        assert "NSERVERIDSECRET" not in seen and "server_id" not in seen and "INFO" not in seen
