@@ -18,8 +18,8 @@ from mailconduit.netpolicy import NetworkPolicy
 from mailconduit.sink import ensure_running
 from mailconduit.testing import BannerService
 from mailconduit.web import users
-from mailconduit.web.pages import LOGIN_FAILURES_ALLOWED
 from mailconduit.web.rest import ConnectionOut
+from mailconduit.web.signin import ADDRESS_FAILURES_ALLOWED
 from webconsole import (
     ADMIN,
     ADMIN_PASSWORD,
@@ -157,8 +157,8 @@ def test_login_form_needs_its_own_token_and_origin(console: Console) -> None:
 def test_repeated_failed_sign_ins_are_throttled() -> None:
     users.create_user(ADMIN, ADMIN_PASSWORD)
     with running_console() as fresh, fresh.client() as http:
-        attempts = range(LOGIN_FAILURES_ALLOWED)
-        codes = [login(http, ADMIN, f"guess {n}").status_code for n in attempts]
+        attempts = range(ADDRESS_FAILURES_ALLOWED)
+        codes = [login(http, f"user-{n}", f"guess {n}").status_code for n in attempts]
         assert set(codes) == {401}
         blocked = login(http, ADMIN, ADMIN_PASSWORD)  # even the right password waits now
         assert blocked.status_code == 429

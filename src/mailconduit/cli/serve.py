@@ -54,6 +54,17 @@ def serve(
             "--max-upload-mb", min=1, max=10_000, help="Largest data file an upload may be."
         ),
     ] = 20,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            "--forwarded-allow-ips",
+            metavar="ADDRESSES",
+            help="Comma-separated addresses or networks of the reverse proxies in front of the "
+            "console. Only requests coming from them may name the client (X-Forwarded-For) and "
+            "the scheme (X-Forwarded-Proto); from anyone else those headers are ignored, so "
+            "sign-in limits count the real peer. Default: none trusted.",
+        ),
+    ] = "",
     run_sink: Annotated[
         bool,
         typer.Option(
@@ -75,13 +86,17 @@ def serve(
 
     from mailconduit.web import users
     from mailconduit.web.app import create_app
-    from mailconduit.web.security import LOCAL_HOSTS
+    from mailconduit.web.security import LOCAL_HOSTS, parse_proxies
 
     if not is_loopback_host(host) and not allow_remote:
         raise typer.BadParameter(
             f"{host} is reachable from other machines; add --allow-remote if that is intended",
             param_hint="--host",
         )
+    try:
+        proxies = parse_proxies(forwarded_allow_ips)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--forwarded-allow-ips") from None
     hosts = [*LOCAL_HOSTS, host.strip("[]"), *(allowed_host or [])]
     if host in ("0.0.0.0", "::") and not allowed_host:
         hosts = ["*"]
@@ -100,6 +115,7 @@ def serve(
         max_upload_bytes=max_upload_mb * 1024 * 1024,
         secure_cookies=secure_cookies,
         run_sink=run_sink,
+        forwarded_allow_ips=proxies,
     )
     shown = f"[{host}]" if ":" in host else host
     print(
@@ -113,6 +129,6 @@ def serve(
         port=port,
         log_level="warning",
         server_header=False,
-        proxy_headers=True,
+        proxy_headers=False,  # the app believes forwarded headers from --forwarded-allow-ips only
         access_log=False,
     )

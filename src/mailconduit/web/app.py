@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.templating import Jinja2Templates
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mailconduit import __version__
 from mailconduit.errors import ConfigError, MailconduitError, NotFoundError
@@ -39,7 +40,7 @@ HERE = Path(__file__).parent
 
 
 class Console:
-    """What the routes share: settings, templates, the network policy and login throttling."""
+    """What the routes share: settings, templates and the network policy."""
 
     def __init__(
         self,
@@ -53,7 +54,6 @@ class Console:
         self.policy = policy
         self.templates = templates
         self.run_sink = run_sink
-        self.login_failures: dict[str, list[float]] = {}
 
     def render(
         self, request: Request, template: str, *, status_code: int = 200, **context: Any
@@ -92,13 +92,16 @@ def create_app(
     secure_cookies: bool = False,
     network_policy: NetworkPolicy | None = None,
     run_sink: bool = False,
+    forwarded_allow_ips: tuple[str, ...] = (),
 ) -> FastAPI:
     """Build the console application.
 
     ``secret_key`` signs cookies (default: the 0600 key file under MAILCONDUIT_HOME);
     ``allowed_hosts`` are the host names the Host header may carry ("*" for any);
     ``network_policy`` guards Test Connection and exports (default: from the environment);
-    ``run_sink`` keeps the embedded SMTP server running while the app runs.
+    ``run_sink`` keeps the embedded SMTP server running while the app runs;
+    ``forwarded_allow_ips`` are the proxies (addresses or networks) whose X-Forwarded-For and
+    X-Forwarded-Proto are believed; from anyone else those headers are ignored.
     """
     settings = WebSettings(
         secret_key=secret_key if secret_key is not None else load_secret_key(),
@@ -141,6 +144,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app, state)
     app.add_middleware(AccessMiddleware, settings=settings)
+    if forwarded_allow_ips:  # outermost: the rest sees the client the proxy names
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(forwarded_allow_ips))
     return app
 
 
