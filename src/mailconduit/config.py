@@ -28,6 +28,7 @@ __all__ = [
     "derive_security",
     "is_loopback_host",
     "parse_server_url",
+    "text_limit",
     "text_limit_errors",
     "validate_connection",
 ]
@@ -369,19 +370,23 @@ def _enum(kind: type[enum.Enum], value: Any) -> Any:
     raise ValueError(f"{value!r} is not one of: {choices}")
 
 
-def text_limit_errors(
-    kind: str, data: Mapping[str, Any], aliases: Mapping[str, str] | None = None
-) -> list[FieldError]:
+def text_limit(kind: str, name: str) -> int:
+    """The longest text field ``name`` of a ``connection``, ``export`` or ``user`` may hold."""
+    if kind == "export":
+        name = _EXPORT_ALIASES.get(name, name)
+    return TEXT_LIMITS[kind].get(name, _DEFAULT_TEXT_LIMIT)
+
+
+def text_limit_errors(kind: str, data: Mapping[str, Any]) -> list[FieldError]:
     """One error per field of ``data`` whose text is longer than :data:`TEXT_LIMITS` allows
     (each item of a list counts alone); ``kind`` is ``connection``, ``export`` or ``user``."""
-    limits = TEXT_LIMITS[kind]
     errors: list[FieldError] = []
     for key, value in data.items():
         name = str(key)
         if len(name) > _FIELD_NAME_LIMIT:
             errors.append(FieldError(name[:32] + "...", f"is no field name ({len(name)} characters)"))
             continue
-        limit = limits.get((aliases or {}).get(name, name), _DEFAULT_TEXT_LIMIT)
+        limit = text_limit(kind, name)
         if isinstance(value, Secret):
             value = value.reveal()
         if isinstance(value, Mapping):
@@ -796,7 +801,7 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
     """Build an :class:`ExportSpec` from CLI options, an interface file or a form; every wrong field named."""
     errors: list[FieldError] = []
     values: dict[str, Any] = {}
-    if too_long := text_limit_errors("export", data, _EXPORT_ALIASES):
+    if too_long := text_limit_errors("export", data):
         raise ConfigError.for_fields("export", too_long)
 
     def err(name: str, message: str) -> None:

@@ -22,7 +22,8 @@ from starlette.templating import Jinja2Templates
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mailconduit import __version__
-from mailconduit.errors import ConfigError, MailconduitError, NotFoundError
+from mailconduit.config import text_limit
+from mailconduit.errors import ConfigError, MailconduitError, NotFoundError, SourceError
 from mailconduit.netpolicy import NetworkPolicy, current_policy
 from mailconduit.web.security import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -32,6 +33,7 @@ from mailconduit.web.security import (
     is_api_path,
     load_secret_key,
 )
+from mailconduit.web.uploads import public_text
 
 __all__ = ["Console", "create_app"]
 
@@ -81,6 +83,7 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["text_limit"] = text_limit  # maxlength of inputs, from the one table of caps
     return Jinja2Templates(env=env)
 
 
@@ -172,11 +175,13 @@ def _sink_for(state: Console) -> Iterator[None]:
 def field_errors_json(exc: ConfigError) -> dict[str, Any]:
     """A ConfigError as FastAPI-style 422 JSON: one entry per wrong field."""
     detail = [
-        {"loc": ["body", e.field], "msg": e.message, "type": "value_error"} for e in exc.errors
+        {"loc": ["body", e.field], "msg": public_text(e.message), "type": "value_error"}
+        for e in exc.errors
     ]
+    message = public_text(exc.message)
     if not detail:
-        detail = [{"loc": ["body"], "msg": exc.message, "type": "value_error"}]
-    return {"detail": detail, "message": exc.message}
+        detail = [{"loc": ["body"], "msg": message, "type": "value_error"}]
+    return {"detail": detail, "message": message}
 
 
 def _install_error_handlers(app: FastAPI, state: Console) -> None:
@@ -193,11 +198,19 @@ def _install_error_handlers(app: FastAPI, state: Console) -> None:
     async def config_error(request: Request, exc: ConfigError) -> Response:
         if is_api_path(request.url.path):
             return JSONResponse(field_errors_json(exc), status_code=422)
-        return page_error(request, 422, "Invalid settings", str(exc))
+        return page_error(request, 422, "Invalid settings", public_text(str(exc)))
+
+    @app.exception_handler(SourceError)
+    async def source_error(request: Request, exc: SourceError) -> Response:
+        text = public_text(" ".join(str(exc).split()))
+        if is_api_path(request.url.path):
+            detail = [{"loc": ["body"], "msg": text, "type": "value_error"}]
+            return JSONResponse({"detail": detail, "message": text}, status_code=422)
+        return page_error(request, 422, "The data cannot be used", text)
 
     @app.exception_handler(MailconduitError)
     async def operation_error(request: Request, exc: MailconduitError) -> Response:
-        text = " ".join(str(exc).split())
+        text = public_text(" ".join(str(exc).split()))
         if is_api_path(request.url.path):
             return JSONResponse({"detail": text}, status_code=409)
         return page_error(request, 409, "The operation failed", text)

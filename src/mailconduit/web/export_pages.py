@@ -15,7 +15,7 @@ from mailconduit import api
 from mailconduit.errors import ConfigError, MailconduitError, NotFoundError
 from mailconduit.web.app import Console, console
 from mailconduit.web.exports import spec_from_web
-from mailconduit.web.uploads import list_interfaces, list_uploads, save_upload
+from mailconduit.web.uploads import list_interfaces, list_uploads, public_text, save_upload
 from mailconduit.web.views import NOTICES, FieldErrors, form_data, format_time, new_router, redirect
 
 __all__ = ["EXPORT_FORM_FIELDS", "preview_dicts", "router"]
@@ -140,6 +140,7 @@ def preview_dicts(previews: list[Any]) -> list[dict[str, Any]]:
                 "headers": [[str(k), str(v)] for k, v in headers],
                 "text": data.get("text"),
                 "html": data.get("html"),
+                **({"error": public_text(str(data["error"]))} if data.get("error") else {}),
             }
         )
     return out
@@ -163,7 +164,7 @@ def preview_export(request: Request, state: StateDep, form: FormDep) -> Response
         errors = FieldErrors.from_error(exc, _FIELD_NAMES)
         return _form_page(request, state, values=values, errors=errors, status_code=422)
     except MailconduitError as exc:
-        errors = FieldErrors(general=[" ".join(str(exc).split())])
+        errors = FieldErrors(general=[public_text(" ".join(str(exc).split()))])
         return _form_page(request, state, values=values, errors=errors, status_code=422)
     return state.render(
         request, "export_preview.html", previews=previews, values=values, spec=spec, notice=""
