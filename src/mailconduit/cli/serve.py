@@ -80,7 +80,8 @@ def serve(
     the resolved address: MAILCONDUIT_DENY_NETWORKS (comma-separated CIDRs) always
     refuses; MAILCONDUIT_ALLOW_NETWORKS allows, and re-opens the built-in denials
     (169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200); when it is set,
-    everything outside it is refused.
+    everything outside it is refused. An IPv4 address inside an IPv6 one (NAT64, 6to4,
+    Teredo, IPv4-compatible) is judged as well.
     """
     import uvicorn
 
