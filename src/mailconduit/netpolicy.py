@@ -42,6 +42,7 @@ __all__ = [
     "current_policy",
     "denial_reason",
     "embedded_ipv4",
+    "parse_networks",
 ]
 
 ALLOW_ENV = "MAILCONDUIT_ALLOW_NETWORKS"
@@ -121,7 +122,9 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[tuple[ipaddress.IPv4A
     return tuple(dict.fromkeys(found))
 
 
-def _parse_networks(variable: str, text: str) -> tuple[IPNetwork, ...]:
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated networks in CIDR notation (a bare address is one host); ValueError
+    names every item that is not one."""
     networks: list[IPNetwork] = []
     bad: list[str] = []
     for item in text.split(","):
@@ -133,15 +136,15 @@ def _parse_networks(variable: str, text: str) -> tuple[IPNetwork, ...]:
         except ValueError:
             bad.append(item)
     if bad:
-        raise ConfigError.for_fields(
-            "network policy",
-            [
-                FieldError(
-                    variable, f"{', '.join(map(repr, bad))} is not a network in CIDR notation"
-                )
-            ],
-        )
+        raise ValueError(f"{', '.join(map(repr, bad))} is not a network in CIDR notation")
     return tuple(networks)
+
+
+def _parse_networks(variable: str, text: str) -> tuple[IPNetwork, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise ConfigError.for_fields("network policy", [FieldError(variable, str(exc))]) from None
 
 
 def _find(address: IPAddress, networks: tuple[IPNetwork, ...]) -> IPNetwork | None:

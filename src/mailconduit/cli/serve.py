@@ -85,9 +85,10 @@ def serve(
     """
     import uvicorn
 
+    from mailconduit.netpolicy import parse_networks
     from mailconduit.web import users
     from mailconduit.web.app import create_app
-    from mailconduit.web.security import LOCAL_HOSTS, parse_proxies
+    from mailconduit.web.security import LOCAL_HOSTS
 
     if not is_loopback_host(host) and not allow_remote:
         raise typer.BadParameter(
@@ -95,7 +96,7 @@ def serve(
             param_hint="--host",
         )
     try:
-        proxies = parse_proxies(forwarded_allow_ips)
+        proxies = tuple(str(n) for n in parse_networks(forwarded_allow_ips))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--forwarded-allow-ips") from None
     hosts = [*LOCAL_HOSTS, host.strip("[]"), *(allowed_host or [])]

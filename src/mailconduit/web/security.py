@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import ipaddress
 import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ __all__ = [
     "CsrfRoute",
     "WebSettings",
     "load_secret_key",
-    "parse_proxies",
     "safe_next",
 ]
 
@@ -115,21 +113,6 @@ class WebSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "signer", TimestampSigner(self.secret_key, salt="session"))
         object.__setattr__(self, "login_signer", TimestampSigner(self.secret_key, salt="login"))
-
-
-def parse_proxies(text: str) -> tuple[str, ...]:
-    """The proxies whose X-Forwarded-For/-Proto headers are believed: comma-separated
-    addresses or networks (``10.0.0.5, 192.0.2.0/24, ::1``); ValueError names a bad item."""
-    proxies: list[str] = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            proxies.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or network") from None
-    return tuple(proxies)
 
 
 def safe_next(target: str | None) -> str:
