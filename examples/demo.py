@@ -4,7 +4,8 @@ Everything goes through the built-in ``local`` connection: mailconduit's own SMT
 started in this process, which keeps every message under MAILCONDUIT_HOME. Nothing leaves
 this machine. Three exports show the three modes and a dry run:
 
-1. statements, one per customer (row mode, HTML + text, an attachment), from interface.yaml;
+1. statements, one per customer (row mode, HTML + text, an inline logo, an attachment),
+   from interface.yaml;
 2. one summary per account manager with that manager's customers (group mode, XLSX attached);
 3. the plain-text statement as a dry run: .eml files written, nothing sent.
 """
@@ -42,7 +43,7 @@ def main() -> int:
     with sink.ensure_running() as running:
         statements = api.load_interface(EXAMPLES / "interface.yaml")
         report = api.run_export(statements)
-        _step(1, "Statements, one per customer (row mode, HTML body + text part, attachment)",
+        _step(1, "Statements, one per customer (row mode, HTML + text part, inline logo, attachment)",
               report.summary())  # fmt: skip
 
         summaries = api.export(
@@ -62,7 +63,7 @@ def main() -> int:
     dry_run_dir = home() / "demo-dry-run"
     shutil.rmtree(dry_run_dir, ignore_errors=True)
     text_only = dataclasses.replace(
-        statements, html=False, body_file=str(EXAMPLES / "statement.txt"), limit=3,
+        statements, html=False, body_file=str(EXAMPLES / "statement.txt"), inline=(), limit=3,
         dry_run=str(dry_run_dir), run_id="",
     )  # fmt: skip
     dry = api.run_export(text_only)

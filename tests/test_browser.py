@@ -382,3 +382,55 @@ def test_captured_html_runs_no_script(tour: Tour, served: Served) -> None:
     assert page.title() != "pwned"
     assert page.locator("iframe.mailframe").get_attribute("sandbox") == ""
     tour.snap("23-inbox-html-sandboxed")
+
+
+def test_export_flow_with_an_html_body_and_an_inline_logo(tour: Tour, tmp_path: Path) -> None:
+    """New export → data file plus a logo and a PDF → HTML body with a hand-written text part,
+    the logo inline (cid:logo), the PDF attached where the row names one → preview → inbox."""
+    page = tour.page
+    data = tmp_path / "invoices.csv"
+    data.write_text(
+        "email,name,invoice\nhana@example.com,Hana,hana.pdf\nivo@example.com,Ivo,\n",
+        encoding="utf-8",
+    )
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
+    invoice = tmp_path / "hana.pdf"
+    invoice.write_bytes(b"%PDF-1.4 Hana's invoice")
+    page.goto(tour.served.url + "/exports/new")
+    page.locator("#f-file").set_input_files(str(data))
+    page.locator("#f-files").set_input_files([str(logo), str(invoice)])
+    page.locator("#f-connection").select_option("local")
+    page.locator("#f-to").fill("{{ email }}")
+    page.locator("#f-subject").fill("Invoice for {{ name }}")
+    page.locator("#html-bodies > summary").click()
+    page.locator("#f-html_body").fill(
+        '<h1>Invoice</h1><p>Dear {{ name }},</p><p><img src="cid:logo" alt="Logo"></p>'
+    )
+    page.locator("#f-text_body").fill("Dear {{ name }},\nyour invoice, in plain text.\n")
+    page.locator("#f-attach").fill("{{ invoice }}")
+    page.locator("#f-inline").fill("logo=logo.png")
+    tour.snap("24-new-html-export")
+    page.locator("#preview").click()
+    page.wait_for_url("**/exports/new")
+    first = page.get_by_role("article", name="Preview 1")
+    assert "cid:logo (logo.png)" in first.locator(".inline-images").inner_text()
+    assert "hana.pdf" in first.locator(".attachments").inner_text()
+    assert page.get_by_role("article", name="Preview 2").locator(".attachments").count() == 0
+    tour.snap("25-html-preview-inline-logo")
+    page.locator("#start-export").click()
+    page.wait_for_url("**/runs/**")
+    page.wait_for_selector("#run-status[data-final]", timeout=30_000)
+    page.wait_for_selector("#rows", timeout=TIMEOUT_MS)
+    assert page.locator("#run-state").inner_text() == "finished"
+    assert page.locator("#count-sent").inner_text() == "2"
+
+    page.get_by_role("link", name="Local inbox", exact=True).first.click()
+    page.locator("#q").fill("Hana")
+    page.locator("#q").press("Enter")
+    page.get_by_role("link", name="Invoice for Hana").click()
+    assert page.locator("#text-part").inner_text().startswith("Dear Hana,\nyour invoice")
+    frame = page.frame_locator("iframe.mailframe")
+    assert frame.locator("h1").inner_text() == "Invoice"
+    assert frame.locator("img").get_attribute("src") == "cid:logo"
+    tour.snap("26-inbox-html-message")

@@ -277,15 +277,15 @@ def test_json_output_is_the_whole_report(cli: Any, good_people: Path, tmp_path: 
     }
 
 
-def test_html_body_and_text_body_flags_override_the_connection(
+def test_html_and_text_flags_override_the_connection(
     cli: Any, monkeypatch: pytest.MonkeyPatch, server: FaultServer, good_people: Path
 ) -> None:
     html_conn = connect_to(monkeypatch, server.port, name="htmlconn", use_html_body="true")
     body = ("--body", "<p>Hi <b>{{ name }}</b></p>", "--limit", "1")
     options = ("--to", "{{ email }}", "--subject", "s", *body)
     assert cli("export", str(good_people), "-c", html_conn, *options).code == 0
-    assert cli("export", str(good_people), "-c", html_conn, *options, "--text-body").code == 0
-    assert cli("export", str(good_people), *options, "--html-body").code == 0  # local: text
+    assert cli("export", str(good_people), "-c", html_conn, *options, "--text").code == 0
+    assert cli("export", str(good_people), *options, "--html").code == 0  # local: text
     assert cli("export", str(good_people), *options).code == 0
     as_html, as_text = (m.message for m in server_messages(server))
     assert as_html.get_content_type() == "multipart/alternative"

@@ -56,6 +56,9 @@ def test_demo_runs_on_a_fresh_home_and_says_where_the_messages_are(
     assert zoe.attachments() == {
         "terms-and-conditions.txt": (EXAMPLES / "files" / "terms-and-conditions.txt").read_bytes()
     }
+    (logo,) = (p for p in zoe.message.walk() if p["Content-ID"] == "<logo>")
+    assert logo.get_payload(decode=True) == (EXAMPLES / "files" / "logo.png").read_bytes()
+    assert 'src="cid:logo"' in zoe.html()
     anna = got["anna.lindqvist@example.com"]
     mine = [c for c in CUSTOMERS if c["account_manager"] == "anna.lindqvist@example.com"]
     total = sum(float(c["balance"]) for c in mine)

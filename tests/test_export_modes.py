@@ -129,13 +129,13 @@ def test_html_body_from_the_connection_setting_and_its_override(
     assert "Bob <Builder> & Sons" in text and "https://example.com/c/c2" in text
     assert "<b>" not in text and "&lt;" not in text
 
-    # --text-body: the same template goes out as text/plain, unescaped
+    # --text: the same template goes out as text/plain, unescaped
     api.export(str(customers), html=False, **common)
     plain = [m for m in server_messages(server) if m.recipients == ("bob@example.org",)][1]
     assert plain.message.get_content_type() == "text/plain"
     assert "<b>Bob <Builder> & Sons</b>" in plain.text()
 
-    # --html-body on a text-only connection (local) turns HTML on
+    # --html on a text-only connection (local) turns HTML on
     api.export(str(customers), **{**common, "connection": "local", "html": True})
     assert by_recipient(sink_messages())["bob@example.org"].html() == bob.html()
 

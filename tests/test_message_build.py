@@ -478,3 +478,142 @@ def test_date_header_is_written_as_the_email_package_writes_it(
 
     when = when.replace(tzinfo=zone)
     assert format_datetime(when) == reference(when)
+
+
+# --------------------------------------------------------------------------- inline images
+
+LOGO = Attachment("logo.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "image/png")
+
+
+def tree(part: EmailMessage) -> Any:
+    """A message's structure: content types, multiparts as (type, [children])."""
+    if part.is_multipart():
+        return (part.get_content_type(), [tree(p) for p in part.iter_parts()])  # type: ignore[arg-type]
+    return part.get_content_type()
+
+
+def test_inline_images_go_in_a_related_part_beside_the_html() -> None:
+    html = '<p>Hi</p><img src="cid:logo" alt="Logo">'
+    data = build(text_body="Hi, in plain text", html_body=html, inline=[("logo", LOGO)])
+    message = parse(data)
+    assert tree(message) == (
+        "multipart/alternative",
+        ["text/plain", ("multipart/related", ["text/html", "image/png"])],
+    )
+    related = message.get_payload()[1]  # type: ignore[index]
+    assert related.get_param("type") == "text/html"  # RFC 2387: the type of its root part
+    root, image = related.iter_parts()
+    assert root.get_content() == html + "\r\n"
+    assert image["Content-ID"] == "<logo>"
+    assert image.get_content_disposition() == "inline"
+    assert image.get_filename() == "logo.png"
+    assert image.get_payload(decode=True) == LOGO.content
+    assert message.get_body(preferencelist=("html",)) is root
+    assert message.get_body(preferencelist=("plain",)).get_content() == "Hi, in plain text\r\n"
+    assert list(message.iter_attachments()) == []  # an inline image is no attachment
+
+
+def test_inline_images_and_attachments_nest_as_mail_clients_expect() -> None:
+    second = Attachment("Signatur Zoë.jpg", b"\xff\xd8\xff\xe0jpeg", "image/jpeg")
+    pdf = Attachment("invoice.pdf", b"%PDF-1.4", "application/pdf")
+    message = parse(
+        build(
+            text_body=None,
+            html_body='<img src="cid:logo"><img src="cid:sig.2">',
+            inline=[("logo", LOGO), ("sig.2", second)],
+            attachments=[pdf],
+        )
+    )
+    assert tree(message) == (
+        "multipart/mixed",
+        [
+            ("multipart/alternative",
+             ["text/plain", ("multipart/related", ["text/html", "image/png", "image/jpeg"])]),
+            "application/pdf",
+        ],
+    )  # fmt: skip
+    images = [p for p in message.walk() if p.get_content_disposition() == "inline"]
+    assert [(p["Content-ID"], p.get_filename()) for p in images] == [
+        ("<logo>", "logo.png"),
+        ("<sig.2>", "Signatur Zoë.jpg"),
+    ]
+    assert [p.get_filename() for p in message.iter_attachments()] == ["invoice.pdf"]
+
+
+def test_builder_matches_email_message_with_inline_images() -> None:
+    """The structure the email package makes with add_related is the one we write."""
+    ours = parse(
+        build(
+            text_body="Text\n",
+            html_body='<p><img src="cid:logo"></p>',
+            inline=[("logo", LOGO)],
+            attachments=[Attachment("a.pdf", b"%PDF", "application/pdf")],
+        )
+    )
+    reference = EmailMessage()
+    reference["Subject"] = "Statement"
+    reference.set_content("Text\n")
+    reference.add_alternative('<p><img src="cid:logo"></p>', subtype="html")
+    html_part = reference.get_payload()[1]  # type: ignore[index]
+    html_part.add_related(
+        LOGO.content, maintype="image", subtype="png", cid="<logo>", filename="logo.png",
+        disposition="inline",
+    )  # fmt: skip
+    reference.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="a.pdf")
+    theirs = parse(reference.as_bytes(policy=policy.SMTP))
+    assert tree(ours) == tree(theirs)
+    ours_leaves = [p for p in ours.walk() if not p.is_multipart()]
+    theirs_leaves = [p for p in theirs.walk() if not p.is_multipart()]
+    for mine, reference_part in zip(ours_leaves, theirs_leaves, strict=True):
+        assert mine.get_content() == reference_part.get_content()
+        assert mine["Content-ID"] == reference_part["Content-ID"]
+        assert mine.get_content_disposition() == reference_part.get_content_disposition()
+        assert mine.get_filename() == reference_part.get_filename()
+
+
+def test_inline_images_load_from_the_attachment_folder_with_the_same_checks(
+    attach_dir: Path,
+) -> None:
+    message = parse(
+        build(html_body='<img src="cid:doc">', inline=[("doc", "invoice.pdf")],
+              attachment_dir=attach_dir)
+    )  # fmt: skip
+    (image,) = (p for p in message.walk() if p["Content-ID"])
+    assert image.get_payload(decode=True) == b"%PDF-1.4 invoice"
+    for path, reason in [
+        ("../secret.txt", "inline image 'doc' path '../secret.txt' contains '..'"),
+        ("escape.txt", "inline image 'doc' 'escape.txt' resolves outside"),
+        ("missing.png", "inline image 'doc' 'missing.png' not found in the attachment folder"),
+    ]:
+        with pytest.raises(RowError, match=reason):
+            build(html_body="<p>x</p>", inline=[("doc", path)], attachment_dir=attach_dir)
+
+
+@pytest.mark.parametrize(
+    ("inline", "reason"),
+    [
+        ([("logo", LOGO)], "inline images need an HTML body"),
+        ([("lo go", LOGO)], "cannot be a Content-ID"),
+        ([("logo>", LOGO)], "cannot be a Content-ID"),
+        ([("a..b", LOGO)], "cannot be a Content-ID"),
+        ([("", LOGO)], "cannot be a Content-ID"),
+        ([("x" * 65, LOGO)], "cannot be a Content-ID"),
+        ([("logo", LOGO), ("LOGO", LOGO)], "given twice"),
+    ],
+)
+def test_inline_images_that_cannot_be_sent_are_row_errors(
+    inline: list[tuple[str, Attachment]], reason: str
+) -> None:
+    html = None if reason.startswith("inline images need") else "<p>x</p>"
+    with pytest.raises(RowError, match=reason):
+        build(html_body=html, inline=inline)
+
+
+def test_a_body_quoting_the_related_boundary_gets_other_boundaries() -> None:
+    from mailconduit.message.build import _boundaries
+
+    mixed, _, related = _boundaries("<id.1@example.com>", 0)
+    html = f"<p>--{related}</p>"
+    message = parse(build(html_body=html, inline=[("logo", LOGO)]))
+    assert mixed[:-2] not in message["Content-Type"]
+    assert message.get_body(preferencelist=("html",)).get_content() == html + "\r\n"

@@ -201,16 +201,29 @@ def test_text_message_parses_back_to_every_field(
     assert built.size == len(built.data)
 
 
+#: Names an inline image may have (its Content-ID and the HTML's cid:NAME).
+inline_names = st.from_regex(r"[A-Za-z0-9_+-]{1,12}(\.[A-Za-z0-9_+-]{1,8})?", fullmatch=True)
+
+
 @PROPERTY_SETTINGS
 @given(
     text=st.none() | line_text,
     html=line_text,
     files=st.lists(attachments, max_size=3),
+    images=st.lists(
+        st.tuples(inline_names, attachments), max_size=3, unique_by=lambda i: i[0].lower()
+    ),
     subject=header_text,
 )
 def test_multipart_message_parses_back_to_every_part(
-    text: str | None, html: str, files: list[Attachment], subject: str
+    text: str | None,
+    html: str,
+    files: list[Attachment],
+    images: list[tuple[str, Attachment]],
+    subject: str,
 ) -> None:
+    """Every part comes back where a mail client looks for it: mixed(alternative(text,
+    related(html, inline images)), attachments), each level only when needed."""
     built = build_message(
         from_=make_address("sender@example.com"),
         to=[make_address("rcpt@example.org")],
@@ -218,25 +231,44 @@ def test_multipart_message_parses_back_to_every_part(
         text_body=text,
         html_body=html,
         attachments=files,
+        inline=images,
         message_id=MESSAGE_ID,
         date=DATE,
     )
     assert_wire_form(built.data)
     message = parse(built.data)
     assert str(message["Subject"]) == subject
-    top = "multipart/mixed" if files else "multipart/alternative"
-    assert message.get_content_type() == top
-    leaves = [part for part in message.walk() if not part.is_multipart()]
     assert all(part.defects == [] for part in message.walk())
-    plain, html_part, *attached = leaves
+    if files:
+        assert message.get_content_type() == "multipart/mixed"
+        alternative, *attached = message.iter_parts()
+    else:
+        alternative, attached = message, []
+    assert alternative.get_content_type() == "multipart/alternative"
+    plain, rich = alternative.iter_parts()
     assert plain.get_content_type() == "text/plain"
-    assert html_part.get_content_type() == "text/html"
-    assert html_part.get_payload(decode=True) == expected_text_bytes(html)
     if text is not None:
         assert plain.get_payload(decode=True) == expected_text_bytes(text)
     else:
         assert plain.get_payload(decode=True) is not None
+    shown: list[EmailMessage] = []
+    if images:
+        assert rich.get_content_type() == "multipart/related"
+        assert rich.get_param("type") == "text/html"
+        rich, *shown = rich.iter_parts()
+    assert rich.get_content_type() == "text/html"
+    assert rich.get_payload(decode=True) == expected_text_bytes(html)
+    assert message.get_body(preferencelist=("html",)) is rich
+    assert message.get_body(preferencelist=("plain",)) is plain
+    assert len(shown) == len(images)
+    for part, (name, image) in zip(shown, images, strict=True):
+        assert part["Content-ID"] == f"<{name}>"
+        assert part.get_content_disposition() == "inline"
+        assert part.get_content_type() == image.content_type
+        assert part.get_filename() == image.filename.strip()
+        assert part.get_payload(decode=True) == image.content
     assert len(attached) == len(files)
+    assert list(message.iter_attachments()) == attached
     for part, given_file in zip(attached, files, strict=True):
         assert part.get_content_type() == given_file.content_type
         assert part.get_content_disposition() == "attachment"

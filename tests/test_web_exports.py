@@ -4,17 +4,21 @@ resume, saved interface files, and the refusal of anything naming server files."
 from __future__ import annotations
 
 import csv
+import email
+import email.message
+import email.policy
 import io
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mailconduit import api
 from mailconduit.sink import ensure_running, list_messages
-from webconsole import Console, SignedIn, form_values, running_console
+from webconsole import UPLOAD_LIMIT, Console, SignedIn, form_values, running_console
 
 ROWS = (
     "email,name,plan\n"
@@ -120,6 +124,8 @@ def test_export_settings_get_field_errors(browser: SignedIn, sink: int) -> None:
         {"source": "/etc/passwd"},
         {"database_url": "postgresql://169.254.169.254/db", "kind": "sql"},
         {"body_file": "/etc/hostname"},
+        {"html_body_file": "/etc/hostname"},
+        {"text_body_file": "/etc/hostname"},
         {"attach": "{{ name }}", "attach_dir": "/"},
     ],
 )
@@ -128,7 +134,7 @@ def test_settings_naming_server_files_are_refused(browser: SignedIn, extra: dict
     response = browser.api("POST", "/api/exports", json={"upload": ref, **MESSAGE, **extra})
     assert response.status_code == 422
     refused = {d["loc"][-1] for d in response.json()["detail"]}
-    assert set(extra) - {"kind"} <= refused
+    assert set(extra) - {"kind", "attach"} <= refused  # attach names the upload's own files
     assert api.list_runs() == []
 
 
@@ -230,3 +236,167 @@ def test_failed_rows_can_be_retried(browser: SignedIn, sink: int) -> None:
     assert resumed.status_code == 202, resumed.text
     wait_for_run(browser, resumed.json()["run_id"])
     assert len(list_messages()) == 3  # confirmed rows are never sent again
+
+
+# --------------------------------------------------------------------------- HTML, inline images, files
+
+FILE_ROWS = (
+    "email,name,pdf,logo\n"
+    "ada@example.com,Ada,ada.pdf,logo.png\nbob@example.com,Bob,,\ncy@example.com,Cy,gone.pdf,\n"
+)
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(64))
+HTML_MESSAGE = {
+    "connection": "local",
+    "to": "{{ email }}",
+    "subject": "Invoice for {{ name }}",
+    "html_body": '<p>Dear {{ name }}</p><img src="cid:logo">',
+    "text_body": "Dear {{ name }}, in plain text.",
+}
+
+
+def received() -> dict[str, email.message.EmailMessage]:
+    """The sink's messages by recipient, parsed."""
+    from mailconduit.sink import raw_message
+
+    out = {}
+    for summary in list_messages():
+        message = email.message_from_bytes(raw_message(summary.id), policy=email.policy.default)
+        assert isinstance(message, email.message.EmailMessage)
+        out[summary.envelope_recipients[0]] = message
+    return out
+
+
+def add_files(browser: SignedIn, ref: str, *files: tuple[str, bytes]) -> httpx.Response:
+    upload_id = ref.split("/")[0]
+    return browser.api(
+        "POST", f"/api/uploads/{upload_id}/files", files=[("files", f) for f in files]
+    )
+
+
+def test_api_exports_html_with_text_inline_logo_and_optional_attachments(
+    browser: SignedIn, sink: int, home: Path
+) -> None:
+    ref = upload(browser, FILE_ROWS)
+    added = add_files(browser, ref, ("logo.png", PNG), ("ada.pdf", b"%PDF Ada"))
+    assert added.status_code == 201, added.text
+    assert added.json() == {"upload": ref, "files": ["ada.pdf", "logo.png"]}
+    request = {
+        "upload": ref,
+        **HTML_MESSAGE,
+        "inline": {"logo": "{{ logo }}"},
+        "attach": ["{{ pdf }}"],
+    }
+    previews = browser.api("POST", "/api/exports/preview", json=request)
+    assert previews.status_code == 200, previews.text
+    ada, bob, cy = previews.json()
+    assert ada["inline"] == [["logo", "logo.png"]] and ada["attachments"] == ["ada.pdf"]
+    assert ada["text"].strip() == "Dear Ada, in plain text." and 'src="cid:logo"' in ada["html"]
+    assert bob["inline"] == [] and bob["attachments"] == []
+    assert cy["error"] == "column pdf: attachment 'gone.pdf' not found in the attachment folder"
+
+    started = browser.api("POST", "/api/exports", json=request)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    assert wait_for_run(browser, run_id)["counts"] == {"sent": 2, "skipped": 1}
+    got = received()
+    mail = got["ada@example.com"]
+    html = mail.get_body(preferencelist=("html",))
+    assert html is not None and 'src="cid:logo"' in html.get_content()
+    (image,) = (p for p in mail.walk() if p["Content-ID"])
+    assert (image["Content-ID"], image.get_payload(decode=True)) == ("<logo>", PNG)
+    assert [p.get_filename() for p in mail.iter_attachments()] == ["ada.pdf"]
+    assert got["bob@example.com"].get_content_type() == "multipart/alternative"
+    report = browser.http.get(f"/api/exports/{run_id}/report").text
+    assert "gone.pdf" in report and str(home) not in report
+
+
+def test_api_files_are_kept_inside_the_upload_folder(browser: SignedIn, home: Path) -> None:
+    ref = upload(browser)
+    sneaky = add_files(browser, ref, ("../../../escape.pdf", b"x"), ("..\\win.pdf", b"y"))
+    assert sneaky.status_code == 201, sneaky.text
+    assert sneaky.json()["files"] == ["escape.pdf", "win.pdf"]
+    assert sorted(p.relative_to(home) for p in home.rglob("*.pdf")) == [
+        Path("uploads", ref.split("/")[0], "files", name) for name in ("escape.pdf", "win.pdf")
+    ]
+    replaced = add_files(browser, ref, ("escape.pdf", b"new"))
+    assert replaced.json()["files"] == ["escape.pdf", "win.pdf"]
+    too_big = add_files(browser, ref, ("big.pdf", b"x" * (UPLOAD_LIMIT + 1)))
+    assert too_big.status_code == 413  # the request as a whole is over the upload limit
+    assert "big.pdf" not in add_files(browser, ref, ("small.pdf", b"s")).json()["files"]
+    assert browser.api("POST", "/api/uploads/0123456789abcdef/files",
+                       files=[("files", ("a.pdf", b"a"))]).status_code == 404  # fmt: skip
+    assert browser.api("POST", "/api/uploads/..%2F..%2Fetc/files",
+                       files=[("files", ("a.pdf", b"a"))]).status_code in (404, 422)  # fmt: skip
+
+
+def test_api_refuses_an_inline_image_with_a_text_body(browser: SignedIn) -> None:
+    ref = upload(browser, FILE_ROWS)
+    response = browser.api(
+        "POST",
+        "/api/exports/preview",
+        json={"upload": ref, **MESSAGE, "html": False, "inline": ["logo=logo.png"]},
+    )
+    assert response.status_code == 422
+    assert [d["loc"][-1] for d in response.json()["detail"]] == ["html"]
+
+
+def submit_export_form(
+    browser: SignedIn, settings: dict[str, str], files: list[tuple[str, tuple[str, bytes, str]]]
+) -> httpx.Response:
+    """The new-export form as the page offers it, changed by ``settings``, posted with
+    ``files``: the answer is the preview, or the form with errors."""
+    form = form_values(browser.http.get("/exports/new").text, "export-form")
+    form.update(settings)
+    return browser.http.post(
+        "/exports/new", data=form, files=files, headers={"Origin": browser.origin}
+    )
+
+
+def test_page_form_uploads_files_and_previews_html_with_inline_images(
+    browser: SignedIn, sink: int
+) -> None:
+    settings = {**HTML_MESSAGE, "attach": "{{ pdf }}\nterms.txt\n", "inline": "logo={{ logo }}"}
+    preview = submit_export_form(
+        browser,
+        settings,
+        [
+            ("file", ("people.csv", FILE_ROWS.encode(), "text/csv")),
+            ("files", ("logo.png", PNG, "image/png")),
+            ("files", ("ada.pdf", b"%PDF Ada", "application/pdf")),
+            ("files", ("terms.txt", b"Terms\n", "text/plain")),
+        ],
+    )
+    assert preview.status_code == 200, preview.text
+    assert "<code>cid:logo</code> (logo.png)" in preview.text
+    assert "Attachments: ada.pdf, terms.txt" in preview.text
+    assert "gone.pdf" in preview.text and "/uploads/" not in preview.text
+    confirm = form_values(
+        preview.text.replace('class="row buttons"', 'class="row buttons" id="send"'), "send"
+    )
+    assert confirm["attach"] == "{{ pdf }}\nterms.txt\n" and confirm["inline"] == "logo={{ logo }}"
+    started = browser.http.post("/exports/start", data=confirm, headers={"Origin": browser.origin})
+    assert started.status_code == 303
+    wait_for_run(browser, started.headers["location"].split("?")[0].rsplit("/", 1)[1])
+    got = received()
+    assert sorted(got) == ["ada@example.com", "bob@example.com"]
+    assert [p.get_filename() for p in got["ada@example.com"].iter_attachments()] == [
+        "ada.pdf",
+        "terms.txt",
+    ]
+    assert [p.get_filename() for p in got["bob@example.com"].iter_attachments()] == ["terms.txt"]
+    # the form lists the files already there when it comes back
+    again = submit_export_form(
+        browser, {**settings, "upload": confirm["upload"], "subject": ""}, []
+    )
+    assert again.status_code == 422 and "Already there: ada.pdf, logo.png, terms.txt." in again.text
+
+
+def test_page_preview_says_when_a_document_is_sent_as_html(browser: SignedIn) -> None:
+    document = "<!DOCTYPE html><html><body>Hi {{ name }}</body></html>"
+    preview = submit_export_form(
+        browser,
+        {**MESSAGE, "body": document},
+        [("file", ("people.csv", ROWS.encode(), "text/csv"))],
+    )
+    assert preview.status_code == 200, preview.text
+    assert re.search(r'class="notice export-note">the body is an HTML document', preview.text)

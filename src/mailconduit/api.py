@@ -147,8 +147,8 @@ def export_spec(data: Mapping[str, Any]) -> ExportSpec:
 def load_interface(path: str | Path, *, run_id: str | None = None) -> ExportSpec:
     """Read an interface file (YAML): the same settings as ``mailconduit export``.
 
-    Relative paths in it (source, body_file, attach_dir, dry_run, report) are relative to
-    the file's folder, so a scheduler can run it from anywhere.
+    Relative paths in it (source, the body files, attach_dir, dry_run, report) are relative
+    to the file's folder, so a scheduler can run it from anywhere.
     """
     import yaml
 
@@ -170,7 +170,8 @@ def load_interface(path: str | Path, *, run_id: str | None = None) -> ExportSpec
         )
     data = dict(doc.get("export", doc))
     base = file.resolve().parent
-    for key in ("source", "body_file", "attach_dir", "dry_run", "report"):
+    for key in ("source", "body_file", "html_body_file", "text_body_file", "attach_dir",
+                "dry_run", "report"):  # fmt: skip
         value = data.get(key)
         if (
             isinstance(value, str)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -732,12 +733,17 @@ class ExportSpec:
     subject: str = ""
     body: str = ""
     body_file: str = ""
+    html_body: str = ""
+    html_body_file: str = ""
+    text_body: str = ""
+    text_body_file: str = ""
     cc: str = ""
     bcc: str = ""
     reply_to: str = ""
     from_: str = ""
     attach: tuple[str, ...] = ()
     attach_dir: str = ""
+    inline: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     mode: ExportMode = ExportMode.ROW
     by: str = ""
@@ -904,12 +910,12 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
         err("to", "is required (a template such as '{{email}}', or --to-column in table mode)")
     if not values.get("subject"):
         err("subject", "is required")
-    if values.get("body") and values.get("body_file"):
-        err("body", "give either body or body_file, not both")
-    if not values.get("body") and not values.get("body_file"):
-        err("body", "is required (--body TEXT or --body-file FILE)")
     if values.get("attach") and not values.get("attach_dir"):
         err("attach_dir", "attachments need --attach-dir: the folder they must come from")
+    if "inline" in values:
+        values["inline"] = _inline_pairs(values["inline"], err)
+        if values["inline"] and not values.get("attach_dir"):
+            err("attach_dir", "inline images need --attach-dir: the folder they must come from")
 
     for key in (
         "limit",
@@ -940,6 +946,7 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
             values["html"] = _as_bool(values["html"])
         except ValueError as exc:
             err("html", str(exc))
+    _check_bodies(values, err)
     if values.get("run_id") and not re.fullmatch(
         r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}", str(values["run_id"])
     ):
@@ -988,6 +995,88 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
     return ExportSpec(**values)
 
 
+#: An inline image's NAME: a Content-ID local part that is also safe in a ``cid:`` URL.
+INLINE_NAME_RE = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
+INLINE_NAME_MAX = 64
+
+
+def _inline_pairs(value: Any, err: Callable[[str, str], None]) -> tuple[tuple[str, str], ...]:
+    """``inline`` as (NAME, template) pairs, from a mapping, "NAME=TEMPLATE" lines or pairs."""
+    if isinstance(value, Mapping):
+        items: list[Any] = list(value.items())
+    elif isinstance(value, str):
+        items = [line for line in value.splitlines() if line.strip()]
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            err("inline", "must be a mapping of NAME to file template, or 'NAME=TEMPLATE' items")
+            return ()
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for item in items:
+        if isinstance(item, str):
+            name, sep, template = item.partition("=")
+            if not sep:
+                err("inline", f"{item!r} must look like 'NAME=TEMPLATE', e.g. logo=logo.png")
+                continue
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            name, template = item
+        else:
+            err("inline", f"{item!r} must look like 'NAME=TEMPLATE', e.g. logo=logo.png")
+            continue
+        name, template = str(name).strip(), "" if template is None else str(template).strip()
+        if len(name) > INLINE_NAME_MAX or not INLINE_NAME_RE.fullmatch(name):
+            err("inline", f"name {name[:80]!r} must be 1-{INLINE_NAME_MAX} letters, digits, "
+                "'_', '+', '-' or inner dots (it is the image's cid:NAME in the HTML)")  # fmt: skip
+        elif name.lower() in seen:
+            err("inline", f"name {name!r} is given twice")
+        elif not template:
+            err("inline", f"{name!r} needs a file template, e.g. {name}=logo.png")
+        else:
+            seen.add(name.lower())
+            pairs.append((name, template))
+    return tuple(pairs)
+
+
+_BODY_KEYS = ("body", "body_file", "html_body", "html_body_file", "text_body", "text_body_file")
+
+
+def _check_bodies(values: dict[str, Any], err: Callable[[str, str], None]) -> None:
+    """One body: ``body``/``body_file`` (format decided later), or an HTML and/or text body."""
+    for key in _BODY_KEYS:
+        value = values.get(key)
+        if key.endswith("_file") and isinstance(value, os.PathLike):
+            values[key] = os.fspath(value)
+        elif value is not None and not isinstance(value, str):
+            err(key, "must be text")
+            del values[key]
+    given = {k for k in _BODY_KEYS if values.get(k)}
+    for one, other in (("body", "body_file"), ("html_body", "html_body_file"),
+                       ("text_body", "text_body_file")):  # fmt: skip
+        if {one, other} <= given:
+            err(one, f"give either {one} or {other}, not both")
+    if not given:
+        err("body", "is required (--body, --body-file, --html-body[-file] or --text-body[-file])")
+        return
+    explicit = given - {"body", "body_file"}
+    if explicit and given & {"body", "body_file"}:
+        err("body", f"give either body/body_file or {'/'.join(sorted(explicit))}, not both "
+            "(a hand-written text next to an HTML body: --html-body[-file] with --text-body[-file])")  # fmt: skip
+        return
+    has_html = bool(explicit & {"html_body", "html_body_file"})
+    text_only = bool(explicit) and not has_html
+    if values.get("html") is False and (has_html or values.get("inline")):
+        what = "the HTML body" if has_html else "inline images, which need an HTML body"
+        err("html", f"--text (html: false) contradicts {what}")
+    elif values.get("html") is True and text_only:
+        err("html", "--html (html: true) needs an HTML body: give --html-body[-file]; "
+            "--text-body[-file] alone is sent as plain text")  # fmt: skip
+    elif values.get("inline") and text_only:
+        err("inline", "inline images need an HTML body (--html-body[-file]); "
+            "--text-body[-file] alone is sent as plain text")  # fmt: skip
+
+
 def export_spec_to_dict(spec: ExportSpec) -> dict[str, Any]:
     """A JSON-friendly copy (for the journal and interface files); iterable sources become a label."""
     if not isinstance(spec.source, str | bytes) and not hasattr(spec.source, "__fspath__"):
@@ -1002,4 +1091,5 @@ def export_spec_to_dict(spec: ExportSpec) -> dict[str, Any]:
     out["headers"] = [list(h) for h in spec.headers]
     out["attach"] = list(spec.attach)
     out["table_formats"] = list(spec.table_formats)
+    out["inline"] = [list(pair) for pair in spec.inline]
     return out

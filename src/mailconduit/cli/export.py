@@ -39,10 +39,50 @@ def export(
     ] = None,
     body: Annotated[
         str | None,
-        _opt("--body", help="Body template (HTML when the connection uses HTML bodies)."),
+        _opt(
+            "--body",
+            help="Body template. Sent as HTML with --html, or when it is an HTML document "
+            "(<!DOCTYPE html> or <html> first), or when the connection uses HTML bodies.",
+        ),
     ] = None,
     body_file: Annotated[
-        Path | None, _opt("--body-file", help="Read the body template from this file.")
+        Path | None,
+        _opt(
+            "--body-file",
+            help="Read the body template from this file; a name ending in .html or .htm "
+            "(maybe followed by .j2, .jinja or .jinja2) makes it HTML.",
+        ),
+    ] = None,
+    html_body: Annotated[
+        str | None,
+        _opt(
+            "--html-body",
+            help="HTML body template; its plain-text part is made from it unless --text-body "
+            "or --text-body-file gives one.",
+        ),
+    ] = None,
+    html_body_file: Annotated[
+        Path | None, _opt("--html-body-file", help="Read the HTML body template from this file.")
+    ] = None,
+    text_body: Annotated[
+        str | None,
+        _opt(
+            "--text-body",
+            help="Plain-text body template: the text part beside an HTML body, or alone the "
+            "whole body, sent as plain text whatever it holds.",
+        ),
+    ] = None,
+    text_body_file: Annotated[
+        Path | None,
+        _opt("--text-body-file", help="Read the plain-text body template from this file."),
+    ] = None,
+    inline: Annotated[
+        list[str] | None,
+        _opt(
+            "--inline",
+            help="Inline image NAME=TEMPLATE (repeatable): a file from --attach-dir that the "
+            'HTML shows with <img src="cid:NAME">. A template that renders empty adds none.',
+        ),
     ] = None,
     cc: Annotated[str | None, _opt("--cc", help="Cc recipients template.")] = None,
     bcc: Annotated[
@@ -54,7 +94,11 @@ def export(
     ] = None,
     attach: Annotated[
         list[str] | None,
-        _opt("--attach", help="Attachment path template, relative to --attach-dir (repeatable)."),
+        _opt(
+            "--attach",
+            help="Attachment path template, relative to --attach-dir (repeatable). A row where "
+            "it renders empty (an empty cell) gets no attachment from it.",
+        ),
     ] = None,
     attach_dir: Annotated[
         Path | None,
@@ -144,7 +188,11 @@ def export(
     ] = None,
     html: Annotated[
         bool | None,
-        _opt("--html-body/--text-body", help="Override the connection's Use HTML Body setting."),
+        _opt(
+            "--html/--text",
+            help="Send --body/--body-file as HTML (with a plain-text part) or as plain text, "
+            "whatever its name, content or the connection's Use HTML Body say.",
+        ),
     ] = None,
     dry_run: Annotated[
         Path | None,
@@ -231,7 +279,10 @@ def export(
         "kind": "sql" if query else kind,
         "database_url": database_url,
         "connection": connection, "to": to, "subject": subject, "body": body,
-        "body_file": str(body_file) if body_file else None, "cc": cc, "bcc": bcc,
+        "body_file": str(body_file) if body_file else None, "html_body": html_body,
+        "html_body_file": str(html_body_file) if html_body_file else None,
+        "text_body": text_body, "text_body_file": str(text_body_file) if text_body_file else None,
+        "inline": tuple(inline or ()) or None, "cc": cc, "bcc": bcc,
         "reply_to": reply_to, "from": from_, "attach": tuple(attach or ()) or None,
         "attach_dir": str(attach_dir) if attach_dir else None, "headers": list(header or ()) or None,
         "mode": mode, "by": by, "to_column": to_column, "table_formats": table_format,

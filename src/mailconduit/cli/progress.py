@@ -66,6 +66,10 @@ class ProgressPrinter:
         self._task = self._bar.add_task(p.run_id, total=p.total, stats="")
 
     def update(self, p: Progress) -> None:
+        if p.phase == "note":
+            if not self.quiet:
+                self._emit(p, p.message)
+            return
         self.last = p
         if p.phase == "started":
             if not self.quiet:

@@ -14,7 +14,7 @@ class Progress:
     """A snapshot: counts are of rows whose outcome is durable in the journal."""
 
     run_id: str
-    phase: str  # started | sending | stopping | done
+    phase: str  # note (``message`` says it) | started | sending | stopping | done
     total: int | None = None
     sent: int = 0
     failed: int = 0

@@ -31,7 +31,7 @@ from mailconduit.config import (
     validate_export_spec,
 )
 from mailconduit.delivery import loop as event_loop
-from mailconduit.delivery.events import ProgressCallback
+from mailconduit.delivery.events import Progress, ProgressCallback
 from mailconduit.delivery.ratelimit import DailyUsage, RateLimiter
 from mailconduit.delivery.report import ExportReport, write_report
 from mailconduit.delivery.runner import Job, Runner
@@ -91,6 +91,7 @@ class Prepared:
     source: Source
     template: MessageTemplate
     html: bool
+    notes: tuple[str, ...]
     default_from: Address | None
     default_reply_to: tuple[Address, ...]
     domain: str
@@ -136,31 +137,76 @@ def _template_error(exc: RenderError, source: str) -> ConfigError:
     )
 
 
-def _body(spec: ExportSpec) -> str:
-    if spec.body_file:
-        try:
-            return Path(spec.body_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError.for_fields(
-                "export", [FieldError("body_file", f"{spec.body_file}: {exc.strerror}")]
-            ) from None
-        except UnicodeDecodeError:
-            raise ConfigError.for_fields(
-                "export", [FieldError("body_file", f"{spec.body_file}: not UTF-8 text")]
-            ) from None
-    return spec.body
+def _read_body(path: str, field: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")  # a BOM is no part of the body
+    except OSError as exc:
+        raise ConfigError.for_fields(
+            "export", [FieldError(field, f"{path}: {exc.strerror}")]
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError.for_fields(
+            "export", [FieldError(field, f"{path}: not UTF-8 text")]
+        ) from None
+
+
+#: A body file of one of these names is HTML: ``x.html``, ``x.htm``, ``x.html.j2``...
+_HTML_FILE_RE = re.compile(r"\.html?(?:\.(?:j2|jinja|jinja2))?\Z", re.IGNORECASE)
+#: An HTML document: ``<!DOCTYPE html`` or ``<html`` first (after blanks, an XML
+#: declaration, HTML or template comments).
+_HTML_DOCUMENT_RE = re.compile(
+    r"\A\ufeff?\s*(?:<\?xml[^>]{0,200}\?>\s*)?(?:(?:<!--.*?-->|\{#.*?#\})\s*)*"
+    r"(<!doctype\s+html|<html(?=[\s>]))",
+    re.IGNORECASE | re.DOTALL,
+)
+_SNIFFED_CHARS = 65_536
+
+
+def _bodies(spec: ExportSpec, conn: Connection) -> tuple[str | None, str | None, str]:
+    """The (text, HTML) body templates, and a note when the body's content decided HTML.
+
+    ``--html-body``/``--text-body`` (and their files) are what they say. ``--body`` is HTML
+    by ``--html``/``--text``, else an .html file name, else when it is an HTML document,
+    else by the connection's ``use_html_body``.
+    """
+    if spec.html_body or spec.html_body_file or spec.text_body or spec.text_body_file:
+        html = _read_body(spec.html_body_file, "html_body_file") if spec.html_body_file else None
+        text = _read_body(spec.text_body_file, "text_body_file") if spec.text_body_file else None
+        return text or spec.text_body or None, html or spec.html_body or None, ""
+    body = _read_body(spec.body_file, "body_file") if spec.body_file else spec.body
+    note = ""
+    if spec.html is not None:
+        as_html = spec.html
+    elif spec.body_file and _HTML_FILE_RE.search(spec.body_file):
+        as_html = True
+    elif document := _HTML_DOCUMENT_RE.match(body[:_SNIFFED_CHARS]):
+        as_html = True
+        if not conn.use_html_body:
+            what = f"body file {Path(spec.body_file).name!r}" if spec.body_file else "the body"
+            note = (
+                f"{what} is an HTML document (it starts with {document.group(1)}), so it is "
+                "sent as HTML with a plain-text alternative; --text sends it as plain text"
+            )
+    else:
+        as_html = conn.use_html_body
+    return (None, body, note) if as_html else (body, None, note)
 
 
 def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
     """Check everything that can be checked before sending; raise with one clear line."""
     _check_connection(conn, sending=sending)
-    html = conn.use_html_body if spec.html is None else spec.html
-    body = _body(spec)
+    text, html, note = _bodies(spec, conn)
+    if spec.inline and html is None:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError("inline", "inline images need an HTML body, and this body is sent as "
+                        "plain text; give --html, an .html body file or --html-body[-file]")],
+        )  # fmt: skip
     to = spec.to
     if spec.to_column:
         to = ", ".join(t for t in (spec.to, "{{ to_column_addresses }}") if t)
 
-    def compile_template(body: str) -> MessageTemplate:
+    def compile_template(text: str | None, html: str | None) -> MessageTemplate:
         try:
             return MessageTemplate(
                 to=to,
@@ -169,21 +215,24 @@ def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
                 from_=spec.from_,
                 reply_to=spec.reply_to,
                 subject=spec.subject,
-                text_body=None if html else body,
-                html_body=body if html else None,
+                text_body=text,
+                html_body=html,
                 attachments=spec.attach,
                 headers=spec.headers,
+                inline=spec.inline,
             )
         except RenderError as exc:
             raise _template_error(exc, "export") from None
 
-    template = compile_template(body)
-    # The names the body reads, not the words it contains ("All rows:" places no table).
-    places_table = template.columns("html_body" if html else "text_body") & _TABLE_NAMES
-    if spec.mode is not ExportMode.ROW and "html" in spec.table_formats and not places_table:
-        # The body does not place the table: it goes after the body text.
-        body += "\n{{ table_html }}\n" if html else "\n\n{{ table_text }}\n"
-        template = compile_template(body)
+    template = compile_template(text, html)
+    if spec.mode is not ExportMode.ROW and "html" in spec.table_formats:
+        # A body that does not place the table (by the names it reads, not the words it
+        # contains: "All rows:" places none) gets it after its text.
+        if html is not None and not template.columns("html_body") & _TABLE_NAMES:
+            html += "\n{{ table_html }}\n"
+        if text is not None and not template.columns("text_body") & _TABLE_NAMES:
+            text += "\n\n{{ table_text }}\n"
+        template = compile_template(text, html)
 
     attachment_dir: Path | None = None
     if spec.attach_dir:
@@ -264,7 +313,8 @@ def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
         connection=conn,
         source=source,
         template=template,
-        html=html,
+        html=html is not None,
+        notes=(note,) if note else (),
         default_from=default_from,
         default_reply_to=default_reply,
         domain=domain,
@@ -718,6 +768,9 @@ def _execute(
         partial = journal.partial_rows(run_id)
         claimed_seq = journal.get_run(run_id).claimed_seq
     prepared = prepare(spec, conn, sending=True)
+    if progress is not None:
+        for note in prepared.notes:
+            progress(Progress(run_id, "note", message=note))
     try:
         if journal is not None:
             fingerprint = prepared.source.fingerprint()
@@ -800,6 +853,7 @@ def _execute(
         from mailconduit.delivery.runner import report_for
 
         report = report_for(runner, result, elapsed=elapsed)
+    report.notes = prepared.notes
     if spec.report:
         write_report(report, spec.report, fmt=spec.report_format)
     return report
@@ -925,9 +979,11 @@ def _dry_run(spec: ExportSpec, conn: Connection) -> ExportReport:
         counts=counts,
         total=prepared.total,
         elapsed=time.monotonic() - started,
-        message=f"nothing was sent; first message:\n{first}" if first else "nothing was sent",
+        message="".join(f"{note}\n" for note in prepared.notes)
+        + (f"nothing was sent; first message:\n{first}" if first else "nothing was sent"),
         dry_run_dir=str(out),
         kept_rows=kept,
+        notes=prepared.notes,
     )
     if spec.report:
         write_report(report, spec.report, fmt=spec.report_format)
@@ -963,6 +1019,10 @@ class PreviewMessage:
     attachments: tuple[str, ...]
     size: int
     error: str = ""
+    #: Inline images of the HTML: (Content-ID, file name).
+    inline: tuple[tuple[str, str], ...] = ()
+    #: What the export decided on its own and says (the body sent as HTML, and why).
+    notes: tuple[str, ...] = ()
 
 
 def preview(spec: ExportSpec, conn: Connection, *, limit: int = 3) -> list[PreviewMessage]:
@@ -978,13 +1038,19 @@ def preview(spec: ExportSpec, conn: Connection, *, limit: int = 3) -> list[Previ
         ):
             if isinstance(item, RowState):
                 out.append(
-                    PreviewMessage(item.row_key, item.row_number, (), (), "", "", (), 0, item.reply)
-                )
+                    PreviewMessage(item.row_key, item.row_number, (), (), "", "", (), 0,
+                                   item.reply, notes=prepared.notes)
+                )  # fmt: skip
                 continue
             msg = BytesParser(policy=policy.default).parsebytes(item.data)
             plain = msg.get_body(preferencelist=("plain",))
             html = msg.get_body(preferencelist=("html",))
             names = tuple(part.get_filename() or "" for part in msg.iter_attachments())
+            inline = tuple(
+                (str(part["Content-ID"]).strip("<>"), part.get_filename() or "")
+                for part in msg.walk()
+                if part.get_content_disposition() == "inline" and part["Content-ID"]
+            )
             out.append(
                 PreviewMessage(
                     row_key=item.row_key,
@@ -995,6 +1061,8 @@ def preview(spec: ExportSpec, conn: Connection, *, limit: int = 3) -> list[Previ
                     html=str(html.get_content()) if html is not None else "",
                     attachments=names,
                     size=len(item.data),
+                    inline=inline,
+                    notes=prepared.notes,
                 )
             )
     finally:

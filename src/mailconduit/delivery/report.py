@@ -72,6 +72,8 @@ class ExportReport:
     sent_before: int = 0
     dry_run_dir: str = ""
     kept_rows: list[RowState] = field(default_factory=list)
+    #: What the export decided on its own and says (e.g. a body sent as HTML, and why).
+    notes: tuple[str, ...] = ()
     row_source: Callable[[], Iterator[RowState]] | None = None
 
     @property
@@ -143,6 +145,8 @@ class ExportReport:
         }
         if self.dry_run_dir:
             out["dry_run_dir"] = self.dry_run_dir
+        if self.notes:
+            out["notes"] = list(self.notes)
         if with_rows:
             out["rows"] = [row_dict(r) for r in self.rows()]
         return out

@@ -108,25 +108,32 @@ def disposition_params(filename: str) -> list[str]:
 
 
 def load_attachment(
-    path_text: str, *, base_dir: Path, row_key: str = "", max_bytes: int | None = None
+    path_text: str,
+    *,
+    base_dir: Path,
+    row_key: str = "",
+    max_bytes: int | None = None,
+    label: str = "attachment",
 ) -> Attachment:
     """Read ``path_text`` (relative, rendered per row) from inside ``base_dir``.
 
     Absolute paths, ``..``, symlinks leading outside, missing files and non-files are
-    row errors; a missing base directory is a configuration error.
+    row errors naming the file as given (never the folder's path on the server, which a
+    web user must not learn); a missing base directory is a configuration error.
+    ``label`` names the file's role in those errors ("attachment", "inline image 'logo'").
     """
     shown = path_text if len(path_text) <= 200 else path_text[:200] + "..."
-    check_header_value(path_text, field="attachment path", row_key=row_key)
+    check_header_value(path_text, field=f"{label} path", row_key=row_key)
     if not path_text.strip():
-        raise RowError("attachment path is empty", row_key)
+        raise RowError(f"{label} path is empty", row_key)
     parts = PurePosixPath(path_text.replace("\\", "/"))
     if parts.is_absolute() or re.match(r"[A-Za-z]:", path_text):
         raise RowError(
-            f"attachment path {shown!r} is absolute; only relative paths are allowed", row_key
+            f"{label} path {shown!r} is absolute; only relative paths are allowed", row_key
         )
     if ".." in parts.parts:
         raise RowError(
-            f"attachment path {shown!r} contains '..'; it must stay inside the base directory",
+            f"{label} path {shown!r} contains '..'; it must stay inside the base directory",
             row_key,
         )
     try:
@@ -138,22 +145,22 @@ def load_attachment(
     try:
         target = (base / Path(*parts.parts)).resolve(strict=True)
     except FileNotFoundError:
-        raise RowError(f"attachment {shown!r} not found in {str(base)!r}", row_key) from None
+        raise RowError(f"{label} {shown!r} not found in the attachment folder", row_key) from None
     except (OSError, RuntimeError) as exc:
         raise RowError(
-            f"attachment {shown!r} cannot be opened: {exc.__class__.__name__}", row_key
+            f"{label} {shown!r} cannot be opened: {exc.__class__.__name__}", row_key
         ) from None
     if not target.is_relative_to(base):
-        raise RowError(f"attachment {shown!r} resolves outside the attachment directory", row_key)
+        raise RowError(f"{label} {shown!r} resolves outside the attachment directory", row_key)
     if not target.is_file():
-        raise RowError(f"attachment {shown!r} is not a regular file", row_key)
+        raise RowError(f"{label} {shown!r} is not a regular file", row_key)
     try:
         with target.open("rb") as handle:
             content = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     except OSError as exc:
-        raise RowError(f"attachment {shown!r} cannot be read: {exc.strerror}", row_key) from None
+        raise RowError(f"{label} {shown!r} cannot be read: {exc.strerror}", row_key) from None
     if max_bytes is not None and len(content) > max_bytes:
-        raise RowError(f"attachment {shown!r} is larger than {max_bytes} bytes", row_key)
+        raise RowError(f"{label} {shown!r} is larger than {max_bytes} bytes", row_key)
     guessed = mimetypes.guess_type(parts.name, strict=False)[0] or "application/octet-stream"
     if guessed.startswith(("message/", "multipart/")):
         guessed = "application/octet-stream"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from mailconduit.config import INLINE_NAME_MAX, INLINE_NAME_RE
 from mailconduit.errors import AddressError, RowError
 from mailconduit.message.addresses import Address, make_address
 from mailconduit.message.attachment import (
@@ -35,7 +36,13 @@ from mailconduit.message.header import (
 )
 from mailconduit.message.transfer import EncodedBody, encode_binary, encode_text
 
-__all__ = ["AttachmentSource", "BuiltMessage", "build_message", "make_message_id"]
+__all__ = [
+    "AttachmentSource",
+    "BuiltMessage",
+    "build_message",
+    "make_message_id",
+    "resolve_attachment",
+]
 
 #: What may be passed as an attachment: ready content, a (filename, bytes, type) triple,
 #: or a path relative to ``attachment_dir``.
@@ -146,56 +153,81 @@ def _text_headers(subtype: str, charset: OutputCharset, body: EncodedBody) -> st
     )
 
 
-def _boundaries(message_id: str, attempt: int) -> tuple[str, str]:
+def _boundaries(message_id: str, attempt: int) -> tuple[str, str, str]:
+    """Boundaries of the mixed, alternative and related levels; they share one prefix."""
     seed = hashlib.blake2b(f"{message_id}/{attempt}".encode(), digest_size=12).hexdigest()
-    return f"=_mc_{seed}_m", f"=_mc_{seed}_a"
+    return f"=_mc_{seed}_m", f"=_mc_{seed}_a", f"=_mc_{seed}_r"
 
 
 def _multipart(
-    subtype: str, boundary: str, parts: Sequence[tuple[str, bytes]]
+    subtype: str, boundary: str, parts: Sequence[tuple[str, bytes]], *, start_type: str = ""
 ) -> tuple[str, bytes]:
+    """``start_type``: the ``type`` parameter RFC 2387 asks of multipart/related."""
     delimiter = f"--{boundary}\r\n".encode("ascii")
     chunks: list[bytes] = []
     for headers, body in parts:
         chunks += [delimiter, headers.encode("ascii"), b"\r\n", body, b"\r\n"]
     chunks.append(f"--{boundary}--\r\n".encode("ascii"))
-    return f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"\r\n', b"".join(chunks)
+    kind = f';\r\n type="{start_type}"' if start_type else ""
+    header = f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"{kind}\r\n'
+    return header, b"".join(chunks)
 
 
-def _attachment_part(attachment: Attachment) -> tuple[str, bytes]:
+def _attachment_part(attachment: Attachment, content_id: str = "") -> tuple[str, bytes]:
+    """A base64 file part: an attachment, or with ``content_id`` an inline part of the HTML."""
+    kind = "inline;" if content_id else "attachment;"
     disposition = fold_header(
-        "Content-Disposition:", ["attachment;", *disposition_params(attachment.filename)]
+        "Content-Disposition:", [kind, *disposition_params(attachment.filename)]
     )
+    cid = f"Content-ID: <{content_id}>\r\n" if content_id else ""
     headers = (
         f"Content-Type: {attachment.content_type}\r\n"
-        f"{disposition}Content-Transfer-Encoding: base64\r\n"
+        f"{disposition}{cid}Content-Transfer-Encoding: base64\r\n"
     )
     return headers, encode_binary(attachment.content).data
 
 
-def _resolve_attachments(
-    sources: Sequence[AttachmentSource], attachment_dir: Path | None, row_key: str
-) -> list[Attachment]:
-    resolved: list[Attachment] = []
-    for source in sources:
-        if isinstance(source, Attachment):
-            attachment = source
-        elif isinstance(source, tuple):
-            attachment = Attachment(*source)
-        else:
-            if attachment_dir is None:
-                raise RowError(
-                    f"attachment {os.fspath(source)!r} is a path but no attachment directory "
-                    "was given",
-                    row_key,
-                )
-            attachment = load_attachment(
-                os.fspath(source), base_dir=attachment_dir, row_key=row_key
+def resolve_attachment(
+    source: AttachmentSource,
+    attachment_dir: Path | None,
+    row_key: str,
+    *,
+    label: str = "attachment",
+) -> Attachment:
+    """The checked content of one attachment source (a path is read from ``attachment_dir``)."""
+    if isinstance(source, Attachment):
+        attachment = source
+    elif isinstance(source, tuple):
+        attachment = Attachment(*source)
+    else:
+        if attachment_dir is None:
+            raise RowError(
+                f"{label} {os.fspath(source)!r} is a path but no attachment directory was given",
+                row_key,
             )
-        if attachment.filename != attachment.filename.strip():
-            attachment = replace(attachment, filename=attachment.filename.strip())
-        validate_attachment(attachment, row_key=row_key)
-        resolved.append(attachment)
+        attachment = load_attachment(
+            os.fspath(source), base_dir=attachment_dir, row_key=row_key, label=label
+        )
+    if attachment.filename != attachment.filename.strip():
+        attachment = replace(attachment, filename=attachment.filename.strip())
+    validate_attachment(attachment, row_key=row_key)
+    return attachment
+
+
+def _resolve_inline(
+    inline: Sequence[tuple[str, AttachmentSource]], attachment_dir: Path | None, row_key: str
+) -> list[tuple[str, Attachment]]:
+    """(Content-ID, content) of every inline part; a name that is no Content-ID is refused."""
+    resolved: list[tuple[str, Attachment]] = []
+    seen: set[str] = set()
+    for name, source in inline:
+        if len(name) > INLINE_NAME_MAX or not INLINE_NAME_RE.fullmatch(name):
+            raise RowError(f"inline image name {name[:80]!r} cannot be a Content-ID", row_key)
+        if name.lower() in seen:
+            raise RowError(f"inline image name {name!r} is given twice", row_key)
+        seen.add(name.lower())
+        label = f"inline image {name!r}"
+        resolved.append((name, resolve_attachment(source, attachment_dir, row_key, label=label)))
     return resolved
 
 
@@ -249,6 +281,7 @@ def build_message(
     text_body: str | None = None,
     html_body: str | None = None,
     attachments: Sequence[AttachmentSource] = (),
+    inline: Sequence[tuple[str, AttachmentSource]] = (),
     attachment_dir: Path | None = None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     message_id: str,
@@ -261,7 +294,9 @@ def build_message(
     """Build one message; any value that cannot be sent safely raises a RowError subclass.
 
     ``html_body`` makes a multipart/alternative with ``text_body`` (or, when that is None, a
-    plain text generated from the HTML). Bcc recipients are in the envelope only.
+    plain text generated from the HTML). ``inline`` holds (NAME, file) pairs the HTML shows
+    as ``cid:NAME``: they go with it in a multipart/related. Bcc recipients are in the
+    envelope only.
     ``smtputf8=True`` allows raw UTF-8 local parts; otherwise such an address is refused.
     """
     cs = resolve_charset(charset)
@@ -300,7 +335,12 @@ def build_message(
     if headers:
         lines.extend(_custom_headers(headers, cs, row_key))
 
-    files = _resolve_attachments(attachments, attachment_dir, row_key) if attachments else []
+    files = (
+        [resolve_attachment(a, attachment_dir, row_key) for a in attachments] if attachments else []
+    )
+    related = _resolve_inline(inline, attachment_dir, row_key) if inline else []
+    if related and html_body is None:
+        raise RowError("inline images need an HTML body", row_key)
     if html_body is None and not files:
         body = encode_text(text_body or "", cs, field="text_body", row_key=row_key)
         lines.append(_text_headers("plain", cs, body))
@@ -308,7 +348,7 @@ def build_message(
         data = "".join(lines).encode("utf-8") + body.data
     else:
         content_headers, payload = _mime_body(
-            cs, text_body, html_body, files, message_id=message_id, row_key=row_key
+            cs, text_body, html_body, files, related, message_id=message_id, row_key=row_key
         )
         lines.append(content_headers)
         lines.append("\r\n")
@@ -321,11 +361,13 @@ def _mime_body(
     text_body: str | None,
     html_body: str | None,
     files: Sequence[Attachment],
+    related: Sequence[tuple[str, Attachment]],
     *,
     message_id: str,
     row_key: str,
 ) -> tuple[str, bytes]:
-    """The Content-Type header and payload of a multipart body."""
+    """The Content-Type header and payload of a multipart body: mixed(alternative(text,
+    related(html, inline parts)), attachments), each level only when it has a use."""
     if text_body is None and html_body is not None:
         from mailconduit.message.htmltext import html_to_text  # html.parser, when needed
 
@@ -338,19 +380,23 @@ def _mime_body(
         if html.transfer_encoding == "7bit":
             seven_bit.append(html.data)
     attempt = 0
-    mixed_boundary, alternative_boundary = _boundaries(message_id, attempt)
+    mixed_boundary, alternative_boundary, related_boundary = _boundaries(message_id, attempt)
     while any(
         mixed_boundary[:-2].encode() in data for data in seven_bit
     ):  # a 7bit body quoting our boundary (only on purpose): pick another
         attempt += 1
-        mixed_boundary, alternative_boundary = _boundaries(message_id, attempt)
+        mixed_boundary, alternative_boundary, related_boundary = _boundaries(message_id, attempt)
     body: tuple[str, bytes] = (_text_headers("plain", cs, text), text.data)
     if html is not None:
-        body = _multipart(
-            "alternative",
-            alternative_boundary,
-            [body, (_text_headers("html", cs, html), html.data)],
-        )
+        html_part = (_text_headers("html", cs, html), html.data)
+        if related:
+            html_part = _multipart(
+                "related",
+                related_boundary,
+                [html_part, *(_attachment_part(file, name) for name, file in related)],
+                start_type="text/html",
+            )
+        body = _multipart("alternative", alternative_boundary, [body, html_part])
     if files:
         body = _multipart("mixed", mixed_boundary, [body, *map(_attachment_part, files)])
     return body

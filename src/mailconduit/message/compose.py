@@ -6,7 +6,7 @@ template reads exactly one column, that column, so the report can say which cell
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,12 @@ from typing import Any
 from mailconduit.errors import AddressError, RenderError, RowError
 from mailconduit.message.addresses import Address, parse_address_list
 from mailconduit.message.attachment import Attachment
-from mailconduit.message.build import AttachmentSource, BuiltMessage, build_message
+from mailconduit.message.build import (
+    AttachmentSource,
+    BuiltMessage,
+    build_message,
+    resolve_attachment,
+)
 from mailconduit.message.render import GROUP_MODE_NAMES, MessageTemplate
 
 __all__ = ["compose_message"]
@@ -24,6 +29,28 @@ def _column_of(template: MessageTemplate, field: str) -> str:
     """The single column a field's template reads, or "" when it reads none or several."""
     columns = template.columns(field) - GROUP_MODE_NAMES
     return next(iter(columns)) if len(columns) == 1 else ""
+
+
+def _files(
+    template: MessageTemplate,
+    paths: Iterable[tuple[str, str, str]],
+    attachment_dir: Path | None,
+    row_key: str,
+) -> list[Attachment]:
+    """The files of (field, label, rendered path) triples; a path that rendered empty (a
+    blank cell) means no file for this row. A failure names the columns the field reads."""
+    out: list[Attachment] = []
+    for field, label, path in paths:
+        if not path.strip():
+            continue
+        try:
+            out.append(resolve_attachment(path, attachment_dir, row_key, label=label))
+        except RowError as exc:
+            columns = ", ".join(sorted(template.columns(field) - GROUP_MODE_NAMES))
+            # Without a column, the field's name leads, so no other field's column is guessed.
+            message = exc.message if columns else f"{field}: {exc.message}"
+            raise RowError(message, row_key, columns) from None
+    return out
 
 
 def _addresses(template: MessageTemplate, text: str, field: str, row_key: str) -> list[Address]:
@@ -142,7 +169,16 @@ def _compose(
     if not (to or cc or bcc):
         column = _column_of(template, "to")
         raise AddressError("no recipient: to, cc and bcc all rendered empty", "", row_key, column)
-    attachments: list[AttachmentSource] = [*rendered.attachments, *extra_attachments]
+    attachments: list[AttachmentSource] = list(extra_attachments)
+    if rendered.attachments:
+        named = enumerate(rendered.attachments, 1)
+        paths = [(f"attachment {n}", "attachment", path) for n, path in named]
+        attachments[:0] = _files(template, paths, attachment_dir, row_key)
+    inline: list[tuple[str, AttachmentSource]] = []
+    for name, path in rendered.inline:
+        label = f"inline image {name!r} file"
+        inline += ((name, f) for f in _files(template, [(f"inline {name}", label, path)],
+                                              attachment_dir, row_key))  # fmt: skip
     try:
         return build_message(
             from_=sender,
@@ -154,6 +190,7 @@ def _compose(
             text_body=rendered.text_body,
             html_body=rendered.html_body,
             attachments=attachments,
+            inline=inline,
             attachment_dir=attachment_dir,
             headers=rendered.headers,
             message_id=message_id,

@@ -108,6 +108,7 @@ class RenderedMessage:
     html_body: str | None
     attachments: tuple[str, ...]
     headers: tuple[tuple[str, str], ...]
+    inline: tuple[tuple[str, str], ...] = ()
 
 
 class _Env:
@@ -366,7 +367,7 @@ class MessageTemplate:
     """The compiled templates of every message field; render them once per row (or group).
 
     Field names used in errors: ``to``, ``cc``, ``bcc``, ``from``, ``reply_to``, ``subject``,
-    ``text_body``, ``html_body``, ``attachment N`` and ``header NAME``.
+    ``text_body``, ``html_body``, ``attachment N``, ``inline NAME`` and ``header NAME``.
     """
 
     def __init__(
@@ -382,6 +383,7 @@ class MessageTemplate:
         html_body: str | None = None,
         attachments: Sequence[str] = (),
         headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        inline: Sequence[tuple[str, str]] = (),
         max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
         max_body_chars: int = DEFAULT_MAX_BODY_CHARS,
     ) -> None:
@@ -402,6 +404,9 @@ class MessageTemplate:
         self._attachments = tuple(
             _Field(f"attachment {n}", source, line_env) for n, source in enumerate(attachments, 1)
         )
+        self._inline = tuple(
+            (name, _Field(f"inline {name}", source, line_env)) for name, source in inline
+        )
         header_fields = []
         for name, source in _header_pairs(headers):
             try:
@@ -418,6 +423,7 @@ class MessageTemplate:
         if self._html is not None:
             yield self._html
         yield from self._attachments
+        yield from (field for _, field in self._inline)
         yield from (field for _, field in self._headers)
 
     @property
@@ -505,6 +511,11 @@ class MessageTemplate:
             ),
             attachments=tuple(r(f, context, row_key, line) for f in self._attachments),
             headers=tuple((name, r(f, context, row_key, line)) for name, f in self._headers),
+            inline=(
+                tuple((name, r(f, context, row_key, line)) for name, f in self._inline)
+                if self._inline
+                else ()
+            ),
         )
 
     @staticmethod

@@ -12,10 +12,18 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
 from mailconduit import api
-from mailconduit.errors import ConfigError, MailconduitError, NotFoundError
+from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
 from mailconduit.web.app import Console, console
 from mailconduit.web.exports import spec_from_web
-from mailconduit.web.uploads import list_interfaces, list_uploads, public_text, save_upload
+from mailconduit.web.uploads import (
+    attachment_files,
+    list_interfaces,
+    list_uploads,
+    public_text,
+    resolve_upload,
+    save_attachment,
+    save_upload,
+)
 from mailconduit.web.views import NOTICES, FieldErrors, form_data, format_time, new_router, redirect
 
 __all__ = ["EXPORT_FORM_FIELDS", "preview_dicts", "router"]
@@ -56,16 +64,19 @@ EXPORT_FORM_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("concurrency", "Parallel sessions", "SMTP sessions at once (default: the connection's)."),
     ("run_id", "Run id", "Optional name for the run (default: generated)."),
 )
+#: Settings typed in text areas: kept as typed (a body's blanks are its own).
+_TEXT_AREAS = ("body", "html_body", "text_body", "attach", "inline")
 _CARRIED = (
     "upload",
     "interface",
     "connection",
-    "body",
+    *_TEXT_AREAS,
+    "html",
     "mode",
     "fail_fast",
     *(name for name, _, _ in EXPORT_FORM_FIELDS),
 )
-_FIELD_NAMES = set(_CARRIED) | {"file", "source"}
+_FIELD_NAMES = set(_CARRIED) | {"file", "files", "source"}
 
 
 def _settings(form: FormData) -> dict[str, Any]:
@@ -78,10 +89,36 @@ def _settings(form: FormData) -> dict[str, Any]:
                 data[name] = True
             continue
         if isinstance(value, str) and value.strip():
-            data[name] = value if name == "body" else value.strip()
+            data[name] = value if name in _TEXT_AREAS else value.strip()
     if data.get("interface"):
         data = {k: v for k, v in data.items() if k in ("interface", "run_id")}
     return data
+
+
+def _attached(values: dict[str, Any]) -> list[str]:
+    """The files in the attachment folder of the form's upload (none without an upload)."""
+    try:
+        return (
+            attachment_files(resolve_upload(str(values["upload"]))) if values.get("upload") else []
+        )
+    except ConfigError:
+        return []
+
+
+def _save_files(state: Console, form: FormData, values: dict[str, Any]) -> None:
+    """Store the form's attachment and image files in its upload's attachment folder."""
+    files = [f for f in form.getlist("files") if isinstance(f, UploadFile) and f.filename]
+    if not files:
+        return
+    if not values.get("upload"):
+        raise ConfigError.for_fields(
+            "export", [FieldError("files", "files to attach go with an uploaded data file")]
+        )
+    upload = resolve_upload(str(values["upload"]))
+    for file in files:
+        save_attachment(
+            upload, file.filename or "", file.file, max_bytes=state.settings.max_upload_bytes
+        )
 
 
 def _form_page(
@@ -101,6 +138,7 @@ def _form_page(
         fields=EXPORT_FORM_FIELDS,
         connections=[c.name for c, _ in api.list_connections()],
         uploads=list_uploads(),
+        attached=_attached(values),
         interfaces=list_interfaces(),
         max_upload_mb=state.settings.max_upload_bytes / (1024 * 1024),
         notice="",
@@ -156,6 +194,7 @@ def preview_export(request: Request, state: StateDep, form: FormDep) -> Response
             saved = save_upload(file.filename, file.file, max_bytes=state.settings.max_upload_bytes)
             values["upload"] = saved.ref
             values.pop("interface", None)
+        _save_files(state, form, values)
         spec = spec_from_web(values)
         previews = preview_dicts(api.preview(spec, limit=3))
     except ConfigError as exc:
@@ -167,7 +206,13 @@ def preview_export(request: Request, state: StateDep, form: FormDep) -> Response
         errors = FieldErrors(general=[public_text(" ".join(str(exc).split()))])
         return _form_page(request, state, values=values, errors=errors, status_code=422)
     return state.render(
-        request, "export_preview.html", previews=previews, values=values, spec=spec, notice=""
+        request,
+        "export_preview.html",
+        previews=previews,
+        values=values,
+        spec=spec,
+        attached=_attached(values),
+        notice="",
     )
 
 

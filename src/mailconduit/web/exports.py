@@ -3,7 +3,9 @@
 The source is an uploaded file (by reference) or a saved interface file (by name); settings
 that would name other files or databases of the server (``source``, ``body_file``,
 ``attach_dir``, ``database_url``...) are refused here, so a web user can read nothing the
-operator did not put there. Every other rule is :func:`mailconduit.api.export_spec`'s.
+operator did not put there. Attachments and inline images come from the upload's own
+attachment folder (files uploaded beside it). Every other rule is
+:func:`mailconduit.api.export_spec`'s.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ from typing import Any
 from mailconduit import api
 from mailconduit.config import ExportSpec
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
-from mailconduit.web.uploads import resolve_interface, resolve_upload
+from mailconduit.web.uploads import attachments_dir, resolve_interface, resolve_upload
 
 __all__ = ["SERVER_ONLY_FIELDS", "WEB_EXPORT_FIELDS", "spec_from_web"]
 
 #: Settings a web request may give, beside ``upload`` or ``interface``, and the JSON type of
 #: each: ``text``; ``integer`` and ``boolean`` (as a form sends them, text is accepted too);
-#: ``formats`` (text, or a list of texts); ``sheet`` (a name, or a position from 0).
+#: ``formats`` (text, or a list of texts); ``sheet`` (a name, or a position from 0);
+#: ``templates`` (text, or a list of texts: attachments); ``named`` (a list of texts or a
+#: mapping of names to texts: inline images).
 WEB_EXPORT_FIELDS: dict[str, str] = {
     "connection": "text", "to": "text", "cc": "text", "bcc": "text", "reply_to": "text",
-    "from": "text", "subject": "text", "body": "text", "mode": "text", "by": "text",
-    "to_column": "text", "table_formats": "formats", "table_row_cap": "integer",
+    "from": "text", "subject": "text", "body": "text", "html_body": "text",
+    "text_body": "text", "attach": "templates", "inline": "named", "mode": "text",
+    "by": "text", "to_column": "text", "table_formats": "formats", "table_row_cap": "integer",
     "oversize": "text", "where": "text", "order_by": "text", "key": "text", "kind": "text",
     "encoding": "text", "delimiter": "text", "sheet": "sheet", "charset": "text",
     "html": "boolean", "fail_fast": "boolean", "run_id": "text", "concurrency": "integer",
@@ -39,6 +44,8 @@ _KIND_ERRORS = {
     "boolean": "must be true or false",
     "formats": "must be a format name or a list of them",
     "sheet": "must be a sheet name or its position",
+    "templates": "must be text or a list of texts",
+    "named": "must be a list of texts or a mapping of names to texts",
     "scalar": "must be text, a number or true/false",
 }
 _WHOLE_NUMBER = re.compile(r"\s*[+-]?\d+\s*")
@@ -48,7 +55,8 @@ SERVER_ONLY_FIELDS = frozenset(
         "source",
         "sql",
         "body_file",
-        "attach",
+        "html_body_file",
+        "text_body_file",
         "attach_dir",
         "database_url",
         "dry_run",
@@ -68,9 +76,12 @@ def _of_kind(value: Any, kind: str) -> bool:
         return isinstance(value, bool | str)
     if kind == "sheet":
         return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-    if kind == "formats":
-        listed = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    listed = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind in ("formats", "templates"):
         return listed or isinstance(value, str)
+    if kind == "named":
+        named = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        return listed or named
     return isinstance(value, str | int | float | bool)
 
 
@@ -117,6 +128,12 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
     else:
         source = resolve_upload(str(upload))
         settings = {k: v for k, v in data.items() if k != "upload"}
+        if isinstance(settings.get("attach"), str):  # a form's text area: one template a line
+            settings["attach"] = [
+                line.strip() for line in settings["attach"].splitlines() if line.strip()
+            ]
+        if settings.get("attach") or settings.get("inline"):
+            settings["attach_dir"] = str(attachments_dir(source))
         spec = api.export_spec({"source": str(source.path), **settings})
     try:
         api.get_connection(spec.connection)

@@ -26,7 +26,12 @@ from mailconduit.web.exports import SERVER_ONLY_FIELDS, WEB_EXPORT_FIELDS, spec_
 from mailconduit.web.forms import FIELDS
 from mailconduit.web.inbox_pages import attachment_response, html_part_response
 from mailconduit.web.security import CsrfRoute
-from mailconduit.web.uploads import save_upload
+from mailconduit.web.uploads import (
+    attachment_files,
+    resolve_upload_id,
+    save_attachment,
+    save_upload,
+)
 from mailconduit.web.views import SEND_TO_LIMIT
 
 if TYPE_CHECKING:
@@ -167,8 +172,17 @@ class ProbeOut(BaseModel):
 
 class UploadOut(BaseModel):
     upload: str = Field(description="Reference to give as 'upload' when starting an export.")
+    id: str = Field(description="The upload's id: POST /api/uploads/{id}/files adds files to it.")
     name: str
     size: int
+
+
+class FilesOut(BaseModel):
+    upload: str = Field(description="The upload the files belong to.")
+    files: list[str] = Field(
+        description="Every file of its attachment folder: the names 'attach' and 'inline' "
+        "templates may give."
+    )
 
 
 class ExportIn(BaseModel):
@@ -191,7 +205,21 @@ def _export_schema(schema: dict[str, Any]) -> None:
             "description": "Name of a saved interface file.",
         },
     }
+    props["attach"] = {
+        "type": "array",
+        "items": {"type": "string", "maxLength": text_limit("export", "attach")},
+        "description": "Attachment file name templates, from the upload's files; one that "
+        "renders empty adds nothing to that row.",
+    }
+    props["inline"] = {
+        "type": "object",
+        "additionalProperties": {"type": "string", "maxLength": text_limit("export", "inline")},
+        "description": "Inline images: NAME → file name template; the HTML shows one as "
+        "<img src=\"cid:NAME\">. A list of 'NAME=TEMPLATE' strings is accepted too.",
+    }
     for name, kind in WEB_EXPORT_FIELDS.items():
+        if name in props:
+            continue
         text: dict[str, Any] = {"type": "string", "maxLength": text_limit("export", name)}
         typed: dict[str, dict[str, Any]] = {
             "text": text,
@@ -343,7 +371,28 @@ def upload(
 ) -> UploadOut:
     """Store a data file (CSV, TSV, JSON, JSON Lines, XLSX, Parquet) for an export; size-limited."""
     saved = save_upload(file.filename or "", file.file, max_bytes=state.settings.max_upload_bytes)
-    return UploadOut(upload=saved.ref, name=saved.name, size=saved.size)
+    return UploadOut(upload=saved.ref, id=saved.ref.split("/")[0], name=saved.name, size=saved.size)
+
+
+@router.post(
+    "/uploads/{upload_id}/files",
+    status_code=201,
+    summary="Add files to attach or show inline",
+    responses=NOT_FOUND,
+)
+def upload_files(
+    state: StateDep,
+    upload_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="An upload's id.")],
+    files: Annotated[list[UploadFile], File(description="Files (PDF, images...), size-limited.")],
+) -> FilesOut:
+    """Store files in the upload's attachment folder, where exports of it find what their
+    'attach' and 'inline' templates name (a file of the same name is replaced)."""
+    owner = resolve_upload_id(upload_id)
+    for file in files:
+        save_attachment(
+            owner, file.filename or "", file.file, max_bytes=state.settings.max_upload_bytes
+        )
+    return FilesOut(upload=owner.ref, files=attachment_files(owner))
 
 
 @router.post("/exports/preview", summary="Preview an export (nothing is sent)")

@@ -2,8 +2,9 @@
 
 Uploads land in ``MAILCONDUIT_HOME/uploads/<random id>/<cleaned name>`` and are named by the
 reference ``<id>/<name>``; a reference from a browser is resolved only inside that folder, so
-no request can point an export at another file of the server. Interface files are the YAML
-files an operator saved in ``MAILCONDUIT_HOME/interfaces``.
+no request can point an export at another file of the server. Files to attach or show inline
+go beside it, in ``<id>/files/``: the attachment folder of every export of that upload.
+Interface files are the YAML files an operator saved in ``MAILCONDUIT_HOME/interfaces``.
 """
 
 from __future__ import annotations
@@ -16,26 +17,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mailconduit.errors import ConfigError, FieldError
+from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import home, uploads_dir
 
 __all__ = [
     "DATA_SUFFIXES",
+    "MAX_ATTACHMENT_FILES",
     "Upload",
+    "attachment_files",
+    "attachments_dir",
     "interfaces_dir",
     "list_interfaces",
     "list_uploads",
     "public_text",
     "resolve_interface",
     "resolve_upload",
+    "resolve_upload_id",
     "safe_filename",
+    "save_attachment",
     "save_upload",
 ]
 
 #: Data containers an upload may hold (what the sources read).
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".xlsx", ".parquet")
 _REF_RE = re.compile(r"^([0-9a-f]{16})/([^/\\]{1,120})$")
+_ID_RE = re.compile(r"[0-9a-f]{16}")
 _CHUNK = 1024 * 1024
+#: The folder, beside an upload, of the files its exports attach or show inline.
+_FILES = "files"
+#: Most files an upload's attachment folder holds.
+MAX_ATTACHMENT_FILES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +86,8 @@ def save_upload(name: str, stream: BinaryIO, *, max_bytes: int) -> Upload:
     folder = uploads_dir() / upload_id
     folder.mkdir(mode=0o700)
     path = folder / clean
-    size = 0
     try:
-        with open(path, "xb") as out:
-            os.chmod(path, 0o600)
-            while chunk := stream.read(_CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ConfigError.for_fields(
-                        "upload", [FieldError("file", f"is larger than {max_bytes // 1024} KiB")]
-                    )
-                out.write(chunk)
+        size = _copy(stream, path, max_bytes=max_bytes, field="file")
     except BaseException:
         path.unlink(missing_ok=True)
         folder.rmdir()
@@ -97,6 +99,23 @@ def save_upload(name: str, stream: BinaryIO, *, max_bytes: int) -> Upload:
     return Upload(ref=f"{upload_id}/{clean}", name=clean, path=path, size=size)
 
 
+def _copy(stream: BinaryIO, path: Path, *, max_bytes: int, field: str, name: str = "") -> int:
+    """Copy ``stream`` into the new file ``path`` (mode 0600) and return its size; more than
+    ``max_bytes`` is an error of ``field`` (naming the file ``name`` when given)."""
+    size = 0
+    with open(path, "xb") as out:
+        os.chmod(path, 0o600)
+        while chunk := stream.read(_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                what = f"{name!r} is" if name else "is"
+                raise ConfigError.for_fields(
+                    "upload", [FieldError(field, f"{what} larger than {max_bytes // 1024} KiB")]
+                )
+            out.write(chunk)
+    return size
+
+
 def resolve_upload(ref: str) -> Upload:
     """The upload a reference names; a malformed or unknown reference is a field error."""
     match = _REF_RE.match(ref or "")
@@ -106,6 +125,51 @@ def resolve_upload(ref: str) -> Upload:
         if path.parent.parent == base and path.is_file():
             return Upload(ref=ref, name=path.name, path=path, size=path.stat().st_size)
     raise ConfigError.for_fields("export", [FieldError("upload", f"no uploaded file {ref!r}")])
+
+
+def resolve_upload_id(upload_id: str) -> Upload:
+    """The upload of the folder ``upload_id`` (the part of a reference before the slash)."""
+    if _ID_RE.fullmatch(upload_id or ""):
+        folder = uploads_dir().resolve() / upload_id
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file():
+                    return resolve_upload(f"{upload_id}/{path.name}")
+    raise NotFoundError("upload", upload_id)
+
+
+def attachments_dir(upload: Upload) -> Path:
+    """The attachment folder of exports of ``upload`` (made empty on first use)."""
+    path = upload.path.parent / _FILES
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def attachment_files(upload: Upload) -> list[str]:
+    """The names of the files in ``upload``'s attachment folder, sorted."""
+    path = upload.path.parent / _FILES
+    if not path.is_dir():
+        return []
+    return sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def save_attachment(upload: Upload, name: str, stream: BinaryIO, *, max_bytes: int) -> str:
+    """Store a file in ``upload``'s attachment folder (replacing one of the same name); its
+    cleaned name, which templates give to --attach and --inline, is returned."""
+    clean = safe_filename(name)
+    folder = attachments_dir(upload)
+    target = folder / clean
+    if not target.exists() and len(attachment_files(upload)) >= MAX_ATTACHMENT_FILES:
+        raise ConfigError.for_fields(
+            "upload", [FieldError("files", f"at most {MAX_ATTACHMENT_FILES} files per upload")]
+        )
+    part = folder / f".{secrets.token_hex(8)}.part"
+    try:
+        _copy(stream, part, max_bytes=max_bytes, field="files", name=clean)
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+    return clean
 
 
 def list_uploads(*, limit: int = 50) -> list[Upload]:
