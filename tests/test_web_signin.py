@@ -4,8 +4,10 @@ limiter's arithmetic with a hand-held clock."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -165,6 +167,12 @@ def serve_command(home: Path) -> Iterator[object]:
 
         threading.Thread(target=watch, daemon=True).start()
         assert ready.wait(60), "mailconduit serve did not start"
+        # The line comes just before uvicorn binds the port: wait until it accepts.
+        for _ in range(600):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            assert process.poll() is None, "mailconduit serve stopped"
+            time.sleep(0.1)
         return Console(f"http://127.0.0.1:{port}")
 
     yield start

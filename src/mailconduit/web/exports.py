@@ -25,8 +25,8 @@ __all__ = ["SERVER_ONLY_FIELDS", "WEB_EXPORT_FIELDS", "spec_from_web"]
 #: Settings a web request may give, beside ``upload`` or ``interface``, and the JSON type of
 #: each: ``text``; ``integer`` and ``boolean`` (as a form sends them, text is accepted too);
 #: ``formats`` (text, or a list of texts); ``sheet`` (a name, or a position from 0);
-#: ``templates`` (text, or a list of texts: attachments); ``named`` (a list of texts or a
-#: mapping of names to texts: inline images).
+#: ``templates`` (text, or a list of texts: attachments); ``named`` (text, a list of texts
+#: or a mapping of names to texts: inline images).
 WEB_EXPORT_FIELDS: dict[str, str] = {
     "connection": "text", "to": "text", "cc": "text", "bcc": "text", "reply_to": "text",
     "from": "text", "subject": "text", "body": "text", "html_body": "text",
@@ -45,7 +45,7 @@ _KIND_ERRORS = {
     "formats": "must be a format name or a list of them",
     "sheet": "must be a sheet name or its position",
     "templates": "must be text or a list of texts",
-    "named": "must be a list of texts or a mapping of names to texts",
+    "named": "must be 'NAME=TEMPLATE' lines, a list of them or a mapping of names to texts",
     "scalar": "must be text, a number or true/false",
 }
 _WHOLE_NUMBER = re.compile(r"\s*[+-]?\d+\s*")
@@ -81,7 +81,7 @@ def _of_kind(value: Any, kind: str) -> bool:
         return listed or isinstance(value, str)
     if kind == "named":
         named = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-        return listed or named
+        return listed or named or isinstance(value, str)
     return isinstance(value, str | int | float | bool)
 
 
