@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ HERE = Path(__file__).parent
 
 
 class Console:
-    """What the routes share: settings, templates and the network policy."""
+    """What the routes share: settings, templates, the network policy and the wall clock
+    (sign-in limits read it; tests hold it still)."""
 
     def __init__(
         self,
@@ -51,11 +53,13 @@ class Console:
         policy: NetworkPolicy,
         templates: Jinja2Templates,
         run_sink: bool,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.templates = templates
         self.run_sink = run_sink
+        self.clock = clock
 
     def render(
         self, request: Request, template: str, *, status_code: int = 200, **context: Any
@@ -96,6 +100,7 @@ def create_app(
     network_policy: NetworkPolicy | None = None,
     run_sink: bool = False,
     forwarded_allow_ips: tuple[str, ...] = (),
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """Build the console application.
 
@@ -104,7 +109,8 @@ def create_app(
     ``network_policy`` guards Test Connection and exports (default: from the environment);
     ``run_sink`` keeps the embedded SMTP server running while the app runs;
     ``forwarded_allow_ips`` are the proxies (addresses or networks) whose X-Forwarded-For and
-    X-Forwarded-Proto are believed; from anyone else those headers are ignored.
+    X-Forwarded-Proto are believed; from anyone else those headers are ignored;
+    ``clock`` is the wall clock the sign-in limits read.
     """
     settings = WebSettings(
         secret_key=secret_key if secret_key is not None else load_secret_key(),
@@ -117,6 +123,7 @@ def create_app(
         policy=network_policy if network_policy is not None else current_policy(),
         templates=_templates(),
         run_sink=run_sink,
+        clock=clock,
     )
 
     @contextlib.asynccontextmanager

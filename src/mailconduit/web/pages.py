@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -95,7 +94,7 @@ def login(
     username = str(form.get("username") or "").strip()[: users.MAX_NAME_LENGTH + 1]
     password = str(form.get("password") or "")
     given = str(form.get("csrf_token") or "")
-    now = time.time()
+    now = state.clock()
     try:
         expected, signed_at = state.settings.login_signer.unsign(
             request.cookies.get(LOGIN_COOKIE, ""), max_age=LOGIN_FORM_SECONDS, return_timestamp=True

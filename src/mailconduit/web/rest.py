@@ -43,6 +43,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The body could not be read (not JSON, or broken form data)."},
     401: {"description": "Not signed in (send 'Authorization: Bearer TOKEN')."},
     403: {"description": "Refused (CSRF token or Origin check for cookie sessions)."},
+    413: {"description": "The request is larger than the console accepts."},
     422: {"description": "Invalid input: one entry per wrong field, with the CLI's wording."},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such item."}}
