@@ -98,6 +98,23 @@ def test_send_to_delivers_a_real_test_message() -> None:
     assert "550 5.7.1 relaying denied" in failed.message
 
 
+@pytest.mark.parametrize(
+    ("send_to", "words"),
+    [
+        ("=?utf-8?q?victim=40evil.example?=@corp.example", "encoded-word"),
+        ("victim@evil.example)<check@example.com>", "')' without"),
+        ('"victim@evil.example"@example.com', "quoted local parts"),
+    ],
+)
+def test_send_to_is_read_by_the_address_grammar(send_to: str, words: str) -> None:
+    server = FaultServer()
+    conn = loopback_connection(25, from_address="ops@example.com")
+    result = probe_with(server, conn, send_to=send_to)
+    assert not result.ok and result.stage == "send"
+    assert "send_to" in result.message and words in result.message, result.message
+    assert server.messages == []
+
+
 def test_dns_failure() -> None:
     result = probe_with(None, loopback_connection(25, server_url="no-such-host.invalid"))
     assert not result.ok and result.stage == "dns"

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from mailconduit.errors import ConfigError, FieldError
+from mailconduit.address import check_display_name, parse_list, parse_mailbox
+from mailconduit.errors import AddressError, ConfigError, FieldError
 
 __all__ = [
     "TEXT_LIMITS",
@@ -406,9 +407,26 @@ def text_limit_errors(kind: str, data: Mapping[str, Any]) -> list[FieldError]:
     return errors
 
 
-def _looks_like_address(text: str) -> bool:
-    local, at, domain = text.rpartition("@")
-    return bool(at and local and domain and not any(c.isspace() for c in text))
+def _check_addresses(values: Mapping[str, Any], err: Callable[[str, str], None]) -> None:
+    """from_address, from_name and reply_to, read by the same grammar as a row's addresses."""
+    try:
+        check_display_name(values.get("from_name", ""))
+    except AddressError as exc:
+        err("from_name", exc.message)
+    if values.get("from_address"):
+        try:
+            parse_mailbox(values["from_address"])
+        except AddressError as exc:
+            err(
+                "from_address",
+                f"{values['from_address']!r} is not an e-mail address: {exc.message}",
+            )
+    if values.get("reply_to"):
+        try:
+            if not parse_list(values["reply_to"]):
+                err("reply_to", "no address given")
+        except AddressError as exc:
+            err("reply_to", f"{exc.address!r} is not an e-mail address: {exc.message}")
 
 
 def validate_connection(data: Mapping[str, Any], *, origin: str = "store") -> Connection:
@@ -607,9 +625,7 @@ def validate_connection(data: Mapping[str, Any], *, origin: str = "store") -> Co
             "(or set allow_insecure_auth to accept the risk)",
         )
 
-    for key in ("from_address", "reply_to"):
-        if values.get(key) and not _looks_like_address(values[key]):
-            err(key, f"{values[key]!r} is not an e-mail address")
+    _check_addresses(values, err)
     ehlo = values.get("ehlo_hostname", "")
     if ehlo and _valid_hostname(ehlo) is None and not re.fullmatch(r"\[[0-9a-fA-F.:]+\]", ehlo):
         err("ehlo_hostname", f"{ehlo!r} is not a host name")

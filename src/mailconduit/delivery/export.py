@@ -348,46 +348,47 @@ def _units(p: Prepared) -> Iterator[Unit | RowState]:
             yield Unit(row.key, seq, row.number, row.values)
         return
     rows: list[dict[str, Any]] = []
+    numbers: list[int] = []
     for row in p.source.rows():
         if limit and len(rows) >= limit:
             break
         rows.append(row.values)
+        numbers.append(row.number)
     if spec.mode is ExportMode.TABLE:
         if not rows:
             return
-        yield Unit(
-            "table", 1, 1, rows[0], rows=rows, to_override=_column_addresses(spec.to_column, rows)
-        )
+        yield _to_column(Unit("table", 1, 1, rows[0], rows=rows), spec.to_column, numbers)
         return
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for values in rows:
-        groups.setdefault(values.get(spec.by), []).append(values)
-    for seq, (value, members) in enumerate(groups.items(), 1):
+    groups: dict[Any, list[int]] = {}
+    for index, values in enumerate(rows):
+        groups.setdefault(values.get(spec.by), []).append(index)
+    for seq, (value, indexes) in enumerate(groups.items(), 1):
         key = f"group:{'' if value is None else value}"
-        yield Unit(
-            key,
-            seq,
-            seq,
-            members[0],
-            rows=members,
-            to_override=_column_addresses(spec.to_column, members),
-        )
+        members = [rows[i] for i in indexes]
+        unit = Unit(key, seq, seq, members[0], rows=members)
+        yield _to_column(unit, spec.to_column, [numbers[i] for i in indexes])
 
 
-def _column_addresses(column: str, rows: Sequence[dict[str, Any]]) -> str:
-    """Every distinct address found in ``column`` (cells may hold several), in order."""
+def _to_column(unit: Unit, column: str, numbers: Sequence[int]) -> Unit | RowState:
+    """``unit`` with the recipients of its ``column`` cells, or skipped for a cell that is
+    not an address list (naming the column and the data row)."""
     if not column:
-        return ""
-    seen: dict[str, None] = {}
-    for values in rows:
+        return unit
+    seen: dict[str, Address] = {}
+    for values, number in zip(unit.rows or (), numbers, strict=True):
         cell = values.get(column)
         if cell is None:
             continue
-        for part in re.split(r"[;,]", str(cell)):
-            part = part.strip()
-            if part and part.lower() not in {s.lower() for s in seen}:
-                seen[part] = None
-    return ", ".join(seen)
+        try:
+            found = parse_address_list(str(cell), field="to_column")
+        except AddressError as exc:
+            return _skipped(
+                unit, AddressError(f"row {number}: {exc.message}", exc.address, unit.key, column)
+            )
+        for address in found:  # every distinct address once: ANNA@ and anna@ are one mailbox
+            seen.setdefault(address.envelope.lower(), address)
+    unit.to_override = ", ".join(a.formatted for a in seen.values())
+    return unit
 
 
 def _table_extras(p: Prepared, unit: Unit, *, inline: bool) -> tuple[dict[str, Any], list[Any]]:

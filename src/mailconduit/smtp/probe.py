@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+from mailconduit.address import parse_mailbox
 from mailconduit.config import AuthMechanism, Connection, Security
 from mailconduit.errors import (
     AddressError,
@@ -27,7 +28,7 @@ from mailconduit.errors import (
     SMTPError,
 )
 from mailconduit.smtp.client import AddressPolicy, SMTPSession, Stage
-from mailconduit.smtp.esmtp import Capabilities, check_envelope_address
+from mailconduit.smtp.esmtp import Capabilities
 from mailconduit.smtp.replies import MalformedReplyError, ReplyParser
 from mailconduit.smtp.tls import (
     CertificateInfo,
@@ -495,6 +496,16 @@ def _auth_hint(text: str) -> str:
     return ""
 
 
+def _test_recipient(send_to: str) -> str:
+    """The bare address of ``send_to``, read by the same grammar as an export's To."""
+    try:
+        return parse_mailbox(send_to.strip()).envelope
+    except AddressError as exc:
+        raise AddressError(
+            f"send_to {send_to!r} is not an e-mail address: {exc.message}", send_to
+        ) from None
+
+
 def _test_message(conn: Connection, send_to: str) -> bytes:
     message = EmailMessage()
     message["From"] = conn.sender
@@ -532,8 +543,10 @@ async def probe(
             try:
                 if not conn.sender:
                     raise AddressError("no sender address: set from_address on the connection")
-                check_envelope_address(send_to, role="recipient")
-                outcome = await session.send(conn.sender, [send_to], _test_message(conn, send_to))
+                recipient = _test_recipient(send_to)
+                outcome = await session.send(
+                    conn.sender, [recipient], _test_message(conn, recipient)
+                )
             except MailconduitError as error:
                 return run.result(False, "send", str(error), "")
             if not outcome.sent:

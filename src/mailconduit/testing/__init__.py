@@ -13,6 +13,7 @@ from mailconduit.testing.fixtures import (
     run,
     stream_messages,
 )
+from mailconduit.testing.oauth import ManualClock, OAuthServer, XOAuth2Server
 from mailconduit.testing.postfix import SmtpSink, free_port
 from mailconduit.testing.server import Fault, FaultServer, ReceivedMessage, ServerSession
 from mailconduit.testing.services import NATS_BANNER, BannerService
@@ -22,9 +23,12 @@ __all__ = [
     "BannerService",
     "Fault",
     "FaultServer",
+    "ManualClock",
+    "OAuthServer",
     "ReceivedMessage",
     "ServerSession",
     "SmtpSink",
+    "XOAuth2Server",
     "free_port",
     "loopback_connection",
     "message_source",
