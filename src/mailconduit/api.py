@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailconduit.config import Connection, ExportSpec, validate_export_spec
+from mailconduit.config import Connection, ExportSpec, url_scheme, validate_export_spec
 from mailconduit.connections.env import env_lookup
 from mailconduit.errors import ConfigError, FieldError, MailconduitError
 
@@ -178,6 +178,7 @@ def load_interface(path: str | Path, *, run_id: str | None = None) -> ExportSpec
             and value
             and value != "-"
             and not (key == "source" and str(data.get("kind", "")) == "sql")
+            and not url_scheme(value)
             and not Path(value).is_absolute()
         ):
             data[key] = str(base / value)

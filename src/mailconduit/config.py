@@ -2,15 +2,19 @@
 
 Every entry point (CLI, REST API, web form, YAML import, environment URL) turns its
 input into a ``dict`` and calls :func:`validate_connection`, so there is one set of
-rules and one wording of every error.
+rules and one wording of every error. The rules about text that every layer shares live
+here too: how a character is named, which encodings read files and which charsets mail
+can carry, what a database URL looks like.
 """
 
 from __future__ import annotations
 
+import codecs
 import enum
 import ipaddress
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -26,12 +30,17 @@ __all__ = [
     "ImplementationType",
     "Secret",
     "Security",
+    "char_name",
     "connection_from_url",
     "derive_security",
+    "is_database_url",
     "is_loopback_host",
+    "mime_charset",
     "parse_server_url",
+    "source_codec",
     "text_limit",
     "text_limit_errors",
+    "url_scheme",
     "validate_connection",
 ]
 
@@ -699,6 +708,135 @@ def connection_to_dict(conn: Connection) -> dict[str, Any]:
     return asdict(conn)
 
 
+# --------------------------------------------------------------------------- text
+
+_CONTROL_NAMES = {
+    "\x00": "NUL",
+    "\t": "TAB",
+    "\n": "LINE FEED",
+    "\x0b": "VERTICAL TAB",
+    "\x0c": "FORM FEED",
+    "\r": "CARRIAGE RETURN",
+    "\x1b": "ESCAPE",
+    "\x1c": "FILE SEPARATOR",
+    "\x1d": "GROUP SEPARATOR",
+    "\x1e": "RECORD SEPARATOR",
+    "\x7f": "DELETE",
+    "\x85": "NEXT LINE",
+}
+
+
+def char_name(char: str) -> str:
+    """``U+000A LINE FEED``: a character as a person can read it in an error message."""
+    if "\ud800" <= char <= "\udfff":
+        return f"U+{ord(char):04X}, a lone surrogate"
+    name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "control character")
+    return f"U+{ord(char):04X} {name}"
+
+
+#: Python codecs that call themselves text encodings but are not a character set of files
+#: or mail: IDNA and Punycode (domain names), Python escapes, and the always-failing one.
+_NOT_CHARSETS = frozenset(
+    {"idna", "punycode", "raw-unicode-escape", "unicode-escape", "undefined", "charmap", "mbcs"}
+)
+#: The IANA (MIME) name of each Python codec usable as the charset of outgoing mail: ASCII
+#: compatible and stateless, so MIME structure and RFC 2047 words stay plain ASCII.
+_MIME_CHARSETS: dict[str, str] = {
+    "ascii": "us-ascii",
+    "utf-8": "utf-8",
+    "iso8859-1": "iso-8859-1",
+    **{f"iso8859-{n}": f"iso-8859-{n}" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16)},
+    **{f"cp125{n}": f"windows-125{n}" for n in range(9)},
+    "cp874": "windows-874",
+    "cp932": "windows-31j",
+    **{f"cp{n}": f"ibm{n}" for n in (437, 775, 850, 852, 855, 857, 860, 861, 862, 863, 865, 866,
+                                      869)},
+    "cp858": "ibm00858",
+    "koi8-r": "koi8-r",
+    "koi8-u": "koi8-u",
+    "kz1048": "kz-1048",
+    "ptcp154": "ptcp154",
+    "tis-620": "tis-620",
+    "hp-roman8": "hp-roman8",
+    "mac-roman": "macintosh",
+    "shift_jis": "shift_jis",
+    "euc_jp": "euc-jp",
+    "euc_kr": "euc-kr",
+    "cp949": "ks_c_5601-1987",
+    "gb2312": "gb2312",
+    "gbk": "gbk",
+    "gb18030": "gb18030",
+    "big5": "big5",
+    "big5hkscs": "big5-hkscs",
+}  # fmt: skip
+
+
+def _lookup_text_codec(name: str) -> codecs.CodecInfo:
+    """The codec of a text encoding; ValueError (in words for the user) for anything else."""
+    shown = repr(name if len(name) <= 40 else name[:37] + "...")
+    try:
+        info = codecs.lookup(name.strip())
+    except (LookupError, ValueError):
+        raise ValueError(f"unknown encoding {shown}") from None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        raise ValueError(
+            f"{shown} is not a character encoding of text (it is a Python codec that "
+            "transforms data, such as base64, rot13 or zlib); name a character encoding "
+            "such as utf-8, cp1252 or latin-1"
+        )
+    return info
+
+
+def source_codec(name: str) -> str:
+    """The Python codec that reads files written in encoding ``name``; ValueError says why not.
+
+    Any character encoding of text is accepted (UTF-16/32 with or without a byte-order mark,
+    EBCDIC code pages...); codecs that transform data (base64, rot13, zlib) are not, nor
+    UTF-7, the one text encoding that decodes to lone surrogates (which are not text).
+    """
+    codec = _lookup_text_codec(name).name
+    if codec == "utf-7":
+        raise ValueError("utf-7 files are not read; convert the file to utf-8 first")
+    return codec
+
+
+def mime_charset(name: str) -> tuple[str, str]:
+    """(MIME name, Python codec) of an outgoing message charset; ValueError says why not.
+
+    Only registered MIME charsets that keep ASCII as it is and need no shift state are
+    accepted: headers are encoded word by word, and MIME structure must stay ASCII.
+    """
+    codec = _lookup_text_codec(name).name
+    mime = _MIME_CHARSETS.get(codec)
+    if mime is None:
+        shown = repr(name if len(name) <= 40 else name[:37] + "...")
+        raise ValueError(
+            f"{shown} cannot be the charset of a message (it is not an ASCII-compatible MIME "
+            "charset without shift states); use utf-8, or e.g. iso-8859-1, windows-1252, "
+            "shift_jis"
+        )
+    return mime, codec
+
+
+_URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+#: URL schemes of files elsewhere (not a database): reading them is not supported.
+_FILE_SCHEMES = frozenset({"http", "https", "ftp", "ftps", "sftp", "s3", "gs", "gcs", "az",
+                           "abfs", "file", "hdfs", "webdav", "smb"})  # fmt: skip
+
+
+def url_scheme(text: str) -> str:
+    """The lower-cased scheme of ``text`` when it is written as a URL (``x://...``), else ""."""
+    found = _URL_SCHEME_RE.match(text.strip())
+    return found.group(1).lower() if found else ""
+
+
+def is_database_url(text: str) -> bool:
+    """True for a SQLAlchemy-style database URL such as ``postgresql://host/db`` or
+    ``sqlite:///data.db`` (a URL whose scheme is not one of a file server)."""
+    scheme = url_scheme(text)
+    return bool(scheme) and scheme not in _FILE_SCHEMES
+
+
 # --------------------------------------------------------------------------- exports
 
 
@@ -872,34 +1010,23 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
             continue
         values[key] = value
 
+    _check_value_types(values, err)
     # ``is``/isinstance, not ``in (...)``: == on a DataFrame source has no truth value.
     if values.get("source") is None or (isinstance(values["source"], str) and not values["source"]):
         err("source", "is required (a file, '-' for stdin, or a SQL query with database_url)")
 
-    for key in ("attach", "table_formats"):
-        if key in values and isinstance(values[key], str):
-            values[key] = (
-                tuple(p.strip() for p in values[key].split(",") if p.strip())
-                if key == "table_formats"
-                else (values[key],)
-            )
-        elif key in values:
-            values[key] = tuple(str(v) for v in values[key])
+    if isinstance(values.get("table_formats"), str):
+        values["table_formats"] = tuple(
+            p.strip() for p in values["table_formats"].split(",") if p.strip()
+        )
+    if isinstance(values.get("attach"), str):
+        values["attach"] = (values["attach"],)
     if "headers" in values:
-        hdrs = values["headers"]
-        pairs: list[tuple[str, str]] = []
-        items = hdrs.items() if isinstance(hdrs, Mapping) else hdrs
-        for item in items:
-            if isinstance(item, str):
-                name, sep, tmpl = item.partition(":")
-                if not sep or not name.strip():
-                    err("headers", f"{item!r} must look like 'Name: template'")
-                    continue
-                pairs.append((name.strip(), tmpl.strip()))
-            else:
-                name, tmpl = item
-                pairs.append((str(name).strip(), str(tmpl)))
-        values["headers"] = tuple(pairs)
+        pairs = _header_pairs(values["headers"], err)
+        if pairs is None:
+            del values["headers"]
+        else:
+            values["headers"] = pairs
 
     if "mode" in values:
         try:
@@ -946,6 +1073,7 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
                 values[key] = _as_int(values[key])
             except ValueError as exc:
                 err(key, str(exc))
+                del values[key]
                 continue
             if values[key] < (-1 if key == "messages_per_connection" else 0):
                 err(key, "must not be negative")
@@ -969,13 +1097,16 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
         err("run_id", "must hold only letters, digits, '.', '_', ':' or '-' (at most 80)")
     if values.get("report_format") and values["report_format"] not in ("csv", "json"):
         err("report_format", "must be csv or json")
-    if values.get("charset"):
-        import codecs
-
+    if values.get("encoding"):
         try:
-            codecs.lookup(str(values["charset"]))
-        except LookupError:
-            err("charset", f"{values['charset']!r} is not a known character set")
+            source_codec(values["encoding"])
+        except ValueError as exc:
+            err("encoding", str(exc))
+    if values.get("charset"):
+        try:
+            mime_charset(values["charset"])
+        except ValueError as exc:
+            err("charset", str(exc))
 
     if "rate" not in values:
         try:
@@ -1009,6 +1140,91 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
     if errors:
         raise ConfigError.for_fields("export", _dedupe(errors))
     return ExportSpec(**values)
+
+
+#: Export settings that are text (templates, column names, SQL, names of things).
+#: (The bodies are :func:`_check_bodies`'s.)
+_TEXT_SETTINGS = ("connection", "to", "subject", "cc", "bcc", "reply_to", "from_", "by",
+                  "to_column", "oversize", "where", "order_by", "key", "kind", "encoding",
+                  "delimiter", "database_url", "charset", "run_id", "report_format")  # fmt: skip
+#: Export settings naming a file or a folder: text, or a path object from Python.
+_PATH_SETTINGS = ("attach_dir", "dry_run", "report")
+#: Export settings that are a list of texts (one text stands for a list of one).
+_LIST_SETTINGS = ("attach", "table_formats")
+
+
+def _kind_of(value: Any) -> str:
+    """What a wrongly typed value is, in a user's words."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple | set | frozenset):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _check_value_types(values: dict[str, Any], err: Any) -> None:
+    """Name every setting of the wrong type (a number for ``where``...) and drop it, so the
+    rules after this one see only values of the type they expect."""
+    for key in (*_TEXT_SETTINGS, *_PATH_SETTINGS, "sheet", "source"):
+        value = values.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        if key in (*_PATH_SETTINGS, "source") and isinstance(value, os.PathLike):
+            values[key] = os.fspath(value)
+            if isinstance(values[key], str):
+                continue
+        elif key == "source":
+            continue  # Python data (rows, a DataFrame) for the Python API
+        elif key == "sheet" and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = str(value)
+            continue
+        err("from" if key == "from_" else key, f"must be text, not {_kind_of(value)}")
+        del values[key]
+    for key in _LIST_SETTINGS:
+        value = values.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            values[key] = tuple(value)
+            continue
+        err(key, f"must be a text or a list of texts, not {_kind_of(value)}")
+        del values[key]
+
+
+def _header_pairs(headers: Any, err: Any) -> tuple[tuple[str, str], ...] | None:
+    """Custom headers as (name, template) pairs from 'Name: template' texts, pairs or a
+    mapping; None (with the error noted) for anything else."""
+    shape = "must be 'Name: template' texts, [name, template] pairs or a mapping"
+    if isinstance(headers, str):
+        headers = [headers]
+    if isinstance(headers, Mapping):
+        items: list[Any] = list(headers.items())
+    elif isinstance(headers, list | tuple):
+        items = list(headers)
+    else:
+        err("headers", f"{shape}, not {_kind_of(headers)}")
+        return None
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, str):
+            name, sep, tmpl = item.partition(":")
+            if not sep or not name.strip():
+                err("headers", f"{item[:60]!r} must look like 'Name: template'")
+                continue
+            pairs.append((name.strip(), tmpl.strip()))
+        elif (
+            isinstance(item, list | tuple)
+            and len(item) == 2
+            and all(isinstance(part, str) for part in item)
+        ):
+            pairs.append((item[0].strip(), item[1]))
+        else:
+            err("headers", f"{shape}; one is {_kind_of(item)}")
+    return tuple(pairs)
 
 
 #: An inline image's NAME: a Content-ID local part that is also safe in a ``cid:`` URL.

@@ -2,8 +2,10 @@
 
 Everything that can be wrong with the input is found before the first message goes
 out (connection state, source structure, template syntax, unknown columns, sandbox
-violations): the export then stops with one line and nothing is sent. Per-row
-problems (an invalid address, a missing attachment) skip that row and are reported.
+violations, a column that differs across the rows of one table or group message): the
+export then stops with one line and nothing is sent. Per-row problems (an invalid
+address, a missing attachment, a control character in a cell) skip that row and are
+reported; in table and group mode such a row is left out of its message, which goes on.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from mailconduit.config import (
     ExportSpec,
     ImplementationType,
     RateLimit,
+    char_name,
     export_spec_to_dict,
     validate_export_spec,
 )
@@ -66,12 +69,15 @@ from mailconduit.message import (
 )
 from mailconduit.message.build import BuiltMessage
 from mailconduit.smtp import SMTPSession
-from mailconduit.sources import Source, open_source
+from mailconduit.sources import Row, Source, open_source
+from mailconduit.sources.cells import cell_problem
 
 __all__ = ["execute", "new_run_id", "preview", "report_from_journal", "resume"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TABLE_NAMES = frozenset({"table_html", "table_text", "rows"})
+_RECIPIENT_FIELDS = ("to", "cc", "bcc")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def new_run_id() -> str:
@@ -192,10 +198,39 @@ def _bodies(spec: ExportSpec, conn: Connection) -> tuple[str | None, str | None,
     return (None, body, note) if as_html else (body, None, note)
 
 
+def _body_setting(spec: ExportSpec, kind: str) -> str:
+    """The setting a ``text`` or ``html`` body came from, to name it in an error."""
+    for name in (f"{kind}_body_file", f"{kind}_body", "body_file"):
+        if getattr(spec, name):
+            return name
+    return "body"
+
+
+def _check_template_texts(spec: ExportSpec, text: str | None, html: str | None) -> None:
+    """The templates hold no character data may not hold either (the same rule as cells)."""
+    texts: dict[str, str] = {
+        "to": spec.to, "cc": spec.cc, "bcc": spec.bcc, "from": spec.from_,
+        "reply_to": spec.reply_to, "subject": spec.subject,
+        **{_body_setting(spec, kind): body for kind, body in (("text", text), ("html", html))
+           if body is not None},
+        **{f"attach {n}": template for n, template in enumerate(spec.attach, 1)},
+        **{f"inline {name}": template for name, template in spec.inline},
+        **{f"header {name}": template for name, template in spec.headers},
+    }  # fmt: skip
+    problem = cell_problem(texts)
+    if problem is not None:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError(problem.column, f"the template holds {char_name(problem.char)}; control "
+                        "characters cannot be sent (TAB, LF and CR can)")],
+        )  # fmt: skip
+
+
 def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
     """Check everything that can be checked before sending; raise with one clear line."""
     _check_connection(conn, sending=sending)
     text, html, note = _bodies(spec, conn)
+    _check_template_texts(spec, text, html)
     if spec.inline and html is None:
         raise ConfigError.for_fields(
             "export",
@@ -289,7 +324,9 @@ def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
         except RenderError as exc:
             raise _template_error(exc, location) from None
         total = source.validate()
-        sample = next(iter(source.rows()), None)
+        if spec.mode is not ExportMode.ROW:
+            _check_shared_columns(spec, source, template, provided)
+        sample = next((row for row in source.rows() if row.problem is None), None)
         if sample is not None:
             extras = None
             if spec.mode is not ExportMode.ROW:
@@ -323,6 +360,88 @@ def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
     )
 
 
+def _check_shared_columns(
+    spec: ExportSpec, source: Source, template: MessageTemplate, provided: Collection[str]
+) -> None:
+    """Table and group mode: a column name in a template gives the message's first row's
+    value, which is only right when every row of the message has the same one.
+
+    One scan of the data (the rows the messages will hold); a column whose value differs
+    within one message is a ConfigError naming the field, the rows, and what to write.
+    """
+    fields: dict[str, str] = {}  # column → the first field reading it
+    for field in template.field_names:
+        for name in sorted(template.columns(field)):
+            if name in source.columns and name not in provided:
+                fields.setdefault(name, field)
+    if not fields:
+        return
+    grouped = spec.mode is ExportMode.GROUP
+    first: dict[Any, dict[str, tuple[int, Any]]] = {}
+    differing: dict[str, tuple[Any, int, int]] = {}  # column → (group, row, other row)
+    for row in _message_rows(spec, source):
+        if row.problem is not None:
+            continue
+        group = _group_of(row.values.get(spec.by)) if grouped else None
+        seen = first.setdefault(group, {})
+        for column in fields:
+            value = row.values.get(column)
+            earlier = seen.setdefault(column, (row.number, value))
+            if column not in differing and not _same(earlier[1], value):
+                differing[column] = (group, earlier[0], row.number)
+        if len(differing) == len(fields):
+            break
+    if differing:
+        errors = [
+            _shared_column_error(spec, fields[column], column, *where)
+            for column, where in differing.items()
+        ]
+        raise ConfigError.for_fields("export", errors)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a is b or a == b or (a != a and b != b))  # NaN is the same as NaN here
+
+
+def _group_of(value: Any) -> Any:
+    """A group value as a dict key (a list or mapping from JSON stands for its text)."""
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def _shared_column_error(
+    spec: ExportSpec, field: str, column: str, group: Any, row: int, other: int
+) -> FieldError:
+    where = "of the table" if spec.mode is ExportMode.TABLE else f"of group {str(group)[:40]!r}"
+    item = f"rows[0].{column}" if _IDENTIFIER.fullmatch(column) else f"rows[0][{column!r}]"
+    said = (
+        f"column {column!r} differs between rows {row} and {other} {where}, but in "
+        f"{spec.mode.value} mode a column name gives the value of the message's first row only"
+    )
+    if field in _RECIPIENT_FIELDS:
+        told = (
+            f"; to send to every address in it, use --to-column {column} (or {{{{ {item} }}}} "
+            "to mean the first row's address)"
+        )
+    else:
+        told = (
+            f"; write {{{{ {item} }}}} for the first row's value, or an aggregate over the rows "
+            f"such as {{{{ rows|map(attribute={column!r})|join(', ') }}}}"
+        )
+    return FieldError(field, said + told)
+
+
+def _message_rows(spec: ExportSpec, source: Source) -> Iterator[Row]:
+    """The rows table and group messages are made of: the first ``limit`` of the source."""
+    for count, row in enumerate(source.rows(), 1):
+        if spec.limit and count > spec.limit:
+            return
+        yield row
+
+
 # --------------------------------------------------------------------------- messages
 
 
@@ -338,6 +457,13 @@ class Unit:
     rows: list[dict[str, Any]] | None = None
 
 
+def _rejected(key: str, seq: int, row: Row) -> RowState:
+    """A row with a cell data may not hold: reported with its column and why, never sent."""
+    assert row.problem is not None
+    error = RowError(row.problem.reason, key, row.problem.column)
+    return RowState(key, seq, row.number, SKIPPED, reply=str(error), column=error.column)
+
+
 def _units(p: Prepared) -> Iterator[Unit | RowState]:
     spec = p.spec
     limit = spec.limit
@@ -345,28 +471,39 @@ def _units(p: Prepared) -> Iterator[Unit | RowState]:
         for seq, row in enumerate(p.source.rows(), 1):
             if limit and seq > limit:
                 return
-            yield Unit(row.key, seq, row.number, row.values)
+            if row.problem is not None:
+                yield _rejected(row.key, seq, row)
+            else:
+                yield Unit(row.key, seq, row.number, row.values)
         return
     rows: list[dict[str, Any]] = []
     numbers: list[int] = []
-    for row in p.source.rows():
-        if limit and len(rows) >= limit:
-            break
-        rows.append(row.values)
-        numbers.append(row.number)
+    left_out: list[Row] = []  # rows with a forbidden character: reported, not in the message
+    for row in _message_rows(spec, p.source):
+        if row.problem is not None:
+            left_out.append(row)
+        else:
+            rows.append(row.values)
+            numbers.append(row.number)
+    units: list[Unit | RowState] = []
     if spec.mode is ExportMode.TABLE:
-        if not rows:
-            return
-        yield _to_column(Unit("table", 1, 1, rows[0], rows=rows), spec.to_column, numbers)
-        return
-    groups: dict[Any, list[int]] = {}
-    for index, values in enumerate(rows):
-        groups.setdefault(values.get(spec.by), []).append(index)
-    for seq, (value, indexes) in enumerate(groups.items(), 1):
-        key = f"group:{'' if value is None else value}"
-        members = [rows[i] for i in indexes]
-        unit = Unit(key, seq, seq, members[0], rows=members)
-        yield _to_column(unit, spec.to_column, [numbers[i] for i in indexes])
+        if rows:
+            unit = Unit("table", 1, 1, rows[0], rows=rows)
+            units.append(_to_column(unit, spec.to_column, numbers))
+    else:
+        groups: dict[Any, list[int]] = {}
+        for index, values in enumerate(rows):
+            groups.setdefault(_group_of(values.get(spec.by)), []).append(index)
+        for seq, (value, indexes) in enumerate(groups.items(), 1):
+            key = f"group:{'' if value is None else value}"
+            members = [rows[i] for i in indexes]
+            unit = Unit(key, seq, seq, members[0], rows=members)
+            units.append(_to_column(unit, spec.to_column, [numbers[i] for i in indexes]))
+    # Reported first (so --fail-fast sends nothing), numbered after the messages: the
+    # journal's claim mark counts messages only.
+    for seq, row in enumerate(left_out, len(units) + 1):
+        yield _rejected(f"row:{row.key}", seq, row)
+    yield from units
 
 
 def _to_column(unit: Unit, column: str, numbers: Sequence[int]) -> Unit | RowState:
@@ -461,7 +598,10 @@ def _jobs(
     partial = partial or {}
     for unit in _units(p):
         if isinstance(unit, RowState):
-            yield unit
+            if unit.row_key in states:  # reported by an earlier attempt of this run
+                yield RowState(unit.row_key, unit.seq, unit.row_number, "resumed")
+            else:
+                yield unit
             continue
         prior = states.get(unit.key)
         if prior is None and unit.seq <= claimed_seq:
