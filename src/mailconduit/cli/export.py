@@ -304,7 +304,7 @@ def export(
         options["source"] = ""
     spec = api.export_spec({k: v for k, v in options.items() if v is not None})
     _execute(
-        lambda progress: api.run_export(spec, progress=progress),
+        lambda progress: api.run_export(spec, progress=progress, handle_signals=True),
         as_json=as_json,
         quiet=quiet,
         log_json=log_json,
@@ -342,7 +342,7 @@ def run(
 
     spec = api.load_interface(interface, run_id=run_id)
     _execute(
-        lambda progress: api.run_export(spec, progress=progress),
+        lambda progress: api.run_export(spec, progress=progress, handle_signals=True),
         as_json=as_json,
         quiet=quiet,
         log_json=log_json,

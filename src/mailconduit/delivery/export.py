@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import os
 import re
 import socket
@@ -21,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mailconduit.config import (
     Connection,
@@ -33,11 +34,10 @@ from mailconduit.config import (
     export_spec_to_dict,
     validate_export_spec,
 )
-from mailconduit.delivery import loop as event_loop
 from mailconduit.delivery.events import Progress, ProgressCallback
 from mailconduit.delivery.ratelimit import DailyUsage, RateLimiter
 from mailconduit.delivery.report import ExportReport, write_report
-from mailconduit.delivery.runner import Job, Runner
+from mailconduit.delivery.runner import CANCELLED, Job, Runner
 from mailconduit.errors import (
     AddressError,
     ConfigError,
@@ -74,6 +74,7 @@ from mailconduit.sources.cells import cell_problem
 
 __all__ = ["execute", "new_run_id", "preview", "report_from_journal", "resume"]
 
+T = TypeVar("T")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TABLE_NAMES = frozenset({"table_html", "table_text", "rows"})
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
@@ -732,29 +733,50 @@ async def _server_size(opener: Any) -> int:
             session.close()
 
 
-def execute(
+async def execute(
     spec: ExportSpec,
     conn: Connection,
     *,
     progress: ProgressCallback | None = None,
-    handle_signals: bool = True,
+    handle_signals: bool = False,
     allow_address: Any = None,
     resume_of: str = "",
     retry_failed: bool = False,
 ) -> ExportReport:
-    """Run an export (or resume ``resume_of``); returns its report."""
+    """Run an export (or resume ``resume_of``) on the running loop; returns its report.
+
+    Blocking steps (reading the source to check it, journal set-up, the report) run in a
+    worker thread, so the loop goes on serving others. Cancelling the awaiting task stops
+    the run as a first Ctrl-C does; the journal then says so, and the CancelledError goes
+    on once it is written. ``handle_signals`` is for the CLI alone: SIGINT/SIGTERM stop it.
+    """
     if spec.dry_run:
-        return _dry_run(spec, conn)
+        return await _off_loop(functools.partial(_dry_run, spec, conn))
     run_id = resume_of or spec.run_id or new_run_id()
     if not spec.journal:
-        return _execute(spec, conn, run_id, None, progress=progress, handle_signals=handle_signals,
-                        allow_address=allow_address, retry_failed=retry_failed)  # fmt: skip
+        return await _execute(spec, conn, run_id, None, progress=progress, handle_signals=handle_signals,
+                              allow_address=allow_address, retry_failed=retry_failed)  # fmt: skip
     with _run_lock(run_id) as home_id:
         journal = Journal()
         with _RunLease(journal, run_id, home_id) as lease:
-            return _execute(spec, conn, run_id, journal, progress=progress,
-                            handle_signals=handle_signals, allow_address=allow_address,
-                            retry_failed=retry_failed, lease=lease)  # fmt: skip
+            return await _execute(spec, conn, run_id, journal, progress=progress,
+                                  handle_signals=handle_signals, allow_address=allow_address,
+                                  retry_failed=retry_failed, lease=lease)  # fmt: skip
+
+
+async def _off_loop(call: Callable[[], T], cleanup: Callable[[T], object] | None = None) -> T:
+    """``call()`` in a worker thread. If the awaiting task is cancelled meanwhile, the call
+    still finishes (it may be writing the journal) and ``cleanup`` gets its result before
+    the cancellation goes on."""
+    future = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            result = await future
+            if cleanup is not None:
+                cleanup(result)
+        raise
 
 
 @contextlib.contextmanager
@@ -887,18 +909,18 @@ def _holder(owner: str) -> str:
     return f"process {pid} on host {host}" if pid else f"{owner!r}"
 
 
-def _execute(
-    spec: ExportSpec,
-    conn: Connection,
-    run_id: str,
-    journal: Journal | None,
-    *,
-    progress: ProgressCallback | None,
-    handle_signals: bool,
-    allow_address: Any,
-    retry_failed: bool,
-    lease: _RunLease | None = None,
-) -> ExportReport:
+@dataclasses.dataclass
+class _Start:
+    """A run checked and recorded in its journal, ready to send."""
+
+    prepared: Prepared
+    states: dict[str, tuple[str, int]]
+    partial: dict[str, RowState]
+    claimed_seq: int
+
+
+def _start(spec: ExportSpec, conn: Connection, run_id: str, journal: Journal | None) -> _Start:
+    """Read what an earlier attempt did, check the export, record the run (blocking)."""
     states: dict[str, tuple[str, int]] = {}
     partial: dict[str, RowState] = {}
     claimed_seq = 0
@@ -909,9 +931,6 @@ def _execute(
         partial = journal.partial_rows(run_id)
         claimed_seq = journal.get_run(run_id).claimed_seq
     prepared = prepare(spec, conn, sending=True)
-    if progress is not None:
-        for note in prepared.notes:
-            progress(Progress(run_id, "note", message=note))
     try:
         if journal is not None:
             fingerprint = prepared.source.fingerprint()
@@ -934,56 +953,118 @@ def _execute(
                     fingerprint=fingerprint,
                     total=prepared.total,
                 )
+    except BaseException:
+        prepared.close()
+        raise
+    return _Start(prepared, states, partial, claimed_seq)
+
+
+def _stopped_early(exc: BaseException) -> tuple[str, str]:
+    """The journal's status and message for a run ended by ``exc`` before its runner did."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "interrupted", CANCELLED
+    return "failed", "stopped by an error before finishing"
+
+
+async def _execute(
+    spec: ExportSpec,
+    conn: Connection,
+    run_id: str,
+    journal: Journal | None,
+    *,
+    progress: ProgressCallback | None,
+    handle_signals: bool,
+    allow_address: Any,
+    retry_failed: bool,
+    lease: _RunLease | None = None,
+) -> ExportReport:
+    async def deliver(start: _Start) -> tuple[Runner, Any]:
+        """Send the run's messages through a pool of sessions."""
+        prepared = start.prepared
         resend = spec.resend_uncertain
         opener = _opener(conn, spec, allow_address)
+        size_limit = 0
+        if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
+            size_limit = await _server_size(opener)
+        jobs = _jobs(
+            prepared, run_id, states=start.states, retry_failed=retry_failed,
+            resend_uncertain=resend, size_limit=size_limit, claimed_seq=start.claimed_seq,
+            partial=start.partial,
+        )  # fmt: skip
         daily = _daily_usage(journal, conn) if journal is not None else None
-        limiter = RateLimiter(_rate_for(spec, conn), daily_usage=daily)
-        concurrency = spec.concurrency or conn.concurrency
+        runner = Runner(
+            run_id=run_id,
+            spec=spec,
+            connection=conn,
+            jobs=jobs,
+            open_session=opener,
+            journal=journal,
+            total=prepared.total if spec.mode is ExportMode.ROW else None,
+            concurrency=spec.concurrency or conn.concurrency,
+            limiter=RateLimiter(_rate_for(spec, conn), daily_usage=daily),
+            progress=progress,
+            handle_signals=handle_signals,
+            resend_uncertain=resend,
+        )
+        if lease is not None:
+            loop = asyncio.get_running_loop()
+            lease.on_lost(lambda reason: _stop_soon(loop, runner, reason))
+        return runner, await runner.run()
+
+    try:
+        start = await _off_loop(
+            functools.partial(_start, spec, conn, run_id, journal), lambda s: s.prepared.close()
+        )
+        if progress is not None:
+            for note in start.prepared.notes:
+                progress(Progress(run_id, "note", message=note))
         started = time.monotonic()
-
-        async def main() -> tuple[Runner, Any]:
-            size_limit = 0
-            if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
-                size_limit = await _server_size(opener)
-            jobs = _jobs(
-                prepared, run_id, states=states, retry_failed=retry_failed,
-                resend_uncertain=resend, size_limit=size_limit, claimed_seq=claimed_seq,
-                partial=partial,
-            )  # fmt: skip
-            runner = Runner(
-                run_id=run_id,
-                spec=spec,
-                connection=conn,
-                jobs=jobs,
-                open_session=opener,
-                journal=journal,
-                total=prepared.total if spec.mode is ExportMode.ROW else None,
-                concurrency=concurrency,
-                limiter=limiter,
-                progress=progress,
-                handle_signals=handle_signals,
-                resend_uncertain=resend,
-            )
-            if lease is not None:
-                loop = asyncio.get_running_loop()
-                lease.on_lost(lambda reason: _stop_soon(loop, runner, reason))
-            return runner, await runner.run()
-
-        runner, result = event_loop.run(main())
-    except BaseException:
+        try:
+            runner, result = await deliver(start)
+        finally:
+            start.prepared.close()
+    except BaseException as exc:
         if journal is not None and journal.run_exists(run_id) and not (lease and lease.lost):
-            journal.set_status(run_id, "failed", message="stopped by an error before finishing")
+            status, message = _stopped_early(exc)
+            journal.set_status(run_id, status, message=message)
         raise
-    finally:
-        prepared.close()
-    elapsed = time.monotonic() - started
+    report = await _off_loop(
+        functools.partial(
+            _finish, spec, conn, run_id, journal, runner, result,
+            elapsed=time.monotonic() - started, states=start.states, lease=lease,
+            notes=start.prepared.notes,
+        )
+    )  # fmt: skip
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        # The run stopped gracefully and its journal is written: now the cancellation
+        # goes on, as asyncio's contract wants (timeouts and task groups rely on it).
+        raise asyncio.CancelledError(f"run {run_id} stopped; resume it to send the rest")
+    return report
+
+
+def _finish(
+    spec: ExportSpec,
+    conn: Connection,
+    run_id: str,
+    journal: Journal | None,
+    runner: Runner,
+    result: Any,
+    *,
+    elapsed: float,
+    states: dict[str, tuple[str, int]],
+    lease: _RunLease | None,
+    notes: tuple[str, ...],
+) -> ExportReport:
+    """Record how the run ended and make its report (blocking)."""
     if journal is not None:
         taken_over = lease is not None and bool(lease.lost)
         if not taken_over:  # else the run's status is its new sender's to write
             journal.set_status(
                 run_id, result.status, message=result.message, finished=result.status == "finished"
             )
-        _save_daily(journal, conn, limiter)
+        if runner.limiter is not None:
+            _save_daily(journal, conn, runner.limiter)
         report = report_from_journal(run_id, journal=journal)
         if taken_over:
             report.status, report.message = result.status, result.message
@@ -994,7 +1075,7 @@ def _execute(
         from mailconduit.delivery.runner import report_for
 
         report = report_for(runner, result, elapsed=elapsed)
-    report.notes = prepared.notes
+    report.notes = notes
     if spec.report:
         write_report(report, spec.report, fmt=spec.report_format)
     return report
@@ -1006,7 +1087,7 @@ def _stop_soon(loop: asyncio.AbstractEventLoop, runner: Runner, reason: str) -> 
         loop.call_soon_threadsafe(runner.stop, "interrupted", reason)
 
 
-def resume(
+async def resume(
     run_id: str,
     conn: Connection,
     *,
@@ -1014,7 +1095,7 @@ def resume(
     resend_uncertain: bool | None = None,
     source: Any = None,
     progress: ProgressCallback | None = None,
-    handle_signals: bool = True,
+    handle_signals: bool = False,
     allow_address: Any = None,
 ) -> ExportReport:
     """Resume ``run_id`` from its journal: confirmed rows are never sent again."""
@@ -1031,7 +1112,7 @@ def resume(
     if resend_uncertain is not None:
         changes["resend_uncertain"] = resend_uncertain
     spec = dataclasses.replace(spec, **changes)
-    return execute(
+    return await execute(
         spec, conn, progress=progress, handle_signals=handle_signals,
         allow_address=allow_address, resume_of=run_id, retry_failed=retry_failed,
     )  # fmt: skip
