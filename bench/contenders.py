@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import BENCH_PY, BENCH_VENV, CLIENTS, HOST, REPO, SENDER, SMTP_SOURCE, SUBJECT
+from harness import (
+    BENCH_PY,
+    BENCH_VENV,
+    CLIENTS,
+    HOST,
+    INVOICE_SUBJECT,
+    REPO,
+    SENDER,
+    SMTP_SOURCE,
+    SUBJECT,
+)
 from harness import Invocation as Inv
 
 Builder = Callable[[dict[str, Any]], Inv]
@@ -63,8 +73,7 @@ def _mailmerge(ctx: dict[str, Any]) -> Inv:
                 "--config", str(conf), "--output-format", "text"], stdout_to_file=False)
 
 
-def _mailconduit(extra: tuple[str, ...], *, binary: Path, cmd_template: str | None,
-                 profile_to: str | None = None) -> Builder:
+def _mailconduit(extra: tuple[str, ...], *, binary: Path, cmd_template: str | None) -> Builder:
     def build(ctx: dict[str, Any]) -> Inv:
         data = ctx["data"]
         run_dir: Path = ctx["run_dir"]
@@ -79,12 +88,53 @@ def _mailconduit(extra: tuple[str, ...], *, binary: Path, cmd_template: str | No
         argv = [str(binary), "export", str(data.csv), "--connection", "bench",
                 "--to", "{{email}}", "--from", SENDER, "--subject", SUBJECT,
                 "--body-file", str(data.body), "--quiet", *extra]
-        if profile_to:
-            python = binary.parent / "python"
-            argv = [str(python), "-m", "cProfile", "-o", str(run_dir / profile_to), *argv]
         # An existing home, as a user has: the store is created before the clock starts.
         return Inv(argv, env=env, prepare=[str(binary), "connections", "list"])
     return build
+
+
+# ---------------------------------------------------------------- the invoice scenario
+# HTML body + one ~100 KB PDF per row (harness.write_invoice_data); keys start "inv_".
+
+
+def _source_same_size(sessions: int) -> Builder:
+    """smtp-source sending a generated payload as large as row 0's invoice message."""
+    def build(ctx: dict[str, Any]) -> Inv:
+        argv = [SMTP_SOURCE, "-s", str(sessions), "-m", str(ctx["n"]),
+                "-l", str(ctx["data"].payload_bytes), "-f", SENDER, "-t", "user@example.com",
+                "-N", "-M", "localhost", "-d", f"{HOST}:{ctx['port']}"]
+        return Inv(argv)
+    return build
+
+
+def _mailconduit_invoice(binary: Path) -> Builder:
+    def build(ctx: dict[str, Any]) -> Inv:
+        data = ctx["data"]
+        run_dir: Path = ctx["run_dir"]
+        # HTML bodies through the connection's own setting, as a user would store it
+        env = {"MAILCONDUIT_HOME": str(run_dir / "home"),
+               "MAILCONDUIT_CONN_BENCH": f"smtp://{HOST}:{ctx['port']}?use_html_body=true"}
+        argv = [str(binary), "export", str(data.csv), "--connection", "bench",
+                "--to", "{{email}}", "--from", SENDER, "--subject", INVOICE_SUBJECT,
+                "--body-file", str(data.body), "--attach", "{{pdf}}",
+                "--attach-dir", str(data.attach_dir), "--quiet"]
+        return Inv(argv, env=env, prepare=[str(binary), "connections", "list"])
+    return build
+
+
+def invoice_contenders(*, binary: Path = MAILCONDUIT_BIN) -> list[Contender]:
+    """The invoice scenario's contenders: the same rows, body and PDFs for the Python two."""
+    return [
+        Contender("inv_src_s4", "smtp-source -s4 -d, same size (C)", "c",
+                  _source_same_size(4), 4),
+        Contender("inv_src_s16", "smtp-source -s16 -d, same size (C)", "c",
+                  _source_same_size(16), 16),
+        # its template is HTML with an ATTACHMENT header naming the row's PDF
+        Contender("inv_mailmerge", "mailmerge 2.3.0 CLI, HTML + PDF", "mailmerge",
+                  _mailmerge, 1, per_message=True),
+        Contender("inv_mailconduit", "mailconduit export, HTML + PDF", "mailconduit",
+                  _mailconduit_invoice(binary), 0),
+    ]
 
 
 def registry(*, sessions: list[int], binary: Path = MAILCONDUIT_BIN,
@@ -131,19 +181,20 @@ def registry(*, sessions: list[int], binary: Path = MAILCONDUIT_BIN,
         entries.append(mc(f"mailconduit_nojournal_c{k}",
                           f"mailconduit export --no-journal --concurrency {k}",
                           ("--no-journal", "--concurrency", str(k)), k))
+    entries += invoice_contenders(binary=binary)
     return {c.key: c for c in entries}
 
 
-def profiled(contender: Contender, *, binary: Path = MAILCONDUIT_BIN) -> Contender:
+def profiled(contender: Contender) -> Contender:
     """The same mailconduit contender, run under cProfile (output: profile.pstats)."""
-    extra = _extra_args(contender.label)
-    return Contender(contender.key, contender.label + " (cProfile)", contender.kind,
-                     _mailconduit(extra, binary=binary, cmd_template=None,
-                                  profile_to="profile.pstats"), contender.sessions)
-
-
-def _extra_args(label: str) -> tuple[str, ...]:
-    return tuple(label.split("mailconduit export", 1)[1].split())
+    def build(ctx: dict[str, Any]) -> Inv:
+        inv = contender.build(ctx)
+        python = Path(inv.argv[0]).parent / "python"
+        inv.argv = [str(python), "-m", "cProfile", "-o", str(ctx["run_dir"] / "profile.pstats"),
+                    *inv.argv]
+        return inv
+    return Contender(contender.key, contender.label + " (cProfile)", contender.kind, build,
+                     contender.sessions)
 
 
 def same_sessions_source(contender: Contender) -> str | None:

@@ -96,6 +96,10 @@ class DataSet:
     mm_template: Path
     eml: Path
     eml_bytes: int
+    #: The invoice scenario: the folder of the rows' PDFs, and the size of the payload
+    #: (everything after the header block) of row 0's message, for smtp-source -l.
+    attach_dir: Path | None = None
+    payload_bytes: int = 0
 
 
 def write_data(data_dir: Path, n: int, seed: int = 20240601) -> DataSet:
@@ -133,6 +137,135 @@ def write_data(data_dir: Path, n: int, seed: int = 20240601) -> DataSet:
     eml.write_bytes(raw)
     return DataSet(n=n, csv=csv_path, body=body, mm_template=mm_template, eml=eml,
                    eml_bytes=len(raw))
+
+
+# ---------------------------------------------------------------- invoice data
+
+INVOICE_SUBJECT = "Invoice {{number}} from Example Billing"
+#: ~1.6 KB once rendered; plain {{name}} substitutions, as both mailmerge and mailconduit
+#: read them (mailconduit without Jinja, mailmerge with it).
+INVOICE_HTML = """\
+<html>
+<head><meta charset="utf-8"><title>Invoice {{number}}</title></head>
+<body style="font-family: Arial, Helvetica, sans-serif; color: #222;">
+<table width="100%" cellpadding="0" cellspacing="0" style="max-width: 640px;">
+<tr><td style="padding: 16px 0; border-bottom: 2px solid #0a5;">
+<b style="font-size: 18px;">Example Billing Services</b></td></tr>
+<tr><td style="padding: 16px 0;">
+<p>Dear {{name}},</p>
+<p>Please find attached invoice <b>{{number}}</b> for the services of last month.
+The amount of <b>{{amount}} EUR</b> is due on <b>{{due}}</b>.</p>
+<table cellpadding="4" cellspacing="0" style="border: 1px solid #ccc;">
+<tr><td>Invoice number</td><td>{{number}}</td></tr>
+<tr><td>Account</td><td>{{email}}</td></tr>
+<tr><td>Amount due</td><td>{{amount}} EUR</td></tr>
+<tr><td>Due date</td><td>{{due}}</td></tr>
+</table>
+<p>Payment can be made by bank transfer to the account shown on the invoice. Please
+quote the invoice number as the payment reference so that we can match the transfer
+without delay. If you have already paid, please disregard this message; transfers can
+take up to three business days to appear in our system.</p>
+<p>Questions about this invoice? Reply to this message within fourteen days, or call us
+on weekdays between 9:00 and 17:00 CET.</p>
+<p>Kind regards,<br>The Example Billing Team</p>
+</td></tr>
+<tr><td style="padding: 8px 0; border-top: 1px solid #ccc; font-size: 11px; color: #777;">
+Example Billing Services, 1 Example Street, 10115 Berlin. VAT ID DE000000000.</td></tr>
+</table>
+</body>
+</html>
+"""
+#: Bytes of pixel data in each invoice's embedded image (compressed, it stays about as
+#: large): with the page and the font, a PDF of ~100 KB.
+_PDF_IMAGE_SIDE = 180
+
+
+def invoice_pdf(number: str, name: str, amount: str, due: str, seed: int) -> bytes:
+    """A valid one-page PDF invoice of ~100 KB: a text content stream and a Flate-compressed
+    image (noise, as a scanned signature or a photo is, so it does not shrink)."""
+    import zlib
+
+    rng = random.Random(seed)
+    image = zlib.compress(rng.randbytes(_PDF_IMAGE_SIDE * _PDF_IMAGE_SIDE * 3), 1)
+    text = (f"BT /F1 20 Tf 72 770 Td (Invoice {number}) Tj ET\n"
+            f"BT /F1 12 Tf 72 740 Td (Bill to: {name}) Tj ET\n"
+            f"BT /F1 12 Tf 72 722 Td (Amount due: {amount} EUR) Tj ET\n"
+            f"BT /F1 12 Tf 72 704 Td (Due date: {due}) Tj ET\n"
+            "q 180 0 0 180 72 480 cm /Im1 Do Q\n").encode("ascii")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 5 0 R "
+        b"/Resources << /Font << /F1 4 0 R >> /XObject << /Im1 6 0 R >> >> >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(text), text),
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB "
+        b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream"
+        % (_PDF_IMAGE_SIDE, _PDF_IMAGE_SIDE, len(image), image),
+    ]
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number_, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number_, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return bytes(out)
+
+
+def write_invoice_data(data_dir: Path, n: int, seed: int = 20241101) -> DataSet:
+    """Rows (email,name,amount,number,due,pdf), one PDF per row, the HTML body template,
+    mailmerge's template with the same body and attachment; cached by N."""
+    folder = data_dir / f"invoices_{n}"
+    pdf_dir = folder / "pdf"
+    csv_path = folder / "invoices.csv"
+    if not csv_path.exists():
+        pdf_dir.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(seed)
+        tmp = csv_path.with_suffix(".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["email", "name", "amount", "number", "due", "pdf"])
+            for i in range(n):
+                row = [f"customer{i:06d}@example.com", f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+                       f"{rng.randint(1000, 999_999) / 100:.2f}", f"INV-2024-{i:06d}",
+                       f"2024-12-{1 + i % 28:02d}", f"invoice-{i:06d}.pdf"]
+                (pdf_dir / row[5]).write_bytes(invoice_pdf(row[3], row[1], row[2], row[4],
+                                                           seed + i))
+                writer.writerow(row)
+        tmp.rename(csv_path)
+    body = folder / "invoice.html"
+    body.write_text(INVOICE_HTML, encoding="utf-8")
+    # mailmerge: Jinja2 over the same rows; ATTACHMENT paths are relative to the template.
+    mm_template = folder / "mailmerge_invoice.txt"
+    mm_template.write_text(
+        f"TO: {{{{email}}}}\nSUBJECT: {INVOICE_SUBJECT}\nFROM: {SENDER}\n"
+        "ATTACHMENT: pdf/{{pdf}}\nContent-Type: text/html\n\n" + INVOICE_HTML,
+        encoding="utf-8")
+    # Row 0 as a mail client would build it (HTML body, PDF attached), for its size.
+    from email.message import EmailMessage
+
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        row = next(csv.DictReader(fh))
+    msg = EmailMessage()
+    msg["From"] = SENDER
+    msg["To"] = row["email"]
+    msg["Subject"] = INVOICE_SUBJECT.replace("{{number}}", row["number"])
+    html = INVOICE_HTML
+    for column, value in row.items():
+        html = html.replace("{{" + column + "}}", value)
+    msg.set_content(html, subtype="html")
+    msg.add_attachment((pdf_dir / row["pdf"]).read_bytes(), maintype="application",
+                       subtype="pdf", filename=row["pdf"])
+    raw = msg.as_bytes()
+    eml = folder / "message.eml"
+    eml.write_bytes(raw)
+    return DataSet(n=n, csv=csv_path, body=body, mm_template=mm_template, eml=eml,
+                   eml_bytes=len(raw), attach_dir=pdf_dir,
+                   payload_bytes=len(raw) - raw.index(b"\n\n") - 2)
 
 
 # ---------------------------------------------------------------- CPU placement
@@ -188,6 +321,17 @@ def is_listening(port: int) -> bool:
     return False
 
 
+def proc_read_bytes(pid: int) -> int | None:
+    """Bytes ``pid`` has read so far (all read and recv calls: for a sink, what it received)."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -226,11 +370,17 @@ class Sink:
                 raise RuntimeError(f"{kind} did not start: {self.out.read_text()[-500:]}")
             time.sleep(0.02)
         self.cpu_start = proc_cpu_seconds(self.proc.pid) or 0.0
+        self.read_start = proc_read_bytes(self.proc.pid) or 0
         self.cpus = sorted(os.sched_getaffinity(self.proc.pid))
 
     def cpu_used(self) -> float | None:
         used = proc_cpu_seconds(self.proc.pid)
         return None if used is None else used - self.cpu_start
+
+    def bytes_received(self) -> int | None:
+        """Bytes the sink read since it started listening: messages and SMTP commands."""
+        read = proc_read_bytes(self.proc.pid)
+        return None if read is None else read - self.read_start
 
     def stop(self) -> dict[str, Any]:
         """Stop the sink; its counts (and, for the Python sinks, the verification)."""
@@ -409,11 +559,12 @@ def run_one(spec: RunSpec, build: Callable[[dict[str, Any]], Invocation],
         wall = time.perf_counter() - t0
     time.sleep(0.05)  # let the sink finish the last QUIT/close bookkeeping
     sink_cpu = sink.cpu_used()
+    sink_bytes = sink.bytes_received()
     got = sink.stop()
     res.update(parse_gnu_time(tfile))
     res.update(rc=rc, timed_out=timed_out, stopped_at_cap=stopped, wall_s=wall,
                sink_messages=got.get("messages", 0), sink_sessions=got.get("sessions", 0),
-               sink_cpu_s=sink_cpu, sink_detail=got)
+               sink_cpu_s=sink_cpu, sink_bytes=sink_bytes, sink_detail=got)
     res.update(_client_report(spec.kind, spec.run_dir / "client.out"))
     home = spec.run_dir / "home"
     if home.is_dir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from contenders import Contender, same_sessions_source
@@ -37,6 +38,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             rates = [r["rate"] for r in ok]
             sink_shares = [100 * r["sink_cpu_s"] / r["wall_s"] for r in ok
                            if r["sink_cpu_s"] is not None]
+            byte_rates = [r["sink_bytes"] / r["wall_s"] for r in ok
+                          if r.get("sink_bytes") is not None and r["wall_s"] > 0]
             s.update(
                 median=statistics.median(rates), lo=min(rates), hi=max(rates),
                 wall=statistics.median(r["wall_s"] for r in ok),
@@ -45,6 +48,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 cpu_ms_per_k=statistics.median(
                     (r.get("user_s", 0) + r.get("sys_s", 0)) * 1e6 / r["msgs"] for r in ok),
                 sink_pct=statistics.median(sink_shares) if sink_shares else None,
+                sink_bps=statistics.median(byte_rates) if byte_rates else None,
+                bytes_per_msg=(statistics.median(r["sink_bytes"] / r["msgs"] for r in ok)
+                               if byte_rates else None),
                 sessions=statistics.median(r["sink_sessions"] for r in ok),
                 loop=(statistics.median(r["loop_rate"] for r in ok)
                       if all("loop_rate" in r for r in ok) else None),
@@ -76,25 +82,30 @@ def _ratio(x: float | None, y: float | None, nd: int) -> str:
 def loopback_table(summary: dict[str, dict[str, Any]], keys: list[str]) -> str:
     anchor_c = summary.get(ANCHOR_C, {}).get("median")
     anchor_py = summary.get(ANCHOR_PY, {}).get("median")
-    lines = [
-        "| contender | valid runs | median msg/s | min–max msg/s | median wall s "
-        "| in-loop msg/s | peak RSS MiB | client CPU ms / 1k msgs | sink CPU % "
-        "| sink sessions | × smtp-source -s16 -d | × mailmerge |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for key in keys:
-        s = summary.get(key)
-        if s is None:
-            continue
-        if not s["valid"]:
-            lines.append(_invalid_row(s, 12))
-            continue
+    header = ("| contender | valid runs | median msg/s | min–max msg/s | median wall s "
+              "| in-loop msg/s | peak RSS MiB | client CPU ms / 1k msgs | sink CPU % "
+              "| sink sessions | × smtp-source -s16 -d | × mailmerge |")
+
+    def row(key: str, s: dict[str, Any]) -> str:
         med = s["median"]
-        lines.append(
+        return (
             f"| {s['label']} | {runs_cell(s)} | {fmt(med)} | {fmt(s['lo'])}–{fmt(s['hi'])} | "
             f"{fmt(s['wall'], 2)} | {fmt(s['loop'])} | {fmt(s['rss_mib'], 1)} | "
             f"{fmt(s['cpu_ms_per_k'])} | {fmt(s['sink_pct'])} | {fmt(s['sessions'])} | "
             f"{_ratio(med, anchor_c, 3)} | {_ratio(med, anchor_py, 2)} |")
+
+    return _table(header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  summary, keys, row)
+
+
+def _table(header: str, align: str, summary: dict[str, dict[str, Any]], keys: list[str],
+           row: Callable[[str, dict[str, Any]], str]) -> str:
+    """A Markdown table with one row per contender of ``keys`` that ran; invalid ones say why."""
+    lines = [header, align]
+    for key in keys:
+        s = summary.get(key)
+        if s is not None:
+            lines.append(row(key, s) if s["valid"] else _invalid_row(s, align.count("|") - 1))
     return "\n".join(lines)
 
 
@@ -107,29 +118,23 @@ def _src_short(key: str) -> str:
 def latency_table(summary: dict[str, dict[str, Any]], keys: list[str],
                   contenders: dict[str, Contender]) -> str:
     anchor_py = summary.get(ANCHOR_PY, {}).get("median")
-    lines = [
-        "| contender | valid runs | median msg/s | min–max msg/s | msgs received per run "
-        "| median wall s | client CPU ms / 1k msgs | sink CPU % | sink sessions "
-        "| smtp-source, same sessions | × that smtp-source | × mailmerge |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
-    ]
-    for key in keys:
-        s = summary.get(key)
-        if s is None:
-            continue
-        if not s["valid"]:
-            lines.append(_invalid_row(s, 12))
-            continue
+    header = ("| contender | valid runs | median msg/s | min–max msg/s | msgs received per run "
+              "| median wall s | client CPU ms / 1k msgs | sink CPU % | sink sessions "
+              "| smtp-source, same sessions | × that smtp-source | × mailmerge |")
+
+    def row(key: str, s: dict[str, Any]) -> str:
         med = s["median"]
         src = same_sessions_source(contenders[key])
         src_rate = summary.get(src, {}).get("median") if src else None
-        lines.append(
+        return (
             f"| {s['label']} | {runs_cell(s)} | {fmt_rate(med)} | "
             f"{fmt_rate(s['lo'])}–{fmt_rate(s['hi'])} | {fmt(s['msgs'])} | "
             f"{fmt(s['wall'], 1)} | {fmt(s['cpu_ms_per_k'])} | {fmt(s['sink_pct'])} | "
             f"{fmt(s['sessions'])} | {_src_short(src) if src else '–'} | "
             f"{_ratio(med, src_rate, 2)} | {_ratio(med, anchor_py, 2)} |")
-    return "\n".join(lines)
+
+    return _table(header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+                  summary, keys, row)
 
 
 def verify_table(runs: list[dict[str, Any]]) -> str:
@@ -162,6 +167,31 @@ def rss_table(runs: list[dict[str, Any]]) -> str:
             f"{fmt(r['rate']) if r['valid'] else '–'} | {r['wall_s']:.1f} | "
             f"{r['sink_messages']:,} | {fmt(home / 2**20, 1) if home else '–'} | {verdict} |")
     return "\n".join(lines)
+
+
+INVOICE_ANCHOR_C = "inv_src_s16"
+INVOICE_ANCHOR_PY = "inv_mailmerge"
+
+
+def invoice_table(summary: dict[str, dict[str, Any]], keys: list[str]) -> str:
+    """Messages and bytes per second at the sink, and the ratios of issue 9 §6."""
+    anchor_py = summary.get(INVOICE_ANCHOR_PY, {}).get("median")
+    anchor_bps = summary.get(INVOICE_ANCHOR_C, {}).get("sink_bps")
+    header = ("| contender | valid runs | median msg/s | median wall s | sink MB/s | sink KB / msg "
+              "| peak RSS MiB | client CPU ms / 1k msgs | sink CPU % | sink sessions | × mailmerge "
+              "(msg/s) | × smtp-source -s16 (sink MB/s) |")
+
+    def row(key: str, s: dict[str, Any]) -> str:
+        bps, per_msg = s.get("sink_bps"), s.get("bytes_per_msg")
+        return (
+            f"| {s['label']} | {runs_cell(s)} | {fmt_rate(s['median'])} | {fmt(s['wall'], 2)} | "
+            f"{fmt(bps / 1e6 if bps else None, 1)} | "
+            f"{fmt(per_msg / 1e3 if per_msg else None, 1)} | {fmt(s['rss_mib'], 1)} | "
+            f"{fmt(s['cpu_ms_per_k'])} | {fmt(s['sink_pct'])} | {fmt(s['sessions'])} | "
+            f"{_ratio(s['median'], anchor_py, 2)} | {_ratio(bps, anchor_bps, 2)} |")
+
+    return _table(header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  summary, keys, row)
 
 
 # ---------------------------------------------------------------- targets (issue 4, §5)
@@ -268,6 +298,26 @@ def rss_targets(runs: list[dict[str, Any]]) -> list[str]:
                    f"(N={big['n']:,}), {small['rss_kb'] / 1024:.1f} MiB at N={small['n']:,}: "
                    f"{growth:+.1f} MiB | < 150 MB, constant (≤ +5 MiB or +10 %) | "
                    f"{_verdict(peak * 1.048576 < 150 and constant)} |")
+    return out
+
+
+def invoice_targets(summary: dict[str, dict[str, Any]], keys: list[str]) -> list[str]:
+    """Issue 9 §6: ≥ 10x mailmerge in msg/s, and the sink's byte rate at least half of
+    smtp-source -s16's sending messages of the same size."""
+    out = []
+    mm = _median(summary, INVOICE_ANCHOR_PY)
+    src_bps = summary.get(INVOICE_ANCHOR_C, {}).get("sink_bps")
+    for key in (k for k in keys if k.startswith("inv_mailconduit")):
+        rate, bps = _median(summary, key), summary.get(key, {}).get("sink_bps")
+        if rate is None:
+            continue
+        vs_mm = rate / mm if mm else None
+        vs_src = bps / src_bps if bps and src_bps else None
+        ok = None if vs_mm is None or vs_src is None else vs_mm >= 10 and vs_src >= 0.5
+        out.append(f"| (e) invoices, HTML + 100 KB PDF | {summary[key]['label']} | "
+                   f"{fmt_rate(rate)} msg/s = {fmt(vs_mm, 1)}x mailmerge; sink "
+                   f"{fmt(bps / 1e6 if bps else None, 1)} MB/s = {fmt(vs_src, 2)}x "
+                   f"smtp-source -s16 | ≥ 10x and ≥ 0.5x | {_verdict(ok)} |")
     return out
 
 

@@ -6,7 +6,8 @@
     make bench BENCH_ARGS="--scenario latency"  # every reply 20 ms late, 16/64 sessions
     make bench BENCH_ARGS="--scenario rss"      # peak RSS of mailconduit at 10k vs 1M rows
     make bench BENCH_ARGS="--scenario journal"  # the journal's cost: with vs --no-journal
-    make bench BENCH_ARGS="--scenario all"      # all four, one report
+    make bench BENCH_ARGS="--scenario invoice"  # HTML body + 100 KB PDF per row, N=2000
+    make bench BENCH_ARGS="--scenario all"      # the five above, one report
 
 The first run creates bench/.venv with the pinned peers (requirements.txt); Postfix's
 smtp-sink/smtp-source and GNU time come from `make system-deps`. Results (report.md,
@@ -33,9 +34,9 @@ import contenders as cs
 import harness as hs
 import report as rp
 
-SCENARIOS = ("loopback", "latency", "rss", "journal", "probe", "profile")
+SCENARIOS = ("loopback", "latency", "rss", "journal", "invoice", "probe", "profile")
 DEFAULT_BUDGET_S = {"loopback": 900, "latency": 1500, "rss": 2400, "journal": 600,
-                    "probe": 600, "profile": 300}
+                    "invoice": 900, "probe": 600, "profile": 300}
 
 
 # ---------------------------------------------------------------- set-up
@@ -216,6 +217,13 @@ def _commands(runs: list[dict[str, Any]]) -> list[str]:
     return [f"- `{k}`: `{cmd}`" for k, cmd in seen.items()]
 
 
+def _checked_and_run(verified: list[dict[str, Any]], results: list[dict[str, Any]],
+                     how: str) -> list[str]:
+    """The correctness pass's table (when there was one) and the commands that ran."""
+    lines = [f"Correctness pass ({how}):", "", rp.verify_table(verified), ""] if verified else []
+    return [*lines, "Commands (ports and paths of the last run):", "", *_commands(results), ""]
+
+
 # ---------------------------------------------------------------- scenarios
 
 
@@ -239,11 +247,9 @@ def scenario_loopback(drv: Driver) -> Section:
              f"smtp-sink on 127.0.0.1, CPU placement = {hs.PLACEMENT['mode']}; rate = N / "
              "wall time of the client process (start-up included).", "",
              rp.loopback_table(summary, keys), ""]
-    if verified:
-        lines += ["Correctness pass (one run each against the aiosmtpd sink, which records "
-                  "every RCPT and checks the row's name and amount in the message):", "",
-                  rp.verify_table(verified), ""]
-    lines += ["Commands (ports and paths of the last run):", "", *_commands(results), ""]
+    lines += _checked_and_run(verified, results, "one run each against the aiosmtpd sink, which "
+                              "records every RCPT and checks the row's name and amount in the "
+                              "message")
     return Section("Loopback (target a, d)", lines, rp.loopback_targets(summary, keys),
                    results + verified)
 
@@ -315,6 +321,31 @@ def scenario_journal(drv: Driver) -> Section:
                    rp.journal_targets(summary, keys), results)
 
 
+def scenario_invoice(drv: Driver) -> Section:
+    """Issue 9 §6: an HTML body and a ~100 KB PDF per row, against mailmerge sending the
+    same, and smtp-source sending messages of the same size; then a correctness pass."""
+    a = drv.args
+    n, reps = (200, 1) if a.quick else (a.n or 2000, a.reps or 1)
+    keys = _available(["inv_src_s4", "inv_src_s16", "inv_mailmerge", "inv_mailconduit"], drv)
+    data = hs.write_invoice_data(hs.HERE / "data", n)
+    print(f"## invoice: N={n}, {reps} run(s), smtp-sink; HTML body + one PDF of ~100 KB per "
+          f"row; a mail client's message for row 0 is {data.eml_bytes:,} bytes", flush=True)
+    results = drv.interleaved(keys, n, reps, data, sink="smtp-sink", folder="invoice")
+    verified = [] if a.no_verify else drv.verify_pass(keys, n, data, "invoice")
+    summary = rp.summarize(results)
+    lines = [f"N = {n} invoices per run, {reps} run(s) per contender, sink = smtp-sink on "
+             f"127.0.0.1, CPU placement = {hs.PLACEMENT['mode']}. Each row: an HTML body "
+             "(~1.6 KB) and its own PDF (~98 KB, base64 in the message). smtp-source sends "
+             f"a generated payload of {data.payload_bytes:,} bytes (`-l`), as large as a mail "
+             "client's message for row 0. Sink MB/s = bytes the sink read (its /proc/PID/io "
+             "rchar: messages and commands) / wall time of the client process.", "",
+             rp.invoice_table(summary, keys), ""]
+    lines += _checked_and_run(verified, results, "aiosmtpd sink: every RCPT, each row's name "
+                              "and amount in its message; avg msg bytes shows the PDF went along")
+    return Section("Invoices: HTML body + 100 KB PDF per row (issue 9, §6)", lines,
+                   rp.invoice_targets(summary, keys), results + verified)
+
+
 def scenario_probe(drv: Driver) -> Section:
     """smtp-source -d at growing session counts: the sink's own ceiling."""
     a = drv.args
@@ -344,10 +375,16 @@ def scenario_profile(drv: Driver) -> Section:
     a = drv.args
     n = a.n or 5000
     key = (a.only or ["mailconduit"])[0]
-    if key not in drv.registry or not key.startswith("mailconduit"):
+    if key not in drv.registry or drv.registry[key].kind != "mailconduit":
         return Section("Profile", [f"no mailconduit contender {key!r} to profile", ""])
+    if a.mailconduit_cmd:
+        return Section("Profile", ["only the built-in mailconduit command is profiled", ""])
     c = cs.profiled(drv.registry[key])
-    data = hs.write_data(hs.HERE / "data", n)
+    if key.startswith("inv_"):
+        n = a.n or 2000
+        data = hs.write_invoice_data(hs.HERE / "data", n)
+    else:
+        data = hs.write_data(hs.HERE / "data", n)
     run_dir = drv.out / "profile" / key
     r = drv.run(key, n, data, sink="smtp-sink", run_dir=run_dir, contender=c)
     if r is None:
@@ -380,13 +417,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default=None,
                     help="comma-separated: " + ", ".join(SCENARIOS) + ", or all "
-                    "(= loopback,latency,rss,journal); default loopback")
+                    "(= loopback,latency,rss,journal,invoice); default loopback")
     ap.add_argument("--quick", action="store_true",
                     help="smoke check: small N, one run (loopback alone takes ~1 minute)")
     ap.add_argument("-n", type=int, default=None,
-                    help="rows per run (default 5000; 2000 for latency)")
+                    help="rows per run (default 5000; 2000 for latency and invoice)")
     ap.add_argument("-r", "--reps", type=int, default=None,
-                    help="interleaved runs per contender (default 3; latency 2, journal 5)")
+                    help="interleaved runs per contender (default 3; latency 2, journal 5, "
+                    "invoice 1)")
     ap.add_argument("--only", default=None, help="comma-separated contender keys "
                     "(see README; e.g. mailconduit,mailmerge,src_s16)")
     ap.add_argument("--pin", choices=["split", "same", "none"], default="split",
@@ -424,7 +462,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.scenario = "latency" if a.latency_ms is not None else "loopback"
     names = a.scenario.split(",")
     if names == ["all"]:
-        names = ["loopback", "latency", "rss", "journal"]
+        names = ["loopback", "latency", "rss", "journal", "invoice"]
     bad = [s for s in names if s not in SCENARIOS]
     if bad:
         ap.error(f"unknown scenario(s) {bad}; choose from {', '.join(SCENARIOS)} or all")
@@ -507,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     drv = Driver(a, out, registry)
     runners: dict[str, Callable[[Driver], Section]] = {
         "loopback": scenario_loopback, "latency": scenario_latency, "rss": scenario_rss,
-        "journal": scenario_journal, "probe": scenario_probe, "profile": scenario_profile,
+        "journal": scenario_journal, "invoice": scenario_invoice, "probe": scenario_probe,
+        "profile": scenario_profile,
     }
     sections = [runners[name](drv) for name in a.scenarios]
     facts["loadavg_end"] = _read("/proc/loadavg").split()[:3]
@@ -520,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{' '.join(facts['loadavg'])}, at end {' '.join(facts['loadavg_end'])}.", ""]
     targets = [t for s in sections for t in s.targets]
     if targets:
-        md += ["## Targets (issue 4, §5)", "", *rp.TARGETS_HEADER, *targets, ""]
+        md += ["## Targets (issue 4, §5; issue 9, §6)", "", *rp.TARGETS_HEADER, *targets, ""]
     for s in sections:
         md += [f"## {s.title}", "", *s.lines]
     text = "\n".join(md)

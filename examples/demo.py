@@ -54,7 +54,7 @@ def main() -> int:
             to="{{ group }}",
             subject="Your {{ count }} customers and their balances",
             body_file=str(EXAMPLES / "manager-summary.txt"),
-            table_formats="html,xlsx",
+            table_formats=("html", "xlsx"),
             order_by="balance::DOUBLE DESC",
         )
         _step(2, "One summary per account manager (group mode, their rows attached as XLSX)",

@@ -113,8 +113,11 @@ MESSAGE: Mapping[str, str] = {
 }
 
 
-def send(source: Any, **options: Any) -> ExportReport:
-    """Export ``source`` through connection ``fault`` with fast retries (options override)."""
+def send(source: Any, *, handle_signals: bool = False, **options: Any) -> ExportReport:
+    """Export ``source`` through connection ``fault`` with fast retries (options override).
+
+    ``handle_signals``: SIGINT/SIGTERM stop the run, as in the CLI (never in a library call).
+    """
     settings: dict[str, Any] = {
         "connection": CONNECTION,
         **MESSAGE,
@@ -122,6 +125,8 @@ def send(source: Any, **options: Any) -> ExportReport:
         "concurrency": 1,
         **options,
     }
+    if handle_signals:
+        return api.run_export(api.export_spec({"source": source, **settings}), handle_signals=True)
     return api.export(source, **settings)
 
 

@@ -13,10 +13,11 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "mailconduit"
 #: reach up; siblings of the middle layer do not import each other.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "config": {"errors"},
+    "address": {"errors"},
+    "config": {"errors", "address"},
     "home": set(),
-    "smtp": {"errors", "config", "home"},
-    "message": {"errors", "config"},
+    "smtp": {"errors", "config", "home", "address"},
+    "message": {"errors", "config", "address"},
     "sources": {"errors", "config", "home"},
     "journal": {"errors", "config", "home", "delivery"},  # delivery.ratelimit's DailyUsage type
     "connections": {"errors", "config", "home", "db"},

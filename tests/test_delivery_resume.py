@@ -51,7 +51,8 @@ def csv_of(tmp_path: Path) -> Callable[[int], Path]:
 
 @pytest.fixture
 def interrupt() -> Iterator[Callable[[Callable[[], bool]], None]]:
-    """Send SIGINT to this process once a condition holds (the run's loop catches it)."""
+    """Send SIGINT to this process once a condition holds (the run's loop catches it, as
+    the CLI asks it to: ``send(..., handle_signals=True)``)."""
     threads: list[threading.Thread] = []
 
     def arm(condition: Callable[[], bool]) -> None:
@@ -166,7 +167,7 @@ def test_a_stop_waits_for_a_hung_reply_only_so_long_and_marks_it_uncertain(
         use_server(monkeypatch, server.port)
         interrupt(lambda: server.count("DOT") >= 3)
         started = time.monotonic()
-        report = send(source)
+        report = send(source, handle_signals=True)
         elapsed = time.monotonic() - started
         assert report.status == "interrupted" and "SIGINT" in report.message
         assert elapsed < 8
@@ -193,7 +194,7 @@ def test_a_stop_does_not_wait_for_the_rate_limiter(
         use_server(monkeypatch, server.port)
         interrupt(lambda: len(server.messages) >= 1)
         started = time.monotonic()
-        report = send(source, rate="1/min")  # the second message may go in a minute
+        report = send(source, rate="1/min", handle_signals=True)  # the 2nd may go in a minute
         elapsed = time.monotonic() - started
     assert report.status == "interrupted"
     assert elapsed < 10

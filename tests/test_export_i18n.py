@@ -51,6 +51,7 @@ def test_non_ascii_fields_and_attachment_names_arrive_intact(tmp_path: Path, fil
     data = write_csv(tmp_path / "intl.csv", rows)
     report = api.export(
         str(data),
+        connection="local",
         to="{{ name }} <{{ email }}>",
         subject="Überweisung für {{ name }} — €{{ 1000 }}",
         body="{{ note }}\nÄÖÜ äöü ß €\n",
@@ -156,7 +157,8 @@ def test_output_charset_iso_8859_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_dry_run_writes_the_same_bytes_the_server_receives(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "one.csv", [{"email": "zoe@bücher.example", "name": "Zoë"}])
-    options = {"to": "{{ name }} <{{ email }}>", "subject": "Grüße", "body": "Hallo {{ name }}"}
+    options = {"connection": "local", "to": "{{ name }} <{{ email }}>", "subject": "Grüße",
+               "body": "Hallo {{ name }}"}  # fmt: skip
     dry = api.export(str(data), run_id="same", dry_run=str(tmp_path / "out"), **options)
     written = Path(only(dry.rows()).reply).read_bytes()
     api.export(str(data), run_id="same", **options)

@@ -175,6 +175,7 @@ def test_table_mode_text_body_gets_the_table_even_when_it_mentions_rows(
     """Without a table placeholder the table follows the body, whatever words the body uses."""
     api.export(
         str(customers),
+        connection="local",
         mode="table",
         to="board@example.com",
         subject="Customers",
@@ -194,6 +195,7 @@ def test_table_mode_attachments_csv_xlsx_json(customers: Path) -> None:
 
     report = api.export(
         str(customers),
+        connection="local",
         mode="table",
         to="board@example.com",
         subject="Export",
@@ -260,6 +262,7 @@ def test_group_mode_one_message_per_value_with_that_groups_rows(
     )
     report = api.export(
         str(data),
+        connection="local",
         mode="group",
         by="manager",
         to="{{ group }}",
@@ -308,8 +311,8 @@ def test_group_mode_recipients_from_a_column(
 def test_message_ids_are_the_same_for_the_same_run_and_row(customers: Path, tmp_path: Path) -> None:
     def ids(run_id: str, folder: str) -> dict[str, str]:
         report = api.export(
-            str(customers), to="{{ email }}", subject="s", body="b", key="id",
-            run_id=run_id, dry_run=str(tmp_path / folder),
+            str(customers), connection="local", to="{{ email }}", subject="s", body="b",
+            key="id", run_id=run_id, dry_run=str(tmp_path / folder),
         )  # fmt: skip
         return {r.recipients[0]: r.message_id for r in report.rows()}
 
@@ -320,7 +323,13 @@ def test_message_ids_are_the_same_for_the_same_run_and_row(customers: Path, tmp_
 
     # a real send with that run id carries exactly those ids
     report = api.export(
-        str(customers), to="{{ email }}", subject="s", body="b", key="id", run_id="run-a"
+        str(customers),
+        connection="local",
+        to="{{ email }}",
+        subject="s",
+        body="b",
+        key="id",
+        run_id="run-a",
     )
     assert report.sent == 5
     assert {e: m.header("Message-ID") for e, m in by_recipient(sink_messages()).items()} == first
@@ -334,6 +343,7 @@ def test_date_and_mime_version_and_long_lines(tmp_path: Path) -> None:
     )
     api.export(
         str(data),
+        connection="local",
         to="{{ email }}",
         subject="{{ words }}",
         body="{{ word }}\n{{ words }}\n",

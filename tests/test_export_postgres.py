@@ -55,6 +55,7 @@ def table() -> Iterator[str]:
 def test_row_mode_from_a_postgresql_query(table: str) -> None:
     report = mailconduit.export(
         f"SELECT id, name, email, balance FROM {table} ORDER BY id",
+        connection="local",
         database_url=PG_URL,
         key="id",
         to="{{ name }} <{{ email }}>",

@@ -40,7 +40,8 @@ def provider_for(
     auth: OAuthServer, clock: ManualClock, refresh_token: str | None, **options: object
 ) -> TokenProvider:
     settings = auth.settings("app", client_secret=SECRET, refresh_token=refresh_token, scope="smtp")
-    return TokenProvider(settings, name="office", clock=clock, sleep=clock.sleep, **options)  # type: ignore[arg-type]
+    options.setdefault("sleep", clock.sleep)
+    return TokenProvider(settings, name="office", clock=clock, **options)  # type: ignore[arg-type]
 
 
 def test_the_first_token_is_fetched_then_reused(auth: OAuthServer, clock: ManualClock) -> None:
@@ -249,8 +250,10 @@ def test_an_unreachable_endpoint_without_any_token_is_retriable(clock: ManualClo
 def test_providers_sharing_a_cache_refresh_once(auth: OAuthServer, clock: ManualClock) -> None:
     cache = MemoryTokenCache()
     token = auth.sign_in("app", ANN, "smtp")
-    one = provider_for(auth, clock, token, cache=cache)
-    two = provider_for(auth, clock, token, cache=cache)
+    # The waiting provider polls with real sleeps: the manual clock's instant sleeps would
+    # run its lock's expiry out while the holder's real HTTP request is still under way.
+    one = provider_for(auth, clock, token, cache=cache, sleep=asyncio.sleep)
+    two = provider_for(auth, clock, token, cache=cache, sleep=asyncio.sleep)
 
     async def both() -> tuple[AccessToken, AccessToken]:
         return await asyncio.gather(one.token(), two.token())

@@ -16,6 +16,7 @@ import pytest
 
 from mailconduit.errors import ConfigError, SourceError
 from mailconduit.sources import Row, SourceKind, open_source
+from mailconduit.sources.cells import CellProblem
 
 
 def write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
@@ -149,11 +150,18 @@ def test_undecodable_bytes_beyond_the_first_64k_name_the_right_line(tmp_path: Pa
     assert f"byte offset {offset}" in str(caught.value)
 
 
-def test_nul_character_names_its_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "nul.csv", "a,b\n1,2\n3,4\x00\n")
-    with pytest.raises(SourceError, match="NUL") as caught:
-        open_source(path).validate()
-    assert caught.value.location == f"{path}:3"
+def test_a_nul_character_rejects_its_row_not_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "nul.csv", "a,b\n1,2\n3,4\x00\n5,6\n")
+    with open_source(path) as source:
+        assert source.validate() == 3
+        rows = list(source.rows())
+    assert [(r.number, r.line, r.problem) for r in rows] == [
+        (1, 2, None),
+        (2, 3, CellProblem("b", "\x00")),
+        (3, 4, None),
+    ]
+    assert rows[1].values == {"a": "3", "b": "4\x00"}
+    assert rows[1].problem is not None and "U+0000 NUL" in rows[1].problem.reason
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,14 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from mailconduit import api
 from mailconduit.sink import ensure_running, list_messages
+from test_export_settings_types import BAD_JSON_TYPES, BAD_TEXT_SETTINGS
 from webconsole import UPLOAD_LIMIT, Console, SignedIn, form_values, running_console
 
 ROWS = (
@@ -400,3 +402,72 @@ def test_page_preview_says_when_a_document_is_sent_as_html(browser: SignedIn) ->
     )
     assert preview.status_code == 200, preview.text
     assert re.search(r'class="notice export-note">the body is an HTML document', preview.text)
+
+
+# --------------------------------------------------------------------------- wrong settings
+
+
+WIDE_ROWS = "email,name,plan\nada@example.com,Ada,gold\nbob@example.com,Bob,silver\n"
+
+
+@pytest.mark.parametrize("path", ["/api/exports/preview", "/api/exports"])
+@pytest.mark.parametrize(
+    ("setting", "value"), [*((s, v) for s, v, _ in BAD_TEXT_SETTINGS), *BAD_JSON_TYPES]
+)
+def test_wrong_settings_are_422_naming_the_field(
+    browser: SignedIn, path: str, setting: str, value: Any
+) -> None:
+    """Never a 500: a codec that is not a text encoding, a charset mail cannot carry, a
+    number or a list where text belongs (the catalogues of test_export_settings_types)."""
+    ref = upload(browser)
+    response = browser.api("POST", path, json={"upload": ref, **MESSAGE, setting: value})
+    assert response.status_code == 422, response.text
+    assert setting in {d["loc"][-1] for d in response.json()["detail"]}
+    assert api.list_runs() == []
+
+
+def test_utf16_without_a_bom_is_read(browser: SignedIn) -> None:
+    response = browser.api(
+        "POST", "/api/uploads", files={"file": ("wide.csv", WIDE_ROWS.encode("utf-16-be"))}
+    )
+    ref = response.json()["upload"]
+    for extra in ({}, {"encoding": "utf-16"}):
+        preview = browser.api(
+            "POST", "/api/exports/preview", json={"upload": ref, **MESSAGE, **extra}
+        )
+        assert preview.status_code == 200, preview.text
+        subjects = [dict(p["headers"])["Subject"] for p in preview.json()]
+        assert subjects == ["Plan gold for Ada", "Plan silver for Bob"]
+
+
+def test_the_api_schema_gives_the_settings_types(browser: SignedIn) -> None:
+    schema = browser.http.get("/api/openapi.json").json()
+    body = schema["components"]["schemas"]["ExportIn"]["properties"]
+    assert body["where"]["type"] == "string" and body["encoding"]["type"] == "string"
+    assert "integer" in body["concurrency"]["type"] and "boolean" in body["fail_fast"]["type"]
+
+
+@pytest.mark.parametrize("value", ["rot13", "base64", "zlib_codec", "no-such-codec"])
+def test_page_form_names_a_wrong_encoding(browser: SignedIn, value: str) -> None:
+    form = form_values(browser.http.get("/exports/new").text, "export-form")
+    form.update({**MESSAGE, "encoding": value})
+    page = browser.http.post(
+        "/exports/new",
+        data=form,
+        files={"file": ("people.csv", ROWS.encode(), "text/csv")},
+        headers={"Origin": browser.origin},
+    )
+    assert page.status_code == 422, page.text[:500]
+    assert re.search(r'id="err-encoding"[^>]*>[^<]*encoding', page.text)
+
+
+def test_a_column_differing_within_a_table_message_is_422(browser: SignedIn) -> None:
+    ref = upload(browser)
+    response = browser.api(
+        "POST", "/api/exports/preview", json={"upload": ref, **MESSAGE, "mode": "table"}
+    )
+    assert response.status_code == 422, response.text
+    detail = [(d["loc"][-1], d["msg"]) for d in response.json()["detail"]]
+    assert [field for field, _ in detail] == ["to", "subject", "subject"]
+    assert "--to-column email" in detail[0][1]
+    assert "rows[0].name" in detail[1][1] and "rows[0].plan" in detail[2][1]

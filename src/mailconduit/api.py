@@ -6,17 +6,27 @@ The top layer (cli, web) talks to the rest only through this module, ``config`` 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
+import inspect
+import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-from mailconduit.config import Connection, ExportSpec, validate_export_spec
+from mailconduit.config import (
+    Connection,
+    ExportSpec,
+    RateLimit,
+    RetryPolicy,
+    url_scheme,
+    validate_export_spec,
+)
 from mailconduit.connections.env import env_lookup
+from mailconduit.delivery import loop as event_loop
 from mailconduit.errors import ConfigError, FieldError, MailconduitError
 
 if TYPE_CHECKING:
@@ -27,6 +37,10 @@ if TYPE_CHECKING:
     from mailconduit.smtp.probe import ProbeResult
 
 __all__ = [
+    "DataFrameLike",
+    "ExportSource",
+    "aexport",
+    "aresume",
     "create_connection",
     "delete_connection",
     "export",
@@ -41,6 +55,7 @@ __all__ = [
     "resume_run",
     "run_export",
     "run_report",
+    "run_resume",
     "serving",
     "start_export",
     "test_connection",
@@ -128,7 +143,7 @@ def test_connection(
     if isinstance(conn, str):
         conn = get_connection(conn)
     with serving(conn) as live:
-        result = asyncio.run(probe(live, send_to=send_to, allow_address=allow_address))
+        result = event_loop.run(probe(live, send_to=send_to, allow_address=allow_address))
     if record and live.origin == "store":
         from mailconduit.connections import store
 
@@ -178,6 +193,7 @@ def load_interface(path: str | Path, *, run_id: str | None = None) -> ExportSpec
             and value
             and value != "-"
             and not (key == "source" and str(data.get("kind", "")) == "sql")
+            and not url_scheme(value)
             and not Path(value).is_absolute()
         ):
             data[key] = str(base / value)
@@ -186,30 +202,200 @@ def load_interface(path: str | Path, *, run_id: str | None = None) -> ExportSpec
     return validate_export_spec(data)
 
 
-def export(
-    source: Any, /, *, progress: ProgressCallback | None = None, **options: Any
-) -> ExportReport:
-    """Send e-mails from ``source`` (a path, a SQL query with database_url, or rows).
+class DataFrameLike(Protocol):
+    """What an export reads of a pandas DataFrame (pandas itself is not required)."""
 
-    ``source`` may be any iterable of mappings, a pandas DataFrame too. Options are the
-    fields of :class:`~mailconduit.config.ExportSpec` (``connection``, ``to``,
-    ``subject``, ``body``...). Returns the report; raises for bad input before sending.
+    @property
+    def columns(self) -> Any: ...
+
+    @property
+    def dtypes(self) -> Any: ...
+
+    def itertuples(self, index: bool = ..., name: str | None = ...) -> Iterable[Any]: ...
+
+
+#: What an export reads: a file path (``-`` for standard input), a SQL query (with
+#: ``database_url``), any iterable of mappings, or a pandas DataFrame.
+ExportSource: TypeAlias = "str | PathLike[str] | Iterable[Mapping[str, Any]] | DataFrameLike"
+#: Names of table formats, for ``table_formats``.
+TableFormat: TypeAlias = Literal["html", "csv", "xlsx", "json"]
+
+
+async def aexport(
+    source: ExportSource,
+    /,
+    *,
+    connection: str,
+    to: str = "",
+    subject: str = "",
+    body: str = "",
+    body_file: str | PathLike[str] | None = None,
+    html_body: str = "",
+    html_body_file: str | PathLike[str] | None = None,
+    text_body: str = "",
+    text_body_file: str | PathLike[str] | None = None,
+    cc: str = "",
+    bcc: str = "",
+    reply_to: str = "",
+    from_: str = "",
+    attach: Sequence[str] = (),
+    attach_dir: str | PathLike[str] | None = None,
+    inline: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+    mode: Literal["row", "table", "group"] = "row",
+    by: str = "",
+    to_column: str = "",
+    table_formats: Sequence[TableFormat] = ("html",),
+    table_row_cap: int = 500,
+    oversize: Literal["fail", "attach", "split"] = "fail",
+    where: str = "",
+    order_by: str = "",
+    key: str = "",
+    kind: str = "",
+    encoding: str = "",
+    delimiter: str = "",
+    sheet: str | int = "",
+    database_url: str = "",
+    charset: str = "utf-8",
+    html: bool | None = None,
+    dry_run: str | PathLike[str] | None = None,
+    limit: int = 0,
+    fail_fast: bool = False,
+    run_id: str = "",
+    concurrency: int | None = None,
+    rate: str | RateLimit | None = None,
+    retry: RetryPolicy | None = None,
+    max_errors: int = 0,
+    resend_uncertain: bool = True,
+    journal: bool = True,
+    messages_per_connection: int | None = None,
+    data_timeout_ms: int | None = None,
+    report: str | PathLike[str] | None = None,
+    report_format: Literal["csv", "json"] | None = None,
+    progress: ProgressCallback | None = None,
+) -> ExportReport:
+    """Send e-mails made from ``source`` through ``connection``; returns the report.
+
+    Runs on the caller's event loop and touches no signal handler. Every option is an
+    export setting named as in an interface file (``from_`` for ``from``); ``None`` leaves
+    it to the connection or the built-in default, ``limit``/``max_errors`` 0 means none. Bad input raises
+    before anything is sent. Cancelling the awaiting task stops the run gracefully: rows
+    in flight may finish, the journal records the stop, and :func:`aresume` sends the rest.
     """
-    spec = validate_export_spec({"source": source, **options})
-    return run_export(spec, progress=progress)
+    options = dict(locals())  # exactly the parameters: their names are the spec's fields
+    del options["source"], options["progress"]
+    spec = _spec_of(source, options)
+    return await _run(spec, progress=progress, handle_signals=False)
+
+
+_DEFAULTS = {name: p.default for name, p in inspect.signature(aexport).parameters.items()}
+
+
+def _spec_of(source: Any, options: Mapping[str, Any]) -> ExportSpec:
+    """The ExportSpec of typed API options. An option left at its default is not passed, so
+    the spec's own default applies (``None`` here can mean "the connection's")."""
+    data: dict[str, Any] = {"source": os.fspath(source) if isinstance(source, PathLike) else source}
+    for name, value in options.items():
+        default = _DEFAULTS[name]
+        if (
+            value is None
+            or value is default
+            or (isinstance(value, str | int | tuple) and value == default)
+        ):
+            continue
+        if isinstance(value, PathLike):
+            value = os.fspath(value)
+        data[name] = value
+    return validate_export_spec(data)
+
+
+export = event_loop.blocking(
+    aexport,
+    name="export",
+    doc="""Send e-mails made from ``source`` through ``connection``, and wait; returns the report.
+
+    The parameters are :func:`aexport`'s. Inside a running event loop (a notebook cell,
+    an async web handler) the export runs on a loop of its own in a worker thread while
+    this call waits. Installs no signal handler of its own: Ctrl-C (interrupting the cell,
+    or as under ``asyncio.run`` in a script) stops the export gracefully, then is raised.
+    """,
+)
+
+
+async def aresume(
+    run_id: str,
+    /,
+    *,
+    retry_failed: bool = False,
+    resend_uncertain: bool | None = None,
+    source: ExportSource | None = None,
+    progress: ProgressCallback | None = None,
+) -> ExportReport:
+    """Resume a run on the caller's loop: rows not yet confirmed are sent, confirmed rows
+    never again. ``source`` is needed when the run read Python data (give the same)."""
+    return await _resume(
+        run_id,
+        retry_failed=retry_failed,
+        resend_uncertain=resend_uncertain,
+        source=source,
+        progress=progress,
+        handle_signals=False,
+    )
+
+
+resume = event_loop.blocking(
+    aresume,
+    name="resume",
+    doc="""Resume a run and wait: rows not yet confirmed are sent, confirmed rows never again.
+
+    The parameters are :func:`aresume`'s; works inside a running loop as :func:`export` does.
+    """,
+)
 
 
 def run_export(
-    spec: ExportSpec, *, progress: ProgressCallback | None = None, handle_signals: bool = True
+    spec: ExportSpec, *, progress: ProgressCallback | None = None, handle_signals: bool = False
 ) -> ExportReport:
-    """Run (or, with an existing run id, resume) an export and wait for it."""
+    """Run (or, with an existing run id, resume) an export and wait for it.
+
+    ``handle_signals``: SIGINT and SIGTERM stop the run gracefully; for the CLI alone.
+    """
+    return event_loop.run(_run(spec, progress=progress, handle_signals=handle_signals))
+
+
+def run_resume(
+    run_id: str,
+    *,
+    retry_failed: bool = False,
+    resend_uncertain: bool | None = None,
+    source: Any = None,
+    progress: ProgressCallback | None = None,
+    handle_signals: bool = False,
+) -> ExportReport:
+    """:func:`resume` as :func:`run_export` runs an export: for the CLI, which asks for
+    SIGINT and SIGTERM to stop the run gracefully (``handle_signals``)."""
+    return event_loop.run(
+        _resume(
+            run_id,
+            retry_failed=retry_failed,
+            resend_uncertain=resend_uncertain,
+            source=source,
+            progress=progress,
+            handle_signals=handle_signals,
+        )
+    )
+
+
+async def _run(
+    spec: ExportSpec, *, progress: ProgressCallback | None, handle_signals: bool
+) -> ExportReport:
     from mailconduit.delivery.export import execute
 
     conn = get_connection(spec.connection)
     if spec.dry_run:
-        return execute(spec, conn, progress=progress, handle_signals=handle_signals)
+        return await execute(spec, conn, progress=progress)
     with serving(conn) as live:
-        return execute(
+        return await execute(
             spec,
             live,
             progress=progress,
@@ -225,22 +411,21 @@ def _address_policy() -> Any:
     return allow_address
 
 
-def resume(
+async def _resume(
     run_id: str,
     *,
-    retry_failed: bool = False,
-    resend_uncertain: bool | None = None,
-    source: Any = None,
-    progress: ProgressCallback | None = None,
-    handle_signals: bool = True,
+    retry_failed: bool,
+    resend_uncertain: bool | None,
+    source: Any,
+    progress: ProgressCallback | None,
+    handle_signals: bool,
 ) -> ExportReport:
-    """Resume a run: rows not yet confirmed are sent, confirmed rows never again."""
-    from mailconduit.delivery.export import resume as _resume
+    from mailconduit.delivery.export import resume as resume_run_of
     from mailconduit.delivery.export import spec_of_run
 
     conn = get_connection(spec_of_run(run_id).connection)
     with serving(conn) as live:
-        return _resume(
+        return await resume_run_of(
             run_id,
             live,
             retry_failed=retry_failed,
@@ -286,15 +471,13 @@ def start_export(spec: ExportSpec) -> str:
 
     if not spec.run_id:
         spec = dataclasses.replace(spec, run_id=new_run_id())
-    return _start_background(spec.run_id, lambda: run_export(spec, handle_signals=False))
+    return _start_background(spec.run_id, lambda: run_export(spec))
 
 
 def resume_run(run_id: str, *, retry_failed: bool = False) -> str:
     """Resume a run in a background thread; returns its run id."""
     get_run(run_id)
-    return _start_background(
-        run_id, lambda: resume(run_id, retry_failed=retry_failed, handle_signals=False)
-    )
+    return _start_background(run_id, lambda: resume(run_id, retry_failed=retry_failed))
 
 
 def _start_background(run_id: str, target: Any) -> str:

@@ -2,32 +2,45 @@
 
 Every entry point (CLI, REST API, web form, YAML import, environment URL) turns its
 input into a ``dict`` and calls :func:`validate_connection`, so there is one set of
-rules and one wording of every error.
+rules and one wording of every error. The rules about text that every layer shares live
+here too: how a character is named, which encodings read files and which charsets mail
+can carry, what a database URL looks like.
 """
 
 from __future__ import annotations
 
+import codecs
 import enum
 import ipaddress
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from mailconduit.errors import ConfigError, FieldError
+from mailconduit.address import check_display_name, parse_list, parse_mailbox
+from mailconduit.errors import AddressError, ConfigError, FieldError
 
 __all__ = [
+    "TEXT_LIMITS",
     "AuthMechanism",
     "Connection",
     "ImplementationType",
     "Secret",
     "Security",
+    "char_name",
     "connection_from_url",
     "derive_security",
+    "is_database_url",
     "is_loopback_host",
+    "mime_charset",
     "parse_server_url",
+    "source_codec",
+    "text_limit",
+    "text_limit_errors",
+    "url_scheme",
     "validate_connection",
 ]
 
@@ -36,6 +49,36 @@ TIMEOUT_MS_MAX = 3_600_000
 DEFAULT_TIMEOUT_MS = 30_000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+#: The longest text each field may hold, in characters (numbers and switches given as text
+#: too). Connections, exports and console users: the CLI, interface files, the REST API and
+#: the web forms all refuse the same input, and no error ever quotes a huge value.
+TEXT_LIMITS: dict[str, dict[str, int]] = {
+    "connection": {
+        "name": 64, "agent": 64, "implementation_type": 32, "security": 32,
+        "auth_mechanism": 32, "username": 320, "password": 8192, "server_url": 300,
+        "from_address": 254, "from_name": 256, "reply_to": 254, "ca_file": 4096,
+        "ehlo_hostname": 255, "query": 1000, "datetime_format": 100,
+        "port": 16, "timeout_ms": 16, "concurrency": 16, "daily_cap": 16,
+        "messages_per_connection": 16, "rate_per_second": 32, "rate_per_minute": 32,
+        "rate_per_hour": 32, "is_active": 8, "is_source": 8, "is_target": 8, "use_ssl": 8,
+        "use_html_body": 8, "verify_tls": 8, "allow_insecure_auth": 8,
+    },
+    "export": {
+        "source": 1 << 20, "connection": 64, "to": 10_000, "cc": 10_000, "bcc": 10_000,
+        "reply_to": 10_000, "from_": 10_000, "subject": 10_000, "body": 512 << 10,
+        "html_body": 512 << 10, "text_body": 512 << 10, "headers": 10_000, "inline": 10_000,
+        "body_file": 4096, "html_body_file": 4096, "text_body_file": 4096, "attach": 4096,
+        "attach_dir": 4096, "database_url": 4096, "dry_run": 4096, "report": 4096,
+        "where": 10_000, "order_by": 10_000, "key": 1000, "by": 1000, "to_column": 1000,
+        "sheet": 255, "encoding": 64, "charset": 64, "delimiter": 8, "kind": 32, "mode": 16,
+        "oversize": 16, "report_format": 16, "run_id": 80, "rate": 200, "table_formats": 200,
+    },
+    "user": {"name": 64, "password": 1024, "label": 200},
+}  # fmt: skip
+#: The limit of a field the table does not list (a setting given as text, a new field).
+_DEFAULT_TEXT_LIMIT = 65_536
+#: A field NAME longer than this is no field of ours; it is not quoted back in full.
+_FIELD_NAME_LIMIT = 64
 #: Ports users commonly type, and the security each one implies.
 PORT_SECURITY_HINTS: dict[int, str] = {
     25: "starttls",
@@ -338,9 +381,61 @@ def _enum(kind: type[enum.Enum], value: Any) -> Any:
     raise ValueError(f"{value!r} is not one of: {choices}")
 
 
-def _looks_like_address(text: str) -> bool:
-    local, at, domain = text.rpartition("@")
-    return bool(at and local and domain and not any(c.isspace() for c in text))
+def text_limit(kind: str, name: str) -> int:
+    """The longest text field ``name`` of a ``connection``, ``export`` or ``user`` may hold."""
+    if kind == "export":
+        name = _EXPORT_ALIASES.get(name, name)
+    return TEXT_LIMITS[kind].get(name, _DEFAULT_TEXT_LIMIT)
+
+
+def text_limit_errors(kind: str, data: Mapping[str, Any]) -> list[FieldError]:
+    """One error per field of ``data`` whose text is longer than :data:`TEXT_LIMITS` allows
+    (each item of a list counts alone); ``kind`` is ``connection``, ``export`` or ``user``."""
+    errors: list[FieldError] = []
+    for key, value in data.items():
+        name = str(key)
+        if len(name) > _FIELD_NAME_LIMIT:
+            errors.append(FieldError(name[:32] + "...", f"is no field name ({len(name)} characters)"))
+            continue
+        limit = text_limit(kind, name)
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if isinstance(value, Mapping):
+            items: list[Any] = [f"{k}: {v}" for k, v in value.items()]
+        elif isinstance(value, list | tuple) and value and isinstance(value[0], str):
+            items = list(value)  # not rows of a Python source: those are data, not settings
+        else:
+            items = [value]
+        for index, item in enumerate(items):
+            if isinstance(item, str) and len(item) > limit:
+                where = f"item {index + 1} " if len(items) > 1 else ""
+                errors.append(
+                    FieldError(name, f"{where}is too long: {len(item)} characters, at most {limit}")
+                )
+                break
+    return errors
+
+
+def _check_addresses(values: Mapping[str, Any], err: Callable[[str, str], None]) -> None:
+    """from_address, from_name and reply_to, read by the same grammar as a row's addresses."""
+    try:
+        check_display_name(values.get("from_name", ""))
+    except AddressError as exc:
+        err("from_name", exc.message)
+    if values.get("from_address"):
+        try:
+            parse_mailbox(values["from_address"])
+        except AddressError as exc:
+            err(
+                "from_address",
+                f"{values['from_address']!r} is not an e-mail address: {exc.message}",
+            )
+    if values.get("reply_to"):
+        try:
+            if not parse_list(values["reply_to"]):
+                err("reply_to", "no address given")
+        except AddressError as exc:
+            err("reply_to", f"{exc.address!r} is not an e-mail address: {exc.message}")
 
 
 def validate_connection(data: Mapping[str, Any], *, origin: str = "store") -> Connection:
@@ -352,6 +447,8 @@ def validate_connection(data: Mapping[str, Any], *, origin: str = "store") -> Co
     """
     errors: list[FieldError] = []
     values: dict[str, Any] = {}
+    if too_long := text_limit_errors("connection", data):
+        raise ConfigError.for_fields("connection", too_long)
 
     def err(name: str, message: str) -> None:
         errors.append(FieldError(name, message))
@@ -537,9 +634,7 @@ def validate_connection(data: Mapping[str, Any], *, origin: str = "store") -> Co
             "(or set allow_insecure_auth to accept the risk)",
         )
 
-    for key in ("from_address", "reply_to"):
-        if values.get(key) and not _looks_like_address(values[key]):
-            err(key, f"{values[key]!r} is not an e-mail address")
+    _check_addresses(values, err)
     ehlo = values.get("ehlo_hostname", "")
     if ehlo and _valid_hostname(ehlo) is None and not re.fullmatch(r"\[[0-9a-fA-F.:]+\]", ehlo):
         err("ehlo_hostname", f"{ehlo!r} is not a host name")
@@ -611,6 +706,135 @@ def connection_from_url(name: str, url: str, *, origin: str = "env") -> Connecti
 def connection_to_dict(conn: Connection) -> dict[str, Any]:
     """All fields, the password still wrapped in :class:`Secret` (for the store only)."""
     return asdict(conn)
+
+
+# --------------------------------------------------------------------------- text
+
+_CONTROL_NAMES = {
+    "\x00": "NUL",
+    "\t": "TAB",
+    "\n": "LINE FEED",
+    "\x0b": "VERTICAL TAB",
+    "\x0c": "FORM FEED",
+    "\r": "CARRIAGE RETURN",
+    "\x1b": "ESCAPE",
+    "\x1c": "FILE SEPARATOR",
+    "\x1d": "GROUP SEPARATOR",
+    "\x1e": "RECORD SEPARATOR",
+    "\x7f": "DELETE",
+    "\x85": "NEXT LINE",
+}
+
+
+def char_name(char: str) -> str:
+    """``U+000A LINE FEED``: a character as a person can read it in an error message."""
+    if "\ud800" <= char <= "\udfff":
+        return f"U+{ord(char):04X}, a lone surrogate"
+    name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "control character")
+    return f"U+{ord(char):04X} {name}"
+
+
+#: Python codecs that call themselves text encodings but are not a character set of files
+#: or mail: IDNA and Punycode (domain names), Python escapes, and the always-failing one.
+_NOT_CHARSETS = frozenset(
+    {"idna", "punycode", "raw-unicode-escape", "unicode-escape", "undefined", "charmap", "mbcs"}
+)
+#: The IANA (MIME) name of each Python codec usable as the charset of outgoing mail: ASCII
+#: compatible and stateless, so MIME structure and RFC 2047 words stay plain ASCII.
+_MIME_CHARSETS: dict[str, str] = {
+    "ascii": "us-ascii",
+    "utf-8": "utf-8",
+    "iso8859-1": "iso-8859-1",
+    **{f"iso8859-{n}": f"iso-8859-{n}" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16)},
+    **{f"cp125{n}": f"windows-125{n}" for n in range(9)},
+    "cp874": "windows-874",
+    "cp932": "windows-31j",
+    **{f"cp{n}": f"ibm{n}" for n in (437, 775, 850, 852, 855, 857, 860, 861, 862, 863, 865, 866,
+                                      869)},
+    "cp858": "ibm00858",
+    "koi8-r": "koi8-r",
+    "koi8-u": "koi8-u",
+    "kz1048": "kz-1048",
+    "ptcp154": "ptcp154",
+    "tis-620": "tis-620",
+    "hp-roman8": "hp-roman8",
+    "mac-roman": "macintosh",
+    "shift_jis": "shift_jis",
+    "euc_jp": "euc-jp",
+    "euc_kr": "euc-kr",
+    "cp949": "ks_c_5601-1987",
+    "gb2312": "gb2312",
+    "gbk": "gbk",
+    "gb18030": "gb18030",
+    "big5": "big5",
+    "big5hkscs": "big5-hkscs",
+}  # fmt: skip
+
+
+def _lookup_text_codec(name: str) -> codecs.CodecInfo:
+    """The codec of a text encoding; ValueError (in words for the user) for anything else."""
+    shown = repr(name if len(name) <= 40 else name[:37] + "...")
+    try:
+        info = codecs.lookup(name.strip())
+    except (LookupError, ValueError):
+        raise ValueError(f"unknown encoding {shown}") from None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        raise ValueError(
+            f"{shown} is not a character encoding of text (it is a Python codec that "
+            "transforms data, such as base64, rot13 or zlib); name a character encoding "
+            "such as utf-8, cp1252 or latin-1"
+        )
+    return info
+
+
+def source_codec(name: str) -> str:
+    """The Python codec that reads files written in encoding ``name``; ValueError says why not.
+
+    Any character encoding of text is accepted (UTF-16/32 with or without a byte-order mark,
+    EBCDIC code pages...); codecs that transform data (base64, rot13, zlib) are not, nor
+    UTF-7, the one text encoding that decodes to lone surrogates (which are not text).
+    """
+    codec = _lookup_text_codec(name).name
+    if codec == "utf-7":
+        raise ValueError("utf-7 files are not read; convert the file to utf-8 first")
+    return codec
+
+
+def mime_charset(name: str) -> tuple[str, str]:
+    """(MIME name, Python codec) of an outgoing message charset; ValueError says why not.
+
+    Only registered MIME charsets that keep ASCII as it is and need no shift state are
+    accepted: headers are encoded word by word, and MIME structure must stay ASCII.
+    """
+    codec = _lookup_text_codec(name).name
+    mime = _MIME_CHARSETS.get(codec)
+    if mime is None:
+        shown = repr(name if len(name) <= 40 else name[:37] + "...")
+        raise ValueError(
+            f"{shown} cannot be the charset of a message (it is not an ASCII-compatible MIME "
+            "charset without shift states); use utf-8, or e.g. iso-8859-1, windows-1252, "
+            "shift_jis"
+        )
+    return mime, codec
+
+
+_URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+#: URL schemes of files elsewhere (not a database): reading them is not supported.
+_FILE_SCHEMES = frozenset({"http", "https", "ftp", "ftps", "sftp", "s3", "gs", "gcs", "az",
+                           "abfs", "file", "hdfs", "webdav", "smb"})  # fmt: skip
+
+
+def url_scheme(text: str) -> str:
+    """The lower-cased scheme of ``text`` when it is written as a URL (``x://...``), else ""."""
+    found = _URL_SCHEME_RE.match(text.strip())
+    return found.group(1).lower() if found else ""
+
+
+def is_database_url(text: str) -> bool:
+    """True for a SQLAlchemy-style database URL such as ``postgresql://host/db`` or
+    ``sqlite:///data.db`` (a URL whose scheme is not one of a file server)."""
+    scheme = url_scheme(text)
+    return bool(scheme) and scheme not in _FILE_SCHEMES
 
 
 # --------------------------------------------------------------------------- exports
@@ -737,6 +961,8 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
     """Build an :class:`ExportSpec` from CLI options, an interface file or a form; every wrong field named."""
     errors: list[FieldError] = []
     values: dict[str, Any] = {}
+    if too_long := text_limit_errors("export", data):
+        raise ConfigError.for_fields("export", too_long)
 
     def err(name: str, message: str) -> None:
         errors.append(FieldError(name, message))
@@ -784,34 +1010,23 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
             continue
         values[key] = value
 
+    _check_value_types(values, err)
     # ``is``/isinstance, not ``in (...)``: == on a DataFrame source has no truth value.
     if values.get("source") is None or (isinstance(values["source"], str) and not values["source"]):
         err("source", "is required (a file, '-' for stdin, or a SQL query with database_url)")
 
-    for key in ("attach", "table_formats"):
-        if key in values and isinstance(values[key], str):
-            values[key] = (
-                tuple(p.strip() for p in values[key].split(",") if p.strip())
-                if key == "table_formats"
-                else (values[key],)
-            )
-        elif key in values:
-            values[key] = tuple(str(v) for v in values[key])
+    if isinstance(values.get("table_formats"), str):
+        values["table_formats"] = tuple(
+            p.strip() for p in values["table_formats"].split(",") if p.strip()
+        )
+    if isinstance(values.get("attach"), str):
+        values["attach"] = (values["attach"],)
     if "headers" in values:
-        hdrs = values["headers"]
-        pairs: list[tuple[str, str]] = []
-        items = hdrs.items() if isinstance(hdrs, Mapping) else hdrs
-        for item in items:
-            if isinstance(item, str):
-                name, sep, tmpl = item.partition(":")
-                if not sep or not name.strip():
-                    err("headers", f"{item!r} must look like 'Name: template'")
-                    continue
-                pairs.append((name.strip(), tmpl.strip()))
-            else:
-                name, tmpl = item
-                pairs.append((str(name).strip(), str(tmpl)))
-        values["headers"] = tuple(pairs)
+        pairs = _header_pairs(values["headers"], err)
+        if pairs is None:
+            del values["headers"]
+        else:
+            values["headers"] = pairs
 
     if "mode" in values:
         try:
@@ -858,6 +1073,7 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
                 values[key] = _as_int(values[key])
             except ValueError as exc:
                 err(key, str(exc))
+                del values[key]
                 continue
             if values[key] < (-1 if key == "messages_per_connection" else 0):
                 err(key, "must not be negative")
@@ -881,13 +1097,16 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
         err("run_id", "must hold only letters, digits, '.', '_', ':' or '-' (at most 80)")
     if values.get("report_format") and values["report_format"] not in ("csv", "json"):
         err("report_format", "must be csv or json")
-    if values.get("charset"):
-        import codecs
-
+    if values.get("encoding"):
         try:
-            codecs.lookup(str(values["charset"]))
-        except LookupError:
-            err("charset", f"{values['charset']!r} is not a known character set")
+            source_codec(values["encoding"])
+        except ValueError as exc:
+            err("encoding", str(exc))
+    if values.get("charset"):
+        try:
+            mime_charset(values["charset"])
+        except ValueError as exc:
+            err("charset", str(exc))
 
     if "rate" not in values:
         try:
@@ -921,6 +1140,91 @@ def validate_export_spec(data: Mapping[str, Any]) -> ExportSpec:
     if errors:
         raise ConfigError.for_fields("export", _dedupe(errors))
     return ExportSpec(**values)
+
+
+#: Export settings that are text (templates, column names, SQL, names of things).
+#: (The bodies are :func:`_check_bodies`'s.)
+_TEXT_SETTINGS = ("connection", "to", "subject", "cc", "bcc", "reply_to", "from_", "by",
+                  "to_column", "oversize", "where", "order_by", "key", "kind", "encoding",
+                  "delimiter", "database_url", "charset", "run_id", "report_format")  # fmt: skip
+#: Export settings naming a file or a folder: text, or a path object from Python.
+_PATH_SETTINGS = ("attach_dir", "dry_run", "report")
+#: Export settings that are a list of texts (one text stands for a list of one).
+_LIST_SETTINGS = ("attach", "table_formats")
+
+
+def _kind_of(value: Any) -> str:
+    """What a wrongly typed value is, in a user's words."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple | set | frozenset):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _check_value_types(values: dict[str, Any], err: Any) -> None:
+    """Name every setting of the wrong type (a number for ``where``...) and drop it, so the
+    rules after this one see only values of the type they expect."""
+    for key in (*_TEXT_SETTINGS, *_PATH_SETTINGS, "sheet", "source"):
+        value = values.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        if key in (*_PATH_SETTINGS, "source") and isinstance(value, os.PathLike):
+            values[key] = os.fspath(value)
+            if isinstance(values[key], str):
+                continue
+        elif key == "source":
+            continue  # Python data (rows, a DataFrame) for the Python API
+        elif key == "sheet" and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = str(value)
+            continue
+        err("from" if key == "from_" else key, f"must be text, not {_kind_of(value)}")
+        del values[key]
+    for key in _LIST_SETTINGS:
+        value = values.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            values[key] = tuple(value)
+            continue
+        err(key, f"must be a text or a list of texts, not {_kind_of(value)}")
+        del values[key]
+
+
+def _header_pairs(headers: Any, err: Any) -> tuple[tuple[str, str], ...] | None:
+    """Custom headers as (name, template) pairs from 'Name: template' texts, pairs or a
+    mapping; None (with the error noted) for anything else."""
+    shape = "must be 'Name: template' texts, [name, template] pairs or a mapping"
+    if isinstance(headers, str):
+        headers = [headers]
+    if isinstance(headers, Mapping):
+        items: list[Any] = list(headers.items())
+    elif isinstance(headers, list | tuple):
+        items = list(headers)
+    else:
+        err("headers", f"{shape}, not {_kind_of(headers)}")
+        return None
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, str):
+            name, sep, tmpl = item.partition(":")
+            if not sep or not name.strip():
+                err("headers", f"{item[:60]!r} must look like 'Name: template'")
+                continue
+            pairs.append((name.strip(), tmpl.strip()))
+        elif (
+            isinstance(item, list | tuple)
+            and len(item) == 2
+            and all(isinstance(part, str) for part in item)
+        ):
+            pairs.append((item[0].strip(), item[1]))
+        else:
+            err("headers", f"{shape}; one is {_kind_of(item)}")
+    return tuple(pairs)
 
 
 #: An inline image's NAME: a Content-ID local part that is also safe in a ``cid:`` URL.

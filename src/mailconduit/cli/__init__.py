@@ -8,6 +8,7 @@ usage or invalid input. No traceback reaches a user for a user's mistake.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from typer._click import exceptions as click_exc  # typer vendors click
@@ -27,8 +28,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from mailconduit import __version__
+
+        print(f"mailconduit {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the installed version of mailconduit and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
     """Deliver rows of data as e-mail through an SMTP server."""
 
 
@@ -41,6 +60,8 @@ def _register(only: str | None = None) -> None:
     """Add the commands; with ``only``, just that one, so a command imports only what it uses."""
     import importlib
 
+    if only == "--version":  # needs no command
+        return
     wanted = [only] if only in _GROUPS or only in _COMMANDS else [*_GROUPS, "export", "serve"]
     for name in wanted:
         module_name = _COMMANDS.get(name, name)

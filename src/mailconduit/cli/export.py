@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mailconduit.cli.progress import progress_printer
+from mailconduit.config import is_database_url
 
 
 def _opt(*names: str, help: str, **kw: Any) -> Any:
@@ -20,7 +21,7 @@ def export(
         str | None,
         typer.Argument(
             help="Data container: a .csv/.tsv/.json/.jsonl/.xlsx/.parquet file, or '-' for stdin "
-            "(CSV or JSON Lines). Omit it when --query is given.",
+            "(CSV or JSON Lines). With --query: omit it, or give the database URL here.",
             show_default=False,
         ),
     ] = None,
@@ -273,7 +274,10 @@ def export(
     from mailconduit import api
 
     if query and source:
-        raise typer.BadParameter("give either SOURCE or --query, not both")
+        if not is_database_url(source) or database_url:
+            raise typer.BadParameter("give either SOURCE or --query, not both")
+        source, database_url = None, source  # export postgresql:///db --query 'SELECT ...'
+
     options: dict[str, Any] = {
         "source": query if query else source,
         "kind": "sql" if query else kind,
@@ -300,7 +304,7 @@ def export(
         options["source"] = ""
     spec = api.export_spec({k: v for k, v in options.items() if v is not None})
     _execute(
-        lambda progress: api.run_export(spec, progress=progress),
+        lambda progress: api.run_export(spec, progress=progress, handle_signals=True),
         as_json=as_json,
         quiet=quiet,
         log_json=log_json,
@@ -338,7 +342,7 @@ def run(
 
     spec = api.load_interface(interface, run_id=run_id)
     _execute(
-        lambda progress: api.run_export(spec, progress=progress),
+        lambda progress: api.run_export(spec, progress=progress, handle_signals=True),
         as_json=as_json,
         quiet=quiet,
         log_json=log_json,

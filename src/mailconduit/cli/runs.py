@@ -141,12 +141,13 @@ def resume(
     from mailconduit import api
 
     _execute(
-        lambda progress: api.resume(
+        lambda progress: api.run_resume(
             run_id,
             retry_failed=retry_failed,
             resend_uncertain=resend_uncertain,
             source=source,
             progress=progress,
+            handle_signals=True,
         ),
         as_json=as_json,
         quiet=quiet,

@@ -2,8 +2,10 @@
 
 Everything that can be wrong with the input is found before the first message goes
 out (connection state, source structure, template syntax, unknown columns, sandbox
-violations): the export then stops with one line and nothing is sent. Per-row
-problems (an invalid address, a missing attachment) skip that row and are reported.
+violations, a column that differs across the rows of one table or group message): the
+export then stops with one line and nothing is sent. Per-row problems (an invalid
+address, a missing attachment, a control character in a cell) skip that row and are
+reported; in table and group mode such a row is left out of its message, which goes on.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import os
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mailconduit.config import (
     Connection,
@@ -27,14 +30,14 @@ from mailconduit.config import (
     ExportSpec,
     ImplementationType,
     RateLimit,
+    char_name,
     export_spec_to_dict,
     validate_export_spec,
 )
-from mailconduit.delivery import loop as event_loop
 from mailconduit.delivery.events import Progress, ProgressCallback
 from mailconduit.delivery.ratelimit import DailyUsage, RateLimiter
 from mailconduit.delivery.report import ExportReport, write_report
-from mailconduit.delivery.runner import Job, Runner
+from mailconduit.delivery.runner import CANCELLED, Job, Runner
 from mailconduit.errors import (
     AddressError,
     ConfigError,
@@ -66,12 +69,16 @@ from mailconduit.message import (
 )
 from mailconduit.message.build import BuiltMessage
 from mailconduit.smtp import SMTPSession
-from mailconduit.sources import Source, open_source
+from mailconduit.sources import Row, Source, open_source
+from mailconduit.sources.cells import cell_problem
 
 __all__ = ["execute", "new_run_id", "preview", "report_from_journal", "resume"]
 
+T = TypeVar("T")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TABLE_NAMES = frozenset({"table_html", "table_text", "rows"})
+_RECIPIENT_FIELDS = ("to", "cc", "bcc")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def new_run_id() -> str:
@@ -192,10 +199,39 @@ def _bodies(spec: ExportSpec, conn: Connection) -> tuple[str | None, str | None,
     return (None, body, note) if as_html else (body, None, note)
 
 
+def _body_setting(spec: ExportSpec, kind: str) -> str:
+    """The setting a ``text`` or ``html`` body came from, to name it in an error."""
+    for name in (f"{kind}_body_file", f"{kind}_body", "body_file"):
+        if getattr(spec, name):
+            return name
+    return "body"
+
+
+def _check_template_texts(spec: ExportSpec, text: str | None, html: str | None) -> None:
+    """The templates hold no character data may not hold either (the same rule as cells)."""
+    texts: dict[str, str] = {
+        "to": spec.to, "cc": spec.cc, "bcc": spec.bcc, "from": spec.from_,
+        "reply_to": spec.reply_to, "subject": spec.subject,
+        **{_body_setting(spec, kind): body for kind, body in (("text", text), ("html", html))
+           if body is not None},
+        **{f"attach {n}": template for n, template in enumerate(spec.attach, 1)},
+        **{f"inline {name}": template for name, template in spec.inline},
+        **{f"header {name}": template for name, template in spec.headers},
+    }  # fmt: skip
+    problem = cell_problem(texts)
+    if problem is not None:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError(problem.column, f"the template holds {char_name(problem.char)}; control "
+                        "characters cannot be sent (TAB, LF and CR can)")],
+        )  # fmt: skip
+
+
 def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
     """Check everything that can be checked before sending; raise with one clear line."""
     _check_connection(conn, sending=sending)
     text, html, note = _bodies(spec, conn)
+    _check_template_texts(spec, text, html)
     if spec.inline and html is None:
         raise ConfigError.for_fields(
             "export",
@@ -289,7 +325,9 @@ def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
         except RenderError as exc:
             raise _template_error(exc, location) from None
         total = source.validate()
-        sample = next(iter(source.rows()), None)
+        if spec.mode is not ExportMode.ROW:
+            _check_shared_columns(spec, source, template, provided)
+        sample = next((row for row in source.rows() if row.problem is None), None)
         if sample is not None:
             extras = None
             if spec.mode is not ExportMode.ROW:
@@ -323,6 +361,88 @@ def prepare(spec: ExportSpec, conn: Connection, *, sending: bool) -> Prepared:
     )
 
 
+def _check_shared_columns(
+    spec: ExportSpec, source: Source, template: MessageTemplate, provided: Collection[str]
+) -> None:
+    """Table and group mode: a column name in a template gives the message's first row's
+    value, which is only right when every row of the message has the same one.
+
+    One scan of the data (the rows the messages will hold); a column whose value differs
+    within one message is a ConfigError naming the field, the rows, and what to write.
+    """
+    fields: dict[str, str] = {}  # column → the first field reading it
+    for field in template.field_names:
+        for name in sorted(template.columns(field)):
+            if name in source.columns and name not in provided:
+                fields.setdefault(name, field)
+    if not fields:
+        return
+    grouped = spec.mode is ExportMode.GROUP
+    first: dict[Any, dict[str, tuple[int, Any]]] = {}
+    differing: dict[str, tuple[Any, int, int]] = {}  # column → (group, row, other row)
+    for row in _message_rows(spec, source):
+        if row.problem is not None:
+            continue
+        group = _group_of(row.values.get(spec.by)) if grouped else None
+        seen = first.setdefault(group, {})
+        for column in fields:
+            value = row.values.get(column)
+            earlier = seen.setdefault(column, (row.number, value))
+            if column not in differing and not _same(earlier[1], value):
+                differing[column] = (group, earlier[0], row.number)
+        if len(differing) == len(fields):
+            break
+    if differing:
+        errors = [
+            _shared_column_error(spec, fields[column], column, *where)
+            for column, where in differing.items()
+        ]
+        raise ConfigError.for_fields("export", errors)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a is b or a == b or (a != a and b != b))  # NaN is the same as NaN here
+
+
+def _group_of(value: Any) -> Any:
+    """A group value as a dict key (a list or mapping from JSON stands for its text)."""
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def _shared_column_error(
+    spec: ExportSpec, field: str, column: str, group: Any, row: int, other: int
+) -> FieldError:
+    where = "of the table" if spec.mode is ExportMode.TABLE else f"of group {str(group)[:40]!r}"
+    item = f"rows[0].{column}" if _IDENTIFIER.fullmatch(column) else f"rows[0][{column!r}]"
+    said = (
+        f"column {column!r} differs between rows {row} and {other} {where}, but in "
+        f"{spec.mode.value} mode a column name gives the value of the message's first row only"
+    )
+    if field in _RECIPIENT_FIELDS:
+        told = (
+            f"; to send to every address in it, use --to-column {column} (or {{{{ {item} }}}} "
+            "to mean the first row's address)"
+        )
+    else:
+        told = (
+            f"; write {{{{ {item} }}}} for the first row's value, or an aggregate over the rows "
+            f"such as {{{{ rows|map(attribute={column!r})|join(', ') }}}}"
+        )
+    return FieldError(field, said + told)
+
+
+def _message_rows(spec: ExportSpec, source: Source) -> Iterator[Row]:
+    """The rows table and group messages are made of: the first ``limit`` of the source."""
+    for count, row in enumerate(source.rows(), 1):
+        if spec.limit and count > spec.limit:
+            return
+        yield row
+
+
 # --------------------------------------------------------------------------- messages
 
 
@@ -338,6 +458,13 @@ class Unit:
     rows: list[dict[str, Any]] | None = None
 
 
+def _rejected(key: str, seq: int, row: Row) -> RowState:
+    """A row with a cell data may not hold: reported with its column and why, never sent."""
+    assert row.problem is not None
+    error = RowError(row.problem.reason, key, row.problem.column)
+    return RowState(key, seq, row.number, SKIPPED, reply=str(error), column=error.column)
+
+
 def _units(p: Prepared) -> Iterator[Unit | RowState]:
     spec = p.spec
     limit = spec.limit
@@ -345,49 +472,61 @@ def _units(p: Prepared) -> Iterator[Unit | RowState]:
         for seq, row in enumerate(p.source.rows(), 1):
             if limit and seq > limit:
                 return
-            yield Unit(row.key, seq, row.number, row.values)
+            if row.problem is not None:
+                yield _rejected(row.key, seq, row)
+            else:
+                yield Unit(row.key, seq, row.number, row.values)
         return
     rows: list[dict[str, Any]] = []
-    for row in p.source.rows():
-        if limit and len(rows) >= limit:
-            break
-        rows.append(row.values)
+    numbers: list[int] = []
+    left_out: list[Row] = []  # rows with a forbidden character: reported, not in the message
+    for row in _message_rows(spec, p.source):
+        if row.problem is not None:
+            left_out.append(row)
+        else:
+            rows.append(row.values)
+            numbers.append(row.number)
+    units: list[Unit | RowState] = []
     if spec.mode is ExportMode.TABLE:
-        if not rows:
-            return
-        yield Unit(
-            "table", 1, 1, rows[0], rows=rows, to_override=_column_addresses(spec.to_column, rows)
-        )
-        return
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for values in rows:
-        groups.setdefault(values.get(spec.by), []).append(values)
-    for seq, (value, members) in enumerate(groups.items(), 1):
-        key = f"group:{'' if value is None else value}"
-        yield Unit(
-            key,
-            seq,
-            seq,
-            members[0],
-            rows=members,
-            to_override=_column_addresses(spec.to_column, members),
-        )
+        if rows:
+            unit = Unit("table", 1, 1, rows[0], rows=rows)
+            units.append(_to_column(unit, spec.to_column, numbers))
+    else:
+        groups: dict[Any, list[int]] = {}
+        for index, values in enumerate(rows):
+            groups.setdefault(_group_of(values.get(spec.by)), []).append(index)
+        for seq, (value, indexes) in enumerate(groups.items(), 1):
+            key = f"group:{'' if value is None else value}"
+            members = [rows[i] for i in indexes]
+            unit = Unit(key, seq, seq, members[0], rows=members)
+            units.append(_to_column(unit, spec.to_column, [numbers[i] for i in indexes]))
+    # Reported first (so --fail-fast sends nothing), numbered after the messages: the
+    # journal's claim mark counts messages only.
+    for seq, row in enumerate(left_out, len(units) + 1):
+        yield _rejected(f"row:{row.key}", seq, row)
+    yield from units
 
 
-def _column_addresses(column: str, rows: Sequence[dict[str, Any]]) -> str:
-    """Every distinct address found in ``column`` (cells may hold several), in order."""
+def _to_column(unit: Unit, column: str, numbers: Sequence[int]) -> Unit | RowState:
+    """``unit`` with the recipients of its ``column`` cells, or skipped for a cell that is
+    not an address list (naming the column and the data row)."""
     if not column:
-        return ""
-    seen: dict[str, None] = {}
-    for values in rows:
+        return unit
+    seen: dict[str, Address] = {}
+    for values, number in zip(unit.rows or (), numbers, strict=True):
         cell = values.get(column)
         if cell is None:
             continue
-        for part in re.split(r"[;,]", str(cell)):
-            part = part.strip()
-            if part and part.lower() not in {s.lower() for s in seen}:
-                seen[part] = None
-    return ", ".join(seen)
+        try:
+            found = parse_address_list(str(cell), field="to_column")
+        except AddressError as exc:
+            return _skipped(
+                unit, AddressError(f"row {number}: {exc.message}", exc.address, unit.key, column)
+            )
+        for address in found:  # every distinct address once: ANNA@ and anna@ are one mailbox
+            seen.setdefault(address.envelope.lower(), address)
+    unit.to_override = ", ".join(a.formatted for a in seen.values())
+    return unit
 
 
 def _table_extras(p: Prepared, unit: Unit, *, inline: bool) -> tuple[dict[str, Any], list[Any]]:
@@ -460,7 +599,10 @@ def _jobs(
     partial = partial or {}
     for unit in _units(p):
         if isinstance(unit, RowState):
-            yield unit
+            if unit.row_key in states:  # reported by an earlier attempt of this run
+                yield RowState(unit.row_key, unit.seq, unit.row_number, "resumed")
+            else:
+                yield unit
             continue
         prior = states.get(unit.key)
         if prior is None and unit.seq <= claimed_seq:
@@ -591,29 +733,50 @@ async def _server_size(opener: Any) -> int:
             session.close()
 
 
-def execute(
+async def execute(
     spec: ExportSpec,
     conn: Connection,
     *,
     progress: ProgressCallback | None = None,
-    handle_signals: bool = True,
+    handle_signals: bool = False,
     allow_address: Any = None,
     resume_of: str = "",
     retry_failed: bool = False,
 ) -> ExportReport:
-    """Run an export (or resume ``resume_of``); returns its report."""
+    """Run an export (or resume ``resume_of``) on the running loop; returns its report.
+
+    Blocking steps (reading the source to check it, journal set-up, the report) run in a
+    worker thread, so the loop goes on serving others. Cancelling the awaiting task stops
+    the run as a first Ctrl-C does; the journal then says so, and the CancelledError goes
+    on once it is written. ``handle_signals`` is for the CLI alone: SIGINT/SIGTERM stop it.
+    """
     if spec.dry_run:
-        return _dry_run(spec, conn)
+        return await _off_loop(functools.partial(_dry_run, spec, conn))
     run_id = resume_of or spec.run_id or new_run_id()
     if not spec.journal:
-        return _execute(spec, conn, run_id, None, progress=progress, handle_signals=handle_signals,
-                        allow_address=allow_address, retry_failed=retry_failed)  # fmt: skip
+        return await _execute(spec, conn, run_id, None, progress=progress, handle_signals=handle_signals,
+                              allow_address=allow_address, retry_failed=retry_failed)  # fmt: skip
     with _run_lock(run_id) as home_id:
         journal = Journal()
         with _RunLease(journal, run_id, home_id) as lease:
-            return _execute(spec, conn, run_id, journal, progress=progress,
-                            handle_signals=handle_signals, allow_address=allow_address,
-                            retry_failed=retry_failed, lease=lease)  # fmt: skip
+            return await _execute(spec, conn, run_id, journal, progress=progress,
+                                  handle_signals=handle_signals, allow_address=allow_address,
+                                  retry_failed=retry_failed, lease=lease)  # fmt: skip
+
+
+async def _off_loop(call: Callable[[], T], cleanup: Callable[[T], object] | None = None) -> T:
+    """``call()`` in a worker thread. If the awaiting task is cancelled meanwhile, the call
+    still finishes (it may be writing the journal) and ``cleanup`` gets its result before
+    the cancellation goes on."""
+    future = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            result = await future
+            if cleanup is not None:
+                cleanup(result)
+        raise
 
 
 @contextlib.contextmanager
@@ -746,18 +909,18 @@ def _holder(owner: str) -> str:
     return f"process {pid} on host {host}" if pid else f"{owner!r}"
 
 
-def _execute(
-    spec: ExportSpec,
-    conn: Connection,
-    run_id: str,
-    journal: Journal | None,
-    *,
-    progress: ProgressCallback | None,
-    handle_signals: bool,
-    allow_address: Any,
-    retry_failed: bool,
-    lease: _RunLease | None = None,
-) -> ExportReport:
+@dataclasses.dataclass
+class _Start:
+    """A run checked and recorded in its journal, ready to send."""
+
+    prepared: Prepared
+    states: dict[str, tuple[str, int]]
+    partial: dict[str, RowState]
+    claimed_seq: int
+
+
+def _start(spec: ExportSpec, conn: Connection, run_id: str, journal: Journal | None) -> _Start:
+    """Read what an earlier attempt did, check the export, record the run (blocking)."""
     states: dict[str, tuple[str, int]] = {}
     partial: dict[str, RowState] = {}
     claimed_seq = 0
@@ -768,9 +931,6 @@ def _execute(
         partial = journal.partial_rows(run_id)
         claimed_seq = journal.get_run(run_id).claimed_seq
     prepared = prepare(spec, conn, sending=True)
-    if progress is not None:
-        for note in prepared.notes:
-            progress(Progress(run_id, "note", message=note))
     try:
         if journal is not None:
             fingerprint = prepared.source.fingerprint()
@@ -793,56 +953,118 @@ def _execute(
                     fingerprint=fingerprint,
                     total=prepared.total,
                 )
+    except BaseException:
+        prepared.close()
+        raise
+    return _Start(prepared, states, partial, claimed_seq)
+
+
+def _stopped_early(exc: BaseException) -> tuple[str, str]:
+    """The journal's status and message for a run ended by ``exc`` before its runner did."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "interrupted", CANCELLED
+    return "failed", "stopped by an error before finishing"
+
+
+async def _execute(
+    spec: ExportSpec,
+    conn: Connection,
+    run_id: str,
+    journal: Journal | None,
+    *,
+    progress: ProgressCallback | None,
+    handle_signals: bool,
+    allow_address: Any,
+    retry_failed: bool,
+    lease: _RunLease | None = None,
+) -> ExportReport:
+    async def deliver(start: _Start) -> tuple[Runner, Any]:
+        """Send the run's messages through a pool of sessions."""
+        prepared = start.prepared
         resend = spec.resend_uncertain
         opener = _opener(conn, spec, allow_address)
+        size_limit = 0
+        if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
+            size_limit = await _server_size(opener)
+        jobs = _jobs(
+            prepared, run_id, states=start.states, retry_failed=retry_failed,
+            resend_uncertain=resend, size_limit=size_limit, claimed_seq=start.claimed_seq,
+            partial=start.partial,
+        )  # fmt: skip
         daily = _daily_usage(journal, conn) if journal is not None else None
-        limiter = RateLimiter(_rate_for(spec, conn), daily_usage=daily)
-        concurrency = spec.concurrency or conn.concurrency
+        runner = Runner(
+            run_id=run_id,
+            spec=spec,
+            connection=conn,
+            jobs=jobs,
+            open_session=opener,
+            journal=journal,
+            total=prepared.total if spec.mode is ExportMode.ROW else None,
+            concurrency=spec.concurrency or conn.concurrency,
+            limiter=RateLimiter(_rate_for(spec, conn), daily_usage=daily),
+            progress=progress,
+            handle_signals=handle_signals,
+            resend_uncertain=resend,
+        )
+        if lease is not None:
+            loop = asyncio.get_running_loop()
+            lease.on_lost(lambda reason: _stop_soon(loop, runner, reason))
+        return runner, await runner.run()
+
+    try:
+        start = await _off_loop(
+            functools.partial(_start, spec, conn, run_id, journal), lambda s: s.prepared.close()
+        )
+        if progress is not None:
+            for note in start.prepared.notes:
+                progress(Progress(run_id, "note", message=note))
         started = time.monotonic()
-
-        async def main() -> tuple[Runner, Any]:
-            size_limit = 0
-            if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
-                size_limit = await _server_size(opener)
-            jobs = _jobs(
-                prepared, run_id, states=states, retry_failed=retry_failed,
-                resend_uncertain=resend, size_limit=size_limit, claimed_seq=claimed_seq,
-                partial=partial,
-            )  # fmt: skip
-            runner = Runner(
-                run_id=run_id,
-                spec=spec,
-                connection=conn,
-                jobs=jobs,
-                open_session=opener,
-                journal=journal,
-                total=prepared.total if spec.mode is ExportMode.ROW else None,
-                concurrency=concurrency,
-                limiter=limiter,
-                progress=progress,
-                handle_signals=handle_signals,
-                resend_uncertain=resend,
-            )
-            if lease is not None:
-                loop = asyncio.get_running_loop()
-                lease.on_lost(lambda reason: _stop_soon(loop, runner, reason))
-            return runner, await runner.run()
-
-        runner, result = event_loop.run(main())
-    except BaseException:
+        try:
+            runner, result = await deliver(start)
+        finally:
+            start.prepared.close()
+    except BaseException as exc:
         if journal is not None and journal.run_exists(run_id) and not (lease and lease.lost):
-            journal.set_status(run_id, "failed", message="stopped by an error before finishing")
+            status, message = _stopped_early(exc)
+            journal.set_status(run_id, status, message=message)
         raise
-    finally:
-        prepared.close()
-    elapsed = time.monotonic() - started
+    report = await _off_loop(
+        functools.partial(
+            _finish, spec, conn, run_id, journal, runner, result,
+            elapsed=time.monotonic() - started, states=start.states, lease=lease,
+            notes=start.prepared.notes,
+        )
+    )  # fmt: skip
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        # The run stopped gracefully and its journal is written: now the cancellation
+        # goes on, as asyncio's contract wants (timeouts and task groups rely on it).
+        raise asyncio.CancelledError(f"run {run_id} stopped; resume it to send the rest")
+    return report
+
+
+def _finish(
+    spec: ExportSpec,
+    conn: Connection,
+    run_id: str,
+    journal: Journal | None,
+    runner: Runner,
+    result: Any,
+    *,
+    elapsed: float,
+    states: dict[str, tuple[str, int]],
+    lease: _RunLease | None,
+    notes: tuple[str, ...],
+) -> ExportReport:
+    """Record how the run ended and make its report (blocking)."""
     if journal is not None:
         taken_over = lease is not None and bool(lease.lost)
         if not taken_over:  # else the run's status is its new sender's to write
             journal.set_status(
                 run_id, result.status, message=result.message, finished=result.status == "finished"
             )
-        _save_daily(journal, conn, limiter)
+        if runner.limiter is not None:
+            _save_daily(journal, conn, runner.limiter)
         report = report_from_journal(run_id, journal=journal)
         if taken_over:
             report.status, report.message = result.status, result.message
@@ -853,7 +1075,7 @@ def _execute(
         from mailconduit.delivery.runner import report_for
 
         report = report_for(runner, result, elapsed=elapsed)
-    report.notes = prepared.notes
+    report.notes = notes
     if spec.report:
         write_report(report, spec.report, fmt=spec.report_format)
     return report
@@ -865,7 +1087,7 @@ def _stop_soon(loop: asyncio.AbstractEventLoop, runner: Runner, reason: str) -> 
         loop.call_soon_threadsafe(runner.stop, "interrupted", reason)
 
 
-def resume(
+async def resume(
     run_id: str,
     conn: Connection,
     *,
@@ -873,7 +1095,7 @@ def resume(
     resend_uncertain: bool | None = None,
     source: Any = None,
     progress: ProgressCallback | None = None,
-    handle_signals: bool = True,
+    handle_signals: bool = False,
     allow_address: Any = None,
 ) -> ExportReport:
     """Resume ``run_id`` from its journal: confirmed rows are never sent again."""
@@ -890,7 +1112,7 @@ def resume(
     if resend_uncertain is not None:
         changes["resend_uncertain"] = resend_uncertain
     spec = dataclasses.replace(spec, **changes)
-    return execute(
+    return await execute(
         spec, conn, progress=progress, handle_signals=handle_signals,
         allow_address=allow_address, resume_of=run_id, retry_failed=retry_failed,
     )  # fmt: skip

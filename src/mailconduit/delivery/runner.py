@@ -54,7 +54,7 @@ from mailconduit.smtp import (
     StreamEnd,
 )
 
-__all__ = ["Job", "Outcome", "RunResult", "Runner", "SessionOpener", "outcome_of"]
+__all__ = ["CANCELLED", "Job", "Outcome", "RunResult", "Runner", "SessionOpener", "outcome_of"]
 
 #: How often buffered outcomes are committed (group commit).
 FLUSH_INTERVAL = 0.02
@@ -62,6 +62,8 @@ FLUSH_INTERVAL = 0.02
 CLAIM_BATCH = 512
 #: Longest wait for in-flight transactions when a run is stopped.
 DRAIN_SECONDS = 30.0
+#: Why a run stopped when the task awaiting it was cancelled.
+CANCELLED = "stopped: the task running it was cancelled"
 #: Consecutive failed connection attempts (with back-off) before the run gives up.
 MAX_CONNECT_FAILURES = 5
 
@@ -504,6 +506,10 @@ class Runner:
             self.duplicate_outcomes += 1  # a second outcome for the same job: keep the first
             return
         self._open.discard(id(job))
+        # Job and envelope refer to each other: unlinked, the message's bytes are freed now,
+        # not at the next full garbage collection (hundreds of messages later: 100 MB of
+        # invoices with their PDFs).
+        job.envelope = None
         self._record(state)
         if len(self._open) <= self._low_water:
             self._space.set()
@@ -586,6 +592,8 @@ class Runner:
         if delay is None or self.stopping:
             if delay is None:
                 text = f"gave up after {job.attempts} attempt(s): {outcome.text}".strip()
+                if job.uncertain_before and outcome.status != "uncertain":
+                    text += "; an earlier attempt may have been delivered"
                 # When other recipients already had their answer, the ones still deferred
                 # are listed too: the row's detail then accounts for every recipient.
                 answered = {r[0] for r in outcome.refused}
@@ -662,10 +670,18 @@ class Runner:
                 if w.done() and not w.cancelled() and w.exception() is not None:
                     raise w.exception()  # type: ignore[misc]
         except asyncio.CancelledError:
-            self.stop("interrupted", "cancelled")
-            for t in (producer, *workers):
-                t.cancel()
-            await asyncio.gather(producer, *workers, return_exceptions=True)
+            # Cancelled as by a first Ctrl-C: no more rows, the transactions in flight may
+            # finish (DRAIN_SECONDS at most); a second cancellation stops waiting for them.
+            self.stop("interrupted", CANCELLED)
+            producer.cancel()
+            try:
+                await asyncio.gather(producer, return_exceptions=True)
+                pending = await self._drain(workers)
+            except asyncio.CancelledError:
+                pending = set(workers)
+            for w in pending:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
         finally:
             self._source.close()
             for h, job in list(self._retry_handles.items()):

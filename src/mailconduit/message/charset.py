@@ -1,23 +1,20 @@
 """The output charset of a message: its MIME name, and encoding text into it with a clear error.
 
-Only stateless, ASCII-compatible charsets are accepted (UTF-8, ISO-8859-x, windows-125x, ...):
-headers are encoded character by character and MIME syntax must stay ASCII.
+Only registered MIME charsets that are stateless and ASCII-compatible are accepted (UTF-8,
+ISO-8859-x, windows-125x, ...; see :func:`mailconduit.config.mime_charset`): headers are
+encoded character by character and MIME syntax must stay ASCII.
 """
 
 from __future__ import annotations
 
-import codecs
 import functools
 from dataclasses import dataclass
 
+from mailconduit.config import mime_charset
 from mailconduit.errors import ConfigError, FieldError, RowError
 from mailconduit.message.chars import char_name
 
 __all__ = ["OutputCharset", "resolve_charset"]
-
-#: Python codec names whose MIME name is spelled differently.
-_MIME_NAMES = {"ascii": "us-ascii", "latin-1": "iso-8859-1", "shift_jis": "shift_jis"}
-_PROBE = "\r\n\t !\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,25 +46,9 @@ class OutputCharset:
 def resolve_charset(name: str) -> OutputCharset:
     """Look up ``name`` (e.g. ``utf-8``, ``latin1``, ``windows-1252``); refuse unusable ones."""
     try:
-        codec = codecs.lookup(name.strip()).name
-    except LookupError:
-        raise ConfigError.for_fields(
-            "charset", [FieldError("charset", f"unknown charset {name!r}")]
-        ) from None
-    stateful = codec.startswith(("utf-16", "utf-32", "utf-7", "iso2022", "hz"))
-    if stateful or _PROBE.encode(codec, "replace") != _PROBE.encode("ascii"):
-        raise ConfigError.for_fields(
-            "charset",
-            [FieldError("charset", f"{name!r} is not an ASCII-compatible charset usable in mail")],
-        )
-    if codec in _MIME_NAMES:
-        mime = _MIME_NAMES[codec]
-    elif codec.startswith("iso8859-"):
-        mime = "iso-8859-" + codec[len("iso8859-") :]
-    elif codec.startswith("cp125"):
-        mime = "windows-" + codec[2:]
-    else:
-        mime = codec.replace("_", "-")
+        mime, codec = mime_charset(name)
+    except ValueError as exc:
+        raise ConfigError.for_fields("charset", [FieldError("charset", str(exc))]) from None
     sample = [chr(c) for c in range(0x80, 0x3100)] + [chr(c) for c in range(0x4E00, 0x4E40)]
     single_byte = codec != "utf-8" and all(len(c.encode(codec, "ignore")) <= 1 for c in sample)
     return OutputCharset(mime, codec, single_byte)

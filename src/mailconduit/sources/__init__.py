@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mailconduit.config import is_database_url, url_scheme
 from mailconduit.errors import ConfigError, FieldError, SourceError
 from mailconduit.sources.base import Row, Source, SourceKind
 
@@ -39,6 +40,7 @@ _KIND_ALIASES: dict[str, SourceKind] = {
     "excel": SourceKind.XLSX,
 }
 _LOOKS_LIKE_SQL = re.compile(r"^\s*(select|with|values|table)\b", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(//[^/@]*?:)[^/@]*@")
 
 
 def _options_error(field: str, message: str) -> ConfigError:
@@ -189,6 +191,7 @@ def _open_file(
             raise _options_error(
                 "database_url", "this looks like a SQL query; give database_url to run it"
             )
+        _refuse_url(location)
         raise SourceError("no such file", location)
     if path.is_dir():
         raise SourceError("this is a directory, not a file", location)
@@ -218,6 +221,28 @@ def _open_file(
         )
     except OSError as exc:
         raise SourceError(f"cannot read the file: {exc.strerror or exc}", location) from None
+
+
+def _refuse_url(text: str) -> None:
+    """A URL given where a file is expected: say how to pass a database, or that URLs of
+    files elsewhere are not fetched (the password of a URL is never shown)."""
+    scheme = url_scheme(text)
+    if not scheme:
+        return
+    shown = _URL_PASSWORD.sub(r"\1***@", text.strip())
+    if is_database_url(text):
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError("source", f"{shown!r} is a database URL, not a file; to read rows from "
+                        "it, give a query with it: mailconduit export URL --query 'SELECT ...' "
+                        "(or --query 'SELECT ...' --database-url URL; from Python or a file of "
+                        "settings, the query as source and the URL as database_url)")],
+        )  # fmt: skip
+    raise ConfigError.for_fields(
+        "export",
+        [FieldError("source", f"{shown!r} is a URL ({scheme}); data is read from local files "
+                    "only: download it, then give the file")],
+    )  # fmt: skip
 
 
 def _open_path(
@@ -273,7 +298,7 @@ def _open_stdin(
         raise _options_error("kind", "standard input is read as csv, json or jsonl")
     path = spool_stdin()
     try:
-        chosen = kind or detect_kind(path)
+        chosen = kind or detect_kind(path, encoding)
         _check_options(chosen, encoding=encoding, delimiter=delimiter, sheet=sheet)
         source = _open_path(
             path,

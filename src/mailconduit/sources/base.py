@@ -2,7 +2,9 @@
 
 A source yields records in their original order; the base class turns them into
 ``Row`` objects with a stable key (a named key column, or position + content hash)
-and gives every kind the same ``validate``/``count``/``fingerprint`` behaviour.
+and gives every kind the same ``validate``/``count``/``fingerprint`` behaviour. A
+record holding a character data may not hold (see :mod:`mailconduit.sources.cells`)
+carries the problem, so the row is rejected on its own while the others go on.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from mailconduit.config import char_name
 from mailconduit.errors import SourceError
+from mailconduit.sources.cells import CellProblem, cell_problem, escape_forbidden
 
 __all__ = [
+    "CellProblem",
     "Record",
     "Row",
     "Source",
@@ -33,8 +38,9 @@ __all__ = [
     "text_digest",
 ]
 
-#: (record number, file line or None, values) as a kind yields it, before keying.
-Record = tuple[int, int | None, dict[str, Any]]
+#: (record number, file line or None, values, the first forbidden character or None) as a
+#: kind yields it, before keying.
+Record = tuple[int, int | None, dict[str, Any], CellProblem | None]
 
 _DUPLICATES_NAMED = 5
 
@@ -57,12 +63,15 @@ class Row:
 
     ``line`` is where the record starts in the file (CSV, JSON, JSON Lines; the sheet
     row for Excel), ``None`` where a file line means nothing (SQL, Parquet, iterables).
+    ``problem`` is set when a cell holds a character data may not hold: the row is
+    rejected and never sent (its key then shows such characters escaped).
     """
 
     key: str
     number: int
     line: int | None
     values: dict[str, Any]
+    problem: CellProblem | None = None
 
 
 def text_digest(fields: Iterator[str] | list[str] | tuple[str, ...]) -> str:
@@ -89,11 +98,20 @@ def file_sha256(path: Path, *parts: str) -> str:
 
 
 def check_column_names(names: list[str], location: str, *, what: str = "header") -> tuple[str, ...]:
-    """The names as a tuple, or SourceError for an empty or a repeated name."""
+    """The names as a tuple, or SourceError for an empty or a repeated name, or one holding
+    a control character (a file whose header does is not text, or not in this encoding)."""
     seen: set[str] = set()
     for position, name in enumerate(names, start=1):
         if not name:
             raise SourceError(f"column {position} of the {what} has no name", location)
+        problem = cell_problem({name: name})
+        if problem is not None:
+            raise SourceError(
+                f"the name of column {position} of the {what} holds {char_name(problem.char)}: "
+                "this does not look like text (for a text file, check its --encoding: "
+                "UTF-16 without a byte-order mark, for one, needs --encoding utf-16)",
+                location,
+            )
         if name in seen:
             raise SourceError(
                 f"column name {name!r} appears more than once in the {what}; "
@@ -162,8 +180,11 @@ class Source(ABC):
     def rows(self) -> Iterator[Row]:
         """Every row, keyed, in the source order (or the order asked for)."""
         make_key = self._key_function()
-        for number, line, values in self._read():
-            yield Row(make_key(number, values), number, line, values)
+        for number, line, values, problem in self._read():
+            key = make_key(number, values)
+            if problem is not None:
+                key = escape_forbidden(key)
+            yield Row(key, number, line, values, problem)
 
     def count(self) -> int:
         """How many rows :meth:`rows` yields; a scan the first time for most kinds."""
@@ -188,8 +209,9 @@ class Source(ABC):
             return total
         make_key = self._key_function()
         hashes: array[int] = array("Q")
-        for number, _line, values in self._read():
-            hashes.append(_key_hash(make_key(number, values)))
+        for number, _line, values, problem in self._read():
+            key = make_key(number, values)
+            hashes.append(_key_hash(escape_forbidden(key) if problem is not None else key))
         self._count = len(hashes)
         repeated = _repeated(hashes)
         if repeated:
@@ -259,8 +281,10 @@ class Source(ABC):
         first_seen: dict[int, tuple[int, str]] = {}
         duplicate: str | None = None
         numbers: list[int] = []
-        for number, _line, values in self._read():
+        for number, _line, values, problem in self._read():
             key = make_key(number, values)
+            if problem is not None:
+                key = escape_forbidden(key)
             if duplicate is not None:
                 if key == duplicate:
                     numbers.append(number)

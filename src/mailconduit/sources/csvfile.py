@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,7 +18,8 @@ from mailconduit.sources.base import (
     file_sha256,
     text_digest,
 )
-from mailconduit.sources.text import decode_error, read_head, resolve_encoding
+from mailconduit.sources.cells import cell_problem, holds_forbidden
+from mailconduit.sources.text import decode_error, read_head, refuse_binary, resolve_encoding
 
 __all__ = ["CANDIDATE_DELIMITERS", "CsvSource", "parse_delimiter"]
 
@@ -48,8 +50,10 @@ def parse_delimiter(delimiter: str) -> str:
 class CsvSource(Source):
     """A delimited text file with a header row; one record per row after it.
 
-    Rows with a different number of fields than the header, NUL characters, quotes
-    that never close and undecodable bytes are errors naming the file line.
+    Rows with a different number of fields than the header, quotes that never close
+    and undecodable bytes are errors naming the file line. A row with a control
+    character in a cell (quoted or not) is read, carrying the problem, so that it alone
+    is rejected.
     """
 
     kind = SourceKind.CSV
@@ -65,7 +69,9 @@ class CsvSource(Source):
     ) -> None:
         self.path = path
         where = location or str(path)
-        self.encoding = resolve_encoding(encoding, read_head(path))
+        head = read_head(path)
+        refuse_binary(head, where)
+        self.encoding = resolve_encoding(encoding, head)
         self.location = where
         if delimiter is None:
             delimiter = self._detect_delimiter()
@@ -81,8 +87,8 @@ class CsvSource(Source):
     def _open(self) -> TextIO:
         return self.path.open(encoding=self.encoding, newline="")
 
-    def _reader(self, fh: TextIO) -> Any:
-        return csv.reader(_checked_lines(fh, self.location), delimiter=self.delimiter, strict=True)
+    def _reader(self, lines: Iterator[str]) -> Any:
+        return csv.reader(lines, delimiter=self.delimiter, strict=True)
 
     def _detect_delimiter(self) -> str:
         """Sniff among , ; TAB | on the first 16 KB; the header line has the last word."""
@@ -110,7 +116,7 @@ class CsvSource(Source):
 
     def _read_header(self) -> tuple[list[str], int]:
         with self._open() as fh:
-            reader = self._reader(fh)
+            reader = self._reader(_LineBlocks(fh).lines())
             try:
                 for fields in reader:
                     if fields and any(f.strip() for f in fields):
@@ -139,13 +145,20 @@ class CsvSource(Source):
         width = len(columns)
         location = self.location
         with self._open() as fh:
-            reader = self._reader(fh)
+            blocks = _LineBlocks(fh)
+            flagged = blocks.flagged
+            reader = self._reader(blocks.lines())
             last_line = 0
             number = 0
             try:
                 for fields in reader:
                     line = last_line + 1
                     last_line = reader.line_num
+                    suspect = False
+                    if flagged and flagged[0] <= last_line:  # rare: the O(1) test is the cost
+                        while flagged and flagged[0] <= last_line:
+                            flagged.popleft()
+                        suspect = True
                     if last_line <= self._header_line:
                         continue
                     if len(fields) != width:
@@ -153,7 +166,11 @@ class CsvSource(Source):
                             continue
                         raise self._width_error(len(fields), line)
                     number += 1
-                    yield number, line, dict(zip(columns, fields, strict=False)) if build else {}
+                    if not build:
+                        yield number, line, {}, None
+                        continue
+                    values = dict(zip(columns, fields, strict=False))
+                    yield number, line, values, cell_problem(values) if suspect else None
             except csv.Error as exc:
                 raise self._csv_error(exc, last_line + 1, reader.line_num) from None
             except UnicodeDecodeError:
@@ -205,27 +222,24 @@ class CsvSource(Source):
         return file_sha256(self.path, "csv", self.encoding, self.delimiter)
 
 
-def _checked_lines(fh: TextIO, location: str) -> Iterator[str]:
-    """The file's lines, refusing a NUL character (a binary file, or a broken export).
+class _LineBlocks:
+    """The file's lines, read and checked a block at a time and handed on by C code (no
+    Python step per line); ``flagged`` collects, in order, the numbers of the lines that
+    hold a character data may not hold, so only their rows are looked at cell by cell."""
 
-    Lines are read and checked a block at a time, and handed on by C code: no Python
-    step per line.
-    """
-    return itertools.chain.from_iterable(_checked_blocks(fh, location))
+    def __init__(self, fh: TextIO) -> None:
+        self._fh = fh
+        self.flagged: deque[int] = deque()
 
+    def lines(self) -> Iterator[str]:
+        return itertools.chain.from_iterable(self._blocks())
 
-def _checked_blocks(fh: TextIO, location: str) -> Iterator[list[str]]:
-    before = 0  # lines in the blocks already handed on
-    while True:
-        lines = fh.readlines(_BLOCK_CHARS)
-        if not lines:
-            return
-        if "\x00" in "".join(lines):
-            number = before + next(i for i, line in enumerate(lines, 1) if "\x00" in line)
-            raise SourceError(
-                "the line contains a NUL character; this is not a text file "
-                "(or it is UTF-16 without a byte-order mark: name it with --encoding)",
-                f"{location}:{number}",
-            )
-        before += len(lines)
-        yield lines
+    def _blocks(self) -> Iterator[list[str]]:
+        before = 0  # lines in the blocks already handed on
+        while lines := self._fh.readlines(_BLOCK_CHARS):
+            if holds_forbidden("".join(lines)):
+                self.flagged.extend(
+                    before + n for n, line in enumerate(lines, 1) if holds_forbidden(line)
+                )
+            before += len(lines)
+            yield lines

@@ -15,6 +15,7 @@ from typing import Any
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import Record, Source, SourceKind, check_column_names, file_sha256
+from mailconduit.sources.cells import cell_problem
 
 __all__ = ["ExcelSource"]
 
@@ -131,7 +132,8 @@ class ExcelSource(Source):
                 if len(cells) < width:
                     cells = cells + (None,) * (width - len(cells))
                 number += 1
-                yield number, row_number, dict(zip(columns, cells, strict=False))
+                values = dict(zip(columns, cells, strict=False))
+                yield number, row_number, values, cell_problem(values)
         finally:
             workbook.close()
 

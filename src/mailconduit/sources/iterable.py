@@ -13,6 +13,7 @@ from typing import Any
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import Record, Source, SourceKind, check_column_names
+from mailconduit.sources.cells import cell_problem
 
 __all__ = ["IterableSource", "is_dataframe"]
 
@@ -65,7 +66,7 @@ class IterableSource(Source):
             self._items = list(data) if iter(data) is data else data
             seen: dict[str, None] = {}
             total = 0
-            for _number, _line, values in self._records():
+            for _number, _line, values, _problem in self._records():
                 total += 1
                 for name in values:
                     seen.setdefault(name)
@@ -77,11 +78,8 @@ class IterableSource(Source):
         if self._frame is not None:
             columns = self.columns
             for number, cells in enumerate(self._frame.itertuples(index=False, name=None), start=1):
-                yield (
-                    number,
-                    None,
-                    {name: _plain(cell) for name, cell in zip(columns, cells, strict=False)},
-                )
+                values = {name: _plain(cell) for name, cell in zip(columns, cells, strict=False)}
+                yield number, None, values, cell_problem(values)
             return
         for number, item in enumerate(self._items, start=1):
             if not isinstance(item, Mapping):
@@ -97,7 +95,7 @@ class IterableSource(Source):
                         f"record {number} has a column name that is not text: {name!r}",
                         self.location,
                     )
-            yield number, None, values
+            yield number, None, values, cell_problem(values)
 
     def count(self) -> int:
         if self._count is None:
@@ -109,7 +107,7 @@ class IterableSource(Source):
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256(b"iterable\0")
-        for _number, _line, values in self._records():
+        for _number, _line, values, _problem in self._records():
             text = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
             digest.update(text.encode("ascii") + b"\n")
         return "sha256:" + digest.hexdigest()

@@ -2,7 +2,9 @@
 
 Columns are the union of the records' keys in order of first appearance, found by one
 streaming pass at open (which also checks the structure). A record's ``values`` holds
-exactly the fields it has; nested values stay Python objects.
+exactly the fields it has; nested values stay Python objects. Control characters inside
+strings, escaped or not, are read (not refused as bad JSON): the record then carries the
+problem and is rejected alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any, TextIO
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import Record, Source, SourceKind, check_column_names, file_sha256
-from mailconduit.sources.text import decode_error, read_head, resolve_encoding
+from mailconduit.sources.cells import cell_problem
+from mailconduit.sources.text import decode_error, read_head, refuse_binary, resolve_encoding
 
 __all__ = ["MAX_RECORD_CHARS", "JsonArraySource", "JsonLinesSource", "open_json_file"]
 
@@ -44,10 +47,12 @@ class _JsonFileSource(Source):
     ) -> None:
         self.path = path
         self.location = location or str(path)
-        self.encoding = resolve_encoding(encoding, read_head(path))
+        head = read_head(path)
+        refuse_binary(head, self.location)
+        self.encoding = resolve_encoding(encoding, head)
         seen: dict[str, None] = {}
         total = 0
-        for _number, _line, values in self._records():
+        for _number, _line, values, _problem in self._records():
             total += 1
             for name in values:
                 if name not in seen:
@@ -86,7 +91,7 @@ class JsonArraySource(_JsonFileSource):
                 for number, (line, value) in enumerate(reader, start=1):
                     if type(value) is not dict:
                         raise self._not_an_object(number, value, line)
-                    yield number, line, value
+                    yield number, line, value, cell_problem(value)
         except UnicodeDecodeError:
             raise decode_error(self.path, self.encoding, self.location) from None
 
@@ -97,10 +102,11 @@ class JsonLinesSource(_JsonFileSource):
     kind = SourceKind.JSONL
 
     def _records(self) -> Iterator[Record]:
-        decoder = json.JSONDecoder()
+        decoder = json.JSONDecoder(strict=False)
         number = 0
         try:
-            with self.path.open(encoding=self.encoding) as fh:
+            # Lines end at LF only: a CR inside a string is data, not the end of a record.
+            with self.path.open(encoding=self.encoding, newline="\n") as fh:
                 for line_number, text in enumerate(
                     iter(lambda: fh.readline(MAX_RECORD_CHARS + 1), ""), 1
                 ):
@@ -121,7 +127,7 @@ class JsonLinesSource(_JsonFileSource):
                     number += 1
                     if type(value) is not dict:
                         raise self._not_an_object(number, value, line_number)
-                    yield number, line_number, value
+                    yield number, line_number, value, cell_problem(value)
         except UnicodeDecodeError:
             raise decode_error(self.path, self.encoding, self.location) from None
 
@@ -137,7 +143,7 @@ class _ArrayReader:
     def __init__(self, fh: TextIO, location: str) -> None:
         self._fh = fh
         self._location = location
-        self._decoder = json.JSONDecoder()
+        self._decoder = json.JSONDecoder(strict=False)
         self._buf = ""
         self._pos = 0
         self._line = 1
@@ -249,8 +255,10 @@ def open_json_file(
     A ``.json`` file whose first line is a complete object is read as JSON Lines.
     """
     if lines is None:
+        head = read_head(path)
+        refuse_binary(head, location or str(path))
         lines = _looks_like_json_lines(
-            path, resolve_encoding(encoding, read_head(path)), location or str(path)
+            path, resolve_encoding(encoding, head), location or str(path)
         )
     cls = JsonLinesSource if lines else JsonArraySource
     return cls(path, location=location, encoding=encoding, key_column=key_column)
@@ -265,7 +273,7 @@ def _looks_like_json_lines(path: Path, encoding: str, location: str) -> bool:
                 if not text.lstrip().startswith("{"):
                     return False
                 try:
-                    first = json.loads(text)
+                    first = json.loads(text, strict=False)
                 except json.JSONDecodeError:
                     raise SourceError(
                         "the file holds a single JSON object, not an array of objects; "

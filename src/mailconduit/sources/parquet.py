@@ -8,6 +8,7 @@ from typing import Any
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import Record, Source, SourceKind, check_column_names, file_sha256
+from mailconduit.sources.cells import cell_problem
 from mailconduit.sources.duck import connect, tidy_error
 
 __all__ = ["ParquetSource"]
@@ -69,9 +70,10 @@ class ParquetSource(Source):
                     ) from None
                 if not batch:
                     return
-                for values in batch:
+                for cells in batch:
                     number += 1
-                    yield number, None, dict(zip(columns, values, strict=False))
+                    values = dict(zip(columns, cells, strict=False))
+                    yield number, None, values, cell_problem(values)
         finally:
             con.close()
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import Record, Source
+from mailconduit.sources.cells import cell_problem
 from mailconduit.sources.csvfile import CsvSource
 from mailconduit.sources.duck import connect, quote_identifier, tidy_error
 from mailconduit.sources.parquet import ParquetSource
@@ -339,13 +340,13 @@ class _Staging:
         with staged.open("w", encoding="utf-8", errors="replace", newline="") as out:
             write = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow
             if self.text_only:
-                for number, line, values in self.inner._read():
+                for number, line, values, _problem in self.inner._read():
                     fields = list(values.values())
                     longest = max(longest, sum(map(len, fields)))
                     write((number, line or 0, *fields))
             else:
                 names = self.inner.columns
-                for number, line, values in self.inner._read():
+                for number, line, values, _problem in self.inner._read():
                     pickled = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
                     payload = base64.b64encode(pickled).decode("ascii")
                     fields = [_as_text(values.get(name)) for name in names]
@@ -365,6 +366,8 @@ class _Staging:
         self.con.execute(
             f"CREATE TABLE records AS SELECT {', '.join(select)} FROM read_csv(?, "
             f"columns = {{{spec}}}, header = false, delim = ',', quote = '\"', escape = '\"', "
+            # rows end at LF, as written: a CR in a cell must not make DuckDB guess CR
+            "new_line = '\\n', "
             "auto_detect = false, strict_mode = true, allow_quoted_nulls = false, "
             f"parallel = false, max_line_size = {max_line}, buffer_size = {2 * max_line})",
             [str(staged)],
@@ -472,13 +475,17 @@ class _Staging:
             os.unlink(spool_name)
 
     def decode(self, row: tuple[Any, ...]) -> Record:
-        """A row of :attr:`scan_columns` back into the source's own record."""
+        """A row of :attr:`scan_columns` back into the source's own record (its cells
+        checked again: the staging database keeps them exactly as read)."""
         if self.native:
-            return row[0], None, dict(zip(self.inner.columns, row[1:], strict=True))
+            values = dict(zip(self.inner.columns, row[1:], strict=True))
+            return row[0], None, values, cell_problem(values)
         if self.text_only:
-            return row[0], row[1], dict(zip(self.inner.columns, row[2:], strict=True))
+            values = dict(zip(self.inner.columns, row[2:], strict=True))
+            return row[0], row[1], values, cell_problem(values)
         # Our own bytes, pickled by _load_records into a private temporary database.
-        return row[0], row[1], pickle.loads(base64.b64decode(row[2]))  # noqa: S301
+        values = pickle.loads(base64.b64decode(row[2]))  # noqa: S301
+        return row[0], row[1], values, cell_problem(values)
 
 
 def _unspool(fd: int, offset: int, size: int) -> tuple[Any, ...]:

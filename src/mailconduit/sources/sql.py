@@ -15,6 +15,7 @@ from typing import Any
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import Record, Source, SourceKind, check_column_names
+from mailconduit.sources.cells import cell_problem
 
 __all__ = ["SqlSource", "sqlalchemy_url"]
 
@@ -130,7 +131,8 @@ class SqlSource(Source):
         columns = self.columns
         with self._result(self._statement) as result:
             for number, row in enumerate(result, start=1):
-                yield number, None, dict(zip(columns, row, strict=False))
+                values = dict(zip(columns, row, strict=False))
+                yield number, None, values, cell_problem(values)
 
     def count(self) -> int:
         """``SELECT count(*)`` around the query; a scan when the database refuses that."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import SourceKind
+from mailconduit.sources.text import read_head, resolve_encoding
 
 __all__ = ["STDIN_LOCATION", "detect_kind", "spool_stdin"]
 
@@ -43,13 +44,16 @@ def spool_stdin() -> Path:
     return path
 
 
-def detect_kind(path: Path) -> SourceKind:
-    """JSON Lines when the first non-blank character is ``{``, a JSON array for ``[``, else CSV."""
+def detect_kind(path: Path, encoding: str | None = None) -> SourceKind:
+    """JSON Lines when the first non-blank character is ``{``, a JSON array for ``[``, else
+    CSV; read in the data's encoding (UTF-16 data starts with ``{`` too)."""
+    codec = resolve_encoding(encoding, read_head(path))
     with path.open("rb") as fh:
         head = fh.read(4096)
-    stripped = head.removeprefix(codecs.BOM_UTF8).lstrip(b" \t\r\n")
-    if stripped.startswith(b"{"):
+    text = codecs.getincrementaldecoder(codec)("replace").decode(head)
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if stripped.startswith("{"):
         return SourceKind.JSONL
-    if stripped.startswith(b"["):
+    if stripped.startswith("["):
         return SourceKind.JSON
     return SourceKind.CSV
