@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import email
+import textwrap
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
@@ -26,25 +27,29 @@ ARGS = {"retries": 1, "retry_delay": dt.timedelta(seconds=0)}
 """
 
 
+def _dag_file(dag_id: str, tasks: str, preamble: str = "") -> Path:
+    """A DAG file whose DAG ``dag_id`` (retries=1 without delay) holds ``tasks``."""
+    head = f'with DAG("{dag_id}", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:\n'
+    return write_dag(dag_id, HEADER + preamble + head + textwrap.indent(tasks, "    "))
+
+
 def _messages(server: Any) -> list[email.message.EmailMessage]:
     return [email.message_from_bytes(m.data, policy=default_policy) for m in server.messages]  # type: ignore[misc]
 
 
 def test_rows_from_xcom_go_out_with_the_row_templates_left_to_mailconduit(smtp_server: Any) -> None:
-    dag_file = write_dag(
+    dag_file = _dag_file(
         "xcom_rows",
-        HEADER
-        + """
-with DAG("xcom_rows", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
-    @task
-    def people():
-        return [{"email": "ann@example.com", "name": "Ann"}, {"email": "bob@example.com", "name": "Bob"}]
+        """
+@task
+def people():
+    return [{"email": "ann@example.com", "name": "Ann"}, {"email": "bob@example.com", "name": "Bob"}]
 
-    MailconduitExportOperator(
-        task_id="send", source=people(), smtp_conn_id="smtp_test",
-        to="{{ email }}", subject="Hello {{ name }}", subject_prefix="[{{ ds }}] ",
-        body="Dear {{ name }}, {{ '{{' }}literal{{ '}}' }}",
-    )
+MailconduitExportOperator(
+    task_id="send", source=people(), smtp_conn_id="smtp_test",
+    to="{{ email }}", subject="Hello {{ name }}", subject_prefix="[{{ ds }}] ",
+    body="Dear {{ name }}, {{ '{{' }}literal{{ '}}' }}",
+)
 """,
     )
     result = dag_test(dag_file, "xcom_rows", "2024-03-01")
@@ -70,17 +75,15 @@ def test_sql_on_an_airflow_postgres_connection_is_rendered_by_airflow(
             "('bob@example.com', 'Bob', '2024-03-02'), ('cy@example.com', 'Cy', '2024-03-01')"
         )
     monkeypatch.setenv("AIRFLOW_CONN_PG_SOURCE", pg_url)
-    dag_file = write_dag(
+    dag_file = _dag_file(
         "pg_rows",
-        HEADER
-        + """
-with DAG("pg_rows", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
-    MailconduitExportOperator(
-        task_id="send", conn_id="pg_source", smtp_conn_id="smtp_test",
-        sql="SELECT email, name FROM people WHERE day = '{{ ds }}' AND name <> %(skip)s ORDER BY name",
-        parameters={"skip": "{{ params.skip }}"}, params={"skip": "Cy"},
-        to="{{ email }}", subject="Today, {{ name }}", body="Hi",
-    )
+        """
+MailconduitExportOperator(
+    task_id="send", conn_id="pg_source", smtp_conn_id="smtp_test",
+    sql="SELECT email, name FROM people WHERE day = '{{ ds }}' AND name <> %(skip)s ORDER BY name",
+    parameters={"skip": "{{ params.skip }}"}, params={"skip": "Cy"},
+    to="{{ email }}", subject="Today, {{ name }}", body="Hi",
+)
 """,
     )
     result = dag_test(dag_file, "pg_rows", "2024-03-01")
@@ -95,15 +98,13 @@ with DAG("pg_rows", schedule=None, start_date=dt.datetime(2024, 1, 1), default_a
 def test_an_airflow_macro_in_a_row_template_reaches_mailconduit_and_fails_the_task_for_good(
     smtp_server: Any,
 ) -> None:
-    dag_file = write_dag(
+    dag_file = _dag_file(
         "macro_in_to",
-        HEADER
-        + """
-with DAG("macro_in_to", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
-    MailconduitExportOperator(
-        task_id="send", source=[{"email": "ann@example.com"}], smtp_conn_id="smtp_test",
-        to="{{ ds }}", subject="Hi", body="Hi",
-    )
+        """
+MailconduitExportOperator(
+    task_id="send", source=[{"email": "ann@example.com"}], smtp_conn_id="smtp_test",
+    to="{{ ds }}", subject="Hi", body="Hi",
+)
 """,
     )
     result = dag_test(dag_file, "macro_in_to", "2024-03-01")
@@ -117,20 +118,20 @@ with DAG("macro_in_to", schedule=None, start_date=dt.datetime(2024, 1, 1), defau
 def test_a_dataframe_with_a_bad_row_fails_the_task_and_the_report_file_says_which(
     smtp_server: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    dag_file = write_dag(
+    dag_file = _dag_file(
         "frame",
-        HEADER
-        + f"""
+        f"""
+MailconduitExportOperator(
+    task_id="send", source=FRAME, smtp_conn_id="smtp_test", to="{{{{ email }}}}",
+    subject="Hi {{{{ name }}}}", body="Hi", report="{tmp_path}/report-{{{{ ds_nodash }}}}.csv",
+)
+""",
+        preamble="""
 import pandas as pd
 
-FRAME = pd.DataFrame({{"email": ["ann@example.com", "not an address", "cy@example.com"],
-                      "name": ["Ann", "Nobody", "Cy"]}})
+FRAME = pd.DataFrame({"email": ["ann@example.com", "not an address", "cy@example.com"],
+                      "name": ["Ann", "Nobody", "Cy"]})
 
-with DAG("frame", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
-    MailconduitExportOperator(
-        task_id="send", source=FRAME, smtp_conn_id="smtp_test", to="{{{{ email }}}}",
-        subject="Hi {{{{ name }}}}", body="Hi", report="{tmp_path}/report-{{{{ ds_nodash }}}}.csv",
-    )
 """,
     )
     result = dag_test(dag_file, "frame", "2024-03-01")
@@ -155,14 +156,12 @@ def test_each_mapped_task_instance_has_a_run_of_its_own(smtp_server: Any, tmp_pa
         path = tmp_path / f"{part}.csv"
         path.write_text(f"email\n{part}1@example.com\n{part}2@example.com\n", encoding="utf-8")
         files.append(str(path))
-    dag_file = write_dag(
+    dag_file = _dag_file(
         "mapped",
-        HEADER
-        + f"""
-with DAG("mapped", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
-    MailconduitExportOperator.partial(
-        task_id="send", smtp_conn_id="smtp_test", to="{{{{ email }}}}", subject="Part", body="Hi",
-    ).expand(source={files!r})
+        f"""
+MailconduitExportOperator.partial(
+    task_id="send", smtp_conn_id="smtp_test", to="{{{{ email }}}}", subject="Part", body="Hi",
+).expand(source={files!r})
 """,
     )
     result = dag_test(dag_file, "mapped", "2024-03-01")
@@ -189,15 +188,13 @@ def test_a_run_that_stops_is_resumed_by_airflows_own_retry(tmp_path: Path) -> No
         writer.writerows([f"r{i}@example.com"] for i in range(60))
     with FaultServer(faults=faults) as server, pytest.MonkeyPatch.context() as env:
         env.setenv("AIRFLOW_CONN_SMTP_FLAKY", smtp_connection_json(server.port))
-        dag_file = write_dag(
+        dag_file = _dag_file(
             "flaky",
-            HEADER
-            + f"""
-with DAG("flaky", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args=ARGS) as dag:
-    MailconduitExportOperator(
-        task_id="send", source="{source}", smtp_conn_id="smtp_flaky", to="{{{{ email }}}}",
-        subject="Once", body="Hi", concurrency=1,
-    )
+            f"""
+MailconduitExportOperator(
+    task_id="send", source="{source}", smtp_conn_id="smtp_flaky", to="{{{{ email }}}}",
+    subject="Once", body="Hi", concurrency=1,
+)
 """,
         )
         result = dag_test(dag_file, "flaky", "2024-03-01")
