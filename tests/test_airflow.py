@@ -259,6 +259,12 @@ def test_the_operator_takes_every_export_option() -> None:
                             "from_", "reply_to", "attach", "inline", "headers"}  # fmt: skip
 
 
+def test_the_readme_shows_the_example_dag_that_the_airflow_tests_run() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = (ROOT / "examples" / "airflow_dag.py").read_text(encoding="utf-8")
+    assert f"```python\n{example}```" in readme
+
+
 # --------------------------------------------------------------------------- with Airflow
 
 
