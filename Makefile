@@ -24,7 +24,10 @@ system-deps:
 demo: venv
 	$(BIN)/python examples/demo.py
 
+# The Airflow provider's tests run in an environment of their own (.venv-airflow, on a base
+# built once per requirements-airflow.lock and cached); tests/test_airflow.py runs them.
 test: venv system-deps
+	PY=$(PY) bash scripts/airflow-venv.sh >/dev/null
 	$(BIN)/python -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
 lint: venv

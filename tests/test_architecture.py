@@ -37,6 +37,8 @@ ALLOWED: dict[str, set[str]] = {
         "sink",
         "netpolicy",
     },
+    # The Airflow provider sits on top, beside cli and web: the public API only.
+    "airflow": {"api", "config", "errors", "__version__"},
 }
 
 
@@ -84,3 +86,25 @@ def test_only_smtp_speaks_smtp_and_only_the_store_layers_touch_sql() -> None:
             assert layer == "smtp", path
         if "import sqlite3" in text or "import psycopg" in text or "from sqlalchemy" in text:
             assert layer in {"journal", "connections", "db", "sources", "web", "sink", "oauth"}, path
+
+
+def _imports_airflow(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import) and any(
+            a.name == "airflow" or a.name.startswith("airflow.") for a in node.names
+        ):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+            node.module == "airflow" or node.module.startswith("airflow.")
+        ):
+            return True
+    return False
+
+
+def test_nothing_imports_the_airflow_provider_and_only_it_imports_airflow() -> None:
+    for path in FILES:
+        if _layer(path) == "airflow":
+            continue
+        assert "airflow" not in _imports(path), f"{path} imports mailconduit.airflow"
+        assert not _imports_airflow(path), f"{path} imports Airflow"
+    assert any(_imports_airflow(p) for p in FILES if _layer(p) == "airflow")
