@@ -322,6 +322,27 @@ def test_path_traversal_and_missing_files_are_row_errors(
         build(attachments=[path], attachment_dir=attach_dir)
 
 
+def test_a_name_right_in_the_folder_is_read_through_the_folder_as_given(
+    attach_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shortcut for one plain name keeps the rules: a FIFO is refused without waiting
+    for a writer, a symlink is judged by where it leads, and the folder may itself be a
+    symlink or relative to the working directory."""
+    os.mkfifo(attach_dir / "pipe.pdf")
+    with pytest.raises(RowError, match="not a regular file"):
+        load_attachment("pipe.pdf", base_dir=attach_dir)
+    with pytest.raises(RowError, match="outside the attachment directory"):
+        load_attachment("./escape.txt", base_dir=attach_dir)
+    assert load_attachment("./alias.pdf", base_dir=attach_dir).content == b"%PDF-1.4 invoice"
+    os.symlink(attach_dir, tmp_path / "link-to-files")
+    linked = load_attachment("invoice.pdf", base_dir=tmp_path / "link-to-files")
+    assert (linked.filename, linked.content) == ("invoice.pdf", b"%PDF-1.4 invoice")
+    monkeypatch.chdir(tmp_path)
+    assert load_attachment("old.eml", base_dir=Path("files")).content.startswith(b"Subject")
+    (attach_dir / "invoice.pdf").write_bytes(b"%PDF-1.4 changed")
+    assert load_attachment("invoice.pdf", base_dir=attach_dir).content == b"%PDF-1.4 changed"
+
+
 def test_attachment_size_cap_and_missing_base_directory(attach_dir: Path) -> None:
     with pytest.raises(RowError, match="larger than 4 bytes"):
         load_attachment("invoice.pdf", base_dir=attach_dir, max_bytes=4)

@@ -8,10 +8,13 @@ with RFC 2231 ``filename*`` plus a safe ASCII ``filename`` fallback.
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import quote
 
 from mailconduit.errors import ConfigError, FieldError, RowError
@@ -27,6 +30,9 @@ _PLAIN_FILENAME_RE = re.compile(r"[A-Za-z0-9 !#$%&'()*+,\-.=@\[\]^_`{}~]{1,70}")
 _FALLBACK_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._()+,=@ -]+")
 _ATTR_CHARS = "!#$&+-.^_`|~"
 _CONTINUATION_CHUNK = 60
+#: Opening a file that sits right in the folder: never through a symlink, and never
+#: waiting on a FIFO (one swapped in after the check is refused as not regular).
+_DIRECT_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,46 @@ def load_attachment(
             f"{label} path {shown!r} contains '..'; it must stay inside the base directory",
             row_key,
         )
+    handle = _open_direct(os.path.join(base_dir, parts.name)) if len(parts.parts) == 1 else None
+    if handle is None:
+        handle = _open_checked(base_dir, parts, shown, row_key, label)
+    try:
+        with handle:
+            content = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise RowError(f"{label} {shown!r} cannot be read: {exc.strerror}", row_key) from None
+    if max_bytes is not None and len(content) > max_bytes:
+        raise RowError(f"{label} {shown!r} is larger than {max_bytes} bytes", row_key)
+    guessed = mimetypes.guess_type(parts.name, strict=False)[0] or "application/octet-stream"
+    if guessed.startswith(("message/", "multipart/")):
+        guessed = "application/octet-stream"
+    return Attachment(parts.name, content, guessed)
+
+
+def _open_direct(path: str) -> BinaryIO | None:
+    """A regular file right in the folder (the common case: one name, no symlink), opened
+    with one lstat; None leaves the decision to the full checks of :func:`_open_checked`."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, _DIRECT_OPEN)
+    except OSError:
+        return None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        return None
+    return open(fd, "rb")
+
+
+def _open_checked(
+    base_dir: Path, parts: PurePosixPath, shown: str, row_key: str, label: str
+) -> BinaryIO:
+    """Open ``parts`` under ``base_dir`` after resolving both: symlinks may lead only to
+    files inside the folder."""
     try:
         base = base_dir.resolve(strict=True)
     except OSError:
@@ -155,13 +201,6 @@ def load_attachment(
     if not target.is_file():
         raise RowError(f"{label} {shown!r} is not a regular file", row_key)
     try:
-        with target.open("rb") as handle:
-            content = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        return target.open("rb")
     except OSError as exc:
         raise RowError(f"{label} {shown!r} cannot be read: {exc.strerror}", row_key) from None
-    if max_bytes is not None and len(content) > max_bytes:
-        raise RowError(f"{label} {shown!r} is larger than {max_bytes} bytes", row_key)
-    guessed = mimetypes.guess_type(parts.name, strict=False)[0] or "application/octet-stream"
-    if guessed.startswith(("message/", "multipart/")):
-        guessed = "application/octet-stream"
-    return Attachment(parts.name, content, guessed)
