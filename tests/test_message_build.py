@@ -261,6 +261,8 @@ def test_very_long_attachment_name_uses_continuations() -> None:
         ("a\\b.txt", "text/plain", "path separator"),
         ("a\nBcc: x.txt", "text/plain", "break a header"),
         ("a\x07.txt", "text/plain", "control character"),
+        ("a\x7f.txt", "text/plain", "control character"),
+        ("a\x9f.txt", "text/plain", "control character"),
         ("ok.txt", "text", "type/subtype"),
         ("ok.txt", "text/plain\r\nX: y", "type/subtype"),
         ("ok.eml", "message/rfc822", "cannot be sent base64"),
