@@ -91,6 +91,8 @@ _JINJA_WORDS = frozenset(
     ]
 )
 _NEWLINE_RE = re.compile(r"\r\n|\r|\n")
+#: The characters HTML escaping replaces (markupsafe: & < > ' ").
+_HTML_SPECIAL_RE = re.compile("[&<>'\"]")
 
 
 #: Not frozen: one is built per message, and a frozen dataclass costs ~3 us to build
@@ -395,7 +397,10 @@ def _render_direct(parts: list[tuple[int, str]], context: dict[str, Any], escape
         if value is None:
             continue
         if escape:
-            out.append(str(markupsafe.escape(value)))
+            if value.__class__ is str and _HTML_SPECIAL_RE.search(value) is None:
+                out.append(value)  # what escaping gives, without building a Markup
+            else:
+                out.append(str(markupsafe.escape(value)))
         elif isinstance(value, str):
             out.append(value)
         else:
