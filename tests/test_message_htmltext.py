@@ -92,8 +92,9 @@ _literal = st.lists(
     max_size=8,
 ).map("".join)
 _value = (
-    st.lists(st.sampled_from([*" \t\n\r\xa0\f\v<>&\"';#/=!-?[]ab1.", "amp", "lt;"]), max_size=8)
-    .map("".join)
+    st.lists(
+        st.sampled_from([*" \t\n\r\xa0\f\v<>&\"';#/=!-?[]ab1.", "amp", "lt;"]), max_size=8
+    ).map("".join)
     | st.text(max_size=6)
     | st.none()
     | st.integers()

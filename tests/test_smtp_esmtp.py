@@ -14,11 +14,11 @@ from mailconduit.smtp.auth import AuthExchange, choose_mechanism
 from mailconduit.smtp.client import Envelope
 from mailconduit.smtp.esmtp import (
     check_envelope_address,
+    dot_starts_a_line,
     mail_command,
     normalise_line_endings,
     parse_ehlo,
     rcpt_command,
-    dot_starts_a_line,
     wire_data,
 )
 

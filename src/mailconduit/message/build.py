@@ -23,6 +23,7 @@ from mailconduit.errors import AddressError, RowError
 from mailconduit.message.addresses import Address, make_address
 from mailconduit.message.attachment import (
     Attachment,
+    attachment_base64,
     disposition_params,
     load_attachment,
     validate_attachment,
@@ -34,7 +35,7 @@ from mailconduit.message.header import (
     encode_unstructured_header,
     fold_header,
 )
-from mailconduit.message.transfer import EncodedBody, encode_binary, encode_text
+from mailconduit.message.transfer import EncodedBody, encode_text
 
 __all__ = [
     "AttachmentSource",
@@ -164,7 +165,9 @@ def _boundaries(message_id: str, attempt: int) -> tuple[str, str, str]:
 _Part = tuple[str, list[bytes]]
 
 
-def _multipart(subtype: str, boundary: str, parts: Sequence[_Part], *, start_type: str = "") -> _Part:
+def _multipart(
+    subtype: str, boundary: str, parts: Sequence[_Part], *, start_type: str = ""
+) -> _Part:
     """``start_type``: the ``type`` parameter RFC 2387 asks of multipart/related."""
     delimiter = f"--{boundary}\r\n".encode("ascii")
     chunks: list[bytes] = []
@@ -187,7 +190,7 @@ def _attachment_part(attachment: Attachment, content_id: str = "") -> _Part:
         f"Content-Type: {attachment.content_type}\r\n"
         f"{disposition}{cid}Content-Transfer-Encoding: base64\r\n"
     )
-    return headers, [encode_binary(attachment.content).data]
+    return headers, [attachment_base64(attachment.content)]
 
 
 def resolve_attachment(

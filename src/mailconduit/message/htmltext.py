@@ -250,7 +250,7 @@ class TextPlan:
         for value in values:
             if value.__class__ not in _PLAIN_TYPES:
                 return None
-            texts.append(value if value.__class__ is str else str(value))  # type: ignore[arg-type]
+            texts.append(str(value))
         pieces = self.pieces
         out = [pieces[0]]
         for n, slot in enumerate(self.shown, 1):
@@ -275,7 +275,7 @@ def text_plan(literals: Sequence[str]) -> TextPlan | None:
     if any(_UNSAFE_BEFORE_RE.search(text) for text in literals[:-1]):
         return None
     slots = [chr(_SLOT_BASE + n) for n in range(count)]
-    html = "".join(part for pair in zip(literals, [*slots, ""]) for part in pair)
+    html = "".join(part for pair in zip(literals, [*slots, ""], strict=True) for part in pair)
     joined, writer = _convert(html, _SlotWriter)
     if not isinstance(writer, _SlotWriter) or writer.in_link:
         return None
