@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import threading
+import time
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -175,6 +176,7 @@ def load_attachment(
 #: What tells one version of a file from another: device, inode, size, modification and
 #: change times (ns); any write, truncation, rename or chmod changes one of them.
 _FileKey = tuple[int, int, int, int, int]
+_SETTLED_NS = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -190,7 +192,11 @@ class _KeptFile:
 class _FileCache:
     """Files attached to many messages (one brochure for every row) are read and encoded
     once: a file is kept from its second read on, while unchanged, within bounds of files
-    and bytes. A file per row (an invoice each) is never kept, so costs nothing more."""
+    and bytes. A file per row (an invoice each) is never kept, so costs nothing more.
+
+    A file modified in the last second is not kept: where timestamps are coarse, a second
+    write of the same size within the same tick would not change its key.
+    """
 
     def __init__(self, *, files: int, total_bytes: int, file_bytes: int, remembered: int) -> None:
         self._lock = threading.Lock()
@@ -215,7 +221,7 @@ class _FileCache:
     def read(self, key: _FileKey, content: bytes) -> bytes:
         """Note that this version of a file was read; the second time, keep it. Returns
         the bytes to use (the kept ones, when another thread kept them first)."""
-        if len(content) > self._max_file_bytes:
+        if len(content) > self._max_file_bytes or time.time_ns() - key[3] < _SETTLED_NS:
             return content
         with self._lock:
             if key in self._kept:
