@@ -123,10 +123,14 @@ def test_disconnect_after_the_final_dot_leaves_the_row_uncertain_never_failed(
         report = send(people(1), retry=RETRY_TWICE)
     [row] = journal_rows(report.run_id).values()
     assert (row.state, row.attempts) == ("uncertain", 2)
+    # The second attempt usually meets the same cut after its "."; on a busy machine it may
+    # meet a closed connection before it: either way the row says it may have been delivered.
     assert "may have been delivered" in row.reply
     assert report.counts == {"uncertain": 1} and report.uncertain_resent == 1
-    # both attempts reached the sink, each time with the row's own Message-ID
-    assert dumped(sink) == {"user0@example.com": [row.message_id] * 2}
+    # every attempt that reached the sink carried the row's own Message-ID, the first did
+    arrived = dumped(sink)
+    assert list(arrived) == ["user0@example.com"]
+    assert arrived["user0@example.com"] in ([row.message_id], [row.message_id] * 2)
 
 
 def test_disconnect_after_the_final_dot_with_no_resend_uncertain(

@@ -14,7 +14,7 @@ import pytest
 
 from mailconduit.config import Connection
 from mailconduit.smtp.probe import ProbeResult, probe
-from mailconduit.testing import FaultServer, free_port, loopback_connection, run
+from mailconduit.testing import BannerService, FaultServer, free_port, loopback_connection, run
 from mailconduit.testing.certs import LocalCA
 
 USER = "probe@example.com"
@@ -171,6 +171,7 @@ def test_server_that_never_greets_times_out_within_twenty_percent() -> None:
     assert not result.ok and result.stage == "banner"
     assert "timed out after 0.5 s waiting for the greeting" in result.message
     assert "never greeted" in result.hint
+    assert "TLS" not in result.hint  # its TLS handshake failed too: no evidence of TLS
     assert 400 <= result.elapsed_ms <= 600
     assert result.passed == ("dns", "tcp")
 
@@ -183,12 +184,77 @@ def test_plaintext_against_an_implicit_tls_port(ca: LocalCA) -> None:
     assert result.elapsed_ms <= 600
 
 
-def test_binary_garbage_instead_of_a_greeting() -> None:
-    server = FaultServer(faults={("BANNER", "*"): "garbage"})
+def test_a_tls_record_instead_of_a_greeting_is_evidence_of_implicit_tls() -> None:
+    server = FaultServer(faults={("BANNER", "*"): "garbage"})  # starts with a TLS alert
     result = probe_with(server, loopback_connection(25))
     assert not result.ok and result.stage == "banner"
-    assert "not an SMTP reply" in result.message
+    assert "did not answer as an SMTP server (the port answered in TLS)" in result.message
     assert "expects implicit TLS: set security to tls" in result.hint
+    assert "not smtp" not in show(result)
+
+
+def show(result: ProbeResult) -> str:
+    """Everything a user may see of a result: the JSON, the verbose lines, the summary."""
+    return "\n".join(
+        [json.dumps(result.to_dict()), *result.report_lines(verbose=True), result.summary()]
+    )
+
+
+@pytest.mark.parametrize("security", ["none", "starttls"])
+def test_a_service_that_is_not_smtp_is_named_so_without_its_bytes(security: str) -> None:
+    with BannerService() as service:
+        result = probe_with(None, loopback_connection(service.port, security=security))
+    assert not result.ok and result.stage == "banner" and result.passed == ("dns", "tcp")
+    assert result.message == f"127.0.0.1:{service.port} did not answer as an SMTP server"
+    assert "expects implicit TLS" not in result.hint and "check the port" in result.hint
+    seen = show(result)
+    for part in ("INFO", "server_id", "NSERVERIDSECRET", "bus-1", "2.10.4"):
+        assert part not in seen
+    assert result.banner == "" and not any(t.startswith("S:") for t in result.transcript)
+
+
+@pytest.mark.parametrize(
+    ("banner", "secret"),
+    [
+        (b"200 news.example.org NNTP service ready\r\n", "NNTP"),  # a reply, not a greeting
+        (b"+OK POP3 server ready <1896.697170952@dbc.example.org>\r\n", "1896.697170952"),
+        (b"* OK IMAP4rev1 Service Ready\r\n", "IMAP4rev1"),
+        (b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", "OpenSSH"),
+        (b"\x00\x00\x00\x0a5.7.42-secret-build\x00", "secret-build"),
+    ],
+)
+def test_no_byte_of_a_foreign_greeting_is_shown(banner: bytes, secret: str) -> None:
+    with BannerService(banner) as service:
+        result = probe_with(None, loopback_connection(service.port))
+    assert not result.ok and result.stage == "banner"
+    assert "did not answer as an SMTP server" in result.message
+    assert secret not in show(result)
+
+
+def test_an_export_session_keeps_nothing_of_a_foreign_greeting() -> None:
+    """The same rule for the delivery path: the error a run would record holds no byte."""
+    from mailconduit.errors import TransientSMTPError
+    from mailconduit.smtp.client import SMTPSession
+    from mailconduit.smtp.transcript import Transcript
+
+    transcript = Transcript()
+
+    async def main() -> None:
+        session = SMTPSession(loopback_connection(service.port), transcript=transcript)
+        await session.connect()
+
+    with BannerService() as service, pytest.raises(TransientSMTPError) as info:
+        run(main())
+    assert str(info.value) == f"127.0.0.1:{service.port} did not answer as an SMTP server"
+    assert "NSERVERIDSECRET" not in transcript.text()
+
+
+def test_an_smtp_refusal_greeting_is_still_shown() -> None:
+    """554 and 421 are SMTP's own ways to refuse a session: the server did greet as SMTP."""
+    server = FaultServer(faults={("BANNER", 1): "421 4.3.2 busy, try later"})
+    result = probe_with(server, loopback_connection(25))
+    assert not result.ok and result.stage == "banner"
+    assert "421 4.3.2 busy, try later" in result.message
 
 
 def test_server_refusing_the_session() -> None:
@@ -202,8 +268,18 @@ def test_implicit_tls_against_a_plaintext_port_wrong_version_number() -> None:
     server = FaultServer()
     result = probe_with(server, loopback_connection(25, security="tls", verify_tls=False))
     assert not result.ok and result.stage == "tls"
-    assert "speaks plaintext/STARTTLS: set security to starttls" in result.hint
+    assert "does not speak TLS from the first byte (WRONG_VERSION_NUMBER)" in result.message
+    assert "greets in plaintext SMTP: set security to starttls" in result.hint  # it checked
     assert "port 465" in result.hint
+
+
+def test_implicit_tls_against_a_service_that_is_not_smtp() -> None:
+    with BannerService() as service:
+        result = probe_with(None, loopback_connection(service.port, security="tls"))
+    assert not result.ok and result.stage == "tls"
+    assert "starttls" not in result.hint and "neither with TLS nor without" in result.hint
+    assert "NSERVERIDSECRET" not in show(result) and "INFO" not in show(result)
+    assert service.connections == 2  # the TLS attempt, then a look for a plaintext greeting
 
 
 @pytest.mark.parametrize(

@@ -8,17 +8,20 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from mailconduit import api
-from mailconduit.config import validate_connection
+from mailconduit.config import TEXT_LIMITS, validate_connection
 from mailconduit.errors import ConfigError
 from mailconduit.netpolicy import NetworkPolicy
 from mailconduit.sink import ensure_running
+from mailconduit.testing import BannerService
 from mailconduit.web import users
-from mailconduit.web.pages import LOGIN_FAILURES_ALLOWED
 from mailconduit.web.rest import ConnectionOut
+from mailconduit.web.signin import ADDRESS_FAILURES_ALLOWED
 from webconsole import (
     ADMIN,
     ADMIN_PASSWORD,
@@ -156,8 +159,8 @@ def test_login_form_needs_its_own_token_and_origin(console: Console) -> None:
 def test_repeated_failed_sign_ins_are_throttled() -> None:
     users.create_user(ADMIN, ADMIN_PASSWORD)
     with running_console() as fresh, fresh.client() as http:
-        attempts = range(LOGIN_FAILURES_ALLOWED)
-        codes = [login(http, ADMIN, f"guess {n}").status_code for n in attempts]
+        attempts = range(ADDRESS_FAILURES_ALLOWED)
+        codes = [login(http, f"user-{n}", f"guess {n}").status_code for n in attempts]
         assert set(codes) == {401}
         blocked = login(http, ADMIN, ADMIN_PASSWORD)  # even the right password waits now
         assert blocked.status_code == 429
@@ -685,3 +688,208 @@ def test_policy_is_checked_on_the_resolved_address(sink_port: int) -> None:
         browser.http.close()
     assert result["ok"] is False and result["stage"] == "dns"
     assert "not allowed by the network policy" in result["message"]
+
+
+@pytest.mark.parametrize(
+    "address", ["::169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1"]
+)
+def test_metadata_address_inside_ipv6_is_refused(browser: SignedIn, address: str) -> None:
+    api.create_connection(
+        {
+            **VALID,
+            "name": "wrapped",
+            "server_url": f"[{address}]",
+            "port": 25,
+            "allow_insecure_auth": True,
+        }
+    )
+    result = browser.api("POST", "/api/connections/wrapped/test").json()
+    assert result["ok"] is False and result["stage"] == "dns"
+    assert "not allowed by the network policy" in result["message"]
+    assert "tcp" not in result["passed"]
+
+
+def test_test_connection_never_echoes_a_foreign_service(browser: SignedIn) -> None:
+    """A message bus on loopback: the console says it is not SMTP, and nothing of what it sent."""
+    with BannerService() as bus:
+        api.create_connection({**VALID, "name": "bus", "port": bus.port, "auth_mechanism": "none"})
+        result = browser.api("POST", "/api/connections/bus/test")
+        page = browser.post_form("/connections/bus/test", {})
+    assert result.status_code == 200 and page.status_code == 200
+    assert result.json()["stage"] == "banner"
+    assert "did not answer as an SMTP server" in result.json()["message"]
+    assert "did not answer as an SMTP server" in page.text
+    for seen in (result.text, page.text):
+        assert "NSERVERIDSECRET" not in seen and "server_id" not in seen and "INFO" not in seen
+
+
+# --------------------------------------------------------------------------- hostile input
+
+MESSAGE = {"connection": "local", "to": "{{ email }}", "subject": "Hi {{ name }}", "body": "b"}
+ROWS = "email,name\nada@example.com,Ada\nbob@example.com,Bob\n"
+NO_AUTH = {**VALID, "auth_mechanism": "none", "username": "", "password": ""}
+
+
+def upload(browser: SignedIn, content: bytes, name: str) -> str:
+    response = browser.api("POST", "/api/uploads", files={"file": (name, content)})
+    assert response.status_code == 201, response.text
+    return str(response.json()["upload"])
+
+
+def fields_of(response: Any) -> set[str]:
+    return {str(d["loc"][-1]) for d in response.json()["detail"]}
+
+
+def post_export_form(browser: SignedIn, file_name: str, **values: str) -> httpx.Response:
+    """The export form as the page offers it, with ``values``, and a data file to upload."""
+    form = form_values(browser.http.get("/exports/new").text, "export-form")
+    form.update(values)
+    return browser.http.post(
+        "/exports/new",
+        data=form,
+        files={"file": (file_name, ROWS.encode(), "text/csv")},
+        headers={"Origin": browser.origin},
+    )
+
+
+def assert_no_server_path(text: str, home: Path) -> None:
+    for form in {str(home), str(home.resolve())}:
+        assert form not in text
+    assert "uploads/" not in text
+
+
+def test_a_900_kib_display_name_is_a_422_naming_it(browser: SignedIn) -> None:
+    response = browser.api(
+        "POST", "/api/connections", json={**NO_AUTH, "from_name": "x" * 900 * 1024}
+    )
+    assert response.status_code == 422
+    assert fields_of(response) == {"from_name"}
+    assert len(response.text) < 2000
+    assert api.list_connections()[1:] == []
+
+
+def test_the_console_form_refuses_it_too(browser: SignedIn) -> None:
+    page = browser.post_form("/connections/new/smtp", new_form(browser, from_name="x" * 300_000))
+    assert page.status_code == 422
+    assert re.search(r'id="err-from_name"[^>]*>[^<]*too long: 300000 characters', page.text)
+
+
+def test_inputs_carry_their_caps(browser: SignedIn) -> None:
+    form = browser.http.get("/connections/new/smtp").text
+    for field in ("name", "server_url", "from_name", "username", "password"):
+        limit = TEXT_LIMITS["connection"][field]
+        assert re.search(rf'name="{field}"[^>]*maxlength="{limit}"', form), field
+    export = browser.http.get("/exports/new").text
+    assert re.search(r'name="where"[^>]*maxlength="10000"', export)
+    assert re.search(r'name="body"[^>]*maxlength="524288"', export)
+
+
+def test_the_api_schema_publishes_the_caps(browser: SignedIn) -> None:
+    schema = browser.http.get("/api/openapi.json").json()["components"]["schemas"]
+    connection = schema["ConnectionIn"]["properties"]
+    for field, limit in TEXT_LIMITS["connection"].items():
+        if connection[field]["type"] == "string":
+            assert connection[field]["maxLength"] == limit, field
+    export = schema["ExportIn"]["properties"]
+    assert export["subject"]["maxLength"] == TEXT_LIMITS["export"]["subject"]
+    assert export["from"]["maxLength"] == TEXT_LIMITS["export"]["from_"]
+
+
+def test_export_settings_over_their_cap(browser: SignedIn, home: Path) -> None:
+    ref = upload(browser, ROWS.encode(), "people.csv")
+    response = browser.api(
+        "POST", "/api/exports/preview", json={**MESSAGE, "upload": ref, "subject": "s" * 10_001}
+    )
+    assert response.status_code == 422 and fields_of(response) == {"subject"}
+
+
+def test_test_connection_recipient_over_its_cap(browser: SignedIn) -> None:
+    long = "a" * 250 + "@example.com"
+    response = browser.api("POST", "/api/connections/local/test", json={"send_to": long})
+    assert response.status_code == 422 and fields_of(response) == {"send_to"}
+    page = browser.post_form("/connections/local/test", {"send_to": long})
+    assert page.status_code == 422 and "send_to: is too long" in page.text
+
+
+# --------------------------------------------------------------------------- JSON types
+
+
+#: Settings given a JSON value of a type they never take.
+WRONG_TYPES: tuple[tuple[str, Any], ...] = (
+    ("where", 5),
+    ("order_by", ["name"]),
+    ("subject", {"a": 1}),
+    ("encoding", 8),
+    ("concurrency", ""),
+    ("concurrency", "four"),
+    ("max_errors", 1.5),
+    ("table_formats", 5),
+    ("fail_fast", 1),
+    ("sheet", True),
+    ("upload", 7),
+)
+
+
+def test_a_value_of_the_wrong_type_is_a_422_naming_it(browser: SignedIn) -> None:
+    ref = upload(browser, ROWS.encode(), "people.csv")
+    for setting, value in WRONG_TYPES:
+        for path in ("/api/exports/preview", "/api/exports"):
+            response = browser.api("POST", path, json={"upload": ref, **MESSAGE, setting: value})
+            assert response.status_code == 422, (setting, value, response.text)
+            assert setting in fields_of(response), (setting, value)
+    assert api.list_runs() == []
+
+
+def test_the_export_form_refuses_a_number_that_is_not_one(browser: SignedIn) -> None:
+    page = post_export_form(browser, "people.csv", **MESSAGE, concurrency="four")
+    assert page.status_code == 422
+    assert re.search(r'id="err-concurrency"[^>]*>[^<]*whole number', page.text)
+
+
+def test_an_unknown_connection_in_the_settings_is_a_422(browser: SignedIn) -> None:
+    ref = upload(browser, ROWS.encode(), "people.csv")
+    response = browser.api(
+        "POST", "/api/exports/preview", json={**MESSAGE, "upload": ref, "connection": "nope"}
+    )
+    assert response.status_code == 422 and fields_of(response) == {"connection"}
+
+
+# --------------------------------------------------------------------------- upload names
+
+
+def test_errors_about_an_upload_name_the_file_not_the_path(browser: SignedIn, home: Path) -> None:
+    ref = upload(browser, b'[{"email": "a@example.com"}, 5]', "broken.json")
+    response = browser.api("POST", "/api/exports/preview", json={**MESSAGE, "upload": ref})
+    assert response.status_code == 422
+    assert "broken.json" in response.text
+    assert_no_server_path(response.text, home)
+    csv_ref = upload(browser, ROWS.encode(), "people.csv")
+    for extra in ({"where": "no_such_column = 1"}, {"to": "{{ mail }}"}, {"key": "nope"}):
+        response = browser.api(
+            "POST", "/api/exports/preview", json={**MESSAGE, "upload": csv_ref, **extra}
+        )
+        assert response.status_code == 422, (extra, response.text)
+        assert "people.csv" in response.text
+        assert_no_server_path(response.text, home)
+
+
+def test_the_export_form_names_the_upload_too(browser: SignedIn, home: Path) -> None:
+    page = post_export_form(browser, "my data.csv", **MESSAGE, where="no_such_column = 1")
+    assert page.status_code == 422
+    assert "my data.csv" in page.text
+    assert_no_server_path(page.text, home)
+
+
+def test_starting_an_export_whose_data_is_broken_names_the_upload(
+    browser: SignedIn, home: Path
+) -> None:
+    """The data is read whole before the first message: a broken record far down the file
+    refuses the export with the upload's name and the line."""
+    lines = [f'{{"email": "r{n}@example.com", "name": "R{n}"}}' for n in range(1000)]
+    lines[900] = "{broken"
+    ref = upload(browser, "\n".join(lines).encode(), "late.jsonl")
+    started = browser.api("POST", "/api/exports", json={**MESSAGE, "upload": ref})
+    assert started.status_code == 422
+    assert "late.jsonl:901:" in started.text
+    assert_no_server_path(started.text, home)
+    assert api.list_runs() == []

@@ -93,7 +93,14 @@ def running_console(**options: object) -> Iterator[Console]:
     """Serve :func:`create_app` with uvicorn on a free loopback port for the ``with`` block."""
     app = create_app(secret_key=b"t" * 64, max_upload_bytes=UPLOAD_LIMIT, **options)  # type: ignore[arg-type]
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # as 'mailconduit serve' runs it: the app decides
+        )
     )
     thread = threading.Thread(target=server.run, name="console", daemon=True)
     thread.start()

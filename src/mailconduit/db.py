@@ -57,6 +57,7 @@ def engine(url: str | None = None) -> Engine:
                 eng = create_engine(url, pool_pre_ping=True)
             # Import the table definitions so create_all knows them.
             import mailconduit.connections.store
+            import mailconduit.web.signin
             import mailconduit.web.users  # noqa: F401
 
             metadata.create_all(eng)

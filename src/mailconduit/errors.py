@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "FieldError",
     "MailconduitError",
+    "NetworkPolicyError",
     "NotFoundError",
     "PermanentSMTPError",
     "ProbeError",
@@ -90,6 +91,10 @@ class NotFoundError(ConfigError):
         self.name = name
         self.message = f"no {kind} named {name!r}"
         self.errors = ()
+
+
+class NetworkPolicyError(ConfigError):
+    """The network policy refuses every address a server name stands for (exit status 2)."""
 
 
 class SourceError(MailconduitError):

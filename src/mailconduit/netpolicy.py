@@ -17,6 +17,10 @@ Rules, first match wins:
 
 Both variables hold comma-separated networks in CIDR notation (a bare address means /32 or
 /128). IPv4-mapped IPv6 addresses (``::ffff:169.254.169.254``) are judged as the IPv4 address.
+An IPv6 address that carries an IPv4 address (IPv4-compatible ``::a.b.c.d``, SIIT
+``::ffff:0:a.b.c.d``, NAT64 ``64:ff9b::/96`` and the local-use ``64:ff9b:1::/48``, 6to4
+``2002::/16``, Teredo ``2001::/32``) is allowed only when the IPv6 address and every IPv4
+address it may carry are allowed: a gateway would forward the connection to that IPv4 address.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ __all__ = [
     "allow_address",
     "current_policy",
     "denial_reason",
+    "embedded_ipv4",
+    "parse_networks",
 ]
 
 ALLOW_ENV = "MAILCONDUIT_ALLOW_NETWORKS"
@@ -79,7 +85,46 @@ def _parse_address(value: str | IPAddress) -> IPAddress:
     return address
 
 
-def _parse_networks(variable: str, text: str) -> tuple[IPNetwork, ...]:
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+_SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+#: RFC 6052 prefix lengths a local-use NAT64 prefix inside 64:ff9b:1::/48 may have.
+_LOCAL_USE_PREFIXES = (48, 56, 64, 96)
+
+
+def _rfc6052_ipv4(address: ipaddress.IPv6Address, prefix: int) -> ipaddress.IPv4Address:
+    """The IPv4 address RFC 6052 places after a ``prefix``-bit NAT64 prefix (bits 64-71 skipped)."""
+    value = int(address)
+    if prefix == 96:
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    bits = f"{value:0128b}"
+    without_u = bits[:64] + bits[72:]
+    return ipaddress.IPv4Address(int(without_u[prefix : prefix + 32], 2))
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[tuple[ipaddress.IPv4Address, str], ...]:
+    """Every IPv4 address ``address`` may lead to through a translator or tunnel, with the form."""
+    found: list[tuple[ipaddress.IPv4Address, str]] = []
+    if address in _NAT64_WELL_KNOWN:
+        found.append((_rfc6052_ipv4(address, 96), "NAT64 64:ff9b::/96"))
+    elif address in _NAT64_LOCAL_USE:
+        found += [(_rfc6052_ipv4(address, n), "NAT64 64:ff9b:1::/48") for n in _LOCAL_USE_PREFIXES]
+    elif address in _SIIT:
+        found.append((ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "SIIT ::ffff:0:0:0/96"))
+    elif address in _COMPATIBLE and int(address) > 1:
+        found.append((ipaddress.IPv4Address(int(address)), "IPv4-compatible ::/96"))
+    if address.sixtofour is not None:
+        found.append((address.sixtofour, "6to4 2002::/16"))
+    if address.teredo is not None:
+        server, client = address.teredo
+        found += [(server, "Teredo server"), (client, "Teredo client")]
+    return tuple(dict.fromkeys(found))
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated networks in CIDR notation (a bare address is one host); ValueError
+    names every item that is not one."""
     networks: list[IPNetwork] = []
     bad: list[str] = []
     for item in text.split(","):
@@ -91,15 +136,15 @@ def _parse_networks(variable: str, text: str) -> tuple[IPNetwork, ...]:
         except ValueError:
             bad.append(item)
     if bad:
-        raise ConfigError.for_fields(
-            "network policy",
-            [
-                FieldError(
-                    variable, f"{', '.join(map(repr, bad))} is not a network in CIDR notation"
-                )
-            ],
-        )
+        raise ValueError(f"{', '.join(map(repr, bad))} is not a network in CIDR notation")
     return tuple(networks)
+
+
+def _parse_networks(variable: str, text: str) -> tuple[IPNetwork, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise ConfigError.for_fields("network policy", [FieldError(variable, str(exc))]) from None
 
 
 def _find(address: IPAddress, networks: tuple[IPNetwork, ...]) -> IPNetwork | None:
@@ -134,6 +179,17 @@ class NetworkPolicy:
             ip = _parse_address(address)
         except ValueError:
             return PolicyDecision(False, f"{address!r} is not an IP address")
+        decision = self._judge(ip)
+        if decision.allowed and isinstance(ip, ipaddress.IPv6Address):
+            for inner, form in embedded_ipv4(ip):
+                refused = self._judge(inner)
+                if not refused.allowed:
+                    return PolicyDecision(
+                        False, f"{ip} leads to {inner} ({form}); {refused.reason}"
+                    )
+        return decision
+
+    def _judge(self, ip: IPAddress) -> PolicyDecision:
         denied = _find(ip, self.deny)
         if denied is not None:
             return PolicyDecision(False, f"{ip} is inside {denied}, which {DENY_ENV} refuses")

@@ -54,6 +54,17 @@ def serve(
             "--max-upload-mb", min=1, max=10_000, help="Largest data file an upload may be."
         ),
     ] = 20,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            "--forwarded-allow-ips",
+            metavar="ADDRESSES",
+            help="Comma-separated addresses or networks of the reverse proxies in front of the "
+            "console. Only requests coming from them may name the client (X-Forwarded-For) and "
+            "the scheme (X-Forwarded-Proto); from anyone else those headers are ignored, so "
+            "sign-in limits count the real peer. Default: none trusted.",
+        ),
+    ] = "",
     run_sink: Annotated[
         bool,
         typer.Option(
@@ -69,10 +80,12 @@ def serve(
     the resolved address: MAILCONDUIT_DENY_NETWORKS (comma-separated CIDRs) always
     refuses; MAILCONDUIT_ALLOW_NETWORKS allows, and re-opens the built-in denials
     (169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200); when it is set,
-    everything outside it is refused.
+    everything outside it is refused. An IPv4 address inside an IPv6 one (NAT64, 6to4,
+    Teredo, IPv4-compatible) is judged as well.
     """
     import uvicorn
 
+    from mailconduit.netpolicy import parse_networks
     from mailconduit.web import users
     from mailconduit.web.app import create_app
     from mailconduit.web.security import LOCAL_HOSTS
@@ -82,6 +95,10 @@ def serve(
             f"{host} is reachable from other machines; add --allow-remote if that is intended",
             param_hint="--host",
         )
+    try:
+        proxies = tuple(str(n) for n in parse_networks(forwarded_allow_ips))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--forwarded-allow-ips") from None
     hosts = [*LOCAL_HOSTS, host.strip("[]"), *(allowed_host or [])]
     if host in ("0.0.0.0", "::") and not allowed_host:
         hosts = ["*"]
@@ -100,6 +117,7 @@ def serve(
         max_upload_bytes=max_upload_mb * 1024 * 1024,
         secure_cookies=secure_cookies,
         run_sink=run_sink,
+        forwarded_allow_ips=proxies,
     )
     shown = f"[{host}]" if ":" in host else host
     print(
@@ -113,6 +131,6 @@ def serve(
         port=port,
         log_level="warning",
         server_header=False,
-        proxy_headers=True,
+        proxy_headers=False,  # the app believes forwarded headers from --forwarded-allow-ips only
         access_log=False,
     )

@@ -592,6 +592,8 @@ class Runner:
         if delay is None or self.stopping:
             if delay is None:
                 text = f"gave up after {job.attempts} attempt(s): {outcome.text}".strip()
+                if job.uncertain_before and outcome.status != "uncertain":
+                    text += "; an earlier attempt may have been delivered"
                 # When other recipients already had their answer, the ones still deferred
                 # are listed too: the row's detail then accounts for every recipient.
                 answered = {r[0] for r in outcome.refused}

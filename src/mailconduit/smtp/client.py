@@ -41,6 +41,7 @@ from mailconduit.errors import (
     ConfigError,
     FieldError,
     MailconduitError,
+    NetworkPolicyError,
     PermanentSMTPError,
     RowError,
     SMTPError,
@@ -87,6 +88,8 @@ RFC_DATA_TIMEOUT: Final = 600.0
 QUIT_TIMEOUT: Final = 2.0
 #: Bytes asked of the kernel per read (the default 256 KiB buffer costs allocator churn).
 READ_SIZE: Final = 65536
+#: RFC 5321 3.1 and 4.2.3: a server greets with 220, or refuses the session with 554 or 421.
+GREETING_CODES: Final = frozenset({220, 421, 554})
 
 AddressPolicy = Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], bool]
 
@@ -637,8 +640,7 @@ class SMTPSession:
             self.stage = Stage.TLS
             await self._start_tls()
         self.stage = Stage.BANNER
-        greeting = await self._reply(self.timeout, "the greeting")
-        self.banner = greeting.text
+        greeting = await self._greeting()
         if greeting.code != 220:
             raise self._setup_error(greeting, "the greeting")
         self.stage = Stage.EHLO
@@ -672,6 +674,31 @@ class SMTPSession:
             self.stage = Stage.AUTH
             await self._authenticate()
         self.stage = Stage.READY
+
+    async def _greeting(self) -> Reply:
+        """The server's greeting: 220, or a 421/554 refusal. A peer that answers anything else
+        is "not an SMTP server", and nothing it sent is repeated or kept in the transcript
+        (Test Connection must not read other services' banners)."""
+        protocol = self._require_protocol()
+        protocol.transcript = None
+        try:
+            greeting = await self._reply(self.timeout, "the greeting")
+        except TransientSMTPError as exc:
+            if isinstance(exc.__cause__, MalformedReplyError):
+                raise self._not_smtp() from exc.__cause__
+            raise
+        finally:
+            protocol.transcript = self.transcript
+        if greeting.code not in GREETING_CODES:
+            raise self._not_smtp() from MalformedReplyError(str(greeting).encode())
+        if self.transcript is not None:
+            self.transcript.server(greeting.code, greeting.lines)
+        self.banner = greeting.text
+        return greeting
+
+    def _not_smtp(self) -> TransientSMTPError:
+        where = self._where(self.peer[0]) if self.peer else f"{self.host}:{self.port}"
+        return TransientSMTPError(0, f"{where} did not answer as an SMTP server", host=self.host)
 
     def _setup_error(self, reply: Reply, command: str) -> SMTPError:
         return error_for(reply, command=command, host=self.host)
@@ -711,7 +738,7 @@ class SMTPSession:
             allowed = [c for c in candidates if self.allow_address(ipaddress.ip_address(c[1]))]
             if not allowed:
                 refused = ", ".join(c[1] for c in candidates)
-                raise ConfigError(
+                raise NetworkPolicyError(
                     f"connecting to {host} ({refused}) is not allowed by the network policy",
                     (
                         FieldError(

@@ -20,10 +20,16 @@ from typing import Any
 
 from mailconduit.address import parse_mailbox
 from mailconduit.config import AuthMechanism, Connection, Security
-from mailconduit.errors import AddressError, ConfigError, MailconduitError, SMTPError
+from mailconduit.errors import (
+    AddressError,
+    ConfigError,
+    MailconduitError,
+    NetworkPolicyError,
+    SMTPError,
+)
 from mailconduit.smtp.client import AddressPolicy, SMTPSession, Stage
 from mailconduit.smtp.esmtp import Capabilities
-from mailconduit.smtp.replies import MalformedReplyError
+from mailconduit.smtp.replies import MalformedReplyError, ReplyParser
 from mailconduit.smtp.tls import (
     CertificateInfo,
     TLSInfo,
@@ -43,6 +49,11 @@ _SNIFF_AFTER = 0.5
 _SNIFF_GRACE = 0.02
 _SNIFF_SHARE = 0.1
 _SNIFF_MAX = 2.0
+#: Longest wait for a plaintext greeting on a second connection, after a failed TLS handshake.
+_GREETING_SHARE = 0.5
+_GREETING_MAX = 5.0
+#: Most bytes read from that second connection while waiting for the greeting line.
+_GREETING_BYTES = 8192
 #: OpenSSL reasons that mean "the other side does not speak TLS".
 _PLAINTEXT_REASONS = (
     "WRONG_VERSION_NUMBER",
@@ -227,7 +238,8 @@ class _Probe:
             session.close()
 
     async def speaks_tls(self, budget: float) -> bool:
-        """Does the port answer a TLS ClientHello? (the classic: plaintext against port 465)"""
+        """Evidence that the port expects implicit TLS: a handshake on a second connection
+        completes, or the peer answers our ClientHello with a TLS alert."""
         peer = self.session.peer
         if peer is None:
             return False
@@ -240,12 +252,39 @@ class _Probe:
                 )
             return True
         except ssl.SSLError as exc:
-            return not _is_plaintext_error(exc)
+            return _is_tls_alert(exc)
         except (OSError, TimeoutError, EOFError):
             return False
         finally:
             if writer is not None:
                 writer.close()
+
+    async def greets_in_plaintext(self) -> bool:
+        """Evidence that the port speaks plaintext SMTP: a second connection, without TLS,
+        receives a 220 greeting (the classic: implicit TLS against port 587)."""
+        peer = self.session.peer
+        if peer is None:
+            return False
+        parser = ReplyParser()
+        writer = None
+        try:
+            async with asyncio.timeout(min(self.conn.timeout * _GREETING_SHARE, _GREETING_MAX)):
+                reader, writer = await asyncio.open_connection(peer[0], peer[1])
+                received = 0
+                while received < _GREETING_BYTES:
+                    data = await reader.read(_GREETING_BYTES - received)
+                    if not data:
+                        return False
+                    received += len(data)
+                    replies = parser.feed(data)
+                    if replies:
+                        return replies[0].code == 220
+        except (MalformedReplyError, OSError, TimeoutError):
+            return False
+        finally:
+            if writer is not None:
+                writer.close()
+        return False
 
     async def connect(self) -> None:
         """Connect the session; if the greeting is slow, start checking for implicit TLS
@@ -282,12 +321,12 @@ class _Probe:
         if isinstance(error, SMTPError) and error.code:
             text = str(error)
 
+        if isinstance(error, NetworkPolicyError):
+            return self.result(
+                False, "dns", error.message, "this address is refused by the network policy"
+            )
         if isinstance(error, ConfigError):
             field_error = error.errors[0].field if error.errors else ""
-            if "network policy" in error.message:
-                return self.result(
-                    False, "dns", error.message, "this address is refused by the network policy"
-                )
             hint = "check server_url for typos" if field_error == "server_url" else ""
             return self.result(
                 False, name if stage is not Stage.NEW else "dns", error.message, hint
@@ -320,35 +359,39 @@ class _Probe:
 
         if stage is Stage.TLS:
             if isinstance(cause, ssl.SSLError) and _is_plaintext_error(cause):
-                return self.result(
-                    False,
-                    "tls",
-                    f"port {port} does not speak TLS from the first byte ({cause.reason})",
-                    f"port {port} speaks plaintext/STARTTLS: set security to starttls "
-                    "(or use port 465 for implicit TLS)",
+                text = f"port {port} does not speak TLS from the first byte ({cause.reason})"
+            if await self.greets_in_plaintext():
+                hint = (
+                    f"port {port} greets in plaintext SMTP: set security to starttls "
+                    "(or use port 465 for implicit TLS)"
                 )
-            if isinstance(cause, TimeoutError):
-                return self.result(
-                    False,
-                    "tls",
-                    text,
-                    f"no TLS handshake on port {port}: it may expect plaintext first; try "
-                    "security starttls",
+            else:
+                hint = (
+                    f"port {port} answers as an SMTP server neither with TLS nor without: "
+                    "check the port"
                 )
-            return self.result(False, "tls", text, "check that the port expects implicit TLS")
+            return self.result(False, "tls", text, hint)
 
         if stage is Stage.BANNER:
             silent = isinstance(cause, TimeoutError)
-            garbage = isinstance(cause, MalformedReplyError)
+            not_smtp = isinstance(cause, MalformedReplyError)
+            tls_answer = isinstance(cause, MalformedReplyError) and _is_tls_record(cause.sample)
             if conn.security is not Security.TLS and (
-                garbage or (silent and await self.silent_port_speaks_tls())
+                tls_answer or (silent and await self.silent_port_speaks_tls())
             ):
-                what = "sent bytes that are not SMTP" if garbage else "sent no greeting"
+                what = "answered in TLS" if not_smtp else "sent no greeting, and speaks TLS"
                 return self.result(
                     False,
                     "banner",
-                    f"{text}" if garbage else f"{text} (the port {what})",
+                    f"{text} (the port {what})",
                     f"port {port} expects implicit TLS: set security to tls",
+                )
+            if not_smtp:
+                return self.result(
+                    False,
+                    "banner",
+                    text,
+                    "check the port: SMTP uses 25, 465 (implicit TLS), 587 (STARTTLS) or 2525",
                 )
             if silent:
                 return self.result(
@@ -356,8 +399,7 @@ class _Probe:
                     "banner",
                     text,
                     "the server accepted the TCP connection but never greeted: it may be "
-                    "overloaded, or not an SMTP server"
-                    + ("" if port == 465 else ", or it expects implicit TLS (security tls)"),
+                    "overloaded, or not an SMTP server",
                 )
             if isinstance(error, SMTPError) and error.code:
                 return self.result(
@@ -378,7 +420,7 @@ class _Probe:
             )
 
         if stage is Stage.STARTTLS:
-            if "does not offer STARTTLS" in text:
+            if not self.session.capabilities.starttls:
                 return self.result(
                     False,
                     "starttls",
@@ -415,7 +457,17 @@ class _Probe:
 
 def _is_plaintext_error(exc: ssl.SSLError) -> bool:
     reason = (exc.reason or "").upper()
-    return any(r in reason for r in _PLAINTEXT_REASONS) or "wrong version number" in str(exc)
+    return any(r in reason for r in _PLAINTEXT_REASONS)
+
+
+def _is_tls_alert(exc: ssl.SSLError) -> bool:
+    """True when OpenSSL failed because the peer sent a TLS alert: the peer speaks TLS."""
+    return "ALERT" in (exc.reason or "").upper()
+
+
+def _is_tls_record(sample: bytes) -> bool:
+    """True when bytes start like a TLS record: alert or handshake, protocol version 3.x."""
+    return len(sample) >= 3 and sample[0] in (0x15, 0x16) and sample[1] == 3 and sample[2] <= 4
 
 
 def _cert_hint(why: str) -> str:

@@ -1,5 +1,5 @@
 """Test support shipped with mailconduit: a fault-injecting SMTP server, Postfix's
-smtp-sink as a second server, test certificates and small helpers.
+smtp-sink as a second server, a service that is not SMTP, test certificates and small helpers.
 
 Nothing in mailconduit imports this package; your tests do.
 """
@@ -16,8 +16,11 @@ from mailconduit.testing.fixtures import (
 from mailconduit.testing.oauth import ManualClock, OAuthServer, XOAuth2Server
 from mailconduit.testing.postfix import SmtpSink, free_port
 from mailconduit.testing.server import Fault, FaultServer, ReceivedMessage, ServerSession
+from mailconduit.testing.services import NATS_BANNER, BannerService
 
 __all__ = [
+    "NATS_BANNER",
+    "BannerService",
     "Fault",
     "FaultServer",
     "ManualClock",

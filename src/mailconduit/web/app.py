@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.templating import Jinja2Templates
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mailconduit import __version__
-from mailconduit.errors import ConfigError, MailconduitError, NotFoundError
+from mailconduit.config import text_limit
+from mailconduit.errors import ConfigError, MailconduitError, NotFoundError, SourceError
 from mailconduit.netpolicy import NetworkPolicy, current_policy
 from mailconduit.web.security import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -31,6 +34,7 @@ from mailconduit.web.security import (
     is_api_path,
     load_secret_key,
 )
+from mailconduit.web.uploads import public_text
 
 __all__ = ["Console", "create_app"]
 
@@ -39,7 +43,8 @@ HERE = Path(__file__).parent
 
 
 class Console:
-    """What the routes share: settings, templates, the network policy and login throttling."""
+    """What the routes share: settings, templates, the network policy and the wall clock
+    (sign-in limits read it; tests hold it still)."""
 
     def __init__(
         self,
@@ -48,12 +53,13 @@ class Console:
         policy: NetworkPolicy,
         templates: Jinja2Templates,
         run_sink: bool,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.templates = templates
         self.run_sink = run_sink
-        self.login_failures: dict[str, list[float]] = {}
+        self.clock = clock
 
     def render(
         self, request: Request, template: str, *, status_code: int = 200, **context: Any
@@ -81,6 +87,7 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["text_limit"] = text_limit  # maxlength of inputs, from the one table of caps
     return Jinja2Templates(env=env)
 
 
@@ -92,13 +99,18 @@ def create_app(
     secure_cookies: bool = False,
     network_policy: NetworkPolicy | None = None,
     run_sink: bool = False,
+    forwarded_allow_ips: tuple[str, ...] = (),
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """Build the console application.
 
     ``secret_key`` signs cookies (default: the 0600 key file under MAILCONDUIT_HOME);
     ``allowed_hosts`` are the host names the Host header may carry ("*" for any);
     ``network_policy`` guards Test Connection and exports (default: from the environment);
-    ``run_sink`` keeps the embedded SMTP server running while the app runs.
+    ``run_sink`` keeps the embedded SMTP server running while the app runs;
+    ``forwarded_allow_ips`` are the proxies (addresses or networks) whose X-Forwarded-For and
+    X-Forwarded-Proto are believed; from anyone else those headers are ignored;
+    ``clock`` is the wall clock the sign-in limits read.
     """
     settings = WebSettings(
         secret_key=secret_key if secret_key is not None else load_secret_key(),
@@ -111,6 +123,7 @@ def create_app(
         policy=network_policy if network_policy is not None else current_policy(),
         templates=_templates(),
         run_sink=run_sink,
+        clock=clock,
     )
 
     @contextlib.asynccontextmanager
@@ -141,6 +154,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app, state)
     app.add_middleware(AccessMiddleware, settings=settings)
+    if forwarded_allow_ips:  # outermost: the rest sees the client the proxy names
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(forwarded_allow_ips))
     return app
 
 
@@ -167,11 +182,13 @@ def _sink_for(state: Console) -> Iterator[None]:
 def field_errors_json(exc: ConfigError) -> dict[str, Any]:
     """A ConfigError as FastAPI-style 422 JSON: one entry per wrong field."""
     detail = [
-        {"loc": ["body", e.field], "msg": e.message, "type": "value_error"} for e in exc.errors
+        {"loc": ["body", e.field], "msg": public_text(e.message), "type": "value_error"}
+        for e in exc.errors
     ]
+    message = public_text(exc.message)
     if not detail:
-        detail = [{"loc": ["body"], "msg": exc.message, "type": "value_error"}]
-    return {"detail": detail, "message": exc.message}
+        detail = [{"loc": ["body"], "msg": message, "type": "value_error"}]
+    return {"detail": detail, "message": message}
 
 
 def _install_error_handlers(app: FastAPI, state: Console) -> None:
@@ -188,11 +205,19 @@ def _install_error_handlers(app: FastAPI, state: Console) -> None:
     async def config_error(request: Request, exc: ConfigError) -> Response:
         if is_api_path(request.url.path):
             return JSONResponse(field_errors_json(exc), status_code=422)
-        return page_error(request, 422, "Invalid settings", str(exc))
+        return page_error(request, 422, "Invalid settings", public_text(str(exc)))
+
+    @app.exception_handler(SourceError)
+    async def source_error(request: Request, exc: SourceError) -> Response:
+        text = public_text(" ".join(str(exc).split()))
+        if is_api_path(request.url.path):
+            detail = [{"loc": ["body"], "msg": text, "type": "value_error"}]
+            return JSONResponse({"detail": detail, "message": text}, status_code=422)
+        return page_error(request, 422, "The data cannot be used", text)
 
     @app.exception_handler(MailconduitError)
     async def operation_error(request: Request, exc: MailconduitError) -> Response:
-        text = " ".join(str(exc).split())
+        text = public_text(" ".join(str(exc).split()))
         if is_api_path(request.url.path):
             return JSONResponse({"detail": text}, status_code=409)
         return page_error(request, 409, "The operation failed", text)

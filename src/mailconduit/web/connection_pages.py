@@ -35,6 +35,7 @@ from mailconduit.web.views import (
     new_router,
     probe_view,
     redirect,
+    send_to_of,
 )
 
 __all__ = ["router"]
@@ -170,8 +171,9 @@ def connection_detail(request: Request, state: StateDep, name: ConnectionName) -
 @router.post("/connections/{name}/test", response_class=HTMLResponse)
 def test_saved(request: Request, state: StateDep, form: FormDep, name: ConnectionName) -> Response:
     """Test Connection on a saved connection; optionally send a real test message."""
-    send_to = str(form.get("send_to") or "").strip() or None
-    result = api.test_connection(name, send_to=send_to, allow_address=state.policy.allow_address)
+    result = api.test_connection(
+        name, send_to=send_to_of(form.get("send_to")), allow_address=state.policy.allow_address
+    )
     return _detail(request, state, name, probe=probe_view(result))
 
 

@@ -19,6 +19,7 @@ from mailconduit.web.uploads import (
     attachment_files,
     list_interfaces,
     list_uploads,
+    public_text,
     resolve_upload,
     save_attachment,
     save_upload,
@@ -177,6 +178,7 @@ def preview_dicts(previews: list[Any]) -> list[dict[str, Any]]:
                 "headers": [[str(k), str(v)] for k, v in headers],
                 "text": data.get("text"),
                 "html": data.get("html"),
+                **({"error": public_text(str(data["error"]))} if data.get("error") else {}),
             }
         )
     return out
@@ -201,7 +203,7 @@ def preview_export(request: Request, state: StateDep, form: FormDep) -> Response
         errors = FieldErrors.from_error(exc, _FIELD_NAMES)
         return _form_page(request, state, values=values, errors=errors, status_code=422)
     except MailconduitError as exc:
-        errors = FieldErrors(general=[" ".join(str(exc).split())])
+        errors = FieldErrors(general=[public_text(" ".join(str(exc).split()))])
         return _form_page(request, state, values=values, errors=errors, status_code=422)
     return state.render(
         request,

@@ -11,53 +11,44 @@ attachment folder (files uploaded beside it). Every other rule is
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from mailconduit import api
 from mailconduit.config import ExportSpec
-from mailconduit.errors import ConfigError, FieldError
+from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.web.uploads import attachments_dir, resolve_interface, resolve_upload
 
 __all__ = ["SERVER_ONLY_FIELDS", "WEB_EXPORT_FIELDS", "spec_from_web"]
 
-#: Settings a web request may give, beside ``upload`` or ``interface``.
-WEB_EXPORT_FIELDS: tuple[str, ...] = (
-    "connection",
-    "to",
-    "cc",
-    "bcc",
-    "reply_to",
-    "from",
-    "subject",
-    "body",
-    "html_body",
-    "text_body",
-    "attach",
-    "inline",
-    "mode",
-    "by",
-    "to_column",
-    "table_formats",
-    "table_row_cap",
-    "oversize",
-    "where",
-    "order_by",
-    "key",
-    "kind",
-    "encoding",
-    "delimiter",
-    "sheet",
-    "charset",
-    "html",
-    "fail_fast",
-    "run_id",
-    "concurrency",
-    "rate",
-    "max_errors",
-    "resend_uncertain",
-    "messages_per_connection",
-)
+#: Settings a web request may give, beside ``upload`` or ``interface``, and the JSON type of
+#: each: ``text``; ``integer`` and ``boolean`` (as a form sends them, text is accepted too);
+#: ``formats`` (text, or a list of texts); ``sheet`` (a name, or a position from 0);
+#: ``templates`` (text, or a list of texts: attachments); ``named`` (text, a list of texts
+#: or a mapping of names to texts: inline images).
+WEB_EXPORT_FIELDS: dict[str, str] = {
+    "connection": "text", "to": "text", "cc": "text", "bcc": "text", "reply_to": "text",
+    "from": "text", "subject": "text", "body": "text", "html_body": "text",
+    "text_body": "text", "attach": "templates", "inline": "named", "mode": "text",
+    "by": "text", "to_column": "text", "table_formats": "formats", "table_row_cap": "integer",
+    "oversize": "text", "where": "text", "order_by": "text", "key": "text", "kind": "text",
+    "encoding": "text", "delimiter": "text", "sheet": "sheet", "charset": "text",
+    "html": "boolean", "fail_fast": "boolean", "run_id": "text", "concurrency": "integer",
+    "rate": "text", "max_errors": "integer", "resend_uncertain": "boolean",
+    "messages_per_connection": "integer",
+}  # fmt: skip
+_KIND_ERRORS = {
+    "text": "must be text",
+    "integer": "must be a whole number",
+    "boolean": "must be true or false",
+    "formats": "must be a format name or a list of them",
+    "sheet": "must be a sheet name or its position",
+    "templates": "must be text or a list of texts",
+    "named": "must be 'NAME=TEMPLATE' lines, a list of them or a mapping of names to texts",
+    "scalar": "must be text, a number or true/false",
+}
+_WHOLE_NUMBER = re.compile(r"\s*[+-]?\d+\s*")
 #: Settings that name files or databases on the server: CLI and interface files only.
 SERVER_ONLY_FIELDS = frozenset(
     {
@@ -75,6 +66,25 @@ SERVER_ONLY_FIELDS = frozenset(
 )
 
 
+def _of_kind(value: Any, kind: str) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "integer":
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return whole or (isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value) is not None)
+    if kind == "boolean":
+        return isinstance(value, bool | str)
+    if kind == "sheet":
+        return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    listed = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind in ("formats", "templates"):
+        return listed or isinstance(value, str)
+    if kind == "named":
+        named = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        return listed or named or isinstance(value, str)
+    return isinstance(value, str | int | float | bool)
+
+
 def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
     """Validate a web export request: ``upload`` (with settings) or ``interface`` (with run_id)."""
     errors: list[FieldError] = []
@@ -88,14 +98,9 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
                 )
             )
     for key, value in data.items():
-        listed = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        if key in ("table_formats", "attach", "inline") and listed:
-            continue
-        named = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-        if key == "inline" and named:
-            continue
-        if value is not None and not isinstance(value, str | int | float | bool):
-            errors.append(FieldError(str(key), "must be text, a number or true/false"))
+        kind = "text" if key in ("upload", "interface") else WEB_EXPORT_FIELDS.get(key, "scalar")
+        if value is not None and not _of_kind(value, kind):
+            errors.append(FieldError(str(key), _KIND_ERRORS[kind]))
     upload = data.get("upload")
     interface = data.get("interface")
     if upload and interface:
@@ -117,16 +122,21 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
         raise ConfigError.for_fields("export", errors)
     if interface:
         run_id = data.get("run_id")
-        return api.load_interface(
+        spec = api.load_interface(
             resolve_interface(str(interface)), run_id=str(run_id) if run_id else None
         )
-    source = resolve_upload(str(upload))
-    settings = {k: v for k, v in data.items() if k != "upload"}
-    if isinstance(settings.get("attach"), str):  # a form's text area: one template a line
-        settings["attach"] = [
-            line.strip() for line in settings["attach"].splitlines() if line.strip()
-        ]
-    if settings.get("attach") or settings.get("inline"):
-        settings["attach_dir"] = str(attachments_dir(source))
-    spec = api.export_spec({"source": str(source.path), **settings})
+    else:
+        source = resolve_upload(str(upload))
+        settings = {k: v for k, v in data.items() if k != "upload"}
+        if isinstance(settings.get("attach"), str):  # a form's text area: one template a line
+            settings["attach"] = [
+                line.strip() for line in settings["attach"].splitlines() if line.strip()
+            ]
+        if settings.get("attach") or settings.get("inline"):
+            settings["attach_dir"] = str(attachments_dir(source))
+        spec = api.export_spec({"source": str(source.path), **settings})
+    try:
+        api.get_connection(spec.connection)
+    except NotFoundError as exc:  # a setting of this request, not the page asked for: 422
+        raise ConfigError.for_fields("export", [FieldError("connection", exc.message)]) from None
     return dataclasses.replace(spec, dry_run="", report="")

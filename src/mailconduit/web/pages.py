@@ -3,8 +3,8 @@ routers (connections, exports, inbox) are included here."""
 
 from __future__ import annotations
 
+import math
 import secrets
-import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature
 from starlette.datastructures import FormData
 
-from mailconduit.web import connection_pages, export_pages, inbox_pages, users
+from mailconduit.web import connection_pages, export_pages, inbox_pages, signin, users
 from mailconduit.web.app import Console, console
 from mailconduit.web.security import LOGIN_COOKIE, SESSION_COOKIE, safe_next
 from mailconduit.web.views import NOTICES, form_data, new_router, redirect
@@ -20,9 +20,7 @@ from mailconduit.web.views import NOTICES, form_data, new_router, redirect
 __all__ = ["router"]
 
 router = new_router()
-#: Failed sign-ins per client address allowed within the window before answering 429.
-LOGIN_FAILURES_ALLOWED = 10
-LOGIN_WINDOW_SECONDS = 300.0
+#: How long a sign-in form may be filled in; its token then serves one attempt.
 LOGIN_FORM_SECONDS = 3600
 
 
@@ -78,11 +76,10 @@ def _signed_in(request: Request, state: Console) -> bool:
     return users.valid_session(session_id) is not None
 
 
-def _throttled(state: Console, client: str) -> bool:
-    now = time.monotonic()
-    recent = [t for t in state.login_failures.get(client, []) if now - t < LOGIN_WINDOW_SECONDS]
-    state.login_failures[client] = recent
-    return len(recent) >= LOGIN_FAILURES_ALLOWED
+def _wait_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, math.ceil(seconds))} seconds"
+    return f"{math.ceil(seconds / 60)} minutes"
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -91,47 +88,60 @@ def login(
     state: Annotated[Console, Depends(console)],
     form: Annotated[FormData, Depends(form_data)],
 ) -> Response:
-    """Check the form's one-time token, then the password; on success start a session."""
+    """Check the form's token (good for one attempt), the limits on guessing, then the
+    password; on success start a session."""
     next_path = safe_next(str(form.get("next") or "/"))
-    username = str(form.get("username") or "").strip()
+    username = str(form.get("username") or "").strip()[: users.MAX_NAME_LENGTH + 1]
     password = str(form.get("password") or "")
     given = str(form.get("csrf_token") or "")
+    now = state.clock()
     try:
-        expected = state.settings.login_signer.unsign(
-            request.cookies.get(LOGIN_COOKIE, ""), max_age=LOGIN_FORM_SECONDS
-        ).decode()
+        expected, signed_at = state.settings.login_signer.unsign(
+            request.cookies.get(LOGIN_COOKIE, ""), max_age=LOGIN_FORM_SECONDS, return_timestamp=True
+        )
     except (BadSignature, UnicodeDecodeError):
-        expected = ""
-    if not expected or not secrets.compare_digest(expected, given):
+        expected, signed_at = b"", None
+    shown = username[: users.MAX_NAME_LENGTH]
+    if not expected or not secrets.compare_digest(expected, given.encode("utf-8", "replace")):
+        error = "The sign-in form expired or did not come from this page; please try again."
         return _login_page(
-            request,
-            state,
-            next_path=next_path,
-            username=username,
-            status_code=403,
-            error="The sign-in form expired or did not come from this page; please try again.",
+            request, state, next_path=next_path, username=shown, status_code=403, error=error
+        )
+    expires_at = (signed_at.timestamp() if signed_at else now) + LOGIN_FORM_SECONDS
+    if not signin.use_login_form(given, expires_at=expires_at, now=now):
+        error = "This sign-in form was already sent once; please type the password again."
+        return _login_page(
+            request, state, next_path=next_path, username=shown, status_code=403, error=error
         )
     client = request.client.host if request.client else "?"
-    if _throttled(state, client):
-        return _login_page(
+    verdict = signin.begin_attempt(client, username, now=now)
+    if not verdict.allowed:
+        refused = _login_page(
             request,
             state,
             next_path=next_path,
-            username=username,
+            username=shown,
             status_code=429,
-            error="Too many failed attempts; wait a few minutes before trying again.",
+            error="Too many failed attempts; wait "
+            f"{_wait_text(verdict.wait_seconds)} before trying again.",
         )
-    if not username or not password or not users.authenticate(username, password):
-        state.login_failures.setdefault(client, []).append(time.monotonic())
+        refused.headers["Retry-After"] = str(max(1, math.ceil(verdict.wait_seconds)))
+        return refused
+    if (
+        not username
+        or not password
+        or len(password) > users.MAX_PASSWORD_LENGTH
+        or not users.authenticate(username, password)
+    ):
         return _login_page(
             request,
             state,
             next_path=next_path,
-            username=username,
+            username=shown,
             status_code=401,
             error="Wrong user name or password.",
         )
-    state.login_failures.pop(client, None)
+    signin.attempt_succeeded(client, username)
     session_id, _ = users.create_session(username)
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(

@@ -13,7 +13,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailconduit import api, sink
-from mailconduit.config import NAME_RE, AuthMechanism, Connection, ImplementationType, Security
+from mailconduit.config import (
+    NAME_RE,
+    AuthMechanism,
+    Connection,
+    ImplementationType,
+    Security,
+    text_limit,
+)
 from mailconduit.web.app import Console, console
 from mailconduit.web.exports import SERVER_ONLY_FIELDS, WEB_EXPORT_FIELDS, spec_from_web
 from mailconduit.web.forms import FIELDS
@@ -25,6 +32,7 @@ from mailconduit.web.uploads import (
     save_attachment,
     save_upload,
 )
+from mailconduit.web.views import SEND_TO_LIMIT
 
 if TYPE_CHECKING:
     from mailconduit.connections.store import TestStatus
@@ -32,8 +40,10 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionOut", "MessageOut", "RunOut", "router"]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body could not be read (not JSON, or broken form data)."},
     401: {"description": "Not signed in (send 'Authorization: Bearer TOKEN')."},
     403: {"description": "Refused (CSRF token or Origin check for cookie sessions)."},
+    413: {"description": "The request is larger than the console accepts."},
     422: {"description": "Invalid input: one entry per wrong field, with the CLI's wording."},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such item."}}
@@ -70,6 +80,8 @@ def _field_schemas() -> dict[str, Any]:
             schema.update(pattern=NAME_RE.pattern, maxLength=64)
         if f.name == "password":
             schema["writeOnly"] = True
+        if f.json_type == "string":
+            schema["maxLength"] = text_limit("connection", f.name)
         props[f.name] = schema
     return props
 
@@ -146,7 +158,9 @@ def connection_out(conn: Connection, test: TestStatus | None = None) -> Connecti
 
 
 class TestIn(BaseModel):
-    send_to: str | None = Field(default=None, description="Also send a real test message here.")
+    send_to: str | None = Field(
+        default=None, max_length=SEND_TO_LIMIT, description="Also send a real test message here."
+    )
 
 
 class ProbeOut(BaseModel):
@@ -179,45 +193,46 @@ class ExportIn(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra=lambda s: _export_schema(s))
 
 
-#: JSON types of the export settings that are not text (numbers are also taken as text).
-_EXPORT_TYPES: dict[str, dict[str, Any]] = {
-    **{
-        name: {"type": ["integer", "string"]}
-        for name in ("table_row_cap", "concurrency", "max_errors", "messages_per_connection")
-    },
-    **{name: {"type": ["boolean", "string"]} for name in ("html", "fail_fast", "resend_uncertain")},
-    "table_formats": {
-        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
-    },
-    "sheet": {"type": ["string", "integer"]},
-}
-
-
 def _export_schema(schema: dict[str, Any]) -> None:
     props: dict[str, Any] = {
-        "upload": {"type": "string", "description": "Reference returned by POST /api/uploads."},
-        "interface": {"type": "string", "description": "Name of a saved interface file."},
+        "upload": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "Reference returned by POST /api/uploads.",
+        },
+        "interface": {
+            "type": "string",
+            "maxLength": 255,
+            "description": "Name of a saved interface file.",
+        },
     }
     props["attach"] = {
         "type": "array",
-        "items": {"type": "string"},
+        "items": {"type": "string", "maxLength": text_limit("export", "attach")},
         "description": "Attachment file name templates, from the upload's files; one that "
         "renders empty adds nothing to that row.",
     }
     props["inline"] = {
         "type": "object",
-        "additionalProperties": {"type": "string"},
+        "additionalProperties": {"type": "string", "maxLength": text_limit("export", "inline")},
         "description": "Inline images: NAME → file name template; the HTML shows one as "
         "<img src=\"cid:NAME\">. A list of 'NAME=TEMPLATE' strings is accepted too.",
     }
-    for name in WEB_EXPORT_FIELDS:
-        props.setdefault(
-            name,
-            {
-                **_EXPORT_TYPES.get(name, {"type": "string"}),
-                "description": f"The export setting '{name}' (see mailconduit export --help).",
-            },
-        )
+    for name, kind in WEB_EXPORT_FIELDS.items():
+        if name in props:
+            continue
+        text: dict[str, Any] = {"type": "string", "maxLength": text_limit("export", name)}
+        typed: dict[str, dict[str, Any]] = {
+            "text": text,
+            "integer": {"type": ["integer", "string"]},
+            "boolean": {"type": ["boolean", "string"]},
+            "formats": {"anyOf": [text, {"type": "array", "items": text}]},
+            "sheet": {**text, "type": ["string", "integer"]},
+        }
+        props[name] = {
+            **typed[kind],
+            "description": f"The export setting '{name}' (see mailconduit export --help).",
+        }
     schema["properties"] = props
     schema["description"] = "Settings naming server files or databases are refused: " + ", ".join(
         sorted(SERVER_ONLY_FIELDS)

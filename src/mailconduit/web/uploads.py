@@ -29,6 +29,7 @@ __all__ = [
     "interfaces_dir",
     "list_interfaces",
     "list_uploads",
+    "public_text",
     "resolve_interface",
     "resolve_upload",
     "resolve_upload_id",
@@ -187,6 +188,22 @@ def list_uploads(*, limit: int = 50) -> list[Upload]:
                 found.append((stat.st_mtime, upload))
     found.sort(key=lambda item: item[0], reverse=True)
     return [u for _, u in found[:limit]]
+
+
+def public_text(text: str) -> str:
+    """``text`` as a browser may see it: an upload's or interface file's path becomes its file
+    name, and anything else under MAILCONDUIT_HOME is shown relative to it."""
+    if "/" not in text and "\\" not in text:
+        return text
+    folders: list[tuple[Path, str, str]] = [
+        (uploads_dir(), r"[0-9a-f]{16}[/\\]", ""),
+        (interfaces_dir(), "", ""),
+        (home(), "", "MAILCONDUIT_HOME/"),
+    ]
+    for folder, inside, shown in folders:
+        for form in dict.fromkeys((str(folder.resolve()), str(folder))):
+            text = re.sub(re.escape(form) + r"[/\\]" + inside, shown, text)
+    return text
 
 
 def interfaces_dir() -> Path:

@@ -30,10 +30,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from mailconduit.config import TEXT_LIMITS, text_limit_errors
 from mailconduit.db import engine, metadata
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 
 __all__ = [
+    "MAX_LABEL_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_PASSWORD_LENGTH",
     "MIN_PASSWORD_LENGTH",
     "SESSION_SECONDS",
     "TOKEN_PREFIX",
@@ -53,17 +57,19 @@ __all__ = [
 ]
 
 MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_LENGTH = 1024
+MAX_NAME_LENGTH = TEXT_LIMITS["user"]["name"]
+MAX_PASSWORD_LENGTH = TEXT_LIMITS["user"]["password"]
+MAX_LABEL_LENGTH = TEXT_LIMITS["user"]["label"]
 #: A login lasts this long; after that the user signs in again.
 SESSION_SECONDS = 12 * 3600
 TOKEN_PREFIX = "mct_"  # noqa: S105 - a visible marker, not a secret
-_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_USER_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{MAX_NAME_LENGTH - 1}}}$")
 _TOKEN_TOUCH_SECONDS = 60.0
 
 users_table = Table(
     "web_users",
     metadata,
-    Column("name", String(64), primary_key=True),
+    Column("name", String(MAX_NAME_LENGTH), primary_key=True),
     Column("password_hash", String(255), nullable=False),
     Column("created_at", Float, nullable=False),
 )
@@ -76,7 +82,7 @@ tokens_table = Table(
     Column(
         "user_name", String(64), ForeignKey("web_users.name", ondelete="CASCADE"), nullable=False
     ),
-    Column("label", String(200), nullable=False, default=""),
+    Column("label", String(MAX_LABEL_LENGTH), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=True),
 )
@@ -124,7 +130,13 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
+def _check_lengths(**fields: str) -> None:
+    if too_long := text_limit_errors("user", fields):
+        raise ConfigError.for_fields("user", too_long)
+
+
 def _check_name(name: str) -> None:
+    _check_lengths(name=name)
     if not _USER_RE.match(name):
         raise ConfigError.for_fields(
             "user",
@@ -132,7 +144,7 @@ def _check_name(name: str) -> None:
                 FieldError(
                     "name",
                     f"{name!r} must start with a letter or digit and hold only letters, digits, "
-                    "'.', '_', '@' or '-' (at most 64)",
+                    f"'.', '_', '@' or '-' (at most {MAX_NAME_LENGTH})",
                 )
             ],
         )
@@ -144,11 +156,7 @@ def _check_password(password: str) -> None:
             "user",
             [FieldError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters long")],
         )
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise ConfigError.for_fields(
-            "user",
-            [FieldError("password", f"must be at most {MAX_PASSWORD_LENGTH} characters long")],
-        )
+    _check_lengths(password=password)
 
 
 def create_user(name: str, password: str) -> Account:
@@ -226,6 +234,7 @@ def authenticate(name: str, password: str) -> bool:
 
 def issue_token(name: str, *, label: str = "") -> str:
     """A new API token for ``name``; shown once, only its digest is kept."""
+    _check_lengths(label=label)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     try:
         with engine().begin() as db:
@@ -238,7 +247,7 @@ def issue_token(name: str, *, label: str = "") -> str:
                 insert(tokens_table).values(
                     token_sha256=_digest(token),
                     user_name=name,
-                    label=label[:200],
+                    label=label,
                     created_at=time.time(),
                 )
             )

@@ -12,11 +12,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from starlette.datastructures import FormData
 
-from mailconduit.errors import ConfigError
+from mailconduit.config import text_limit
+from mailconduit.errors import ConfigError, FieldError
 from mailconduit.web.security import MAX_FORM_BYTES, CsrfRoute
+from mailconduit.web.uploads import public_text
 
 __all__ = [
     "NOTICES",
+    "SEND_TO_LIMIT",
     "FieldErrors",
     "ProbeView",
     "form_data",
@@ -24,8 +27,11 @@ __all__ = [
     "new_router",
     "probe_view",
     "redirect",
+    "send_to_of",
 ]
 
+#: Longest recipient Test Connection takes for its test message: an address's limit.
+SEND_TO_LIMIT = text_limit("connection", "from_address")
 #: Fixed confirmations a redirect may ask a page to show (``?notice=key``).
 NOTICES: dict[str, str] = {
     "created": "Connection created. Press Test Connection to check that it works.",
@@ -49,6 +55,16 @@ async def form_data(request: Request) -> FormData:
     return await request.form(max_part_size=MAX_FORM_BYTES)
 
 
+def send_to_of(value: object) -> str | None:
+    """The recipient asked of Test Connection (None for none); an overlong one is refused."""
+    text = value.strip() if isinstance(value, str) else ""
+    if len(text) > SEND_TO_LIMIT:
+        raise ConfigError.for_fields(
+            "test", [FieldError("send_to", f"is too long: at most {SEND_TO_LIMIT} characters")]
+        )
+    return text or None
+
+
 def redirect(path: str, *, notice: str = "") -> RedirectResponse:
     """303 to ``path`` (a local path), with a notice key the next page shows."""
     if notice:
@@ -69,11 +85,11 @@ class FieldErrors:
         general: list[str] = []
         for e in exc.errors:
             if e.field in fields:
-                by_field.setdefault(e.field, []).append(e.message)
+                by_field.setdefault(e.field, []).append(public_text(e.message))
             else:
-                general.append(str(e))
+                general.append(public_text(str(e)))
         if not exc.errors:
-            general.append(exc.message)
+            general.append(public_text(exc.message))
         return cls(by_field, general)
 
     def __bool__(self) -> bool:
