@@ -8,14 +8,19 @@ equivalent ``EmailMessage`` + ``set_content`` + ``as_bytes(policy=SMTP)``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
+
+from harness import INVOICE_HTML, INVOICE_SUBJECT, invoice_pdf
 
 from mailconduit.message.addresses import parse_address, parse_address_list
 from mailconduit.message.attachment import Attachment
@@ -71,6 +76,37 @@ def _email_message(
     if attach:
         msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="statement.pdf")
     return msg.as_bytes(policy=policy.SMTP)
+
+
+INVOICE_ROW = {"email": "customer000001@example.com", "name": "Grace Hopper", "amount": "1234.56",
+               "number": "INV-2024-000001", "due": "2024-12-02"}  # fmt: skip
+#: Distinct PDFs the "own PDF" case goes round: more than the attachment cache keeps, so
+#: each message reads and encodes its file, as with one invoice per row.
+INVOICE_FILES = 64
+
+
+def _invoice_cases(folder: Path) -> list[tuple[str, Callable[[], object]]]:
+    """The invoice scenario's message, composed: its HTML template (the text part derived
+    from it) and a ~98 KB PDF read from ``folder``, its own or one shared by every row."""
+    for n in range(INVOICE_FILES):
+        (folder / f"invoice-{n}.pdf").write_bytes(invoice_pdf(f"INV-{n}", "Grace", "1.00", "", n))
+    template = MessageTemplate(
+        to="{{email}}", from_="Billing <billing@example.com>", subject=INVOICE_SUBJECT,
+        html_body=INVOICE_HTML, attachments=["{{pdf}}"],
+    )  # fmt: skip
+    mid = make_message_id("run-1", "row-1", "example.com")
+    own = itertools.cycle([{**INVOICE_ROW, "pdf": f"invoice-{n}.pdf"} for n in range(INVOICE_FILES)])
+    shared = {**INVOICE_ROW, "pdf": "invoice-0.pdf"}
+
+    def compose(row: dict[str, str]) -> object:
+        return compose_message(
+            template, row, row_key="1", message_id=mid, date=DATE, attachment_dir=folder
+        )
+
+    return [
+        ("compose: invoice, own 98 KB PDF", lambda: compose(next(own))),
+        ("compose: invoice, shared PDF", lambda: compose(shared)),
+    ]
 
 
 def main() -> int:
@@ -141,6 +177,9 @@ def main() -> int:
     ]
     for name, func in extra:
         results.append({"case": name, "mailconduit_us": _time(func, args.seconds / 2)})
+    with tempfile.TemporaryDirectory() as folder:
+        for name, func in _invoice_cases(Path(folder)):
+            results.append({"case": name, "mailconduit_us": _time(func, args.seconds / 2)})
 
     if args.json:
         json.dump(results, sys.stdout, indent=2)

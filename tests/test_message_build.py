@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
@@ -24,6 +26,7 @@ from mailconduit.message import (
     make_address,
     make_message_id,
 )
+from mailconduit.message.attachment import attachment_base64
 from mailconduit.testing.fixtures import run
 from mailconduit.testing.server import FaultServer
 
@@ -261,6 +264,8 @@ def test_very_long_attachment_name_uses_continuations() -> None:
         ("a\\b.txt", "text/plain", "path separator"),
         ("a\nBcc: x.txt", "text/plain", "break a header"),
         ("a\x07.txt", "text/plain", "control character"),
+        ("a\x7f.txt", "text/plain", "control character"),
+        ("a\x9f.txt", "text/plain", "control character"),
         ("ok.txt", "text", "type/subtype"),
         ("ok.txt", "text/plain\r\nX: y", "type/subtype"),
         ("ok.eml", "message/rfc822", "cannot be sent base64"),
@@ -320,6 +325,64 @@ def test_path_traversal_and_missing_files_are_row_errors(
 ) -> None:
     with pytest.raises(RowError, match=reason):
         build(attachments=[path], attachment_dir=attach_dir)
+
+
+def test_a_name_right_in_the_folder_is_read_through_the_folder_as_given(
+    attach_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shortcut for one plain name keeps the rules: a FIFO is refused without waiting
+    for a writer, a symlink is judged by where it leads, and the folder may itself be a
+    symlink or relative to the working directory."""
+    os.mkfifo(attach_dir / "pipe.pdf")
+    with pytest.raises(RowError, match="not a regular file"):
+        load_attachment("pipe.pdf", base_dir=attach_dir)
+    with pytest.raises(RowError, match="outside the attachment directory"):
+        load_attachment("./escape.txt", base_dir=attach_dir)
+    assert load_attachment("./alias.pdf", base_dir=attach_dir).content == b"%PDF-1.4 invoice"
+    os.symlink(attach_dir, tmp_path / "link-to-files")
+    linked = load_attachment("invoice.pdf", base_dir=tmp_path / "link-to-files")
+    assert (linked.filename, linked.content) == ("invoice.pdf", b"%PDF-1.4 invoice")
+    monkeypatch.chdir(tmp_path)
+    assert load_attachment("old.eml", base_dir=Path("files")).content.startswith(b"Subject")
+    (attach_dir / "invoice.pdf").write_bytes(b"%PDF-1.4 changed")
+    assert load_attachment("invoice.pdf", base_dir=attach_dir).content == b"%PDF-1.4 changed"
+
+
+def test_a_file_attached_to_many_rows_is_read_and_encoded_once_while_unchanged(
+    attach_dir: Path,
+) -> None:
+    brochure = attach_dir / "brochure.pdf"
+    brochure.write_bytes(b"%PDF-1.4 brochure v1")
+    hour_ago = time.time() - 3600
+    os.utime(brochure, (hour_ago, hour_ago))
+    first, second, third = (
+        load_attachment("brochure.pdf", base_dir=attach_dir).content for _ in range(3)
+    )
+    assert first == second == b"%PDF-1.4 brochure v1"
+    assert third is second  # kept from its second read on
+    assert attachment_base64(third) is attachment_base64(third)
+    assert attachment_base64(third) == base64.encodebytes(third).replace(b"\n", b"\r\n")
+    brochure.write_bytes(b"%PDF-1.4 brochure v2")  # same size, a new modification time
+    assert load_attachment("brochure.pdf", base_dir=attach_dir).content.endswith(b"v2")
+    os.utime(brochure, (hour_ago, hour_ago))  # back to the old time: the change time differs
+    assert load_attachment("brochure.pdf", base_dir=attach_dir).content.endswith(b"v2")
+
+
+def test_files_just_written_or_read_once_are_not_kept(attach_dir: Path) -> None:
+    fresh = attach_dir / "fresh.pdf"
+    fresh.write_bytes(b"%PDF-1.4 fresh")
+    loads = [load_attachment("fresh.pdf", base_dir=attach_dir).content for _ in range(3)]
+    assert loads[1] is not loads[2]  # modified in the last second: read every time
+    many = []
+    for n in range(20):
+        path = attach_dir / f"invoice-{n}.pdf"
+        path.write_bytes(b"%%PDF-1.4 %d" % n)
+        os.utime(path, (0, 0))
+        many.append(load_attachment(path.name, base_dir=attach_dir).content)
+    again = [load_attachment(f"invoice-{n}.pdf", base_dir=attach_dir).content for n in range(20)]
+    assert all(a is not b and a == b for a, b in zip(many, again, strict=True))
+    third = [load_attachment(f"invoice-{n}.pdf", base_dir=attach_dir).content for n in range(20)]
+    assert [a is b for a, b in zip(again, third, strict=True)].count(True) == 8  # the bound
 
 
 def test_attachment_size_cap_and_missing_base_directory(attach_dir: Path) -> None:

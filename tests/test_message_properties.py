@@ -3,7 +3,9 @@ to exactly the fields it was given, with no header injected and no line over 998
 
 from __future__ import annotations
 
+import base64
 import os
+import random
 import re
 import unicodedata
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from mailconduit.message import (
     parse_address_list,
 )
 from mailconduit.message.chars import HEADER_BREAKERS
+from mailconduit.message.transfer import encode_binary
 
 PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("MESSAGE_PROPERTY_EXAMPLES", "200")),
@@ -395,3 +398,12 @@ def test_same_fields_as_email_message(subject: str, text: str, display: str) -> 
     assert ours.get_content() == theirs.get_content().replace("\n", "\r\n").replace(
         "\r\r\n", "\r\n"
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=2_000)
+    | st.integers(0, 600_000).map(lambda n: random.Random(n).randbytes(n))  # 256-line blocks
+)
+def test_base64_parts_are_the_standard_encoding_in_76_character_crlf_lines(data: bytes) -> None:
+    assert encode_binary(data).data == base64.encodebytes(data).replace(b"\n", b"\r\n")

@@ -163,6 +163,12 @@ def test_html_body_escapes_values_text_does_not() -> None:
     assert rendered.html_body == ("<b>&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; co</b>")
 
 
+@pytest.mark.parametrize("value", ["R&D", "a<b", "a>b", "it's", 'say "hi"', "plain", "Zoë"])
+def test_each_character_html_escapes_is_escaped_on_the_direct_path(value: str) -> None:
+    rendered = MessageTemplate(html_body="<p>{{ v }}</p>").render({"v": value})
+    assert rendered.html_body == f"<p>{markupsafe.escape(value)}</p>"
+
+
 def test_none_renders_as_empty_in_both_paths() -> None:
     template = MessageTemplate(
         to="{{ email }}",

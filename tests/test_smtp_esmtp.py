@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailconduit.config import AuthMechanism
@@ -14,6 +14,7 @@ from mailconduit.smtp.auth import AuthExchange, choose_mechanism
 from mailconduit.smtp.client import Envelope
 from mailconduit.smtp.esmtp import (
     check_envelope_address,
+    dot_starts_a_line,
     mail_command,
     normalise_line_endings,
     parse_ehlo,
@@ -147,6 +148,28 @@ def test_dot_stuffing_round_trip(data: bytes) -> None:
     if expected and not expected.endswith(b"\r\n"):
         expected += b"\r\n"
     assert _unstuff(wire) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([b".", b"\r\n", b"\r\n.", b"\n", b"..", b"a.b", b"\r\n\r\n."]),
+            st.binary(max_size=8),
+            st.integers(0, 12_000).map(lambda n: (b"QUJD" * (n // 4 + 1))[:n]),  # base64-like
+        ),
+        max_size=80,
+    ).map(b"".join)
+)
+@example(b"a." * 40 + b"\r\n.x")  # more dots than are looked at one by one
+@example(b"a." * 40 + b"\r\n")
+@example(b"a." * 31 + b"\r\n.")
+def test_a_dot_at_a_line_start_is_found_in_messages_of_any_size(data: bytes) -> None:
+    """Large messages are searched dot by dot; the answer is the plain search's."""
+    assert dot_starts_a_line(data) == (b"\n." in data)
+    big = b"QUJD" * 3000
+    for padded in (big + data, data + big, big + data + big):
+        assert dot_starts_a_line(padded) == (b"\n." in padded)
 
 
 def test_auth_choice_and_payloads() -> None:

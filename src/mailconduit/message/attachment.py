@@ -8,16 +8,29 @@ with RFC 2231 ``filename*`` plus a safe ASCII ``filename`` fallback.
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
+import stat
+import threading
+import time
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import quote
 
 from mailconduit.errors import ConfigError, FieldError, RowError
 from mailconduit.message.header import check_header_value
+from mailconduit.message.transfer import encode_binary
 
-__all__ = ["Attachment", "disposition_params", "load_attachment", "validate_attachment"]
+__all__ = [
+    "Attachment",
+    "attachment_base64",
+    "disposition_params",
+    "load_attachment",
+    "validate_attachment",
+]
 
 MAX_FILENAME_CHARS = 255
 _CONTENT_TYPE_RE = re.compile(
@@ -26,7 +39,12 @@ _CONTENT_TYPE_RE = re.compile(
 _PLAIN_FILENAME_RE = re.compile(r"[A-Za-z0-9 !#$%&'()*+,\-.=@\[\]^_`{}~]{1,70}")
 _FALLBACK_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._()+,=@ -]+")
 _ATTR_CHARS = "!#$&+-.^_`|~"
+#: Unicode's control characters (category Cc), in one scan.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _CONTINUATION_CHUNK = 60
+#: Opening a file that sits right in the folder: never through a symlink, and never
+#: waiting on a FIFO (one swapped in after the check is refused as not regular).
+_DIRECT_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +68,7 @@ def validate_attachment(attachment: Attachment, *, row_key: str = "") -> None:
         raise RowError(
             f"attachment filename is longer than {MAX_FILENAME_CHARS} characters", row_key
         )
-    if any(unicodedata.category(c) == "Cc" for c in name):
+    if _CONTROL_RE.search(name):
         raise RowError(f"attachment filename {name!r} contains a control character", row_key)
     ctype = attachment.content_type
     if not _CONTENT_TYPE_RE.fullmatch(ctype):
@@ -136,6 +154,150 @@ def load_attachment(
             f"{label} path {shown!r} contains '..'; it must stay inside the base directory",
             row_key,
         )
+    direct = _open_direct(os.path.join(base_dir, parts.name)) if len(parts.parts) == 1 else None
+    handle = _open_checked(base_dir, parts, shown, row_key, label) if direct is None else direct[0]
+    content = None if direct is None else _KEPT.content(direct[1])
+    try:
+        with handle:
+            if content is None:
+                content = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+                if direct is not None and (max_bytes is None or len(content) <= max_bytes):
+                    content = _KEPT.read(direct[1], content)
+    except OSError as exc:
+        raise RowError(f"{label} {shown!r} cannot be read: {exc.strerror}", row_key) from None
+    if max_bytes is not None and len(content) > max_bytes:
+        raise RowError(f"{label} {shown!r} is larger than {max_bytes} bytes", row_key)
+    guessed = mimetypes.guess_type(parts.name, strict=False)[0] or "application/octet-stream"
+    if guessed.startswith(("message/", "multipart/")):
+        guessed = "application/octet-stream"
+    return Attachment(parts.name, content, guessed)
+
+
+#: What tells one version of a file from another: device, inode, size, modification and
+#: change times (ns); any write, truncation, rename or chmod changes one of them.
+_FileKey = tuple[int, int, int, int, int]
+_SETTLED_NS = 1_000_000_000
+
+
+@dataclass(slots=True)
+class _KeptFile:
+    content: bytes
+    base64: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.content) + len(self.base64 or b"")
+
+
+class _FileCache:
+    """Files attached to many messages (one brochure for every row) are read and encoded
+    once: a file is kept from its second read on, while unchanged, within bounds of files
+    and bytes. A file per row (an invoice each) is never kept, so costs nothing more.
+
+    A file modified in the last second is not kept: where timestamps are coarse, a second
+    write of the same size within the same tick would not change its key.
+    """
+
+    def __init__(self, *, files: int, total_bytes: int, file_bytes: int, remembered: int) -> None:
+        self._lock = threading.Lock()
+        self._read_once: OrderedDict[_FileKey, None] = OrderedDict()
+        self._kept: OrderedDict[_FileKey, _KeptFile] = OrderedDict()
+        self._by_content: dict[int, _KeptFile] = {}
+        self._bytes = 0
+        self._max_files = files
+        self._max_bytes = total_bytes
+        self._max_file_bytes = file_bytes
+        self._remembered = remembered
+
+    def content(self, key: _FileKey) -> bytes | None:
+        """The kept bytes of this version of a file, if it is kept."""
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is None:
+                return None
+            self._kept.move_to_end(key)
+            return kept.content
+
+    def read(self, key: _FileKey, content: bytes) -> bytes:
+        """Note that this version of a file was read; the second time, keep it. Returns
+        the bytes to use (the kept ones, when another thread kept them first)."""
+        if len(content) > self._max_file_bytes or time.time_ns() - key[3] < _SETTLED_NS:
+            return content
+        with self._lock:
+            if key in self._kept:
+                return self._kept[key].content
+            if key not in self._read_once:
+                self._read_once[key] = None
+                if len(self._read_once) > self._remembered:
+                    self._read_once.popitem(last=False)
+                return content
+            del self._read_once[key]
+            kept = self._kept[key] = _KeptFile(content)
+            self._by_content[id(content)] = kept
+            self._bytes += kept.size
+            self._trim()
+        return content
+
+    def base64(self, content: bytes) -> bytes:
+        """The base64 lines of ``content``: made once for the bytes of a kept file."""
+        kept = self._by_content.get(id(content))
+        if kept is None or kept.content is not content:
+            return encode_binary(content).data
+        encoded = kept.base64
+        if encoded is None:
+            encoded = encode_binary(content).data
+            with self._lock:
+                if kept.base64 is None and self._by_content.get(id(content)) is kept:
+                    kept.base64 = encoded
+                    self._bytes += len(encoded)
+                    self._trim()
+        return encoded
+
+    def _trim(self) -> None:
+        while self._kept and (len(self._kept) > self._max_files or self._bytes > self._max_bytes):
+            _, old = self._kept.popitem(last=False)
+            del self._by_content[id(old.content)]
+            self._bytes -= old.size
+
+
+#: Up to 8 files and 32 MiB (their bytes and base64 together), each under 8 MiB.
+_KEPT = _FileCache(
+    files=8, total_bytes=32 * 1024 * 1024, file_bytes=8 * 1024 * 1024, remembered=1024
+)
+
+
+def attachment_base64(content: bytes) -> bytes:
+    """The base64 body of an attachment part (76-character CRLF lines); made once for a
+    file attached to many messages."""
+    return _KEPT.base64(content)
+
+
+def _open_direct(path: str) -> tuple[BinaryIO, _FileKey] | None:
+    """A regular file right in the folder (the common case: one name, no symlink), opened
+    with one lstat, and what identifies its version; None leaves the decision to the full
+    checks of :func:`_open_checked`."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, _DIRECT_OPEN)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return None
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    return open(fd, "rb"), key
+
+
+def _open_checked(
+    base_dir: Path, parts: PurePosixPath, shown: str, row_key: str, label: str
+) -> BinaryIO:
+    """Open ``parts`` under ``base_dir`` after resolving both: symlinks may lead only to
+    files inside the folder."""
     try:
         base = base_dir.resolve(strict=True)
     except OSError:
@@ -155,13 +317,6 @@ def load_attachment(
     if not target.is_file():
         raise RowError(f"{label} {shown!r} is not a regular file", row_key)
     try:
-        with target.open("rb") as handle:
-            content = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        return target.open("rb")
     except OSError as exc:
         raise RowError(f"{label} {shown!r} cannot be read: {exc.strerror}", row_key) from None
-    if max_bytes is not None and len(content) > max_bytes:
-        raise RowError(f"{label} {shown!r} is larger than {max_bytes} bytes", row_key)
-    guessed = mimetypes.guess_type(parts.name, strict=False)[0] or "application/octet-stream"
-    if guessed.startswith(("message/", "multipart/")):
-        guessed = "application/octet-stream"
-    return Attachment(parts.name, content, guessed)

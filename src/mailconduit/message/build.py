@@ -23,6 +23,7 @@ from mailconduit.errors import AddressError, RowError
 from mailconduit.message.addresses import Address, make_address
 from mailconduit.message.attachment import (
     Attachment,
+    attachment_base64,
     disposition_params,
     load_attachment,
     validate_attachment,
@@ -34,7 +35,7 @@ from mailconduit.message.header import (
     encode_unstructured_header,
     fold_header,
 )
-from mailconduit.message.transfer import EncodedBody, encode_binary, encode_text
+from mailconduit.message.transfer import EncodedBody, encode_text
 
 __all__ = [
     "AttachmentSource",
@@ -159,21 +160,26 @@ def _boundaries(message_id: str, attempt: int) -> tuple[str, str, str]:
     return f"=_mc_{seed}_m", f"=_mc_{seed}_a", f"=_mc_{seed}_r"
 
 
+#: A part as written: its header lines, and its body as pieces joined only once, for the
+#: whole message (a 100 KB attachment is then not copied again at every level).
+_Part = tuple[str, list[bytes]]
+
+
 def _multipart(
-    subtype: str, boundary: str, parts: Sequence[tuple[str, bytes]], *, start_type: str = ""
-) -> tuple[str, bytes]:
+    subtype: str, boundary: str, parts: Sequence[_Part], *, start_type: str = ""
+) -> _Part:
     """``start_type``: the ``type`` parameter RFC 2387 asks of multipart/related."""
     delimiter = f"--{boundary}\r\n".encode("ascii")
     chunks: list[bytes] = []
     for headers, body in parts:
-        chunks += [delimiter, headers.encode("ascii"), b"\r\n", body, b"\r\n"]
+        chunks += (delimiter, headers.encode("ascii"), b"\r\n", *body, b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode("ascii"))
     kind = f';\r\n type="{start_type}"' if start_type else ""
     header = f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"{kind}\r\n'
-    return header, b"".join(chunks)
+    return header, chunks
 
 
-def _attachment_part(attachment: Attachment, content_id: str = "") -> tuple[str, bytes]:
+def _attachment_part(attachment: Attachment, content_id: str = "") -> _Part:
     """A base64 file part: an attachment, or with ``content_id`` an inline part of the HTML."""
     kind = "inline;" if content_id else "attachment;"
     disposition = fold_header(
@@ -184,7 +190,7 @@ def _attachment_part(attachment: Attachment, content_id: str = "") -> tuple[str,
         f"Content-Type: {attachment.content_type}\r\n"
         f"{disposition}{cid}Content-Transfer-Encoding: base64\r\n"
     )
-    return headers, encode_binary(attachment.content).data
+    return headers, [attachment_base64(attachment.content)]
 
 
 def resolve_attachment(
@@ -352,7 +358,7 @@ def build_message(
         )
         lines.append(content_headers)
         lines.append("\r\n")
-        data = "".join(lines).encode("utf-8") + payload
+        data = b"".join(("".join(lines).encode("utf-8"), *payload))
     return BuiltMessage(data, sender.envelope, tuple(recipients), needs_smtputf8, message_id)
 
 
@@ -365,7 +371,7 @@ def _mime_body(
     *,
     message_id: str,
     row_key: str,
-) -> tuple[str, bytes]:
+) -> _Part:
     """The Content-Type header and payload of a multipart body: mixed(alternative(text,
     related(html, inline parts)), attachments), each level only when it has a use."""
     if text_body is None and html_body is not None:
@@ -386,9 +392,9 @@ def _mime_body(
     ):  # a 7bit body quoting our boundary (only on purpose): pick another
         attempt += 1
         mixed_boundary, alternative_boundary, related_boundary = _boundaries(message_id, attempt)
-    body: tuple[str, bytes] = (_text_headers("plain", cs, text), text.data)
+    body: _Part = (_text_headers("plain", cs, text), [text.data])
     if html is not None:
-        html_part = (_text_headers("html", cs, html), html.data)
+        html_part: _Part = (_text_headers("html", cs, html), [html.data])
         if related:
             html_part = _multipart(
                 "related",

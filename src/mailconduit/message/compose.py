@@ -187,7 +187,7 @@ def _compose(
             bcc=bcc,
             reply_to=reply_to or tuple(default_reply_to),
             subject=rendered.subject,
-            text_body=rendered.text_body,
+            text_body=rendered.text_body if rendered.text_body is not None else rendered.html_text,
             html_body=rendered.html_body,
             attachments=attachments,
             inline=inline,

@@ -8,9 +8,11 @@ and script, style and head content is dropped.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from html.parser import HTMLParser
 
-__all__ = ["html_to_text"]
+__all__ = ["TextPlan", "html_to_text", "text_plan"]
 
 _PARAGRAPH_TAGS = frozenset(
     {
@@ -162,22 +164,126 @@ class _TextWriter(HTMLParser):
 _ODD_SECTION_RE = re.compile(r"<!\[(?!CDATA\[)")
 
 
-def html_to_text(html: str) -> str:
-    """Convert an HTML document or fragment into readable plain text ending with a newline."""
-    text = ""
+def _convert(html: str, writer_class: type[_TextWriter]) -> tuple[str, _TextWriter | None]:
+    """The joined pieces and the writer that read ``html``, or (``html``, None) when the
+    parser refused every attempt."""
     # The stdlib parser raises AssertionError on some malformed declarations ("<![0");
     # then those markers are read as text instead, first the odd "<![", then any "<!".
     for attempt in (html, _ODD_SECTION_RE.sub("&lt;![", html), html.replace("<!", "&lt;!")):
-        writer = _TextWriter()
+        writer = writer_class()
         try:
             writer.feed(attempt)
             writer.close()
         except AssertionError:
             continue
-        text = "".join(writer.out)
-        break
-    else:
-        text = html
+        return "".join(writer.out), writer if attempt is html else None
+    return html, None
+
+
+def _tidy(text: str) -> str:
     lines = [line.rstrip(" ") for line in text.split("\n")]
     text = _BLANK_LINES_RE.sub("\n\n", "\n".join(lines)).strip("\n")
     return text + "\n" if text else ""
+
+
+def html_to_text(html: str) -> str:
+    """Convert an HTML document or fragment into readable plain text ending with a newline."""
+    return _tidy(_convert(html, _TextWriter)[0])
+
+
+# --------------------------------------------------------------------------- per template
+
+#: One private-use character stands for each substitution while the template is converted.
+_SLOT_BASE = 0xE000
+_MAX_SLOTS = 0xF8FF - _SLOT_BASE
+_SLOT_RE = re.compile("[\ue000-\uf8ff]")
+#: Before a substitution, these would make its value part of a tag or a character reference.
+_UNSAFE_BEFORE_RE = re.compile(r"(?:<|&[^\t\n\f <&;]*)\Z")
+#: A value the conversion could change: empty, or with whitespace it would collapse or strip.
+_UNSAFE_VALUE_RE = re.compile(r"\A(?: |\Z)| \Z|  |[\t\n\r\f\v\xa0]")
+#: Values shown as str() would show them and escaped as text (no ``__html__``).
+_PLAIN_TYPES = frozenset({str, int, float})
+
+
+class _SlotWriter(_TextWriter):
+    """A writer that notes where the slot characters of a template are read: as text (and
+    whether inside a link, whose text decides what is written), or anywhere else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slots_in_text: list[str] = []
+        self.in_link = False
+        self._in_tag = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._in_tag = True  # an image's alt text is an attribute, not text
+        try:
+            super().handle_starttag(tag, attrs)
+        finally:
+            self._in_tag = False
+
+    def handle_data(self, data: str) -> None:
+        if not self._in_tag:
+            slots = _SLOT_RE.findall(data)
+            if slots:
+                self.slots_in_text += slots
+                self.in_link = self.in_link or bool(self._links and not self._skip_depth)
+        super().handle_data(data)
+
+
+@dataclass(frozen=True, slots=True)
+class TextPlan:
+    """The text alternative of an HTML template of plain substitutions, converted once.
+
+    ``pieces`` is the converted text cut at the substitutions that show in it (``shown``,
+    by index; the others fall in dropped parts such as ``<title>``). :meth:`fill` gives
+    exactly what :func:`html_to_text` gives for the HTML rendered with the same values.
+    """
+
+    pieces: tuple[str, ...]
+    shown: tuple[int, ...]
+
+    def fill(self, values: Sequence[object]) -> str | None:
+        """The text for these substitution values (before escaping), or None when a value
+        could read differently in place (markup, whitespace, empty): then convert the HTML."""
+        texts: list[str] = []
+        for value in values:
+            if value.__class__ not in _PLAIN_TYPES:
+                return None
+            texts.append(str(value))
+        pieces = self.pieces
+        out = [pieces[0]]
+        for n, slot in enumerate(self.shown, 1):
+            text = texts[slot]
+            if not text or _UNSAFE_VALUE_RE.search(text):
+                return None
+            out += (text, pieces[n])
+        return "".join(out)
+
+
+def text_plan(literals: Sequence[str]) -> TextPlan | None:
+    """The plan of an HTML template made of ``literals`` with a substitution between each
+    two (escaped as Jinja's autoescape does), or None when the template cannot have one.
+
+    A substitution qualifies when it falls in text outside links, after neither "<" nor
+    an unfinished character reference; otherwise (in a tag, an attribute, a comment...)
+    its value could change what the rest of the HTML means.
+    """
+    count = len(literals) - 1
+    if count > _MAX_SLOTS or any(_SLOT_RE.search(text) for text in literals):
+        return None
+    if any(_UNSAFE_BEFORE_RE.search(text) for text in literals[:-1]):
+        return None
+    slots = [chr(_SLOT_BASE + n) for n in range(count)]
+    html = "".join(part for pair in zip(literals, [*slots, ""], strict=True) for part in pair)
+    joined, writer = _convert(html, _SlotWriter)
+    if not isinstance(writer, _SlotWriter) or writer.in_link:
+        return None
+    if sorted(writer.slots_in_text) != slots:  # each slot read once, as text
+        return None
+    text = _tidy(joined)
+    cut = _SLOT_RE.split(text)
+    shown = tuple(ord(char) - _SLOT_BASE for char in _SLOT_RE.findall(text))
+    if list(shown) != sorted(set(shown)):
+        return None
+    return TextPlan(tuple(cut), shown)

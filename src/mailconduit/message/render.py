@@ -26,6 +26,7 @@ from mailconduit.message.header import check_header_name
 if TYPE_CHECKING:
     from jinja2 import Template, nodes
 
+    from mailconduit.message.htmltext import TextPlan
     from mailconduit.message.sandbox import Sandbox
 
 __all__ = [
@@ -90,6 +91,8 @@ _JINJA_WORDS = frozenset(
     ]
 )
 _NEWLINE_RE = re.compile(r"\r\n|\r|\n")
+#: The characters HTML escaping replaces (markupsafe: & < > ' ").
+_HTML_SPECIAL_RE = re.compile("[&<>'\"]")
 
 
 #: Not frozen: one is built per message, and a frozen dataclass costs ~3 us to build
@@ -109,6 +112,9 @@ class RenderedMessage:
     attachments: tuple[str, ...]
     headers: tuple[tuple[str, str], ...]
     inline: tuple[tuple[str, str], ...] = ()
+    #: Without ``text_body``: the plain-text alternative of ``html_body``, when the
+    #: template could give it without converting the HTML (see :class:`TextPlan`).
+    html_text: str | None = None
 
 
 class _Env:
@@ -139,6 +145,8 @@ class _Field:
         "field",
         "names",
         "parts",
+        "plan",
+        "planned",
         "source",
         "template",
         "tree",
@@ -156,6 +164,8 @@ class _Field:
         self.unsafe: list[str] = []
         self.tree: nodes.Template | None = None
         self.template: Template | None = None
+        self.plan: TextPlan | None = None
+        self.planned = False
         if not any(marker in source for marker in _MARKUP_START):
             self.constant = _jinja_text(source, keep_trailing_newline=env.keep_trailing_newline)
             return
@@ -224,6 +234,38 @@ class _Field:
             raise _TooLarge
         return text
 
+    def text_alternative(self, context: dict[str, Any]) -> str | None:
+        """This HTML field's plain text for ``context`` from a plan made once per template,
+        or None: then the rendered HTML is converted."""
+        if not self.planned:
+            self.planned = True
+            self.plan = self._make_plan()
+        plan = self.plan
+        if plan is None:
+            return None
+        values: list[object] = []
+        for kind, text in self.parts or ():
+            if kind == _NAME:
+                values.append(context.get(text, _MISSING))
+            elif kind == _ROW_KEY:
+                values.append(context["row"].get(text, _MISSING))
+        return plan.fill(values)
+
+    def _make_plan(self) -> TextPlan | None:
+        from mailconduit.message.htmltext import text_plan  # html.parser, when needed
+
+        if self.constant is not None:
+            return text_plan([self.constant])
+        if self.parts is None:
+            return None
+        literals = [""]
+        for kind, text in self.parts:
+            if kind == _LITERAL:
+                literals[-1] += text
+            else:
+                literals.append("")
+        return text_plan(literals)
+
     def _render_jinja(self, context: dict[str, Any], limit: int) -> str:
         if self.template is None:  # a direct field meeting a missing name: Jinja says why
             self._compile()
@@ -236,6 +278,10 @@ class _Field:
                 raise _TooLarge
             out.append(chunk)
         return "".join(out)
+
+
+#: A name the context lacks: not a plain value, so the text is converted from the HTML.
+_MISSING = object()
 
 
 class _TooLarge(Exception):
@@ -351,7 +397,10 @@ def _render_direct(parts: list[tuple[int, str]], context: dict[str, Any], escape
         if value is None:
             continue
         if escape:
-            out.append(str(markupsafe.escape(value)))
+            if value.__class__ is str and _HTML_SPECIAL_RE.search(value) is None:
+                out.append(value)  # what escaping gives, without building a Markup
+            else:
+                out.append(str(markupsafe.escape(value)))
         elif isinstance(value, str):
             out.append(value)
         else:
@@ -507,6 +556,11 @@ class MessageTemplate:
             html_body=(
                 r(self._html, context, row_key, body, escape=True)
                 if self._html is not None
+                else None
+            ),
+            html_text=(
+                self._html.text_alternative(context)
+                if self._html is not None and self._text is None
                 else None
             ),
             attachments=tuple(r(f, context, row_key, line) for f in self._attachments),

