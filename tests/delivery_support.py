@@ -8,6 +8,7 @@ import email
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,18 +47,32 @@ class TimedFaultServer(FaultServer):
     """The fault server, also noting when each command arrived and how many sessions
     were open at once (the peak)."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, hold_dot: int = 0, **options: Any) -> None:
         super().__init__(**options)
         self.heard: list[Heard] = []
         self.open_sessions: set[object] = set()
         self.peak_sessions = 0
+        #: With ``hold_dot=N``, the N-th message's "." is answered only after release():
+        #: a sender is kept busy for as long as a test needs, whatever the machine's load.
+        self._hold_dot = hold_dot
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
 
     def next_fault(self, command: str) -> Any:
         line = ""
         if self.sessions and self.sessions[-1].commands:
             line = self.sessions[-1].commands[-1]
         self.heard.append(Heard(time.monotonic(), command, line))
+        if command == "DOT" and self.count("DOT") + 1 == self._hold_dot:
+            # Blocks the server's loop: meant for one session (concurrency 1).
+            self._released.wait(timeout=120)
         return super().next_fault(command)
+
+    def __exit__(self, *exc: object) -> None:
+        self._released.set()
+        super().__exit__(*exc)
 
     def new_session(self, protocol: Any, peer: Any) -> Any:
         self.open_sessions.add(protocol)

@@ -102,7 +102,7 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
 def test_a_second_home_is_refused_while_the_first_sends_and_takes_the_run_after(
     shared_url: str, other_home: Path, source: Path, home: Path
 ) -> None:
-    with TimedFaultServer(faults=SLOW) as server:
+    with TimedFaultServer(faults=SLOW, hold_dot=2) as server:
         conn = connection_url(server.port)
         proc = start(
             export_args(source, "shared", "--concurrency", "1"),
@@ -110,6 +110,7 @@ def test_a_second_home_is_refused_while_the_first_sends_and_takes_the_run_after(
         )
         try:
             wait_until(lambda: len(server.messages) >= 1, timeout=30, what="the first message")
+            # The second message is held at its "." until the checks below are done.
             lease = Journal(shared_url).lease("shared")
             assert lease is not None and lease.owner.startswith(f"{HOST}:{proc.pid}:")
             assert 0 < lease.seconds_left <= export.LEASE_SECONDS
@@ -123,6 +124,7 @@ def test_a_second_home_is_refused_while_the_first_sends_and_takes_the_run_after(
                 )
                 assert re.search(r"lease on it runs until \d\d:\d\d:\d\d \(in \d+ s\)", line), line
             assert proc.poll() is None, "the first sender had finished: the test proves nothing"
+            server.release()
             out, _ = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
