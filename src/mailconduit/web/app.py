@@ -147,9 +147,10 @@ def create_app(
     )
     app.state.console = state
 
-    from mailconduit.web import pages, rest
+    from mailconduit.web import interface_api, pages, rest
 
     app.include_router(rest.router)
+    app.include_router(interface_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app, state)

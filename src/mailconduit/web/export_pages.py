@@ -26,7 +26,7 @@ from mailconduit.web.uploads import (
 )
 from mailconduit.web.views import NOTICES, FieldErrors, form_data, format_time, new_router, redirect
 
-__all__ = ["EXPORT_FORM_FIELDS", "preview_dicts", "router"]
+__all__ = ["EXPORT_FORM_FIELDS", "export_settings", "preview_dicts", "router"]
 
 router = new_router()
 StateDep = Annotated[Console, Depends(console)]
@@ -79,7 +79,7 @@ _CARRIED = (
 _FIELD_NAMES = set(_CARRIED) | {"file", "files", "source"}
 
 
-def _settings(form: FormData) -> dict[str, Any]:
+def export_settings(form: FormData) -> dict[str, Any]:
     """The non-empty settings of a submitted export form (checkbox as boolean)."""
     data: dict[str, Any] = {}
     for name in _CARRIED:
@@ -187,7 +187,7 @@ def preview_dicts(previews: list[Any]) -> list[dict[str, Any]]:
 @router.post("/exports/new", response_class=HTMLResponse)
 def preview_export(request: Request, state: StateDep, form: FormDep) -> Response:
     """Store the uploaded file, validate the settings and show the first rendered messages."""
-    values = _settings(form)
+    values = export_settings(form)
     file = form.get("file")
     try:
         if isinstance(file, UploadFile) and file.filename:
@@ -219,7 +219,7 @@ def preview_export(request: Request, state: StateDep, form: FormDep) -> Response
 @router.post("/exports/start")
 def start_export(request: Request, state: StateDep, form: FormDep) -> Response:
     """Start sending in the background and go to the run's progress page."""
-    values = _settings(form)
+    values = export_settings(form)
     try:
         run_id = api.start_export(spec_from_web(values))
     except ConfigError as exc:

@@ -12,7 +12,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature
 from starlette.datastructures import FormData
 
-from mailconduit.web import connection_pages, export_pages, inbox_pages, signin, users
+from mailconduit.web import (
+    connection_pages,
+    export_pages,
+    inbox_pages,
+    interface_pages,
+    signin,
+    users,
+)
 from mailconduit.web.app import Console, console
 from mailconduit.web.security import LOGIN_COOKIE, SESSION_COOKIE, safe_next
 from mailconduit.web.views import NOTICES, form_data, new_router, redirect
@@ -189,3 +196,4 @@ def api_docs(request: Request, state: Annotated[Console, Depends(console)]) -> R
 router.include_router(connection_pages.router)
 router.include_router(export_pages.router)
 router.include_router(inbox_pages.router)
+router.include_router(interface_pages.router)
