@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from apscheduler.job import Job
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -26,12 +28,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from mailconduit.db import engine
-from mailconduit.errors import MailconduitError
+from mailconduit.errors import ConfigError, FieldError, MailconduitError
 from mailconduit.interfaces import store
 from mailconduit.interfaces.model import Interface, Schedule
 
 __all__ = [
     "JOBS_TABLE",
+    "MINUTE_ENV",
     "InterfaceScheduler",
     "NextRun",
     "next_runs",
@@ -41,6 +44,7 @@ __all__ = [
 
 log = logging.getLogger("mailconduit.interfaces")
 JOBS_TABLE = "scheduled_jobs"
+MINUTE_ENV = "MAILCONDUIT_SCHEDULE_MINUTE_SECONDS"
 _JOB_PREFIX = "interface:"
 #: How often the scheduler re-reads the interfaces (changes made by another process).
 SYNC_SECONDS = 30.0
@@ -86,6 +90,25 @@ class InterfaceScheduler:
             timezone=UTC,
         )
 
+    @classmethod
+    def from_environment(cls) -> InterfaceScheduler:
+        """The scheduler ``mailconduit serve`` runs; MAILCONDUIT_SCHEDULE_MINUTE_SECONDS
+        shortens its minutes (for tests and demonstrations only)."""
+        text = os.environ.get(MINUTE_ENV, "").strip()
+        try:
+            minute = float(text) if text else 60.0
+        except ValueError:
+            minute = 0.0
+        if not 0 < minute <= 60:
+            raise ConfigError.for_fields(
+                "scheduler", [FieldError(MINUTE_ENV, "must be a number of seconds from 0 to 60")]
+            )
+        return cls(minute_seconds=minute)
+
+    def job(self, name: str) -> Job | None:
+        """The scheduler's job of an interface (None when it has no schedule)."""
+        return self._scheduler.get_job(_JOB_PREFIX + name, jobstore="default")
+
     def start(self) -> None:
         """Start the thread, catch up on missed runs, and follow the interfaces from now on."""
         global _current
@@ -101,21 +124,22 @@ class InterfaceScheduler:
         with _current_lock:
             _current = self
 
-    def stop(self) -> None:
-        """Stop scheduling; runs under way finish in their threads."""
+    def stop(self, *, wait: bool = False) -> None:
+        """Stop scheduling; runs under way finish in their threads (awaited with ``wait``)."""
         global _current
         with _current_lock:
             if _current is self:
                 _current = None
-        self._scheduler.shutdown(wait=False)
+        self._scheduler.shutdown(wait=wait)
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[InterfaceScheduler]:
+    def running(self, *, wait: bool = False) -> Iterator[InterfaceScheduler]:
+        """Started for the block; ``wait``: at its end, wait for runs under way."""
         self.start()
         try:
             yield self
         finally:
-            self.stop()
+            self.stop(wait=wait)
 
     def _fingerprint(self, interface: Interface) -> str:
         return json.dumps([interface.schedule.to_document(), self.minute_seconds], sort_keys=True)
