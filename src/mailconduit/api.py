@@ -50,6 +50,7 @@ __all__ = [
     "list_connections",
     "list_runs",
     "load_interface",
+    "outcomes_by_day",
     "preview",
     "resume",
     "resume_run",
@@ -454,6 +455,31 @@ def list_runs(*, limit: int = 50) -> list[RunInfo]:
     from mailconduit.journal import Journal
 
     return Journal().list_runs(limit=limit)
+
+
+def outcomes_by_day(*, days: int = 30, connection: str | None = None) -> list[tuple[str, int, int]]:
+    """Sent and failed rows per UTC day for the last ``days`` days, oldest first, as
+    (``YYYY-MM-DD``, sent, failed); with ``connection``, only its runs'."""
+    import datetime as dt
+
+    from mailconduit.journal import Journal
+
+    today = int(time.time() // 86400)
+    first = today - days + 1
+    journal = Journal()
+    try:
+        found = journal.outcomes_by_day(since=first * 86400.0, connection=connection)
+    finally:
+        journal.close()
+    counts = {(day, state): n for day, state, n in found}
+    return [
+        (
+            (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat(),
+            counts.get((day, "sent"), 0),
+            counts.get((day, "failed"), 0),
+        )
+        for day in range(first, today + 1)
+    ]
 
 
 def run_report(run_id: str) -> ExportReport:

@@ -19,6 +19,7 @@ from mailconduit.config import (
 )
 from mailconduit.errors import ConfigError, NotFoundError
 from mailconduit.web.app import Console, console
+from mailconduit.web.dashboards import connection_usage
 from mailconduit.web.forms import (
     FIELDS,
     FIELDS_BY_NAME,
@@ -158,6 +159,7 @@ def _detail(
         test=status,
         tested_at=format_time(status.at) if status else "",
         probe=probe,
+        usage=connection_usage(conn.name, conn.daily_cap),
         notice=notice or _notice(request),
     )
 

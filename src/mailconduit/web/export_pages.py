@@ -14,6 +14,7 @@ from starlette.datastructures import FormData, UploadFile
 from mailconduit import api
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
 from mailconduit.web.app import Console, console
+from mailconduit.web.dashboards import run_charts
 from mailconduit.web.exports import spec_from_web
 from mailconduit.web.uploads import (
     attachment_files,
@@ -256,14 +257,18 @@ def run_page(request: Request, state: StateDep, run_id: RunId) -> Response:
     """Live progress while the run goes; per-row results once it ended."""
     context = _run_context(run_id)
     rows: list[Any] = []
+    charts: dict[str, Any] = {}
     if context["final"]:
-        rows = list(itertools.islice(api.run_report(run_id).rows(), ROWS_SHOWN + 1))
+        report = api.run_report(run_id)
+        rows = list(itertools.islice(report.rows(), ROWS_SHOWN + 1))
+        charts = run_charts(context["run"], report.rows())
     notice = NOTICES.get(request.query_params.get("notice", ""), "")
     return state.render(
         request,
         "run.html",
         rows=rows[:ROWS_SHOWN],
         more_rows=len(rows) > ROWS_SHOWN,
+        charts=charts,
         notice=notice,
         **context,
     )

@@ -178,7 +178,9 @@ def logout(request: Request, state: Annotated[Console, Depends(console)]) -> Res
 @router.get("/", response_class=HTMLResponse)
 def main_menu(request: Request, state: Annotated[Console, Depends(console)]) -> Response:
     """The Main Menu: connections, exports, the local inbox, the API."""
-    return state.render(request, "menu.html", notice="")
+    from mailconduit.web.dashboards import menu_context
+
+    return state.render(request, "menu.html", notice="", **menu_context())
 
 
 @router.get("/api-docs", response_class=HTMLResponse)
