@@ -90,3 +90,20 @@ def test_pages_show_charts_of_real_runs(
 
     usage = browser.http.get(f"/connections/{target}").text
     assert 'id="chart-usage"' in usage and "daily cap" in usage
+
+
+def test_connection_page_lists_the_last_tests_results(browser: SignedIn) -> None:
+    from mailconduit.testing import free_port
+
+    with FaultServer() as server:
+        api.create_connection(
+            {"name": "relay", "server_url": "127.0.0.1", "port": server.port, "security": "none",
+             "auth_mechanism": "none", "from_address": "robot@example.com"}
+        )
+        assert api.test_connection("relay").ok
+    api.update_connection("relay", {"port": free_port()})  # nobody listens there now
+    assert not api.test_connection("relay").ok
+    assert [t.ok for t in api.recent_tests("relay")] == [False, True]
+    table = browser.http.get("/connections/relay").text.split('id="recent-tests"')[1]
+    table = table.split("</table>")[0]
+    assert table.index("✗ failed") < table.index("✓ passed")

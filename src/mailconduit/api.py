@@ -52,6 +52,7 @@ __all__ = [
     "load_interface",
     "outcomes_by_day",
     "preview",
+    "recent_tests",
     "resume",
     "resume_run",
     "run_export",
@@ -91,6 +92,13 @@ def list_connections() -> list[tuple[Connection, TestStatus | None]]:
     out += [(c, None) for c in env.values()]
     out += [(c, tests.get(c.name)) for c in store.list_stored() if c.name not in env]
     return out
+
+
+def recent_tests(name: str) -> list[TestStatus]:
+    """The latest Test Connection results of a stored connection, newest first."""
+    from mailconduit.connections import store
+
+    return store.recent_tests(name)
 
 
 def create_connection(data: Mapping[str, Any]) -> Connection:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Integer,
     String,
     Table,
     Text,
@@ -49,6 +50,7 @@ __all__ = [
     "get",
     "last_tests",
     "list_stored",
+    "recent_tests",
     "record_test",
     "update_connection",
 ]
@@ -68,6 +70,19 @@ connections_table = Table(
     Column("last_test_at", DateTime(timezone=True), nullable=True),
     Column("last_test_message", Text, nullable=True),
 )
+
+#: Every Test Connection result, the latest few per connection (the connection page lists them).
+connection_tests_table = Table(
+    "connection_tests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, index=True),
+    Column("ok", Boolean, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("message", Text, nullable=False),
+)
+#: Test results kept per connection.
+KEPT_TESTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +256,7 @@ def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
 def delete_connection(name: str) -> None:
     with engine().begin() as db:
         result = db.execute(delete(connections_table).where(connections_table.c.name == name))
+        db.execute(delete(connection_tests_table).where(connection_tests_table.c.name == name))
     if result.rowcount == 0:
         if env_lookup(name) is not None:
             raise ConfigError.for_fields(
@@ -251,10 +267,41 @@ def delete_connection(name: str) -> None:
 
 
 def record_test(name: str, *, ok: bool, message: str) -> None:
-    """Remember the last Test Connection result (stored connections only)."""
+    """Remember a Test Connection result (stored connections only): the last one on the
+    connection, and the latest :data:`KEPT_TESTS` in its history."""
+    now = _now()
     with engine().begin() as db:
-        db.execute(
+        found = db.execute(
             update(connections_table)
             .where(connections_table.c.name == name)
-            .values(last_test_ok=ok, last_test_at=_now(), last_test_message=message[:2000])
+            .values(last_test_ok=ok, last_test_at=now, last_test_message=message[:2000])
+        ).rowcount
+        if not found:
+            return
+        db.execute(
+            insert(connection_tests_table).values(name=name, ok=ok, at=now, message=message[:2000])
         )
+        kept = (
+            select(connection_tests_table.c.id)
+            .where(connection_tests_table.c.name == name)
+            .order_by(connection_tests_table.c.id.desc())
+            .limit(KEPT_TESTS)
+        )
+        db.execute(
+            delete(connection_tests_table).where(
+                connection_tests_table.c.name == name,
+                connection_tests_table.c.id.not_in(kept.scalar_subquery()),
+            )
+        )
+
+
+def recent_tests(name: str) -> list[TestStatus]:
+    """The latest Test Connection results of a stored connection, newest first."""
+    with engine().connect() as db:
+        rows = db.execute(
+            select(connection_tests_table)
+            .where(connection_tests_table.c.name == name)
+            .order_by(connection_tests_table.c.id.desc())
+            .limit(KEPT_TESTS)
+        ).all()
+    return [TestStatus(bool(r.ok), r.at, r.message) for r in rows]

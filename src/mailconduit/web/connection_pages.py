@@ -160,6 +160,7 @@ def _detail(
         tested_at=format_time(status.at) if status else "",
         probe=probe,
         usage=connection_usage(conn.name, conn.daily_cap),
+        tests=[(t, format_time(t.at)) for t in api.recent_tests(conn.name)],
         notice=notice or _notice(request),
     )
 

@@ -41,7 +41,7 @@ def menu_context() -> dict[str, Any]:
     days = api.outcomes_by_day(days=30)
     failures: list[dict[str, Any]] = []
     for run in api.list_runs(limit=200):
-        failed = run.counts.get("failed", 0)
+        failed = run.counts.get("failed", 0) + run.counts.get("skipped", 0)
         if failed or run.status in ("failed", "aborted"):
             failures.append(
                 {"run_id": run.run_id, "when": format_time(run.updated_at), "failed": failed,
@@ -67,7 +67,8 @@ def menu_context() -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class FailureReason:
-    """One reply that failed rows, how many, and the first of those rows (their seq)."""
+    """One reply (or reason for skipping) shared by rows, how many, and the first of those
+    rows (their seq)."""
 
     reply: str
     count: int
@@ -93,15 +94,18 @@ def run_charts(info: Any, rows: Iterable[Any]) -> dict[str, Any]:
             sent[bucket] += 1
         if row.attempts > 1:
             retried[bucket] += row.attempts - 1
-        if row.state == "failed":
+        if row.state in ("failed", "skipped"):
             reply = " ".join(
                 p for p in (str(row.code) if row.code else "", row.enhanced, row.reply) if p
             ) or "no reply (refused before sending)"
+            if row.state == "skipped":
+                reply = f"skipped: {reply}"
             reasons[reply] += 1
             linked = reason_rows.setdefault(reply, [])
             if len(linked) < LINKED_ROWS:
                 linked.append(int(row.seq))
-    labels = [f"+{round(i * width)}s" for i in range(RUN_BUCKETS)]
+    digits = 0 if width >= 1 else 1 if width >= 0.1 else 2
+    labels = [f"+{i * width:.{digits}f}s" for i in range(RUN_BUCKETS)]
     counts = info.counts
     outcome_parts: list[tuple[str, int, Any]] = [
         ("sent", counts.get("sent", 0), "solid"),
