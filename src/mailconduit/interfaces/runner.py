@@ -53,7 +53,10 @@ def spec_of(interface: Interface, *, run_id: str = "") -> ExportSpec:
     """The export an interface stands for, validated as a one-off export is."""
     data = dict(interface.export)
     if interface.is_query:
-        data["database_url"] = store.database_url(interface.database)
+        try:
+            data["database_url"] = store.database_url(interface.database)
+        except NotFoundError as exc:  # a setting of the interface, not the item asked for
+            raise ConfigError.for_fields("interface", [FieldError("database", exc.message)]) from None
     if run_id:
         data["run_id"] = run_id
     spec = api.export_spec(data)
@@ -68,7 +71,12 @@ def check(interface: Interface) -> ExportSpec:
     """Validate an interface in full: its document (files included) and its export."""
     interface_from_document(interface.to_document())
     if interface.notify.emails:
-        api.get_connection(interface.notify.connection)
+        try:
+            api.get_connection(interface.notify.connection)
+        except NotFoundError as exc:
+            raise ConfigError.for_fields(
+                "interface", [FieldError("notify.connection", exc.message)]
+            ) from None
     return spec_of(interface)
 
 

@@ -225,9 +225,14 @@ def _save(
     try:
         doc = _document(state, form, current)
         saved = service.save_interface(doc, existing=current.name if current else None)
-    except ConfigError as exc:
-        if isinstance(exc, NotFoundError) and exc.kind == "interface":
+    except NotFoundError as exc:
+        if exc.kind == "interface":
             raise
+        errors = FieldErrors(general=[public_text(exc.message)])
+        return _form_page(
+            request, state, values=_form_values(form), current=current, errors=errors, status_code=422
+        )
+    except ConfigError as exc:
         values = _form_values(form)
         return _form_page(
             request, state, values=values, current=current, errors=_errors(exc), status_code=422
