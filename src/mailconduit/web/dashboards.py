@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailconduit import api
-from mailconduit.interfaces import schedule, service
+from mailconduit.interfaces import schedule, store
 from mailconduit.web.charts import Chart, Series, bar_chart, breakdown_chart
 from mailconduit.web.uploads import public_text
 from mailconduit.web.views import format_time
@@ -49,7 +49,7 @@ def menu_context() -> dict[str, Any]:
             )
         if len(failures) >= 5:
             break
-    for entry in service.history(None, limit=50):
+    for entry in store.runs_of(None, limit=50):
         if entry.error and len(failures) < 10:
             failures.append(
                 {"run_id": "", "when": format_time(entry.started_at), "failed": 0,

@@ -249,14 +249,11 @@ def _save(
 def interfaces(request: Request, state: StateDep) -> Response:
     """Every interface with its schedule, next and last run; database connections; import."""
     nexts = {n.interface: n.at for n in schedule.next_runs(limit=10_000)}
-    last: dict[str, service.HistoryEntry] = {}
-    for entry in service.history(None, limit=500):
-        last.setdefault(entry.interface, entry)
     items = [
         {
             "interface": i,
             "next": format_time(nexts.get(i.name)),
-            "last": last.get(i.name),
+            "last": next(iter(service.history(i.name, limit=1)), None),
             "source": "SQL query" if i.is_query else "file",
         }
         for i in store.list_interfaces()
