@@ -311,7 +311,10 @@ def interface_page(request: Request, state: StateDep, name: InterfaceName) -> Re
         document=service.interface_to_yaml(web_document(interface)),
         problem=public_text(runner.problem(interface)),
         next_run=format_time(nexts.get(name)),
-        history=[(h, format_time(h.started_at)) for h in service.history(name, limit=100)],
+        history=[
+            (h, format_time(h.started_at), public_text(h.error or (h.run.message if h.run else "")))
+            for h in service.history(name, limit=100)
+        ],
         notice=_notice(request),
     )
 
