@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from serve_support import create_user, poll, serve_env, serving
 from test_browser import CHROMIUM, CHROMIUM_ARGS, REPO, TIMEOUT_MS, free_port
 
 pytestmark = pytest.mark.browser
@@ -38,14 +35,6 @@ class Served:
     data: Path
 
 
-def poll(condition: object, pause: float = 0.2) -> None:
-    """Wait until ``condition()`` holds (the test's timeout is the only limit)."""
-    done = threading.Event()
-    while not done.wait(pause):
-        if condition():  # type: ignore[operator]
-            done.set()
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     if not os.access(CHROMIUM, os.X_OK):
@@ -53,45 +42,15 @@ def served(tmp_path: Path) -> Iterator[Served]:
     home, data = tmp_path / "serve-home", tmp_path / "data"
     home.mkdir()
     data.mkdir()
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MAILCONDUIT_")},
-        "MAILCONDUIT_HOME": str(home),
-        "MAILCONDUIT_SINK_PORT": str(free_port()),
-        "MAILCONDUIT_DATA_DIRS": str(data),
-        "MAILCONDUIT_SCHEDULE_MINUTE_SECONDS": "2",
-    }
-    created = subprocess.run(
-        [sys.executable, "-m", "mailconduit", "users", "create", ADMIN, "--password-stdin"],
-        input=ADMIN_PASSWORD + "\n", env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mailconduit", "serve", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            pytest.fail("mailconduit serve stopped: " + (home / "serve.log").read_text())
-        try:
-            return httpx.get(url + "/login", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        poll(up, 0.1)
+    env = serve_env(
+        home,
+        MAILCONDUIT_SINK_PORT=str(free_port()),
+        MAILCONDUIT_DATA_DIRS=str(data),
+        MAILCONDUIT_SCHEDULE_MINUTE_SECONDS="2",
+    )
+    create_user(env, ADMIN, ADMIN_PASSWORD)
+    with serving(env) as url:
         yield Served(url, home, data)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
 
 
 def test_interfaces_scheduled_twice_failure_notified_and_charts(

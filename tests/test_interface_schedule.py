@@ -134,3 +134,38 @@ def test_next_runs_without_a_running_scheduler(source: Path) -> None:
     service.save_interface(document(source, cron="0 6 * * *", timezone="UTC"))
     (upcoming,) = schedule.next_runs()
     assert upcoming.interface == "ticker" and upcoming.at.hour == 6 and upcoming.at.minute == 0
+
+
+def test_a_schedule_goes_on_across_a_restart_of_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As an operator sees it: runs by the schedule, none while 'serve' is stopped, one made
+    up as soon as it is back, and never a message twice."""
+    from serve_support import poll, serve_env, serving
+
+    home, folder = tmp_path / "serve-home", tmp_path / "serve-data"
+    home.mkdir()
+    folder.mkdir()
+    env = serve_env(
+        home,
+        MAILCONDUIT_SINK_PORT=str(use_free_sink_port(monkeypatch)),
+        MAILCONDUIT_DATA_DIRS=str(folder),
+        MAILCONDUIT_SCHEDULE_MINUTE_SECONDS="2",
+    )
+    monkeypatch.setenv("MAILCONDUIT_HOME", str(home))  # this process reads the same store
+    monkeypatch.setenv(DATA_DIRS_ENV, str(folder))
+    source = write_csv(folder / "people.csv", ROWS)
+    service.save_interface(document(source, every_minutes=1))
+    with serving(env):
+        poll(lambda: len(finished_runs()) >= 1)
+    before = {h.run_id for h in service.history("ticker")}
+    stopped = time.time()
+    poll(lambda: time.time() > stopped + 5)  # two or three runs fall due meanwhile
+    assert {h.run_id for h in service.history("ticker")} == before
+    restarted = time.time()
+    with serving(env):
+        poll(lambda: any(h.started_at >= restarted for h in finished_runs()))
+    made_up = [h for h in service.history("ticker") if h.run_id not in before]
+    assert made_up and {h.trigger for h in made_up} == {"schedule"}
+    ids = [m.header("Message-ID") for m in sink_messages()]
+    assert len(ids) == len(set(ids)), "a message went out twice"
