@@ -60,9 +60,7 @@ def load_connections(text: str, *, fmt: str | None = None, replace: bool = False
         try:
             store.get(label)
             exists = True
-        except NotFoundError:
-            pass
-        except ConfigError:
+        except (NotFoundError, ConfigError):
             pass
         if exists and not replace:
             problems.append(
