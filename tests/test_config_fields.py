@@ -173,3 +173,16 @@ def test_rest_run_model_is_the_run_info() -> None:
                    fingerprint="")  # fmt: skip
     assert set(RunOut.model_fields) == set(info.to_dict()) | {"done"}
     assert set(info.to_dict()) <= fields
+
+
+def test_a_sandbox_violation_has_its_own_type() -> None:
+    """The pre-send check keeps a sandbox violation by its type, not by its message's words."""
+    from mailconduit.errors import RenderError, TemplateSandboxError
+    from mailconduit.message.render import MessageTemplate
+
+    template = MessageTemplate(to="a@example.com", subject="{{ name|attr(amount) }}")
+    template.check(["name", "amount"])
+    with pytest.raises(TemplateSandboxError) as caught:
+        template.check_render({"name": "Ann", "amount": "__class__"})
+    assert isinstance(caught.value, RenderError) and caught.value.template == "subject"
+    template.check_render({"name": "Ann", "amount": "upper"})  # no violation: no error

@@ -32,6 +32,7 @@ __all__ = [
     "RunAbortedError",
     "SMTPError",
     "SourceError",
+    "TemplateSandboxError",
     "ThrottledError",
     "TransientSMTPError",
     "__version__",
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
         RunAbortedError,
         SMTPError,
         SourceError,
+        TemplateSandboxError,
         ThrottledError,
         TransientSMTPError,
     )

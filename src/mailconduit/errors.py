@@ -25,6 +25,7 @@ __all__ = [
     "RunAbortedError",
     "SMTPError",
     "SourceError",
+    "TemplateSandboxError",
     "ThrottledError",
     "TransientSMTPError",
 ]
@@ -147,6 +148,10 @@ class RenderError(RowError):
     def __str__(self) -> str:
         where = f"template {self.template}: " if self.template else ""
         return f"{where}{self.message}"
+
+
+class TemplateSandboxError(RenderError):
+    """A template reached for what the sandbox forbids (``x.__class__``): refused before sending."""
 
 
 class AddressError(RowError):
