@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 import mailconduit
 from mailconduit.airflow.hooks import MailconduitHook
 from mailconduit.airflow.mapping import jinja_literal, run_id_for
-from mailconduit.config import ExportSpec
+from mailconduit.config.export import ExportSpec
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError, SourceError
 
 __all__ = ["MailconduitExportOperator"]

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from mailconduit import api
-from mailconduit.config import Connection
+from mailconduit.config.connection import Connection
 from mailconduit.errors import ConfigError, FieldError
 
 app = typer.Typer(
