@@ -410,6 +410,18 @@ def _read_server(
             values["server_url"] = server_url
         except ValueError as exc:
             err("server_url", str(exc))
+    _read_port(data, values, scheme, url_port, err)
+    return scheme, host
+
+
+def _read_port(
+    data: Mapping[str, Any],
+    values: dict[str, Any],
+    scheme: str,
+    url_port: int | None,
+    err: FieldErrors,
+) -> None:
+    """The port as given, else from the URL (or 465 for smtps://), and whether it fits the scheme."""
     port = values.get("port")
     if data.get("port") in (None, ""):
         if url_port is not None:
@@ -418,25 +430,25 @@ def _read_server(
             port = values["port"] = 465
         elif not err.names("port"):
             err("port", "is required")
-    if port is not None:
-        if not 1 <= port <= 65535:
-            err("port", f"{port} is outside 1-65535")
-            port = None
-        elif url_port is not None and url_port != port:
-            err("port", f"{port} differs from the port {url_port} in server_url")
-    if port is not None and scheme == "smtps" and port in (25, 587):
+    if port is None:
+        return
+    if not 1 <= port <= 65535:
+        err("port", f"{port} is outside 1-65535")
+        return
+    if url_port is not None and url_port != port:
+        err("port", f"{port} differs from the port {url_port} in server_url")
+    if scheme == "smtps" and port in (25, 587):
         err(
             "server_url",
             f"smtps:// means implicit TLS, but port {port} is a STARTTLS port; "
             "use smtp:// with security starttls, or port 465",
         )
-    if port is not None and scheme == "smtp" and port == 465:
+    if scheme == "smtp" and port == 465:
         err(
             "server_url",
             "port 465 expects implicit TLS from the first byte; use smtps:// "
             "(security tls) or port 587 for STARTTLS",
         )
-    return scheme, host
 
 
 def _check_timeout(values: dict[str, Any], err: FieldErrors) -> None:
