@@ -186,3 +186,22 @@ def test_a_sandbox_violation_has_its_own_type() -> None:
         template.check_render({"name": "Ann", "amount": "__class__"})
     assert isinstance(caught.value, RenderError) and caught.value.template == "subject"
     template.check_render({"name": "Ann", "amount": "upper"})  # no violation: no error
+
+
+def test_a_stored_connection_loads_the_same() -> None:
+    """A connection as the store and export files hold it (every field as text or JSON value)
+    comes back field for field."""
+    stored = {
+        "name": "office", "server_url": "smtp.example.com", "port": 587,
+        "username": "me@example.com", "password": "s3cret", "is_active": True, "agent": "local",
+        "implementation_type": "default", "is_source": False, "is_target": True,
+        "timeout_ms": 30000, "query": "", "datetime_format": "", "use_ssl": True,
+        "use_html_body": False, "security": "starttls", "from_address": "", "from_name": "",
+        "reply_to": "", "verify_tls": True, "ca_file": "", "ehlo_hostname": "",
+        "auth_mechanism": "auto", "allow_insecure_auth": False, "concurrency": 4,
+        "rate_per_second": 0.0, "rate_per_minute": 0.0, "rate_per_hour": 0.0, "daily_cap": 0,
+        "messages_per_connection": 0,
+    }  # fmt: skip
+    conn = validate_connection(stored)
+    assert conn.storable_dict(include_password=True) == stored
+    assert json.loads(json.dumps(conn.public_dict()))["security"] == "starttls"
