@@ -751,7 +751,7 @@ async def execute(
     on once it is written. ``handle_signals`` is for the CLI alone: SIGINT/SIGTERM stop it.
     """
     if spec.dry_run is not None:
-        return await _off_loop(functools.partial(_dry_run, spec, conn, spec.dry_run))
+        return await _off_loop(functools.partial(_dry_run, spec, conn, Path(spec.dry_run)))
     run_id = resume_of or spec.run_id or new_run_id()
     if not spec.journal:
         return await _execute(spec, conn, run_id, None, progress=progress, handle_signals=handle_signals,
