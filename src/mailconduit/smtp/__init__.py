@@ -6,19 +6,17 @@ the email package, which an export does not load.
 
 from __future__ import annotations
 
-from mailconduit.smtp.client import (
+from mailconduit.smtp.client import SMTPSession, Stage
+from mailconduit.smtp.envelope import Envelope, MessageSource
+from mailconduit.smtp.esmtp import Capabilities
+from mailconduit.smtp.outcome import (
     DeliveryStatus,
-    Envelope,
-    MessageSource,
     RecipientResult,
     RecipientStatus,
     SendOutcome,
-    SMTPSession,
-    Stage,
     StreamEnd,
     StreamResult,
 )
-from mailconduit.smtp.esmtp import Capabilities
 from mailconduit.smtp.replies import Reply, ReplyAction, classify
 from mailconduit.smtp.tls import CertificateInfo, TLSInfo
 from mailconduit.smtp.transcript import Transcript
@@ -42,4 +40,3 @@ __all__ = [
     "Transcript",
     "classify",
 ]
-

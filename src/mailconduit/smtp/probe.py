@@ -27,7 +27,8 @@ from mailconduit.errors import (
     NetworkPolicyError,
     SMTPError,
 )
-from mailconduit.smtp.client import AddressPolicy, SMTPSession, Stage
+from mailconduit.smtp.client import SMTPSession, Stage
+from mailconduit.smtp.connect import AddressPolicy
 from mailconduit.smtp.esmtp import Capabilities
 from mailconduit.smtp.replies import MalformedReplyError, ReplyParser
 from mailconduit.smtp.tls import (
