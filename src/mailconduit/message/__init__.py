@@ -23,6 +23,7 @@ from mailconduit.message.render import (
     TABLE_MODE_NAMES,
     MessageTemplate,
     RenderedMessage,
+    SandboxViolationError,
 )
 from mailconduit.message.transfer import normalise_text
 
@@ -37,6 +38,7 @@ __all__ = [
     "MessageTemplate",
     "OutputCharset",
     "RenderedMessage",
+    "SandboxViolationError",
     "build_message",
     "compose_message",
     "csv_bytes",
