@@ -210,8 +210,7 @@ class SMTPSession:
             reply = await self._command(b"STARTTLS\r\n", "STARTTLS")
             if reply.code != 220:
                 raise self._setup_error(reply, "STARTTLS")
-            protocol = self._require_protocol()
-            if protocol.unclaimed or protocol.parser.has_partial:
+            if self._require_protocol().has_unread_input:
                 raise PermanentSMTPError(
                     0,
                     "the server sent data after agreeing to STARTTLS (possible injection); "
@@ -712,7 +711,9 @@ class SMTPSession:
                 for part in parts[start:]:
                     transcript.client(part.decode("utf-8", "replace").rstrip("\r\n"))
         protocol.expect_all(expected)
-        transport.writelines(parts)  # one writev: the content is not copied into a joined buffer
+        # One writev, so the content is not copied into a joined buffer.
+        # Receipt (bench/RESULTS.md, invoice): with one MIME join, 5 → 3 copies of 138 KB.
+        transport.writelines(parts)
 
     def _mail_line(self, envelope: Envelope, size: int) -> bytes:
         caps = self.capabilities

@@ -128,6 +128,11 @@ class ReplyStream(asyncio.Protocol):
             self.timer = None
 
     # our side ---------------------------------------------------------------------
+    @property
+    def has_unread_input(self) -> bool:
+        """The server sent bytes nobody asked for yet: a reply unclaimed, or part of one."""
+        return bool(self.unclaimed) or self.parser.has_partial
+
     def expect_reply(self, callback: ReplyCallback, timeout: float, label: str) -> None:
         """Register who gets the next reply not yet claimed, and how long it may take."""
         if self.error is not None:

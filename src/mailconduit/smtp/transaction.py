@@ -8,7 +8,7 @@ reply to DATA arrived, and the transaction ended; the session decides what follo
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Protocol
 
 from mailconduit.errors import SMTPError, TransientSMTPError
 from mailconduit.smtp.envelope import Envelope
@@ -96,9 +96,6 @@ class Transaction:
         return self.wire if self.accepted else b".\r\n"
 
 
-_ACCEPTED: Final = RecipientStatus.ACCEPTED
-
-
 def recipient_results(txn: Transaction) -> tuple[RecipientResult, ...]:
     """Each recipient's answer. After a refused MAIL the RCPT replies (503, bad sequence)
     mean nothing: every recipient then shares the MAIL reply's fate."""
@@ -110,14 +107,8 @@ def recipient_results(txn: Transaction) -> tuple[RecipientResult, ...]:
             for address in txn.envelope.recipients
         )
     replies = txn.rcpt_replies
-    recipients = txn.envelope.recipients
-    if len(recipients) == 1 and len(replies) == 1 and 200 <= replies[0].code < 300:
-        reply = replies[0]  # the usual case: one recipient, accepted
-        return (
-            RecipientResult(recipients[0], _ACCEPTED, reply.code, reply.enhanced, reply.message),
-        )
     results = []
-    for index, address in enumerate(recipients):
+    for index, address in enumerate(txn.envelope.recipients):
         if index < len(replies):
             reply = replies[index]
             code = reply.code
