@@ -1,5 +1,9 @@
 """The only part of mailconduit that talks SMTP: sessions, replies and Test Connection.
 
+:class:`SMTPSession` (in ``client``) is the one client class; the modules beside it are
+the pure steps it uses (``connect``, ``protocol``, ``transaction``, ``esmtp``, ``replies``,
+``auth``, ``tls``) and its inputs and outputs (``envelope``, ``outcome``).
+
 Test Connection lives in :mod:`mailconduit.smtp.probe` (import it from there): it needs
 the email package, which an export does not load.
 """

@@ -6,8 +6,14 @@ ESMTP PIPELINING across transactions, so a busy session costs one round trip per
 message (the previous message's content and "." travel in the same write as the next
 MAIL/RCPT/DATA group; RFC 2920 section 3.1 allows the content to start a group).
 
-Errors from the socket, TLS and the server are translated here, at one boundary, into
-``mailconduit.errors``. What they mean for a caller that opens a session:
+The session is the one class; the steps it is made of are pure helpers beside it:
+:mod:`~mailconduit.smtp.connect` (DNS, TCP, TLS), :mod:`~mailconduit.smtp.protocol`
+(bytes to replies, timeouts), :mod:`~mailconduit.smtp.transaction` (one message's
+replies and its outcome), :mod:`~mailconduit.smtp.envelope` and
+:mod:`~mailconduit.smtp.outcome` (what goes in and what comes out).
+
+Errors from the socket, TLS and the server become ``mailconduit.errors`` inside this
+package and nowhere else. What they mean for a caller that opens a session:
 
 * ``TransientSMTPError`` (and ``ThrottledError``): try again later (timeouts, refused
   TCP connections, 4xx greetings, drops);
