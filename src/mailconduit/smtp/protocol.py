@@ -9,16 +9,13 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import Final, cast
+from typing import cast
 
 from mailconduit.errors import SMTPError, ThrottledError, TransientSMTPError
 from mailconduit.smtp.replies import MalformedReplyError, Reply, ReplyParser
 from mailconduit.smtp.transcript import Transcript
 
-__all__ = ["READ_SIZE", "ReplyCallback", "ReplyStream", "future_callback"]
-
-#: Bytes asked of the kernel per read (the default 256 KiB buffer costs allocator churn).
-READ_SIZE: Final = 65536
+__all__ = ["ReplyCallback", "ReplyStream", "future_callback"]
 
 #: Who gets one reply: called with the reply, or with None and the error that ended the session.
 ReplyCallback = Callable[[Reply | None, SMTPError | None], None]
@@ -77,10 +74,7 @@ class ReplyStream(asyncio.Protocol):
     # asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they have its methods.
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        if getattr(transport, "max_size", 0) > READ_SIZE:
-            transport.max_size = READ_SIZE  # type: ignore[attr-defined]
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.error is not None:
