@@ -23,7 +23,6 @@ from mailconduit.message.render import (
     TABLE_MODE_NAMES,
     MessageTemplate,
     RenderedMessage,
-    SandboxViolationError,
 )
 from mailconduit.message.transfer import normalise_text
 
@@ -38,7 +37,6 @@ __all__ = [
     "MessageTemplate",
     "OutputCharset",
     "RenderedMessage",
-    "SandboxViolationError",
     "build_message",
     "compose_message",
     "csv_bytes",

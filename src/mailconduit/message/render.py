@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import markupsafe
 
-from mailconduit.errors import RenderError, RowError
+from mailconduit.errors import RenderError, RowError, TemplateSandboxError
 from mailconduit.message.header import check_header_name
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ __all__ = [
     "TABLE_MODE_NAMES",
     "MessageTemplate",
     "RenderedMessage",
-    "SandboxViolationError",
 ]
 
 #: Names a template may use besides the columns, per export mode.
@@ -94,10 +93,6 @@ _JINJA_WORDS = frozenset(
 _NEWLINE_RE = re.compile(r"\r\n|\r|\n")
 #: The characters HTML escaping replaces (markupsafe: & < > ' ").
 _HTML_SPECIAL_RE = re.compile("[&<>'\"]")
-
-
-class SandboxViolationError(RenderError):
-    """A template reached for something the sandbox forbids: wrong for every row, not one."""
 
 
 @dataclass(slots=True)  # not frozen: see mailconduit.smtp.envelope's docstring
@@ -509,7 +504,7 @@ class MessageTemplate:
         allowed = known | set(provided) | self._global_names
         for field in self._fields():
             if field.unsafe:
-                raise SandboxViolationError(
+                raise TemplateSandboxError(
                     f"sandbox violation: access to {field.unsafe[0]!r} is not allowed in templates",
                     template=field.field,
                 )
@@ -528,7 +523,7 @@ class MessageTemplate:
         """
         try:
             self.render(sample_row, row_key="sample", extras=extras)
-        except SandboxViolationError:
+        except TemplateSandboxError:
             raise
         except RowError:
             pass
@@ -604,7 +599,7 @@ def _render_error(exc: Exception, field: str, row_key: str) -> RenderError:
     """The row's error for what a template raised (Jinja's errors only if Jinja is loaded)."""
     jinja = sys.modules.get("jinja2.exceptions")
     if jinja is not None and isinstance(exc, jinja.SecurityError):
-        return SandboxViolationError(f"sandbox violation: {exc}", row_key=row_key, template=field)
+        return TemplateSandboxError(f"sandbox violation: {exc}", row_key=row_key, template=field)
     if jinja is not None and isinstance(exc, jinja.UndefinedError):
         message = str(exc)
         found = _UNDEFINED_NAME_RE.match(message) or _MISSING_KEY_RE.match(message)
