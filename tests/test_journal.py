@@ -13,9 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailconduit import api
-from mailconduit.delivery.ratelimit import DailyUsage
 from mailconduit.errors import ConfigError, NotFoundError
-from mailconduit.journal import Journal, RowState
+from mailconduit.journal import DailyUsage, Journal, RowState
 from mailconduit.testing import SmtpSink
 
 

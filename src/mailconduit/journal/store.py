@@ -11,6 +11,7 @@ SQLite and PostgreSQL (``INSERT ... ON CONFLICT DO UPDATE``). A run's lease
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import os
 import re
@@ -19,33 +20,58 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Self
 
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import database_url
 
-if TYPE_CHECKING:
-    from mailconduit.delivery.ratelimit import DailyUsage
-
 __all__ = [
     "FINAL_STATES",
+    "DailyUsage",
     "Journal",
     "Lease",
     "RowState",
+    "RowStatus",
     "RunInfo",
+    "RunStatus",
 ]
 
-#: States a row can be in. ``claimed``: handed to a session, outcome not yet known.
-CLAIMED, SENT, FAILED, SKIPPED, UNCERTAIN, RETRY = (
-    "claimed",
-    "sent",
-    "failed",
-    "skipped",
-    "uncertain",
-    "retry",
-)
-FINAL_STATES = frozenset({SENT, FAILED, SKIPPED})
-RUN_STATES = ("running", "finished", "paused", "interrupted", "aborted", "failed")
+
+class RowStatus(enum.StrEnum):
+    """A row's state; the value is what the journal stores."""
+
+    CLAIMED = "claimed"  # handed to a session, outcome not yet known
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"
+    RETRY = "retry"
+    #: Never stored: done by an earlier attempt of the run, so not sent again.
+    RESUMED = "resumed"
+    #: Never stored: a dry run wrote the message to a file.
+    WRITTEN = "written"
+
+
+class RunStatus(enum.StrEnum):
+    """A run's state; the value is what the journal stores."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    PAUSED = "paused"
+    INTERRUPTED = "interrupted"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+FINAL_STATES = frozenset({RowStatus.SENT, RowStatus.FAILED, RowStatus.SKIPPED})
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """How many sends the daily cap has counted on one UTC calendar day."""
+
+    day: dt.date
+    count: int
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS runs (
@@ -146,7 +172,7 @@ class RowState:
     row_key: str
     seq: int
     row_number: int
-    state: str
+    state: RowStatus
     attempts: int = 0
     recipients: tuple[str, ...] = ()
     message_id: str = ""
@@ -197,7 +223,7 @@ class RunInfo:
     """A run's header and its row counts by state."""
 
     run_id: str
-    status: str
+    status: RunStatus
     connection: str
     mode: str
     created_at: float
@@ -241,7 +267,7 @@ def _row_from_db(r: Sequence[Any]) -> RowState:
         row_key=row_key,
         seq=seq,
         row_number=row_number,
-        state=state,
+        state=RowStatus(state),
         attempts=attempts,
         recipients=tuple(json.loads(recipients)),
         message_id=message_id,
@@ -403,7 +429,14 @@ class Journal:
                 cur = self._conn.execute(self._sql(sql), params)
             return int(cur.rowcount or 0)
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Close the store connection; the journal cannot be used after."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -450,7 +483,8 @@ class Journal:
             )
             unrecorded = claimed_seq - int(recorded)
             if unrecorded > 0:  # claimed, outcome never written: fate unknown
-                by_state[CLAIMED] = by_state.get(CLAIMED, 0) + unrecorded
+                claimed = RowStatus.CLAIMED.value
+                by_state[claimed] = by_state.get(claimed, 0) + unrecorded
         return self._info(rows[0], by_state)
 
     def list_runs(self, *, limit: int = 50) -> list[RunInfo]:
@@ -485,7 +519,7 @@ class Journal:
         ) = r
         return RunInfo(
             run_id=run_id,
-            status=status,
+            status=RunStatus(status),
             connection=connection,
             mode=mode,
             created_at=created,
@@ -502,7 +536,7 @@ class Journal:
     def set_status(
         self,
         run_id: str,
-        status: str,
+        status: RunStatus,
         *,
         message: str = "",
         total: int | None = None,
@@ -551,12 +585,12 @@ class Journal:
             (seq, run_id, seq),
         )
 
-    def states(self, run_id: str) -> dict[str, tuple[str, int]]:
+    def states(self, run_id: str) -> dict[str, tuple[RowStatus, int]]:
         """row_key → (state, attempts) for every journaled row of the run."""
         rows = self._query(
             "SELECT row_key, state, attempts FROM run_rows WHERE run_id = ?", (run_id,)
         )
-        return {k: (s, a) for k, s, a in rows}
+        return {k: (RowStatus(s), a) for k, s, a in rows}
 
     def partial_rows(self, run_id: str) -> dict[str, RowState]:
         """row_key → entry, for the rows of the run that still owe their message to only
@@ -641,8 +675,6 @@ class Journal:
 
     def daily_usage(self, connection: str) -> DailyUsage | None:
         """Messages counted against the connection's daily cap on the stored day."""
-        from mailconduit.delivery.ratelimit import DailyUsage
-
         rows = self._query("SELECT day, count FROM daily_usage WHERE connection = ?", (connection,))
         if not rows:
             return None
