@@ -26,27 +26,26 @@ def check_connection(conn: Connection, *, sending: bool) -> None:
         return
     name = conn.name
     if not conn.is_active:
-        raise ConfigError.for_fields(
-            "export",
-            [FieldError("connection", f"{name!r} is inactive; activate it with "
-                        f"'mailconduit connections edit {name} --active'")],
-        )  # fmt: skip
-    if not conn.is_target:
-        raise ConfigError.for_fields(
-            "export",
-            [FieldError("connection", f"{name!r} is not a target; enable it with "
-                        f"'mailconduit connections edit {name} --target'")],
-        )  # fmt: skip
-    if conn.implementation_type is ImplementationType.CELERY:
-        raise ConfigError.for_fields(
-            "export",
-            [FieldError("connection", f"{name!r} runs on Celery workers (queue {conn.agent!r}), which "
-                        "this version cannot dispatch to yet; set --implementation-type default "
-                        "to run it here")],
-        )  # fmt: skip
+        problem = (
+            f"{name!r} is inactive; activate it with 'mailconduit connections edit {name} --active'"
+        )
+    elif not conn.is_target:
+        problem = (
+            f"{name!r} is not a target; enable it with "
+            f"'mailconduit connections edit {name} --target'"
+        )
+    elif conn.implementation_type is ImplementationType.CELERY:
+        problem = (
+            f"{name!r} runs on Celery workers (queue {conn.agent!r}), which this version cannot "
+            "dispatch to yet; set --implementation-type default to run it here"
+        )
+    else:
+        return
+    raise ConfigError.for_fields("export", [FieldError("connection", problem)])
 
 
 def template_error(exc: RenderError, source: str) -> ConfigError:
+    """A template problem as the one-line error of the export, naming where it is."""
     where = f"template {exc.template}" if exc.template else "template"
     column = f", column {exc.column!r}" if exc.column else ""
     return ConfigError.for_fields(

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from mailconduit.config import ExportMode
+from mailconduit.delivery.feed import Job
 from mailconduit.delivery.prepare import Prepared
-from mailconduit.delivery.runner import Job
 from mailconduit.delivery.units import Unit, skipped, units
 from mailconduit.errors import RowError
 from mailconduit.journal import FINAL_STATES, RowState, RowStatus
