@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from mailconduit.delivery.outcome import Outcome, outcome_of
 from mailconduit.journal import RowState, RowStatus
-from mailconduit.journal.store import _json_strings
+from mailconduit.journal.records import _json_strings
 from mailconduit.smtp import DeliveryStatus, Envelope, RecipientStatus, SendOutcome
 from mailconduit.smtp.client import RecipientResult
 

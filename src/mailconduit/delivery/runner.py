@@ -82,7 +82,7 @@ class _Counters:
 
 @dataclass
 class Runner:
-    """Runs one export's delivery; built by :mod:`mailconduit.delivery.export`."""
+    """Runs one export's delivery; built by :mod:`mailconduit.delivery.execution`."""
 
     run_id: str
     spec: ExportSpec
