@@ -60,7 +60,7 @@ class DailyUsage:
 
 
 #: Not frozen: one is built per message, and a frozen dataclass sets each field through
-#: object.__setattr__. Measured: 2.5 us against 10 us frozen (bench/delivery_bench.py).
+#: object.__setattr__. Measured: 1.0-2.5 us against 6-10 us frozen (bench/delivery_bench.py, load 10-16).
 #: Treat it as read-only all the same (so are the runner's Job and Outcome, for this reason).
 @dataclass(slots=True)
 class RowState:
@@ -111,7 +111,7 @@ _JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*').fullmatch
 def _json_strings(items: tuple[str, ...]) -> str:
     """``json.dumps(list(items))``, with a shortcut for the usual one plain address.
 
-    Measured: 1.6 us against 9.8 us for json.dumps (bench/delivery_bench.py).
+    Measured: 1.0-1.6 us against 4.6-9.8 us for json.dumps (bench/delivery_bench.py).
     """
     if len(items) == 1 and _JSON_PLAIN(items[0]):
         return f'["{items[0]}"]'
