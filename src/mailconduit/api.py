@@ -442,13 +442,15 @@ def preview(spec: ExportSpec, *, limit: int = 3) -> list[Any]:
 def get_run(run_id: str) -> RunInfo:
     from mailconduit.journal import Journal
 
-    return Journal().get_run(run_id)
+    with Journal() as journal:
+        return journal.get_run(run_id)
 
 
 def list_runs(*, limit: int = 50) -> list[RunInfo]:
     from mailconduit.journal import Journal
 
-    return Journal().list_runs(limit=limit)
+    with Journal() as journal:
+        return journal.list_runs(limit=limit)
 
 
 def run_report(run_id: str) -> ExportReport:
@@ -501,12 +503,12 @@ def _start_background(run_id: str, target: Any) -> str:
     # Wait until the run exists in the journal (or failed before), so callers can poll it.
     from mailconduit.journal import Journal
 
-    journal = Journal()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not started.is_set():
-        if journal.run_exists(run_id):
-            return run_id
-        time.sleep(0.02)
+    with Journal() as journal:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not started.is_set():
+            if journal.run_exists(run_id):
+                return run_id
+            time.sleep(0.02)
     if errors:
         raise errors[0]
     return run_id
