@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailconduit.accounts import users
 from mailconduit.config import (
     CONNECTION_FIELDS,
     TEXT_LIMITS,
@@ -16,7 +17,6 @@ from mailconduit.config import (
     validate_export_spec,
 )
 from mailconduit.errors import ConfigError
-from mailconduit.web import users
 
 CONNECTION = {
     "name": "relay",

@@ -14,14 +14,14 @@ import httpx
 import pytest
 
 from mailconduit import api
+from mailconduit.accounts import users
+from mailconduit.accounts.signin import ADDRESS_FAILURES_ALLOWED
 from mailconduit.config import TEXT_LIMITS, validate_connection
 from mailconduit.errors import ConfigError
 from mailconduit.netpolicy import NetworkPolicy
 from mailconduit.sink import ensure_running
 from mailconduit.testing import BannerService
-from mailconduit.web import users
 from mailconduit.web.rest import ConnectionOut
-from mailconduit.web.signin import ADDRESS_FAILURES_ALLOWED
 from webconsole import (
     ADMIN,
     ADMIN_PASSWORD,

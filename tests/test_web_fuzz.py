@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailconduit.web import users
+from mailconduit.accounts import users
 from mailconduit.web.app import create_app
 from webconsole import Console, running_console
 

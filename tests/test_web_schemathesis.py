@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from mailconduit import netpolicy
+from mailconduit.accounts import users
 from mailconduit.netpolicy import NetworkPolicy
-from mailconduit.web import users
 from mailconduit.web.app import create_app
 from mailconduit.web.uploads import save_upload
 from webconsole import Console, running_console

@@ -20,15 +20,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailconduit.testing import free_port
-from mailconduit.web import signin, users
-from mailconduit.web.signin import (
+from mailconduit.accounts import signin, users
+from mailconduit.accounts.signin import (
     ACCOUNT_FREE_FAILURES,
     ADDRESS_FAILURES_ALLOWED,
     account_wait,
     attempt_succeeded,
     begin_attempt,
 )
+from mailconduit.testing import free_port
 from webconsole import ADMIN, ADMIN_PASSWORD, Console, running_console
 
 WINDOW = signin.ADDRESS_WINDOW_SECONDS

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mailconduit.accounts import users
 from mailconduit.errors import ConfigError, NotFoundError
-from mailconduit.web import users
 from mailconduit.web.security import load_secret_key, safe_next
 
 

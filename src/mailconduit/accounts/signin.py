@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Float, Integer, String, Table, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from mailconduit.db import engine, metadata
+from mailconduit.db.engines import engine
+from mailconduit.db.tables import throttle_table, used_forms_table
 
 __all__ = [
     "ACCOUNT_FREE_FAILURES",
@@ -46,22 +47,6 @@ ACCOUNT_MAX_WAIT = 900.0
 ACCOUNT_MEMORY_SECONDS = 3600.0
 #: Tries of the compare-and-set of both counters before an attempt is refused as contended.
 _TRIES = 5
-
-throttle_table = Table(
-    "web_login_throttle",
-    metadata,
-    Column("key_sha256", String(64), primary_key=True),
-    Column("failures", Integer, nullable=False),
-    Column("first_at", Float, nullable=False),
-    Column("last_at", Float, nullable=False),
-)
-
-used_forms_table = Table(
-    "web_login_forms_used",
-    metadata,
-    Column("token_sha256", String(64), primary_key=True),
-    Column("expires_at", Float, nullable=False),
-)
 
 
 @dataclass(frozen=True, slots=True)

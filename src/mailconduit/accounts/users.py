@@ -15,23 +15,12 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import (
-    Column,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Table,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailconduit.config import TEXT_LIMITS, text_limit_errors
-from mailconduit.db import engine, metadata
+from mailconduit.db.engines import engine
+from mailconduit.db.tables import sessions_table, tokens_table, users_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 
 __all__ = [
@@ -65,39 +54,6 @@ SESSION_SECONDS = 12 * 3600
 TOKEN_PREFIX = "mct_"  # noqa: S105 - a visible marker, not a secret
 _USER_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{MAX_NAME_LENGTH - 1}}}$")
 _TOKEN_TOUCH_SECONDS = 60.0
-
-users_table = Table(
-    "web_users",
-    metadata,
-    Column("name", String(MAX_NAME_LENGTH), primary_key=True),
-    Column("password_hash", String(255), nullable=False),
-    Column("created_at", Float, nullable=False),
-)
-
-tokens_table = Table(
-    "web_api_tokens",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("token_sha256", String(64), nullable=False, unique=True),
-    Column(
-        "user_name", String(64), ForeignKey("web_users.name", ondelete="CASCADE"), nullable=False
-    ),
-    Column("label", String(MAX_LABEL_LENGTH), nullable=False, default=""),
-    Column("created_at", Float, nullable=False),
-    Column("last_used_at", Float, nullable=True),
-)
-
-sessions_table = Table(
-    "web_sessions",
-    metadata,
-    Column("id_sha256", String(64), primary_key=True),
-    Column(
-        "user_name", String(64), ForeignKey("web_users.name", ondelete="CASCADE"), nullable=False
-    ),
-    Column("csrf_token", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("expires_at", Float, nullable=False),
-)
 
 _hasher = PasswordHasher()
 

@@ -1,45 +1,26 @@
 """The store's engine: SQLite (WAL) under MAILCONDUIT_HOME by default, PostgreSQL by URL.
 
-Only ``connections/`` and the web's user table use it (the journal, in the
-per-message hot path, talks DB-API directly: see ``journal/store.py``). One engine per URL
-per process; schema is created on first use.
+Connections and console accounts use it (the journal, in the per-message hot path, talks
+DB-API directly: see ``journal/store.py``). One engine per URL per process; the schema
+(:mod:`mailconduit.db.tables`) is created on first use.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from mailconduit.db.sqlite import BUSY_TIMEOUT_SECONDS, apply_settings
+from mailconduit.db.tables import metadata
 from mailconduit.errors import ConfigError, FieldError
-from mailconduit.home import database_url
+from mailconduit.home import database_url, redact_url
 
-__all__ = ["engine", "metadata", "redact_url"]
+__all__ = ["dispose_all", "engine"]
 
-metadata = MetaData()
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***, for messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable database URL>"
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
 
 
 def engine(url: str | None = None) -> Engine:
@@ -51,15 +32,13 @@ def engine(url: str | None = None) -> Engine:
             return eng
         try:
             if url.startswith("sqlite"):
-                eng = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
-                event.listen(eng, "connect", _sqlite_pragmas)
+                eng = create_engine(
+                    url,
+                    connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+                )
+                event.listen(eng, "connect", lambda dbapi_conn, _record: apply_settings(dbapi_conn))
             else:
                 eng = create_engine(url, pool_pre_ping=True)
-            # Import the table definitions so create_all knows them.
-            import mailconduit.connections.store
-            import mailconduit.web.signin
-            import mailconduit.web.users  # noqa: F401
-
             metadata.create_all(eng)
         except (OperationalError, SQLAlchemyError) as exc:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
