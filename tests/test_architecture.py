@@ -170,3 +170,21 @@ def test_nothing_imports_testing_or_the_airflow_provider_and_only_it_imports_air
         assert "airflow" not in used, f"{path} imports mailconduit.airflow"
         assert not _imports_airflow(path), f"{path} imports Airflow"
     assert any(_imports_airflow(p) for m, p in MODULES.items() if _layer(m) == "airflow")
+
+
+def test_the_built_in_connection_has_one_name() -> None:
+    """Every default and check that means the built-in connection reads home.LOCAL_CONNECTION."""
+    import inspect
+    from dataclasses import fields
+
+    from mailconduit.cli.export import export
+    from mailconduit.config import ExportSpec
+    from mailconduit.connections.store import RESERVED_NAMES
+    from mailconduit.home import LOCAL_CONNECTION
+    from mailconduit.sink import local_connection
+
+    spec_default = next(f.default for f in fields(ExportSpec) if f.name == "connection")
+    cli_default = inspect.signature(export).parameters["connection"].default
+    assert spec_default == cli_default == LOCAL_CONNECTION
+    assert set(RESERVED_NAMES) == {LOCAL_CONNECTION}
+    assert local_connection().name == LOCAL_CONNECTION

@@ -10,7 +10,19 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["database_url", "home", "key_file", "redact_url", "sink_dir", "uploads_dir"]
+__all__ = [
+    "LOCAL_CONNECTION",
+    "database_url",
+    "home",
+    "key_file",
+    "redact_url",
+    "sink_dir",
+    "uploads_dir",
+]
+
+#: The built-in connection to this home's embedded SMTP server (the sink); no stored or
+#: environment connection may take the name. (The agent named "local" is another thing.)
+LOCAL_CONNECTION = "local"
 
 #: ``//user:PASSWORD@``: up to the last ``@`` before a blank, so a password holding ``/`` or
 #: ``@`` is hidden whole (a host after a stray ``@`` may be hidden too: never too little).

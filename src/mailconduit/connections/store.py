@@ -27,6 +27,7 @@ from mailconduit.connections.env import ENV_PREFIX, env_connections, env_lookup,
 from mailconduit.db.engines import engine
 from mailconduit.db.tables import connections_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
+from mailconduit.home import LOCAL_CONNECTION
 
 __all__ = [
     "ENV_PREFIX",
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 #: Names that belong to built-in connections and cannot be stored.
-RESERVED_NAMES = frozenset({"local"})
+RESERVED_NAMES = frozenset({LOCAL_CONNECTION})
 
 @dataclass(frozen=True, slots=True)
 class TestStatus:

@@ -1,7 +1,8 @@
 """The FastAPI application of the console: pages, REST API, static files, error pages.
 
-:func:`create_app` builds one; ``mailconduit serve`` runs it with uvicorn. Everything a
-route does goes through :mod:`mailconduit.api`, so the console and the CLI share every rule.
+:func:`create_app` builds one; ``mailconduit serve`` runs it with uvicorn. Connections,
+tests, exports and runs go through :mod:`mailconduit.api`, so the console and the CLI share
+every rule; accounts, uploads and the inbox are read from their own layers.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from mailconduit import api
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
+from mailconduit.home import LOCAL_CONNECTION
 from mailconduit.web.console import Console, StateDep
 from mailconduit.web.exports import preview_dicts, spec_from_web
 from mailconduit.web.uploads import (
@@ -160,7 +161,7 @@ def exports(request: Request, state: StateDep) -> Response:
 @router.get("/exports/new", response_class=HTMLResponse)
 def new_export(request: Request, state: StateDep) -> Response:
     """The export form: source, connection and message templates."""
-    return _form_page(request, state, values={"connection": "local", "mode": "row"})
+    return _form_page(request, state, values={"connection": LOCAL_CONNECTION, "mode": "row"})
 
 
 @router.post("/exports/new", response_class=HTMLResponse)
