@@ -372,7 +372,7 @@ def test_every_cell_ends_sent_to_exactly_its_addresses_or_refused(
 
 
 #: Every field that holds addresses, and how a hostile value reaches it.
-FIELDS = {
+FIELDS: dict[str, Any] = {
     "to": {"to": "{{ value }}"},
     "cc": {"to": "ok@example.com", "cc": "{{ value }}"},
     "bcc": {"to": "ok@example.com", "bcc": "{{ value }}"},

@@ -9,6 +9,7 @@ import datetime as dt
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from export_support import by_recipient, sink_messages, use_free_sink_port, writ
 from mailconduit.delivery.report import ExportReport
 from mailconduit.errors import ConfigError, SourceError
 
-TEMPLATE = {"connection": "local", "to": "{{ name }} <{{ email }}>",
+TEMPLATE: dict[str, Any] = {"connection": "local", "to": "{{ name }} <{{ email }}>",
             "subject": "Balance {{ name }}", "body": "Balance: {{ balance }}\n"}  # fmt: skip
 
 

@@ -307,7 +307,7 @@ def test_row_errors_name_the_column(
         tmp_path / "f.csv", [{"email": "ok@example.com", "file": "x", "subject": "s"}, row]
     )
     (files / "x").write_text("x")
-    settings = {"to": "{{ email }}", "subject": "{{ subject }}", "body": "b", **options}
+    settings: dict[str, Any] = {"to": "{{ email }}", "subject": "{{ subject }}", "body": "b", **options}
     report = api.export(str(data), connection=target, attach_dir=str(files), **settings)
     skipped = only(r for r in report.rows() if r.state == "skipped")
     wrong = {"a@": "email", "missing.txt": "file", "../up.txt": "file"}

@@ -348,7 +348,7 @@ def test_inline_images_in_an_interface_file_with_relative_body_files(
     )
     (folder / "templates" / "mail.txt").write_text("Dear {{ name }}\n", encoding="utf-8")
     (files / "sig.png").write_bytes(png(3, 1))
-    settings = {
+    settings: dict[str, Any] = {
         "source": str(people), "connection": target, "to": "{{ email }}", "subject": "s",
         "html_body_file": "templates/mail.html", "text_body_file": "templates/mail.txt",
         "inline": {"logo": "{{ logo }}", "sig": "sig.png"},
@@ -463,7 +463,7 @@ def test_group_and_table_modes_skip_an_empty_attachment_too(
         {"manager": "m2@example.com", "pdf": "", "logo": "", "n": "5"},
     ]
     data = write_csv(tmp_path / "g.csv", rows)
-    common = {"connection": target, "subject": "s", "attach": "{{ pdf }}", "attach_dir": str(files),
+    common: dict[str, Any] = {"connection": target, "subject": "s", "attach": "{{ pdf }}", "attach_dir": str(files),
               "inline": {"logo": "{{ logo }}"}, "body": '<p>Rows</p><img src="cid:logo">',
               "html": True}  # fmt: skip
     grouped = api.export(str(data), mode="group", by="manager", to="{{ group }}", **common)

@@ -66,7 +66,7 @@ XLSX_ROWS = [
 ]
 XLSX_REJECTED = {2: ("name", "U+007F DELETE"), 3: ("note", "U+0085"), 4: ("note", "U+009B"),
                  5: ("note", "U+009B")}  # fmt: skip
-MESSAGE = {"to": "{{ email }}", "subject": "Hello {{ name }}", "body": "{{ note }}\n"}
+MESSAGE: dict[str, Any] = {"to": "{{ email }}", "subject": "Hello {{ name }}", "body": "{{ note }}\n"}
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 from email import policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,7 +158,7 @@ def test_output_charset_iso_8859_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_dry_run_writes_the_same_bytes_the_server_receives(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "one.csv", [{"email": "zoe@bücher.example", "name": "Zoë"}])
-    options = {"connection": "local", "to": "{{ name }} <{{ email }}>", "subject": "Grüße",
+    options: dict[str, Any] = {"connection": "local", "to": "{{ name }} <{{ email }}>", "subject": "Grüße",
                "body": "Hallo {{ name }}"}  # fmt: skip
     dry = api.export(str(data), run_id="same", dry_run=str(tmp_path / "out"), **options)
     written = Path(only(dry.rows()).reply).read_bytes()

@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,7 +112,7 @@ def test_html_body_from_the_connection_setting_and_its_override(
 ) -> None:
     name = connect_to(monkeypatch, server.port, name="htmlconn", use_html_body="true")
     body = '<p>Hello <b>{{ name }}</b>, see <a href="https://example.com/c/{{ id }}">your page</a>.</p>'
-    common = {"connection": name, "to": "{{ email }}", "subject": "Hi", "body": body, "limit": 2}
+    common: dict[str, Any] = {"connection": name, "to": "{{ email }}", "subject": "Hi", "body": body, "limit": 2}
 
     api.export(str(customers), **common)
     html_messages = by_recipient(server_messages(server))
@@ -391,7 +392,7 @@ def test_postfix_receives_the_same_bytes_as_aiosmtpd(
 ) -> None:
     from mailconduit.testing import SmtpSink
 
-    options = {"run_id": "same-run", "journal": False, **mode}
+    options: dict[str, Any] = {"run_id": "same-run", "journal": False, **mode}
     with FaultServer() as server:
         name = connect_to(monkeypatch, server.port, name="aiosmtpd", use_html_body="true")
         first = api.export(str(customers), connection=name, **options)

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -91,7 +92,7 @@ def test_export_and_resume_with_the_journal_on_postgresql(
         monkeypatch.setenv(
             "MAILCONDUIT_CONN_PG", f"smtp://127.0.0.1:{sink.port}?from_address=me@example.com"
         )
-        options = {"connection": "pg", "to": "{{ email }}", "subject": "hi {{ name }}", "body": "b"}
+        options: dict[str, Any] = {"connection": "pg", "to": "{{ email }}", "subject": "hi {{ name }}", "body": "b"}
         first = api.export(str(data), run_id="pg-run", limit=25, **options)
         assert first.sent == 25
         second = api.export(str(data), run_id="pg-run", **options)  # same run id: resumes

@@ -44,19 +44,6 @@ VALID = {
 }
 
 
-@pytest.fixture(scope="module")
-def console() -> Iterator[Console]:
-    with running_console() as running:
-        yield running
-
-
-@pytest.fixture
-def browser(console: Console) -> Iterator[SignedIn]:
-    signed = console.signed_in()
-    yield signed
-    signed.http.close()
-
-
 @pytest.fixture
 def token() -> str:
     users.create_user("script", "script-password")

@@ -9,7 +9,6 @@ bodies generated from their schema plus arbitrary JSON.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 
 from mailconduit.accounts import users
 from mailconduit.web.app import create_app
-from webconsole import Console, running_console
+from webconsole import Console
 
 PASSWORD_MARK = "fuzz-pass-WORD-1234"
 #: Operations that may act on the network: fuzzed only with paths that name nothing.
@@ -69,12 +68,6 @@ def body_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
         lambda d: {**d, "password": PASSWORD_MARK} if "password" in fixed else d
     )
     return st.one_of(objects, objects, objects, json_values)
-
-
-@pytest.fixture(scope="module")
-def console() -> Iterator[Console]:
-    with running_console() as running:
-        yield running
 
 
 @pytest.fixture

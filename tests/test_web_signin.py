@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -142,7 +142,7 @@ def test_an_oversized_name_or_password_is_a_wrong_guess(admin: str) -> None:
 
 
 @pytest.fixture
-def serve_command(home: Path) -> Iterator[object]:
+def serve_command(home: Path) -> Iterator[Callable[..., Console]]:
     """Start 'mailconduit serve' as a user would, on a free port; yields a starter."""
     started: list[subprocess.Popen[str]] = []
 
@@ -184,8 +184,8 @@ def serve_command(home: Path) -> Iterator[object]:
 @pytest.mark.parametrize("proxies", ["", "10.0.0.0/8,::1"])
 def test_serve_believes_forwarded_headers_only_from_named_proxies(
     admin: str,
-    serve_command,
-    proxies: str,  # type: ignore[no-untyped-def]
+    serve_command: Callable[..., Console],
+    proxies: str,
 ) -> None:
     console = serve_command(*(["--forwarded-allow-ips", proxies] if proxies else []))
     with console.client() as http:
