@@ -15,7 +15,7 @@ import pytest
 
 from export_support import by_recipient, sink_messages, use_free_sink_port
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CUSTOMERS = list(csv.DictReader((EXAMPLES / "customers.csv").open(encoding="utf-8")))
 
 

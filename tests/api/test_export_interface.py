@@ -178,7 +178,7 @@ def test_an_overlapping_run_with_the_same_id_is_refused(
 ) -> None:
     """A cron job started again while the previous one is still sending must not send the
     rows the first one has claimed: it stops with one line, and a later run resumes."""
-    mailconduit = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mailconduit"
+    mailconduit = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "mailconduit"
     with FaultServer(pipelining=False, faults={("DOT", "*"): "delay:0.15"}) as server:
         name = connect_to(monkeypatch, server.port)
         interface = write_interface(job, connection=name, concurrency=1)

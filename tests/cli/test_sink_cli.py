@@ -21,7 +21,7 @@ from mailconduit.home import sink_dir
 from mailconduit.testing.postfix import free_port
 from sink_support import configure_sink_port, deliver, simple_message, sink_client
 
-MAILCONDUIT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mailconduit"
+MAILCONDUIT = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "mailconduit"
 
 
 @pytest.fixture

@@ -13,40 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from export_support import BAD_JSON_TYPES, BAD_TEXT_SETTINGS
 from mailconduit.config import validate_export_spec
 from mailconduit.errors import ConfigError
 
 ROWS = "email,name\nada@example.com,Ada\nbob@example.com,Bob\n"
 MESSAGE = {"connection": "local", "to": "{{ email }}", "subject": "Hi {{ name }}", "body": "b"}
-
-#: (setting, value, words of the error) — one per class of wrong value.
-BAD_TEXT_SETTINGS: list[tuple[str, str, str]] = [
-    ("encoding", "rot13", "not a character encoding"),
-    ("encoding", "base64", "not a character encoding"),
-    ("encoding", "zlib_codec", "not a character encoding"),
-    ("encoding", "idna", "not a character encoding"),
-    ("encoding", "undefined", "not a character encoding"),
-    ("encoding", "klingon-8", "unknown encoding"),
-    ("charset", "rot13", "not a character encoding"),
-    ("charset", "utf-16", "cannot be the charset of a message"),
-    ("charset", "cp037", "cannot be the charset of a message"),
-    ("charset", "iso2022_jp", "cannot be the charset of a message"),
-]
-#: (setting, JSON value) that is not of the setting's type.
-BAD_JSON_TYPES: list[tuple[str, Any]] = [
-    ("where", 5),
-    ("order_by", ["name"]),
-    ("key", 1),
-    ("subject", 3.5),
-    ("to", True),
-    ("encoding", 8),
-    ("charset", {"name": "utf-8"}),
-    ("by", ["region"]),
-    ("table_formats", [1, 2]),
-    ("delimiter", 44),
-    ("limit", "many"),
-]
-
 
 @pytest.fixture
 def people(tmp_path: Path) -> Path:

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from export_support import BAD_JSON_TYPES, BAD_TEXT_SETTINGS
 from mailconduit import api
 from mailconduit.sink import ensure_running, list_messages
-from test_export_settings_types import BAD_JSON_TYPES, BAD_TEXT_SETTINGS
 from webconsole import UPLOAD_LIMIT, SignedIn, form_values
 
 ROWS = (
