@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import markupsafe
 
-from mailconduit.errors import RenderError, RowError
+from mailconduit.errors import RenderError, RowError, TemplateSandboxError
 from mailconduit.message.header import check_header_name
 
 if TYPE_CHECKING:
@@ -501,7 +501,7 @@ class MessageTemplate:
         allowed = known | set(provided) | self._global_names
         for field in self._fields():
             if field.unsafe:
-                raise RenderError(
+                raise TemplateSandboxError(
                     f"sandbox violation: access to {field.unsafe[0]!r} is not allowed in templates",
                     template=field.field,
                 )
@@ -520,9 +520,8 @@ class MessageTemplate:
         """
         try:
             self.render(sample_row, row_key="sample", extras=extras)
-        except RenderError as exc:
-            if exc.message.startswith("sandbox violation"):
-                raise
+        except TemplateSandboxError:
+            raise
         except RowError:
             pass
 
@@ -597,7 +596,7 @@ def _render_error(exc: Exception, field: str, row_key: str) -> RenderError:
     """The row's error for what a template raised (Jinja's errors only if Jinja is loaded)."""
     jinja = sys.modules.get("jinja2.exceptions")
     if jinja is not None and isinstance(exc, jinja.SecurityError):
-        return RenderError(f"sandbox violation: {exc}", row_key=row_key, template=field)
+        return TemplateSandboxError(f"sandbox violation: {exc}", row_key=row_key, template=field)
     if jinja is not None and isinstance(exc, jinja.UndefinedError):
         message = str(exc)
         found = _UNDEFINED_NAME_RE.match(message) or _MISSING_KEY_RE.match(message)

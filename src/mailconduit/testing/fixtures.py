@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from mailconduit.config import Connection, validate_connection
+from mailconduit.config.connection import Connection, validate_connection
 from mailconduit.smtp.client import (
     Envelope,
     MessageSource,
