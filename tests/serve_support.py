@@ -1,5 +1,6 @@
 """``mailconduit serve`` in a subprocess with a home of its own, for tests that stop and start
-it as an operator would (not a test module: the test files import it)."""
+it as an operator would, and the Chromium the browser tests drive (not a test module: the
+test files import it)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,20 @@ import httpx
 import pytest
 
 from mailconduit.testing import free_port
+
+#: Debian's Chromium, as the browser tests drive it (make system-deps installs it).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: How long a browser test waits for one thing on a page.
+TIMEOUT_MS = 15_000
 
 
 def poll(condition: Callable[[], object], pause: float = 0.2) -> None:

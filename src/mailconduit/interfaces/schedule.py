@@ -27,7 +27,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from mailconduit.db import engine
+from mailconduit.db.engines import engine
 from mailconduit.errors import ConfigError, FieldError, MailconduitError
 from mailconduit.interfaces import store
 from mailconduit.interfaces.model import Interface, Schedule

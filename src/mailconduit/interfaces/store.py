@@ -8,17 +8,19 @@ A database connection's URL is kept Fernet-encrypted, like an SMTP password.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Engine, Float, String, Table, Text, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailconduit.config import NAME_RE, is_database_url
 from mailconduit.connections.crypto import decrypt, encrypt
-from mailconduit.db import engine, metadata, redact_url
+from mailconduit.db.engines import engine
+from mailconduit.db.tables import database_connections_table as databases_table
+from mailconduit.db.tables import interface_runs_table, interfaces_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
+from mailconduit.home import redact_url
 from mailconduit.interfaces.model import Interface, interface_from_document
 
 __all__ = [
@@ -39,47 +41,6 @@ __all__ = [
     "update_interface",
 ]
 
-interfaces_table = Table(
-    "interfaces",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("document", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-interface_runs_table = Table(
-    "interface_runs",
-    metadata,
-    Column("run_id", String(80), primary_key=True),
-    Column("interface", String(64), nullable=False, index=True),
-    Column("trigger", String(16), nullable=False),
-    Column("started_at", Float, nullable=False),
-    Column("error", Text, nullable=False, default=""),
-)
-databases_table = Table(
-    "database_connections",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("url_token", Text, nullable=False),
-    Column("shown_url", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
-)
-_TABLES = [interfaces_table, interface_runs_table, databases_table]
-_ready: set[str] = set()
-_ready_lock = threading.Lock()
-
-
-def _engine() -> Engine:
-    """The store's engine with this module's tables created (once per URL)."""
-    eng = engine()
-    key = str(eng.url)
-    with _ready_lock:
-        if key not in _ready:
-            metadata.create_all(eng, tables=_TABLES)
-            _ready.add(key)
-    return eng
-
-
 # --------------------------------------------------------------------------- interfaces
 
 
@@ -91,7 +52,7 @@ def _from_row(document: str, created_at: float, updated_at: float) -> Interface:
 
 def list_interfaces() -> list[Interface]:
     """Every saved interface, by name."""
-    with _engine().connect() as conn:
+    with engine().connect() as conn:
         rows = conn.execute(
             select(
                 interfaces_table.c.document,
@@ -104,7 +65,7 @@ def list_interfaces() -> list[Interface]:
 
 def get_interface(name: str) -> Interface:
     """The interface called ``name``, else NotFoundError."""
-    with _engine().connect() as conn:
+    with engine().connect() as conn:
         row = conn.execute(
             select(
                 interfaces_table.c.document,
@@ -121,7 +82,7 @@ def create_interface(interface: Interface) -> Interface:
     """Store a new interface; its name must be free."""
     now = time.time()
     try:
-        with _engine().begin() as conn:
+        with engine().begin() as conn:
             conn.execute(
                 insert(interfaces_table).values(
                     name=interface.name,
@@ -139,7 +100,7 @@ def create_interface(interface: Interface) -> Interface:
 
 def update_interface(interface: Interface) -> Interface:
     """Replace the stored interface of the same name."""
-    with _engine().begin() as conn:
+    with engine().begin() as conn:
         changed = conn.execute(
             update(interfaces_table)
             .where(interfaces_table.c.name == interface.name)
@@ -152,7 +113,7 @@ def update_interface(interface: Interface) -> Interface:
 
 def delete_interface(name: str) -> None:
     """Forget an interface and its links to runs (the runs stay in the journal)."""
-    with _engine().begin() as conn:
+    with engine().begin() as conn:
         gone = conn.execute(delete(interfaces_table).where(interfaces_table.c.name == name))
         conn.execute(delete(interface_runs_table).where(interface_runs_table.c.interface == name))
     if not gone.rowcount:
@@ -177,7 +138,7 @@ class InterfaceRun:
 def record_run(interface: str, run_id: str, *, trigger: str) -> None:
     """Link a run to its interface (a run id seen again, as on resume, is kept once)."""
     try:
-        with _engine().begin() as conn:
+        with engine().begin() as conn:
             conn.execute(
                 insert(interface_runs_table).values(
                     run_id=run_id,
@@ -193,7 +154,7 @@ def record_run(interface: str, run_id: str, *, trigger: str) -> None:
 
 def set_run_error(run_id: str, error: str) -> None:
     """Keep why a run of an interface stopped before it started sending."""
-    with _engine().begin() as conn:
+    with engine().begin() as conn:
         conn.execute(
             update(interface_runs_table)
             .where(interface_runs_table.c.run_id == run_id)
@@ -206,14 +167,14 @@ def runs_of(interface: str | None = None, *, limit: int = 50) -> list[InterfaceR
     query = select(interface_runs_table).order_by(interface_runs_table.c.started_at.desc())
     if interface is not None:
         query = query.where(interface_runs_table.c.interface == interface)
-    with _engine().connect() as conn:
+    with engine().connect() as conn:
         rows = conn.execute(query.limit(limit)).all()
     return [InterfaceRun(r.run_id, r.interface, r.trigger, r.started_at, r.error) for r in rows]
 
 
 def interface_of_run(run_id: str) -> str | None:
     """The interface a run was started from, if any."""
-    with _engine().connect() as conn:
+    with engine().connect() as conn:
         return conn.execute(
             select(interface_runs_table.c.interface).where(
                 interface_runs_table.c.run_id == run_id
@@ -245,7 +206,7 @@ def save_database(name: str, url: str) -> DatabaseInfo:
         raise ConfigError.for_fields("database connection", errors)
     shown = redact_url(url)
     values = {"url_token": encrypt(url), "shown_url": shown}
-    with _engine().begin() as conn:
+    with engine().begin() as conn:
         changed = conn.execute(
             update(databases_table).where(databases_table.c.name == name).values(**values)
         ).rowcount
@@ -256,7 +217,7 @@ def save_database(name: str, url: str) -> DatabaseInfo:
 
 def list_databases() -> list[DatabaseInfo]:
     """The stored database connections, by name (URLs without passwords)."""
-    with _engine().connect() as conn:
+    with engine().connect() as conn:
         rows = conn.execute(
             select(databases_table.c.name, databases_table.c.shown_url).order_by(
                 databases_table.c.name
@@ -267,7 +228,7 @@ def list_databases() -> list[DatabaseInfo]:
 
 def database_url(name: str) -> str:
     """The decrypted URL of a stored database connection (for the run only; never shown)."""
-    with _engine().connect() as conn:
+    with engine().connect() as conn:
         token = conn.execute(
             select(databases_table.c.url_token).where(databases_table.c.name == name)
         ).scalar()
@@ -284,7 +245,7 @@ def delete_database(name: str) -> None:
             "database connection",
             [FieldError("name", f"{name!r} is used by the interfaces {', '.join(users)}")],
         )
-    with _engine().begin() as conn:
+    with engine().begin() as conn:
         gone = conn.execute(delete(databases_table).where(databases_table.c.name == name)).rowcount
     if not gone:
         raise NotFoundError("database connection", name)

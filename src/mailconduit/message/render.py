@@ -95,9 +95,7 @@ _NEWLINE_RE = re.compile(r"\r\n|\r|\n")
 _HTML_SPECIAL_RE = re.compile("[&<>'\"]")
 
 
-#: Not frozen: one is built per message, and a frozen dataclass costs ~3 us to build
-#: (object.__setattr__ per field) against ~0.5 us. Treat it as read-only all the same.
-@dataclass(slots=True)
+@dataclass(slots=True)  # not frozen: see mailconduit.smtp.envelope's docstring
 class RenderedMessage:
     """The rendered text of every message field of one row (addresses not parsed yet)."""
 
@@ -236,7 +234,10 @@ class _Field:
 
     def text_alternative(self, context: dict[str, Any]) -> str | None:
         """This HTML field's plain text for ``context`` from a plan made once per template,
-        or None: then the rendered HTML is converted."""
+        or None: then the rendered HTML is converted.
+
+        Receipt (bench/RESULTS.md, invoice scenario): 270 µs (html_to_text) → 5.6 µs per row.
+        """
         if not self.planned:
             self.planned = True
             self.plan = self._make_plan()
@@ -398,7 +399,9 @@ def _render_direct(parts: list[tuple[int, str]], context: dict[str, Any], escape
             continue
         if escape:
             if value.__class__ is str and _HTML_SPECIAL_RE.search(value) is None:
-                out.append(value)  # what escaping gives, without building a Markup
+                # What escaping gives, without building a Markup. Receipt (message_bench
+                # "compose: invoice, own 98 KB PDF", CPU time): 386 µs, 432 µs without.
+                out.append(value)
             else:
                 out.append(str(markupsafe.escape(value)))
         elif isinstance(value, str):

@@ -8,7 +8,6 @@ it for their own duration with :func:`ensure_running`. Messages are kept under
 from __future__ import annotations
 
 from mailconduit.sink.connection import (
-    LOCAL_CONNECTION_NAME,
     LOCAL_FROM_ADDRESS,
     local_connection,
     sink_credentials,
@@ -22,8 +21,8 @@ from mailconduit.sink.state import (
     running_sink,
 )
 from mailconduit.sink.store import (
-    Attachment,
     MessageSummary,
+    ReceivedAttachment,
     StoredMessage,
     clear,
     count_messages,
@@ -35,11 +34,10 @@ from mailconduit.sink.store import (
 
 __all__ = [
     "DEFAULT_PORT",
-    "LOCAL_CONNECTION_NAME",
     "LOCAL_FROM_ADDRESS",
     "MAX_MESSAGE_SIZE",
-    "Attachment",
     "MessageSummary",
+    "ReceivedAttachment",
     "SinkInfo",
     "SinkServer",
     "StoredMessage",

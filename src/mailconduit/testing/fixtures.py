@@ -7,7 +7,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from mailconduit.config.connection import Connection, validate_connection
-from mailconduit.smtp.client import (
+from mailconduit.smtp import (
     Envelope,
     MessageSource,
     SendOutcome,

@@ -3,19 +3,25 @@ live progress, per-row results, report downloads, past runs, resume and retry.""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
 from mailconduit import api
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
-from mailconduit.web.app import Console, console
+from mailconduit.home import LOCAL_CONNECTION
+from mailconduit.web.console import Console, StateDep
 from mailconduit.web.dashboards import run_charts
-from mailconduit.web.exports import spec_from_web
+from mailconduit.web.exports import (
+    EXPORT_FORM_FIELDS,
+    FORM_SETTINGS,
+    export_settings,
+    preview_dicts,
+    spec_from_web,
+)
 from mailconduit.web.uploads import (
     attachment_files,
     list_interfaces,
@@ -25,75 +31,24 @@ from mailconduit.web.uploads import (
     save_attachment,
     save_upload,
 )
-from mailconduit.web.views import NOTICES, FieldErrors, form_data, format_time, new_router, redirect
+from mailconduit.web.views import (
+    NOTICES,
+    FieldErrors,
+    FormDep,
+    format_time,
+    new_router,
+    redirect,
+)
 
-__all__ = ["EXPORT_FORM_FIELDS", "export_settings", "preview_dicts", "router"]
+__all__ = ["router"]
 
 router = new_router()
-StateDep = Annotated[Console, Depends(console)]
-FormDep = Annotated[FormData, Depends(form_data)]
 RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")]
 #: Rows of per-row results shown on the run page; the downloads hold all of them.
 ROWS_SHOWN = 500
 FINAL_STATUSES = frozenset({"finished", "failed", "aborted", "paused", "interrupted", "dry-run"})
 
-#: (name, label, help) of the export form's text settings, in order.
-EXPORT_FORM_FIELDS: tuple[tuple[str, str, str], ...] = (
-    (
-        "to",
-        "To",
-        "Recipient template, e.g. {{ email }} (a column of the file). Several: comma-separated.",
-    ),
-    ("cc", "Cc", "Optional copy recipients (a template too)."),
-    ("bcc", "Bcc", "Optional hidden recipients."),
-    ("reply_to", "Reply-To", "Optional address replies should go to."),
-    ("from", "From", "Sender; empty uses the connection's sender."),
-    ("subject", "Subject", "Subject template, e.g. Your invoice {{ number }}."),
-    ("where", "Filter", "Optional SQL condition selecting rows, e.g. country = 'FR'."),
-    ("order_by", "Sort", "Optional SQL ordering, e.g. name DESC."),
-    ("key", "Key column", "Column that identifies a row (default: position and content)."),
-    ("by", "Group by", "Group mode: the column whose values each get one message."),
-    (
-        "to_column",
-        "Recipients column",
-        "Table or group mode: send to every address in this column.",
-    ),
-    ("encoding", "Encoding", "Text encoding of the file (default: detected, UTF-8 first)."),
-    ("delimiter", "Delimiter", "CSV delimiter (default: detected)."),
-    ("sheet", "Sheet", "Excel sheet name (default: the first)."),
-    ("max_errors", "Pause after errors", "Pause the run after this many failed rows (0: never)."),
-    ("concurrency", "Parallel sessions", "SMTP sessions at once (default: the connection's)."),
-    ("run_id", "Run id", "Optional name for the run (default: generated)."),
-)
-#: Settings typed in text areas: kept as typed (a body's blanks are its own).
-_TEXT_AREAS = ("body", "html_body", "text_body", "attach", "inline")
-_CARRIED = (
-    "upload",
-    "interface",
-    "connection",
-    *_TEXT_AREAS,
-    "html",
-    "mode",
-    "fail_fast",
-    *(name for name, _, _ in EXPORT_FORM_FIELDS),
-)
-_FIELD_NAMES = set(_CARRIED) | {"file", "files", "source"}
-
-
-def export_settings(form: FormData) -> dict[str, Any]:
-    """The non-empty settings of a submitted export form (checkbox as boolean)."""
-    data: dict[str, Any] = {}
-    for name in _CARRIED:
-        value = form.get(name)
-        if name == "fail_fast":
-            if value not in (None, "", "off"):
-                data[name] = True
-            continue
-        if isinstance(value, str) and value.strip():
-            data[name] = value if name in _TEXT_AREAS else value.strip()
-    if data.get("interface"):
-        data = {k: v for k, v in data.items() if k in ("interface", "run_id")}
-    return data
+_FIELD_NAMES = set(FORM_SETTINGS) | {"file", "files", "source"}
 
 
 def _attached(values: dict[str, Any]) -> list[str]:
@@ -157,32 +112,7 @@ def exports(request: Request, state: StateDep) -> Response:
 @router.get("/exports/new", response_class=HTMLResponse)
 def new_export(request: Request, state: StateDep) -> Response:
     """The export form: source, connection and message templates."""
-    return _form_page(request, state, values={"connection": "local", "mode": "row"})
-
-
-def preview_dicts(previews: list[Any]) -> list[dict[str, Any]]:
-    """Rendered preview messages as plain dicts: headers, text, html (for pages and the API)."""
-    out: list[dict[str, Any]] = []
-    for item in previews:
-        if hasattr(item, "to_dict"):
-            data: dict[str, Any] = item.to_dict()
-        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
-            data = dataclasses.asdict(item)
-        else:
-            data = dict(vars(item))
-        headers = data.get("headers") or []
-        if isinstance(headers, dict):
-            headers = list(headers.items())
-        out.append(
-            {
-                **data,
-                "headers": [[str(k), str(v)] for k, v in headers],
-                "text": data.get("text"),
-                "html": data.get("html"),
-                **({"error": public_text(str(data["error"]))} if data.get("error") else {}),
-            }
-        )
-    return out
+    return _form_page(request, state, values={"connection": LOCAL_CONNECTION, "mode": "row"})
 
 
 @router.post("/exports/new", response_class=HTMLResponse)

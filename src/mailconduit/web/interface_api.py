@@ -18,8 +18,10 @@ from mailconduit.config import NAME_RE
 from mailconduit.interfaces import files, runner, schedule, service, store
 from mailconduit.interfaces.model import Interface
 from mailconduit.interfaces.service import history
+from mailconduit.web.console import StateDep
+from mailconduit.web.exports import preview_dicts
 from mailconduit.web.interface_docs import stored_document, web_document
-from mailconduit.web.rest import CONFLICT, ERRORS, NOT_FOUND, RunOut, StateDep, run_out
+from mailconduit.web.responses import CONFLICT, ERRORS, NOT_FOUND, RunOut, run_out
 from mailconduit.web.security import CsrfRoute
 from mailconduit.web.uploads import public_text
 
@@ -186,8 +188,6 @@ def run_interface(name: InterfaceName) -> RunOut:
     "/interfaces/{name}/preview", summary="Preview an interface (nothing is sent)", responses=NOT_FOUND
 )
 def preview_interface(name: InterfaceName) -> list[dict[str, Any]]:
-    from mailconduit.web.export_pages import preview_dicts
-
     return preview_dicts(runner.preview(store.get_interface(name)))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
@@ -15,17 +15,15 @@ from mailconduit.config import NAME_RE
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
 from mailconduit.interfaces import files, runner, schedule, service, store
 from mailconduit.interfaces.model import DATA_DIRS_ENV, Interface
-from mailconduit.web.app import Console, console
-from mailconduit.web.export_pages import EXPORT_FORM_FIELDS, export_settings, preview_dicts
+from mailconduit.web.console import Console, StateDep
+from mailconduit.web.exports import EXPORT_FORM_FIELDS, export_settings, preview_dicts
 from mailconduit.web.interface_docs import UPLOAD_FILES, stored_document, web_document
 from mailconduit.web.uploads import public_text, save_upload
-from mailconduit.web.views import FieldErrors, form_data, format_time, new_router, redirect
+from mailconduit.web.views import FieldErrors, FormDep, format_time, new_router, redirect
 
 __all__ = ["router"]
 
 router = new_router()
-StateDep = Annotated[Console, Depends(console)]
-FormDep = Annotated[FormData, Depends(form_data)]
 InterfaceName = Annotated[str, Path(pattern=NAME_RE.pattern, max_length=64)]
 DatabaseName = Annotated[str, Path(pattern=NAME_RE.pattern, max_length=64)]
 

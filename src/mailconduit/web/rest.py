@@ -10,16 +10,29 @@ import enum
 import typing
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, File, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Body, File, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailconduit import api, sink
 from mailconduit.config import NAME_RE, Connection, text_limit
-from mailconduit.web.app import Console, console
-from mailconduit.web.exports import SERVER_ONLY_FIELDS, WEB_EXPORT_FIELDS, spec_from_web
+from mailconduit.web.console import StateDep
+from mailconduit.web.exports import (
+    SERVER_ONLY_FIELDS,
+    WEB_EXPORT_FIELDS,
+    preview_dicts,
+    spec_from_web,
+)
 from mailconduit.web.forms import FIELDS
-from mailconduit.web.inbox_pages import attachment_response, html_part_response
+from mailconduit.web.responses import (
+    CONFLICT,
+    ERRORS,
+    NOT_FOUND,
+    RunOut,
+    attachment_response,
+    html_part_response,
+    run_out,
+)
 from mailconduit.web.security import CsrfRoute
 from mailconduit.web.uploads import (
     attachment_files,
@@ -34,20 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectionOut", "MessageOut", "RunOut", "router"]
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "The body could not be read (not JSON, or broken form data)."},
-    401: {"description": "Not signed in (send 'Authorization: Bearer TOKEN')."},
-    403: {"description": "Refused (CSRF token or Origin check for cookie sessions)."},
-    413: {"description": "The request is larger than the console accepts."},
-    422: {"description": "Invalid input: one entry per wrong field, with the CLI's wording."},
-}
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such item."}}
-CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"description": "The operation was refused or failed."}
-}
-
 router = APIRouter(prefix="/api", route_class=CsrfRoute, responses=ERRORS)
-StateDep = Annotated[Console, Depends(console)]
 ConnectionName = Annotated[
     str, Path(pattern=NAME_RE.pattern, max_length=64, description="The connection's name.")
 ]
@@ -236,28 +236,6 @@ def _export_schema(schema: dict[str, Any]) -> None:
     )
 
 
-class RunOut(BaseModel):
-    """A run: its status and row counts by state."""
-
-    run_id: str
-    status: str
-    connection: str
-    mode: str
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    total: int | None
-    message: str
-    counts: dict[str, int]
-    done: int
-
-
-def run_out(info: Any) -> RunOut:
-    data = info.to_dict()
-    data["done"] = info.done
-    return RunOut.model_validate(data)
-
-
 class ResumeIn(BaseModel):
     retry_failed: bool = Field(default=False, description="Send the failed rows again too.")
 
@@ -396,8 +374,6 @@ def upload_files(
 @router.post("/exports/preview", summary="Preview an export (nothing is sent)")
 def preview_export(body: ExportIn) -> list[dict[str, Any]]:
     """The first three messages as they would be sent: headers, text and HTML."""
-    from mailconduit.web.export_pages import preview_dicts
-
     return preview_dicts(api.preview(spec_from_web(body.model_dump()), limit=3))
 
 
