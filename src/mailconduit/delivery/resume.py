@@ -59,5 +59,6 @@ def spec_of_run(run_id: str, *, journal: Journal | None = None) -> ExportSpec:
     if journal is None:
         with Journal() as opened:
             return spec_of_run(run_id, journal=opened)
-    data = journal.run_spec(run_id)
+    info = journal.get_run(run_id)
+    data = dict(info.spec)
     return validate_export_spec({k: v for k, v in data.items() if v not in (None,)})

@@ -155,19 +155,6 @@ _ROW_SELECT = (
 )
 
 
-#: How a secret in a run's stored settings starts: the rest is its Fernet token.
-SEALED = "sealed:"
-
-
-def _sealed(spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` with its database URL (which may hold a password) encrypted, for the store."""
-    url = spec.get("database_url")
-    if not isinstance(url, str) or not url or url.startswith(SEALED):
-        return spec
-    from mailconduit.connections.crypto import encrypt
-
-    return {**spec, "database_url": SEALED + encrypt(url)}
-
 
 class Journal:
     """Runs and row states in the store, through the plain DB-API (sqlite3 or psycopg).
@@ -315,22 +302,8 @@ class Journal:
             )
         self._execute(
             f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, NULL, 'running', ?, ?, ?, ?, ?, '', 0)",
-            (run_id, now, now, connection, mode, json.dumps(_sealed(spec), default=str),
-             fingerprint, total),
-        )  # fmt: skip
-
-    def run_spec(self, run_id: str) -> dict[str, Any]:
-        """The settings a run started with, its sealed database URL opened (to resume it)."""
-        rows = self._query("SELECT spec FROM runs WHERE run_id = ?", (run_id,))
-        if not rows:
-            raise NotFoundError("run", run_id)
-        spec: dict[str, Any] = json.loads(rows[0][0])
-        url = spec.get("database_url")
-        if isinstance(url, str) and url.startswith(SEALED):
-            from mailconduit.connections.crypto import decrypt
-
-            spec["database_url"] = decrypt(url.removeprefix(SEALED), name=f"run {run_id}")
-        return spec
+            (run_id, now, now, connection, mode, json.dumps(spec, default=str), fingerprint, total),
+        )
 
     def run_exists(self, run_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
