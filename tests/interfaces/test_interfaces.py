@@ -220,3 +220,16 @@ def test_start_interface_returns_a_run_the_journal_knows(data_dir: Path) -> None
     finally:
         journal.close()
     assert api.get_run(run_id).counts.get("sent") == 2
+
+
+def test_two_runs_in_the_same_second_are_two_runs(data_dir: Path) -> None:
+    from datetime import UTC, datetime
+
+    source = write_csv(data_dir / "people.csv", ROWS)
+    service.save_interface(document(source))
+    moment = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
+    first = runner.run_interface("weekly", at=moment)
+    second = runner.run_interface("weekly", at=moment)
+    assert first.run_id != second.run_id and first.sent == second.sent == 2
+    assert len(sink_messages()) == 4
+    assert len(runner.run_id_for("x" * 64)) <= 80

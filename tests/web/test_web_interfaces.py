@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from export_support import connect_to, sink_messages, use_free_sink_port, write_csv
+from mailconduit import api
 from mailconduit.errors import MailconduitError
 from mailconduit.interfaces import runner, service, store
 from mailconduit.interfaces.model import DATA_DIRS_ENV
@@ -126,7 +127,7 @@ def test_operations_are_in_the_openapi_schema(browser: SignedIn) -> None:
         assert method in paths[path], (path, method)
 
 
-def test_a_postgresql_query_interface(browser: SignedIn, pg_url: str) -> None:
+def test_a_postgresql_query_interface(browser: SignedIn, pg_url: str, home: Path) -> None:
     import psycopg
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -150,6 +151,9 @@ def test_a_postgresql_query_interface(browser: SignedIn, pg_url: str) -> None:
     run_id = browser.api("POST", "/api/interfaces/crm-mail/run").json()["run_id"]
     assert wait_finished(browser, run_id)["counts"]["sent"] == 2
     assert sorted(m.recipients[0] for m in sink_messages()) == ["ann@example.com", "bob@example.com"]
+    kept = b"".join(p.read_bytes() for p in home.glob("mailconduit.db*"))
+    assert DB_SECRET.encode() not in kept, "the database password is in the store in clear"
+    assert api.resume(run_id).status == "finished", "a sealed URL still opens for a resume"
     for path in ("/api/databases", "/api/interfaces/crm-mail", "/interfaces", "/interfaces/crm-mail"):
         page = browser.http.get(path)
         assert page.status_code == 200 and DB_SECRET not in page.text, path

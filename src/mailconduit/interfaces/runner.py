@@ -99,13 +99,10 @@ def problem(interface: Interface) -> str:
 
 
 def run_id_for(name: str, at: datetime | None = None) -> str:
-    """A run's id: the interface's name and the moment (a scheduled time, to the second).
-
-    The same scheduled moment run twice gives the same id, so the second resumes the first
-    instead of sending again.
-    """
+    """A new run's id: the interface's name, the moment (UTC, to the second) and a random
+    tail, so two runs started in the same second stay two runs (at most 80 characters)."""
     moment = (at or datetime.now(UTC)).astimezone(UTC)
-    return f"{name}-{moment:%Y%m%dT%H%M%S}"
+    return f"{name[:58]}-{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
 
 
 @contextmanager
@@ -135,15 +132,15 @@ def _lease(name: str) -> Iterator[None]:
 
 
 def run_interface(
-    name: str, *, trigger: str = "manual", at: datetime | None = None
+    name: str, *, trigger: str = "manual", at: datetime | None = None, run_id: str = ""
 ) -> ExportReport:
     """Run an interface and wait: an ordinary export, then its notifications.
 
-    ``trigger`` is ``manual`` or ``schedule``; ``at`` is the scheduled moment (it names the run).
+    ``trigger`` is ``manual`` or ``schedule``; ``at`` names the run's moment, ``run_id`` the run itself.
     Raises :class:`InterfaceBusyError` when the interface is running already.
     """
     interface = store.get_interface(name)
-    run_id = run_id_for(name, at)
+    run_id = run_id or run_id_for(name, at)
     with _lease(name):
         store.record_run(name, run_id, trigger=trigger)
         try:
@@ -161,14 +158,13 @@ def start_interface(name: str, *, trigger: str = "manual") -> str:
     run exists (or raises what stopped it before)."""
     interface = store.get_interface(name)
     spec_of(interface)  # a broken interface is refused before a thread starts
-    at = datetime.now(UTC)
-    run_id = run_id_for(name, at)
+    run_id = run_id_for(name)
     started = threading.Event()
     failure: list[BaseException] = []
 
     def body() -> None:
         try:
-            run_interface(name, trigger=trigger, at=at)
+            run_interface(name, trigger=trigger, run_id=run_id)
         except MailconduitError as exc:
             failure.append(exc)
             log.warning("interface %s: %s", name, exc)

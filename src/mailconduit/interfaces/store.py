@@ -15,7 +15,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailconduit.config import NAME_RE, is_database_url
-from mailconduit.connections.crypto import decrypt, encrypt
+from mailconduit.crypto import decrypt, encrypt
 from mailconduit.db.engines import engine
 from mailconduit.db.tables import database_connections_table as databases_table
 from mailconduit.db.tables import interface_runs_table, interfaces_table
