@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "message": {"errors", "config", "address"},
     "sources": {"errors", "config", "home"},
     "journal": {"errors", "config", "home", "delivery"},  # delivery.ratelimit's DailyUsage type
-    "connections": {"errors", "config", "home", "db"},
+    "connections": {"errors", "config", "home", "db", "oauth", "presets"},
     "db": {"errors", "home", "connections", "web"},  # imports table modules so create_all sees them
     "netpolicy": {"errors", "config"},
     "oauth": {"errors", "config"},
@@ -36,6 +36,7 @@ ALLOWED: dict[str, set[str]] = {
         "smtp",
         "sink",
         "netpolicy",
+        "oauth",
     },
     # The Airflow provider sits on top, beside cli and web: the public API only.
     "airflow": {"api", "config", "errors", "__version__"},

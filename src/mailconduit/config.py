@@ -17,7 +17,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mailconduit.address import check_display_name, parse_list, parse_mailbox
@@ -30,6 +30,7 @@ __all__ = [
     "ImplementationType",
     "Secret",
     "Security",
+    "TokenSource",
     "char_name",
     "connection_from_url",
     "derive_security",
@@ -140,6 +141,17 @@ class Secret:
     __str__ = __repr__
 
 
+class TokenSource(Protocol):
+    """Where an XOAUTH2 session gets its access token: the connection's OAuth2 sign-in,
+    shared by every session of a run (see :mod:`mailconduit.oauth`)."""
+
+    async def bearer(self) -> Secret:
+        """A token good for the AUTH about to be sent."""
+
+    async def refused(self, token: Secret) -> None:
+        """The server refused ``token`` although it looked valid: the next one is new."""
+
+
 @dataclass(frozen=True, slots=True)
 class Connection:
     """One stored SMTP connection: every field of the "SMTP Data Provider" form and more.
@@ -179,6 +191,8 @@ class Connection:
     daily_cap: int = 0
     messages_per_connection: int = 0
     origin: str = "store"
+    #: Set for a run by the API when the connection signs in with OAuth2; never stored.
+    token_source: TokenSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def host(self) -> str:
@@ -198,9 +212,11 @@ class Connection:
 
     @property
     def logs_in(self) -> bool:
-        """True when a session authenticates: a mechanism other than none, and credentials."""
+        """True when a session authenticates: a mechanism other than none, and credentials
+        (a password, or tokens from an OAuth2 sign-in for XOAUTH2)."""
+        oauth = self.auth_mechanism is AuthMechanism.XOAUTH2 and self.token_source is not None
         return self.auth_mechanism is not AuthMechanism.NONE and bool(
-            self.username and self.password
+            self.username and (self.password or oauth)
         )
 
     def with_changes(self, **changes: Any) -> Connection:
@@ -210,7 +226,7 @@ class Connection:
         """Every field except the password, as JSON-friendly values; safe to show anyone."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "password":
+            if f.name in ("password", "token_source"):
                 continue
             value = getattr(self, f.name)
             out[f.name] = value.value if isinstance(value, enum.Enum) else value
@@ -453,7 +469,7 @@ def validate_connection(data: Mapping[str, Any], *, origin: str = "store") -> Co
     def err(name: str, message: str) -> None:
         errors.append(FieldError(name, message))
 
-    known = set(CONNECTION_FIELDS) - {"origin"}
+    known = set(CONNECTION_FIELDS) - {"origin", "token_source"}
     for key in data:
         if key not in known:
             err(str(key), "is not a connection field")
@@ -617,7 +633,8 @@ def validate_connection(data: Mapping[str, Any], *, origin: str = "store") -> Co
     if auth is not AuthMechanism.NONE:
         if not values.get("username"):
             err("username", "is required (or set auth_mechanism to none for a server without AUTH)")
-        if not password_text:
+        # XOAUTH2 takes its tokens from the connection's OAuth2 sign-in (stored beside it).
+        if not password_text and auth is not AuthMechanism.XOAUTH2:
             err("password", "is required (or set auth_mechanism to none for a server without AUTH)")
     if password_text:
         values["password"] = Secret(password_text)
