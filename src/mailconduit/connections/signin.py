@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from mailconduit.config import AuthMechanism, Connection, Secret, Security, validate_connection
+from mailconduit.config import AuthMechanism, Connection, Secret, validate_connection
 from mailconduit.connections import oauth as oauth_store
 from mailconduit.connections import store
 from mailconduit.errors import ConfigError, FieldError
@@ -219,15 +219,18 @@ def oauth_view(name: str) -> dict[str, Any] | None:
 
 
 def preset_for(conn: Connection) -> Preset | None:
-    """The preset the connection was made from while it still points at that provider's
-    server; otherwise the preset whose server it uses (None when there is none)."""
+    """The preset the connection was made from, else the one whose server it uses (None
+    when neither): whose published limits its settings are held to."""
     chosen = oauth_store.get_preset_name(conn.name) if conn.origin == "store" else ""
-    candidates = [p for p in list_presets() if p.name == chosen] + list_presets()
-    for preset in candidates:
-        host = preset.server_url
-        if "{region}" not in host and host.lower() == conn.host.lower():
+    presets = list_presets()
+    for preset in presets:
+        if preset.name == chosen:
             return preset
-        if host.startswith("email-smtp.") and conn.host.lower().startswith("email-smtp."):
+    host = conn.host.lower()
+    for preset in presets:
+        server = preset.server_url.lower()
+        regional = server.endswith(".amazonaws.com") and host.endswith(".amazonaws.com")
+        if server == host or regional:  # SES: any region's endpoint
             return preset
     return None
 
@@ -235,9 +238,7 @@ def preset_for(conn: Connection) -> Preset | None:
 def limit_warnings(conn: Connection) -> list[str]:
     """Where the connection's settings allow more than its provider's published limits."""
     preset = preset_for(conn)
-    if preset is None or preset.security is Security.NONE:
-        return []
-    return check_limits(conn.public_dict(), preset)
+    return check_limits(conn.public_dict(), preset) if preset is not None else []
 
 
 
