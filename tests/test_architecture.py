@@ -37,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
         "sink",
         "netpolicy",
         "oauth",
+        "presets",
     },
     # The Airflow provider sits on top, beside cli and web: the public API only.
     "airflow": {"api", "config", "errors", "__version__"},

@@ -42,6 +42,7 @@ __all__ = [
     "ExportSource",
     "aexport",
     "aresume",
+    "authorization_status",
     "authorize_connection",
     "connection_oauth",
     "create_connection",
@@ -53,6 +54,7 @@ __all__ = [
     "list_connections",
     "list_runs",
     "load_interface",
+    "presets",
     "preview",
     "resume",
     "resume_run",
@@ -60,6 +62,7 @@ __all__ = [
     "run_report",
     "run_resume",
     "serving",
+    "start_authorization",
     "start_export",
     "test_connection",
     "update_connection",
@@ -150,11 +153,58 @@ def authorize_connection(name: str, *, show: Callable[[DeviceAuthorization], Non
     code); the refresh token is stored encrypted, and cached tokens are dropped."""
     from mailconduit.connections import signin
 
+    _stored_oauth(name)
+    event_loop.run(signin.authorize(name, show=show))
+
+
+def presets() -> list[dict[str, Any]]:
+    """Every provider preset: name, title, the connection fields it fills, its OAuth2
+    provider, the limits it knows and where they come from."""
+    from mailconduit.presets import connection_fields, list_presets
+
+    return [
+        {
+            "name": p.name,
+            "title": p.title,
+            "fields": connection_fields(p),
+            "oauth_provider": p.oauth_provider,
+            "ports": [port for port, _ in p.ports],
+            "username_hint": p.username_hint,
+            "credential_hint": p.credential_hint,
+            "recipients_per_message": p.recipients_per_message,
+            "max_message_bytes": p.max_message_bytes,
+            "limits_apply": p.limits_apply,
+            "source": p.source,
+            "note": p.note,
+        }
+        for p in list_presets()
+    ]
+
+
+def start_authorization(name: str) -> dict[str, Any]:
+    """Start a device sign-in in the background (console, REST): the code and address to
+    show, then ``state`` pending, done or failed (see :func:`authorization_status`)."""
+    from mailconduit.connections import signin
+
+    _stored_oauth(name)
+    return signin.start_sign_in(name).view()
+
+
+def authorization_status(name: str) -> dict[str, Any] | None:
+    """The latest device sign-in of ``name`` started by this process (None: none)."""
+    from mailconduit.connections import signin
+
+    current = signin.sign_in_status(name)
+    return current.view() if current is not None else None
+
+
+def _stored_oauth(name: str) -> bool:
+    """Refuse connections that cannot be signed in: not stored."""
     if get_connection(name).origin != "store":
         raise ConfigError.for_fields(
             "connection", [FieldError("name", f"{name!r} is not a stored connection")]
         )
-    event_loop.run(signin.authorize(name, show=show))
+    return True
 
 
 def test_connection(

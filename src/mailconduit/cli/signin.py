@@ -140,7 +140,9 @@ def oauth_changes(
         "oauth_flow": flow,
         "oauth_client_auth": client_auth,
     }
-    if remove and any(v is not None for k, v in given.items() if k.startswith("oauth_") and k != "oauth_provider"):
+    if remove and any(
+        v is not None for k, v in given.items() if k.startswith("oauth_") and k != "oauth_provider"
+    ):
         raise ConfigError.for_fields(
             "options", [FieldError("oauth_provider", "--no-oauth takes no other OAuth2 option")]
         )

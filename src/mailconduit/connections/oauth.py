@@ -130,9 +130,7 @@ def merge(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, A
             data.pop(key, None)
         else:
             data[key] = value
-    moved = any(
-        str(data.get(k) or "") != str(current.get(k) or "") for k in _IDENTITY_FIELDS
-    )
+    moved = any(str(data.get(k) or "") != str(current.get(k) or "") for k in _IDENTITY_FIELDS)
     if current and moved:
         for secret in SECRET_FIELDS:
             if changes.get(secret) in (None, ""):

@@ -10,6 +10,8 @@ every wrong field is named in one error, and nothing is stored unless all of it 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -17,7 +19,7 @@ from typing import Any, Final
 from mailconduit.config import AuthMechanism, Connection, Secret, validate_connection
 from mailconduit.connections import oauth as oauth_store
 from mailconduit.connections import store
-from mailconduit.errors import ConfigError, FieldError
+from mailconduit.errors import ConfigError, FieldError, MailconduitError
 from mailconduit.oauth import (
     DeviceAuthorization,
     Flow,
@@ -33,15 +35,20 @@ from mailconduit.presets import Preset, check_limits, connection_fields, get_pre
 
 __all__ = [
     "OAUTH_KEYS",
+    "DeviceSignIn",
     "authorize",
     "create",
     "limit_warnings",
     "oauth_view",
     "preset_for",
+    "sign_in_status",
+    "start_sign_in",
     "token_provider",
     "update",
     "with_tokens",
 ]
+
+log = logging.getLogger("mailconduit.oauth")
 
 PREFIX: Final = "oauth_"
 #: The flat input names of the OAuth2 fields.
@@ -93,7 +100,7 @@ def _fill(conn: dict[str, Any], preset: Preset) -> dict[str, Any]:
     if conn.get("security") not in (None, "") or conn.get("use_ssl") is not None:
         filled.pop("security", None)
         filled.pop("use_ssl", None)
-    given = {k: v for k, v in conn.items() if v is not None}
+    given = {k: v for k, v in conn.items() if v not in (None, "")}
     return {**filled, **given}
 
 
@@ -120,9 +127,7 @@ def _check(
             errors.extend(_prefixed(exc))
     if conn is not None and not errors:
         if settings is not None and conn.auth_mechanism is not AuthMechanism.XOAUTH2:
-            errors.append(
-                FieldError("auth_mechanism", "must be xoauth2 to sign in with OAuth2")
-            )
+            errors.append(FieldError("auth_mechanism", "must be xoauth2 to sign in with OAuth2"))
         if settings is None and conn.auth_mechanism is AuthMechanism.XOAUTH2 and not conn.password:
             errors.append(
                 FieldError(
@@ -241,8 +246,6 @@ def limit_warnings(conn: Connection) -> list[str]:
     return check_limits(conn.public_dict(), preset) if preset is not None else []
 
 
-
-
 def token_provider(
     conn: Connection,
     *,
@@ -295,7 +298,11 @@ async def authorize(
     if settings.flow is Flow.CLIENT_CREDENTIALS:
         raise ConfigError.for_fields(
             "connection",
-            [FieldError("oauth_flow", "client_credentials needs no sign-in: the app signs itself in")],
+            [
+                FieldError(
+                    "oauth_flow", "client_credentials needs no sign-in: the app signs itself in"
+                )
+            ],
         )
     if settings.provider is Provider.GOOGLE:
         raise ConfigError.for_fields(
@@ -328,3 +335,82 @@ async def authorize(
     await asyncio.to_thread(oauth_store.save_refresh_token, name, grant.refresh_token)
     await asyncio.to_thread(oauth_store.forget_tokens, name)
     return settings
+
+
+class DeviceSignIn:
+    """A device sign-in started from the console or the REST API and finished in the
+    background: the page shows ``user_code`` and ``verification_uri`` and asks ``state``.
+
+    ``state`` is ``pending``, ``done`` or ``failed`` (then ``message`` says why and what to
+    do). The device code never leaves this object.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: When the code stops working (seconds since the epoch); 0 until it is known.
+        self.expires_at = 0.0
+        self.user_code = ""
+        self.verification_uri = ""
+        self.instructions = ""
+        self.state = "starting"
+        self.message = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sign-in {name}", daemon=True)
+
+    def start(self, timeout: float) -> None:
+        """Ask for the code (waits up to ``timeout`` s for it), then poll in the background."""
+        self._thread.start()
+        self._ready.wait(timeout)
+
+    def _show(self, pending: DeviceAuthorization) -> None:
+        self.user_code = pending.user_code
+        self.verification_uri = pending.verification_uri
+        self.instructions = pending.instructions()
+        self.expires_at = time.time() + pending.expires_in
+        self.state = "pending"
+        self._ready.set()
+
+    def view(self) -> dict[str, Any]:
+        """What a page or the REST API shows (never the device code)."""
+        return {
+            "state": self.state,
+            "user_code": self.user_code,
+            "verification_uri": self.verification_uri,
+            "instructions": self.instructions,
+            "expires_at": self.expires_at,
+            "message": self.message,
+        }
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(authorize(self.name, show=self._show))
+        except MailconduitError as exc:
+            self.state, self.message = "failed", str(exc)
+        except Exception as exc:  # reported on the page; the console keeps serving
+            log.exception("the device sign-in of %s failed", self.name)
+            self.state, self.message = "failed", f"internal error: {type(exc).__name__}"
+        else:
+            self.state, self.message = "done", "signed in: the refresh token is stored"
+        finally:
+            self._ready.set()
+
+
+_sign_ins: dict[str, DeviceSignIn] = {}
+_sign_ins_lock = threading.Lock()
+
+
+def start_sign_in(name: str, *, timeout: float = 30.0) -> DeviceSignIn:
+    """Start (or return the one under way) a background device sign-in for ``name``."""
+    with _sign_ins_lock:
+        current = _sign_ins.get(name)
+        if current is not None and current.state in ("starting", "pending"):
+            return current
+        sign_in = _sign_ins[name] = DeviceSignIn(name)
+    sign_in.start(timeout)
+    return sign_in
+
+
+def sign_in_status(name: str) -> DeviceSignIn | None:
+    """The latest device sign-in started in this process for ``name``."""
+    with _sign_ins_lock:
+        return _sign_ins.get(name)
