@@ -20,6 +20,7 @@ from mailconduit.config import AuthMechanism, Connection, Secret, validate_conne
 from mailconduit.connections import oauth as oauth_store
 from mailconduit.connections import store
 from mailconduit.errors import ConfigError, FieldError, MailconduitError
+from mailconduit.home import database_url
 from mailconduit.oauth import (
     DeviceAuthorization,
     Flow,
@@ -395,17 +396,19 @@ class DeviceSignIn:
             self._ready.set()
 
 
-_sign_ins: dict[str, DeviceSignIn] = {}
+#: By store (database URL) and connection name: a console serves one store, tests many.
+_sign_ins: dict[tuple[str, str], DeviceSignIn] = {}
 _sign_ins_lock = threading.Lock()
 
 
 def start_sign_in(name: str, *, timeout: float = 30.0) -> DeviceSignIn:
     """Start (or return the one under way) a background device sign-in for ``name``."""
+    key = (database_url(), name)
     with _sign_ins_lock:
-        current = _sign_ins.get(name)
+        current = _sign_ins.get(key)
         if current is not None and current.state in ("starting", "pending"):
             return current
-        sign_in = _sign_ins[name] = DeviceSignIn(name)
+        sign_in = _sign_ins[key] = DeviceSignIn(name)
     sign_in.start(timeout)
     return sign_in
 
@@ -413,4 +416,4 @@ def start_sign_in(name: str, *, timeout: float = 30.0) -> DeviceSignIn:
 def sign_in_status(name: str) -> DeviceSignIn | None:
     """The latest device sign-in started in this process for ``name``."""
     with _sign_ins_lock:
-        return _sign_ins.get(name)
+        return _sign_ins.get((database_url(), name))
