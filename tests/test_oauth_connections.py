@@ -308,3 +308,28 @@ def test_no_secret_reaches_the_store_in_clear(
             assert SECRET.encode() not in content, path
             assert b"rt-very-secret" not in content, path
     assert os.environ["APP_SECRET"] == SECRET
+
+
+def test_export_and_import_carry_the_sign_in(
+    cli: Any, auth: OAuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APP_SECRET", SECRET)
+    monkeypatch.setenv("REFRESH", "rt-exported")
+    assert create(cli, auth, 2525, "--client-secret-env", "APP_SECRET", "--refresh-token-env",
+                  "REFRESH", "--preset", "mailpit").code == 0  # fmt: skip
+    public = cli("connections", "export", "--format", "json")
+    item = json.loads(public.out)["connections"][0]
+    assert item["oauth_client_id"] == "app" and item["preset"] == "mailpit"
+    assert "oauth_client_secret" not in item and "rt-exported" not in public.out
+
+    full = tmp_path / "all.json"
+    assert cli("connections", "export", "--format", "json", "--include-passwords",
+               "-o", str(full)).code == 0  # fmt: skip
+    assert cli("connections", "delete", "office", "--yes").code == 0
+    assert oauth_store.get_oauth("office") is None
+    imported = cli("connections", "import", str(full))
+    assert imported.code == 0, imported.output
+    settings = oauth_store.get_oauth("office")
+    assert settings is not None and settings.client_secret is not None
+    assert settings.refresh_token is not None and settings.refresh_token.reveal() == "rt-exported"
+    assert oauth_store.get_preset_name("office") == "mailpit"

@@ -44,8 +44,10 @@ __all__ = [
     "preset_for",
     "sign_in_status",
     "start_sign_in",
+    "stored_fields",
     "token_provider",
     "update",
+    "validate",
     "with_tokens",
 ]
 
@@ -146,13 +148,37 @@ def _check(
 def _prepare(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Preset | None]:
     conn_data, oauth_data, setup = _split(data)
     preset = _preset(setup, conn_data.get("port"))
+    # OAuth2 fields typed by the user mean XOAUTH2, whatever a preset's login method is.
+    if _oauth_wanted(oauth_data) and conn_data.get("auth_mechanism") in (None, ""):
+        conn_data["auth_mechanism"] = AuthMechanism.XOAUTH2.value
     if preset is not None:
         conn_data = _fill(conn_data, preset)
         if preset.oauth_provider and _oauth_wanted(oauth_data):
             oauth_data.setdefault("provider", preset.oauth_provider)
-    if _oauth_wanted(oauth_data) and conn_data.get("auth_mechanism") in (None, ""):
-        conn_data["auth_mechanism"] = AuthMechanism.XOAUTH2.value
     return conn_data, oauth_data, preset
+
+
+def validate(data: Mapping[str, Any]) -> Connection:
+    """Check a new connection's input (connection, preset and OAuth2 fields) without storing."""
+    conn_data, oauth_data, _ = _prepare(data)
+    return _check(conn_data, oauth_data if _oauth_wanted(oauth_data) else None)[0]
+
+
+def stored_fields(name: str, *, include_secrets: bool = False) -> dict[str, Any]:
+    """The preset and ``oauth_*`` input that recreates the connection's sign-in (for
+    ``connections export``); the secrets only with ``include_secrets``."""
+    raw = oauth_store.get_raw(name)
+    out: dict[str, Any] = {}
+    preset = oauth_store.get_preset_name(name)
+    if preset:
+        out["preset"] = preset
+    for key, value in raw.items():
+        if key in oauth_store.SECRET_FIELDS:
+            if include_secrets and isinstance(value, Secret):
+                out[PREFIX + key] = value.reveal()
+        else:
+            out[PREFIX + key] = value
+    return out
 
 
 def create(data: Mapping[str, Any]) -> Connection:
@@ -178,15 +204,15 @@ def update(name: str, changes: Mapping[str, Any]) -> Connection:
     them); the OAuth2 part is checked before anything is written."""
     conn_changes, oauth_changes, setup = _split(changes)
     preset = _preset(setup, conn_changes.get("port"))
-    if preset is not None:
-        conn_changes = _fill(conn_changes, preset)
     current = oauth_store.get_raw(name)
     remove = oauth_changes.get("provider") == ""
     given = _oauth_wanted(oauth_changes) and not remove
-    if given and not current and preset is not None and preset.oauth_provider:
-        oauth_changes.setdefault("provider", preset.oauth_provider)
     if given and not current and conn_changes.get("auth_mechanism") in (None, ""):
         conn_changes["auth_mechanism"] = AuthMechanism.XOAUTH2.value
+    if preset is not None:
+        conn_changes = _fill(conn_changes, preset)
+    if given and not current and preset is not None and preset.oauth_provider:
+        oauth_changes.setdefault("provider", preset.oauth_provider)
     merged = {} if remove else oauth_store.merge(current, oauth_changes)
     existing = store.get(name)
     auth = conn_changes.get("auth_mechanism") or existing.auth_mechanism.value
