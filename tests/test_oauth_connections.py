@@ -333,3 +333,12 @@ def test_export_and_import_carry_the_sign_in(
     assert settings is not None and settings.client_secret is not None
     assert settings.refresh_token is not None and settings.refresh_token.reveal() == "rt-exported"
     assert oauth_store.get_preset_name("office") == "mailpit"
+
+
+def test_gmail_refusals_are_retried_once_then_explained(auth: OAuthServer) -> None:
+    with XOAuth2Server(auth, style="google", required_scope="https://mail.google.com/") as smtp:
+        stored_xoauth2(auth, smtp, scope="other")
+        result = api.test_connection("office")
+    assert not result.ok and result.stage == "auth"
+    assert "5.7.8" in result.message and "https://mail.google.com/" in result.hint
+    assert [a.outcome for a in smtp.auth_attempts] == ["scope", "scope"]

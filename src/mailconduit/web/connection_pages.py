@@ -141,7 +141,8 @@ def create_smtp(request: Request, state: StateDep, form: FormDep) -> Response:
     data = form_to_connection_data(form, editing=False) | form_to_oauth_data(form, editing=False)
     if form.get("action") == "test":
         try:
-            draft = validate_connection(_connection_part(data))
+            # not "store": a stored connection's OAuth2 tokens must not serve a draft
+            draft = validate_connection(_connection_part(data), origin="draft")
         except ConfigError as exc:
             return _form_page(
                 request,
