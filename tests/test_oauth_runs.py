@@ -59,19 +59,19 @@ def smtp(auth: OAuthServer, clock: MailClock) -> Iterator[XOAuth2Server]:
         yield server
 
 
-class RevokingList(list[Any]):
-    """The SMTP server's list of received messages, revoking the sign-in as message ``at``
-    arrives (before the server answers its DATA): a revocation at a known row."""
+class OnMessage(list[Any]):
+    """The SMTP server's list of received messages, doing ``action`` as message ``at``
+    arrives (before the server answers its DATA): an event at a known row."""
 
-    def __init__(self, revoke: Any, *, at: int) -> None:
+    def __init__(self, action: Any, *, at: int) -> None:
         super().__init__()
-        self.revoke = revoke
+        self.action = action
         self.at = at
 
     def append(self, item: Any) -> None:
         super().append(item)
         if len(self) == self.at:
-            self.revoke()
+            self.action()
 
 
 def create_connection(auth: OAuthServer, smtp: XOAuth2Server, **extra: Any) -> str:
@@ -131,6 +131,24 @@ def test_a_run_crossing_token_expiries_loses_no_row(
     assert set(outcomes) == {"ok", "expired"}
     assert outcomes.count("ok") == smtp.session_count  # ...and every session got in
     assert auth.refreshes >= 2
+
+
+def test_a_token_endpoint_down_for_a_while_costs_no_row(
+    tmp_path: Path, auth: OAuthServer, smtp: XOAuth2Server, clock: MailClock
+) -> None:
+    clock.per_message = 600.0  # the first token runs out after the sixth message
+    create_connection(auth, smtp)
+    smtp.messages = OnMessage(
+        lambda: auth.fail("temporarily_unavailable", times=2, grant_type="refresh_token"), at=6
+    )
+    source = write_csv(tmp_path / "people.csv", people(12))
+
+    report = export(source, concurrency=1, messages_per_connection=3)
+
+    assert (report.status, report.sent, report.failed) == ("finished", 12, 0), report.message
+    delivered_once(smtp, 12)
+    refused = [r for r in auth.requests if r.error == "scripted: temporarily_unavailable"]
+    assert len(refused) == 2  # asked again after each failure, then got a token
 
 
 def test_a_provider_on_the_runs_clock_renews_before_the_server_refuses(
@@ -223,7 +241,7 @@ def test_a_revoked_refresh_token_stops_the_run_and_resume_continues_after_sign_i
     caplog.set_level(logging.DEBUG)
     refresh_token = create_connection(auth, smtp)
     source = write_csv(tmp_path / "people.csv", people(24))
-    smtp.messages = RevokingList(lambda: auth.revoke(refresh_token, whole_grant=True), at=9)
+    smtp.messages = OnMessage(lambda: auth.revoke(refresh_token, whole_grant=True), at=9)
 
     result = cli(
         "export", str(source), "--connection", NAME, "--to", MESSAGE["to"],

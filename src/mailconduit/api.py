@@ -230,12 +230,12 @@ async def _probe(conn: Connection, *, send_to: str | None, allow_address: Any) -
     """Test Connection: an OAuth2 connection's token first (its own stage), then the SMTP
     stages; warnings where a setting goes beyond the provider's published limits."""
     from mailconduit.connections import signin
-    from mailconduit.oauth import OAuthError
+    from mailconduit.oauth import OAuthError, TokenProvider
     from mailconduit.smtp.probe import probe, token_failure
 
-    if conn.token_source is not None:
+    if isinstance(conn.token_source, TokenProvider):
         try:
-            await conn.token_source.bearer()
+            await conn.token_source.token()
         except OAuthError as exc:
             return token_failure(conn, exc.reason, exc.hint)
     result = await probe(conn, send_to=send_to, allow_address=allow_address)

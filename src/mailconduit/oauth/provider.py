@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from mailconduit.config import Secret
+from mailconduit.errors import TransientSMTPError
 from mailconduit.oauth.cache import CachedToken, MemoryTokenCache, TokenCache
 from mailconduit.oauth.client import DEFAULT_TIMEOUT, request_token
 from mailconduit.oauth.errors import (
@@ -118,9 +119,16 @@ class TokenProvider:
         await self.refused(token.value)
 
     async def bearer(self) -> Secret:
-        """The value of :meth:`token`: what an SMTP session sends in XOAUTH2
-        (this makes the provider a :class:`~mailconduit.config.TokenSource`)."""
-        return (await self.token()).value
+        """The value of :meth:`token`: what an SMTP session sends in XOAUTH2 (this makes the
+        provider a :class:`~mailconduit.config.TokenSource`). A token endpoint that fails
+        for now is a :class:`TransientSMTPError` there, so the run retries the session as
+        after a dropped connection; a sign-in problem stays an :class:`OAuthError`."""
+        try:
+            return (await self.token()).value
+        except OAuthError as exc:
+            if not exc.retriable:
+                raise
+            raise TransientSMTPError(0, f"no access token: {exc}", command="AUTH") from exc
 
     async def refused(self, token: Secret) -> None:
         """:meth:`invalidate` by the token's value, as the SMTP session knows it."""
