@@ -126,7 +126,7 @@ Auth = Annotated[
     str | None,
     typer.Option(
         "--auth",
-        help="AUTH mechanism: auto, plain, login, cram-md5, xoauth2 (token as password) or none.",
+        help="AUTH mechanism: auto, plain, login, cram-md5, xoauth2 (OAuth2 sign-in, or a token as password) or none.",
     ),
 ]
 Insecure = Annotated[
