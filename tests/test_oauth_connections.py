@@ -342,3 +342,36 @@ def test_gmail_refusals_are_retried_once_then_explained(auth: OAuthServer) -> No
     assert not result.ok and result.stage == "auth"
     assert "5.7.8" in result.message and "https://mail.google.com/" in result.hint
     assert [a.outcome for a in smtp.auth_attempts] == ["scope", "scope"]
+
+
+@pytest.mark.parametrize(
+    ("server", "chosen", "expected"),
+    [
+        ("smtp.office365.com", "", "microsoft365"),
+        ("email-smtp.eu-west-1.amazonaws.com", "", "amazon-ses"),
+        ("smtp.example.com", "", None),
+        ("smtp.example.com", "sendgrid", "sendgrid"),  # the chosen preset, wherever it points
+    ],
+)
+def test_the_limits_come_from_the_chosen_preset_or_the_server(
+    server: str, chosen: str, expected: str | None
+) -> None:
+    from mailconduit.connections import signin
+
+    data: dict[str, Any] = {
+        "name": "relay", "server_url": server, "port": 587, "security": "starttls",
+        "username": "apikey", "password": "secret-key",
+    }  # fmt: skip
+    if chosen:
+        data["preset"] = chosen
+    conn = api.create_connection(data)
+    preset = signin.preset_for(conn)
+    assert (preset.name if preset else None) == expected
+    if expected == "sendgrid":
+        assert conn.messages_per_connection == 5_000  # filled by the preset
+        assert signin.limit_warnings(conn) == []
+        changed = api.update_connection("relay", {"messages_per_connection": 0})
+        assert signin.limit_warnings(changed) == [
+            "messages_per_connection 0 (no limit) exceeds SendGrid's 5,000 messages per SMTP "
+            "connection"
+        ]
