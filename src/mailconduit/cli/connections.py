@@ -311,9 +311,14 @@ def create(
             device_endpoint=device_endpoint, flow=flow, client_auth=client_auth,
         )
     )  # fmt: skip
-    oauth = any(k.startswith("oauth_") for k in data) or data.get("preset") is not None
-    wants_auth = str(data.get("auth_mechanism", "auto")).lower() not in ("none", "xoauth2")
-    password = _password(password_stdin, password_env, prompt=wants_auth and not oauth)
+    oauth = any(k.startswith("oauth_") for k in data)
+    chosen = next((p for p in api.presets() if p["name"] == data.get("preset")), None)
+    auth_default = chosen["fields"]["auth_mechanism"] if chosen else "auto"
+    wants_password = str(data.get("auth_mechanism", auth_default)).lower() not in (
+        "none",
+        "xoauth2",
+    )
+    password = _password(password_stdin, password_env, prompt=wants_password and not oauth)
     if password is not None:
         data["password"] = password
     conn = api.create_connection(data)
