@@ -17,14 +17,9 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-from mailconduit.config import (
-    Connection,
-    ExportSpec,
-    RateLimit,
-    RetryPolicy,
-    url_scheme,
-    validate_export_spec,
-)
+from mailconduit.config.connection import Connection
+from mailconduit.config.export import ExportSpec, RateLimit, RetryPolicy, validate_export_spec
+from mailconduit.config.text import url_scheme
 from mailconduit.connections.env import env_lookup
 from mailconduit.delivery import loop as event_loop
 from mailconduit.errors import ConfigError, FieldError, MailconduitError

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from mailconduit.config import Connection
+from mailconduit.config.connection import Connection
 from mailconduit.connections import signin, store
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 
@@ -66,9 +66,7 @@ def load_connections(text: str, *, fmt: str | None = None, replace: bool = False
         try:
             store.get(label)
             exists = True
-        except NotFoundError:
-            pass
-        except ConfigError:
+        except (NotFoundError, ConfigError):
             pass
         if exists and not replace:
             problems.append(

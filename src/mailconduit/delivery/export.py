@@ -703,7 +703,7 @@ def _rate_for(spec: ExportSpec, conn: Connection) -> RateLimit:
 
 def _opener(conn: Connection, spec: ExportSpec, allow_address: Any) -> Any:
     data_timeout = spec.data_timeout_ms / 1000 if spec.data_timeout_ms else None
-    per_conn = spec.messages_per_connection if spec.messages_per_connection >= 0 else None
+    per_conn = spec.messages_per_connection
 
     async def open_session() -> SMTPSession:
         session = SMTPSession(
@@ -750,8 +750,8 @@ async def execute(
     the run as a first Ctrl-C does; the journal then says so, and the CancelledError goes
     on once it is written. ``handle_signals`` is for the CLI alone: SIGINT/SIGTERM stop it.
     """
-    if spec.dry_run:
-        return await _off_loop(functools.partial(_dry_run, spec, conn))
+    if spec.dry_run is not None:
+        return await _off_loop(functools.partial(_dry_run, spec, conn, Path(spec.dry_run)))
     run_id = resume_of or spec.run_id or new_run_id()
     if not spec.journal:
         return await _execute(spec, conn, run_id, None, progress=progress, handle_signals=handle_signals,
@@ -1101,7 +1101,7 @@ async def resume(
     """Resume ``run_id`` from its journal: confirmed rows are never sent again."""
     journal = Journal()
     spec = spec_of_run(run_id, journal=journal)  # NotFoundError for an unknown run
-    changes: dict[str, Any] = {"run_id": run_id, "dry_run": ""}
+    changes: dict[str, Any] = {"run_id": run_id, "dry_run": None}
     if source is not None:
         changes["source"] = source
     elif spec.source == "<python iterable>":
@@ -1160,10 +1160,9 @@ def _eml_name(seq: int, key: str) -> str:
     return f"{seq:06d}-{safe}.eml"
 
 
-def _dry_run(spec: ExportSpec, conn: Connection) -> ExportReport:
+def _dry_run(spec: ExportSpec, conn: Connection, out: Path) -> ExportReport:
     prepared = prepare(spec, conn, sending=False)
     run_id = spec.run_id or new_run_id()
-    out = Path(spec.dry_run)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

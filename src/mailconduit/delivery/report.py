@@ -174,7 +174,7 @@ def write_csv(rows: Iterable[RowState], out: IO[str]) -> None:
         )
 
 
-def write_report(report: ExportReport, path: str | Path, *, fmt: str = "") -> Path:
+def write_report(report: ExportReport, path: str | Path, *, fmt: str | None = None) -> Path:
     """Write the report as CSV or JSON (by ``fmt`` or the file extension)."""
     target = Path(path)
     kind = fmt or ("json" if target.suffix.lower() == ".json" else "csv")
