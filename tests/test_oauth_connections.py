@@ -375,3 +375,10 @@ def test_the_limits_come_from_the_chosen_preset_or_the_server(
             "messages_per_connection 0 (no limit) exceeds SendGrid's 5,000 messages per SMTP "
             "connection"
         ]
+
+
+def test_the_cli_options_cover_the_oauth_fields() -> None:
+    from mailconduit.cli.signin import SIGN_IN_OPTIONS
+    from mailconduit.connections.signin import OAUTH_KEYS
+
+    assert set(SIGN_IN_OPTIONS.values()) == {"preset", "region", *OAUTH_KEYS}

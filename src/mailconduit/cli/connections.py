@@ -311,7 +311,7 @@ def create(
     )  # fmt: skip
     data.update(
         signin.oauth_changes(
-            preset=preset, region=region, provider=oauth_provider, tenant=tenant,
+            preset=preset, region=region, oauth_provider=oauth_provider, tenant=tenant,
             client_id=client_id, client_secret_env=client_secret_env,
             refresh_token_env=refresh_token_env, scope=scope, token_endpoint=token_endpoint,
             device_endpoint=device_endpoint, flow=flow, client_auth=client_auth,
@@ -402,7 +402,7 @@ def edit(
     )  # fmt: skip
     changes.update(
         signin.oauth_changes(
-            preset=preset, region=region, provider=oauth_provider, tenant=tenant,
+            preset=preset, region=region, oauth_provider=oauth_provider, tenant=tenant,
             client_id=client_id, client_secret_env=client_secret_env,
             refresh_token_env=refresh_token_env, scope=scope, token_endpoint=token_endpoint,
             device_endpoint=device_endpoint, flow=flow, client_auth=client_auth, remove=no_oauth,

@@ -13,7 +13,7 @@ import typer
 
 from mailconduit.errors import ConfigError, FieldError
 
-__all__ = ["oauth_changes", "show_device_code"]
+__all__ = ["SIGN_IN_OPTIONS", "oauth_changes", "show_device_code"]
 
 Preset = Annotated[
     str | None,
@@ -109,44 +109,39 @@ def _from_env(variable: str | None, field: str) -> str | None:
     return value
 
 
-def oauth_changes(
-    *,
-    preset: str | None,
-    region: str | None,
-    provider: str | None,
-    tenant: str | None,
-    client_id: str | None,
-    client_secret_env: str | None,
-    refresh_token_env: str | None,
-    scope: str | None,
-    token_endpoint: str | None,
-    device_endpoint: str | None,
-    flow: str | None,
-    client_auth: str | None,
-    remove: bool = False,
-) -> dict[str, Any]:
-    """The preset and ``oauth_*`` fields the options give (only those given)."""
-    given = {
-        "preset": preset,
-        "region": region,
-        "oauth_provider": "" if remove else provider,
-        "oauth_tenant": tenant,
-        "oauth_client_id": client_id,
-        "oauth_client_secret": _from_env(client_secret_env, "oauth_client_secret"),
-        "oauth_refresh_token": _from_env(refresh_token_env, "oauth_refresh_token"),
-        "oauth_scope": scope,
-        "oauth_token_endpoint": token_endpoint,
-        "oauth_device_endpoint": device_endpoint,
-        "oauth_flow": flow,
-        "oauth_client_auth": client_auth,
-    }
-    if remove and any(
-        v is not None for k, v in given.items() if k.startswith("oauth_") and k != "oauth_provider"
-    ):
-        raise ConfigError.for_fields(
-            "options", [FieldError("oauth_provider", "--no-oauth takes no other OAuth2 option")]
-        )
-    return {k: v for k, v in given.items() if v is not None}
+#: The options above, by parameter name, and the input field each one sets.
+SIGN_IN_OPTIONS: dict[str, str] = {
+    "preset": "preset",
+    "region": "region",
+    "oauth_provider": "oauth_provider",
+    "tenant": "oauth_tenant",
+    "client_id": "oauth_client_id",
+    "client_secret_env": "oauth_client_secret",
+    "refresh_token_env": "oauth_refresh_token",
+    "scope": "oauth_scope",
+    "token_endpoint": "oauth_token_endpoint",
+    "device_endpoint": "oauth_device_endpoint",
+    "flow": "oauth_flow",
+    "client_auth": "oauth_client_auth",
+}
+_FROM_ENV = frozenset({"client_secret_env", "refresh_token_env"})
+
+
+def oauth_changes(*, remove: bool = False, **options: str | None) -> dict[str, Any]:
+    """The preset and ``oauth_*`` fields the options give (only those given; secrets read
+    from the environment variables named). ``remove`` (``--no-oauth``) forgets them."""
+    data: dict[str, Any] = {}
+    for option, value in options.items():
+        field = SIGN_IN_OPTIONS[option]
+        data[field] = _from_env(value, field) if option in _FROM_ENV else value
+    given = {k: v for k, v in data.items() if v is not None}
+    if remove:
+        if any(k.startswith("oauth_") for k in given):
+            raise ConfigError.for_fields(
+                "options", [FieldError("oauth_provider", "--no-oauth takes no other OAuth2 option")]
+            )
+        given["oauth_provider"] = ""
+    return given
 
 
 def show_device_code(instructions: str, uri: str, code: str) -> None:

@@ -148,7 +148,10 @@ class Connection:
         return out
 
 
-CONNECTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Connection))
+#: The connection's fields, but the run's token source (never typed in nor stored).
+CONNECTION_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(Connection) if f.name != "token_source"
+)
 _BOOL_FIELDS = {f.name for f in fields(Connection) if f.type in ("bool", bool)}
 _INT_FIELDS = {
     "port",
@@ -323,7 +326,7 @@ def validate_connection(data: Mapping[str, Any], *, origin: str = "store") -> Co
 
 
 def _check_known_keys(data: Mapping[str, Any], err: FieldErrors) -> None:
-    known = set(CONNECTION_FIELDS) - {"origin", "token_source"}
+    known = set(CONNECTION_FIELDS) - {"origin"}
     for key in data:
         if key not in known:
             err(str(key), "is not a connection field")

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from sqlalchemy import Column, DateTime, String, Table, Text, delete, insert, select, update
 
-from mailconduit.config import Secret
+from mailconduit.config.secret import Secret
 from mailconduit.connections.crypto import decrypt, encrypt
 from mailconduit.db import engine, metadata
 from mailconduit.errors import ConfigError, FieldError

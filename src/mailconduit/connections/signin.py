@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from mailconduit.config import AuthMechanism, Connection, Secret, validate_connection
+from mailconduit.config.connection import AuthMechanism, Connection, validate_connection
+from mailconduit.config.secret import Secret
 from mailconduit.connections import oauth as oauth_store
 from mailconduit.connections import store
 from mailconduit.errors import ConfigError, FieldError, MailconduitError
