@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Column, DateTime, String, Table, Text, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from mailconduit.config.secret import Secret
 from mailconduit.connections.crypto import decrypt, encrypt
-from mailconduit.db import engine, metadata
+from mailconduit.db.engines import engine
+from mailconduit.db.tables import connection_oauth_table
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.oauth import (
     OAuthSettings,
@@ -60,17 +61,6 @@ SECRET_FIELDS: Final = ("client_secret", "refresh_token")
 #: Changing one of these means another app or another authority: the stored refresh
 #: token was issued to someone else, and secrets must not follow to a new endpoint.
 _IDENTITY_FIELDS: Final = ("provider", "tenant", "client_id", "token_endpoint")
-
-connection_oauth_table = Table(
-    "connection_oauth",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("settings", Text, nullable=False),
-    Column("preset", String(64), nullable=False, default=""),
-    Column("client_secret_token", Text, nullable=True),
-    Column("refresh_token_token", Text, nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
 
 
 def _reveal(stored: str | None, name: str) -> Secret | None:
