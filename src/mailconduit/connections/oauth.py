@@ -17,7 +17,7 @@ from typing import Any, Final
 from sqlalchemy import delete, insert, select, update
 
 from mailconduit.config.secret import Secret
-from mailconduit.connections.crypto import decrypt, encrypt
+from mailconduit.crypto import decrypt, encrypt
 from mailconduit.db.engines import engine
 from mailconduit.db.tables import connection_oauth_table
 from mailconduit.errors import ConfigError, FieldError
@@ -63,8 +63,8 @@ SECRET_FIELDS: Final = ("client_secret", "refresh_token")
 _IDENTITY_FIELDS: Final = ("provider", "tenant", "client_id", "token_endpoint")
 
 
-def _reveal(stored: str | None, name: str) -> Secret | None:
-    return Secret(decrypt(stored, name=name)) if stored else None
+def _reveal(stored: str | None, name: str, field: str) -> Secret | None:
+    return Secret(decrypt(stored, name=name, field=field)) if stored else None
 
 
 def _row(name: str) -> Any:
@@ -80,7 +80,7 @@ def _raw(row: Any) -> dict[str, Any]:
         ("client_secret", row.client_secret_token),
         ("refresh_token", row.refresh_token_token),
     ):
-        secret = _reveal(column, row.name)
+        secret = _reveal(column, row.name, f"oauth_{field}")
         if secret is not None:
             data[field] = secret
     return data
@@ -211,7 +211,7 @@ def forget_tokens(name: str) -> None:
 
 
 def _decrypt_token(stored: str) -> str:
-    return decrypt(stored, name="the token cache")
+    return decrypt(stored, name="the token cache", kind="token cache", field="token")
 
 
 def token_cache() -> SqlTokenCache:
