@@ -204,7 +204,7 @@ def test_per_row_problems_skip_that_row_and_the_others_go_on(
         reply_to="{{ name }} <replies@example.com>",
         subject="{{ subject }}",
         body="{{ 'ab' * (repeat|int) }}",
-        headers=["X-Tag: {{ tag }}"],
+        headers={"X-Tag": "{{ tag }}"},
     )
     results = list(report.rows())
     assert len(results) == 2 * len(CATALOGUE)
@@ -406,8 +406,8 @@ def test_stdin_is_a_source(cli: Any, server: FaultServer, target: str) -> None:
     }
 
 
-_ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
-_SHORT_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=10)
+_ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=60)
+_SHORT_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=10)
 
 
 def test_any_row_values_parse_back_with_no_header_injected(
@@ -429,7 +429,7 @@ def test_any_row_values_parse_back_with_no_header_injected(
                    "tag": tag, "body": body}  # fmt: skip
             report = api.export(
                 [row], connection=name, to='"{{ display }}" <{{ email }}>',
-                subject="{{ subject }}", body="{{ body }}", headers=["X-Tag: {{ tag }}"],
+                subject="{{ subject }}", body="{{ body }}", headers={"X-Tag": "{{ tag }}"},
                 journal=False,
             )  # fmt: skip
             if report.sent == 0:

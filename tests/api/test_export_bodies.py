@@ -481,7 +481,7 @@ def test_group_and_table_modes_skip_an_empty_attachment_too(
     assert "<td>3</td>" in html_of(m2.message)  # the group's table still follows the body
 
     table = api.export(str(data), mode="table", to="board@example.com", where="n IN ('3', '5')",
-                       table_formats="html,csv", **common)  # fmt: skip
+                       table_formats=["html", "csv"], **common)  # fmt: skip
     assert table.sent == 1
     board = by_recipient(server_messages(server))["board@example.com"]
     assert list(board.attachments()) == ["data.csv"]

@@ -270,6 +270,7 @@ async def test_without_a_configured_rate_throttling_imposes_half_the_measured_ra
     assert stats.effective_rate == pytest.approx(10.0, rel=0.1)
     times = await grant_times(limiter, clock, 3)
     assert times[0] == pytest.approx(throttled_at + 2.0)  # the default pause
+    assert stats.effective_rate is not None
     assert times[2] - times[1] == pytest.approx(1 / stats.effective_rate)
     # recovered to the measured rate after enough quiet time: no limit again
     clock.advance(5.0 * 5)

@@ -276,7 +276,10 @@ def test_columns_of_a_field() -> None:
 
 
 def test_table_and_group_context() -> None:
-    rows = [{"email": "a@example.com", "amount": 1}, {"email": "b@example.com", "amount": None}]
+    rows: list[dict[str, Any]] = [
+        {"email": "a@example.com", "amount": 1},
+        {"email": "b@example.com", "amount": None},
+    ]
     template = MessageTemplate(
         to="{{ group }}",
         subject="{{ count }} rows",
@@ -297,9 +300,8 @@ def test_table_and_group_context() -> None:
 
 
 def test_non_string_column_keys_are_usable() -> None:
-    rendered = MessageTemplate(subject="{{ row['1'] }}|{{ amount }}").render(
-        {1: "one", "amount": Decimal("2.50")}
-    )
+    row: dict[Any, Any] = {1: "one", "amount": Decimal("2.50")}  # as a JSON source may give
+    rendered = MessageTemplate(subject="{{ row['1'] }}|{{ amount }}").render(row)
     assert rendered.subject == "one|2.50"
 
 
