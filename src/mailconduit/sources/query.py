@@ -146,6 +146,7 @@ class FilteredSource(Source):
                 raise self._error(exc) from None
             except (duckdb.BinderException, duckdb.CatalogException) as exc:
                 # Type mismatches are judged later, once the columns' types are known.
+                # DuckDB has no type for "no such column": its own text is all there is.
                 if "not found" in str(exc) or "does not exist" in str(exc):
                     raise self._error(exc) from None
         finally:
