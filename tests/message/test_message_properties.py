@@ -24,6 +24,7 @@ from mailconduit.errors import RowError
 from mailconduit.message import (
     Address,
     Attachment,
+    BuiltMessage,
     build_message,
     make_address,
     normalise_text,
@@ -106,6 +107,18 @@ def parse(data: bytes, *, smtputf8: bool = False) -> EmailMessage:
     return message
 
 
+def build(**fields: Any) -> BuiltMessage:
+    """build_message from sender@example.com to rcpt@example.org with this module's
+    Message-ID and date; ``fields`` adds to or replaces them."""
+    defaults: dict[str, Any] = {
+        "from_": make_address("sender@example.com"),
+        "to": [make_address("rcpt@example.org")],
+        "message_id": MESSAGE_ID,
+        "date": DATE,
+    }
+    return build_message(**{**defaults, **fields})
+
+
 def assert_wire_form(data: bytes) -> None:
     """CRLF only, no line over 998 octets, header lines within 998."""
     assert b"\r" not in data.replace(b"\r\n", b""), "a lone CR on the wire"
@@ -177,7 +190,7 @@ def test_text_message_parses_back_to_every_field(
 ) -> None:
     assume(to or cc or bcc)
     assume(len({k.lower() for k in custom}) == len(custom))
-    built = build_message(
+    built = build(
         from_=sender,
         to=to,
         cc=cc,
@@ -186,8 +199,6 @@ def test_text_message_parses_back_to_every_field(
         subject=subject,
         text_body=text,
         headers=custom,
-        message_id=MESSAGE_ID,
-        date=DATE,
     )
     assert_wire_form(built.data)
     message = parse(built.data)
@@ -236,16 +247,8 @@ def test_multipart_message_parses_back_to_every_part(
 ) -> None:
     """Every part comes back where a mail client looks for it: mixed(alternative(text,
     related(html, inline images)), attachments), each level only when needed."""
-    built = build_message(
-        from_=make_address("sender@example.com"),
-        to=[make_address("rcpt@example.org")],
-        subject=subject,
-        text_body=text,
-        html_body=html,
-        attachments=files,
-        inline=images,
-        message_id=MESSAGE_ID,
-        date=DATE,
+    built = build(
+        subject=subject, text_body=text, html_body=html, attachments=files, inline=images
     )
     assert_wire_form(built.data)
     message = parse(built.data)
@@ -299,14 +302,7 @@ def test_line_breakers_in_any_header_value_are_refused(
     prefix: str, breaker: str, suffix: str, where: str
 ) -> None:
     bad = prefix + breaker + suffix
-    arguments: dict[str, Any] = {
-        "from_": make_address("sender@example.com"),
-        "to": [make_address("rcpt@example.org")],
-        "subject": "ok",
-        "text_body": "body",
-        "message_id": MESSAGE_ID,
-        "date": DATE,
-    }
+    arguments: dict[str, Any] = {"subject": "ok", "text_body": "body"}
     if where == "subject":
         arguments["subject"] = bad
     elif where == "header":
@@ -318,7 +314,7 @@ def test_line_breakers_in_any_header_value_are_refused(
     else:
         arguments["attachments"] = [Attachment(f"a{bad}.txt", b"x", "text/plain")]
     with pytest.raises(RowError):
-        build_message(**arguments)
+        build(**arguments)
 
 
 @PROPERTY_SETTINGS
@@ -348,17 +344,10 @@ def test_line_breakers_in_address_text_are_refused(prefix: str, breaker: str, su
 def test_utf8_local_parts_need_and_survive_smtputf8(local: str, display: str, subject: str) -> None:
     recipient = make_address(f"{local}@bücher.example", display_name=display)
     assert recipient.needs_smtputf8
-    arguments: dict[str, Any] = {
-        "from_": make_address("sender@example.com"),
-        "to": [recipient],
-        "subject": subject,
-        "text_body": "hello",
-        "message_id": MESSAGE_ID,
-        "date": DATE,
-    }
+    arguments: dict[str, Any] = {"to": [recipient], "subject": subject, "text_body": "hello"}
     with pytest.raises(RowError, match="SMTPUTF8"):
-        build_message(**arguments)
-    built = build_message(**arguments, smtputf8=True)
+        build(**arguments)
+    built = build(**arguments, smtputf8=True)
     assert built.needs_smtputf8
     assert built.envelope_recipients == (recipient.envelope,)
     assert_wire_form(built.data)
@@ -386,16 +375,7 @@ def test_same_fields_as_email_message(subject: str, text: str, display: str) -> 
     """
     assume(text)
     recipient = make_address("rcpt@example.org", display_name=display)
-    ours = parse(
-        build_message(
-            from_=make_address("sender@example.com"),
-            to=[recipient],
-            subject=subject,
-            text_body=text,
-            message_id=MESSAGE_ID,
-            date=DATE,
-        ).data
-    )
+    ours = parse(build(to=[recipient], subject=subject, text_body=text).data)
     reference = EmailMessage()
     reference["From"] = "sender@example.com"
     reference["To"] = recipient.formatted
@@ -424,14 +404,10 @@ def test_angle_brackets_around_a_file_name_reach_the_wire(inner: str) -> None:
     """A name such as ``<report>.pdf`` or ``<>`` is written whole in RFC 2231 form, even
     though Python's own parser then drops the enclosing brackets (see as_parsed_filename)."""
     name = f"<{inner}>"
-    built = build_message(
-        from_=make_address("sender@example.com"),
-        to=[make_address("rcpt@example.org")],
+    built = build(
         subject="s",
         text_body="t",
         attachments=[Attachment(filename=name, content=b"x", content_type="text/plain")],
-        message_id=MESSAGE_ID,
-        date=DATE,
     )
     unfolded = re.sub(rb"\r\n[ \t]", b" ", built.data).decode("ascii")
     found = re.search(r"filename\*=utf-8''([^;\s]*)", unfolded)
