@@ -345,4 +345,4 @@ async def test_real_clock_paces_a_small_rate() -> None:
     for _ in range(60):  # burst of 50, then 10 more at 20 ms each
         await asyncio.wait_for(limiter.acquire(), 2)
     elapsed = loop.time() - start
-    assert 0.17 <= elapsed < 1.5
+    assert elapsed >= 0.17  # paced; no upper bound: a loaded machine may run late

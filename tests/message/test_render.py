@@ -248,11 +248,13 @@ def test_field_and_body_size_caps() -> None:
     ],
 )
 def test_huge_template_output_is_refused_quickly(source: str) -> None:
+    """Refused within seconds of this process's CPU time (not wall-clock time, which a
+    loaded machine stretches)."""
     template = MessageTemplate(to="a@example.com", text_body=source, max_body_chars=1_000_000)
-    start = time.monotonic()
+    start = time.process_time()
     with pytest.raises(RenderError) as caught:
         template.render({"n": 10**10})
-    assert time.monotonic() - start < 5
+    assert time.process_time() - start < 5
     assert caught.value.template == "text_body"
 
 
