@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,6 @@ from export_support import (
 from mailconduit import api
 from mailconduit.errors import ConfigError, SourceError
 from mailconduit.testing import FaultServer, SmtpSink
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def target(monkeypatch: pytest.MonkeyPatch, server: FaultServer) -> str:
-    return connect_to(monkeypatch, server.port)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +52,6 @@ def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
 @pytest.fixture
 def customers(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "customers.csv", CUSTOMERS)
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
 
 
 # --------------------------------------------------------------------------- row mode
