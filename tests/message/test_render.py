@@ -248,11 +248,13 @@ def test_field_and_body_size_caps() -> None:
     ],
 )
 def test_huge_template_output_is_refused_quickly(source: str) -> None:
+    """Refused within seconds of this process's CPU time (not wall-clock time, which a
+    loaded machine stretches)."""
     template = MessageTemplate(to="a@example.com", text_body=source, max_body_chars=1_000_000)
-    start = time.monotonic()
+    start = time.process_time()
     with pytest.raises(RenderError) as caught:
         template.render({"n": 10**10})
-    assert time.monotonic() - start < 5
+    assert time.process_time() - start < 5
     assert caught.value.template == "text_body"
 
 
@@ -276,7 +278,10 @@ def test_columns_of_a_field() -> None:
 
 
 def test_table_and_group_context() -> None:
-    rows = [{"email": "a@example.com", "amount": 1}, {"email": "b@example.com", "amount": None}]
+    rows: list[dict[str, Any]] = [
+        {"email": "a@example.com", "amount": 1},
+        {"email": "b@example.com", "amount": None},
+    ]
     template = MessageTemplate(
         to="{{ group }}",
         subject="{{ count }} rows",
@@ -297,9 +302,8 @@ def test_table_and_group_context() -> None:
 
 
 def test_non_string_column_keys_are_usable() -> None:
-    rendered = MessageTemplate(subject="{{ row['1'] }}|{{ amount }}").render(
-        {1: "one", "amount": Decimal("2.50")}
-    )
+    row: dict[Any, Any] = {1: "one", "amount": Decimal("2.50")}  # as a JSON source may give
+    rendered = MessageTemplate(subject="{{ row['1'] }}|{{ amount }}").render(row)
     assert rendered.subject == "one|2.50"
 
 

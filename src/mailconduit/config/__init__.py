@@ -40,8 +40,10 @@ from mailconduit.config.export import (
     RateLimit,
     ReportFormat,
     RetryPolicy,
+    SourceKind,
     export_spec_to_dict,
     parse_rate,
+    parse_source_kind,
     validate_export_spec,
 )
 from mailconduit.config.limits import EXPORT_ALIASES, TEXT_LIMITS, text_limit, text_limit_errors
@@ -76,6 +78,7 @@ __all__ = [
     "RetryPolicy",
     "Secret",
     "Security",
+    "SourceKind",
     "TokenSource",
     "char_name",
     "connection_from_url",
@@ -87,6 +90,7 @@ __all__ = [
     "mime_charset",
     "parse_rate",
     "parse_server_url",
+    "parse_source_kind",
     "source_codec",
     "text_limit",
     "text_limit_errors",

@@ -110,17 +110,9 @@ _ROW_COLUMNS = (
     "updated_at",
     "owed",
 )
-_UPSERT_SET = (
-    "state",
-    "attempts",
-    "code",
-    "enhanced",
-    "reply",
-    "col",
-    "detail",
-    "updated_at",
-    "message_id",
-    "owed",
+#: What a later write of a row replaces: its key, place and recipients stay as first written.
+_UPSERT_SET = tuple(
+    c for c in _ROW_COLUMNS if c not in ("run_id", "row_key", "seq", "row_number", "recipients")
 )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "NotSignedInError",
     "OAuthError",
     "SignInRequiredError",
+    "TokenEndpointDeniedError",
     "TokenEndpointUnreachableError",
     "TokenServerError",
     "UnauthorizedClientError",

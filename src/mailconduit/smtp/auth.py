@@ -12,12 +12,47 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import ClassVar
 
 from mailconduit.config import AuthMechanism
 from mailconduit.errors import AuthenticationError
 from mailconduit.smtp.replies import Reply
 
-__all__ = ["AuthExchange", "choose_mechanism", "mechanism_name", "retry_with_new_token"]
+__all__ = [
+    "AuthExchange",
+    "AuthNotOfferedError",
+    "InsecureAuthError",
+    "MechanismNotOfferedError",
+    "UnusableAuthError",
+    "choose_mechanism",
+    "mechanism_name",
+    "retry_with_new_token",
+]
+
+
+class UnusableAuthError(AuthenticationError):
+    """No login was tried: nothing the server offers may be used here; ``hint`` says what to
+    change in the connection (Test Connection shows it)."""
+
+    hint: ClassVar[str] = ""
+
+
+class AuthNotOfferedError(UnusableAuthError):
+    """Credentials are configured but the server offers no AUTH at all."""
+
+    hint = "set auth_mechanism to none if this server needs no login"
+
+
+class MechanismNotOfferedError(UnusableAuthError):
+    """The configured mechanism is not among those the server offers."""
+
+    hint = "choose one of the mechanisms the server offers, or auth_mechanism auto"
+
+
+class InsecureAuthError(UnusableAuthError):
+    """The only usable mechanisms would reveal the password on an unencrypted connection."""
+
+    hint = "use security starttls or tls"
 
 #: ``auto`` picks the first of these the server offers.
 AUTO_PREFERENCE = ("CRAM-MD5", "PLAIN", "LOGIN")
@@ -54,7 +89,7 @@ def choose_mechanism(
     offered_upper = [m.upper() for m in offered]
     shown = ", ".join(offered_upper) if offered_upper else "none"
     if not offered_upper:
-        raise AuthenticationError(
+        raise AuthNotOfferedError(
             0,
             "the server offers no AUTH but credentials are configured; set auth_mechanism "
             "to none if this server needs no login"
@@ -68,13 +103,13 @@ def choose_mechanism(
                 return name
         usable = [n for n in AUTO_PREFERENCE if n in offered_upper]
         if usable:
-            raise AuthenticationError(
+            raise InsecureAuthError(
                 0,
                 f"refusing to send the password unencrypted ({', '.join(usable)} would reveal "
                 "it); use security starttls or tls (or allow_insecure_auth)",
                 command="AUTH",
             )
-        raise AuthenticationError(
+        raise UnusableAuthError(
             0,
             f"none of the server's AUTH mechanisms ({shown}) is supported; we support "
             "PLAIN, LOGIN, CRAM-MD5 and XOAUTH2 (set auth_mechanism explicitly)",
@@ -82,13 +117,13 @@ def choose_mechanism(
         )
     name = mechanism_name(requested)
     if name not in offered_upper:
-        raise AuthenticationError(
+        raise MechanismNotOfferedError(
             0,
             f"auth mechanism {name} is not offered by the server (it offers {shown})",
             command="AUTH",
         )
     if not may_reveal and name not in _SAFE_IN_CLEAR:
-        raise AuthenticationError(
+        raise InsecureAuthError(
             0,
             f"refusing to send credentials with {name} over an unencrypted connection; use "
             "security starttls or tls (or allow_insecure_auth)",

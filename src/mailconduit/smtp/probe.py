@@ -27,6 +27,7 @@ from mailconduit.errors import (
     NetworkPolicyError,
     SMTPError,
 )
+from mailconduit.smtp.auth import UnusableAuthError
 from mailconduit.smtp.client import SMTPSession, Stage
 from mailconduit.smtp.connect import AddressPolicy
 from mailconduit.smtp.esmtp import Capabilities
@@ -469,7 +470,8 @@ class _Probe:
                     if conn.auth_mechanism is AuthMechanism.XOAUTH2
                     else "check the username and password",
                 )
-            return self.result(False, "auth", text, _auth_hint(text))
+            hint = error.hint if isinstance(error, UnusableAuthError) else ""
+            return self.result(False, "auth", text, hint)
 
         return self.result(False, name, text)
 
@@ -503,16 +505,6 @@ def _cert_hint(kind: VerifyFailure) -> str:
         "if you trust this server, put its CA certificate (PEM) in ca_file; turning "
         "verify_tls off is possible but not recommended"
     )
-
-
-def _auth_hint(text: str) -> str:
-    if "offers no AUTH" in text:
-        return "set auth_mechanism to none if this server needs no login"
-    if "not offered" in text:
-        return "choose one of the mechanisms the server offers, or auth_mechanism auto"
-    if "unencrypted" in text:
-        return "use security starttls or tls"
-    return ""
 
 
 def _test_recipient(send_to: str) -> str:
