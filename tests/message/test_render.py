@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 from decimal import Decimal
 from typing import Any
 
@@ -241,6 +242,9 @@ def test_field_and_body_size_caps() -> None:
         "{{ 'x'.zfill(1000000000) }}",
         "{{ '%1000000000d' % 1 }}",
         "{{ '{:>1000000000}'.format(1) }}",
+        "{{ '{:>{}}'.format(1, 1000000000) }}",
+        "{{ '{x:>{w}}'.format_map({'x': 1, 'w': 1000000000}) }}",
+        "{{ '{:.1000000000f}'.format(1.5) }}",
         "{{ '%1000000000d'|format(1) }}",
         "{{ ('x' * 1000)|replace('x', 'y' * 10000) }}",
         "{{ 'x'|indent(1000000000, true) }}",
@@ -252,9 +256,15 @@ def test_huge_template_output_is_refused_quickly(source: str) -> None:
     loaded machine stretches)."""
     template = MessageTemplate(to="a@example.com", text_body=source, max_body_chars=1_000_000)
     start = time.process_time()
-    with pytest.raises(RenderError) as caught:
-        template.render({"n": 10**10})
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderError) as caught:
+            template.render({"n": 10**10})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert time.process_time() - start < 5
+    assert peak < 50_000_000  # refused before the huge string exists, not after
     assert caught.value.template == "text_body"
 
 
