@@ -26,7 +26,21 @@ ALLOWED: dict[str, set[str]] = {
     "oauth": {"errors", "config"},
     "presets": {"errors", "config"},
     "delivery": {"errors", "config", "home", "smtp", "message", "sources", "journal"},
+    # Agents sit beside delivery (they drive its runner on Celery workers), below api.
+    "agents": {
+        "errors",
+        "config",
+        "home",
+        "smtp",
+        "message",
+        "sources",
+        "journal",
+        "connections",
+        "delivery",
+        "netpolicy",
+    },
     "api": {
+        "agents",
         "errors",
         "config",
         "home",
@@ -85,7 +99,9 @@ def test_only_smtp_speaks_smtp_and_only_the_store_layers_touch_sql() -> None:
         if "import aiosmtplib" in text or "import smtplib" in text:
             assert layer == "smtp", path
         if "import sqlite3" in text or "import psycopg" in text or "from sqlalchemy" in text:
-            assert layer in {"journal", "connections", "db", "sources", "web", "sink", "oauth"}, path
+            assert layer in {
+                "journal", "connections", "db", "sources", "web", "sink", "oauth", "agents"
+            }, path
 
 
 def _imports_airflow(path: Path) -> bool:
@@ -108,3 +124,18 @@ def test_nothing_imports_the_airflow_provider_and_only_it_imports_airflow() -> N
         assert "airflow" not in _imports(path), f"{path} imports mailconduit.airflow"
         assert not _imports_airflow(path), f"{path} imports Airflow"
     assert any(_imports_airflow(p) for p in FILES if _layer(p) == "airflow")
+
+
+def _imports_celery(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        if any(n.split(".")[0] in ("celery", "kombu") for n in names):
+            return True
+    return False
+
+
+def test_only_the_agents_app_imports_celery() -> None:
+    importers = [p for p in FILES if _imports_celery(p)]
+    assert importers == [SRC / "agents" / "app.py"], importers

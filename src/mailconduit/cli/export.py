@@ -261,6 +261,21 @@ def export(
     report: Annotated[
         Path | None, _opt("--report", help="Write per-row results to this .csv or .json file.")
     ] = None,
+    detach: Annotated[
+        bool,
+        _opt(
+            "--detach",
+            help="Celery connections: print the run id once the run is queued and return; "
+            "the agent's workers send it ('runs show' follows it).",
+        ),
+    ] = False,
+    queue: Annotated[
+        bool,
+        _opt(
+            "--queue",
+            help="Celery connections: queue the run even when its agent has no live worker yet.",
+        ),
+    ] = False,
     as_json: Annotated[bool, _opt("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, _opt("--quiet", "-q", help="Print nothing but errors.")] = False,
     log_json: Annotated[
@@ -303,8 +318,20 @@ def export(
     if options["source"] is None:
         options["source"] = ""
     spec = api.export_spec({k: v for k, v in options.items() if v is not None})
+    _start(spec, detach=detach, queue=queue, as_json=as_json, quiet=quiet, log_json=log_json)
+
+
+def _start(spec: Any, *, detach: bool, queue: bool, as_json: bool, quiet: bool,
+           log_json: bool) -> None:  # fmt: skip
+    """Run the export attached (progress, report, exit status) or, with --detach, queue it."""
+    from mailconduit import api
+
+    if detach:
+        run_id = api.detach_export(spec, queue=queue)
+        typer.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+        return
     _execute(
-        lambda progress: api.run_export(spec, progress=progress, handle_signals=True),
+        lambda progress: api.run_export(spec, progress=progress, handle_signals=True, queue=queue),
         as_json=as_json,
         quiet=quiet,
         log_json=log_json,
@@ -331,6 +358,21 @@ def run(
         str | None,
         _opt("--run-id", help="Run name; running the same file with the same run id resumes it."),
     ] = None,
+    detach: Annotated[
+        bool,
+        _opt(
+            "--detach",
+            help="Celery connections: print the run id once the run is queued and return; "
+            "the agent's workers send it ('runs show' follows it).",
+        ),
+    ] = False,
+    queue: Annotated[
+        bool,
+        _opt(
+            "--queue",
+            help="Celery connections: queue the run even when its agent has no live worker yet.",
+        ),
+    ] = False,
     as_json: Annotated[bool, _opt("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, _opt("--quiet", "-q", help="Print nothing but errors.")] = False,
     log_json: Annotated[
@@ -341,12 +383,7 @@ def run(
     from mailconduit import api
 
     spec = api.load_interface(interface, run_id=run_id)
-    _execute(
-        lambda progress: api.run_export(spec, progress=progress, handle_signals=True),
-        as_json=as_json,
-        quiet=quiet,
-        log_json=log_json,
-    )
+    _start(spec, detach=detach, queue=queue, as_json=as_json, quiet=quiet, log_json=log_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -153,3 +153,13 @@ def resume(
         quiet=quiet,
         log_json=log_json,
     )
+
+
+@app.command()
+def stop(run_id: RunId) -> None:
+    """Stop a run sent by agents: every worker ends the messages it is sending, then stops;
+    'runs resume' sends the rest."""
+    from mailconduit import api
+
+    api.stop_run(run_id)
+    typer.echo(f"run {run_id}: stop requested; its workers end the messages in flight")
