@@ -125,7 +125,8 @@ class _Background:
     def stop(self) -> None:
         self._done.set()
         for thread in self._threads:
-            thread.join(10)
+            if thread.is_alive():
+                thread.join(10)
         if self._store is not None:
             try:
                 self._store.worker_stopped(self.worker)
@@ -169,7 +170,13 @@ def run_worker(name: str, *, concurrency: int, settings: AgentSettings) -> int:
     app = make_app(settings)
     worker_id = f"{name}@{socket.gethostname()}.{os.getpid()}"
     background = _Background(settings, name, worker_id, concurrency)
-    background.start()
+    from celery.signals import worker_ready
+
+    def ready(**_: Any) -> None:
+        background.start()  # live in the registry once it consumes, not before
+        print(f"agent {name}: worker {worker_id} ready", flush=True)
+
+    worker_ready.connect(ready, weak=False)
     try:
         worker = app.Worker(
             hostname=worker_id,

@@ -1,0 +1,165 @@
+"""Helpers for the agents' tests: real brokers (Redis, RabbitMQ), PostgreSQL as the shared
+journal, and worker processes started with ``mailconduit agent run``, each with a home of
+its own (as on another machine)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from delivery_support import CONNECTION, MAILCONDUIT, connection_url
+
+BROKERS = {
+    "redis": "redis://127.0.0.1:6379/0",
+    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//",
+}
+#: Short leases so a takeover happens within seconds (the default is 30 s).
+FAST_AGENT_ENV = {
+    "MAILCONDUIT_AGENT_LEASE_SECONDS": "3",
+    "MAILCONDUIT_AGENT_HEARTBEAT_SECONDS": "1",
+    "MAILCONDUIT_AGENT_REAP_SECONDS": "0.5",
+}
+
+
+def wait_for(predicate: Any, *, what: str, timeout: float = 120.0, every: float = 0.05) -> None:
+    """Poll until ``predicate()``; a generous bound only against a hang, never a speed check."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class Worker:
+    """One ``mailconduit agent run`` process (the leader of its own process group)."""
+
+    process: subprocess.Popen[bytes]
+    home: Path
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def children(self) -> list[int]:
+        """The pool processes of this worker."""
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Cluster:
+    """A broker, a shared journal, an agent and its workers: what several machines share."""
+
+    agent: str
+    env: dict[str, str]
+    tmp: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def start_worker(self, *, concurrency: int = 1, **extra: str) -> Worker:
+        n = len(self.workers) + 1
+        home = self.tmp / f"worker-home-{n}"
+        home.mkdir(exist_ok=True)
+        log = self.tmp / f"worker-{n}.log"
+        env = {**self.env, "MAILCONDUIT_HOME": str(home), **extra}
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [MAILCONDUIT, "agent", "run", self.agent, "--concurrency", str(concurrency)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=home,
+                start_new_session=True,
+            )
+        worker = Worker(process, home, log)
+        self.workers.append(worker)
+        return worker
+
+    def live_workers(self) -> int:
+        from mailconduit.agents.store import AgentStore
+
+        store = AgentStore(self.env["MAILCONDUIT_DB"])
+        try:
+            return sum(
+                1 for w in store.workers(self.agent) if not w.stopped and w.heartbeat_age < 3
+            )
+        finally:
+            store.close()
+
+    def wait_live(self, count: int) -> None:
+        wait_for(lambda: self.live_workers() >= count, what=f"{count} live workers")
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.process.wait()
+            # pool processes orphaned by a kill -9 of their parent
+            for child in worker.children():
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture(params=list(BROKERS))
+def broker(request: pytest.FixtureRequest) -> str:
+    return BROKERS[request.param]
+
+
+@pytest.fixture
+def cluster(
+    broker: str, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster]:
+    """This test's shared journal and broker, set for this process (the coordinator) too."""
+    from cryptography.fernet import Fernet
+
+    agent = "agent-" + secrets.token_hex(4)
+    key = Fernet.generate_key().decode()
+    shared = {
+        "MAILCONDUIT_DB": pg_url,
+        "MAILCONDUIT_BROKER_URL": broker,
+        "MAILCONDUIT_KEY": key,
+        **FAST_AGENT_ENV,
+    }
+    for name, value in shared.items():
+        monkeypatch.setenv(name, value)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(shared, PYTHONUNBUFFERED="1")
+    group = Cluster(agent, env, tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+def use_agent_server(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, port: int, **query: object
+) -> None:
+    """Connection ``fault``: the test server, routed through the cluster's agent."""
+    url = connection_url(port, implementation_type="celery", agent=cluster.agent, **query)
+    name = f"MAILCONDUIT_CONN_{CONNECTION.upper()}"
+    monkeypatch.setenv(name, url)
+    cluster.env[name] = url
