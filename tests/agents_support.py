@@ -4,6 +4,7 @@ its own (as on another machine)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -118,22 +119,16 @@ class Cluster:
                 worker.process.wait()
             # pool processes orphaned by a kill -9 of their parent
             for child in worker.children():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
-@pytest.fixture(params=list(BROKERS))
-def broker(request: pytest.FixtureRequest) -> str:
-    return BROKERS[request.param]
-
-
-@pytest.fixture
-def cluster(
+@contextlib.contextmanager
+def running_cluster(
     broker: str, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Cluster]:
-    """This test's shared journal and broker, set for this process (the coordinator) too."""
+    """This test's shared journal and broker, set for this process (the coordinator) too;
+    the workers it starts are stopped at the end."""
     from cryptography.fernet import Fernet
 
     agent = "agent-" + secrets.token_hex(4)

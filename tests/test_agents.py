@@ -3,11 +3,12 @@ journal, worker processes with homes of their own, the fault server as the mail 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agents_support import Cluster, cluster, broker, use_agent_server  # noqa: F401
+from agents_support import BROKERS, Cluster, running_cluster, use_agent_server
 from delivery_support import (
     CONNECTION,
     MESSAGE,
@@ -20,6 +21,14 @@ from delivery_support import (
 from mailconduit import api
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture(params=list(BROKERS))
+def cluster(
+    request: pytest.FixtureRequest, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster]:
+    with running_cluster(BROKERS[request.param], pg_url, tmp_path, monkeypatch) as group:
+        yield group
 
 
 def test_three_workers_send_a_run_once(
