@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from delivery_support import CONNECTION, MAILCONDUIT, connection_url
+from delivery_support import CONNECTION, MAILCONDUIT, MESSAGE, connection_url
 
 BROKERS = {
     "redis": "redis://127.0.0.1:6379/0",
@@ -109,18 +109,37 @@ class Cluster:
 
     def stop(self) -> None:
         for worker in self.workers:
-            if worker.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGCONT)  # a frozen one must hear SIGTERM
                 os.killpg(worker.pid, signal.SIGTERM)
         for worker in self.workers:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.process.wait(30)
-            except subprocess.TimeoutExpired:
+            # what is left of the group: a hung worker, pool processes orphaned by a kill -9
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signal.SIGKILL)
-                worker.process.wait()
-            # pool processes orphaned by a kill -9 of their parent
-            for child in worker.children():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, signal.SIGKILL)
+            worker.process.wait()
+
+    def store(self) -> Any:
+        from mailconduit.agents.store import AgentStore
+
+        return AgentStore(self.env["MAILCONDUIT_DB"])
+
+    def running_owners(self, run_id: str) -> list[int]:
+        """Pids of the live pool processes holding a chunk of the run right now."""
+        store = self.store()
+        try:
+            owners = [
+                int(c.owner.split(":")[1])
+                for c in store.chunks(run_id)
+                if c.state == "running" and c.seconds_left > 0
+            ]
+        finally:
+            store.close()
+        return [pid for pid in owners if self.worker_of(pid) is not None]
+
+    def worker_of(self, pid: int) -> Worker | None:
+        return next((w for w in self.workers if pid in w.children()), None)
 
 
 @contextlib.contextmanager
@@ -158,3 +177,33 @@ def use_agent_server(
     name = f"MAILCONDUIT_CONN_{CONNECTION.upper()}"
     monkeypatch.setenv(name, url)
     cluster.env[name] = url
+
+
+def run_status(run_id: str) -> str:
+    from mailconduit.journal import Journal
+
+    journal = Journal()
+    try:
+        return journal.get_run(run_id).status
+    finally:
+        journal.close()
+
+
+def sent_rows(run_id: str) -> int:
+    from mailconduit.journal import Journal
+
+    journal = Journal()
+    try:
+        return journal.get_run(run_id).counts.get("sent", 0)
+    finally:
+        journal.close()
+
+
+def detach(source: Path, **options: Any) -> str:
+    """Start a celery export of ``source`` (the standard message) and return its run id."""
+    from mailconduit import api
+
+    spec = api.export_spec(
+        {"source": str(source), "connection": CONNECTION, **MESSAGE, "concurrency": 1, **options}
+    )
+    return api.detach_export(spec, queue=True)

@@ -171,6 +171,7 @@ def run_chunk(
             log.exception("chunk %s/%s", run_id, chunk)
             status, message = "failed", f"internal error in a worker: {exc!r}"
     if lease.lost:
+        log.warning("run %s chunk %s: %s", run_id, chunk, lease.lost)
         return lease.lost
     if status == "finished":
         store.end_chunk(claim, state=DONE, status=status, reason="")
@@ -207,7 +208,7 @@ def _send(
             offset = claim.first_seq - 1
             claimed_local = max(0, claim.claimed_seq - offset)
             size_limit = 0
-            opener = export._opener(conn, spec, allow_address)
+            opener = export._opener(conn, spec, allow_address, lambda: not lease.gate())
             if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
                 size_limit = asyncio_run(export._server_size(opener))
             jobs = export._jobs(

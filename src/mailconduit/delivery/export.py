@@ -701,7 +701,9 @@ def _rate_for(spec: ExportSpec, conn: Connection) -> RateLimit:
     )
 
 
-def _opener(conn: Connection, spec: ExportSpec, allow_address: Any) -> Any:
+def _opener(
+    conn: Connection, spec: ExportSpec, allow_address: Any, send_gate: Any = None
+) -> Any:
     data_timeout = spec.data_timeout_ms / 1000 if spec.data_timeout_ms else None
     per_conn = spec.messages_per_connection if spec.messages_per_connection >= 0 else None
 
@@ -711,6 +713,7 @@ def _opener(conn: Connection, spec: ExportSpec, allow_address: Any) -> Any:
             data_timeout=data_timeout,
             allow_address=allow_address,
             messages_per_connection=per_conn,
+            send_gate=send_gate,
         )
         try:
             await session.connect()
