@@ -8,7 +8,9 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -207,3 +209,69 @@ def detach(source: Path, **options: Any) -> str:
         {"source": str(source), "connection": CONNECTION, **MESSAGE, "concurrency": 1, **options}
     )
     return api.detach_export(spec, queue=True)
+
+
+class CuttableProxy:
+    """A TCP relay on 127.0.0.1 to ``target``; :meth:`cut` drops every connection open now,
+    as a network failure between a worker and its broker would (new ones get through)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.cuts = 0
+        threading.Thread(target=self._accept, name="proxy", daemon=True).start()
+
+    def url(self, broker: str) -> str:
+        scheme, _, rest = broker.partition("://")
+        auth, _, hostpart = rest.rpartition("@")
+        path = hostpart.partition("/")[2]
+        return f"{scheme}://{auth + '@' if auth else ''}127.0.0.1:{self.port}/{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            with self._lock:
+                self._open.difference_update((src, dst))
+
+    def cut(self) -> int:
+        """Drop every relayed connection; returns how many sockets were open."""
+        with self._lock:
+            sockets = list(self._open)
+            self._open.clear()
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self.cuts += 1
+        return len(sockets)
+
+    def close(self) -> None:
+        self._listener.close()
+        self.cut()

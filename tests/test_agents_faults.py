@@ -182,3 +182,57 @@ def _chunks(cluster: Cluster, run_id: str) -> list:  # type: ignore[type-arg]
         return list(store.chunks(run_id))
     finally:
         store.close()
+
+
+def test_the_run_completes_when_the_broker_connection_drops(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from agents_support import CuttableProxy
+
+    n = 120
+    monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "10")
+    source = write_csv(tmp_path / "people.csv", people(n))
+    broker = cluster.env["MAILCONDUIT_BROKER_URL"]
+    port = 6379 if broker.startswith("redis") else 5672
+    proxy = CuttableProxy(("127.0.0.1", port))
+    try:
+        with TimedFaultServer(faults={("DOT", "*"): "delay:0.03"}) as server:
+            use_agent_server(cluster, monkeypatch, server.port)
+            for _ in range(2):
+                cluster.start_worker(MAILCONDUIT_BROKER_URL=proxy.url(broker))
+            cluster.wait_live(2)
+            run_id = detach(source)
+            for threshold in (25, 60):
+                wait_for(lambda t=threshold: sent_rows(run_id) >= t, what=f"{threshold} rows")
+                assert proxy.cut() > 0  # the workers' broker connections, mid-run
+            wait_for(lambda: run_status(run_id) != "running", what="the run's end", timeout=300)
+            assert run_status(run_id) == "finished"
+            twice = _assert_each_row_once_or_resent_alike(server, run_id, n)
+            assert twice == 0
+    finally:
+        proxy.close()
+
+
+def test_a_chunk_that_keeps_killing_its_workers_fails_with_its_reason(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = write_csv(tmp_path / "people.csv", people(30))
+    with TimedFaultServer(faults={("DOT", "*"): "delay:0.2"}) as server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        cluster.start_worker(MAILCONDUIT_AGENT_MAX_ATTEMPTS="2")
+        cluster.wait_live(1)
+        run_id = detach(source)
+        killed: set[int] = set()
+        for _ in range(2):
+            wait_for(lambda: set(cluster.running_owners(run_id)) - killed,
+                     what="a pool process holding the chunk")  # fmt: skip
+            victim = next(iter(set(cluster.running_owners(run_id)) - killed))
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+        wait_for(lambda: run_status(run_id) != "running", what="the chunk given up")
+        from mailconduit import api
+
+        info = api.get_run(run_id)
+        assert info.status == "failed"
+        assert "given up" in info.message and "2 times" in info.message, info.message
+        assert len(server.messages) < 30
