@@ -3,16 +3,21 @@ journal, worker processes with homes of their own, the fault server as the mail 
 
 from __future__ import annotations
 
+import json
+import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agents_support import BROKERS, Cluster, running_cluster, use_agent_server
+from agents_support import BROKERS, Cluster, running_cluster, use_agent_server, wait_for
 from delivery_support import (
     CONNECTION,
     MESSAGE,
     TimedFaultServer,
+    connection_url,
     deliveries,
     journal_rows,
     people,
@@ -52,3 +57,158 @@ def test_three_workers_send_a_run_once(
         for rcpt, ids in got.items():
             key = rcpt.removeprefix("user").removesuffix("@example.com")
             assert rows[key].message_id == ids[0]
+
+
+def test_a_worker_that_cannot_see_the_coordinators_files_completes_the_run(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
+) -> None:
+    """The data file, the body file and the attachment folder are gone before any worker
+    starts: the worker sends from what the coordinator froze in the journal."""
+    import email
+    from email import policy
+
+    here = tmp_path / "coordinator"
+    files = here / "attachments"
+    files.mkdir(parents=True)
+    n = 12
+    rows = [{**p, "file": f"invoices/{p['id']}.txt"} for p in people(n)]
+    (files / "invoices").mkdir()
+    for p in rows:
+        (files / p["file"]).write_text(f"invoice for {p['name']}\n")
+    (files / "brochure.txt").write_bytes(b"the same brochure for everyone\n" * 100)
+    source = write_csv(here / "people.csv", rows)
+    body = here / "body.txt"
+    body.write_text("Dear {{ name }},\nyour invoice is attached.\n")
+    with TimedFaultServer() as server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        result = cli(
+            "export", str(source), "--connection", CONNECTION, "--to", "{{ email }}",
+            "--subject", "Invoice {{ id }}", "--body-file", str(body), "--key", "id",
+            "--attach", "{{ file }}", "--attach", "brochure.txt", "--attach-dir", str(files),
+            "--detach", "--queue",
+        )  # fmt: skip
+        assert result.code == 0, result.output
+        run_id = result.out.strip()
+        shutil.rmtree(here)
+        cluster.start_worker()
+        wait_for(lambda: api.get_run(run_id).status != "running", what="the run's end")
+        assert api.get_run(run_id).status == "finished", api.get_run(run_id).message
+        assert len(server.messages) == n
+        for m in server.messages:
+            msg = email.message_from_bytes(m.data, policy=policy.default)
+            name = str(msg["To"]).removeprefix("user").split("@")[0]
+            parts = {a.get_filename(): a.get_content() for a in msg.iter_attachments()}
+            assert parts == {
+                f"{name}.txt": f"invoice for Person {name}\n",
+                "brochure.txt": "the same brochure for everyone\n" * 100,
+            }
+            assert "your invoice is attached" in msg.get_body(("plain",)).get_content()
+        store = cluster.store()
+        try:
+            blobs = store.blob_count(run_id)
+        finally:
+            store.close()
+        assert blobs == n + 1  # the brochure stored once
+
+
+def test_the_cli_run_is_attached_and_reports_as_a_local_run(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
+) -> None:
+    source = write_csv(tmp_path / "people.csv", people(15))
+    interface = tmp_path / "export.yaml"
+    interface.write_text(
+        f"source: {source}\nconnection: {CONNECTION}\nto: '{{{{ email }}}}'\n"
+        "subject: 'Hi {{ name }}'\nbody: 'Hello'\nkey: id\n"
+    )
+    with TimedFaultServer() as server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        cluster.start_worker()
+        cluster.wait_live(1)
+        result = cli("run", str(interface), "--json")
+        assert result.code == 0, result.output
+        report = json.loads(result.out)
+        assert report["status"] == "finished"
+        assert report["counts"]["sent"] == 15
+        listed = cli("agents", "list", "--json")
+        assert listed.code == 0, listed.output
+        (agent,) = [a for a in json.loads(listed.out) if a["name"] == cluster.agent]
+        assert len(agent["workers"]) == 1
+        assert agent["workers"][0]["host"] == socket.gethostname()
+        assert agent["queued_chunks"] == 0 and agent["running_chunks"] == 0
+        assert len(server.messages) == 15
+
+
+def test_runs_stop_stops_every_worker_and_resume_sends_the_rest(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
+) -> None:
+    n = 60
+    monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "10")
+    source = write_csv(tmp_path / "people.csv", people(n))
+    with TimedFaultServer(faults={("DOT", "*"): "delay:0.05"}) as server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        cluster.start_worker()
+        cluster.start_worker()
+        cluster.wait_live(2)
+        result = cli(
+            "export", str(source), "--connection", CONNECTION, "--to", "{{ email }}",
+            "--subject", "s", "--body", "b", "--key", "id", "--concurrency", "1", "--detach",
+        )  # fmt: skip
+        assert result.code == 0, result.output
+        run_id = result.out.strip()
+        wait_for(lambda: api.get_run(run_id).counts.get("sent", 0) >= 8, what="8 rows sent")
+        stopped = cli("runs", "stop", run_id)
+        assert stopped.code == 0, stopped.output
+        wait_for(lambda: api.get_run(run_id).status != "running", what="the workers to stop")
+        info = api.get_run(run_id)
+        assert info.status == "interrupted", info.message
+        assert "runs stop" in info.message
+        assert info.counts.get("sent", 0) < n
+        resumed = cli("runs", "resume", run_id, "--json")
+        assert resumed.code == 0, resumed.output
+        assert json.loads(resumed.out)["status"] == "finished"
+        got = deliveries(server.messages)
+        assert sorted(got) == sorted(f"user{i}@example.com" for i in range(n))
+        rows = journal_rows(run_id)
+        assert {r.state for r in rows.values()} == {"sent"}
+        for rcpt, ids in got.items():
+            assert set(ids) == {rows[rcpt[4:].split("@")[0]].message_id}
+
+
+def test_refusals_are_one_line_and_send_nothing(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Any
+) -> None:
+    source = write_csv(tmp_path / "people.csv", people(3))
+    with TimedFaultServer() as server:
+        monkeypatch.setenv(
+            f"MAILCONDUIT_CONN_{CONNECTION.upper()}",
+            connection_url(server.port, implementation_type="celery", agent="nobody-here"),
+        )
+        args = ["export", str(source), "--connection", CONNECTION, "--to", "{{ email }}",
+                "--subject", "s", "--body", "b"]  # fmt: skip
+        # SQLite is one machine's journal
+        monkeypatch.setenv("MAILCONDUIT_BROKER_URL", "redis://127.0.0.1:6379/0")
+        result = cli(*args)
+        assert result.code == 2
+        assert "MAILCONDUIT_DB" in result.err and "PostgreSQL" in result.err
+        assert len(result.err.strip().splitlines()) == 1
+        # no broker
+        monkeypatch.setenv("MAILCONDUIT_DB", pg_url)
+        monkeypatch.delenv("MAILCONDUIT_BROKER_URL")
+        result = cli(*args)
+        assert result.code == 2 and "MAILCONDUIT_BROKER_URL" in result.err
+        # no live worker: refused before any row is read, unless --queue
+        monkeypatch.setenv("MAILCONDUIT_BROKER_URL", "redis://127.0.0.1:6379/0")
+        result = cli(*args)
+        assert result.code == 2
+        assert "'nobody-here' has no live worker" in result.err and "--queue" in result.err
+        assert len(result.err.strip().splitlines()) == 1
+        assert api.list_runs() == []
+        # bad input: exit 2, nothing recorded, as for a local run
+        result = cli(*args[:-2], "--body", "{{ nosuchcolumn }}", "--queue")
+        assert result.code == 2 and "nosuchcolumn" in result.err
+        assert api.list_runs() == []
+        # --detach needs a celery connection
+        monkeypatch.setenv(f"MAILCONDUIT_CONN_{CONNECTION.upper()}", connection_url(server.port))
+        result = cli(*args, "--detach")
+        assert result.code == 2 and "detach" in result.err
+        assert server.messages == []

@@ -342,6 +342,10 @@ class AgentStore:
             for r in rows
         ]
 
+    def blob_count(self, run_id: str) -> int:
+        """How many distinct files the run's input holds."""
+        return int(self._query("SELECT COUNT(*) FROM agent_blobs WHERE run_id = %s", (run_id,))[0][0])
+
     def blobs(self, run_id: str, shas: Sequence[str]) -> Iterator[tuple[str, bytes]]:
         for sha, data in self._query(
             "SELECT sha, data FROM agent_blobs WHERE run_id = %s AND sha = ANY(%s)",
