@@ -212,3 +212,38 @@ def test_refusals_are_one_line_and_send_nothing(
         result = cli(*args, "--detach")
         assert result.code == 2 and "detach" in result.err
         assert server.messages == []
+
+
+def test_console_and_rest_show_agents_and_chunks(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
+) -> None:
+    from webconsole import running_console
+
+    monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "4")
+    source = write_csv(tmp_path / "people.csv", people(10))
+    with TimedFaultServer() as server, running_console() as console:
+        use_agent_server(cluster, monkeypatch, server.port)
+        worker = cluster.start_worker()
+        cluster.wait_live(1)
+        report = api.export(str(source), connection=CONNECTION, **MESSAGE)
+        assert report.status == "finished"
+        signed = console.signed_in()
+        agents = signed.api("GET", "/api/agents").json()
+        (mine,) = [a for a in agents if a["name"] == cluster.agent]
+        assert [w["host"] for w in mine["workers"]] == [socket.gethostname()]
+        chunks = signed.api("GET", f"/api/runs/{report.run_id}/chunks").json()
+        assert [(c["first_row"], c["last_row"], c["state"]) for c in chunks] == [
+            (1, 4, "done"), (5, 8, "done"), (9, 10, "done")
+        ]
+        assert sum(c["counts"]["sent"] for c in chunks) == 10
+        assert all(c["worker"].split(":")[1].isdigit() for c in chunks)
+        page = signed.http.get("/agents")
+        assert page.status_code == 200 and cluster.agent in page.text
+        run_page = signed.http.get(f"/runs/{report.run_id}")
+        assert 'id="chunks"' in run_page.text
+        shown = cli("runs", "show", report.run_id)
+        assert shown.code == 0 and "chunks" in shown.out and "worker" in shown.out
+        stop = signed.api("POST", f"/api/runs/{report.run_id}/stop")
+        assert stop.status_code == 202  # an ended run: nothing left to stop
+        signed.http.close()
+        assert worker.process.poll() is None

@@ -31,7 +31,7 @@ from mailconduit.delivery import loop as event_loop
 from mailconduit.errors import ConfigError, FieldError, MailconduitError
 
 if TYPE_CHECKING:
-    from mailconduit.agents import AgentSummary
+    from mailconduit.agents import AgentSummary, ChunkProgress
     from mailconduit.connections.store import TestStatus
     from mailconduit.delivery.events import ProgressCallback
     from mailconduit.delivery.report import ExportReport
@@ -58,6 +58,7 @@ __all__ = [
     "resume",
     "resume_run",
     "run_agent",
+    "run_chunks",
     "run_export",
     "run_report",
     "run_resume",
@@ -587,7 +588,10 @@ def stop_run(run_id: str) -> None:
 def list_agents() -> list[AgentSummary]:
     """Every agent: its live workers (host, heartbeat age), queued and running chunks."""
     from mailconduit import agents
+    from mailconduit.home import database_url
 
+    if not database_url().startswith("postgresql"):
+        return []  # agents need a shared journal: with SQLite there are none
     return agents.list_agents()
 
 
@@ -601,3 +605,15 @@ def run_agent(name: str, *, concurrency: int = 1) -> int:
             "agent", [FieldError("concurrency", "must be at least 1")]
         )
     return run_worker(name, concurrency=concurrency, settings=AgentSettings.from_env())
+
+
+def run_chunks(run_id: str) -> list[ChunkProgress]:
+    """Progress per chunk (and so per worker) of a celery run; empty for a local run or when
+    the journal is not shared."""
+    from mailconduit import agents
+    from mailconduit.home import database_url
+
+    get_run(run_id)
+    if not database_url().startswith("postgresql"):
+        return []
+    return agents.chunk_progress(run_id)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from mailconduit.agents.coordinator import (
     AgentSummary,
+    ChunkProgress,
+    chunk_progress,
     is_celery,
     list_agents,
     resume,
@@ -22,6 +24,8 @@ from mailconduit.agents.settings import AgentSettings
 __all__ = [
     "AgentSettings",
     "AgentSummary",
+    "ChunkProgress",
+    "chunk_progress",
     "is_celery",
     "list_agents",
     "resume",

@@ -31,7 +31,17 @@ from mailconduit.delivery.runner import CANCELLED
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.journal.store import Journal
 
-__all__ = ["AgentSummary", "list_agents", "resume", "run", "start", "stop", "wait"]
+__all__ = [
+    "AgentSummary",
+    "ChunkProgress",
+    "chunk_progress",
+    "list_agents",
+    "resume",
+    "run",
+    "start",
+    "stop",
+    "wait",
+]
 
 T = TypeVar("T")
 #: How often an attached coordinator reads the run's progress from the journal.
@@ -371,3 +381,45 @@ def list_agents() -> list[AgentSummary]:
             )
         )
     return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChunkProgress:
+    """One chunk of a celery run: its rows, who holds or held it, and its rows' outcomes."""
+
+    chunk: int
+    first_row: int
+    last_row: int
+    state: str
+    worker: str  # host:pid of the pool process that holds (or last held) it
+    attempts: int
+    counts: dict[str, int]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def chunk_progress(run_id: str) -> list[ChunkProgress]:
+    """Progress per chunk of a celery run (empty for a run sent by its own process)."""
+    store = AgentStore()
+    try:
+        if store.frozen_run(run_id) is None:
+            return []
+        outcomes = store.chunk_outcomes(run_id)
+        chunks = store.chunks(run_id)
+    finally:
+        store.close()
+    return [
+        ChunkProgress(
+            chunk=c.chunk,
+            first_row=c.first_row,
+            last_row=c.last_row,
+            state=c.state,
+            worker=":".join(c.owner.split(":")[:2]),
+            attempts=c.attempts,
+            counts=outcomes.get(c.chunk, {}),
+            reason=c.reason,
+        )
+        for c in chunks
+    ]

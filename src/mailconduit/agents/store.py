@@ -449,6 +449,18 @@ class AgentStore:
             for r in rows
         ]  # fmt: skip
 
+    def chunk_outcomes(self, run_id: str) -> dict[int, dict[str, int]]:
+        """chunk → row count by journal state, for the rows each chunk holds."""
+        out: dict[int, dict[str, int]] = {}
+        for chunk, state, n in self._query(
+            "SELECT c.chunk, r.state, COUNT(*) FROM agent_chunks c JOIN run_rows r "
+            "ON r.run_id = c.run_id AND r.seq BETWEEN c.first_seq AND c.last_seq "
+            "WHERE c.run_id = %s GROUP BY c.chunk, r.state",
+            (run_id,),
+        ):
+            out.setdefault(int(chunk), {})[str(state)] = int(n)
+        return out
+
     def fence_sql(self, claim: ChunkClaim) -> tuple[str, tuple[Any, ...]]:
         """A statement returning one row while ``claim`` still holds its chunk; it locks the
         chunk's row, so a takeover waits for a write guarded by it to commit, or fences it."""
