@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -91,3 +92,15 @@ def pg_url() -> Iterator[str]:
         dispose_all()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def cluster(
+    request: pytest.FixtureRequest, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """Agents' tests: a broker (each of Redis and RabbitMQ), a shared PostgreSQL journal,
+    and the worker processes a test starts (see tests/agents_support.py)."""
+    from agents_support import BROKERS, running_cluster
+
+    with running_cluster(BROKERS[request.param], pg_url, tmp_path, monkeypatch) as group:
+        yield group

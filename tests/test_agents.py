@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agents_support import BROKERS, Cluster, running_cluster, use_agent_server, wait_for
+from agents_support import Cluster, use_agent_server, wait_for
 from delivery_support import (
     CONNECTION,
     MESSAGE,
@@ -26,14 +25,6 @@ from delivery_support import (
 from mailconduit import api
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture(params=list(BROKERS))
-def cluster(
-    request: pytest.FixtureRequest, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Cluster]:
-    with running_cluster(BROKERS[request.param], pg_url, tmp_path, monkeypatch) as group:
-        yield group
 
 
 def test_three_workers_send_a_run_once(

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agents_support import (
-    BROKERS,
     Cluster,
     detach,
     run_status,
-    running_cluster,
     sent_rows,
     use_agent_server,
     wait_for,
@@ -24,14 +21,6 @@ from agents_support import (
 from delivery_support import TimedFaultServer, deliveries, journal_rows, people, write_csv
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture(params=list(BROKERS))
-def cluster(
-    request: pytest.FixtureRequest, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Cluster]:
-    with running_cluster(BROKERS[request.param], pg_url, tmp_path, monkeypatch) as group:
-        yield group
 
 
 def _assert_each_row_once_or_resent_alike(

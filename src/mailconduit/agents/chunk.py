@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from mailconduit.agents.frozen import FrozenSource, materialize, spec_for_worker
 from mailconduit.agents.limiter import SharedLimiter
@@ -106,11 +106,29 @@ class ChunkLease:
 
 class FencedJournal(Journal):
     """The journal as one chunk's runner sees it: outcomes and claims land only while the
-    chunk's epoch holds; past that they are dropped and the lease is marked lost."""
+    chunk's epoch holds; past that they are dropped and the lease is marked lost.
+
+    One per pool process, kept from chunk to chunk (a process sends one chunk at a time):
+    :meth:`for_chunk` points it at the next chunk's lease.
+    """
+
+    _per_process: ClassVar[dict[int, FencedJournal]] = {}
 
     def __init__(self, lease: ChunkLease) -> None:
         super().__init__(lease.store.url)
         self.chunk_lease = lease
+
+    @classmethod
+    def for_chunk(cls, lease: ChunkLease) -> FencedJournal:
+        journal = cls._per_process.get(os.getpid())
+        if journal is None or journal.url != lease.store.url:
+            journal = cls._per_process[os.getpid()] = cls(lease)
+        journal.chunk_lease = lease
+        return journal
+
+    @classmethod
+    def drop(cls) -> None:
+        cls._per_process.pop(os.getpid(), None)
 
     def write_rows(self, run_id: str, rows: Sequence[RowState]) -> None:
         if self.chunk_lease.lost:
@@ -198,7 +216,7 @@ def _send(
     spec = spec_for_worker(run.spec, source, attach_dir)
     # The checks of celery's own refusal are the coordinator's: here the chunk is sent.
     conn = dataclasses.replace(connection, implementation_type=ImplementationType.DEFAULT)
-    journal = FencedJournal(lease)
+    journal = FencedJournal.for_chunk(lease)
     try:
         prepared = export.prepare(spec, conn, sending=True)
         try:
@@ -234,8 +252,10 @@ def _send(
             result = asyncio_run(_drive(runner, lease))
         finally:
             prepared.close()
-    finally:
-        journal.close()
+    except BaseException:
+        journal.close()  # its connection may be broken: the next chunk opens a new one
+        FencedJournal.drop()
+        raise
     return result.status, result.message
 
 

@@ -44,8 +44,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-#: How often an attached coordinator reads the run's progress from the journal.
-POLL_SECONDS = 0.25
+#: How often an attached coordinator reads the run's progress from the journal (each read
+#: counts the run's rows: more often would cost the workers' database time).
+POLL_SECONDS = 1.0
 #: Longest wait, after a stop, for the workers to end their chunks.
 DRAIN_SECONDS = 60.0
 

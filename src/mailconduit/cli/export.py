@@ -16,6 +16,24 @@ def _opt(*names: str, help: str, **kw: Any) -> Any:
     return typer.Option(*names, help=help, **kw)
 
 
+#: Options of ``export`` and ``run`` for connections of implementation type celery.
+Detach = Annotated[
+    bool,
+    _opt(
+        "--detach",
+        help="Celery connections: print the run id once the run is queued and return; "
+        "the agent's workers send it ('runs show' follows it).",
+    ),
+]
+Queue = Annotated[
+    bool,
+    _opt(
+        "--queue",
+        help="Celery connections: queue the run even when its agent has no live worker yet.",
+    ),
+]
+
+
 def export(
     source: Annotated[
         str | None,
@@ -261,21 +279,8 @@ def export(
     report: Annotated[
         Path | None, _opt("--report", help="Write per-row results to this .csv or .json file.")
     ] = None,
-    detach: Annotated[
-        bool,
-        _opt(
-            "--detach",
-            help="Celery connections: print the run id once the run is queued and return; "
-            "the agent's workers send it ('runs show' follows it).",
-        ),
-    ] = False,
-    queue: Annotated[
-        bool,
-        _opt(
-            "--queue",
-            help="Celery connections: queue the run even when its agent has no live worker yet.",
-        ),
-    ] = False,
+    detach: Detach = False,
+    queue: Queue = False,
     as_json: Annotated[bool, _opt("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, _opt("--quiet", "-q", help="Print nothing but errors.")] = False,
     log_json: Annotated[
@@ -358,21 +363,8 @@ def run(
         str | None,
         _opt("--run-id", help="Run name; running the same file with the same run id resumes it."),
     ] = None,
-    detach: Annotated[
-        bool,
-        _opt(
-            "--detach",
-            help="Celery connections: print the run id once the run is queued and return; "
-            "the agent's workers send it ('runs show' follows it).",
-        ),
-    ] = False,
-    queue: Annotated[
-        bool,
-        _opt(
-            "--queue",
-            help="Celery connections: queue the run even when its agent has no live worker yet.",
-        ),
-    ] = False,
+    detach: Detach = False,
+    queue: Queue = False,
     as_json: Annotated[bool, _opt("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, _opt("--quiet", "-q", help="Print nothing but errors.")] = False,
     log_json: Annotated[
