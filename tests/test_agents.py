@@ -238,3 +238,42 @@ def test_console_and_rest_show_agents_and_chunks(
         assert stop.status_code == 202  # an ended run: nothing left to stop
         signed.http.close()
         assert worker.process.poll() is None
+
+
+def test_ctrl_c_on_an_attached_export_stops_every_worker_once(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+
+    from delivery_support import MAILCONDUIT
+
+    n = 80
+    source = write_csv(tmp_path / "people.csv", people(n))
+    with TimedFaultServer(faults={("DOT", "*"): "delay:0.05"}) as server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        cluster.start_worker(MAILCONDUIT_AGENT_CHUNK_ROWS="10")
+        cluster.start_worker()
+        cluster.wait_live(2)
+        coordinator = subprocess.Popen(
+            [MAILCONDUIT, "export", str(source), "--connection", CONNECTION, "--to", "{{ email }}",
+             "--subject", "s", "--body", "b", "--key", "id", "--concurrency", "1",
+             "--run-id", "ctrl-c"],
+            env={**cluster.env, "MAILCONDUIT_AGENT_CHUNK_ROWS": "10"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: len(server.messages) >= 6, what="six messages")
+            coordinator.send_signal(signal.SIGINT)
+            out, err = coordinator.communicate(timeout=120)
+        finally:
+            if coordinator.poll() is None:
+                coordinator.kill()
+        assert coordinator.returncode == 1, (out, err)
+        info = api.get_run("ctrl-c")
+        assert info.status == "interrupted" and "SIGINT" in info.message
+        assert info.counts.get("sent", 0) < n
+        assert all(w.process.poll() is None for w in cluster.workers)  # the workers go on
+        resumed = api.resume("ctrl-c")
+        assert resumed.status == "finished"
+        assert len({m.rcpt_tos[0] for m in server.messages}) == n

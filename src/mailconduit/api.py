@@ -452,7 +452,11 @@ async def _resume(
         from mailconduit import agents
 
         return await agents.resume(
-            run_id, retry_failed=retry_failed, progress=progress, handle_signals=handle_signals
+            run_id,
+            retry_failed=retry_failed,
+            resend_uncertain=resend_uncertain,
+            progress=progress,
+            handle_signals=handle_signals,
         )
     with serving(conn) as live:
         return await resume_run_of(

@@ -181,11 +181,13 @@ async def resume(
     run_id: str,
     *,
     retry_failed: bool = False,
+    resend_uncertain: bool | None = None,
     progress: ProgressCallback | None = None,
     handle_signals: bool = False,
 ) -> ExportReport:
     """Queue again every chunk of the run not done (with --retry-failed, every chunk holding a
-    failed row) and follow the run; rows confirmed sent are never sent again."""
+    failed row) and follow the run; rows confirmed sent are never sent again. The input is
+    the one frozen when the run started."""
     settings = AgentSettings.from_env()
 
     def requeue() -> tuple[list[int], str, int]:
@@ -197,6 +199,8 @@ async def resume(
                 raise ConfigError.for_fields(
                     "resume", [FieldError("run_id", f"run {run_id!r} did not run on agents")]
                 )
+            if resend_uncertain is not None:
+                store.set_spec_option(run_id, "resend_uncertain", resend_uncertain)
             chunks = store.requeue(run_id, with_failed_rows=retry_failed)
             journal.set_status(run_id, "running")
             return chunks, frozen.agent, frozen.total

@@ -508,6 +508,21 @@ class AgentStore:
             ).fetchall()
         return sorted(int(r[0]) for r in rows)
 
+    def set_spec_option(self, run_id: str, name: str, value: Any) -> None:
+        """Change one setting of a frozen run (a resume's --[no-]resend-uncertain)."""
+        with self._lock, self._conn.transaction():
+            row = self._conn.execute(
+                "SELECT spec FROM agent_runs WHERE run_id = %s FOR UPDATE", (run_id,)
+            ).fetchone()
+            if row is None:
+                return
+            spec = json.loads(row[0])
+            spec[name] = value
+            self._conn.execute(
+                "UPDATE agent_runs SET spec = %s WHERE run_id = %s",
+                (json.dumps(spec, default=str), run_id),
+            )
+
     def request_stop(self, run_id: str, *, status: str, reason: str) -> bool:
         """Ask every worker of the run to stop (first reason wins); queued chunks stop now."""
         with self._lock, self._conn.transaction():
@@ -690,6 +705,13 @@ class AgentStore:
                 (rate, current, now + current, now + current, connection),
             )
             return True
+
+    def throttle_state(self, connection: str) -> tuple[float, int] | None:
+        """The connection's slowed-down rate and how many complaints it heard, if slowed."""
+        rows = self._query(
+            "SELECT rate, complaints FROM agent_throttle WHERE connection = %s", (connection,)
+        )
+        return (float(rows[0][0]), int(rows[0][1])) if rows else None
 
     def throttled_until(self, connection: str) -> float | None:
         """Seconds the connection's slow-down still lasts (0 past its pause), None if none."""
