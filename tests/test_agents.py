@@ -277,3 +277,34 @@ def test_ctrl_c_on_an_attached_export_stops_every_worker_once(
         resumed = api.resume("ctrl-c")
         assert resumed.status == "finished"
         assert len({m.rcpt_tos[0] for m in server.messages}) == n
+
+
+def test_a_stored_connection_is_used_by_workers_with_the_same_key_only(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Connections live in the shared store, passwords encrypted at rest: a worker with
+    another MAILCONDUIT_KEY cannot use one, and says so; one with the key sends."""
+    from cryptography.fernet import Fernet
+
+    source = write_csv(tmp_path / "people.csv", people(6))
+    with TimedFaultServer(credentials={"robot": "s3cret-pass"}) as server:
+        api.create_connection({
+            "name": "vault", "server_url": "127.0.0.1", "port": server.port,
+            "username": "robot", "password": "s3cret-pass", "from_address": "robot@example.com",
+            "security": "none", "allow_insecure_auth": True, "agent": cluster.agent,
+            "implementation_type": "celery",
+        })  # fmt: skip
+        stranger = cluster.start_worker(MAILCONDUIT_KEY=Fernet.generate_key().decode())
+        cluster.wait_live(1)
+        report = api.export(str(source), connection="vault", **MESSAGE)
+        assert report.status == "failed"
+        assert "cannot be decrypted" in report.message and socket.gethostname() in report.message
+        assert "s3cret-pass" not in report.message + stranger.output()
+        assert server.messages == []
+        stranger.process.terminate()
+        stranger.process.wait(60)
+        cluster.start_worker()
+        cluster.wait_live(1)
+        resumed = api.resume(report.run_id)
+        assert resumed.status == "finished"
+        assert len(server.messages) == 6

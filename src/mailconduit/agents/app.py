@@ -18,6 +18,7 @@ from typing import Any
 
 from mailconduit.agents.settings import AgentSettings, check_agent_name, queue_name
 from mailconduit.agents.store import AgentStore
+from mailconduit.config import Connection
 
 __all__ = ["CHUNK_TASK", "make_app", "publish", "run_worker"]
 
@@ -74,15 +75,15 @@ def _run_task(run_id: str, chunk: int) -> str:
     from mailconduit.connections.env import env_lookup
     from mailconduit.netpolicy import allow_address
 
-    settings = AgentSettings.from_env(require_broker=False)
-    run = AgentStore.shared().frozen_run(run_id)
-    if run is None:
-        return "skipped: unknown run"
-    connection = env_lookup(run.connection)
-    if connection is None:
-        from mailconduit.connections import store
+    def connection(name: str) -> Connection:
+        found = env_lookup(name)
+        if found is None:
+            from mailconduit.connections import store
 
-        connection = store.get(run.connection)
+            found = store.get(name)
+        return found
+
+    settings = AgentSettings.from_env(require_broker=False)
     outcome = run_chunk(
         run_id, chunk, settings=settings, connection=connection, allow_address=allow_address
     )
@@ -144,6 +145,8 @@ class _Background:
                 log.warning("heartbeat of %s not recorded (journal unreachable)", self.worker)
 
     def _reap(self) -> None:
+        from mailconduit.agents.chunk import finish_run_if_complete
+
         store = AgentStore()
         try:
             while not self._done.wait(self.settings.reap_seconds):
@@ -158,6 +161,8 @@ class _Background:
                     for (agent, run_id), chunks in by_run.items():
                         publish(self.settings, agent, run_id, chunks)
                         log.info("run %s: chunks %s published again", run_id, chunks)
+                    for run_id in store.stop_expired():  # held by a dead worker of a stopped run
+                        finish_run_if_complete(store, run_id)
                 except Exception:
                     log.warning("reaper: journal or broker unreachable; trying again")
         finally:

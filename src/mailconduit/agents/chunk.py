@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from mailconduit.agents.frozen import FrozenSource, materialize, spec_for_worker
@@ -160,10 +160,14 @@ def run_chunk(
     chunk: int,
     *,
     settings: AgentSettings,
-    connection: Connection,
+    connection: Callable[[str], Connection],
     allow_address: Any = None,
 ) -> str:
-    """Claim and send one chunk; returns what happened (for the worker's log)."""
+    """Claim and send one chunk; returns what happened (for the worker's log).
+
+    ``connection`` resolves the run's connection by name on this host: one it cannot use
+    (its password does not decrypt with this host's key, say) fails the chunk with why.
+    """
     store = AgentStore.shared()
     claim = store.claim(run_id, chunk, owner=worker_owner(), ttl=settings.lease_seconds)
     if claim is None:
@@ -182,9 +186,10 @@ def run_chunk(
         return "failed: no frozen input"
     with ChunkLease(store, claim, settings) as lease:
         try:
-            status, message = _send(store, run, claim, lease, connection, allow_address)
+            conn = connection(run.connection)
+            status, message = _send(store, run, claim, lease, conn, allow_address)
         except MailconduitError as exc:
-            status, message = "failed", str(exc)
+            status, message = "failed", f"on {socket.gethostname()}: {exc}"
         except Exception as exc:  # a bug must end the chunk, not loop it through redeliveries
             log.exception("chunk %s/%s", run_id, chunk)
             status, message = "failed", f"internal error in a worker: {exc!r}"

@@ -488,6 +488,16 @@ class AgentStore:
             )
         ]
 
+    def stop_expired(self) -> list[str]:
+        """Chunks of stopped runs whose holder died: stopped too. Returns their runs."""
+        rows = self._query(
+            "UPDATE agent_chunks c SET state = 'stopped', status = r.stop_status, "
+            f"reason = r.stop_reason, updated_at = {_NOW} FROM agent_runs r "
+            "WHERE r.run_id = c.run_id AND r.stop_reason <> '' AND c.state = 'running' "
+            f"AND c.expires_at <= {_NOW} RETURNING c.run_id"
+        )
+        return sorted({str(r[0]) for r in rows})
+
     def requeue(self, run_id: str, *, with_failed_rows: bool) -> list[int]:
         """Resume: every chunk not done goes back to the queue (and, for --retry-failed,
         done chunks too: their failed rows go again). Returns the chunks queued."""
