@@ -131,7 +131,9 @@ def workers(env: dict[str, str], agent: str, count: int, folder: Path) -> Iterat
             if live >= count:
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError("workers did not start")
+                logs = "\n".join((folder / f"worker-{n}.log").read_text()[-2000:]
+                                 for n in range(count))  # fmt: skip
+                raise RuntimeError(f"workers did not start:\n{logs}")
             time.sleep(0.2)
         yield
     finally:

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -257,13 +258,14 @@ class AgentStore:
     def _ddl(self, statement: str) -> None:
         import psycopg
 
-        for attempt in range(3):
+        for attempt in range(5):
             try:
                 self._conn.execute(statement)
                 return
-            except psycopg.errors.UniqueViolation:  # two processes creating a table at once
-                if attempt == 2:
+            except psycopg.Error:  # two processes creating a table or index at once
+                if attempt == 4:
                     raise
+                time.sleep(0.1 * (attempt + 1))
 
     def close(self) -> None:
         with self._lock:
