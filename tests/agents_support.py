@@ -96,7 +96,7 @@ class Cluster:
         return worker
 
     def live_workers(self) -> int:
-        from mailconduit.agents.store import AgentStore
+        from mailconduit.journal.agents import AgentStore
 
         store = AgentStore(self.env["MAILCONDUIT_DB"])
         try:
@@ -123,7 +123,7 @@ class Cluster:
             worker.process.wait()
 
     def store(self) -> Any:
-        from mailconduit.agents.store import AgentStore
+        from mailconduit.journal.agents import AgentStore
 
         return AgentStore(self.env["MAILCONDUIT_DB"])
 

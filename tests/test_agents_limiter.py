@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from mailconduit.agents.limiter import SharedLimiter
-from mailconduit.agents.store import AgentStore
 from mailconduit.config import RateLimit
 from mailconduit.errors import RunAbortedError
+from mailconduit.journal.agents import AgentStore
 
 pytestmark = pytest.mark.postgres
 

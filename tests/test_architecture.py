@@ -99,9 +99,7 @@ def test_only_smtp_speaks_smtp_and_only_the_store_layers_touch_sql() -> None:
         if "import aiosmtplib" in text or "import smtplib" in text:
             assert layer == "smtp", path
         if "import sqlite3" in text or "import psycopg" in text or "from sqlalchemy" in text:
-            assert layer in {
-                "journal", "connections", "db", "sources", "web", "sink", "oauth", "agents"
-            }, path
+            assert layer in {"journal", "connections", "db", "sources", "web", "sink", "oauth"}, path
 
 
 def _imports_airflow(path: Path) -> bool:

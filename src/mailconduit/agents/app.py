@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailconduit.agents.settings import AgentSettings, check_agent_name, queue_name
-from mailconduit.agents.store import AgentStore
 from mailconduit.config import Connection
+from mailconduit.journal.agents import AgentStore
 
 __all__ = ["CHUNK_TASK", "make_app", "publish", "run_worker"]
 

@@ -24,11 +24,11 @@ from typing import Any, ClassVar
 from mailconduit.agents.frozen import FrozenSource, materialize, spec_for_worker
 from mailconduit.agents.limiter import SharedLimiter
 from mailconduit.agents.settings import AgentSettings
-from mailconduit.agents.store import DONE, FAILED, STOPPED, AgentStore, ChunkClaim
 from mailconduit.config import Connection, ExportMode, ImplementationType
 from mailconduit.delivery import export
 from mailconduit.delivery.runner import Job, Runner
 from mailconduit.errors import MailconduitError
+from mailconduit.journal.agents import DONE, FAILED, STOPPED, AgentStore, ChunkClaim
 from mailconduit.journal.store import Journal, RowState
 
 __all__ = ["ChunkLease", "FencedJournal", "run_chunk"]

@@ -22,13 +22,13 @@ from mailconduit.agents.app import publish
 from mailconduit.agents.chunk import finish_run_if_complete
 from mailconduit.agents.frozen import freeze
 from mailconduit.agents.settings import AgentSettings
-from mailconduit.agents.store import RUNNING, AgentStore, FrozenRun, WorkerInfo
 from mailconduit.config import Connection, ExportSpec, ImplementationType, export_spec_to_dict
 from mailconduit.delivery import export
 from mailconduit.delivery.events import Progress, ProgressCallback
 from mailconduit.delivery.report import ExportReport, write_report
 from mailconduit.delivery.runner import CANCELLED
 from mailconduit.errors import ConfigError, FieldError
+from mailconduit.journal.agents import RUNNING, AgentStore, FrozenRun, WorkerInfo
 from mailconduit.journal.store import Journal
 
 __all__ = [

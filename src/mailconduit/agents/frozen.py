@@ -22,9 +22,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mailconduit.agents.store import AgentStore, FrozenRow
 from mailconduit.config import ExportMode, ExportSpec, export_spec_to_dict, validate_export_spec
 from mailconduit.errors import RenderError, RowError
+from mailconduit.journal.agents import AgentStore, FrozenRow
 from mailconduit.message import MessageTemplate
 from mailconduit.message.attachment import load_attachment
 from mailconduit.sources import Row, Source, SourceKind

@@ -15,10 +15,10 @@ import collections
 import time
 from collections.abc import Callable
 
-from mailconduit.agents.store import AgentStore
 from mailconduit.config import RateLimit
 from mailconduit.delivery.ratelimit import RateLimiter
 from mailconduit.errors import RunAbortedError
+from mailconduit.journal.agents import AgentStore
 
 __all__ = ["SharedLimiter"]
 
