@@ -146,7 +146,11 @@ def workers(env: dict[str, str], agent: str, count: int, folder: Path) -> Iterat
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def export(env: dict[str, str], data: Path, sessions: int) -> tuple[float, dict[str, object]]:
+def export(
+    env: dict[str, str], data: Path, sessions: int
+) -> tuple[float, float, float, dict[str, object]]:
+    """(wall seconds, epoch at start, epoch at exit, the JSON report) of one CLI export."""
+    started_at = time.time()
     started = time.monotonic()
     out = subprocess.run(
         [MAILCONDUIT, "export", str(data), "--connection", "bench", "--to", "{{ email }}",
@@ -157,18 +161,21 @@ def export(env: dict[str, str], data: Path, sessions: int) -> tuple[float, dict[
     wall = time.monotonic() - started
     if out.returncode != 0:
         raise RuntimeError(out.stderr or out.stdout)
-    return wall, json.loads(out.stdout)
+    return wall, started_at, time.time(), json.loads(out.stdout)
 
 
-def sending_span(db: str, run_id: str) -> float:
-    """Seconds from the first to the last outcome recorded (the sending phase)."""
+def phases(db: str, run_id: str) -> tuple[float, float, float]:
+    """(run recorded, first outcome, last outcome), epoch seconds."""
     import psycopg
 
     with psycopg.connect(db) as conn:
         lo, hi = conn.execute(
             "SELECT MIN(updated_at), MAX(updated_at) FROM run_rows WHERE run_id = %s", (run_id,)
         ).fetchone()  # type: ignore[misc]
-    return float(hi - lo)
+        (created,) = conn.execute(
+            "SELECT created_at FROM runs WHERE run_id = %s", (run_id,)
+        ).fetchone()  # type: ignore[misc]
+    return float(created), float(lo), float(hi)
 
 
 def one(kind: str, *, rows: int, workers_n: int, latency: float, broker: str,
@@ -188,16 +195,21 @@ def one(kind: str, *, rows: int, workers_n: int, latency: float, broker: str,
             )
             if kind == "celery":
                 with workers(env, agent, workers_n, folder):
-                    wall, report = export(env, data, sessions)
+                    wall, t0, t1, report = export(env, data, sessions)
             else:
-                wall, report = export(env, data, sessions)
-        span = sending_span(db, str(report["run_id"]))
+                wall, t0, t1, report = export(env, data, sessions)
+        created, first, last = phases(db, str(report["run_id"]))
+        span = last - first
     sent = int(report["counts"]["sent"])  # type: ignore[index]
     return {
         "kind": kind, "workers": workers_n if kind == "celery" else 0, "rows": rows,
         "sent": sent, "latency_ms": latency, "sessions_per_worker": sessions,
         "wall_s": round(wall, 2), "rate_wall": round(sent / wall, 1),
         "sending_s": round(span, 2), "rate_sending": round(sent / span, 1) if span else None,
+        # where the rest of the wall time went: start-up and checks until the run is recorded
+        # (and its input frozen, for celery), then until the first outcome, then the tail
+        "until_recorded_s": round(created - t0, 2), "until_first_s": round(first - created, 2),
+        "after_last_s": round(t1 - last, 2),
     }  # fmt: skip
 
 
@@ -208,18 +220,22 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--broker", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--latency-ms", type=float, default=None,
+                    help="the sink's reply delay (default: 20 for scale, 0 for overhead)")
     a = ap.parse_args()
     results = []
     for _ in range(a.repeat):
         if a.what == "scale":
             for m in (int(x) for x in a.workers.split(",")):
-                r = one("celery", rows=a.rows or 8000, workers_n=m, latency=20.0,
+                latency = 20.0 if a.latency_ms is None else a.latency_ms
+                r = one("celery", rows=a.rows or 8000, workers_n=m, latency=latency,
                         broker=a.broker, sessions=8, chunk_rows=250)  # fmt: skip
                 print(json.dumps(r), flush=True)
                 results.append(r)
         else:
             for kind in ("local", "celery"):
-                r = one(kind, rows=a.rows or 50000, workers_n=1, latency=0.0,
+                latency = 0.0 if a.latency_ms is None else a.latency_ms
+                r = one(kind, rows=a.rows or 50000, workers_n=1, latency=latency,
                         broker=a.broker, sessions=8, chunk_rows=1000)  # fmt: skip
                 print(json.dumps(r), flush=True)
                 results.append(r)

@@ -91,6 +91,17 @@ def _run_task(run_id: str, chunk: int) -> str:
     return outcome
 
 
+def warm_up(settings: AgentSettings) -> None:
+    """Build the app and open its broker connection ahead of :func:`publish`; a failure
+    here is :func:`publish`'s to report."""
+    try:
+        app = make_app(settings)
+        with app.producer_or_acquire():
+            pass
+    except Exception:  # the broker is down: publish says so
+        log.debug("broker warm-up failed", exc_info=True)
+
+
 def publish(settings: AgentSettings, agent: str, run_id: str, chunks: Sequence[int]) -> None:
     """Put one task per chunk on the agent's queue (mandatory delivery is the journal's job:
     a chunk whose task is lost is published again by a worker's reaper)."""

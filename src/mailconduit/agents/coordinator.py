@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mailconduit.agents.app import publish
+from mailconduit.agents.app import publish, warm_up
 from mailconduit.agents.chunk import finish_run_if_complete
 from mailconduit.agents.frozen import freeze
 from mailconduit.agents.settings import AgentSettings
@@ -135,6 +135,9 @@ def start(
         _check_agent(store, settings, conn.agent, queue=queue)
     finally:
         store.close()
+    # Celery's import and the broker connection take a second: made while the input is read.
+    warm = threading.Thread(target=warm_up, args=(settings,), name="broker-warm-up", daemon=True)
+    warm.start()
     run_id = spec.run_id or export.new_run_id()
     total, chunks, notes = _freeze_and_record(spec, conn, run_id, settings)
     if chunks:
@@ -305,8 +308,10 @@ async def wait(
                 break
             if forced.is_set():
                 break
+            # Every row has its outcome: the status is about to change, look again soon.
+            soon = info.total is not None and info.done >= info.total
             try:
-                await asyncio.wait_for(forced.wait(), POLL_SECONDS)
+                await asyncio.wait_for(forced.wait(), POLL_SECONDS / 10 if soon else POLL_SECONDS)
             except TimeoutError:
                 pass
             except asyncio.CancelledError:

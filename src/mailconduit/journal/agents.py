@@ -242,8 +242,7 @@ class AgentStore:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ConfigError.for_fields("agents", [FieldError("MAILCONDUIT_DB", reason)]) from None
         with self._lock:
-            for statement in _DDL:
-                self._ddl(statement)
+            self._ddl(";\n".join(_DDL))  # one round trip
 
     @classmethod
     def shared(cls) -> AgentStore:
