@@ -220,6 +220,9 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--broker", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--chunk-rows", type=int, default=None, help="MAILCONDUIT_AGENT_CHUNK_ROWS")
+    ap.add_argument("--only", choices=("local", "celery"), default=None,
+                    help="overhead: run one side only")
     ap.add_argument("--latency-ms", type=float, default=None,
                     help="the sink's reply delay (default: 20 for scale, 0 for overhead)")
     a = ap.parse_args()
@@ -229,14 +232,14 @@ def main() -> None:
             for m in (int(x) for x in a.workers.split(",")):
                 latency = 20.0 if a.latency_ms is None else a.latency_ms
                 r = one("celery", rows=a.rows or 8000, workers_n=m, latency=latency,
-                        broker=a.broker, sessions=8, chunk_rows=250)  # fmt: skip
+                        broker=a.broker, sessions=8, chunk_rows=a.chunk_rows or 250)  # fmt: skip
                 print(json.dumps(r), flush=True)
                 results.append(r)
         else:
-            for kind in ("local", "celery"):
+            for kind in [a.only] if a.only else ["local", "celery"]:
                 latency = 0.0 if a.latency_ms is None else a.latency_ms
                 r = one(kind, rows=a.rows or 50000, workers_n=1, latency=latency,
-                        broker=a.broker, sessions=8, chunk_rows=1000)  # fmt: skip
+                        broker=a.broker, sessions=8, chunk_rows=a.chunk_rows or 1000)  # fmt: skip
                 print(json.dumps(r), flush=True)
                 results.append(r)
 
