@@ -198,6 +198,8 @@ def test_refusals_are_one_line_and_send_nothing(
         result = cli(*args[:-2], "--body", "{{ nosuchcolumn }}", "--queue")
         assert result.code == 2 and "nosuchcolumn" in result.err
         assert api.list_runs() == []
+        result = cli(*args, "--queue", "--no-journal")
+        assert result.code == 2 and "--no-journal" in result.err
         # --detach needs a celery connection
         monkeypatch.setenv(f"MAILCONDUIT_CONN_{CONNECTION.upper()}", connection_url(server.port))
         result = cli(*args, "--detach")

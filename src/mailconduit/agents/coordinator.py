@@ -129,6 +129,12 @@ def start(
     spec: ExportSpec, conn: Connection, *, queue: bool = False
 ) -> tuple[str, int, tuple[str, ...]]:
     """Check, freeze and publish a celery run (blocking); (run id, total, notes)."""
+    if not spec.journal:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError("journal", f"connection {conn.name!r} sends through agents, which share "
+                        "the run through its journal; drop --no-journal")],
+        )  # fmt: skip
     settings = AgentSettings.from_env()
     store = AgentStore()
     try:
