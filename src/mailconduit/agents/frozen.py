@@ -94,8 +94,15 @@ def _decode(value: Any) -> Any:
     return value
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode_cells(values: Mapping[str, Any]) -> str:
-    return json.dumps([[k, _encode(v)] for k, v in values.items()], separators=(",", ":"))
+    """A row's cells as JSON ([name, value] pairs, in order); plain values as they are."""
+    if all(type(v) in _PLAIN for v in values.values()):  # CSV: every cell a str
+        return _DUMPS(list(values.items()))
+    return _DUMPS([[k, _encode(v)] for k, v in values.items()])
 
 
 def decode_cells(text: str) -> dict[str, Any]:

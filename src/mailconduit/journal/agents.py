@@ -306,9 +306,10 @@ class AgentStore:
                 "files) FROM STDIN"
             ) as copy:
                 for row in rows:
+                    files = json.dumps([list(f) for f in row.files]) if row.files else "[]"
                     copy.write_row(
                         (run.run_id, row.position, row.key, row.number, row.line, row.cells,
-                         row.problem, json.dumps([list(f) for f in row.files]))
+                         row.problem, files)
                     )  # fmt: skip
                     count += 1
             for sha, data in blobs:
