@@ -70,6 +70,11 @@ def _check_agent(store: AgentStore, settings: AgentSettings, agent: str, *, queu
     )  # fmt: skip
 
 
+def _local(conn: Connection) -> Connection:
+    """``conn`` as the checks before sending see it: celery's own refusal is lifted here."""
+    return dataclasses.replace(conn, implementation_type=ImplementationType.DEFAULT)
+
+
 def _chunk_rows(spec: ExportSpec, conn: Connection, settings: AgentSettings) -> int:
     """Rows per chunk: a chunk must end well within the broker's redelivery timeouts."""
     rate = export._rate_for(spec, conn)
@@ -83,8 +88,7 @@ def _freeze_and_record(
     spec: ExportSpec, conn: Connection, run_id: str, settings: AgentSettings
 ) -> tuple[int, list[int], tuple[str, ...]]:
     """Check the export, freeze its input, record the run; (total, chunks, notes). Blocking."""
-    local = dataclasses.replace(conn, implementation_type=ImplementationType.DEFAULT)
-    prepared = export.prepare(spec, local, sending=True)
+    prepared = export.prepare(spec, _local(conn), sending=True)
     try:
         frozen = freeze(
             spec,
@@ -129,6 +133,8 @@ def start(
     spec: ExportSpec, conn: Connection, *, queue: bool = False
 ) -> tuple[str, int, tuple[str, ...]]:
     """Check, freeze and publish a celery run (blocking); (run id, total, notes)."""
+    # An inactive connection, or one that is not a target, is refused as a local one is.
+    export._check_connection(_local(conn), sending=True)
     if not spec.journal:
         raise ConfigError.for_fields(
             "export",
