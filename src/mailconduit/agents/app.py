@@ -84,6 +84,7 @@ def _run_task(run_id: str, chunk: int) -> str:
         return found
 
     settings = AgentSettings.from_env(require_broker=False)
+    AgentStore.shared(hold_seconds=settings.hold_seconds)
     outcome = run_chunk(
         run_id, chunk, settings=settings, connection=connection, allow_address=allow_address
     )
@@ -128,7 +129,7 @@ class _Background:
         self._store: AgentStore | None = None
 
     def start(self) -> None:
-        self._store = AgentStore()
+        self._store = AgentStore(hold_seconds=self.settings.hold_seconds)
         self._store.heartbeat(worker=self.worker, agent=self.agent, host=socket.gethostname(),
                               pid=os.getpid(), concurrency=self.concurrency)  # fmt: skip
         for thread in self._threads:
@@ -158,7 +159,7 @@ class _Background:
     def _reap(self) -> None:
         from mailconduit.agents.chunk import finish_run_if_complete
 
-        store = AgentStore()
+        store = AgentStore(hold_seconds=self.settings.hold_seconds)
         try:
             while not self._done.wait(self.settings.reap_seconds):
                 try:

@@ -28,7 +28,14 @@ from mailconduit.config import Connection, ExportMode, ImplementationType
 from mailconduit.delivery import export
 from mailconduit.delivery.runner import Job, Runner
 from mailconduit.errors import MailconduitError
-from mailconduit.journal.agents import DONE, FAILED, STOPPED, AgentStore, ChunkClaim
+from mailconduit.journal.agents import (
+    DONE,
+    FAILED,
+    STOPPED,
+    AgentStore,
+    ChunkClaim,
+    held_briefly,
+)
 from mailconduit.journal.store import Journal, RowState
 
 __all__ = ["ChunkLease", "FencedJournal", "run_chunk"]
@@ -115,13 +122,13 @@ class FencedJournal(Journal):
     _per_process: ClassVar[dict[int, FencedJournal]] = {}
 
     def __init__(self, lease: ChunkLease) -> None:
-        super().__init__(lease.store.url)
+        super().__init__(held_briefly(lease.store.url, lease.settings.hold_seconds))
         self.chunk_lease = lease
 
     @classmethod
     def for_chunk(cls, lease: ChunkLease) -> FencedJournal:
         journal = cls._per_process.get(os.getpid())
-        if journal is None or journal.url != lease.store.url:
+        if journal is None:
             journal = cls._per_process[os.getpid()] = cls(lease)
         journal.chunk_lease = lease
         return journal
@@ -168,7 +175,7 @@ def run_chunk(
     ``connection`` resolves the run's connection by name on this host: one it cannot use
     (its password does not decrypt with this host's key, say) fails the chunk with why.
     """
-    store = AgentStore.shared()
+    store = AgentStore.shared(hold_seconds=settings.hold_seconds)
     claim = store.claim(run_id, chunk, owner=worker_owner(), ttl=settings.lease_seconds)
     if claim is None:
         return "skipped: done, stopped or leased by a live worker"

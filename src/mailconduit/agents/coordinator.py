@@ -104,14 +104,7 @@ def _freeze_and_record(
     store = AgentStore()
     journal = Journal(store.url)
     try:
-        journal.create_run(
-            run_id,
-            connection=conn.name,
-            mode=spec.mode.value,
-            spec=export_spec_to_dict(dataclasses.replace(spec, run_id=run_id)),
-            fingerprint=fingerprint,
-            total=total,
-        )
+        # The input first: a coordinator killed meanwhile leaves no run without its input.
         store.freeze_run(
             FrozenRun(run_id, conn.name, conn.agent, frozen.spec, prepared.source.location,
                       prepared.source.columns, total, 0, False, "", ""),
@@ -121,6 +114,14 @@ def _freeze_and_record(
         plans = [(c.first_row, c.last_row, c.first_seq, c.last_seq) for c in frozen.chunks]
         store.add_chunks(run_id, plans)
         chunks = list(range(1, len(plans) + 1))
+        journal.create_run(
+            run_id,
+            connection=conn.name,
+            mode=spec.mode.value,
+            spec=export_spec_to_dict(dataclasses.replace(spec, run_id=run_id)),
+            fingerprint=fingerprint,
+            total=total,
+        )
         if not chunks:
             journal.set_status(run_id, "finished", finished=True)
         return total, chunks, prepared.notes
@@ -184,12 +185,63 @@ async def run(
 ) -> ExportReport:
     """Start a celery run and follow it to its end; returns the report from the journal."""
     started = time.monotonic()
-    run_id, total, notes = await _off_loop(functools.partial(start, spec, conn, queue=queue))
-    if progress is not None:
-        for note in notes:
-            progress(Progress(run_id, "note", message=note))
-    return await wait(run_id, progress=progress, handle_signals=handle_signals, total=total,
-                      started=started, spec=spec, notes=notes)  # fmt: skip
+    known: bool = bool(spec.run_id) and await _off_loop(functools.partial(_known, spec.run_id))
+    if known:
+        # The same run id again: resume it, as a local run does.
+        return await resume(spec.run_id, progress=progress, handle_signals=handle_signals)
+    stopper = _Stopper(handle_signals)  # from now on: a Ctrl-C during the checks counts too
+    try:
+        run_id, total, notes = await _off_loop(functools.partial(start, spec, conn, queue=queue))
+        stopper.follow(run_id)
+        if progress is not None:
+            for note in notes:
+                progress(Progress(run_id, "note", message=note))
+        return await wait(run_id, progress=progress, stopper=stopper, total=total,
+                          started=started, spec=spec, notes=notes)  # fmt: skip
+    finally:
+        stopper.close()
+
+
+class _Stopper:
+    """SIGINT or SIGTERM, for the CLI: the first asks every worker of the run to stop (as
+    soon as the run has an id), a second stops waiting for them (they still end cleanly)."""
+
+    def __init__(self, handle_signals: bool) -> None:
+        self.stopping = asyncio.Event()
+        self.forced = asyncio.Event()
+        self.run_id = ""
+        self.reason = ""
+        self._loop = asyncio.get_running_loop()
+        self._installed: list[signal.Signals] = []
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    self._loop.add_signal_handler(sig, self._on_signal, sig)
+                    self._installed.append(sig)
+
+    def follow(self, run_id: str) -> None:
+        self.run_id = run_id
+        if self.stopping.is_set():
+            self._stop()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.stopping.is_set():
+            self.forced.set()
+            return
+        self.stopping.set()
+        self.reason = f"stopped by {sig.name}"
+        if self.run_id:
+            self._stop()
+
+    def _stop(self) -> None:
+        threading.Thread(
+            target=stop, args=(self.run_id,), kwargs={"reason": self.reason}, daemon=True
+        ).start()
+
+    def close(self) -> None:
+        for sig in self._installed:
+            self._loop.remove_signal_handler(sig)
+        self._installed.clear()
 
 
 async def resume(
@@ -224,13 +276,26 @@ async def resume(
             store.close()
 
     started = time.monotonic()
-    chunks, agent, total = await _off_loop(requeue)
-    if chunks:
-        await _off_loop(functools.partial(_publish, settings, agent, run_id, chunks))
-    else:
-        await _off_loop(functools.partial(_finish_now, run_id))
-    return await wait(run_id, progress=progress, handle_signals=handle_signals, total=total,
-                      started=started)  # fmt: skip
+    stopper = _Stopper(handle_signals)
+    try:
+        chunks, agent, total = await _off_loop(requeue)
+        stopper.follow(run_id)
+        if chunks:
+            await _off_loop(functools.partial(_publish, settings, agent, run_id, chunks))
+        else:
+            await _off_loop(functools.partial(_finish_now, run_id))
+        return await wait(run_id, progress=progress, stopper=stopper, total=total,
+                          started=started)  # fmt: skip
+    finally:
+        stopper.close()
+
+
+def _known(run_id: str) -> bool:
+    journal = Journal()
+    try:
+        return journal.run_exists(run_id)
+    finally:
+        journal.close()
 
 
 def _finish_now(run_id: str) -> None:
@@ -259,7 +324,7 @@ async def wait(
     run_id: str,
     *,
     progress: ProgressCallback | None = None,
-    handle_signals: bool = False,
+    stopper: _Stopper | None = None,
     total: int | None = None,
     started: float | None = None,
     spec: ExportSpec | None = None,
@@ -270,25 +335,7 @@ async def wait(
     A first Ctrl-C (or cancelling the task) asks every worker to stop gracefully and waits
     for them; a second one stops waiting (the workers still end their chunks)."""
     started = time.monotonic() if started is None else started
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    forced = asyncio.Event()
-    installed: list[signal.Signals] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        if stopping.is_set():
-            forced.set()
-            return
-        stopping.set()
-        threading.Thread(
-            target=stop, args=(run_id,), kwargs={"reason": f"stopped by {sig.name}"}, daemon=True
-        ).start()
-
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal, sig)
-                installed.append(sig)
+    forced = stopper.forced if stopper is not None else asyncio.Event()
     journal = await _off_loop(Journal)
     cancelled = False
     try:
@@ -331,11 +378,12 @@ async def wait(
                     raise
                 cancelled = True
                 await _off_loop(functools.partial(stop, run_id, reason=CANCELLED))
+        # The report reads its rows from this journal later: it stays open with the report.
         report = await _off_loop(functools.partial(export.report_from_journal, run_id,
                                                    journal=journal))  # fmt: skip
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    except BaseException:
+        journal.close()
+        raise
     report.elapsed = time.monotonic() - started
     report.notes = notes
     if progress is not None:

@@ -44,6 +44,11 @@ class AgentSettings:
     visibility_timeout: float = 3600.0
 
     @property
+    def hold_seconds(self) -> float:
+        """Longest a worker's database session may sit in a transaction or wait for a lock."""
+        return max(0.5, self.lease_seconds / 3)
+
+    @property
     def dead_after(self) -> float:
         """A worker whose last heartbeat is older than this is not live."""
         return self.heartbeat_seconds * 3

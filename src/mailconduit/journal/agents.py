@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.home import database_url
@@ -127,6 +128,19 @@ _DDL = (
 )
 
 
+def held_briefly(url: str, seconds: float) -> str:
+    """``url`` (a PostgreSQL URL) for a connection that never holds a row lock, or waits for
+    one, longer than ``seconds``: a worker frozen in the middle of a transaction (SIGSTOP,
+    a paused VM) would otherwise keep the others from taking its chunk over; PostgreSQL ends
+    its transaction instead, and what it wanted to write is lost with its lease."""
+    ms = max(100, int(seconds * 1000))
+    options = f"-c idle_in_transaction_session_timeout={ms} -c lock_timeout={ms}"
+    parts = urlsplit(url.replace("+psycopg", ""))
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
+    query_text = urlencode([*query, ("options", options)], quote_via=quote)
+    return urlunsplit(parts._replace(query=query_text))
+
+
 def require_shared_journal(url: str | None = None) -> str:
     """The journal's URL if every host can share it (PostgreSQL); else one clear ConfigError."""
     url = url or database_url()
@@ -229,14 +243,18 @@ class AgentStore:
     _shared: ClassVar[dict[int, AgentStore]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, hold_seconds: float | None = None) -> None:
         import psycopg
 
         self.url = require_shared_journal(url)
         self._lock = threading.RLock()
         try:
             self._conn = psycopg.connect(
-                self.url.replace("+psycopg", ""), autocommit=True, connect_timeout=10
+                held_briefly(self.url, hold_seconds)
+                if hold_seconds
+                else self.url.replace("+psycopg", ""),
+                autocommit=True,
+                connect_timeout=10,
             )
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -245,13 +263,13 @@ class AgentStore:
             self._ddl(";\n".join(_DDL))  # one round trip
 
     @classmethod
-    def shared(cls) -> AgentStore:
+    def shared(cls, *, hold_seconds: float | None = None) -> AgentStore:
         """This process's store (a new one after a fork: a connection is never shared)."""
         pid = os.getpid()
         with cls._shared_lock:
             store = cls._shared.get(pid)
             if store is None:
-                store = cls._shared[pid] = cls()
+                store = cls._shared[pid] = cls(hold_seconds=hold_seconds)
             return store
 
     def _ddl(self, statement: str) -> None:
