@@ -64,7 +64,7 @@ def main() -> int:
     shutil.rmtree(dry_run_dir, ignore_errors=True)
     text_only = dataclasses.replace(
         statements, html=False, body_file=str(EXAMPLES / "statement.txt"), inline=(), limit=3,
-        dry_run=str(dry_run_dir), run_id="",
+        dry_run=dry_run_dir, run_id="",
     )  # fmt: skip
     dry = api.run_export(text_only)
     _step(3, "The plain-text statement as a dry run (first 3 rows; nothing is sent)",

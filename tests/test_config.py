@@ -15,7 +15,7 @@ from mailconduit.config import (
     parse_server_url,
     validate_connection,
 )
-from mailconduit.errors import ConfigError, ProbeError, SMTPError, TransientSMTPError
+from mailconduit.errors import ConfigError, NotFoundError, SMTPError, TransientSMTPError
 
 GOOD = {
     "name": "corp",
@@ -242,8 +242,8 @@ def test_errors_pickle_with_their_fields() -> None:
     back = pickle.loads(pickle.dumps(smtp))
     assert isinstance(back, TransientSMTPError) and str(back) == str(smtp) and back.host == "h"
     assert isinstance(back, SMTPError)
-    probe = pickle.loads(pickle.dumps(ProbeError("tls", "bad cert", "trust it")))
-    assert (probe.stage, probe.hint) == ("tls", "trust it")
+    missing = pickle.loads(pickle.dumps(NotFoundError("run", "r1")))
+    assert (missing.kind, missing.name, str(missing)) == ("run", "r1", "no run named 'r1'")
 
 
 def test_export_spec_refuses_unknown_settings_even_when_empty() -> None:

@@ -13,9 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailconduit import api
-from mailconduit.delivery.ratelimit import DailyUsage
 from mailconduit.errors import ConfigError, NotFoundError
-from mailconduit.journal import Journal, RowState
+from mailconduit.journal import DailyUsage, Journal, RowState, RowStatus, RunStatus
 from mailconduit.testing import SmtpSink
 
 
@@ -34,12 +33,12 @@ def test_runs_rows_and_states(store_url: str) -> None:
     )
     with pytest.raises(ConfigError):
         journal.create_run("r1", connection="c", mode="row", spec={}, fingerprint="f", total=3)
-    journal.write_rows("r1", [RowState(f"k{i}", i, i, "claimed", attempts=1) for i in range(1, 4)])
+    journal.write_rows("r1", [RowState(f"k{i}", i, i, RowStatus.CLAIMED, attempts=1) for i in range(1, 4)])
     journal.write_rows(
         "r1",
         [
-            RowState("k1", 1, 1, "sent", attempts=1, recipients=("a@example.com",), code=250, reply="ok"),
-            RowState("k2", 2, 2, "failed", attempts=1, code=550, enhanced="5.1.1",
+            RowState("k1", 1, 1, RowStatus.SENT, attempts=1, recipients=("a@example.com",), code=250, reply="ok"),
+            RowState("k2", 2, 2, RowStatus.FAILED, attempts=1, code=550, enhanced="5.1.1",
                      reply="no such user", detail=(("b@example.com", 550, "no such user"),)),
         ],
     )  # fmt: skip
@@ -53,7 +52,7 @@ def test_runs_rows_and_states(store_url: str) -> None:
         "5.1.1",
         (("b@example.com", 550, "no such user"),),
     )
-    journal.set_status("r1", "finished", message="done", finished=True)
+    journal.set_status("r1", RunStatus.FINISHED, message="done", finished=True)
     listed = journal.list_runs()
     assert [r.run_id for r in listed] == ["r1"] and listed[0].status == "finished"
     assert listed[0].finished_at is not None
@@ -64,7 +63,7 @@ def test_runs_rows_and_states(store_url: str) -> None:
 def test_rows_are_read_in_order_across_pages(store_url: str) -> None:
     journal = Journal(store_url)
     journal.create_run("big", connection="c", mode="row", spec={}, fingerprint="f", total=2500)
-    journal.write_rows("big", [RowState(f"k{i:05d}", i, i, "sent") for i in range(2500, 0, -1)])
+    journal.write_rows("big", [RowState(f"k{i:05d}", i, i, RowStatus.SENT) for i in range(2500, 0, -1)])
     seqs = [r.seq for r in journal.rows("big")]
     assert seqs == list(range(1, 2501))
 
@@ -112,7 +111,7 @@ def test_claim_mark_counts_rows_whose_outcome_was_never_written(store_url: str) 
     journal.create_run("m", connection="c", mode="row", spec={}, fingerprint="f", total=10)
     journal.claim_through("m", 6)
     journal.claim_through("m", 4)  # the mark never moves back
-    journal.write_rows("m", [RowState(f"k{i}", i, i, "sent") for i in (1, 2, 3)])
+    journal.write_rows("m", [RowState(f"k{i}", i, i, RowStatus.SENT) for i in (1, 2, 3)])
     info = journal.get_run("m")
     assert info.claimed_seq == 6
     assert info.counts == {"sent": 3, "claimed": 3}  # rows 4-6 were handed over, fate unknown
@@ -121,7 +120,48 @@ def test_claim_mark_counts_rows_whose_outcome_was_never_written(store_url: str) 
 @given(st.lists(st.text(max_size=12), max_size=3))
 def test_recipients_are_stored_exactly_as_json_writes_them(recipients: list[str]) -> None:
     """The shortcut for one plain address writes what json.dumps writes, for any text."""
-    from mailconduit.journal.store import _json_strings
+    from mailconduit.journal.records import _json_strings
 
     assert _json_strings(tuple(recipients)) == json.dumps(recipients)
     assert json.loads(_json_strings(tuple(recipients))) == recipients
+
+
+def test_states_are_enums_stored_as_their_plain_values(home: Path) -> None:
+    """RowStatus and RunStatus come back as enums; the store holds the same words as ever."""
+    import sqlite3
+
+    path = home / "journal.db"
+    with Journal(f"sqlite:///{path}") as journal:
+        journal.create_run("e", connection="c", mode="row", spec={}, fingerprint="f", total=1)
+        journal.write_rows("e", [RowState("k1", 1, 1, RowStatus.SENT, attempts=1)])
+        journal.set_status("e", RunStatus.PAUSED, message="held")
+        row = next(journal.rows("e"))
+        assert row.state is RowStatus.SENT
+        assert journal.get_run("e").status is RunStatus.PAUSED
+        assert journal.states("e") == {"k1": (RowStatus.SENT, 1)}
+    stored = sqlite3.connect(path)
+    try:
+        assert stored.execute("SELECT state, typeof(state) FROM run_rows").fetchall() == [
+            ("sent", "text")
+        ]
+        assert stored.execute("SELECT status FROM runs").fetchall() == [("paused",)]
+    finally:
+        stored.close()
+
+
+def test_a_journal_left_by_with_holds_no_file_open(home: Path) -> None:
+    """Leaving ``with`` closes the store connection (no file descriptor left on it)."""
+    import os
+
+    path = home / "journal.db"
+
+    def open_on_store() -> int:
+        fds = Path("/proc/self/fd")
+        return sum(
+            1 for fd in os.listdir(fds) if os.path.realpath(fds / fd).startswith(str(path))
+        )
+
+    with Journal(f"sqlite:///{path}") as journal:
+        journal.create_run("c1", connection="c", mode="row", spec={}, fingerprint="f", total=0)
+        assert open_on_store() > 0
+    assert open_on_store() == 0

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import unicodedata
+import urllib.parse
 from datetime import UTC, datetime
 from email import policy
 from email.header import decode_header, make_header
@@ -85,6 +86,14 @@ attachments = st.builds(
     content=st.binary(max_size=3000),
     content_type=st.sampled_from(["application/pdf", "text/plain", "image/png", "text/csv"]),
 )
+
+
+def as_parsed_filename(name: str) -> str:
+    """The file name as Python's parser returns it: its ``unquote`` drops one pair of
+    enclosing ``<>`` even from an RFC 2231 value (the wire form keeps them; checked by the
+    builder's own tests)."""
+    name = name.strip()
+    return name[1:-1] if len(name) > 1 and name[0] == "<" and name[-1] == ">" else name
 
 
 def parse(data: bytes, *, smtputf8: bool = False) -> EmailMessage:
@@ -268,14 +277,14 @@ def test_multipart_message_parses_back_to_every_part(
         assert part["Content-ID"] == f"<{name}>"
         assert part.get_content_disposition() == "inline"
         assert part.get_content_type() == image.content_type
-        assert part.get_filename() == image.filename.strip()
+        assert part.get_filename() == as_parsed_filename(image.filename)
         assert part.get_payload(decode=True) == image.content
     assert len(attached) == len(files)
     assert list(message.iter_attachments()) == attached
     for part, given_file in zip(attached, files, strict=True):
         assert part.get_content_type() == given_file.content_type
         assert part.get_content_disposition() == "attachment"
-        assert part.get_filename() == given_file.filename.strip()
+        assert part.get_filename() == as_parsed_filename(given_file.filename)
         assert part.get_payload(decode=True) == given_file.content
 
 
@@ -407,3 +416,24 @@ def test_same_fields_as_email_message(subject: str, text: str, display: str) -> 
 )
 def test_base64_parts_are_the_standard_encoding_in_76_character_crlf_lines(data: bytes) -> None:
     assert encode_binary(data).data == base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+@PROPERTY_SETTINGS
+@given(inner=st.from_regex(r"[A-Za-z0-9 ._-]{0,20}", fullmatch=True))
+def test_angle_brackets_around_a_file_name_reach_the_wire(inner: str) -> None:
+    """A name such as ``<report>.pdf`` or ``<>`` is written whole in RFC 2231 form, even
+    though Python's own parser then drops the enclosing brackets (see as_parsed_filename)."""
+    name = f"<{inner}>"
+    built = build_message(
+        from_=make_address("sender@example.com"),
+        to=[make_address("rcpt@example.org")],
+        subject="s",
+        text_body="t",
+        attachments=[Attachment(filename=name, content=b"x", content_type="text/plain")],
+        message_id=MESSAGE_ID,
+        date=DATE,
+    )
+    unfolded = re.sub(rb"\r\n[ \t]", b" ", built.data).decode("ascii")
+    found = re.search(r"filename\*=utf-8''([^;\s]*)", unfolded)
+    assert found is not None
+    assert urllib.parse.unquote(found.group(1)) == name.strip()

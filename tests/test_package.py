@@ -143,7 +143,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {  # option: (given, as the spec holds it)
     "database_url": ("sqlite:///x.db", "sqlite:///x.db"),
     "charset": ("iso-8859-1", "iso-8859-1"),
     "html": (False, False),
-    "dry_run": (Path("/tmp/out"), "/tmp/out"),
+    "dry_run": (Path("/tmp/out"), Path("/tmp/out")),
     "limit": (7, 7),
     "fail_fast": (True, True),
     "run_id": ("my-run", "my-run"),

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from mailconduit.config import RateLimit
-from mailconduit.delivery.ratelimit import DailyUsage, RateLimiter
+from mailconduit.delivery.ratelimit import RateLimiter
 from mailconduit.errors import ConfigError, RunAbortedError
+from mailconduit.journal import DailyUsage
 
 DAY = 86_400.0
 # 2026-11-29 12:00:00 UTC

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailconduit.errors import RenderError, RowError
+from mailconduit.errors import RenderError, RowError, TemplateSandboxError
 from mailconduit.message import (
     GROUP_MODE_NAMES,
     TABLE_MODE_NAMES,
@@ -115,7 +115,7 @@ def test_loading_other_templates_is_refused_at_construction(source: str) -> None
     ],
 )
 def test_static_sandbox_violations_are_found_before_sending(source: str) -> None:
-    with pytest.raises(RenderError, match="sandbox violation") as caught:
+    with pytest.raises(TemplateSandboxError, match="sandbox violation") as caught:
         MessageTemplate(to="a@example.com", subject=source).check(COLUMNS)
     assert caught.value.template == "subject"
 
@@ -123,9 +123,9 @@ def test_static_sandbox_violations_are_found_before_sending(source: str) -> None
 def test_dynamic_sandbox_violation_is_found_by_check_render() -> None:
     template = MessageTemplate(to="a@example.com", subject="{{ name|attr(amount) }}")
     template.check(COLUMNS)
-    with pytest.raises(RenderError, match="sandbox violation"):
+    with pytest.raises(TemplateSandboxError, match="sandbox violation"):
         template.check_render({**ROW, "amount": "__class__"})
-    with pytest.raises(RenderError, match="sandbox violation"):
+    with pytest.raises(TemplateSandboxError, match="sandbox violation"):
         template.render({**ROW, "amount": "__init__"}, row_key="9")
 
 

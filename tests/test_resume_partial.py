@@ -35,7 +35,7 @@ from delivery_support import (
     write_csv,
 )
 from mailconduit import api
-from mailconduit.journal import Journal, RowState
+from mailconduit.journal import Journal, RowState, RowStatus
 from mailconduit.testing import Fault, FaultServer, ReceivedMessage
 
 A, B, C, D = (f"{name}@example.com" for name in "abcd")
@@ -314,7 +314,7 @@ def test_a_store_made_by_the_previous_schema_gets_the_new_column(old_store: str)
     [old] = journal.rows("old")
     assert (old.row_key, old.state, old.recipients, old.owed) == ("k1", "sent", (A,), ())
     assert journal.partial_rows("old") == {}
-    owed = RowState("k2", 2, 2, "retry", 1, (A, B), "<m2@x>", owed=(B,))
+    owed = RowState("k2", 2, 2, RowStatus.RETRY, 1, (A, B), "<m2@x>", owed=(B,))
     journal.write_rows("old", [owed])
     assert journal.partial_rows("old")["k2"].owed == (B,)
     journal.close()

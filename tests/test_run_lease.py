@@ -37,7 +37,7 @@ from delivery_support import (
     wait_until,
     write_csv,
 )
-from mailconduit.delivery import export
+from mailconduit.delivery import lease as run_lease
 from mailconduit.journal import Journal
 
 HOST = socket.gethostname()
@@ -113,7 +113,7 @@ def test_a_second_home_is_refused_while_the_first_sends_and_takes_the_run_after(
             # The second message is held at its "." until the checks below are done.
             lease = Journal(shared_url).lease("shared")
             assert lease is not None and lease.owner.startswith(f"{HOST}:{proc.pid}:")
-            assert 0 < lease.seconds_left <= export.LEASE_SECONDS
+            assert 0 < lease.seconds_left <= run_lease.LEASE_SECONDS
 
             elsewhere = {"MAILCONDUIT_HOME": str(other_home), "MAILCONDUIT_CONN_FAULT": conn}
             for args in (["runs", "resume", "shared"], export_args(source, "shared")):
@@ -209,7 +209,7 @@ def test_after_kill_9_another_home_waits_for_the_lease_and_the_own_home_resumes_
 def test_a_sender_whose_lease_was_taken_over_stops(
     shared_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(export, "LEASE_RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(run_lease, "LEASE_RENEW_SECONDS", 0.1)
     taken = threading.Event()
 
     def take_over(server: TimedFaultServer) -> Callable[[], None]:

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from mailconduit.config import AuthMechanism
 from mailconduit.errors import AddressError
+from mailconduit.smtp import Envelope
 from mailconduit.smtp.auth import AuthExchange, choose_mechanism
-from mailconduit.smtp.client import Envelope
 from mailconduit.smtp.esmtp import (
     check_envelope_address,
     dot_starts_a_line,

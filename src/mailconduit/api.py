@@ -17,15 +17,9 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-from mailconduit.config import (
-    Connection,
-    ExportSpec,
-    ImplementationType,
-    RateLimit,
-    RetryPolicy,
-    url_scheme,
-    validate_export_spec,
-)
+from mailconduit.config.connection import Connection, ImplementationType
+from mailconduit.config.export import ExportSpec, RateLimit, RetryPolicy, validate_export_spec
+from mailconduit.config.text import url_scheme
 from mailconduit.connections.env import env_lookup
 from mailconduit.delivery import loop as event_loop
 from mailconduit.errors import ConfigError, FieldError, MailconduitError
@@ -481,13 +475,15 @@ def preview(spec: ExportSpec, *, limit: int = 3) -> list[Any]:
 def get_run(run_id: str) -> RunInfo:
     from mailconduit.journal import Journal
 
-    return Journal().get_run(run_id)
+    with Journal() as journal:
+        return journal.get_run(run_id)
 
 
 def list_runs(*, limit: int = 50) -> list[RunInfo]:
     from mailconduit.journal import Journal
 
-    return Journal().list_runs(limit=limit)
+    with Journal() as journal:
+        return journal.list_runs(limit=limit)
 
 
 def run_report(run_id: str) -> ExportReport:
@@ -540,12 +536,12 @@ def _start_background(run_id: str, target: Any) -> str:
     # Wait until the run exists in the journal (or failed before), so callers can poll it.
     from mailconduit.journal import Journal
 
-    journal = Journal()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not started.is_set():
-        if journal.run_exists(run_id):
-            return run_id
-        time.sleep(0.02)
+    with Journal() as journal:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not started.is_set():
+            if journal.run_exists(run_id):
+                return run_id
+            time.sleep(0.02)
     if errors:
         raise errors[0]
     return run_id

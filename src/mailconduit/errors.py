@@ -19,13 +19,13 @@ __all__ = [
     "NetworkPolicyError",
     "NotFoundError",
     "PermanentSMTPError",
-    "ProbeError",
     "RecipientRefusedError",
     "RenderError",
     "RowError",
     "RunAbortedError",
     "SMTPError",
     "SourceError",
+    "TemplateSandboxError",
     "ThrottledError",
     "TransientSMTPError",
 ]
@@ -82,15 +82,23 @@ class ConfigError(MailconduitError):
         return self.message
 
 
-class NotFoundError(ConfigError):
-    """A named thing (connection, run, message) does not exist (exit status 2)."""
+class NotFoundError(MailconduitError):
+    """A named thing (connection, run, message) does not exist (exit status 2, HTTP 404).
+
+    Beside :class:`ConfigError`, not below it: a missing thing is not a wrong setting,
+    and the web answers it with 404 where a wrong setting gets 422.
+    """
+
+    exit_code = 2
 
     def __init__(self, kind: str, name: str) -> None:
-        MailconduitError.__init__(self, kind, name)
+        super().__init__(kind, name)
         self.kind = kind
         self.name = name
         self.message = f"no {kind} named {name!r}"
-        self.errors = ()
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class NetworkPolicyError(ConfigError):
@@ -140,6 +148,10 @@ class RenderError(RowError):
     def __str__(self) -> str:
         where = f"template {self.template}: " if self.template else ""
         return f"{where}{self.message}"
+
+
+class TemplateSandboxError(RenderError):
+    """A template reached for what the sandbox forbids (``x.__class__``): refused before sending."""
 
 
 class AddressError(RowError):
@@ -223,22 +235,6 @@ class RecipientRefusedError(PermanentSMTPError):
 
 class AuthenticationError(PermanentSMTPError):
     """Credentials were rejected (535 and kin): the run aborts, nothing more is tried."""
-
-
-class ProbeError(MailconduitError):
-    """Test Connection failed at a named stage (dns, tcp, tls, ehlo, starttls, auth...)."""
-
-    def __init__(self, stage: str, message: str, hint: str = "") -> None:
-        super().__init__(stage, message, hint)
-        self.stage = stage
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        text = f"{self.stage}: {self.message}"
-        if self.hint:
-            text += f" — {self.hint}"
-        return text
 
 
 class RunAbortedError(MailconduitError):

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from mailconduit.config import AuthMechanism, Security
+from mailconduit.config.connection import AuthMechanism, Security
 from mailconduit.errors import ConfigError, FieldError
 
 __all__ = ["Preset", "check_limits", "connection_fields", "get_preset", "list_presets"]

@@ -25,9 +25,12 @@ from mailconduit.agents.frozen import FrozenSource, materialize, spec_for_worker
 from mailconduit.agents.limiter import SharedLimiter
 from mailconduit.agents.settings import AgentSettings
 from mailconduit.config import Connection, ExportMode, ImplementationType
-from mailconduit.delivery import export
+from mailconduit.delivery.execution import rate_for, server_size, session_opener
+from mailconduit.delivery.jobs import build_jobs
+from mailconduit.delivery.prepare import prepare
 from mailconduit.delivery.runner import Job, Runner
 from mailconduit.errors import MailconduitError
+from mailconduit.journal import Journal, RowState, RunStatus
 from mailconduit.journal.agents import (
     DONE,
     FAILED,
@@ -36,7 +39,6 @@ from mailconduit.journal.agents import (
     ChunkClaim,
     held_briefly,
 )
-from mailconduit.journal.store import Journal, RowState
 
 __all__ = ["ChunkLease", "FencedJournal", "run_chunk"]
 
@@ -230,7 +232,7 @@ def _send(
     conn = dataclasses.replace(connection, implementation_type=ImplementationType.DEFAULT)
     journal = FencedJournal.for_chunk(lease)
     try:
-        prepared = export.prepare(spec, conn, sending=True)
+        prepared = prepare(spec, conn, sending=True)
         try:
             prior = journal.rows_between(run.run_id, claim.first_seq, claim.last_seq)
             states = {r.row_key: (r.state, r.attempts) for r in prior}
@@ -238,16 +240,16 @@ def _send(
             offset = claim.first_seq - 1
             claimed_local = max(0, claim.claimed_seq - offset)
             size_limit = 0
-            opener = export._opener(conn, spec, allow_address, lambda: not lease.gate())
+            opener = session_opener(conn, spec, allow_address, lambda: not lease.gate())
             if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
-                size_limit = asyncio_run(export._server_size(opener))
-            jobs = export._jobs(
+                size_limit = asyncio_run(server_size(opener))
+            jobs = build_jobs(
                 prepared, run.run_id, states=states, retry_failed=run.retry_failed,
                 resend_uncertain=spec.resend_uncertain, size_limit=size_limit,
                 claimed_seq=claimed_local, partial=partial,
             )  # fmt: skip
             limiter = SharedLimiter(
-                export._rate_for(spec, conn), store=store, connection=conn.name, gate=lease.gate
+                rate_for(spec, conn), store=store, connection=conn.name, gate=lease.gate
             )
             runner = Runner(
                 run_id=run.run_id,
@@ -275,11 +277,11 @@ async def _drive(runner: Runner, lease: ChunkLease) -> Any:
     loop = asyncio.get_running_loop()
 
     def stop(reason: str) -> None:
-        loop.call_soon_threadsafe(runner.stop, "interrupted", reason)
+        loop.call_soon_threadsafe(runner.stop, RunStatus.INTERRUPTED, reason)
 
     lease.on_stop(stop)
     if lease.stop_reason:
-        runner.stop("interrupted", lease.stop_reason)
+        runner.stop(RunStatus.INTERRUPTED, lease.stop_reason)
     return await runner.run()
 
 
@@ -290,7 +292,7 @@ def asyncio_run(coro: Any) -> Any:
 
 
 #: Run status for a chunk's ending status, worst first.
-_WORST = ("aborted", "paused", "interrupted", "failed")
+_WORST = (RunStatus.ABORTED, RunStatus.PAUSED, RunStatus.INTERRUPTED, RunStatus.FAILED)
 
 
 def finish_run_if_complete(store: AgentStore, run_id: str) -> str:
@@ -300,16 +302,15 @@ def finish_run_if_complete(store: AgentStore, run_id: str) -> str:
     if not chunks or any(c.state not in (DONE, STOPPED, FAILED) for c in chunks):
         return ""
     run = store.frozen_run(run_id)
-    status, message = "finished", ""
+    status, message = RunStatus.FINISHED, ""
     ended = [c for c in chunks if c.state != DONE]
     if ended:
-        rank = {s: n for n, s in enumerate(_WORST)}
+        rank: dict[str, int] = {s: n for n, s in enumerate(_WORST)}
         worst = min(ended, key=lambda c: rank.get(c.status, len(_WORST)))
-        status = worst.status if worst.status in rank else "failed"
+        status = RunStatus(worst.status) if worst.status in rank else RunStatus.FAILED
         message = (run.stop_reason if run is not None and run.stop_reason else "") or worst.reason
-    journal = Journal(store.url)
-    try:
-        journal.set_status(run_id, status, message=message, finished=status == "finished")
-    finally:
-        journal.close()
+    with Journal(store.url) as journal:
+        journal.set_status(
+            run_id, status, message=message, finished=status is RunStatus.FINISHED
+        )
     return status

@@ -23,13 +23,16 @@ from mailconduit.agents.chunk import finish_run_if_complete
 from mailconduit.agents.frozen import freeze
 from mailconduit.agents.settings import AgentSettings
 from mailconduit.config import Connection, ExportSpec, ImplementationType, export_spec_to_dict
-from mailconduit.delivery import export
+from mailconduit.delivery.checks import check_connection
 from mailconduit.delivery.events import Progress, ProgressCallback
-from mailconduit.delivery.report import ExportReport, write_report
+from mailconduit.delivery.execution import rate_for
+from mailconduit.delivery.jobs import new_run_id
+from mailconduit.delivery.prepare import prepare
+from mailconduit.delivery.report import ExportReport, report_from_journal, write_report
 from mailconduit.delivery.runner import CANCELLED
 from mailconduit.errors import ConfigError, FieldError
+from mailconduit.journal import Journal, RunStatus
 from mailconduit.journal.agents import RUNNING, AgentStore, FrozenRun, WorkerInfo
-from mailconduit.journal.store import Journal
 
 __all__ = [
     "AgentSummary",
@@ -77,7 +80,7 @@ def _local(conn: Connection) -> Connection:
 
 def _chunk_rows(spec: ExportSpec, conn: Connection, settings: AgentSettings) -> int:
     """Rows per chunk: a chunk must end well within the broker's redelivery timeouts."""
-    rate = export._rate_for(spec, conn)
+    rate = rate_for(spec, conn)
     per_second = [r for r in (rate.per_second, rate.per_minute / 60, rate.per_hour / 3600) if r]
     if not per_second:
         return settings.chunk_rows
@@ -88,7 +91,7 @@ def _freeze_and_record(
     spec: ExportSpec, conn: Connection, run_id: str, settings: AgentSettings
 ) -> tuple[int, list[int], tuple[str, ...]]:
     """Check the export, freeze its input, record the run; (total, chunks, notes). Blocking."""
-    prepared = export.prepare(spec, _local(conn), sending=True)
+    prepared = prepare(spec, _local(conn), sending=True)
     try:
         frozen = freeze(
             spec,
@@ -123,7 +126,7 @@ def _freeze_and_record(
             total=total,
         )
         if not chunks:
-            journal.set_status(run_id, "finished", finished=True)
+            journal.set_status(run_id, RunStatus.FINISHED, finished=True)
         return total, chunks, prepared.notes
     finally:
         journal.close()
@@ -135,7 +138,7 @@ def start(
 ) -> tuple[str, int, tuple[str, ...]]:
     """Check, freeze and publish a celery run (blocking); (run id, total, notes)."""
     # An inactive connection, or one that is not a target, is refused as a local one is.
-    export._check_connection(_local(conn), sending=True)
+    check_connection(_local(conn), sending=True)
     if not spec.journal:
         raise ConfigError.for_fields(
             "export",
@@ -151,7 +154,7 @@ def start(
     # Celery's import and the broker connection take a second: made while the input is read.
     warm = threading.Thread(target=warm_up, args=(settings,), name="broker-warm-up", daemon=True)
     warm.start()
-    run_id = spec.run_id or export.new_run_id()
+    run_id = spec.run_id or new_run_id()
     total, chunks, notes = _freeze_and_record(spec, conn, run_id, settings)
     if chunks:
         _publish(settings, conn.agent, run_id, chunks)
@@ -269,7 +272,7 @@ async def resume(
             if resend_uncertain is not None:
                 store.set_spec_option(run_id, "resend_uncertain", resend_uncertain)
             chunks = store.requeue(run_id, with_failed_rows=retry_failed)
-            journal.set_status(run_id, "running")
+            journal.set_status(run_id, RunStatus.RUNNING)
             return chunks, frozen.agent, frozen.total
         finally:
             journal.close()
@@ -379,7 +382,7 @@ async def wait(
                 cancelled = True
                 await _off_loop(functools.partial(stop, run_id, reason=CANCELLED))
         # The report reads its rows from this journal later: it stays open with the report.
-        report = await _off_loop(functools.partial(export.report_from_journal, run_id,
+        report = await _off_loop(functools.partial(report_from_journal, run_id,
                                                    journal=journal))  # fmt: skip
     except BaseException:
         journal.close()

@@ -18,7 +18,7 @@ from airflow.sdk import BaseHook
 from mailconduit import api
 from mailconduit.airflow.mapping import ENV_PREFIX, connection_of, connection_url
 from mailconduit.airflow.provider import CONN_TYPE
-from mailconduit.config import Connection
+from mailconduit.config.connection import Connection
 from mailconduit.errors import MailconduitError
 
 __all__ = ["MailconduitHook"]

@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from mailconduit.config import Connection, Security, validate_connection
+from mailconduit.config.connection import Connection, Security, validate_connection
 from mailconduit.errors import ConfigError, FieldError
 
 __all__ = [

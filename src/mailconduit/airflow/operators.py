@@ -21,8 +21,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 import mailconduit
 from mailconduit.airflow.hooks import MailconduitHook
 from mailconduit.airflow.mapping import jinja_literal, run_id_for
-from mailconduit.config import ExportSpec
-from mailconduit.errors import ConfigError, FieldError, MailconduitError, SourceError
+from mailconduit.config.export import ExportSpec
+from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError, SourceError
 
 __all__ = ["MailconduitExportOperator"]
 
@@ -258,7 +258,9 @@ class MailconduitExportOperator(BaseOperator):  # type: ignore[misc]  # Airflow 
 def _task_error(exc: MailconduitError) -> AirflowException:
     """How Airflow should take a mailconduit error: bad settings and data fail the task for
     good; a run another process is still sending, or a failure on the way, is retried."""
-    if isinstance(exc, ConfigError) and not any(e.field == "run_id" for e in exc.errors):
+    if isinstance(exc, NotFoundError) or (
+        isinstance(exc, ConfigError) and not any(e.field == "run_id" for e in exc.errors)
+    ):
         return AirflowFailException(str(exc))
     if isinstance(exc, SourceError):
         return AirflowFailException(str(exc))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailconduit.config import AuthMechanism, Security
+from mailconduit.config.connection import AuthMechanism, Security
 
 __all__ = ["CONN_TYPE", "get_provider_info"]
 

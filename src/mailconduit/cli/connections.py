@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from mailconduit import api
-from mailconduit.config import Connection
+from mailconduit.config.connection import Connection
 from mailconduit.errors import ConfigError, FieldError
 
 app = typer.Typer(
@@ -204,27 +204,33 @@ def _password(stdin: bool, env: str | None, *, prompt: bool) -> str | None:
     return None
 
 
+#: The CLI parameters spelled otherwise than the connection field they set (``--source``
+#: sets ``is_source``...); every other parameter is the field's own name. A test holds this
+#: and the options of ``create`` to :class:`~mailconduit.config.Connection`'s fields.
+OPTION_FIELDS: dict[str, str] = {
+    "from_": "from_address",
+    "no_verify": "verify_tls",
+    "ehlo": "ehlo_hostname",
+    "auth": "auth_mechanism",
+    "insecure": "allow_insecure_auth",
+    "source": "is_source",
+    "target": "is_target",
+    "active": "is_active",
+    "html_body": "use_html_body",
+    "ssl": "use_ssl",
+    "impl": "implementation_type",
+    "per_connection": "messages_per_connection",
+    "date_fmt": "datetime_format",
+}
+
+
 def _changes(**given: Any) -> dict[str, Any]:
-    mapping = {
-        "from_": "from_address",
-        "no_verify": "verify_tls",
-        "ehlo": "ehlo_hostname",
-        "auth": "auth_mechanism",
-        "insecure": "allow_insecure_auth",
-        "source": "is_source",
-        "target": "is_target",
-        "active": "is_active",
-        "html_body": "use_html_body",
-        "ssl": "use_ssl",
-        "impl": "implementation_type",
-        "per_connection": "messages_per_connection",
-        "date_fmt": "datetime_format",
-    }
+    """The connection fields the user gave (None = not given), under their field names."""
     out: dict[str, Any] = {}
     for key, value in given.items():
         if value is None:
             continue
-        field = mapping.get(key, key)
+        field = OPTION_FIELDS.get(key, key)
         if key == "no_verify":
             value = not value
         out[field] = value

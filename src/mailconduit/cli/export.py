@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mailconduit.cli.progress import progress_printer
-from mailconduit.config import is_database_url
+from mailconduit.config.text import is_database_url
 
 
 def _opt(*names: str, help: str, **kw: Any) -> Any:

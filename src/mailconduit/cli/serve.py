@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mailconduit.config import is_loopback_host
+from mailconduit.config.connection import is_loopback_host
 
 
 def register(app: typer.Typer) -> None:

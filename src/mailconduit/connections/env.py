@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from mailconduit.config import Connection, connection_from_url
+from mailconduit.config.connection import Connection, connection_from_url
 from mailconduit.errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "env_connections", "env_lookup", "env_var_name"]

@@ -26,13 +26,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from mailconduit.config import (
+from mailconduit.config.connection import (
     Connection,
-    Secret,
     derive_security,
     parse_server_url,
     validate_connection,
 )
+from mailconduit.config.secret import Secret
 from mailconduit.connections.crypto import decrypt, encrypt
 from mailconduit.connections.env import ENV_PREFIX, env_connections, env_lookup, env_var_name
 from mailconduit.db import engine, metadata

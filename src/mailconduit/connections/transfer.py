@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from mailconduit.config import Connection
+from mailconduit.config.connection import Connection
 from mailconduit.connections import store
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 
@@ -60,9 +60,7 @@ def load_connections(text: str, *, fmt: str | None = None, replace: bool = False
         try:
             store.get(label)
             exists = True
-        except NotFoundError:
-            pass
-        except ConfigError:
+        except (NotFoundError, ConfigError):
             pass
         if exists and not replace:
             problems.append(
@@ -71,7 +69,7 @@ def load_connections(text: str, *, fmt: str | None = None, replace: bool = False
             continue
         try:
             if not exists:
-                from mailconduit.config import validate_connection
+                from mailconduit.config.connection import validate_connection
 
                 validate_connection(entry)
         except ConfigError as exc:

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 from mailconduit.config import RateLimit
 from mailconduit.errors import ConfigError, FieldError, RunAbortedError
+from mailconduit.journal import DailyUsage
 
-__all__ = ["DailyUsage", "RateLimiter", "RateLimiterStats"]
+__all__ = ["RateLimiter", "RateLimiterStats"]
 
 _SECONDS_PER_DAY = 86_400
 #: A measurement sample (monotonic time, grants so far) is taken every this many grants.
@@ -42,14 +43,6 @@ _MEASURE_WINDOW_S = 10.0
 _TOKEN_EPSILON = 1e-6
 #: What try_acquire() asks to wait while an acquire() holds the line.
 _RETRY_LOCKED = 0.001
-
-
-@dataclass(frozen=True, slots=True)
-class DailyUsage:
-    """How many sends the daily cap has counted on one UTC calendar day."""
-
-    day: dt.date
-    count: int
 
 
 @dataclass(frozen=True, slots=True)

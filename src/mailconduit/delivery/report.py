@@ -15,9 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mailconduit.journal.store import RowState
+from mailconduit.journal import Journal, RowState, RowStatus, RunStatus
 
-__all__ = ["REPORT_COLUMNS", "ExportReport", "neutralise_cell", "write_report"]
+__all__ = [
+    "REPORT_COLUMNS",
+    "ExportReport",
+    "neutralise_cell",
+    "report_from_journal",
+    "write_report",
+]
 
 REPORT_COLUMNS = (
     "row_key",
@@ -174,7 +180,7 @@ def write_csv(rows: Iterable[RowState], out: IO[str]) -> None:
         )
 
 
-def write_report(report: ExportReport, path: str | Path, *, fmt: str = "") -> Path:
+def write_report(report: ExportReport, path: str | Path, *, fmt: str | None = None) -> Path:
     """Write the report as CSV or JSON (by ``fmt`` or the file extension)."""
     target = Path(path)
     kind = fmt or ("json" if target.suffix.lower() == ".json" else "csv")
@@ -187,3 +193,35 @@ def write_report(report: ExportReport, path: str | Path, *, fmt: str = "") -> Pa
             write_csv(report.rows(), fh)
     os.replace(tmp, target)
     return target
+
+
+def report_from_journal(run_id: str, *, journal: Journal | None = None) -> ExportReport:
+    """A run's report as its journal tells it (``journal``: an open one to read, else one
+    is opened for the call); its rows are read again from the store when asked for."""
+    if journal is None:
+        with Journal() as opened:
+            return report_from_journal(run_id, journal=opened)
+    info = journal.get_run(run_id)
+    counts = dict(info.counts)
+    if counts.get(RowStatus.CLAIMED) and info.status != RunStatus.RUNNING:
+        counts[RowStatus.UNCERTAIN] = counts.get(RowStatus.UNCERTAIN, 0) + counts.pop(
+            RowStatus.CLAIMED
+        )
+    elapsed = (info.finished_at or info.updated_at) - info.created_at
+    url = journal.url
+    return ExportReport(
+        run_id=run_id,
+        status=info.status,
+        connection=info.connection,
+        counts=counts,
+        total=info.total or 0,
+        elapsed=max(0.0, elapsed),
+        message=info.message,
+        row_source=lambda: _journal_rows(url, run_id),
+    )
+
+
+def _journal_rows(url: str, run_id: str) -> Iterator[RowState]:
+    """A run's rows from a journal opened for the reading and closed after it."""
+    with Journal(url) as journal:
+        yield from journal.rows(run_id)

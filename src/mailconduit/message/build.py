@@ -51,9 +51,7 @@ AttachmentSource = Attachment | tuple[str, bytes, str] | str | os.PathLike[str]
 _MESSAGE_ID_RE = re.compile(r"<[!-;=?-~]{1,120}@[!-;=?-~]{1,120}>")
 
 
-#: Not frozen: one is built per message, and a frozen dataclass costs ~3 us to build
-#: (object.__setattr__ per field) against ~0.5 us. Treat it as read-only all the same.
-@dataclass(slots=True)
+@dataclass(slots=True)  # not frozen: see mailconduit.smtp.envelope's docstring
 class BuiltMessage:
     """A message ready for SMTP: the bytes (CRLF, not dot-stuffed) and its envelope."""
 
@@ -106,7 +104,10 @@ def _address_header(
 def _address_header_cached(
     name: str, addresses: tuple[Address, ...], charset: OutputCharset, smtputf8: bool
 ) -> str:
-    """Cached: the From line, and the To line of a repeated recipient, are encoded once."""
+    """Cached: the From line, and the To line of a repeated recipient, are encoded once.
+
+    Receipt (message_bench "1 KB ASCII text", CPU time): 18.4 µs, 22.7 µs uncached.
+    """
     return encode_address_header(name, addresses, charset, smtputf8=smtputf8)
 
 
@@ -128,6 +129,7 @@ def _utc_date_header(second: int) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _date_header_cached(date: datetime, offset: timedelta | None) -> str:
+    """Receipt (message_bench "compose: render+parse+build", CPU time): 45 µs, 57 µs uncached."""
     # ``offset`` is part of the key: equal instants in two time zones are printed differently.
     return f"Date: {format_datetime(date)}\r\n"
 
@@ -315,7 +317,9 @@ def build_message(
         smtputf8,
         row_key,
     )
-    if len(to) == 1 and not cc and not bcc:  # the usual case: one recipient
+    # The usual case, one recipient, skips the de-duplication (with the Date and domain caches:
+    # receipt, bench/RESULTS.md "second session": job generation 34 → 24 µs per message).
+    if len(to) == 1 and not cc and not bcc:
         recipients = [to[0].envelope]
     else:
         recipients = list(dict.fromkeys(a.envelope for group in (to, cc, bcc) for a in group))

@@ -83,7 +83,7 @@ def compose_message(
         if isinstance(exc, AddressError):
             raise AddressError(exc.message, exc.address, row_key, column) from None
         if isinstance(exc, RenderError):
-            raise RenderError(exc.message, row_key, column, exc.template) from None
+            raise type(exc)(exc.message, row_key, column, exc.template) from None
         raise RowError(exc.message, row_key, column) from None
 
 

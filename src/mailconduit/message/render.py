@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import markupsafe
 
-from mailconduit.errors import RenderError, RowError
+from mailconduit.errors import RenderError, RowError, TemplateSandboxError
 from mailconduit.message.header import check_header_name
 
 if TYPE_CHECKING:
@@ -95,9 +95,7 @@ _NEWLINE_RE = re.compile(r"\r\n|\r|\n")
 _HTML_SPECIAL_RE = re.compile("[&<>'\"]")
 
 
-#: Not frozen: one is built per message, and a frozen dataclass costs ~3 us to build
-#: (object.__setattr__ per field) against ~0.5 us. Treat it as read-only all the same.
-@dataclass(slots=True)
+@dataclass(slots=True)  # not frozen: see mailconduit.smtp.envelope's docstring
 class RenderedMessage:
     """The rendered text of every message field of one row (addresses not parsed yet)."""
 
@@ -236,7 +234,10 @@ class _Field:
 
     def text_alternative(self, context: dict[str, Any]) -> str | None:
         """This HTML field's plain text for ``context`` from a plan made once per template,
-        or None: then the rendered HTML is converted."""
+        or None: then the rendered HTML is converted.
+
+        Receipt (bench/RESULTS.md, invoice scenario): 270 µs (html_to_text) → 5.6 µs per row.
+        """
         if not self.planned:
             self.planned = True
             self.plan = self._make_plan()
@@ -398,7 +399,9 @@ def _render_direct(parts: list[tuple[int, str]], context: dict[str, Any], escape
             continue
         if escape:
             if value.__class__ is str and _HTML_SPECIAL_RE.search(value) is None:
-                out.append(value)  # what escaping gives, without building a Markup
+                # What escaping gives, without building a Markup. Receipt (message_bench
+                # "compose: invoice, own 98 KB PDF", CPU time): 386 µs, 432 µs without.
+                out.append(value)
             else:
                 out.append(str(markupsafe.escape(value)))
         elif isinstance(value, str):
@@ -501,7 +504,7 @@ class MessageTemplate:
         allowed = known | set(provided) | self._global_names
         for field in self._fields():
             if field.unsafe:
-                raise RenderError(
+                raise TemplateSandboxError(
                     f"sandbox violation: access to {field.unsafe[0]!r} is not allowed in templates",
                     template=field.field,
                 )
@@ -520,9 +523,8 @@ class MessageTemplate:
         """
         try:
             self.render(sample_row, row_key="sample", extras=extras)
-        except RenderError as exc:
-            if exc.message.startswith("sandbox violation"):
-                raise
+        except TemplateSandboxError:
+            raise
         except RowError:
             pass
 
@@ -597,7 +599,7 @@ def _render_error(exc: Exception, field: str, row_key: str) -> RenderError:
     """The row's error for what a template raised (Jinja's errors only if Jinja is loaded)."""
     jinja = sys.modules.get("jinja2.exceptions")
     if jinja is not None and isinstance(exc, jinja.SecurityError):
-        return RenderError(f"sandbox violation: {exc}", row_key=row_key, template=field)
+        return TemplateSandboxError(f"sandbox violation: {exc}", row_key=row_key, template=field)
     if jinja is not None and isinstance(exc, jinja.UndefinedError):
         message = str(exc)
         found = _UNDEFINED_NAME_RE.match(message) or _MISSING_KEY_RE.match(message)

@@ -28,6 +28,7 @@ _MAX_7BIT_LINE = 998
 _BASE64_LINE = 76
 #: Cutters of 2**k lines of base64 at once (k = 0..8): a count of lines is a sum of them,
 #: and one ``unpack_from`` in C costs much less than a Python slice per line.
+#: Receipt (bench/RESULTS.md, invoice scenario): base64 lines of a 100 KB PDF 250 → 151 µs.
 _LINE_CUTTERS = tuple(struct.Struct(f"{_BASE64_LINE}s" * (1 << k)) for k in range(9))
 
 

@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from mailconduit.config import Secret
+from mailconduit.config.secret import Secret
 from mailconduit.errors import ConfigError
 from mailconduit.oauth.token import AccessToken
 

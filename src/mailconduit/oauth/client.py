@@ -20,7 +20,7 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from mailconduit.config import Secret
+from mailconduit.config.secret import Secret
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.oauth.errors import (
     AccessDeniedError,

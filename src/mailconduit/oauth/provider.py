@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from mailconduit.config import Secret
+from mailconduit.config.secret import Secret
 from mailconduit.oauth.cache import CachedToken, MemoryTokenCache, TokenCache
 from mailconduit.oauth.client import DEFAULT_TIMEOUT, request_token
 from mailconduit.oauth.errors import (

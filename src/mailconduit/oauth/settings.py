@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from mailconduit.config import Secret, is_loopback_host
+from mailconduit.config.connection import is_loopback_host
+from mailconduit.config.secret import Secret
 from mailconduit.errors import ConfigError, FieldError
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mailconduit.config import Secret
+from mailconduit.config.secret import Secret
 
 __all__ = ["AccessToken", "DeviceAuthorization", "TokenGrant"]
 

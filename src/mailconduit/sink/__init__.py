@@ -22,8 +22,8 @@ from mailconduit.sink.state import (
     running_sink,
 )
 from mailconduit.sink.store import (
-    Attachment,
     MessageSummary,
+    ReceivedAttachment,
     StoredMessage,
     clear,
     count_messages,
@@ -38,8 +38,8 @@ __all__ = [
     "LOCAL_CONNECTION_NAME",
     "LOCAL_FROM_ADDRESS",
     "MAX_MESSAGE_SIZE",
-    "Attachment",
     "MessageSummary",
+    "ReceivedAttachment",
     "SinkInfo",
     "SinkServer",
     "StoredMessage",

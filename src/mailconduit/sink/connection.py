@@ -8,7 +8,7 @@ by them as special-use names); nothing sent to the sink ever leaves this machine
 
 from __future__ import annotations
 
-from mailconduit.config import Connection, validate_connection
+from mailconduit.config.connection import Connection, validate_connection
 from mailconduit.home import sink_dir
 from mailconduit.sink.certs import ensure_certificates
 from mailconduit.sink.credentials import SinkCredentials, ensure_credentials

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailconduit.config import Secret
+from mailconduit.config.secret import Secret
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.sink.files import write_private_file
 

@@ -33,9 +33,9 @@ from mailconduit.errors import NotFoundError
 from mailconduit.home import sink_dir
 
 __all__ = [
-    "Attachment",
     "MailboxWriter",
     "MessageSummary",
+    "ReceivedAttachment",
     "StoredMessage",
     "clear",
     "count_messages",
@@ -109,7 +109,7 @@ class MessageSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class Attachment:
+class ReceivedAttachment:
     """A non-body part of a message: a file, an inline image, a forwarded message.
 
     ``index`` is its position among the message's attachments (stable, for links);
@@ -150,7 +150,7 @@ class StoredMessage:
     headers: tuple[tuple[str, str], ...]
     text: str | None
     html: str | None
-    attachments: tuple[Attachment, ...]
+    attachments: tuple[ReceivedAttachment, ...]
     raw: bytes = field(repr=False)
 
     @property
@@ -162,7 +162,7 @@ class StoredMessage:
         wanted = name.lower()
         return next((value for key, value in self.headers if key.lower() == wanted), None)
 
-    def attachment(self, index: int) -> Attachment:
+    def attachment(self, index: int) -> ReceivedAttachment:
         """The attachment at that position; NotFoundError when there is none."""
         if 0 <= index < len(self.attachments):
             return self.attachments[index]
@@ -384,12 +384,12 @@ def parse_stored_message(summary: MessageSummary, raw: bytes) -> StoredMessage:
     text_part = msg.get_body(preferencelist=("plain",))
     html_part = msg.get_body(preferencelist=("html",))
     bodies = [p for p in (text_part, html_part) if p is not None]
-    attachments: list[Attachment] = []
+    attachments: list[ReceivedAttachment] = []
     for part in _leaf_parts(msg):
         if any(part is body for body in bodies):
             continue
         attachments.append(
-            Attachment(
+            ReceivedAttachment(
                 index=len(attachments),
                 filename=_display(part.get_filename() or ""),
                 content_type=part.get_content_type(),

@@ -27,14 +27,17 @@ from mailconduit.errors import (
     NetworkPolicyError,
     SMTPError,
 )
-from mailconduit.smtp.client import AddressPolicy, SMTPSession, Stage
+from mailconduit.smtp.client import SMTPSession, Stage
+from mailconduit.smtp.connect import AddressPolicy
 from mailconduit.smtp.esmtp import Capabilities
 from mailconduit.smtp.replies import MalformedReplyError, ReplyParser
 from mailconduit.smtp.tls import (
     CertificateInfo,
     TLSInfo,
+    VerifyFailure,
     client_context,
     explain_verify_failure,
+    verify_failure,
 )
 from mailconduit.smtp.transcript import Transcript
 
@@ -355,7 +358,8 @@ class _Probe:
         if stage in (Stage.TLS, Stage.STARTTLS) and isinstance(cause, ssl.SSLCertVerificationError):
             await self.fetch_certificate()
             why = explain_verify_failure(cause, self.certificate, conn.host)
-            return self.result(False, name, f"TLS certificate not trusted: {why}", _cert_hint(why))
+            hint = _cert_hint(verify_failure(cause, self.certificate))
+            return self.result(False, name, f"TLS certificate not trusted: {why}", hint)
 
         if stage is Stage.TLS:
             if isinstance(cause, ssl.SSLError) and _is_plaintext_error(cause):
@@ -470,12 +474,12 @@ def _is_tls_record(sample: bytes) -> bool:
     return len(sample) >= 3 and sample[0] in (0x15, 0x16) and sample[1] == 3 and sample[2] <= 4
 
 
-def _cert_hint(why: str) -> str:
-    if why.startswith("host name mismatch"):
+def _cert_hint(kind: VerifyFailure) -> str:
+    if kind is VerifyFailure.HOST_MISMATCH:
         return (
             "use a server_url the certificate names, or have the certificate reissued for this name"
         )
-    if "expired" in why or "not valid yet" in why:
+    if kind in (VerifyFailure.EXPIRED, VerifyFailure.NOT_YET_VALID):
         return (
             "the server's certificate must be renewed (or the clocks checked); turning "
             "verify_tls off would only hide the problem"

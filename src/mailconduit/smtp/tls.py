@@ -8,6 +8,7 @@ certificate, when it expires and why it is not trusted, even when verification f
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import functools
 import os
 import ssl
@@ -19,10 +20,12 @@ from mailconduit.errors import ConfigError, FieldError
 __all__ = [
     "CertificateInfo",
     "TLSInfo",
+    "VerifyFailure",
     "client_context",
     "describe_certificate",
     "explain_verify_failure",
     "tls_info",
+    "verify_failure",
 ]
 
 
@@ -169,28 +172,59 @@ _NOT_YET_VALID = {9}
 _HOSTNAME_MISMATCH = {62, 64}
 
 
+class VerifyFailure(enum.StrEnum):
+    """Why a certificate was not trusted, as far as the code and the certificate tell."""
+
+    HOST_MISMATCH = "host name mismatch"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not valid yet"
+    SELF_SIGNED = "self-signed"
+    UNKNOWN_ISSUER = "unknown issuer"
+    OTHER = "other"
+
+
+def verify_failure(
+    exc: ssl.SSLCertVerificationError, certificate: CertificateInfo | None
+) -> VerifyFailure:
+    """Sort a verification failure by OpenSSL's code, then by what the certificate shows."""
+    code = getattr(exc, "verify_code", 0) or 0
+    raw = getattr(exc, "verify_message", "") or str(exc)
+    # OpenSSL's own text is the fallback when it gave no code (it is not one of our errors).
+    if code in _HOSTNAME_MISMATCH or "hostname mismatch" in raw.lower():
+        return VerifyFailure.HOST_MISMATCH
+    if code in _EXPIRED or (certificate is not None and certificate.expired):
+        return VerifyFailure.EXPIRED
+    if code in _NOT_YET_VALID:
+        return VerifyFailure.NOT_YET_VALID
+    if code in _SELF_SIGNED or (certificate is not None and certificate.self_signed):
+        return VerifyFailure.SELF_SIGNED
+    if code in _UNTRUSTED_ISSUER:
+        return VerifyFailure.UNKNOWN_ISSUER
+    return VerifyFailure.OTHER
+
+
 def explain_verify_failure(
     exc: ssl.SSLCertVerificationError, certificate: CertificateInfo | None, host: str
 ) -> str:
     """Why a certificate is not trusted: self-signed, unknown issuer, expired, wrong host."""
-    code = getattr(exc, "verify_code", 0) or 0
-    raw = getattr(exc, "verify_message", "") or str(exc)
-    if code in _HOSTNAME_MISMATCH or "hostname mismatch" in raw.lower():
+    kind = verify_failure(exc, certificate)
+    if kind is VerifyFailure.HOST_MISMATCH:
         names = ""
         if certificate is not None and (certificate.dns_names or certificate.ip_addresses):
             names = (
                 f" (it is valid for {', '.join(certificate.dns_names + certificate.ip_addresses)})"
             )
         return f"host name mismatch: the certificate is not valid for {host}{names}"
-    if code in _EXPIRED or (certificate is not None and certificate.expired):
+    if kind is VerifyFailure.EXPIRED:
         when = f" on {certificate.not_after}" if certificate is not None else ""
         return f"the certificate expired{when}"
-    if code in _NOT_YET_VALID:
+    if kind is VerifyFailure.NOT_YET_VALID:
         when = f" before {certificate.not_before}" if certificate is not None else ""
         return f"the certificate is not valid yet{when}"
-    if code in _SELF_SIGNED or (certificate is not None and certificate.self_signed):
+    if kind is VerifyFailure.SELF_SIGNED:
         return "the certificate is self-signed, and it is not in the trusted CA store"
-    if code in _UNTRUSTED_ISSUER:
+    if kind is VerifyFailure.UNKNOWN_ISSUER:
         issuer = f" ({certificate.issuer})" if certificate is not None else ""
         return f"unknown issuer{issuer}: the certificate is not signed by a trusted CA"
+    raw = getattr(exc, "verify_message", "") or str(exc)
     return f"certificate verification failed: {raw}"

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mailconduit.config import is_database_url, url_scheme
+from mailconduit.config.text import is_database_url, url_scheme
 from mailconduit.errors import ConfigError, FieldError, SourceError
 from mailconduit.sources.base import Row, Source, SourceKind
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mailconduit.config import char_name
+from mailconduit.config.text import char_name
 from mailconduit.errors import SourceError
 from mailconduit.sources.cells import CellProblem, cell_problem, escape_forbidden
 

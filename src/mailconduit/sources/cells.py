@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mailconduit.config import char_name
+from mailconduit.config.text import char_name
 
 __all__ = ["CellProblem", "cell_problem", "escape_forbidden", "holds_forbidden"]
 

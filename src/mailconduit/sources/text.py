@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from mailconduit.config import source_codec
+from mailconduit.config.text import source_codec
 from mailconduit.errors import ConfigError, FieldError, SourceError
 
 __all__ = [

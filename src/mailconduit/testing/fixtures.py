@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from mailconduit.config import Connection, validate_connection
-from mailconduit.smtp.client import (
+from mailconduit.config.connection import Connection, validate_connection
+from mailconduit.smtp import (
     Envelope,
     MessageSource,
     SendOutcome,

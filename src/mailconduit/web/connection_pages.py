@@ -17,7 +17,7 @@ from mailconduit.config import (
     parse_server_url,
     validate_connection,
 )
-from mailconduit.errors import ConfigError, NotFoundError
+from mailconduit.errors import ConfigError
 from mailconduit.web.app import Console, console
 from mailconduit.web.forms import (
     FIELDS,
@@ -130,8 +130,6 @@ def create_smtp(request: Request, state: StateDep, form: FormDep) -> Response:
     try:
         conn = api.create_connection(data)
     except ConfigError as exc:
-        if isinstance(exc, NotFoundError):
-            raise
         return _form_page(
             request,
             state,
@@ -214,8 +212,6 @@ def save_edit(request: Request, state: StateDep, form: FormDep, name: Connection
     try:
         saved = api.update_connection(name, data)
     except ConfigError as exc:
-        if isinstance(exc, NotFoundError):
-            raise
         return _form_page(
             request,
             state,

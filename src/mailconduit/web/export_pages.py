@@ -101,7 +101,7 @@ def _attached(values: dict[str, Any]) -> list[str]:
         return (
             attachment_files(resolve_upload(str(values["upload"]))) if values.get("upload") else []
         )
-    except ConfigError:
+    except (ConfigError, NotFoundError):
         return []
 
 
@@ -197,9 +197,9 @@ def preview_export(request: Request, state: StateDep, form: FormDep) -> Response
         _save_files(state, form, values)
         spec = spec_from_web(values)
         previews = preview_dicts(api.preview(spec, limit=3))
+    except NotFoundError:
+        raise  # the 404 page, not the form
     except ConfigError as exc:
-        if isinstance(exc, NotFoundError):
-            raise
         errors = FieldErrors.from_error(exc, _FIELD_NAMES)
         return _form_page(request, state, values=values, errors=errors, status_code=422)
     except MailconduitError as exc:
@@ -223,8 +223,6 @@ def start_export(request: Request, state: StateDep, form: FormDep) -> Response:
     try:
         run_id = api.start_export(spec_from_web(values))
     except ConfigError as exc:
-        if isinstance(exc, NotFoundError):
-            raise
         errors = FieldErrors.from_error(exc, _FIELD_NAMES)
         return _form_page(request, state, values=values, errors=errors, status_code=422)
     return redirect(f"/runs/{run_id}", notice="started")

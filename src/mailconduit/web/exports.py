@@ -139,4 +139,4 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
         api.get_connection(spec.connection)
     except NotFoundError as exc:  # a setting of this request, not the page asked for: 422
         raise ConfigError.for_fields("export", [FieldError("connection", exc.message)]) from None
-    return dataclasses.replace(spec, dry_run="", report="")
+    return dataclasses.replace(spec, dry_run=None, report="")

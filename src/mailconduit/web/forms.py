@@ -7,11 +7,18 @@ every rule stays in :func:`mailconduit.config.validate_connection`.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-from mailconduit.config import PORT_SECURITY_HINTS, AuthMechanism, ImplementationType, Security
+from mailconduit.config import (
+    PORT_SECURITY_HINTS,
+    AuthMechanism,
+    Connection,
+    ImplementationType,
+    Security,
+)
 
 __all__ = [
     "FIELDS",
@@ -271,19 +278,21 @@ FIELDS_BY_NAME: dict[str, FormField] = {f.name: f for f in FIELDS}
 #: Port → the security it usually goes with, offered next to the port box.
 PORT_SUGGESTIONS: tuple[tuple[int, str], ...] = tuple(sorted(PORT_SECURITY_HINTS.items()))
 
+def _connection_default(name: str) -> Any:
+    """The dataclass's default of a connection field, as the form shows it."""
+    value = next(f.default for f in fields(Connection) if f.name == name)
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+#: A new connection's form: the dataclass's defaults, and the usual submission port with
+#: STARTTLS suggested where the dataclass has no port and plaintext.
 _DEFAULTS: dict[str, Any] = {
-    "is_active": True,
-    "agent": "local",
-    "implementation_type": ImplementationType.DEFAULT.value,
-    "is_source": False,
-    "is_target": True,
-    "timeout_ms": 30000,
-    "verify_tls": True,
-    "auth_mechanism": AuthMechanism.AUTO.value,
-    "concurrency": 4,
+    **{name: _connection_default(name) for name in (
+        "is_active", "agent", "implementation_type", "is_source", "is_target", "timeout_ms",
+        "verify_tls", "auth_mechanism", "concurrency")},
     "port": 587,
     "use_ssl": True,
-}
+}  # fmt: skip
 
 
 def connection_form_values(public: Mapping[str, Any] | None = None) -> dict[str, Any]:

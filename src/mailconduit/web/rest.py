@@ -6,6 +6,8 @@ Input goes to the same validators as the CLI, so a wrong field gets the same sen
 
 from __future__ import annotations
 
+import enum
+import typing
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, File, Path, Query, Request, UploadFile
@@ -13,14 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailconduit import api, sink
-from mailconduit.config import (
-    NAME_RE,
-    AuthMechanism,
-    Connection,
-    ImplementationType,
-    Security,
-    text_limit,
-)
+from mailconduit.config import NAME_RE, Connection, text_limit
 from mailconduit.web.app import Console, console
 from mailconduit.web.exports import SERVER_ONLY_FIELDS, WEB_EXPORT_FIELDS, spec_from_web
 from mailconduit.web.forms import FIELDS
@@ -64,10 +59,12 @@ MessageId = Annotated[int, Path(ge=1, le=2**62, description="Id of a captured me
 
 
 def _field_schemas() -> dict[str, Any]:
+    """JSON schema of each form field; the choices of an enum field come from its dataclass type."""
+    hints = typing.get_type_hints(Connection)
     enums = {
-        "security": [m.value for m in Security],
-        "auth_mechanism": [m.value for m in AuthMechanism],
-        "implementation_type": [m.value for m in ImplementationType],
+        name: [m.value for m in kind]
+        for name, kind in hints.items()
+        if isinstance(kind, type) and issubclass(kind, enum.Enum)
     }
     props: dict[str, Any] = {}
     for f in FIELDS:
