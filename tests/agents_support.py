@@ -201,6 +201,16 @@ def sent_rows(run_id: str) -> int:
         journal.close()
 
 
+def send_standard(source: Path, connection: str) -> Any:
+    """Export ``source`` with the standard message through ``connection``; the report."""
+    from mailconduit import api
+
+    return api.export(
+        str(source), connection=connection, to=MESSAGE["to"], subject=MESSAGE["subject"],
+        body=MESSAGE["body"], key=MESSAGE["key"],
+    )  # fmt: skip
+
+
 def detach(source: Path, **options: Any) -> str:
     """Start a celery export of ``source`` (the standard message) and return its run id."""
     from mailconduit import api

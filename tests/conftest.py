@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: an isolated MAILCONDUIT_HOME, the CLI, PostgreSQL."""
+"""Fixtures shared by the whole suite: an isolated MAILCONDUIT_HOME, the CLI, PostgreSQL, and
+a running console with a signed-in client."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,6 +22,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("mailconduit")
+
+if TYPE_CHECKING:
+    from agents_support import Cluster
+    from webconsole import Console, SignedIn
 
 PG_ADMIN_URL = os.environ.get("MAILCONDUIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -94,10 +99,27 @@ def pg_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="module")
+def console() -> Iterator[Console]:
+    """The console served by uvicorn on a free loopback port, shared by one test module."""
+    from webconsole import running_console
+
+    with running_console() as running:
+        yield running
+
+
+@pytest.fixture
+def browser(console: Console) -> Iterator[SignedIn]:
+    """A signed-in client of :func:`console` (the admin user is created when missing)."""
+    signed = console.signed_in()
+    yield signed
+    signed.http.close()
+
+
 @pytest.fixture(params=["redis", "rabbitmq"])
 def cluster(
     request: pytest.FixtureRequest, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
+) -> Iterator[Cluster]:
     """Agents' tests: a broker (each of Redis and RabbitMQ), a shared PostgreSQL journal,
     and the worker processes a test starts (see tests/agents_support.py)."""
     from agents_support import BROKERS, running_cluster

@@ -3,14 +3,13 @@ counts simultaneous sessions, a named connection to it, rows, journal reads, the
 
 from __future__ import annotations
 
-import csv
 import email
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from export_support import write_csv as write_csv  # one helper, imported from either module
 from mailconduit import api
 from mailconduit.delivery.report import ExportReport
 from mailconduit.journal import Journal, RowState
@@ -110,14 +110,6 @@ def people(count: int, *, start: int = 0) -> list[dict[str, Any]]:
         {"id": i, "email": f"user{i}@example.com", "name": f"Person {i}"}
         for i in range(start, start + count)
     ]
-
-
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 MESSAGE: Mapping[str, str] = {

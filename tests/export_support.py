@@ -170,3 +170,32 @@ def only(items: Iterable[Any]) -> Any:
     found = list(items)
     assert len(found) == 1, f"expected one, found {len(found)}: {found!r}"
     return found[0]
+
+
+#: (setting, value, words of the error) — one per class of wrong value (CLI, API and console).
+BAD_TEXT_SETTINGS: list[tuple[str, str, str]] = [
+    ("encoding", "rot13", "not a character encoding"),
+    ("encoding", "base64", "not a character encoding"),
+    ("encoding", "zlib_codec", "not a character encoding"),
+    ("encoding", "idna", "not a character encoding"),
+    ("encoding", "undefined", "not a character encoding"),
+    ("encoding", "klingon-8", "unknown encoding"),
+    ("charset", "rot13", "not a character encoding"),
+    ("charset", "utf-16", "cannot be the charset of a message"),
+    ("charset", "cp037", "cannot be the charset of a message"),
+    ("charset", "iso2022_jp", "cannot be the charset of a message"),
+]
+#: (setting, JSON value) that is not of the setting's type.
+BAD_JSON_TYPES: list[tuple[str, Any]] = [
+    ("where", 5),
+    ("order_by", ["name"]),
+    ("key", 1),
+    ("subject", 3.5),
+    ("to", True),
+    ("encoding", 8),
+    ("charset", {"name": "utf-8"}),
+    ("by", ["region"]),
+    ("table_formats", [1, 2]),
+    ("delimiter", 44),
+    ("limit", "many"),
+]

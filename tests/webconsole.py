@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 import httpx
 import uvicorn
 
-from mailconduit.web import users
+from mailconduit.accounts import users
 from mailconduit.web.app import create_app
 
 ADMIN = "admin"

@@ -1,7 +1,8 @@
 """The facade the CLI, the web console and workers use: connections, Test Connection, exports.
 
-The top layer (cli, web) talks to the rest only through this module, ``config`` and
-``errors``, so every rule lives in one place.
+Every operation with rules goes through here, so the CLI, the console and the Airflow
+provider apply the same ones; they take only value types and read-only helpers from the
+layers below (ARCHITECTURE.md lists which).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mailconduit.config.text import url_scheme
 from mailconduit.connections.env import env_lookup
 from mailconduit.delivery import loop as event_loop
 from mailconduit.errors import ConfigError, FieldError, MailconduitError
+from mailconduit.home import LOCAL_CONNECTION
 
 if TYPE_CHECKING:
     from mailconduit.agents import AgentSummary, ChunkProgress
@@ -63,12 +65,9 @@ __all__ = [
     "update_connection",
 ]
 
-BUILTIN = "local"
-
-
 def get_connection(name: str) -> Connection:
     """Resolve a connection by name: the built-in ``local``, an environment URL, or the store."""
-    if name == BUILTIN:
+    if name == LOCAL_CONNECTION:
         from mailconduit.sink import local_connection
 
         return local_connection()
@@ -100,9 +99,10 @@ def create_connection(data: Mapping[str, Any]) -> Connection:
 
 
 def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
-    if name == BUILTIN:
+    if name == LOCAL_CONNECTION:
         raise ConfigError.for_fields(
-            "connection", [FieldError("name", "the built-in connection 'local' cannot be edited")]
+            "connection",
+            [FieldError("name", f"the built-in connection {LOCAL_CONNECTION!r} cannot be edited")],
         )
     from mailconduit.connections import store
 
@@ -110,9 +110,10 @@ def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
 
 
 def delete_connection(name: str) -> None:
-    if name == BUILTIN:
+    if name == LOCAL_CONNECTION:
         raise ConfigError.for_fields(
-            "connection", [FieldError("name", "the built-in connection 'local' cannot be deleted")]
+            "connection",
+            [FieldError("name", f"the built-in connection {LOCAL_CONNECTION!r} cannot be deleted")],
         )
     from mailconduit.connections import store
 
@@ -122,7 +123,7 @@ def delete_connection(name: str) -> None:
 @contextlib.contextmanager
 def serving(conn: Connection) -> Iterator[Connection]:
     """Make sure the server behind ``conn`` is up for the block: starts the embedded sink for ``local``."""
-    if conn.origin == "builtin" and conn.name == BUILTIN:
+    if conn.origin == "builtin" and conn.name == LOCAL_CONNECTION:
         from mailconduit.sink import ensure_running, local_connection
 
         with ensure_running():

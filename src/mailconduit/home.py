@@ -7,9 +7,26 @@ uploads) lives under it, so tests and users can isolate state by setting one var
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-__all__ = ["database_url", "home", "key_file", "sink_dir", "uploads_dir"]
+__all__ = [
+    "LOCAL_CONNECTION",
+    "database_url",
+    "home",
+    "key_file",
+    "redact_url",
+    "sink_dir",
+    "uploads_dir",
+]
+
+#: The built-in connection to this home's embedded SMTP server (the sink); no stored or
+#: environment connection may take the name. (The agent named "local" is another thing.)
+LOCAL_CONNECTION = "local"
+
+#: ``//user:PASSWORD@``: up to the last ``@`` before a blank, so a password holding ``/`` or
+#: ``@`` is hidden whole (a host after a stray ``@`` may be hidden too: never too little).
+_URL_PASSWORD = re.compile(r"(//[^:/@\s]*:)\S*@")
 
 
 def home() -> Path:
@@ -35,6 +52,12 @@ def database_url() -> str:
             url = "postgresql+psycopg://" + url[len("postgres://") :]
         return url
     return f"sqlite:///{home() / 'mailconduit.db'}"
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of any URL in it (``scheme://user:PASSWORD@host``) shown as
+    ``***``: the one redactor for database URLs in messages."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def key_file() -> Path:

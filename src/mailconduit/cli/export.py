@@ -10,6 +10,7 @@ import typer
 
 from mailconduit.cli.progress import progress_printer
 from mailconduit.config.text import is_database_url
+from mailconduit.home import LOCAL_CONNECTION
 
 
 def _opt(*names: str, help: str, **kw: Any) -> Any:
@@ -46,9 +47,11 @@ def export(
     connection: Annotated[
         str,
         _opt(
-            "--connection", "-c", help="Connection to send through ('local' = the embedded server)."
+            "--connection",
+            "-c",
+            help=f"Connection to send through ({LOCAL_CONNECTION!r} = the embedded server).",
         ),
-    ] = "local",
+    ] = LOCAL_CONNECTION,
     to: Annotated[
         str | None,
         _opt("--to", help="Recipients template, e.g. '{{email}}' (several: comma or semicolon)."),

@@ -85,8 +85,8 @@ def serve(
     """
     import uvicorn
 
+    from mailconduit.accounts import users
     from mailconduit.netpolicy import parse_networks
-    from mailconduit.web import users
     from mailconduit.web.app import create_app
     from mailconduit.web.security import LOCAL_HOSTS
 

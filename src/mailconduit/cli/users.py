@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mailconduit.web import users
+from mailconduit.accounts import users
 
 app = typer.Typer(
     help="Manage the web console's accounts and the API tokens scripts use.",

@@ -12,18 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    DateTime,
-    String,
-    Table,
-    Text,
-    delete,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailconduit.config.connection import (
@@ -35,8 +24,10 @@ from mailconduit.config.connection import (
 from mailconduit.config.secret import Secret
 from mailconduit.connections.crypto import decrypt, encrypt
 from mailconduit.connections.env import ENV_PREFIX, env_connections, env_lookup, env_var_name
-from mailconduit.db import engine, metadata
+from mailconduit.db.engines import engine
+from mailconduit.db.tables import connections_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
+from mailconduit.home import LOCAL_CONNECTION
 
 __all__ = [
     "ENV_PREFIX",
@@ -54,21 +45,7 @@ __all__ = [
 ]
 
 #: Names that belong to built-in connections and cannot be stored.
-RESERVED_NAMES = frozenset({"local"})
-
-connections_table = Table(
-    "connections",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("settings", Text, nullable=False),
-    Column("password_token", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("last_test_ok", Boolean, nullable=True),
-    Column("last_test_at", DateTime(timezone=True), nullable=True),
-    Column("last_test_message", Text, nullable=True),
-)
-
+RESERVED_NAMES = frozenset({LOCAL_CONNECTION})
 
 @dataclass(frozen=True, slots=True)
 class TestStatus:

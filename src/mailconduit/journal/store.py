@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
+from mailconduit.db.sqlite import BUSY_TIMEOUT_SECONDS
+from mailconduit.db.sqlite import apply_settings as apply_sqlite_settings
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
-from mailconduit.home import database_url
+from mailconduit.home import database_url, redact_url
 from mailconduit.journal.records import (
     DailyUsage,
     Lease,
@@ -156,10 +156,6 @@ _ROW_SELECT = (
 
 
 
-def _redact(url: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
 class Journal:
     """Runs and row states in the store, through the plain DB-API (sqlite3 or psycopg).
 
@@ -195,21 +191,16 @@ class Journal:
             if self._sqlite:
                 path = self.url.split(":///", 1)[1] if ":///" in self.url else ":memory:"
                 conn = sqlite3.connect(
-                    path, timeout=30, check_same_thread=False, isolation_level=None
+                    path,
+                    timeout=BUSY_TIMEOUT_SECONDS,
+                    check_same_thread=False,
+                    isolation_level=None,
                 )
-                conn.execute("PRAGMA journal_mode=WAL")
-                # NORMAL in WAL mode: a commit survives the process being killed (what the
-                # crash tests do); only an OS crash can lose the last commits, and a lost
-                # "sent" mark means a resend with the same Message-ID, never a lost row.
-                # MAILCONDUIT_JOURNAL_SYNC=full fsyncs every group commit instead.
-                sync = (
-                    "FULL"
-                    if os.environ.get("MAILCONDUIT_JOURNAL_SYNC", "").lower() == "full"
-                    else "NORMAL"
-                )
-                conn.execute(f"PRAGMA synchronous={sync}")
+                # The store's one set of settings (db/sqlite.py): WAL, NORMAL unless
+                # MAILCONDUIT_JOURNAL_SYNC=full; a lost "sent" mark after an OS crash means
+                # a resend with the same Message-ID, never a lost row.
+                sync = apply_sqlite_settings(conn)
                 self.commits_are_cheap = sync == "NORMAL" and path != ":memory:"
-                conn.execute("PRAGMA busy_timeout=30000")
             else:
                 import psycopg
 
@@ -219,7 +210,7 @@ class Journal:
         except Exception as exc:  # sqlite3.Error, psycopg.Error, OSError
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ConfigError.for_fields(
-                "database", [FieldError("MAILCONDUIT_DB", f"{_redact(self.url)}: {reason}")]
+                "database", [FieldError("MAILCONDUIT_DB", f"{redact_url(self.url)}: {reason}")]
             ) from None
         self._conn = conn
         for statement in _DDL:

@@ -8,7 +8,6 @@ it for their own duration with :func:`ensure_running`. Messages are kept under
 from __future__ import annotations
 
 from mailconduit.sink.connection import (
-    LOCAL_CONNECTION_NAME,
     LOCAL_FROM_ADDRESS,
     local_connection,
     sink_credentials,
@@ -35,7 +34,6 @@ from mailconduit.sink.store import (
 
 __all__ = [
     "DEFAULT_PORT",
-    "LOCAL_CONNECTION_NAME",
     "LOCAL_FROM_ADDRESS",
     "MAX_MESSAGE_SIZE",
     "MessageSummary",

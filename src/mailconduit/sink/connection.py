@@ -9,21 +9,19 @@ by them as special-use names); nothing sent to the sink ever leaves this machine
 from __future__ import annotations
 
 from mailconduit.config.connection import Connection, validate_connection
-from mailconduit.home import sink_dir
+from mailconduit.home import LOCAL_CONNECTION, sink_dir
 from mailconduit.sink.certs import ensure_certificates
 from mailconduit.sink.credentials import SinkCredentials, ensure_credentials
 from mailconduit.sink.files import directory_lock
 from mailconduit.sink.state import HOST, configured_port, running_sink
 
 __all__ = [
-    "LOCAL_CONNECTION_NAME",
     "LOCAL_FROM_ADDRESS",
     "LOCAL_FROM_NAME",
     "local_connection",
     "sink_credentials",
 ]
 
-LOCAL_CONNECTION_NAME = "local"
 LOCAL_FROM_ADDRESS = "mailconduit@example.com"
 LOCAL_FROM_NAME = "mailconduit"
 
@@ -48,7 +46,7 @@ def local_connection() -> Connection:
     running = running_sink(directory)
     return validate_connection(
         {
-            "name": LOCAL_CONNECTION_NAME,
+            "name": LOCAL_CONNECTION,
             "server_url": HOST,
             "port": running.port if running is not None else configured_port(),
             "security": "starttls",

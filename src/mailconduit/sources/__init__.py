@@ -17,6 +17,7 @@ from typing import Any
 
 from mailconduit.config.text import is_database_url, url_scheme
 from mailconduit.errors import ConfigError, FieldError, SourceError
+from mailconduit.home import redact_url
 from mailconduit.sources.base import Row, Source, SourceKind
 
 __all__ = ["Row", "Source", "SourceKind", "open_source"]
@@ -40,7 +41,6 @@ _KIND_ALIASES: dict[str, SourceKind] = {
     "excel": SourceKind.XLSX,
 }
 _LOOKS_LIKE_SQL = re.compile(r"^\s*(select|with|values|table)\b", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(//[^/@]*?:)[^/@]*@")
 
 
 def _options_error(field: str, message: str) -> ConfigError:
@@ -231,7 +231,7 @@ def _refuse_url(text: str) -> None:
     scheme = url_scheme(text)
     if not scheme:
         return
-    shown = _URL_PASSWORD.sub(r"\1***@", text.strip())
+    shown = redact_url(text.strip())
     if is_database_url(text):
         raise ConfigError.for_fields(
             "export",

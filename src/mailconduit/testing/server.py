@@ -430,7 +430,9 @@ class FaultServer:
         size_limit: int | None = None,
         enhanced_status_codes: bool = False,
         extra_capabilities: Sequence[str] = (),
-        faults: Mapping[tuple[str, int | str], str | Fault] | None = None,
+        # (command, occurrence) keys: a number from 1 or "*", checked by set_fault; Any, since
+        # a Mapping is invariant in its keys and a dict of only numbers is as good.
+        faults: Mapping[tuple[str, Any], str | Fault] | None = None,
         idle_timeout: float = 60.0,
     ) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):

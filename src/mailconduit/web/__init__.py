@@ -1,6 +1,6 @@
 """The web console and REST API (``mailconduit serve``): FastAPI, Jinja2 pages, no JS build step.
 
-Importing this package stays cheap (the CLI's ``users`` commands import :mod:`.users`);
+Importing this package stays cheap (nothing is imported until ``create_app`` is asked for);
 the FastAPI application lives in :mod:`mailconduit.web.app`.
 """
 

@@ -1,7 +1,8 @@
 """The FastAPI application of the console: pages, REST API, static files, error pages.
 
-:func:`create_app` builds one; ``mailconduit serve`` runs it with uvicorn. Everything a
-route does goes through :mod:`mailconduit.api`, so the console and the CLI share every rule.
+:func:`create_app` builds one; ``mailconduit serve`` runs it with uvicorn. Connections,
+tests, exports and runs go through :mod:`mailconduit.api`, so the console and the CLI share
+every rule; accounts, uploads and the inbox are read from their own layers.
 """
 
 from __future__ import annotations
@@ -11,21 +12,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import jinja2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.templating import Jinja2Templates
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mailconduit import __version__
-from mailconduit.config import text_limit
 from mailconduit.errors import ConfigError, MailconduitError, NotFoundError, SourceError
 from mailconduit.netpolicy import NetworkPolicy, current_policy
+from mailconduit.web import pages, rest
+from mailconduit.web.console import Console, templates
+from mailconduit.web.responses import field_errors_json
 from mailconduit.web.security import (
     DEFAULT_MAX_UPLOAD_BYTES,
     LOCAL_HOSTS,
@@ -36,59 +36,10 @@ from mailconduit.web.security import (
 )
 from mailconduit.web.uploads import public_text
 
-__all__ = ["Console", "create_app"]
+__all__ = ["create_app"]
 
 log = logging.getLogger("mailconduit.web")
 HERE = Path(__file__).parent
-
-
-class Console:
-    """What the routes share: settings, templates, the network policy and the wall clock
-    (sign-in limits read it; tests hold it still)."""
-
-    def __init__(
-        self,
-        *,
-        settings: WebSettings,
-        policy: NetworkPolicy,
-        templates: Jinja2Templates,
-        run_sink: bool,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.policy = policy
-        self.templates = templates
-        self.run_sink = run_sink
-        self.clock = clock
-
-    def render(
-        self, request: Request, template: str, *, status_code: int = 200, **context: Any
-    ) -> HTMLResponse:
-        """A page with the signed-in user and the CSRF token its forms need."""
-        session = getattr(request.state, "session", None)
-        context.setdefault("user", getattr(request.state, "user", None))
-        context.setdefault("csrf_token", session.csrf_token if session is not None else "")
-        context.setdefault("version", __version__)
-        context.setdefault("notice", "")
-        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
-
-
-def console(request: Request) -> Console:
-    """The :class:`Console` of the app serving ``request`` (a FastAPI dependency)."""
-    instance: Console = request.app.state.console
-    return instance
-
-
-def _templates() -> Jinja2Templates:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.globals["text_limit"] = text_limit  # maxlength of inputs, from the one table of caps
-    return Jinja2Templates(env=env)
 
 
 def create_app(
@@ -121,7 +72,7 @@ def create_app(
     state = Console(
         settings=settings,
         policy=network_policy if network_policy is not None else current_policy(),
-        templates=_templates(),
+        templates=templates(),
         run_sink=run_sink,
         clock=clock,
     )
@@ -146,8 +97,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.console = state
-
-    from mailconduit.web import pages, rest
 
     app.include_router(rest.router)
     app.include_router(pages.router)
@@ -177,18 +126,6 @@ def _sink_for(state: Console) -> Iterator[None]:
         else:
             log.info("local SMTP server on %s:%s", info.host, info.port)
         yield
-
-
-def field_errors_json(exc: ConfigError) -> dict[str, Any]:
-    """A ConfigError as FastAPI-style 422 JSON: one entry per wrong field."""
-    detail = [
-        {"loc": ["body", e.field], "msg": public_text(e.message), "type": "value_error"}
-        for e in exc.errors
-    ]
-    message = public_text(exc.message)
-    if not detail:
-        detail = [{"loc": ["body"], "msg": message, "type": "value_error"}]
-    return {"detail": detail, "message": message}
 
 
 def _install_error_handlers(app: FastAPI, state: Console) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.datastructures import FormData
 
 from mailconduit import api
 from mailconduit.config import (
@@ -18,7 +17,7 @@ from mailconduit.config import (
     validate_connection,
 )
 from mailconduit.errors import ConfigError
-from mailconduit.web.app import Console, console
+from mailconduit.web.console import Console, StateDep
 from mailconduit.web.forms import (
     FIELDS,
     FIELDS_BY_NAME,
@@ -29,8 +28,8 @@ from mailconduit.web.forms import (
 from mailconduit.web.views import (
     NOTICES,
     FieldErrors,
+    FormDep,
     ProbeView,
-    form_data,
     format_time,
     new_router,
     probe_view,
@@ -41,8 +40,6 @@ from mailconduit.web.views import (
 __all__ = ["router"]
 
 router = new_router()
-StateDep = Annotated[Console, Depends(console)]
-FormDep = Annotated[FormData, Depends(form_data)]
 ConnectionName = Annotated[str, Path(pattern=NAME_RE.pattern, max_length=64)]
 
 

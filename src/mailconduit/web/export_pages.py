@@ -3,18 +3,18 @@ live progress, per-row results, report downloads, past runs, resume and retry.""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
 from mailconduit import api
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
-from mailconduit.web.app import Console, console
-from mailconduit.web.exports import spec_from_web
+from mailconduit.home import LOCAL_CONNECTION
+from mailconduit.web.console import Console, StateDep
+from mailconduit.web.exports import preview_dicts, spec_from_web
 from mailconduit.web.uploads import (
     attachment_files,
     list_interfaces,
@@ -24,13 +24,18 @@ from mailconduit.web.uploads import (
     save_attachment,
     save_upload,
 )
-from mailconduit.web.views import NOTICES, FieldErrors, form_data, format_time, new_router, redirect
+from mailconduit.web.views import (
+    NOTICES,
+    FieldErrors,
+    FormDep,
+    format_time,
+    new_router,
+    redirect,
+)
 
-__all__ = ["EXPORT_FORM_FIELDS", "preview_dicts", "router"]
+__all__ = ["EXPORT_FORM_FIELDS", "router"]
 
 router = new_router()
-StateDep = Annotated[Console, Depends(console)]
-FormDep = Annotated[FormData, Depends(form_data)]
 RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")]
 #: Rows of per-row results shown on the run page; the downloads hold all of them.
 ROWS_SHOWN = 500
@@ -156,32 +161,7 @@ def exports(request: Request, state: StateDep) -> Response:
 @router.get("/exports/new", response_class=HTMLResponse)
 def new_export(request: Request, state: StateDep) -> Response:
     """The export form: source, connection and message templates."""
-    return _form_page(request, state, values={"connection": "local", "mode": "row"})
-
-
-def preview_dicts(previews: list[Any]) -> list[dict[str, Any]]:
-    """Rendered preview messages as plain dicts: headers, text, html (for pages and the API)."""
-    out: list[dict[str, Any]] = []
-    for item in previews:
-        if hasattr(item, "to_dict"):
-            data: dict[str, Any] = item.to_dict()
-        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
-            data = dataclasses.asdict(item)
-        else:
-            data = dict(vars(item))
-        headers = data.get("headers") or []
-        if isinstance(headers, dict):
-            headers = list(headers.items())
-        out.append(
-            {
-                **data,
-                "headers": [[str(k), str(v)] for k, v in headers],
-                "text": data.get("text"),
-                "html": data.get("html"),
-                **({"error": public_text(str(data["error"]))} if data.get("error") else {}),
-            }
-        )
-    return out
+    return _form_page(request, state, values={"connection": LOCAL_CONNECTION, "mode": "row"})
 
 
 @router.post("/exports/new", response_class=HTMLResponse)

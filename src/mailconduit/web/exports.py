@@ -18,9 +18,14 @@ from typing import Any
 from mailconduit import api
 from mailconduit.config import ExportSpec
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
-from mailconduit.web.uploads import attachments_dir, resolve_interface, resolve_upload
+from mailconduit.web.uploads import (
+    attachments_dir,
+    public_text,
+    resolve_interface,
+    resolve_upload,
+)
 
-__all__ = ["SERVER_ONLY_FIELDS", "WEB_EXPORT_FIELDS", "spec_from_web"]
+__all__ = ["SERVER_ONLY_FIELDS", "WEB_EXPORT_FIELDS", "preview_dicts", "spec_from_web"]
 
 #: Settings a web request may give, beside ``upload`` or ``interface``, and the JSON type of
 #: each: ``text``; ``integer`` and ``boolean`` (as a form sends them, text is accepted too);
@@ -140,3 +145,28 @@ def spec_from_web(data: Mapping[str, Any]) -> ExportSpec:
     except NotFoundError as exc:  # a setting of this request, not the page asked for: 422
         raise ConfigError.for_fields("export", [FieldError("connection", exc.message)]) from None
     return dataclasses.replace(spec, dry_run=None, report="")
+
+
+def preview_dicts(previews: list[Any]) -> list[dict[str, Any]]:
+    """Rendered preview messages as plain dicts: headers, text, html (for pages and the API)."""
+    out: list[dict[str, Any]] = []
+    for item in previews:
+        if hasattr(item, "to_dict"):
+            data: dict[str, Any] = item.to_dict()
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            data = dataclasses.asdict(item)
+        else:
+            data = dict(vars(item))
+        headers = data.get("headers") or []
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        out.append(
+            {
+                **data,
+                "headers": [[str(k), str(v)] for k, v in headers],
+                "text": data.get("text"),
+                "html": data.get("html"),
+                **({"error": public_text(str(data["error"]))} if data.get("error") else {}),
+            }
+        )
+    return out

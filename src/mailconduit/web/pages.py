@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature
-from starlette.datastructures import FormData
 
-from mailconduit.web import connection_pages, export_pages, inbox_pages, signin, users
-from mailconduit.web.app import Console, console
+from mailconduit.accounts import signin, users
+from mailconduit.web import connection_pages, export_pages, inbox_pages
+from mailconduit.web.console import Console, StateDep
 from mailconduit.web.security import LOGIN_COOKIE, SESSION_COOKIE, safe_next
-from mailconduit.web.views import NOTICES, form_data, new_router, redirect
+from mailconduit.web.views import NOTICES, FormDep, new_router, redirect
 
 __all__ = ["router"]
 
@@ -57,7 +56,7 @@ def _login_page(
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, state: Annotated[Console, Depends(console)]) -> Response:
+def login_form(request: Request, state: StateDep) -> Response:
     """The sign-in page (a signed-in visitor goes straight on)."""
     next_path = safe_next(request.query_params.get("next"))
     if _signed_in(request, state):
@@ -85,8 +84,8 @@ def _wait_text(seconds: float) -> str:
 @router.post("/login", response_class=HTMLResponse)
 def login(
     request: Request,
-    state: Annotated[Console, Depends(console)],
-    form: Annotated[FormData, Depends(form_data)],
+    state: StateDep,
+    form: FormDep,
 ) -> Response:
     """Check the form's token (good for one attempt), the limits on guessing, then the
     password; on success start a session."""
@@ -158,7 +157,7 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, state: Annotated[Console, Depends(console)]) -> Response:
+def logout(request: Request, state: StateDep) -> Response:
     """End the session on the server (a copied cookie stops working too) and forget the cookie."""
     session_id = getattr(request.state, "session_id", None)
     if session_id:
@@ -169,13 +168,13 @@ def logout(request: Request, state: Annotated[Console, Depends(console)]) -> Res
 
 
 @router.get("/", response_class=HTMLResponse)
-def main_menu(request: Request, state: Annotated[Console, Depends(console)]) -> Response:
+def main_menu(request: Request, state: StateDep) -> Response:
     """The Main Menu: connections, exports, the local inbox, the API."""
     return state.render(request, "menu.html", notice="")
 
 
 @router.get("/api-docs", response_class=HTMLResponse)
-def api_docs(request: Request, state: Annotated[Console, Depends(console)]) -> Response:
+def api_docs(request: Request, state: StateDep) -> Response:
     """Every REST endpoint with its summary, from the app's own OpenAPI schema."""
     schema = request.app.openapi()
     endpoints = [

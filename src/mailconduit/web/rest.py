@@ -10,16 +10,21 @@ import enum
 import typing
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, File, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Body, File, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailconduit import api, sink
 from mailconduit.config import NAME_RE, Connection, text_limit
-from mailconduit.web.app import Console, console
-from mailconduit.web.exports import SERVER_ONLY_FIELDS, WEB_EXPORT_FIELDS, spec_from_web
+from mailconduit.web.console import StateDep
+from mailconduit.web.exports import (
+    SERVER_ONLY_FIELDS,
+    WEB_EXPORT_FIELDS,
+    preview_dicts,
+    spec_from_web,
+)
 from mailconduit.web.forms import FIELDS
-from mailconduit.web.inbox_pages import attachment_response, html_part_response
+from mailconduit.web.responses import attachment_response, html_part_response
 from mailconduit.web.security import CsrfRoute
 from mailconduit.web.uploads import (
     attachment_files,
@@ -47,7 +52,6 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/api", route_class=CsrfRoute, responses=ERRORS)
-StateDep = Annotated[Console, Depends(console)]
 ConnectionName = Annotated[
     str, Path(pattern=NAME_RE.pattern, max_length=64, description="The connection's name.")
 ]
@@ -423,8 +427,6 @@ def upload_files(
 @router.post("/exports/preview", summary="Preview an export (nothing is sent)")
 def preview_export(body: ExportIn) -> list[dict[str, Any]]:
     """The first three messages as they would be sent: headers, text and HTML."""
-    from mailconduit.web.export_pages import preview_dicts
-
     return preview_dicts(api.preview(spec_from_web(body.model_dump()), limit=3))
 
 

@@ -27,8 +27,8 @@ from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailconduit.accounts import users
 from mailconduit.home import home
-from mailconduit.web import users
 
 __all__ = [
     "CSRF_FIELD",

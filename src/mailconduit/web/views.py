@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from starlette.datastructures import FormData
 
@@ -21,6 +21,7 @@ __all__ = [
     "NOTICES",
     "SEND_TO_LIMIT",
     "FieldErrors",
+    "FormDep",
     "ProbeView",
     "form_data",
     "format_time",
@@ -54,6 +55,10 @@ def new_router() -> APIRouter:
 async def form_data(request: Request) -> FormData:
     """The submitted form (a FastAPI dependency, so sync handlers can read it)."""
     return await request.form(max_part_size=MAX_FORM_BYTES)
+
+
+#: A route's parameter that receives the submitted form.
+FormDep = Annotated[FormData, Depends(form_data)]
 
 
 def send_to_of(value: object) -> str | None:

@@ -1,0 +1,102 @@
+"""Every table of the store, in one place below the modules that read and write them.
+
+``connections/store.py`` keeps the SMTP connections here, ``accounts/`` the console's users,
+API tokens, sessions and sign-in limits. The journal's tables are DDL of its own
+(``journal/store.py``, and ``journal/agents.py`` for the agents' chunks, leases, frozen input
+and shared rate): it talks DB-API on the send path, without SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from mailconduit.config import TEXT_LIMITS
+
+__all__ = [
+    "connections_table",
+    "metadata",
+    "sessions_table",
+    "throttle_table",
+    "tokens_table",
+    "used_forms_table",
+    "users_table",
+]
+
+metadata = MetaData()
+
+#: One row per stored connection: its settings as JSON, the password Fernet-encrypted.
+connections_table = Table(
+    "connections",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("settings", Text, nullable=False),
+    Column("password_token", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_test_ok", Boolean, nullable=True),
+    Column("last_test_at", DateTime(timezone=True), nullable=True),
+    Column("last_test_message", Text, nullable=True),
+)
+
+users_table = Table(
+    "web_users",
+    metadata,
+    Column("name", String(TEXT_LIMITS["user"]["name"]), primary_key=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+#: API tokens and sessions are kept as SHA-256 digests only.
+tokens_table = Table(
+    "web_api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column(
+        "user_name", String(64), ForeignKey("web_users.name", ondelete="CASCADE"), nullable=False
+    ),
+    Column("label", String(TEXT_LIMITS["user"]["label"]), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=True),
+)
+
+sessions_table = Table(
+    "web_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column(
+        "user_name", String(64), ForeignKey("web_users.name", ondelete="CASCADE"), nullable=False
+    ),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+#: Failed sign-ins per client address and per account name (keys are SHA-256 digests).
+throttle_table = Table(
+    "web_login_throttle",
+    metadata,
+    Column("key_sha256", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+)
+
+#: Sign-in forms already used once, until they would have expired anyway.
+used_forms_table = Table(
+    "web_login_forms_used",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False),
+)
