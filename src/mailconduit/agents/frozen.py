@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mailconduit.config import ExportMode, ExportSpec, export_spec_to_dict, validate_export_spec
+from mailconduit.delivery.units import group_of
 from mailconduit.errors import RenderError, RowError
 from mailconduit.journal.agents import AgentStore, FrozenRow
 from mailconduit.message import MessageTemplate
@@ -164,14 +165,6 @@ class FrozenInput:
     spec: dict[str, Any]
 
 
-def _group_of(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value
-
-
 def thawed_spec(spec: ExportSpec, *, html: bool) -> ExportSpec:
     """The spec a worker sends with: bodies inline (read here), the data's own options gone
     (the frozen rows are filtered, ordered and keyed already), no limit, no report file."""
@@ -240,7 +233,7 @@ def _plan(
         return ordered, [ChunkPlan(1, len(rows), 1, 1 + len(bad))] if rows else []
     groups: dict[Any, list[Row]] = {}
     for row in good:
-        groups.setdefault(_group_of(row.values.get(spec.by)), []).append(row)
+        groups.setdefault(group_of(row.values.get(spec.by)), []).append(row)
     ordered = []
     chunks = []
     start_row, start_group, size = 1, 1, 0
