@@ -8,12 +8,15 @@ import decimal
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mailconduit
 from export_support import by_recipient, sink_messages, use_free_sink_port
+from mailconduit import api
+from mailconduit.delivery.resume import spec_of_run
 
 pytestmark = pytest.mark.postgres
 
@@ -94,3 +97,31 @@ def test_a_bad_query_sends_nothing(cli: Any, table: str) -> None:
     assert result.code == 2
     assert len(result.err.strip().splitlines()) == 1 and "nosuch" in result.err
     assert sink_messages() == []
+
+
+def test_the_database_password_is_sealed_in_the_journal_and_opened_by_resume(table: str) -> None:
+    """The journal (read by `runs show`, the console and REST, maybe on a shared server) keeps
+    the query's URL with its password as ***; resume still reads the query with it."""
+    password = "pw-" + secrets.token_hex(8)  # the local server trusts, so any password works
+    url = PG_URL.replace("postgres@", f"postgres:{password}@", 1)
+    assert password in url
+    report = mailconduit.export(
+        f"SELECT id, email FROM {table} ORDER BY id",
+        connection="local",
+        database_url=url,
+        key="id",
+        to="{{ email }}",
+        subject="s",
+        body="b",
+        run_id="sealed-url",
+    )
+    assert (report.status, report.sent) == ("finished", 3)
+    recorded = api.get_run("sealed-url").spec
+    assert password not in repr(recorded)
+    assert recorded["database_url"] == url.replace(password, "***")
+    journal_file = Path(os.environ["MAILCONDUIT_HOME"]) / "mailconduit.db"
+    assert password.encode() not in journal_file.read_bytes()
+    assert spec_of_run("sealed-url").database_url == url  # what resume reads the query with
+    again = mailconduit.resume("sealed-url")
+    assert (again.status, again.sent) == ("finished", 3)
+    assert len(sink_messages()) == 3  # resume read the query again and sent nothing twice

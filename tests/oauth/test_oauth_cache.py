@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 
 from mailconduit.config import Secret
-from mailconduit.connections.crypto import decrypt, encrypt
+from mailconduit.crypto import decrypt, encrypt
 from mailconduit.errors import ConfigError
 from mailconduit.oauth import AccessToken, CachedToken, SqlTokenCache, oauth_tokens_table
 from mailconduit.testing import run
@@ -108,7 +108,7 @@ def test_saving_keeps_the_lock_and_the_table_is_created_once(engine: Engine) -> 
 CHILD = """
 import asyncio, hashlib, pathlib, sys, time
 from sqlalchemy import create_engine
-from mailconduit.connections.crypto import decrypt, encrypt
+from mailconduit.crypto import decrypt, encrypt
 from mailconduit.oauth import SqlTokenCache, TokenProvider, validate_oauth_settings
 
 endpoint, db_url, refresh_token, go = sys.argv[1:5]

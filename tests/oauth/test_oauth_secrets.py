@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from mailconduit.config import Secret
-from mailconduit.connections.crypto import decrypt, encrypt
+from mailconduit.crypto import decrypt, encrypt
 from mailconduit.errors import AuthenticationError
 from mailconduit.oauth import (
     InvalidGrantError,

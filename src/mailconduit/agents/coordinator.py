@@ -28,6 +28,7 @@ from mailconduit.delivery.events import Progress, ProgressCallback
 from mailconduit.delivery.execution import rate_for
 from mailconduit.delivery.jobs import new_run_id
 from mailconduit.delivery.prepare import prepare
+from mailconduit.delivery.recorded import seal_spec
 from mailconduit.delivery.report import ExportReport, report_from_journal, write_report
 from mailconduit.delivery.runner import CANCELLED
 from mailconduit.errors import ConfigError, FieldError
@@ -121,7 +122,7 @@ def _freeze_and_record(
             run_id,
             connection=conn.name,
             mode=spec.mode.value,
-            spec=export_spec_to_dict(dataclasses.replace(spec, run_id=run_id)),
+            spec=seal_spec(export_spec_to_dict(dataclasses.replace(spec, run_id=run_id))),
             fingerprint=fingerprint,
             total=total,
         )

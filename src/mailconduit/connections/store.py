@@ -22,8 +22,8 @@ from mailconduit.config.connection import (
     validate_connection,
 )
 from mailconduit.config.secret import Secret
-from mailconduit.connections.crypto import decrypt, encrypt
 from mailconduit.connections.env import ENV_PREFIX, env_connections, env_lookup, env_var_name
+from mailconduit.crypto import decrypt, encrypt
 from mailconduit.db.engines import engine
 from mailconduit.db.tables import connections_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError

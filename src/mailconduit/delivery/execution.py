@@ -18,6 +18,7 @@ from mailconduit.delivery.jobs import build_jobs, new_run_id
 from mailconduit.delivery.lease import RunLease, run_lock
 from mailconduit.delivery.prepare import Prepared, prepare
 from mailconduit.delivery.ratelimit import RateLimiter
+from mailconduit.delivery.recorded import seal_spec
 from mailconduit.delivery.report import ExportReport, report_from_journal, write_report
 from mailconduit.delivery.runner import CANCELLED, Runner, RunResult, SessionOpener, report_for
 from mailconduit.errors import ConfigError, FieldError
@@ -127,7 +128,7 @@ def _record_start(
             run_id,
             connection=conn.name,
             mode=spec.mode.value,
-            spec=export_spec_to_dict(dataclasses.replace(spec, run_id=run_id)),
+            spec=seal_spec(export_spec_to_dict(dataclasses.replace(spec, run_id=run_id))),
             fingerprint=fingerprint,
             total=prepared.total,
         )

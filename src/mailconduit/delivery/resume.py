@@ -8,6 +8,7 @@ from typing import Any
 from mailconduit.config import Connection, ExportSpec, validate_export_spec
 from mailconduit.delivery.events import ProgressCallback
 from mailconduit.delivery.execution import execute
+from mailconduit.delivery.recorded import unseal_spec
 from mailconduit.delivery.report import ExportReport
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.journal import Journal
@@ -60,5 +61,5 @@ def spec_of_run(run_id: str, *, journal: Journal | None = None) -> ExportSpec:
         with Journal() as opened:
             return spec_of_run(run_id, journal=opened)
     info = journal.get_run(run_id)
-    data = dict(info.spec)
+    data = unseal_spec(dict(info.spec), run_id=run_id)
     return validate_export_spec({k: v for k, v in data.items() if v not in (None,)})
