@@ -13,7 +13,7 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mailconduit.delivery.events import ProgressCallback
     from mailconduit.delivery.report import ExportReport
     from mailconduit.journal import RunInfo
+    from mailconduit.oauth import DeviceAuthorization
     from mailconduit.smtp.probe import ProbeResult
 
 __all__ = [
@@ -39,6 +40,9 @@ __all__ = [
     "ExportSource",
     "aexport",
     "aresume",
+    "authorization_status",
+    "authorize_connection",
+    "connection_oauth",
     "create_connection",
     "delete_connection",
     "detach_export",
@@ -50,6 +54,7 @@ __all__ = [
     "list_connections",
     "list_runs",
     "load_interface",
+    "presets",
     "preview",
     "resume",
     "resume_run",
@@ -59,6 +64,7 @@ __all__ = [
     "run_report",
     "run_resume",
     "serving",
+    "start_authorization",
     "start_export",
     "stop_run",
     "test_connection",
@@ -93,9 +99,10 @@ def list_connections() -> list[tuple[Connection, TestStatus | None]]:
 
 
 def create_connection(data: Mapping[str, Any]) -> Connection:
-    from mailconduit.connections import store
+    """Store a connection; ``oauth_*`` fields sign it in with OAuth2, ``preset`` fills it."""
+    from mailconduit.connections import signin
 
-    return store.create(data)
+    return signin.create(data)
 
 
 def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
@@ -104,9 +111,9 @@ def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
             "connection",
             [FieldError("name", f"the built-in connection {LOCAL_CONNECTION!r} cannot be edited")],
         )
-    from mailconduit.connections import store
+    from mailconduit.connections import signin
 
-    return store.update_connection(name, changes)
+    return signin.update(name, changes)
 
 
 def delete_connection(name: str) -> None:
@@ -122,14 +129,84 @@ def delete_connection(name: str) -> None:
 
 @contextlib.contextmanager
 def serving(conn: Connection) -> Iterator[Connection]:
-    """Make sure the server behind ``conn`` is up for the block: starts the embedded sink for ``local``."""
+    """Make sure the server behind ``conn`` is up for the block: starts the embedded sink for
+    ``local``; a connection that signs in with OAuth2 gets the token provider of this run."""
     if conn.origin == "builtin" and conn.name == LOCAL_CONNECTION:
         from mailconduit.sink import ensure_running, local_connection
 
         with ensure_running():
             yield local_connection()
     else:
-        yield conn
+        from mailconduit.connections import signin
+
+        yield signin.with_tokens(conn)
+
+
+def connection_oauth(name: str) -> dict[str, Any] | None:
+    """The OAuth2 settings of a stored connection as anyone may see them (secrets only as
+    ``has_client_secret``/``has_refresh_token``); None when it has none."""
+    from mailconduit.connections import signin
+
+    return signin.oauth_view(name) if get_connection(name).origin == "store" else None
+
+
+def authorize_connection(name: str, *, show: Callable[[DeviceAuthorization], None]) -> None:
+    """Sign a stored connection in with the device-code flow (``show`` prints the URL and
+    code); the refresh token is stored encrypted, and cached tokens are dropped."""
+    from mailconduit.connections import signin
+
+    _stored_oauth(name)
+    event_loop.run(signin.authorize(name, show=show))
+
+
+def presets() -> list[dict[str, Any]]:
+    """Every provider preset: name, title, the connection fields it fills, its OAuth2
+    provider, the limits it knows and where they come from."""
+    from mailconduit.presets import connection_fields, list_presets
+
+    return [
+        {
+            "name": p.name,
+            "title": p.title,
+            "fields": connection_fields(p),
+            "oauth_provider": p.oauth_provider,
+            "ports": [port for port, _ in p.ports],
+            "username_hint": p.username_hint,
+            "credential_hint": p.credential_hint,
+            "recipients_per_message": p.recipients_per_message,
+            "max_message_bytes": p.max_message_bytes,
+            "limits_apply": p.limits_apply,
+            "source": p.source,
+            "note": p.note,
+        }
+        for p in list_presets()
+    ]
+
+
+def start_authorization(name: str) -> dict[str, Any]:
+    """Start a device sign-in in the background (console, REST): the code and address to
+    show, then ``state`` pending, done or failed (see :func:`authorization_status`)."""
+    from mailconduit.connections import signin
+
+    _stored_oauth(name)
+    return signin.start_sign_in(name).view()
+
+
+def authorization_status(name: str) -> dict[str, Any] | None:
+    """The latest device sign-in of ``name`` started by this process (None: none)."""
+    from mailconduit.connections import signin
+
+    current = signin.sign_in_status(name)
+    return current.view() if current is not None else None
+
+
+def _stored_oauth(name: str) -> bool:
+    """Refuse connections that cannot be signed in: not stored."""
+    if get_connection(name).origin != "store":
+        raise ConfigError.for_fields(
+            "connection", [FieldError("name", f"{name!r} is not a stored connection")]
+        )
+    return True
 
 
 def test_connection(
@@ -140,17 +217,32 @@ def test_connection(
     record: bool = True,
 ) -> ProbeResult:
     """Run Test Connection stage by stage; the result says success or which stage failed and why."""
-    from mailconduit.smtp.probe import probe
-
     if isinstance(conn, str):
         conn = get_connection(conn)
     with serving(conn) as live:
-        result = event_loop.run(probe(live, send_to=send_to, allow_address=allow_address))
+        result = event_loop.run(_probe(live, send_to=send_to, allow_address=allow_address))
     if record and live.origin == "store":
         from mailconduit.connections import store
 
         store.record_test(live.name, ok=result.ok, message=result.summary())
     return result
+
+
+async def _probe(conn: Connection, *, send_to: str | None, allow_address: Any) -> ProbeResult:
+    """Test Connection: an OAuth2 connection's token first (its own stage), then the SMTP
+    stages; warnings where a setting goes beyond the provider's published limits."""
+    from mailconduit.connections import signin
+    from mailconduit.oauth import OAuthError, TokenProvider
+    from mailconduit.smtp.probe import probe, token_failure
+
+    if isinstance(conn.token_source, TokenProvider):
+        try:
+            await conn.token_source.token()
+        except OAuthError as exc:
+            return token_failure(conn, exc.reason, exc.hint)
+    result = await probe(conn, send_to=send_to, allow_address=allow_address)
+    warnings = tuple(signin.limit_warnings(conn)) if conn.origin == "store" else ()
+    return dataclasses.replace(result, warnings=warnings) if warnings else result
 
 
 # --------------------------------------------------------------------------- exports

@@ -76,12 +76,14 @@ def _run_task(run_id: str, chunk: int) -> str:
     from mailconduit.netpolicy import allow_address
 
     def connection(name: str) -> Connection:
+        from mailconduit.connections import signin
+
         found = env_lookup(name)
         if found is None:
             from mailconduit.connections import store
 
             found = store.get(name)
-        return found
+        return signin.with_tokens(found)  # an OAuth2 connection: this chunk's token provider
 
     settings = AgentSettings.from_env(require_broker=False)
     AgentStore.shared(hold_seconds=settings.hold_seconds)

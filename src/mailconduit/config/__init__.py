@@ -45,7 +45,7 @@ from mailconduit.config.export import (
     validate_export_spec,
 )
 from mailconduit.config.limits import EXPORT_ALIASES, TEXT_LIMITS, text_limit, text_limit_errors
-from mailconduit.config.secret import Secret
+from mailconduit.config.secret import Secret, TokenSource
 from mailconduit.config.text import (
     char_name,
     is_database_url,
@@ -76,6 +76,7 @@ __all__ = [
     "RetryPolicy",
     "Secret",
     "Security",
+    "TokenSource",
     "char_name",
     "connection_from_url",
     "connection_to_dict",

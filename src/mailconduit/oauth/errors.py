@@ -66,15 +66,18 @@ class OAuthError(MailconduitError):
         """The same error naming the connection it happened on (for the hint)."""
         return type(self)(self.code, self.description, self.endpoint, self.status, connection)
 
-    def __str__(self) -> str:
+    @property
+    def reason(self) -> str:
+        """What happened, without the hint (Test Connection shows the two apart)."""
         host = urlsplit(self.endpoint).hostname or self.endpoint
         text = f"token endpoint {host}" if host else "token endpoint"
         text += f" answered HTTP {self.status} {self.code}" if self.status else f": {self.code}"
         if self.description:
             text += f" ({self.description})"
-        if self.hint:
-            text += f"; {self.hint}"
         return text
+
+    def __str__(self) -> str:
+        return f"{self.reason}; {self.hint}" if self.hint else self.reason
 
 
 class SignInRequiredError(OAuthError):
@@ -92,8 +95,9 @@ class InvalidGrantError(SignInRequiredError):
 class NotSignedInError(SignInRequiredError):
     """The connection holds no refresh token yet: nobody has signed it in."""
 
-    def __str__(self) -> str:
-        return f"the connection has not been signed in; {self.hint}"
+    @property
+    def reason(self) -> str:
+        return "the connection has not been signed in"
 
     @property
     def hint(self) -> str:

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 from mailconduit.config import AuthMechanism
 from mailconduit.errors import AuthenticationError
+from mailconduit.smtp.replies import Reply
 
-__all__ = ["AuthExchange", "choose_mechanism", "mechanism_name"]
+__all__ = ["AuthExchange", "choose_mechanism", "mechanism_name", "retry_with_new_token"]
 
 #: ``auto`` picks the first of these the server offers.
 AUTO_PREFERENCE = ("CRAM-MD5", "PLAIN", "LOGIN")
@@ -94,6 +95,17 @@ def choose_mechanism(
             command="AUTH",
         )
     return name
+
+
+#: Exchange's 535 5.7.139 refuses for a policy (SMTP AUTH off for the tenant or mailbox,
+#: a permission missing): a new token would be refused the same way.
+_POLICY_REFUSALS = frozenset({"5.7.139"})
+
+
+def retry_with_new_token(reply: Reply) -> bool:
+    """True when an XOAUTH2 refusal may be the token's fault (535, but not a policy refusal):
+    the session then drops the token, fetches a new one and tries AUTH once more."""
+    return reply.code == 535 and reply.enhanced not in _POLICY_REFUSALS
 
 
 def _b64(text: str) -> bytes:
