@@ -180,6 +180,18 @@ class TokenEndpointUnreachableError(OAuthError):
         return "check the network, any proxy, and the token endpoint's address"
 
 
+class TokenEndpointDeniedError(OAuthError):
+    """The token endpoint's address is one the network policy refuses (the SSRF guard that
+    also covers SMTP servers): a metadata service, a link-local or a denied network."""
+
+    @property
+    def hint(self) -> str:
+        return (
+            "use the provider's public token endpoint, or let an administrator allow its "
+            "network (MAILCONDUIT_ALLOW_NETWORKS)"
+        )
+
+
 class TokenServerError(OAuthError):
     """The provider failed for now (5xx, 429, ``temporarily_unavailable``, ``server_error``)."""
 
