@@ -18,7 +18,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-from mailconduit.config.connection import Connection
+from mailconduit.config.connection import Connection, ImplementationType
 from mailconduit.config.export import ExportSpec, RateLimit, RetryPolicy, validate_export_spec
 from mailconduit.config.text import url_scheme
 from mailconduit.connections.env import env_lookup
@@ -27,6 +27,7 @@ from mailconduit.errors import ConfigError, FieldError, MailconduitError
 from mailconduit.home import LOCAL_CONNECTION
 
 if TYPE_CHECKING:
+    from mailconduit.agents import AgentSummary, ChunkProgress
     from mailconduit.connections.store import TestStatus
     from mailconduit.delivery.events import ProgressCallback
     from mailconduit.delivery.report import ExportReport
@@ -44,10 +45,12 @@ __all__ = [
     "connection_oauth",
     "create_connection",
     "delete_connection",
+    "detach_export",
     "export",
     "export_spec",
     "get_connection",
     "get_run",
+    "list_agents",
     "list_connections",
     "list_runs",
     "load_interface",
@@ -55,12 +58,15 @@ __all__ = [
     "preview",
     "resume",
     "resume_run",
+    "run_agent",
+    "run_chunks",
     "run_export",
     "run_report",
     "run_resume",
     "serving",
     "start_authorization",
     "start_export",
+    "stop_run",
     "test_connection",
     "update_connection",
 ]
@@ -442,13 +448,20 @@ resume = event_loop.blocking(
 
 
 def run_export(
-    spec: ExportSpec, *, progress: ProgressCallback | None = None, handle_signals: bool = False
+    spec: ExportSpec,
+    *,
+    progress: ProgressCallback | None = None,
+    handle_signals: bool = False,
+    queue: bool = False,
 ) -> ExportReport:
     """Run (or, with an existing run id, resume) an export and wait for it.
 
     ``handle_signals``: SIGINT and SIGTERM stop the run gracefully; for the CLI alone.
+    ``queue``: a celery run whose agent has no live worker waits for one (else refused).
     """
-    return event_loop.run(_run(spec, progress=progress, handle_signals=handle_signals))
+    return event_loop.run(
+        _run(spec, progress=progress, handle_signals=handle_signals, queue=queue)
+    )
 
 
 def run_resume(
@@ -475,13 +488,23 @@ def run_resume(
 
 
 async def _run(
-    spec: ExportSpec, *, progress: ProgressCallback | None, handle_signals: bool
+    spec: ExportSpec,
+    *,
+    progress: ProgressCallback | None,
+    handle_signals: bool,
+    queue: bool = False,
 ) -> ExportReport:
     from mailconduit.delivery.export import execute
 
     conn = get_connection(spec.connection)
     if spec.dry_run:
         return await execute(spec, conn, progress=progress)
+    if _on_agents(conn):
+        from mailconduit import agents
+
+        return await agents.run(
+            spec, conn, progress=progress, handle_signals=handle_signals, queue=queue
+        )
     with serving(conn) as live:
         return await execute(
             spec,
@@ -512,6 +535,16 @@ async def _resume(
     from mailconduit.delivery.export import spec_of_run
 
     conn = get_connection(spec_of_run(run_id).connection)
+    if _on_agents(conn):
+        from mailconduit import agents
+
+        return await agents.resume(
+            run_id,
+            retry_failed=retry_failed,
+            resend_uncertain=resend_uncertain,
+            progress=progress,
+            handle_signals=handle_signals,
+        )
     with serving(conn) as live:
         return await resume_run_of(
             run_id,
@@ -605,3 +638,75 @@ def _start_background(run_id: str, target: Any) -> str:
     if errors:
         raise errors[0]
     return run_id
+
+
+# -- agents: exports on Celery workers ------------------------------------------------------
+
+
+def _on_agents(conn: Connection) -> bool:
+    """A connection of implementation type ``celery`` sends through its agent's workers."""
+    return conn.implementation_type is ImplementationType.CELERY
+
+
+def detach_export(spec: ExportSpec, *, queue: bool = False) -> str:
+    """Check and start a celery export, and return its run id at once (the workers send it;
+    follow it with :func:`get_run`). Only a celery connection can run without this process."""
+    conn = get_connection(spec.connection)
+    if not _on_agents(conn) or spec.dry_run:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError("detach", f"connection {conn.name!r} sends from this process, which must "
+                        "stay until the run ends; only a connection of implementation type celery "
+                        "can run detached")],
+        )  # fmt: skip
+    from mailconduit import agents
+
+    run_id, _total, _notes = agents.start(spec, conn, queue=queue)
+    return run_id
+
+
+def stop_run(run_id: str) -> None:
+    """Ask every worker of a celery run to stop gracefully; resume sends the rest."""
+    from mailconduit import agents
+
+    get_run(run_id)  # NotFoundError for an unknown run
+    if not agents.stop(run_id):
+        raise ConfigError.for_fields(
+            "runs stop",
+            [FieldError("run_id", f"run {run_id!r} runs in the process that started it, not on "
+                        "agents; stop it there (Ctrl-C)")],
+        )  # fmt: skip
+
+
+def list_agents() -> list[AgentSummary]:
+    """Every agent: its live workers (host, heartbeat age), queued and running chunks."""
+    from mailconduit import agents
+    from mailconduit.home import database_url
+
+    if not database_url().startswith("postgresql"):
+        return []  # agents need a shared journal: with SQLite there are none
+    return agents.list_agents()
+
+
+def run_agent(name: str, *, concurrency: int = 1) -> int:
+    """Start a worker of agent ``name`` in this process (until it is stopped)."""
+    from mailconduit.agents import AgentSettings
+    from mailconduit.agents.app import run_worker
+
+    if concurrency < 1:
+        raise ConfigError.for_fields(
+            "agent", [FieldError("concurrency", "must be at least 1")]
+        )
+    return run_worker(name, concurrency=concurrency, settings=AgentSettings.from_env())
+
+
+def run_chunks(run_id: str) -> list[ChunkProgress]:
+    """Progress per chunk (and so per worker) of a celery run; empty for a local run or when
+    the journal is not shared."""
+    from mailconduit import agents
+    from mailconduit.home import database_url
+
+    get_run(run_id)
+    if not database_url().startswith("postgresql"):
+        return []
+    return agents.chunk_progress(run_id)

@@ -79,7 +79,8 @@ ImplType = Annotated[
     str | None,
     typer.Option(
         "--implementation-type",
-        help="'default' runs on the agent itself; 'celery' hands exports to a Celery queue named after the agent.",
+        help="'default' sends from the process that starts an export; 'celery' sends it through "
+        "the workers of --agent ('mailconduit agent run NAME'), see 'Running on several machines'.",
     ),
 ]
 Active = Annotated[

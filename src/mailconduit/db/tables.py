@@ -3,7 +3,8 @@
 ``connections/store.py`` keeps the SMTP connections here (``connections/oauth.py`` their
 OAuth2 sign-in), ``accounts/`` the console's users,
 API tokens, sessions and sign-in limits. The journal's tables are DDL of its own
-(``journal/store.py``): it talks DB-API on the send path, without SQLAlchemy.
+(``journal/store.py``, and ``journal/agents.py`` for the agents' chunks, leases, frozen input
+and shared rate): it talks DB-API on the send path, without SQLAlchemy.
 """
 
 from __future__ import annotations

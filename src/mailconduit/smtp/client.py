@@ -118,8 +118,13 @@ class SMTPSession:
         transcript: Transcript | None = None,
         allow_address: AddressPolicy | None = None,
         messages_per_connection: int | None = None,
+        send_gate: Callable[[], bool] | None = None,
     ) -> None:
         self.conn = conn
+        #: Asked right before a message's content goes out; False closes the session
+        #: instead (the message is not delivered): an agent whose lease ran out while it
+        #: was frozen mid-transaction must not complete it on waking.
+        self.send_gate = send_gate
         self.host = conn.host
         self.port = conn.port
         self.timeout = conn.timeout
@@ -700,6 +705,9 @@ class SMTPSession:
         timeout = self.timeout
         parts: list[bytes] = []
         expected: list[tuple[ReplyCallback, float, str]] = []
+        if pending is not None and self.send_gate is not None and not self.send_gate():
+            self.close()
+            return
         if pending is not None:
             parts.append(pending.content())
             pending.dot_written = True
@@ -778,6 +786,9 @@ class SMTPSession:
         if reply.code != 354:
             self._need_rset = True
             self.transaction_ended(txn, None)
+            return
+        if self.send_gate is not None and not self.send_gate():
+            self.close()
             return
         future: asyncio.Future[Reply] = self._require_loop().create_future()
         protocol = self._require_protocol()

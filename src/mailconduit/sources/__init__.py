@@ -128,6 +128,8 @@ def _open_unfiltered(
     key: str | None,
     database_url: str | None,
 ) -> Source:
+    if isinstance(source, Source):
+        return source  # opened already (an agent's frozen rows): read as it is
     if isinstance(source, str | os.PathLike):
         text = os.fspath(source)
         if kind is SourceKind.SQL or (kind is None and database_url is not None):

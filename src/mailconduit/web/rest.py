@@ -320,6 +320,33 @@ def run_out(info: Any) -> RunOut:
     return RunOut.model_validate(data)
 
 
+class WorkerOut(BaseModel):
+    worker: str
+    host: str
+    pid: int
+    concurrency: int
+    heartbeat_age: float
+
+
+class AgentOut(BaseModel):
+    name: str
+    workers: list[WorkerOut]
+    queued_chunks: int
+    running_chunks: int
+    last_seen: float | None
+
+
+class ChunkOut(BaseModel):
+    chunk: int
+    first_row: int
+    last_row: int
+    state: str
+    worker: str
+    attempts: int
+    counts: dict[str, int]
+    reason: str
+
+
 class ResumeIn(BaseModel):
     retry_failed: bool = Field(default=False, description="Send the failed rows again too.")
 
@@ -538,6 +565,27 @@ def resume_run(run_id: RunId, body: Annotated[ResumeIn | None, Body()] = None) -
     """Send the rows not yet confirmed (and, with retry_failed, the failed ones) again."""
     new_id = api.resume_run(run_id, retry_failed=body.retry_failed if body is not None else False)
     return run_out(api.get_run(new_id))
+
+
+@router.post(
+    "/runs/{run_id}/stop", status_code=202, summary="Stop a run on agents", responses=NOT_FOUND
+)
+def stop_run(run_id: RunId) -> RunOut:
+    """Ask every worker of a celery run to stop after the messages in flight."""
+    api.stop_run(run_id)
+    return run_out(api.get_run(run_id))
+
+
+@router.get("/runs/{run_id}/chunks", summary="Progress per chunk and worker", responses=NOT_FOUND)
+def run_chunks(run_id: RunId) -> list[ChunkOut]:
+    """A celery run's chunks: rows, state, the worker holding it, its rows' outcomes."""
+    return [ChunkOut.model_validate(c.to_dict()) for c in api.run_chunks(run_id)]
+
+
+@router.get("/agents", summary="List agents")
+def list_agents() -> list[AgentOut]:
+    """Each agent: live workers with host and heartbeat age, queued and running chunks."""
+    return [AgentOut.model_validate(a.to_dict()) for a in api.list_agents()]
 
 
 @router.get("/inbox", summary="List captured messages")
