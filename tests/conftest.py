@@ -24,6 +24,7 @@ settings.register_profile(
 settings.load_profile("mailconduit")
 
 if TYPE_CHECKING:
+    from agents_support import Cluster
     from webconsole import Console, SignedIn
 
 PG_ADMIN_URL = os.environ.get("MAILCONDUIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -113,3 +114,15 @@ def browser(console: Console) -> Iterator[SignedIn]:
     signed = console.signed_in()
     yield signed
     signed.http.close()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def cluster(
+    request: pytest.FixtureRequest, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster]:
+    """Agents' tests: a broker (each of Redis and RabbitMQ), a shared PostgreSQL journal,
+    and the worker processes a test starts (see tests/agents_support.py)."""
+    from agents_support import BROKERS, running_cluster
+
+    with running_cluster(BROKERS[request.param], pg_url, tmp_path, monkeypatch) as group:
+        yield group

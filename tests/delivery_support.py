@@ -112,7 +112,7 @@ def people(count: int, *, start: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-MESSAGE: Mapping[str, str] = {
+MESSAGE: Mapping[str, Any] = {
     "to": "{{ email }}",
     "subject": "Hello {{ name }}",
     "body": "Dear {{ name }},\nrow {{ id }}.\n",

@@ -113,7 +113,7 @@ def test_a_wrong_host_and_login_are_named_as_the_form_shows_them() -> None:
 
 
 _TEXT = st.text(
-    st.characters(min_codepoint=33, max_codepoint=0x2FF, blacklist_categories=("Cc",)), max_size=12
+    st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_categories=["Cc"]), max_size=12
 )
 _NAME = st.text(st.characters(whitelist_categories=("L", "N")), max_size=12)
 

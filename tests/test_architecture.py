@@ -199,3 +199,18 @@ def test_the_built_in_connection_has_one_name() -> None:
     assert spec_default == cli_default == LOCAL_CONNECTION
     assert set(RESERVED_NAMES) == {LOCAL_CONNECTION}
     assert local_connection().name == LOCAL_CONNECTION
+
+
+def _imports_celery(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        if any(n.split(".")[0] in ("celery", "kombu") for n in names):
+            return True
+    return False
+
+
+def test_only_the_agents_app_imports_celery() -> None:
+    importers = [p for p in MODULES.values() if _imports_celery(p)]
+    assert importers == [SRC / "agents" / "app.py"], importers

@@ -13,12 +13,12 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-from mailconduit.config.connection import Connection
+from mailconduit.config.connection import Connection, ImplementationType
 from mailconduit.config.export import ExportSpec, RateLimit, RetryPolicy, validate_export_spec
 from mailconduit.config.text import url_scheme
 from mailconduit.connections.env import env_lookup
@@ -27,10 +27,12 @@ from mailconduit.errors import ConfigError, FieldError, MailconduitError
 from mailconduit.home import LOCAL_CONNECTION
 
 if TYPE_CHECKING:
+    from mailconduit.agents import AgentSummary, ChunkProgress
     from mailconduit.connections.store import TestStatus
     from mailconduit.delivery.events import ProgressCallback
     from mailconduit.delivery.report import ExportReport
     from mailconduit.journal import RunInfo
+    from mailconduit.oauth import DeviceAuthorization
     from mailconduit.smtp.probe import ProbeResult
 
 __all__ = [
@@ -38,25 +40,35 @@ __all__ = [
     "ExportSource",
     "aexport",
     "aresume",
+    "authorization_status",
+    "authorize_connection",
+    "connection_oauth",
     "create_connection",
     "delete_connection",
+    "detach_export",
     "export",
     "export_spec",
     "get_connection",
     "get_run",
+    "list_agents",
     "list_connections",
     "list_runs",
     "load_interface",
     "outcomes_by_day",
+    "presets",
     "preview",
     "recent_tests",
     "resume",
     "resume_run",
+    "run_agent",
+    "run_chunks",
     "run_export",
     "run_report",
     "run_resume",
     "serving",
+    "start_authorization",
     "start_export",
+    "stop_run",
     "test_connection",
     "update_connection",
 ]
@@ -96,9 +108,10 @@ def recent_tests(name: str) -> list[TestStatus]:
 
 
 def create_connection(data: Mapping[str, Any]) -> Connection:
-    from mailconduit.connections import store
+    """Store a connection; ``oauth_*`` fields sign it in with OAuth2, ``preset`` fills it."""
+    from mailconduit.connections import signin
 
-    return store.create(data)
+    return signin.create(data)
 
 
 def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
@@ -107,9 +120,9 @@ def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
             "connection",
             [FieldError("name", f"the built-in connection {LOCAL_CONNECTION!r} cannot be edited")],
         )
-    from mailconduit.connections import store
+    from mailconduit.connections import signin
 
-    return store.update_connection(name, changes)
+    return signin.update(name, changes)
 
 
 def delete_connection(name: str) -> None:
@@ -125,14 +138,84 @@ def delete_connection(name: str) -> None:
 
 @contextlib.contextmanager
 def serving(conn: Connection) -> Iterator[Connection]:
-    """Make sure the server behind ``conn`` is up for the block: starts the embedded sink for ``local``."""
+    """Make sure the server behind ``conn`` is up for the block: starts the embedded sink for
+    ``local``; a connection that signs in with OAuth2 gets the token provider of this run."""
     if conn.origin == "builtin" and conn.name == LOCAL_CONNECTION:
         from mailconduit.sink import ensure_running, local_connection
 
         with ensure_running():
             yield local_connection()
     else:
-        yield conn
+        from mailconduit.connections import signin
+
+        yield signin.with_tokens(conn)
+
+
+def connection_oauth(name: str) -> dict[str, Any] | None:
+    """The OAuth2 settings of a stored connection as anyone may see them (secrets only as
+    ``has_client_secret``/``has_refresh_token``); None when it has none."""
+    from mailconduit.connections import signin
+
+    return signin.oauth_view(name) if get_connection(name).origin == "store" else None
+
+
+def authorize_connection(name: str, *, show: Callable[[DeviceAuthorization], None]) -> None:
+    """Sign a stored connection in with the device-code flow (``show`` prints the URL and
+    code); the refresh token is stored encrypted, and cached tokens are dropped."""
+    from mailconduit.connections import signin
+
+    _stored_oauth(name)
+    event_loop.run(signin.authorize(name, show=show))
+
+
+def presets() -> list[dict[str, Any]]:
+    """Every provider preset: name, title, the connection fields it fills, its OAuth2
+    provider, the limits it knows and where they come from."""
+    from mailconduit.presets import connection_fields, list_presets
+
+    return [
+        {
+            "name": p.name,
+            "title": p.title,
+            "fields": connection_fields(p),
+            "oauth_provider": p.oauth_provider,
+            "ports": [port for port, _ in p.ports],
+            "username_hint": p.username_hint,
+            "credential_hint": p.credential_hint,
+            "recipients_per_message": p.recipients_per_message,
+            "max_message_bytes": p.max_message_bytes,
+            "limits_apply": p.limits_apply,
+            "source": p.source,
+            "note": p.note,
+        }
+        for p in list_presets()
+    ]
+
+
+def start_authorization(name: str) -> dict[str, Any]:
+    """Start a device sign-in in the background (console, REST): the code and address to
+    show, then ``state`` pending, done or failed (see :func:`authorization_status`)."""
+    from mailconduit.connections import signin
+
+    _stored_oauth(name)
+    return signin.start_sign_in(name).view()
+
+
+def authorization_status(name: str) -> dict[str, Any] | None:
+    """The latest device sign-in of ``name`` started by this process (None: none)."""
+    from mailconduit.connections import signin
+
+    current = signin.sign_in_status(name)
+    return current.view() if current is not None else None
+
+
+def _stored_oauth(name: str) -> bool:
+    """Refuse connections that cannot be signed in: not stored."""
+    if get_connection(name).origin != "store":
+        raise ConfigError.for_fields(
+            "connection", [FieldError("name", f"{name!r} is not a stored connection")]
+        )
+    return True
 
 
 def test_connection(
@@ -143,17 +226,32 @@ def test_connection(
     record: bool = True,
 ) -> ProbeResult:
     """Run Test Connection stage by stage; the result says success or which stage failed and why."""
-    from mailconduit.smtp.probe import probe
-
     if isinstance(conn, str):
         conn = get_connection(conn)
     with serving(conn) as live:
-        result = event_loop.run(probe(live, send_to=send_to, allow_address=allow_address))
+        result = event_loop.run(_probe(live, send_to=send_to, allow_address=allow_address))
     if record and live.origin == "store":
         from mailconduit.connections import store
 
         store.record_test(live.name, ok=result.ok, message=result.summary())
     return result
+
+
+async def _probe(conn: Connection, *, send_to: str | None, allow_address: Any) -> ProbeResult:
+    """Test Connection: an OAuth2 connection's token first (its own stage), then the SMTP
+    stages; warnings where a setting goes beyond the provider's published limits."""
+    from mailconduit.connections import signin
+    from mailconduit.oauth import OAuthError, TokenProvider
+    from mailconduit.smtp.probe import probe, token_failure
+
+    if isinstance(conn.token_source, TokenProvider):
+        try:
+            await conn.token_source.token()
+        except OAuthError as exc:
+            return token_failure(conn, exc.reason, exc.hint)
+    result = await probe(conn, send_to=send_to, allow_address=allow_address)
+    warnings = tuple(signin.limit_warnings(conn)) if conn.origin == "store" else ()
+    return dataclasses.replace(result, warnings=warnings) if warnings else result
 
 
 # --------------------------------------------------------------------------- exports
@@ -359,13 +457,20 @@ resume = event_loop.blocking(
 
 
 def run_export(
-    spec: ExportSpec, *, progress: ProgressCallback | None = None, handle_signals: bool = False
+    spec: ExportSpec,
+    *,
+    progress: ProgressCallback | None = None,
+    handle_signals: bool = False,
+    queue: bool = False,
 ) -> ExportReport:
     """Run (or, with an existing run id, resume) an export and wait for it.
 
     ``handle_signals``: SIGINT and SIGTERM stop the run gracefully; for the CLI alone.
+    ``queue``: a celery run whose agent has no live worker waits for one (else refused).
     """
-    return event_loop.run(_run(spec, progress=progress, handle_signals=handle_signals))
+    return event_loop.run(
+        _run(spec, progress=progress, handle_signals=handle_signals, queue=queue)
+    )
 
 
 def run_resume(
@@ -392,13 +497,23 @@ def run_resume(
 
 
 async def _run(
-    spec: ExportSpec, *, progress: ProgressCallback | None, handle_signals: bool
+    spec: ExportSpec,
+    *,
+    progress: ProgressCallback | None,
+    handle_signals: bool,
+    queue: bool = False,
 ) -> ExportReport:
     from mailconduit.delivery.export import execute
 
     conn = get_connection(spec.connection)
     if spec.dry_run:
         return await execute(spec, conn, progress=progress)
+    if _on_agents(conn):
+        from mailconduit import agents
+
+        return await agents.run(
+            spec, conn, progress=progress, handle_signals=handle_signals, queue=queue
+        )
     with serving(conn) as live:
         return await execute(
             spec,
@@ -429,6 +544,16 @@ async def _resume(
     from mailconduit.delivery.export import spec_of_run
 
     conn = get_connection(spec_of_run(run_id).connection)
+    if _on_agents(conn):
+        from mailconduit import agents
+
+        return await agents.resume(
+            run_id,
+            retry_failed=retry_failed,
+            resend_uncertain=resend_uncertain,
+            progress=progress,
+            handle_signals=handle_signals,
+        )
     with serving(conn) as live:
         return await resume_run_of(
             run_id,
@@ -547,3 +672,75 @@ def _start_background(run_id: str, target: Any) -> str:
     if errors:
         raise errors[0]
     return run_id
+
+
+# -- agents: exports on Celery workers ------------------------------------------------------
+
+
+def _on_agents(conn: Connection) -> bool:
+    """A connection of implementation type ``celery`` sends through its agent's workers."""
+    return conn.implementation_type is ImplementationType.CELERY
+
+
+def detach_export(spec: ExportSpec, *, queue: bool = False) -> str:
+    """Check and start a celery export, and return its run id at once (the workers send it;
+    follow it with :func:`get_run`). Only a celery connection can run without this process."""
+    conn = get_connection(spec.connection)
+    if not _on_agents(conn) or spec.dry_run:
+        raise ConfigError.for_fields(
+            "export",
+            [FieldError("detach", f"connection {conn.name!r} sends from this process, which must "
+                        "stay until the run ends; only a connection of implementation type celery "
+                        "can run detached")],
+        )  # fmt: skip
+    from mailconduit import agents
+
+    run_id, _total, _notes = agents.start(spec, conn, queue=queue)
+    return run_id
+
+
+def stop_run(run_id: str) -> None:
+    """Ask every worker of a celery run to stop gracefully; resume sends the rest."""
+    from mailconduit import agents
+
+    get_run(run_id)  # NotFoundError for an unknown run
+    if not agents.stop(run_id):
+        raise ConfigError.for_fields(
+            "runs stop",
+            [FieldError("run_id", f"run {run_id!r} runs in the process that started it, not on "
+                        "agents; stop it there (Ctrl-C)")],
+        )  # fmt: skip
+
+
+def list_agents() -> list[AgentSummary]:
+    """Every agent: its live workers (host, heartbeat age), queued and running chunks."""
+    from mailconduit import agents
+    from mailconduit.home import database_url
+
+    if not database_url().startswith("postgresql"):
+        return []  # agents need a shared journal: with SQLite there are none
+    return agents.list_agents()
+
+
+def run_agent(name: str, *, concurrency: int = 1) -> int:
+    """Start a worker of agent ``name`` in this process (until it is stopped)."""
+    from mailconduit.agents import AgentSettings
+    from mailconduit.agents.app import run_worker
+
+    if concurrency < 1:
+        raise ConfigError.for_fields(
+            "agent", [FieldError("concurrency", "must be at least 1")]
+        )
+    return run_worker(name, concurrency=concurrency, settings=AgentSettings.from_env())
+
+
+def run_chunks(run_id: str) -> list[ChunkProgress]:
+    """Progress per chunk (and so per worker) of a celery run; empty for a local run or when
+    the journal is not shared."""
+    from mailconduit import agents
+    from mailconduit.home import database_url
+
+    get_run(run_id)
+    if not database_url().startswith("postgresql"):
+        return []
+    return agents.chunk_progress(run_id)

@@ -120,13 +120,18 @@ class SourceError(MailconduitError):
 
 
 class RowError(MailconduitError):
-    """This row only cannot be sent; it is reported and the others go on."""
+    """This row only cannot be sent; it is reported and the others go on.
 
-    def __init__(self, message: str, row_key: str = "", column: str = "") -> None:
-        super().__init__(message, row_key, column)
+    ``column`` is the source column at fault, ``field`` the message field (``subject``,
+    ``to``...) whose value was refused, each "" when not known where it is raised.
+    """
+
+    def __init__(self, message: str, row_key: str = "", column: str = "", field: str = "") -> None:
+        super().__init__(message, row_key, column, field)
         self.message = message
         self.row_key = row_key
         self.column = column
+        self.field = field
 
     def __str__(self) -> str:
         where = f"column {self.column}: " if self.column else ""
@@ -144,6 +149,7 @@ class RenderError(RowError):
         self.row_key = row_key
         self.column = column
         self.template = template
+        self.field = template
 
     def __str__(self) -> str:
         where = f"template {self.template}: " if self.template else ""
@@ -158,13 +164,19 @@ class AddressError(RowError):
     """An address is malformed, empty or cannot be sent to this server."""
 
     def __init__(
-        self, message: str, address: str = "", row_key: str = "", column: str = ""
+        self,
+        message: str,
+        address: str = "",
+        row_key: str = "",
+        column: str = "",
+        field: str = "",
     ) -> None:
-        MailconduitError.__init__(self, message, address, row_key, column)
+        MailconduitError.__init__(self, message, address, row_key, column, field)
         self.message = message
         self.address = address
         self.row_key = row_key
         self.column = column
+        self.field = field
 
 
 class SMTPError(MailconduitError):

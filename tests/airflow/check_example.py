@@ -42,12 +42,13 @@ def test_the_readme_dag_sends_statements_and_summaries(
     assert result.state == "success", result.states
     messages = [
         email.message_from_bytes(m.data, policy=default_policy) for m in smtp_server.messages
-    ]  # type: ignore[misc]
+    ]
     by_to = {str(m["To"]): m for m in messages}
     assert sorted(by_to) == ["ann@example.com", "cy@example.com", "eva@example.com",
                              "max@example.com"]  # fmt: skip
     assert by_to["ann@example.com"]["Subject"] == "[2024-03-01] Your statement, Ann"
-    assert "your balance is 120.50 EUR" in by_to["ann@example.com"].get_body().get_content()
+    body = by_to["ann@example.com"].get_body()
+    assert body is not None and "your balance is 120.50 EUR" in body.get_content()
     summary = by_to["max@example.com"]
     assert summary["Subject"] == "Your 2 customers this month"
     attached = [part.get_filename() for part in summary.iter_attachments()]

@@ -34,7 +34,7 @@ def _dag_file(dag_id: str, tasks: str, preamble: str = "") -> Path:
 
 
 def _messages(server: Any) -> list[email.message.EmailMessage]:
-    return [email.message_from_bytes(m.data, policy=default_policy) for m in server.messages]  # type: ignore[misc]
+    return [email.message_from_bytes(m.data, policy=default_policy) for m in server.messages]
 
 
 def test_rows_from_xcom_go_out_with_the_row_templates_left_to_mailconduit(smtp_server: Any) -> None:

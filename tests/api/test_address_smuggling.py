@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import policy
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -468,7 +468,10 @@ def test_a_hostile_from_address_from_the_environment_is_refused_before_sending(
 
 
 def export_to_column(
-    monkeypatch: pytest.MonkeyPatch, server: FaultServer, rows: list[dict[str, Any]], mode: str
+    monkeypatch: pytest.MonkeyPatch,
+    server: FaultServer,
+    rows: list[dict[str, Any]],
+    mode: Literal["table", "group"],
 ) -> tuple[Any, list[Any]]:
     """Export ``rows`` in table or group mode (by team) to the column ``who``; the report
     and the messages the server received."""
@@ -483,10 +486,12 @@ def export_to_column(
 
 @pytest.mark.parametrize("mode", ["table", "group"])
 def test_to_column_cells_are_read_by_the_grammar(
-    monkeypatch: pytest.MonkeyPatch, recording_server: FaultServer, mode: str
+    monkeypatch: pytest.MonkeyPatch,
+    recording_server: FaultServer,
+    mode: Literal["table", "group"],
 ) -> None:
     """Display names with commas and groups are whole addresses; every distinct mailbox once."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"team": "a", "who": '"Smith, John" <john@example.com>; ann@example.com'},
         {"team": "a", "who": "Leads: ANN@example.com, zoë@bücher.example;"},
         {"team": "a", "who": None},
@@ -509,7 +514,9 @@ def test_to_column_cells_are_read_by_the_grammar(
 
 @pytest.mark.parametrize("mode", ["table", "group"])
 def test_a_hostile_to_column_cell_refuses_its_message_naming_the_row(
-    monkeypatch: pytest.MonkeyPatch, recording_server: FaultServer, mode: str
+    monkeypatch: pytest.MonkeyPatch,
+    recording_server: FaultServer,
+    mode: Literal["table", "group"],
 ) -> None:
     rows = [
         {"team": "a", "who": "ann@example.com"},

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import pytest
 
@@ -138,13 +138,17 @@ def test_connection_is_required_and_checked_at_call_time(server: TimedFaultServe
     with pytest.raises(TypeError, match=r"export\(\): missing a required argument: 'connection'"):
         mailconduit.export(people(1), **without)
     with pytest.raises(TypeError, match="connection"):
-        mailconduit.aexport(people(1), **without)  # raised by the call, before any await
+        _ = mailconduit.aexport(people(1), **without)  # raised by the call, before any await
     with pytest.raises(TypeError, match="from_address"):
-        mailconduit.export(people(1), **OPTIONS, from_address="a@example.com")  # one spelling
+        # one spelling of each option: the call refuses another
+        mailconduit.export(people(1), **OPTIONS, from_address="a@example.com")  # type: ignore[call-arg]
     assert server.messages == [] and Journal().list_runs() == []
 
 
 # --------------------------------------------------------------------------- signals
+
+
+_Ts = TypeVarTuple("_Ts")
 
 
 class RecordingLoop(asyncio.SelectorEventLoop):
@@ -154,7 +158,9 @@ class RecordingLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self.signals: list[int] = []
 
-    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+    def add_signal_handler(
+        self, sig: int, callback: Callable[[*_Ts], object], *args: *_Ts
+    ) -> None:
         self.signals.append(sig)
         super().add_signal_handler(sig, callback, *args)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,6 @@ from export_support import (
 from mailconduit import api
 from mailconduit.errors import ConfigError, SourceError
 from mailconduit.testing import FaultServer, SmtpSink
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def target(monkeypatch: pytest.MonkeyPatch, server: FaultServer) -> str:
-    return connect_to(monkeypatch, server.port)
 
 
 @pytest.fixture
@@ -204,7 +192,7 @@ def test_per_row_problems_skip_that_row_and_the_others_go_on(
         reply_to="{{ name }} <replies@example.com>",
         subject="{{ subject }}",
         body="{{ 'ab' * (repeat|int) }}",
-        headers=["X-Tag: {{ tag }}"],
+        headers={"X-Tag": "{{ tag }}"},
     )
     results = list(report.rows())
     assert len(results) == 2 * len(CATALOGUE)
@@ -406,8 +394,8 @@ def test_stdin_is_a_source(cli: Any, server: FaultServer, target: str) -> None:
     }
 
 
-_ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
-_SHORT_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=10)
+_ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=60)
+_SHORT_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=10)
 
 
 def test_any_row_values_parse_back_with_no_header_injected(
@@ -429,7 +417,7 @@ def test_any_row_values_parse_back_with_no_header_injected(
                    "tag": tag, "body": body}  # fmt: skip
             report = api.export(
                 [row], connection=name, to='"{{ display }}" <{{ email }}>',
-                subject="{{ subject }}", body="{{ body }}", headers=["X-Tag: {{ tag }}"],
+                subject="{{ subject }}", body="{{ body }}", headers={"X-Tag": "{{ tag }}"},
                 journal=False,
             )  # fmt: skip
             if report.sent == 0:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -69,18 +68,6 @@ WITH_LOGO_AND_PDF = (
 @pytest.fixture(autouse=True)
 def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
     return use_free_sink_port(monkeypatch)
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def target(monkeypatch: pytest.MonkeyPatch, server: FaultServer) -> str:
-    """A connection whose Use HTML Body is off: only what the body says makes HTML."""
-    return connect_to(monkeypatch, server.port)
 
 
 @pytest.fixture
@@ -481,7 +468,7 @@ def test_group_and_table_modes_skip_an_empty_attachment_too(
     assert "<td>3</td>" in html_of(m2.message)  # the group's table still follows the body
 
     table = api.export(str(data), mode="table", to="board@example.com", where="n IN ('3', '5')",
-                       table_formats="html,csv", **common)  # fmt: skip
+                       table_formats=["html", "csv"], **common)  # fmt: skip
     assert table.sent == 1
     board = by_recipient(server_messages(server))["board@example.com"]
     assert list(board.attachments()) == ["data.csv"]

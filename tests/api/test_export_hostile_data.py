@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -151,7 +151,7 @@ def assert_report(report: ExportReport, rejected: dict[int, tuple[str, str]], se
 
 
 def csv_text(
-    rows: list[dict[str, str]], *, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL
+    rows: list[dict[str, str]], *, delimiter: str = ",", quoting: Literal[0, 1, 2, 3] = csv.QUOTE_MINIMAL
 ) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, list(rows[0]), delimiter=delimiter, quoting=quoting)
@@ -283,7 +283,7 @@ def test_any_cell_either_arrives_intact_or_rejects_its_row(
     with FaultServer() as server:
         name = connect_to(monkeypatch, server.port)
         report = api.export(str(path), connection=name, to="{{ email }}", subject="s",
-                            body="[{{ note }}]", headers=["X-Len: {{ note|length }}"])  # fmt: skip
+                            body="[{{ note }}]", headers={"X-Len": "{{ note|length }}"})  # fmt: skip
         received = [m.data for m in list(server.messages)]
     forbidden = [c for c in cell if c in "\x7f\x85\x9b" or (c < " " and c not in "\t\n\r")]
     (row,) = list(report.rows())
@@ -547,7 +547,7 @@ def test_a_lone_surrogate_from_json_is_left_out_of_a_table(tmp_path: Path, targe
     path = tmp_path / "people.jsonl"
     path.write_text('{"name": "Ann"}\n{"name": "half \\ud83d"}\n', encoding="utf-8")
     report = api.export(str(path), connection=target.name, mode="table", to="t@example.com",
-                        subject="s", body="{{ table_text }}", table_formats="csv,json,xlsx")  # fmt: skip
+                        subject="s", body="{{ table_text }}", table_formats=["csv", "json", "xlsx"])  # fmt: skip
     assert_report(report, {2: ("name", "surrogate")}, sent=1)
     (raw,) = target.received()
     assert "Ann" in attachment_texts(assert_clean(raw))["data.csv"]

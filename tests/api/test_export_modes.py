@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +54,6 @@ def customers(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "customers.csv", CUSTOMERS)
 
 
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
-
-
 # --------------------------------------------------------------------------- row mode
 
 
@@ -74,7 +67,7 @@ def test_row_mode_delivers_every_field_of_every_row(customers: Path) -> None:
         reply_to="Accounts Team <accounts@example.com>",
         subject="Statement for {{ name }} — {{ city }}",
         body="Dear {{ name }},\nyou owe {{ amount }} EUR.\n.\nBye\n",
-        headers=["X-Customer: {{ id }}"],
+        headers={"X-Customer": "{{ id }}"},
         key="id",
     )
     assert (report.status, report.sent, report.failed, report.skipped) == ("finished", 5, 0, 0)
@@ -201,7 +194,7 @@ def test_table_mode_attachments_csv_xlsx_json(customers: Path) -> None:
         to="board@example.com",
         subject="Export",
         body="Attached: {{ count }} rows.",
-        table_formats="csv,xlsx,json",
+        table_formats=["csv", "xlsx", "json"],
     )
     assert report.sent == 1
     message = only(sink_messages())
@@ -214,7 +207,7 @@ def test_table_mode_attachments_csv_xlsx_json(customers: Path) -> None:
     sheet = load_workbook(io.BytesIO(files["data.xlsx"]), read_only=True).active
     assert sheet is not None
     cells = [[c for c in row] for row in sheet.iter_rows(values_only=True)]
-    assert cells[0] == tuple(CUSTOMERS[0]) or list(cells[0]) == list(CUSTOMERS[0])
+    assert cells[0] == list(CUSTOMERS[0])
     assert [list(r) for r in cells[1:]] == [list(c.values()) for c in CUSTOMERS]
     content_types = {
         p.get_filename(): p.get_content_type() for p in message.message.iter_attachments()
@@ -269,7 +262,7 @@ def test_group_mode_one_message_per_value_with_that_groups_rows(
         to="{{ group }}",
         subject="{{ count }} customers for {{ group }}",
         body="Your customers:\n{{ table_text }}",
-        table_formats="html,csv",
+        table_formats=["html", "csv"],
     )
     assert (report.sent, report.failed, report.skipped) == (2, 0, 0)
     got = {m.recipients: m for m in sink_messages()}
@@ -348,7 +341,7 @@ def test_date_and_mime_version_and_long_lines(tmp_path: Path) -> None:
         to="{{ email }}",
         subject="{{ words }}",
         body="{{ word }}\n{{ words }}\n",
-        headers=["X-Long: {{ words }}"],
+        headers={"X-Long": "{{ words }}"},
     )
     message = only(sink_messages())
     assert_wire_safe(message.raw)

@@ -93,7 +93,7 @@ def test_table_mode_splits_the_table_into_parts_that_fit(
 ) -> None:
     report = api.export(str(table), connection=target, mode="table", to="boss@example.com",
                         subject="All", body="<p>Data:</p>", oversize="split",
-                        table_formats="html,csv")  # fmt: skip
+                        table_formats=["html", "csv"])  # fmt: skip
     keys = [r.row_key for r in report.rows()]
     assert len(keys) >= 2 and report.sent == len(keys)
     assert keys == [f"table#part{n}of{len(keys)}" for n in range(1, len(keys) + 1)]
@@ -114,12 +114,12 @@ def test_split_tries_one_row_per_message_before_giving_up(
     data = write_csv(tmp_path / "wide.csv", rows)
     report = api.export(str(data), connection=target, mode="table", to="boss@example.com",
                         subject="All", body="<p>Data:</p>", oversize="split",
-                        table_formats="csv")  # fmt: skip
+                        table_formats=["csv"])  # fmt: skip
     assert report.sent == 7, [r.reply for r in report.rows()]
     rows[4]["note"] = "n " * 9000
     data = write_csv(tmp_path / "too-wide.csv", rows)
     report = api.export(str(data), connection=target, mode="table", to="boss@example.com",
                         subject="All", body="<p>Data:</p>", oversize="split",
-                        table_formats="csv")  # fmt: skip
+                        table_formats=["csv"])  # fmt: skip
     refused = only(report.rows())
     assert refused.state == "skipped" and "even one row per message" in refused.reply

@@ -82,8 +82,9 @@ def test_a_clean_export_exits_0_and_says_what_it_did(cli: Any, good_people: Path
     [
         ({"is_active": "false"}, ("inactive", "connections edit target --active")),
         ({"is_target": "false"}, ("not a target", "--target")),
-        ({"implementation_type": "celery", "agent": "eu-workers"},
-         ("Celery", "eu-workers", "--implementation-type default")),
+        # sent by agents now; still refused first when inactive (tests/test_agents.py: the rest)
+        ({"implementation_type": "celery", "agent": "eu-workers", "is_active": "false"},
+         ("inactive", "connections edit target --active")),
     ],
 )  # fmt: skip
 def test_a_connection_that_may_not_send_is_refused_before_any_row_is_read(

@@ -10,10 +10,13 @@ from mailconduit.config import (
     AuthMechanism,
     ImplementationType,
     Security,
+    SourceKind,
     connection_from_url,
     derive_security,
+    export_spec_to_dict,
     parse_server_url,
     validate_connection,
+    validate_export_spec,
 )
 from mailconduit.errors import ConfigError, NotFoundError, SMTPError, TransientSMTPError
 
@@ -253,3 +256,27 @@ def test_export_spec_refuses_unknown_settings_even_when_empty() -> None:
         validate_export_spec({"source": "a.csv", "to": "x", "subject": "s", "body": "b", "colour": None})
     assert fields_of(exc) == {"colour"}
     assert validate_export_spec({"source": "a.csv", "to": "x", "subject": "s", "body": "b", "cc": None}).cc == ""
+
+
+@pytest.mark.parametrize(
+    ("given", "held", "stored"),
+    [("csv", SourceKind.CSV, "csv"), (" TSV ", SourceKind.TSV, "tsv"),
+     ("excel", SourceKind.XLSX, "xlsx"), ("ndjson", SourceKind.JSONL, "jsonl"), ("", None, "")],
+)  # fmt: skip
+def test_the_source_kind_is_held_as_an_enum_and_stored_as_its_word(
+    given: str, held: SourceKind | None, stored: str
+) -> None:
+    spec = validate_export_spec({"source": "a.dat", "to": "x", "subject": "s", "body": "b",
+                                 "kind": given})  # fmt: skip
+    assert spec.kind is held
+    assert export_spec_to_dict(spec)["kind"] == stored
+    assert validate_export_spec(export_spec_to_dict(spec)).kind is held
+
+
+def test_an_unknown_source_kind_is_named_with_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as refused:
+        validate_export_spec({"source": "a.dat", "to": "x", "subject": "s", "body": "b",
+                              "kind": "dbase"})  # fmt: skip
+    assert refused.value.field == "kind" and refused.value.exit_code == 2
+    known = "csv, json, jsonl, xlsx, parquet, sql, iterable, excel, ndjson, tsv"
+    assert f"unknown kind 'dbase'; one of: {known}" in str(refused.value)

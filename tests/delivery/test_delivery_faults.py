@@ -26,6 +26,7 @@ from delivery_support import (
     use_server,
 )
 from mailconduit import api
+from mailconduit.journal import RowStatus
 from mailconduit.testing import free_port
 from mailconduit.testing.certs import LocalCA
 
@@ -435,7 +436,7 @@ def test_every_row_ends_in_exactly_one_final_state(monkeypatch: pytest.MonkeyPat
     rows = journal_rows(report.run_id)
     assert_final(rows, range(12))
     states = [rows[str(i)].state for i in range(12)]
-    assert states.count("skipped") == 1 and rows["4"].state == "skipped"
+    assert states.count(RowStatus.SKIPPED) == 1 and rows["4"].state == "skipped"
     assert sum(report.counts.get(s, 0) for s in ("sent", "failed", "skipped")) == 12
     assert report.counts.get("uncertain", 0) == 0
     got = deliveries(server.messages)

@@ -270,6 +270,7 @@ async def test_without_a_configured_rate_throttling_imposes_half_the_measured_ra
     assert stats.effective_rate == pytest.approx(10.0, rel=0.1)
     times = await grant_times(limiter, clock, 3)
     assert times[0] == pytest.approx(throttled_at + 2.0)  # the default pause
+    assert stats.effective_rate is not None
     assert times[2] - times[1] == pytest.approx(1 / stats.effective_rate)
     # recovered to the measured rate after enough quiet time: no limit again
     clock.advance(5.0 * 5)
@@ -344,4 +345,4 @@ async def test_real_clock_paces_a_small_rate() -> None:
     for _ in range(60):  # burst of 50, then 10 more at 20 ms each
         await asyncio.wait_for(limiter.acquire(), 2)
     elapsed = loop.time() - start
-    assert 0.17 <= elapsed < 1.5
+    assert elapsed >= 0.17  # paced; no upper bound: a loaded machine may run late

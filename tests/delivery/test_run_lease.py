@@ -115,7 +115,7 @@ def test_a_second_home_is_refused_while_the_first_sends_and_takes_the_run_after(
             assert lease is not None and lease.owner.startswith(f"{HOST}:{proc.pid}:")
             assert 0 < lease.seconds_left <= run_lease.LEASE_SECONDS
 
-            elsewhere = {"MAILCONDUIT_HOME": str(other_home), "MAILCONDUIT_CONN_FAULT": conn}
+            elsewhere: dict[str, Any] = {"MAILCONDUIT_HOME": str(other_home), "MAILCONDUIT_CONN_FAULT": conn}
             for args in (["runs", "resume", "shared"], export_args(source, "shared")):
                 line = one_line(run_cli(*args, **elsewhere))
                 assert (

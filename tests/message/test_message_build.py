@@ -232,7 +232,9 @@ def test_attachments_make_mixed_with_base64_at_76_columns() -> None:
     assert body.get_content_type() == "text/plain"
     assert attached.get_filename() == "report.pdf"
     assert attached.get_payload(decode=True) == content
-    encoded_lines = attached.get_payload().splitlines()
+    payload = attached.get_payload()
+    assert isinstance(payload, str)
+    encoded_lines = payload.splitlines()
     assert {len(line) for line in encoded_lines[:-1]} == {76}
 
 
@@ -563,7 +565,7 @@ def test_inline_images_go_in_a_related_part_beside_the_html() -> None:
         "multipart/alternative",
         ["text/plain", ("multipart/related", ["text/html", "image/png"])],
     )
-    related = message.get_payload()[1]  # type: ignore[index]
+    _, related = message.iter_parts()
     assert related.get_param("type") == "text/html"  # RFC 2387: the type of its root part
     root, image = related.iter_parts()
     assert root.get_content() == html + "\r\n"
@@ -572,7 +574,8 @@ def test_inline_images_go_in_a_related_part_beside_the_html() -> None:
     assert image.get_filename() == "logo.png"
     assert image.get_payload(decode=True) == LOGO.content
     assert message.get_body(preferencelist=("html",)) is root
-    assert message.get_body(preferencelist=("plain",)).get_content() == "Hi, in plain text\r\n"
+    plain = message.get_body(preferencelist=("plain",))
+    assert plain is not None and plain.get_content() == "Hi, in plain text\r\n"
     assert list(message.iter_attachments()) == []  # an inline image is no attachment
 
 
@@ -617,7 +620,7 @@ def test_builder_matches_email_message_with_inline_images() -> None:
     reference["Subject"] = "Statement"
     reference.set_content("Text\n")
     reference.add_alternative('<p><img src="cid:logo"></p>', subtype="html")
-    html_part = reference.get_payload()[1]  # type: ignore[index]
+    _, html_part = reference.iter_parts()
     html_part.add_related(
         LOGO.content, maintype="image", subtype="png", cid="<logo>", filename="logo.png",
         disposition="inline",
@@ -679,4 +682,5 @@ def test_a_body_quoting_the_related_boundary_gets_other_boundaries() -> None:
     html = f"<p>--{related}</p>"
     message = parse(build(html_body=html, inline=[("logo", LOGO)]))
     assert mixed[:-2] not in message["Content-Type"]
-    assert message.get_body(preferencelist=("html",)).get_content() == html + "\r\n"
+    body = message.get_body(preferencelist=("html",))
+    assert body is not None and body.get_content() == html + "\r\n"

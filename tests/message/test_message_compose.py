@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesParser
@@ -68,6 +69,27 @@ def test_value_breaking_a_header_names_the_column(tmp_path: Path) -> None:
         compose({**ROW, "account": "A-1\r\nBcc: evil@example.net"}, tmp_path)
     assert caught.value.column == "account"
     assert "would break a header" in caught.value.message
+
+
+def test_a_row_error_carries_its_field_and_keeps_it_across_processes(tmp_path: Path) -> None:
+    """The column is worked out from the field the error names by attribute, not by its words."""
+    template = MessageTemplate(to="{{ email }}", subject="About {{ title }}", text_body="Hi")
+    with pytest.raises(RowError) as caught:
+        compose_message(
+            template,
+            {"email": "a@example.com", "title": "A-1\x0b"},
+            row_key="row 1",
+            message_id="<a@example.com>",
+            default_from=make_address("billing@example.com"),
+        )
+    error = caught.value
+    assert (error.field, error.column, error.row_key) == ("subject", "title", "row 1")
+    copy = pickle.loads(pickle.dumps(error))  # as an agent's worker hands it back
+    assert (type(copy), copy.field, copy.column) == (RowError, "subject", "title")
+    assert str(copy) == str(error)
+    with pytest.raises(AddressError) as refused:
+        compose({**ROW, "manager": "boss@"}, tmp_path)
+    assert (refused.value.field, refused.value.column) == ("cc", "manager")
 
 
 def test_empty_recipient_is_a_row_error(tmp_path: Path) -> None:

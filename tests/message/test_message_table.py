@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from openpyxl import load_workbook
@@ -23,7 +24,7 @@ from mailconduit.message import (
 )
 
 COLUMNS = ["name", "amount", "note"]
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {"name": "Zoë <script>", "amount": 12.5, "note": '=HYPERLINK("http://evil")'},
     {"name": "Bob & Co", "amount": -3, "note": None},
     {"name": "Multi\nline", "amount": "-42", "note": "+1 555 0100"},
@@ -72,7 +73,7 @@ def test_csv_round_trips_and_neutralises_formulas() -> None:
 
 
 def test_xlsx_keeps_types_and_never_stores_formulas() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         *ROWS,
         {"name": "when", "amount": dt.datetime(2026, 1, 2, 3, 4), "note": Decimal("1.50")},
         {"name": "tz", "amount": dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "note": float("nan")},
@@ -92,7 +93,7 @@ def test_xlsx_keeps_types_and_never_stores_formulas() -> None:
 
 
 def test_json_is_an_array_of_objects_in_column_order() -> None:
-    rows = [*ROWS, {"name": "d", "amount": dt.date(2026, 1, 2), "note": {"k": Decimal("1.5")}}]
+    rows: list[dict[str, Any]] = [*ROWS, {"name": "d", "amount": dt.date(2026, 1, 2), "note": {"k": Decimal("1.5")}}]
     decoded = json.loads(json_bytes(COLUMNS, rows))
     assert decoded[0] == {
         "name": "Zoë <script>",

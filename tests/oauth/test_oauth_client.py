@@ -23,6 +23,7 @@ from mailconduit.oauth import (
     NotSignedInError,
     OAuthError,
     SignInRequiredError,
+    TokenEndpointDeniedError,
     TokenEndpointUnreachableError,
     TokenServerError,
     UnauthorizedClientError,
@@ -321,3 +322,22 @@ def test_device_flow_needs_a_device_endpoint() -> None:
     with pytest.raises(ConfigError) as exc:
         run(start_device_authorization(settings))
     assert exc.value.field == "device_endpoint"
+
+
+@pytest.mark.parametrize("denied", ["127.0.0.0/8", "127.0.0.1"])
+def test_a_token_endpoint_the_network_policy_denies_is_never_asked(
+    auth: OAuthServer, monkeypatch: pytest.MonkeyPatch, denied: str
+) -> None:
+    """The SSRF guard of SMTP servers covers token endpoints too: a generic endpoint typed in
+    the console cannot make the server POST secrets to a metadata service or a denied net."""
+    token = auth.sign_in("app", "ann@example.com", "smtp offline")
+    settings = auth.settings("app", client_secret=SECRET, scope="smtp")
+    asked = len(auth.requests)
+    monkeypatch.setenv("MAILCONDUIT_DENY_NETWORKS", denied)
+    with pytest.raises(TokenEndpointDeniedError) as exc:
+        run(refresh(settings, Secret(token)))
+    assert exc.value.code == "network_policy"
+    assert "MAILCONDUIT_ALLOW_NETWORKS" in exc.value.hint
+    assert len(auth.requests) == asked  # nothing reached the endpoint
+    monkeypatch.delenv("MAILCONDUIT_DENY_NETWORKS")
+    assert run(refresh(settings, Secret(token))).access_token.value.reveal()

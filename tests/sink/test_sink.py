@@ -457,7 +457,7 @@ def test_inline_images_and_forwarded_messages_are_attachments(running: sink.Sink
     msg["Subject"] = "with related parts"
     msg.set_content("text\n")
     msg.add_alternative('<img src="cid:logo@x">\n', subtype="html")
-    html_part = msg.get_payload()[1]
+    _, html_part = msg.iter_parts()
     html_part.add_related(b"\x89PNG fake", maintype="image", subtype="png", cid="<logo@x>")
     msg.add_attachment(inner)
     with sink_client(running.port) as client:

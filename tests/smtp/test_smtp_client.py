@@ -29,7 +29,7 @@ def test_send_one_message_and_read_capabilities() -> None:
             FaultServer(size_limit=100_000) as server,
             SMTPSession(loopback_connection(server.port)) as session,
         ):
-            assert session.stage is Stage.READY and session.is_open
+            assert (session.stage, session.is_open) == (Stage.READY, True)
             caps = session.capabilities
             assert caps.pipelining and caps.smtputf8 and caps.eightbitmime
             assert caps.size == 100_000
@@ -38,7 +38,7 @@ def test_send_one_message_and_read_capabilities() -> None:
         assert outcome.sent and outcome.status is DeliveryStatus.SENT
         assert outcome.token == "row-1" and outcome.code == 250 and outcome.error is None
         assert outcome.accepted_recipients == ("b@example.com",)
-        assert session.stage is Stage.CLOSED and not session.is_open
+        assert (session.stage, session.is_open) == (Stage.CLOSED, False)
         (received,) = server.messages
         assert received.data == MESSAGE
         assert received.rcpt_tos == ("b@example.com",)

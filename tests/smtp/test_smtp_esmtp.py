@@ -76,7 +76,7 @@ def test_unsafe_envelope_addresses_are_refused(address: str) -> None:
 
 
 def test_envelope_rules() -> None:
-    assert Envelope("", ["a@example.com"], b"").recipients == ("a@example.com",)  # null sender
+    assert Envelope("", ("a@example.com",), b"").recipients == ("a@example.com",)  # null sender
     with pytest.raises(AddressError):
         Envelope("a@example.com", (), b"")
     with pytest.raises(TypeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ from mailconduit.testing import (
 
 
 async def stream_all(
-    port: int, count: int, **options: float
+    port: int, count: int, **options: Any
 ) -> tuple[StreamResult, list[SendOutcome]]:
     conn = loopback_connection(port, timeout_ms=2000)
     (result,), outcomes = await stream_messages(conn, numbered_envelopes(count), **options)
@@ -86,7 +87,7 @@ def test_421_closes_the_session_without_rset(pipelining: bool, command: str) -> 
             result, outcomes = await stream_all(server.port, 4)
         assert result.reason is StreamEnd.SERVER_CLOSING
         assert isinstance(result.error, ThrottledError) and result.error.code == 421
-        by_token = {o.token: o for o in outcomes}
+        by_token: dict[Any, SendOutcome] = {o.token: o for o in outcomes}
         assert by_token[0].sent
         assert by_token[1].status is DeliveryStatus.RETRY
         assert isinstance(by_token[1].error, ThrottledError)
@@ -121,7 +122,7 @@ def test_drop_after_the_final_dot_means_uncertain(pipelining: bool) -> None:
         async with FaultServer(pipelining=pipelining, faults={("DOT", 2): "drop"}) as server:
             result, outcomes = await stream_all(server.port, 4)
         assert result.reason is StreamEnd.CONNECTION_LOST
-        by_token = {o.token: o for o in outcomes}
+        by_token: dict[Any, SendOutcome] = {o.token: o for o in outcomes}
         assert by_token[0].sent
         assert by_token[1].status is DeliveryStatus.UNCERTAIN
         assert "may have been delivered" in by_token[1].text

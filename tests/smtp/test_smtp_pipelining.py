@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from mailconduit.errors import SMTPError
 from mailconduit.smtp import (
     DeliveryStatus,
     Envelope,
@@ -98,7 +99,7 @@ def test_failed_data_is_followed_by_rset_in_the_next_group() -> None:
             "5.7.1",
             "not today",
         )
-        assert outcomes[1].error is not None and outcomes[1].error.command == "DATA"
+        assert isinstance(outcomes[1].error, SMTPError) and outcomes[1].error.command == "DATA"
         assert outcomes[3].code == 451 and outcomes[3].error is not None
         commands = server.sessions[0].commands
         third_mail = [i for i, c in enumerate(commands) if c.startswith("MAIL")][2]

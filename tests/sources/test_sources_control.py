@@ -18,7 +18,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -69,7 +69,7 @@ def check_rows(rows: list[Row], written: list[dict[str, Any]]) -> None:
             assert "\x00" not in row.key and not holds_forbidden(row.key)
 
 
-def read(path: Path | str, **options: Any) -> list[Row]:
+def read(path: Any, **options: Any) -> list[Row]:  # a file, rows, or a DataFrame
     with open_source(path, **options) as source:
         total = source.validate()
         rows = list(source.rows())
@@ -80,7 +80,13 @@ def read(path: Path | str, **options: Any) -> list[Row]:
 # --------------------------------------------------------------------------- every kind
 
 
-def write_csv(path: Path, written: list[dict[str, Any]], *, delimiter: str, quoting: int) -> Path:
+def write_csv(
+    path: Path,
+    written: list[dict[str, Any]],
+    *,
+    delimiter: str,
+    quoting: Literal[0, 1, 2, 3],
+) -> Path:
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, COLUMNS, delimiter=delimiter, quoting=quoting)
         writer.writeheader()
@@ -99,7 +105,11 @@ def write_csv(path: Path, written: list[dict[str, Any]], *, delimiter: str, quot
 @given(table=tables)
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_csv_and_tsv_cells(
-    tmp_path: Path, name: str, delimiter: str, quoting: int, table: list[tuple[str, str]]
+    tmp_path: Path,
+    name: str,
+    delimiter: str,
+    quoting: Literal[0, 1, 2, 3],
+    table: list[tuple[str, str]],
 ) -> None:
     written = records(table)
     path = write_csv(tmp_path / name, written, delimiter=delimiter, quoting=quoting)

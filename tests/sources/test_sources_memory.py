@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def generate(path: Path, rows: int) -> Path:
     return path
 
 
-def stream(path: Path, key: str = "") -> dict[str, float]:
+def stream(path: Path, key: str = "") -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", _ITERATE, str(path), key],
         capture_output=True,
@@ -44,7 +45,7 @@ def stream(path: Path, key: str = "") -> dict[str, float]:
         timeout=120,
         check=True,
     )
-    result: dict[str, float] = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 

@@ -117,7 +117,7 @@ def test_a_column_without_values_compares_as_null_instead_of_failing(tmp_path: P
 
 
 def test_python_data_filtered(tmp_path: Path) -> None:
-    data = [{"name": "a", "n": 5}, {"name": "b", "n": 50}, {"name": "c", "n": None}]
+    data: list[dict[str, object]] = [{"name": "a", "n": 5}, {"name": "b", "n": 50}, {"name": "c", "n": None}]
     assert names(data, where="n >= 5", order_by="n DESC") == ["b", "a"]
 
 
@@ -140,7 +140,7 @@ def test_bad_expressions_are_refused_when_the_source_opens(
     people: Path, options: dict[str, str], words: str
 ) -> None:
     with pytest.raises(SourceError) as caught:
-        open_source(people, **options)  # type: ignore[arg-type]
+        open_source(people, **options)
     message = str(caught.value)
     assert words in message and "\n" not in message
     assert message.startswith(f"{people}: cannot apply ")

@@ -425,3 +425,33 @@ def test_export_flow_with_an_html_body_and_an_inline_logo(tour: Tour, tmp_path: 
     assert frame.locator("h1").inner_text() == "Invoice"
     assert frame.locator("img").get_attribute("src") == "cid:logo"
     tour.snap("26-inbox-html-message")
+
+
+def test_a_preset_fills_the_form_and_every_field_stays_editable(tour: Tour, served: Served) -> None:
+    """The provider choice fills server, port, security, login method and limits; the user
+    changes one of them and adds the OAuth2 app before saving."""
+    page = tour.page
+    page.goto(served.url + "/connections/new/smtp")
+    page.locator("#f-preset").select_option("microsoft365")
+    assert page.locator("#f-server_url").input_value() == "smtp.office365.com"
+    assert page.locator("#f-port").input_value() == "587"
+    assert page.locator("#f-security").input_value() == "starttls"
+    assert page.locator("#f-auth_mechanism").input_value() == "xoauth2"
+    assert page.locator("#f-rate_per_minute").input_value() == "30"
+    assert page.locator("#f-daily_cap").input_value() == "10000"
+    assert page.locator("#oauth-settings").get_attribute("open") is not None
+    assert page.locator("#f-oauth_provider").input_value() == "microsoft"
+    tour.snap("20-preset-filled")
+
+    page.locator("#f-name").fill("m365")
+    page.locator("#f-username").fill("reports@example.com")
+    page.locator("details.advanced > summary").click()
+    page.locator("#f-rate_per_minute").fill("20")  # a filled field stays the user's
+    page.locator("#f-oauth_tenant").fill("contoso.onmicrosoft.com")
+    page.locator("#f-oauth_client_id").fill("00000000-1111-2222-3333-444444444444")
+    page.locator("#create").click()
+    page.wait_for_url("**/connections/m365?notice=created")
+    assert "00000000-1111-2222-3333-444444444444" in page.locator("#oauth").inner_text()
+    assert page.locator("#refresh-token-state").inner_text().startswith("none")
+    assert page.locator("#sign-in").is_visible()
+    tour.snap("21-oauth-connection")

@@ -443,7 +443,7 @@ def test_trailing_slash(browser: SignedIn) -> None:
 
 def test_connection_out_schema_matches_the_model() -> None:
     conn = validate_connection(VALID)
-    assert set(ConnectionOut.model_fields) == set(conn.public_dict()) | {"last_test"}
+    assert set(ConnectionOut.model_fields) == set(conn.public_dict()) | {"last_test", "oauth"}
 
 
 def test_openapi_schema_documents_the_api(console: Console, token: str) -> None:

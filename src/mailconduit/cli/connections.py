@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from mailconduit import api
+from mailconduit.cli import signin
 from mailconduit.config.connection import Connection
 from mailconduit.errors import ConfigError, FieldError
 
@@ -78,7 +79,8 @@ ImplType = Annotated[
     str | None,
     typer.Option(
         "--implementation-type",
-        help="'default' runs on the agent itself; 'celery' hands exports to a Celery queue named after the agent.",
+        help="'default' sends from the process that starts an export; 'celery' sends it through "
+        "the workers of --agent ('mailconduit agent run NAME'), see 'Running on several machines'.",
     ),
 ]
 Active = Annotated[
@@ -125,7 +127,7 @@ Auth = Annotated[
     str | None,
     typer.Option(
         "--auth",
-        help="AUTH mechanism: auto, plain, login, cram-md5, xoauth2 (token as password) or none.",
+        help="AUTH mechanism: auto, plain, login, cram-md5, xoauth2 (OAuth2 sign-in, or a token as password) or none.",
     ),
 ]
 Insecure = Annotated[
@@ -239,6 +241,9 @@ def _changes(**given: Any) -> dict[str, Any]:
 
 def _print_connection(conn: Connection, *, as_json: bool) -> None:
     data = conn.public_dict()
+    oauth = api.connection_oauth(conn.name) if conn.origin == "store" else None
+    if oauth is not None:
+        data.update({f"oauth_{k}": v for k, v in oauth.items()})
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -282,6 +287,18 @@ def create(
     query: Query = None,
     date_fmt: DateFmt = None,
     source: SourceFlag = None,
+    preset: signin.Preset = None,
+    region: signin.Region = None,
+    oauth_provider: signin.OAuthProvider = None,
+    tenant: signin.Tenant = None,
+    client_id: signin.ClientId = None,
+    client_secret_env: signin.ClientSecretEnv = None,
+    refresh_token_env: signin.RefreshTokenEnv = None,
+    scope: signin.Scope = None,
+    token_endpoint: signin.TokenEndpoint = None,
+    device_endpoint: signin.DeviceEndpoint = None,
+    flow: signin.Flow = None,
+    client_auth: signin.ClientAuth = None,
     as_json: JsonOut = False,
 ) -> None:
     """Create a connection. Every wrong field is named in one message (exit status 2)."""
@@ -293,8 +310,22 @@ def create(
         rate_per_second=rate_per_second, rate_per_minute=rate_per_minute, rate_per_hour=rate_per_hour,
         daily_cap=daily_cap, per_connection=per_connection, query=query, date_fmt=date_fmt, source=source,
     )  # fmt: skip
-    wants_auth = str(data.get("auth_mechanism", "auto")).lower() != "none"
-    password = _password(password_stdin, password_env, prompt=wants_auth)
+    data.update(
+        signin.oauth_changes(
+            preset=preset, region=region, oauth_provider=oauth_provider, tenant=tenant,
+            client_id=client_id, client_secret_env=client_secret_env,
+            refresh_token_env=refresh_token_env, scope=scope, token_endpoint=token_endpoint,
+            device_endpoint=device_endpoint, flow=flow, client_auth=client_auth,
+        )
+    )  # fmt: skip
+    oauth = any(k.startswith("oauth_") for k in data)
+    chosen = next((p for p in api.presets() if p["name"] == data.get("preset")), None)
+    auth_default = chosen["fields"]["auth_mechanism"] if chosen else "auto"
+    wants_password = str(data.get("auth_mechanism", auth_default)).lower() not in (
+        "none",
+        "xoauth2",
+    )
+    password = _password(password_stdin, password_env, prompt=wants_password and not oauth)
     if password is not None:
         data["password"] = password
     conn = api.create_connection(data)
@@ -342,6 +373,19 @@ def edit(
     query: Query = None,
     date_fmt: DateFmt = None,
     source: SourceFlag = None,
+    preset: signin.Preset = None,
+    region: signin.Region = None,
+    oauth_provider: signin.OAuthProvider = None,
+    tenant: signin.Tenant = None,
+    client_id: signin.ClientId = None,
+    client_secret_env: signin.ClientSecretEnv = None,
+    refresh_token_env: signin.RefreshTokenEnv = None,
+    scope: signin.Scope = None,
+    token_endpoint: signin.TokenEndpoint = None,
+    device_endpoint: signin.DeviceEndpoint = None,
+    flow: signin.Flow = None,
+    client_auth: signin.ClientAuth = None,
+    no_oauth: signin.NoOAuth = False,
     as_json: JsonOut = False,
 ) -> None:
     """Change fields of a stored connection; fields not given keep their values.
@@ -356,6 +400,14 @@ def edit(
         ehlo=ehlo, auth=auth, insecure=insecure, concurrency=concurrency,
         rate_per_second=rate_per_second, rate_per_minute=rate_per_minute, rate_per_hour=rate_per_hour,
         daily_cap=daily_cap, per_connection=per_connection, query=query, date_fmt=date_fmt, source=source,
+    )  # fmt: skip
+    changes.update(
+        signin.oauth_changes(
+            preset=preset, region=region, oauth_provider=oauth_provider, tenant=tenant,
+            client_id=client_id, client_secret_env=client_secret_env,
+            refresh_token_env=refresh_token_env, scope=scope, token_endpoint=token_endpoint,
+            device_endpoint=device_endpoint, flow=flow, client_auth=client_auth, remove=no_oauth,
+        )
     )  # fmt: skip
     password = _password(password_stdin, password_env, prompt=False)
     if password is not None:
@@ -446,6 +498,21 @@ def test(
         for line in result.report_lines(verbose=verbose):
             typer.echo(line)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def authorize(
+    name: Annotated[str, typer.Argument(help="Stored OAuth2 connection to sign in.")],
+) -> None:
+    """Sign an OAuth2 connection in with a device code: open the address shown on any device,
+    type the code, sign in; the refresh token is then stored (encrypted) with the connection.
+    """
+
+    def show(pending: Any) -> None:
+        signin.show_device_code(pending.instructions(), pending.verification_uri, pending.user_code)
+
+    api.authorize_connection(name, show=show)
+    typer.echo(f"signed in: connection {name!r} now holds a refresh token")
 
 
 @app.command("export")

@@ -17,6 +17,24 @@ def _opt(*names: str, help: str, **kw: Any) -> Any:
     return typer.Option(*names, help=help, **kw)
 
 
+#: Options of ``export`` and ``run`` for connections of implementation type celery.
+Detach = Annotated[
+    bool,
+    _opt(
+        "--detach",
+        help="Celery connections: print the run id once the run is queued and return; "
+        "the agent's workers send it ('runs show' follows it).",
+    ),
+]
+Queue = Annotated[
+    bool,
+    _opt(
+        "--queue",
+        help="Celery connections: queue the run even when its agent has no live worker yet.",
+    ),
+]
+
+
 def export(
     source: Annotated[
         str | None,
@@ -264,6 +282,8 @@ def export(
     report: Annotated[
         Path | None, _opt("--report", help="Write per-row results to this .csv or .json file.")
     ] = None,
+    detach: Detach = False,
+    queue: Queue = False,
     as_json: Annotated[bool, _opt("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, _opt("--quiet", "-q", help="Print nothing but errors.")] = False,
     log_json: Annotated[
@@ -306,8 +326,20 @@ def export(
     if options["source"] is None:
         options["source"] = ""
     spec = api.export_spec({k: v for k, v in options.items() if v is not None})
+    _start(spec, detach=detach, queue=queue, as_json=as_json, quiet=quiet, log_json=log_json)
+
+
+def _start(spec: Any, *, detach: bool, queue: bool, as_json: bool, quiet: bool,
+           log_json: bool) -> None:  # fmt: skip
+    """Run the export attached (progress, report, exit status) or, with --detach, queue it."""
+    from mailconduit import api
+
+    if detach:
+        run_id = api.detach_export(spec, queue=queue)
+        typer.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+        return
     _execute(
-        lambda progress: api.run_export(spec, progress=progress, handle_signals=True),
+        lambda progress: api.run_export(spec, progress=progress, handle_signals=True, queue=queue),
         as_json=as_json,
         quiet=quiet,
         log_json=log_json,
@@ -334,6 +366,8 @@ def run(
         str | None,
         _opt("--run-id", help="Run name; running the same file with the same run id resumes it."),
     ] = None,
+    detach: Detach = False,
+    queue: Queue = False,
     as_json: Annotated[bool, _opt("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, _opt("--quiet", "-q", help="Print nothing but errors.")] = False,
     log_json: Annotated[
@@ -344,12 +378,7 @@ def run(
     from mailconduit import api
 
     spec = api.load_interface(interface, run_id=run_id)
-    _execute(
-        lambda progress: api.run_export(spec, progress=progress, handle_signals=True),
-        as_json=as_json,
-        quiet=quiet,
-        log_json=log_json,
-    )
+    _start(spec, detach=detach, queue=queue, as_json=as_json, quiet=quiet, log_json=log_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -70,7 +70,9 @@ def show(
 
     info = api.get_run(run_id)
     if as_json:
-        typer.echo(json.dumps({**info.to_dict(), "spec": info.spec}, indent=2, default=str))
+        parts = [c.to_dict() for c in api.run_chunks(run_id)]
+        typer.echo(json.dumps({**info.to_dict(), "spec": info.spec, "chunks": parts}, indent=2,
+                              default=str))  # fmt: skip
         return
     typer.echo(f"run         {info.run_id}")
     typer.echo(f"status      {info.status}" + (f" ({info.message})" if info.message else ""))
@@ -83,6 +85,21 @@ def show(
     for state in ("sent", "failed", "skipped", "uncertain", "claimed", "retry"):
         if info.counts.get(state):
             typer.echo(f"{state:<11} {info.counts[state]}")
+    chunks = api.run_chunks(run_id)
+    if chunks:
+        typer.echo("chunks      CHUNK  ROWS         STATE    WORKER                ATTEMPTS  SENT  FAILED")
+        workers: dict[str, int] = {}
+        for c in chunks:
+            sent = c.counts.get("sent", 0)
+            if c.worker:
+                workers[c.worker] = workers.get(c.worker, 0) + sent
+            typer.echo(
+                f"            {c.chunk:<5}  {f'{c.first_row}-{c.last_row}':<11}  {c.state:<7}  "
+                f"{c.worker or '-':<20}  {c.attempts:<8}  {sent:<4}  {c.counts.get('failed', 0)}"
+                + (f"  ({c.reason})" if c.reason else "")
+            )
+        for worker, sent in sorted(workers.items()):
+            typer.echo(f"worker      {worker}: {sent} sent")
 
 
 @app.command()
@@ -153,3 +170,13 @@ def resume(
         quiet=quiet,
         log_json=log_json,
     )
+
+
+@app.command()
+def stop(run_id: RunId) -> None:
+    """Stop a run sent by agents: every worker ends the messages it is sending, then stops;
+    'runs resume' sends the rest."""
+    from mailconduit import api
+
+    api.stop_run(run_id)
+    typer.echo(f"run {run_id}: stop requested; its workers end the messages in flight")

@@ -40,12 +40,14 @@ from mailconduit.config.export import (
     RateLimit,
     ReportFormat,
     RetryPolicy,
+    SourceKind,
     export_spec_to_dict,
     parse_rate,
+    parse_source_kind,
     validate_export_spec,
 )
 from mailconduit.config.limits import EXPORT_ALIASES, TEXT_LIMITS, text_limit, text_limit_errors
-from mailconduit.config.secret import Secret
+from mailconduit.config.secret import Secret, TokenSource
 from mailconduit.config.text import (
     char_name,
     is_database_url,
@@ -76,6 +78,8 @@ __all__ = [
     "RetryPolicy",
     "Secret",
     "Security",
+    "SourceKind",
+    "TokenSource",
     "char_name",
     "connection_from_url",
     "connection_to_dict",
@@ -86,6 +90,7 @@ __all__ = [
     "mime_charset",
     "parse_rate",
     "parse_server_url",
+    "parse_source_kind",
     "source_codec",
     "text_limit",
     "text_limit_errors",

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from mailconduit.address import check_display_name, parse_list, parse_mailbox
 from mailconduit.config.coerce import FieldErrors, as_bool, as_enum, as_float, as_int
 from mailconduit.config.limits import text_limit_errors
-from mailconduit.config.secret import Secret
+from mailconduit.config.secret import Secret, TokenSource
 from mailconduit.errors import AddressError, ConfigError, FieldError
 
 TIMEOUT_MS_MIN = 100
@@ -96,6 +96,8 @@ class Connection:
     daily_cap: int = 0
     messages_per_connection: int = 0
     origin: str = "store"
+    #: Set for a run by the API when the connection signs in with OAuth2; never stored.
+    token_source: TokenSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def host(self) -> str:
@@ -115,9 +117,11 @@ class Connection:
 
     @property
     def logs_in(self) -> bool:
-        """True when a session authenticates: a mechanism other than none, and credentials."""
+        """True when a session authenticates: a mechanism other than none, and credentials
+        (a password, or tokens from an OAuth2 sign-in for XOAUTH2)."""
+        oauth = self.auth_mechanism is AuthMechanism.XOAUTH2 and self.token_source is not None
         return self.auth_mechanism is not AuthMechanism.NONE and bool(
-            self.username and self.password
+            self.username and (self.password or oauth)
         )
 
     def with_changes(self, **changes: Any) -> Connection:
@@ -127,7 +131,7 @@ class Connection:
         """Every field except the password, as JSON-friendly values; safe to show anyone."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "password":
+            if f.name in ("password", "token_source"):
                 continue
             value = getattr(self, f.name)
             out[f.name] = value.value if isinstance(value, enum.Enum) else value
@@ -144,7 +148,10 @@ class Connection:
         return out
 
 
-CONNECTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Connection))
+#: The connection's fields, but the run's token source (never typed in nor stored).
+CONNECTION_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(Connection) if f.name != "token_source"
+)
 _BOOL_FIELDS = {f.name for f in fields(Connection) if f.type in ("bool", bool)}
 _INT_FIELDS = {
     "port",
@@ -497,7 +504,8 @@ def _read_credentials(
     if auth is not AuthMechanism.NONE:
         if not values.get("username"):
             err("username", "is required (or set auth_mechanism to none for a server without AUTH)")
-        if not password_text:
+        # XOAUTH2 takes its tokens from the connection's OAuth2 sign-in (stored beside it).
+        if not password_text and auth is not AuthMechanism.XOAUTH2:
             err("password", "is required (or set auth_mechanism to none for a server without AUTH)")
     if password_text:
         values["password"] = Secret(password_text)

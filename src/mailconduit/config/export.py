@@ -32,6 +32,39 @@ class Oversize(enum.StrEnum):
     SPLIT = "split"  # the rows are split over several messages
 
 
+class SourceKind(enum.StrEnum):
+    """The kinds of data container mailconduit reads (stored by these values)."""
+
+    CSV = "csv"
+    JSON = "json"
+    JSONL = "jsonl"
+    XLSX = "xlsx"
+    PARQUET = "parquet"
+    SQL = "sql"
+    ITERABLE = "iterable"
+    TSV = "tsv"  # CSV with a tab delimiter: a word users give, never an open source's kind
+
+
+#: Other words for a kind, taken wherever a kind is given.
+_SOURCE_KIND_ALIASES: Mapping[str, SourceKind] = {
+    "ndjson": SourceKind.JSONL,
+    "excel": SourceKind.XLSX,
+}
+
+
+def parse_source_kind(text: str) -> SourceKind:
+    """The kind ``text`` names (any case, or an alias); ValueError listing the known words."""
+    name = text.strip().lower()
+    if name in _SOURCE_KIND_ALIASES:
+        return _SOURCE_KIND_ALIASES[name]
+    try:
+        return SourceKind(name)
+    except ValueError:
+        kinds = [k.value for k in SourceKind if k is not SourceKind.TSV]
+        known = ", ".join(kinds + sorted([*_SOURCE_KIND_ALIASES, SourceKind.TSV.value]))
+        raise ValueError(f"unknown kind {text!r}; one of: {known}") from None
+
+
 class ReportFormat(enum.StrEnum):
     """The format of the run's report file (else chosen by its extension)."""
 
@@ -99,7 +132,7 @@ class ExportSpec:
     where: str = ""
     order_by: str = ""
     key: str = ""
-    kind: str = ""
+    kind: SourceKind | None = None
     encoding: str = ""
     delimiter: str = ""
     sheet: str = ""
@@ -307,7 +340,8 @@ def _read_numbers(values: dict[str, Any], err: _Err) -> None:
 
 
 def _check_names(values: dict[str, Any], err: _Err) -> None:
-    """The run id, the report's format, the dry-run folder, encodings and charsets."""
+    """The run id, the report's format, the source kind, the dry-run folder, encodings and
+    charsets."""
     if values.get("run_id") and not re.fullmatch(
         r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}", str(values["run_id"])
     ):
@@ -319,6 +353,13 @@ def _check_names(values: dict[str, Any], err: _Err) -> None:
             err("report_format", "must be csv or json")
     else:
         values.pop("report_format", None)
+    if values.get("kind"):
+        try:
+            values["kind"] = parse_source_kind(values["kind"])
+        except ValueError as exc:
+            err("kind", str(exc))
+    else:
+        values.pop("kind", None)
     if values.get("dry_run"):
         values["dry_run"] = Path(values["dry_run"])
     else:
@@ -557,6 +598,7 @@ def _stored_defaults(spec: ExportSpec) -> dict[str, Any]:
     """The typed settings in the form journals and interface files have always held them."""
     return {
         "oversize": spec.oversize.value,
+        "kind": "" if spec.kind is None else spec.kind.value,
         "dry_run": "" if spec.dry_run is None else str(spec.dry_run),
         "report_format": "" if spec.report_format is None else spec.report_format.value,
         **{key: stored if getattr(spec, key) is None else getattr(spec, key)

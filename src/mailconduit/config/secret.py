@@ -1,6 +1,8 @@
-"""A secret value (password, token) that never shows itself."""
+"""A secret value (password, token) that never shows itself, and where XOAUTH2 tokens come from."""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 
 class Secret:
@@ -27,3 +29,14 @@ class Secret:
         return "Secret('********')"
 
     __str__ = __repr__
+
+
+class TokenSource(Protocol):
+    """Where an XOAUTH2 session gets its access token: the connection's OAuth2 sign-in,
+    shared by every session of a run (see :mod:`mailconduit.oauth`)."""
+
+    async def bearer(self) -> Secret:
+        """A token good for the AUTH about to be sent."""
+
+    async def refused(self, token: Secret) -> None:
+        """The server refused ``token`` although it looked valid: the next one is new."""

@@ -23,6 +23,7 @@ from mailconduit.config.connection import (
 )
 from mailconduit.config.secret import Secret
 from mailconduit.connections.env import ENV_PREFIX, env_connections, env_lookup, env_var_name
+from mailconduit.connections.oauth import clear_oauth
 from mailconduit.crypto import decrypt, encrypt
 from mailconduit.db.engines import engine
 from mailconduit.db.tables import connection_tests_table, connections_table
@@ -223,6 +224,7 @@ def delete_connection(name: str) -> None:
     with engine().begin() as db:
         result = db.execute(delete(connections_table).where(connections_table.c.name == name))
         db.execute(delete(connection_tests_table).where(connection_tests_table.c.name == name))
+    clear_oauth(name)  # its OAuth2 sign-in and cached tokens go with it
     if result.rowcount == 0:
         if env_lookup(name) is not None:
             raise ConfigError.for_fields(

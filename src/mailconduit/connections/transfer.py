@@ -1,4 +1,5 @@
-"""Export connections to YAML/JSON and import them back (passwords only when asked for)."""
+"""Export connections to YAML/JSON and import them back (passwords only when asked for),
+with their OAuth2 sign-in and preset (client secret and refresh token only when asked for)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import yaml
 
 from mailconduit.config.connection import Connection
-from mailconduit.connections import store
+from mailconduit.connections import signin, store
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 
 __all__ = ["dump_connections", "load_connections"]
@@ -19,7 +20,12 @@ def dump_connections(
     conns: Iterable[Connection], *, fmt: str = "yaml", include_passwords: bool = False
 ) -> str:
     """Serialise connections; the password is left out unless ``include_passwords``."""
-    items = [c.storable_dict(include_password=include_passwords) for c in conns]
+    items = []
+    for conn in conns:
+        item = conn.storable_dict(include_password=include_passwords)
+        if conn.origin == "store":  # its OAuth2 sign-in and preset go along
+            item.update(signin.stored_fields(conn.name, include_secrets=include_passwords))
+        items.append(item)
     doc = {"connections": items}
     if fmt == "json":
         return json.dumps(doc, indent=2, sort_keys=False) + "\n"
@@ -69,9 +75,7 @@ def load_connections(text: str, *, fmt: str | None = None, replace: bool = False
             continue
         try:
             if not exists:
-                from mailconduit.config.connection import validate_connection
-
-                validate_connection(entry)
+                signin.validate(entry)
         except ConfigError as exc:
             problems.extend(FieldError(f"{label}.{e.field}", e.message) for e in exc.errors)
             continue
@@ -82,8 +86,8 @@ def load_connections(text: str, *, fmt: str | None = None, replace: bool = False
     for label, entry, exists in plan:
         if exists:
             changes = {k: v for k, v in entry.items() if k != "name"}
-            store.update_connection(label, changes)
+            signin.update(label, changes)
         else:
-            store.create(entry)
+            signin.create(entry)
         done.append(label)
     return done

@@ -1,10 +1,12 @@
 """Every table of the store, in one place below the modules that read and write them.
 
-``connections/store.py`` keeps the SMTP connections (and their last tests) here,
-``accounts/`` the console's users, API tokens, sessions and sign-in limits,
-``interfaces/store.py`` the saved interfaces, their runs and the database connections
-their queries use. The scheduler's jobs table belongs to APScheduler (``scheduled_jobs``). The journal's tables are DDL of its own
-(``journal/store.py``): it talks DB-API on the send path, without SQLAlchemy.
+``connections/store.py`` keeps the SMTP connections (and their last tests) here
+(``connections/oauth.py`` their OAuth2 sign-in), ``accounts/`` the console's users,
+API tokens, sessions and sign-in limits, ``interfaces/store.py`` the saved interfaces, their
+runs and the database connections their queries use (the scheduler's jobs table,
+``scheduled_jobs``, belongs to APScheduler). The journal's tables are DDL of its own
+(``journal/store.py``, and ``journal/agents.py`` for the agents' chunks, leases, frozen input
+and shared rate): it talks DB-API on the send path, without SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy import (
 from mailconduit.config import TEXT_LIMITS
 
 __all__ = [
+    "connection_oauth_table",
     "connection_tests_table",
     "connections_table",
     "database_connections_table",
@@ -52,6 +55,21 @@ connections_table = Table(
     Column("last_test_ok", Boolean, nullable=True),
     Column("last_test_at", DateTime(timezone=True), nullable=True),
     Column("last_test_message", Text, nullable=True),
+)
+
+#: The OAuth2 sign-in of a stored connection, by its name (``connections/oauth.py``): the
+#: settings as given (JSON), the preset it was made from, client secret and refresh token
+#: Fernet-encrypted like the password. The access tokens are cached in ``oauth_tokens``,
+#: which ``oauth/cache.py`` creates on any database it is given.
+connection_oauth_table = Table(
+    "connection_oauth",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("settings", Text, nullable=False),
+    Column("preset", String(64), nullable=False, default=""),
+    Column("client_secret_token", Text, nullable=True),
+    Column("refresh_token_token", Text, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 users_table = Table(

@@ -25,7 +25,7 @@ from mailconduit.errors import ConfigError, FieldError
 from mailconduit.journal import Journal, RowState, RowStatus, RunStatus
 from mailconduit.smtp import SMTPSession
 
-__all__ = ["execute", "off_loop"]
+__all__ = ["execute", "off_loop", "rate_for", "server_size", "session_opener"]
 
 T = TypeVar("T")
 
@@ -174,7 +174,7 @@ async def _execute(
         try:
             runner, result = await _deliver(
                 spec, conn, run_id, journal, start, progress=progress,
-                handle_signals=handle_signals, opener=_opener(conn, spec, allow_address),
+                handle_signals=handle_signals, opener=session_opener(conn, spec, allow_address),
                 retry_failed=retry_failed, lease=lease,
             )  # fmt: skip
         finally:
@@ -216,7 +216,7 @@ async def _deliver(
     resend = spec.resend_uncertain
     size_limit = 0
     if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
-        size_limit = await _server_size(opener)
+        size_limit = await server_size(opener)
     jobs = build_jobs(
         start.prepared, run_id, states=start.states, retry_failed=retry_failed,
         resend_uncertain=resend, size_limit=size_limit, claimed_seq=start.claimed_seq,
@@ -232,7 +232,7 @@ async def _deliver(
         journal=journal,
         total=start.prepared.total if spec.mode is ExportMode.ROW else None,
         concurrency=spec.concurrency or conn.concurrency,
-        limiter=RateLimiter(_rate_for(spec, conn), daily_usage=daily),
+        limiter=RateLimiter(rate_for(spec, conn), daily_usage=daily),
         progress=progress,
         handle_signals=handle_signals,
         resend_uncertain=resend,
@@ -286,7 +286,7 @@ def _stop_soon(loop: asyncio.AbstractEventLoop, runner: Runner, reason: str) -> 
         loop.call_soon_threadsafe(runner.stop, RunStatus.INTERRUPTED, reason)
 
 
-def _rate_for(spec: ExportSpec, conn: Connection) -> RateLimit:
+def rate_for(spec: ExportSpec, conn: Connection) -> RateLimit:
     """The export's rates, each falling back to the connection's."""
     r = spec.rate
     return RateLimit(
@@ -297,8 +297,14 @@ def _rate_for(spec: ExportSpec, conn: Connection) -> RateLimit:
     )
 
 
-def _opener(conn: Connection, spec: ExportSpec, allow_address: Any) -> SessionOpener:
-    """What the runner calls to open one more connected session."""
+def session_opener(
+    conn: Connection,
+    spec: ExportSpec,
+    allow_address: Any,
+    send_gate: Callable[[], bool] | None = None,
+) -> SessionOpener:
+    """What the runner calls to open one more connected session (``send_gate``: see
+    :attr:`SMTPSession.send_gate`; an agent's worker passes its lease)."""
     data_timeout = spec.data_timeout_ms / 1000 if spec.data_timeout_ms else None
     per_conn = spec.messages_per_connection
 
@@ -308,6 +314,7 @@ def _opener(conn: Connection, spec: ExportSpec, allow_address: Any) -> SessionOp
             data_timeout=data_timeout,
             allow_address=allow_address,
             messages_per_connection=per_conn,
+            send_gate=send_gate,
         )
         try:
             await session.connect()
@@ -319,7 +326,7 @@ def _opener(conn: Connection, spec: ExportSpec, allow_address: Any) -> SessionOp
     return open_session
 
 
-async def _server_size(opener: SessionOpener) -> int:
+async def server_size(opener: SessionOpener) -> int:
     """The server's SIZE limit (0: none), from one session opened for it alone."""
     session = await opener()
     try:

@@ -110,17 +110,9 @@ _ROW_COLUMNS = (
     "updated_at",
     "owed",
 )
-_UPSERT_SET = (
-    "state",
-    "attempts",
-    "code",
-    "enhanced",
-    "reply",
-    "col",
-    "detail",
-    "updated_at",
-    "message_id",
-    "owed",
+#: What a later write of a row replaces: its key, place and recipients stay as first written.
+_UPSERT_SET = tuple(
+    c for c in _ROW_COLUMNS if c not in ("run_id", "row_key", "seq", "row_number", "recipients")
 )
 
 
@@ -552,3 +544,42 @@ class Journal:
             ),
             (connection, usage.day.isoformat(), usage.count),
         )
+
+    # -- guarded writes and chunks (agents) ---------------------------------------------
+
+    def write_rows_guarded(
+        self, run_id: str, rows: Sequence[RowState], guard: tuple[str, Sequence[Any]]
+    ) -> bool:
+        """:meth:`write_rows`, only if the ``guard`` statement (run first, in the same
+        transaction) returns a row; False, with nothing written, when it returns none.
+
+        A worker's outcomes go through its chunk's fence this way: once another worker
+        holds the chunk, nothing the first one learns is recorded.
+        """
+        sql, params = guard
+        values = [r.as_params(run_id) for r in rows]
+        with self._lock:
+            if self._sqlite:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    held = self._conn.execute(sql, params).fetchone() is not None
+                    if held and values:
+                        self._conn.executemany(self._upsert_sql, values)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                return held
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                held = cur.execute(self._sql(sql), params).fetchone() is not None
+                if held and values:
+                    cur.executemany(self._upsert_sql, values)
+            return held
+
+    def rows_between(self, run_id: str, first_seq: int, last_seq: int) -> list[RowState]:
+        """The journaled rows of the run whose position is in ``first_seq..last_seq``."""
+        rows = self._query(
+            f"{_ROW_SELECT} WHERE run_id = ? AND seq BETWEEN ? AND ? ORDER BY seq, row_key",
+            (run_id, first_seq, last_seq),
+        )
+        return [_row_from_db(r) for r in rows]

@@ -6,6 +6,8 @@ from inside a base directory. Typical use per row::
     built = compose_message(template, row, row_key=key, message_id=make_message_id(...))
 """
 
+from typing import TYPE_CHECKING
+
 from mailconduit.message.addresses import (
     Address,
     make_address,
@@ -25,6 +27,19 @@ from mailconduit.message.render import (
     RenderedMessage,
 )
 from mailconduit.message.transfer import normalise_text
+
+if TYPE_CHECKING:  # loaded on first use by __getattr__ below; named here for type checkers
+    from mailconduit.message.htmltext import html_to_text
+    from mailconduit.message.table import (
+        TABLE_FORMATS,
+        csv_bytes,
+        html_table,
+        json_bytes,
+        table_attachment,
+        table_context,
+        text_table,
+        xlsx_bytes,
+    )
 
 __all__ = [
     "GROUP_MODE_NAMES",

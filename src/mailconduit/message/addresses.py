@@ -28,7 +28,7 @@ _CACHED_TEXT_MAX = 512
 
 def _fail(field: str, value: str, reason: str, row_key: str = "") -> AddressError:
     shown = value if len(value) <= 100 else value[:100] + "..."
-    return AddressError(f"invalid {field} address {shown!r}: {reason}", value, row_key)
+    return AddressError(f"invalid {field} address {shown!r}: {reason}", value, row_key, field=field)
 
 
 def _check_breakers(field: str, text: str) -> None:

@@ -95,9 +95,9 @@ def _address_header(
     try:
         return encode(name, addresses, charset, smtputf8)
     except AddressError as exc:
-        raise AddressError(exc.message, exc.address, row_key, exc.column) from None
+        raise AddressError(exc.message, exc.address, row_key, exc.column, exc.field) from None
     except RowError as exc:
-        raise RowError(exc.message, row_key, exc.column) from None
+        raise RowError(exc.message, row_key, exc.column, exc.field) from None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -273,6 +273,7 @@ def _check_smtputf8(
                         "needs SMTPUTF8, which is not available for this message",
                         address.envelope,
                         row_key,
+                        field=field,
                     )
                 needed = True
     return needed

@@ -39,6 +39,7 @@ class OutputCharset:
                 f"{field}: character {char!r} ({char_name(char)}) cannot be encoded "
                 f"in the output charset {self.name}",
                 row_key,
+                field=field,
             ) from None
 
 

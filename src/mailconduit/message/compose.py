@@ -49,7 +49,7 @@ def _files(
             columns = ", ".join(sorted(template.columns(field) - GROUP_MODE_NAMES))
             # Without a column, the field's name leads, so no other field's column is guessed.
             message = exc.message if columns else f"{field}: {exc.message}"
-            raise RowError(message, row_key, columns) from None
+            raise RowError(message, row_key, columns, field) from None
     return out
 
 
@@ -57,7 +57,8 @@ def _addresses(template: MessageTemplate, text: str, field: str, row_key: str) -
     try:
         return parse_address_list(text, field=field)
     except AddressError as exc:
-        raise AddressError(exc.message, exc.address, row_key, _column_of(template, field)) from None
+        column = _column_of(template, field)
+        raise AddressError(exc.message, exc.address, row_key, column, field) from None
 
 
 def compose_message(
@@ -81,21 +82,15 @@ def compose_message(
         if not column:
             raise
         if isinstance(exc, AddressError):
-            raise AddressError(exc.message, exc.address, row_key, column) from None
+            raise AddressError(exc.message, exc.address, row_key, column, exc.field) from None
         if isinstance(exc, RenderError):
             raise type(exc)(exc.message, row_key, column, exc.template) from None
-        raise RowError(exc.message, row_key, column) from None
+        raise RowError(exc.message, row_key, column, exc.field) from None
 
 
 def _guess_column(template: MessageTemplate, row: Mapping[str, Any], exc: RowError) -> str:
     """The column behind a row error, or "" when it cannot be told for sure."""
-    field = ""
-    if isinstance(exc, RenderError):
-        field = exc.template
-    else:
-        head = exc.message.split(":", 1)[0].strip()
-        if head in template.field_names:
-            field = head
+    field = exc.field if exc.field in template.field_names else ""
     if field:
         names = template.columns(field)
     else:
@@ -103,14 +98,9 @@ def _guess_column(template: MessageTemplate, row: Mapping[str, Any], exc: RowErr
     candidates = sorted(c for c in names - GROUP_MODE_NAMES if c in row)
     if len(candidates) == 1:
         return candidates[0]
-    address = getattr(exc, "address", "") or ""
+    address = exc.address if isinstance(exc, AddressError) else ""
     if "<" in address and address.rstrip().endswith(">"):
         address = address[address.rindex("<") + 1 : address.rindex(">")]  # the addr-spec failed
-    if not field and isinstance(exc, AddressError):
-        words = exc.message.split()
-        field = next((w for w in words[:3] if w in template.field_names), "")
-        if field:
-            candidates = sorted(c for c in template.columns(field) - GROUP_MODE_NAMES if c in row)
     quoted = [
         c
         for c in candidates
@@ -152,13 +142,17 @@ def _compose(
                 rendered.from_,
                 row_key,
                 _column_of(template, "from"),
+                "from",
             )
         sender = senders[0]
     elif default_from is not None:
         sender = default_from
     else:
         raise AddressError(
-            "from: no sender address (set one on the connection or the export)", "", row_key
+            "from: no sender address (set one on the connection or the export)",
+            "",
+            row_key,
+            field="from",
         )
     to = _addresses(template, rendered.to, "to", row_key)
     cc = _addresses(template, rendered.cc, "cc", row_key) if rendered.cc else []
@@ -200,9 +194,9 @@ def _compose(
             row_key=row_key,
         )
     except RowError as exc:
-        column = "" if exc.column else _column_of(template, exc.message.split(":", 1)[0])
+        column = "" if exc.column else _column_of(template, exc.field)
         if not column:
             raise
         if isinstance(exc, AddressError):
-            raise AddressError(exc.message, exc.address, row_key, column) from None
-        raise RowError(exc.message, row_key, column) from None
+            raise AddressError(exc.message, exc.address, row_key, column, exc.field) from None
+        raise RowError(exc.message, row_key, column, exc.field) from None

@@ -64,6 +64,7 @@ def check_header_value(value: str, *, field: str, row_key: str = "") -> None:
         raise RowError(
             f"{field}: a value that would break a header (it contains {char_name(found.group())})",
             row_key,
+            field=field,
         )
 
 
@@ -177,7 +178,7 @@ def encode_unstructured_header(
     try:
         return encode(head, value, charset, field)
     except RowError as exc:  # the cached helper cannot know the row
-        raise RowError(exc.message, row_key) from None
+        raise RowError(exc.message, row_key, field=exc.field) from None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -247,6 +248,7 @@ def encode_address_header(
                 "SMTPUTF8, which is not available for this message",
                 address.envelope,
                 row_key,
+                field=field,
             )
         spec = address.envelope
         if address.display_name:

@@ -8,7 +8,8 @@ start-up.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import string
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined
@@ -82,6 +83,33 @@ class Sandbox(SandboxedEnvironment):
             if name in ("format", "format_map") and _HUGE_FORMAT_WIDTH_RE.search(owner):
                 raise self._too_large("a format width")
         return super().call(context, obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``str.format``/``format_map`` reached as an attribute (Jinja wraps it there, so
+        :meth:`call` never sees the string): refuse a huge width written in the format, and
+        one given as an argument to a nested ``{:>{}}`` field."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = value.__self__
+        if _HUGE_FORMAT_WIDTH_RE.search(text):
+            raise self._too_large("a format width")
+        try:
+            nested = any("{" in (spec or "") for _, _, spec, _ in string.Formatter().parse(text))
+        except ValueError:
+            return wrapped  # a malformed format: the call itself reports it
+        if not nested:
+            return wrapped
+
+        def guarded(*args: Any, **kwargs: Any) -> str:
+            given = [*args, *kwargs.values()]
+            if value.__name__ == "format_map" and args and isinstance(args[0], Mapping):
+                given = list(args[0].values())
+            if any(isinstance(v, int) and abs(v) > self.max_chars for v in given):
+                raise self._too_large("a format width")
+            return wrapped(*args, **kwargs)
+
+        return guarded
 
     def _check_replace(self, text: Any, old: Any, new: Any) -> None:
         if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):

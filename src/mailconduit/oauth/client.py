@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import math
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
@@ -22,6 +23,7 @@ import httpx
 
 from mailconduit.config.secret import Secret
 from mailconduit.errors import ConfigError, FieldError
+from mailconduit.netpolicy import denial_reason
 from mailconduit.oauth.errors import (
     AccessDeniedError,
     ConsentRequiredError,
@@ -31,6 +33,7 @@ from mailconduit.oauth.errors import (
     InvalidScopeError,
     NotSignedInError,
     OAuthError,
+    TokenEndpointDeniedError,
     TokenEndpointUnreachableError,
     TokenServerError,
     UnauthorizedClientError,
@@ -134,6 +137,22 @@ def _error(status: int, body: Any, endpoint: str, secrets: list[str]) -> OAuthEr
     return kind(code, description, endpoint, status)
 
 
+async def _check_address(url: str) -> None:
+    """Refuse an endpoint whose host resolves to an address the network policy denies, as the
+    SMTP client does; a name that does not resolve is left to the request to report."""
+    parsed = httpx.URL(url)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parsed.host, parsed.port or 443, type=socket.SOCK_STREAM
+        )
+    except OSError:
+        return
+    for info in infos:
+        reason = denial_reason(str(info[4][0]))
+        if reason:
+            raise TokenEndpointDeniedError("network_policy", reason, url)
+
+
 async def _post(
     settings: OAuthSettings, url: str, form: Mapping[str, str], *, timeout: float
 ) -> dict[str, Any]:
@@ -149,6 +168,7 @@ async def _post(
             data["client_secret"] = secret
     sent = [v for k, v in data.items() if k in ("client_secret", "refresh_token", "device_code")]
     sent.append(secret)
+    await _check_address(url)
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
             response = await http.post(url, data=data, headers=headers)

@@ -26,6 +26,7 @@ __all__ = [
     "NotSignedInError",
     "OAuthError",
     "SignInRequiredError",
+    "TokenEndpointDeniedError",
     "TokenEndpointUnreachableError",
     "TokenServerError",
     "UnauthorizedClientError",
@@ -66,15 +67,18 @@ class OAuthError(MailconduitError):
         """The same error naming the connection it happened on (for the hint)."""
         return type(self)(self.code, self.description, self.endpoint, self.status, connection)
 
-    def __str__(self) -> str:
+    @property
+    def reason(self) -> str:
+        """What happened, without the hint (Test Connection shows the two apart)."""
         host = urlsplit(self.endpoint).hostname or self.endpoint
         text = f"token endpoint {host}" if host else "token endpoint"
         text += f" answered HTTP {self.status} {self.code}" if self.status else f": {self.code}"
         if self.description:
             text += f" ({self.description})"
-        if self.hint:
-            text += f"; {self.hint}"
         return text
+
+    def __str__(self) -> str:
+        return f"{self.reason}; {self.hint}" if self.hint else self.reason
 
 
 class SignInRequiredError(OAuthError):
@@ -92,8 +96,9 @@ class InvalidGrantError(SignInRequiredError):
 class NotSignedInError(SignInRequiredError):
     """The connection holds no refresh token yet: nobody has signed it in."""
 
-    def __str__(self) -> str:
-        return f"the connection has not been signed in; {self.hint}"
+    @property
+    def reason(self) -> str:
+        return "the connection has not been signed in"
 
     @property
     def hint(self) -> str:
@@ -174,6 +179,18 @@ class TokenEndpointUnreachableError(OAuthError):
     @property
     def hint(self) -> str:
         return "check the network, any proxy, and the token endpoint's address"
+
+
+class TokenEndpointDeniedError(OAuthError):
+    """The token endpoint's address is one the network policy refuses (the SSRF guard that
+    also covers SMTP servers): a metadata service, a link-local or a denied network."""
+
+    @property
+    def hint(self) -> str:
+        return (
+            "use the provider's public token endpoint, or let an administrator allow its "
+            "network (MAILCONDUIT_ALLOW_NETWORKS)"
+        )
 
 
 class TokenServerError(OAuthError):

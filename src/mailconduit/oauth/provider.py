@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from mailconduit.config.secret import Secret
+from mailconduit.errors import TransientSMTPError
 from mailconduit.oauth.cache import CachedToken, MemoryTokenCache, TokenCache
 from mailconduit.oauth.client import DEFAULT_TIMEOUT, request_token
 from mailconduit.oauth.errors import (
@@ -115,11 +116,27 @@ class TokenProvider:
         Only that token is dropped: when another session already replaced it, nothing
         happens, so sessions refused together cause a single refresh.
         """
+        await self.refused(token.value)
+
+    async def bearer(self) -> Secret:
+        """The value of :meth:`token`: what an SMTP session sends in XOAUTH2 (this makes the
+        provider a :class:`~mailconduit.config.TokenSource`). A token endpoint that fails
+        for now is a :class:`TransientSMTPError` there, so the run retries the session as
+        after a dropped connection; a sign-in problem stays an :class:`OAuthError`."""
+        try:
+            return (await self.token()).value
+        except OAuthError as exc:
+            if not exc.retriable:
+                raise
+            raise TransientSMTPError(0, f"no access token: {exc}", command="AUTH") from exc
+
+    async def refused(self, token: Secret) -> None:
+        """:meth:`invalidate` by the token's value, as the SMTP session knows it."""
         async with self._lock:
-            if self._current is not None and self._current.value == token.value:
+            if self._current is not None and self._current.value == token:
                 self._current = None
                 self._quiet_until = 0.0
-            await self._cache.discard(self.name, token.value)
+            await self._cache.discard(self.name, token)
 
     def _adopt(self, entry: CachedToken | None) -> AccessToken | None:
         """The entry's access token when it belongs to these settings and is usable."""

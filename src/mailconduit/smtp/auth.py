@@ -12,11 +12,47 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import ClassVar
 
 from mailconduit.config import AuthMechanism
 from mailconduit.errors import AuthenticationError
+from mailconduit.smtp.replies import Reply
 
-__all__ = ["AuthExchange", "choose_mechanism", "mechanism_name"]
+__all__ = [
+    "AuthExchange",
+    "AuthNotOfferedError",
+    "InsecureAuthError",
+    "MechanismNotOfferedError",
+    "UnusableAuthError",
+    "choose_mechanism",
+    "mechanism_name",
+    "retry_with_new_token",
+]
+
+
+class UnusableAuthError(AuthenticationError):
+    """No login was tried: nothing the server offers may be used here; ``hint`` says what to
+    change in the connection (Test Connection shows it)."""
+
+    hint: ClassVar[str] = ""
+
+
+class AuthNotOfferedError(UnusableAuthError):
+    """Credentials are configured but the server offers no AUTH at all."""
+
+    hint = "set auth_mechanism to none if this server needs no login"
+
+
+class MechanismNotOfferedError(UnusableAuthError):
+    """The configured mechanism is not among those the server offers."""
+
+    hint = "choose one of the mechanisms the server offers, or auth_mechanism auto"
+
+
+class InsecureAuthError(UnusableAuthError):
+    """The only usable mechanisms would reveal the password on an unencrypted connection."""
+
+    hint = "use security starttls or tls"
 
 #: ``auto`` picks the first of these the server offers.
 AUTO_PREFERENCE = ("CRAM-MD5", "PLAIN", "LOGIN")
@@ -53,7 +89,7 @@ def choose_mechanism(
     offered_upper = [m.upper() for m in offered]
     shown = ", ".join(offered_upper) if offered_upper else "none"
     if not offered_upper:
-        raise AuthenticationError(
+        raise AuthNotOfferedError(
             0,
             "the server offers no AUTH but credentials are configured; set auth_mechanism "
             "to none if this server needs no login"
@@ -67,13 +103,13 @@ def choose_mechanism(
                 return name
         usable = [n for n in AUTO_PREFERENCE if n in offered_upper]
         if usable:
-            raise AuthenticationError(
+            raise InsecureAuthError(
                 0,
                 f"refusing to send the password unencrypted ({', '.join(usable)} would reveal "
                 "it); use security starttls or tls (or allow_insecure_auth)",
                 command="AUTH",
             )
-        raise AuthenticationError(
+        raise UnusableAuthError(
             0,
             f"none of the server's AUTH mechanisms ({shown}) is supported; we support "
             "PLAIN, LOGIN, CRAM-MD5 and XOAUTH2 (set auth_mechanism explicitly)",
@@ -81,19 +117,30 @@ def choose_mechanism(
         )
     name = mechanism_name(requested)
     if name not in offered_upper:
-        raise AuthenticationError(
+        raise MechanismNotOfferedError(
             0,
             f"auth mechanism {name} is not offered by the server (it offers {shown})",
             command="AUTH",
         )
     if not may_reveal and name not in _SAFE_IN_CLEAR:
-        raise AuthenticationError(
+        raise InsecureAuthError(
             0,
             f"refusing to send credentials with {name} over an unencrypted connection; use "
             "security starttls or tls (or allow_insecure_auth)",
             command="AUTH",
         )
     return name
+
+
+#: Exchange's 535 5.7.139 refuses for a policy (SMTP AUTH off for the tenant or mailbox,
+#: a permission missing): a new token would be refused the same way.
+_POLICY_REFUSALS = frozenset({"5.7.139"})
+
+
+def retry_with_new_token(reply: Reply) -> bool:
+    """True when an XOAUTH2 refusal may be the token's fault (535, but not a policy refusal):
+    the session then drops the token, fetches a new one and tries AUTH once more."""
+    return reply.code == 535 and reply.enhanced not in _POLICY_REFUSALS
 
 
 def _b64(text: str) -> bytes:

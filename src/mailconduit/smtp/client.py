@@ -36,7 +36,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from mailconduit.config import Connection, Security, is_loopback_host
+from mailconduit.config import Connection, Secret, Security, is_loopback_host
 from mailconduit.errors import (
     AddressError,
     AuthenticationError,
@@ -45,7 +45,7 @@ from mailconduit.errors import (
     SMTPError,
     TransientSMTPError,
 )
-from mailconduit.smtp.auth import AuthExchange, choose_mechanism
+from mailconduit.smtp.auth import AuthExchange, choose_mechanism, retry_with_new_token
 from mailconduit.smtp.connect import (
     AddressPolicy,
     default_ehlo_name,
@@ -118,8 +118,13 @@ class SMTPSession:
         transcript: Transcript | None = None,
         allow_address: AddressPolicy | None = None,
         messages_per_connection: int | None = None,
+        send_gate: Callable[[], bool] | None = None,
     ) -> None:
         self.conn = conn
+        #: Asked right before a message's content goes out; False closes the session
+        #: instead (the message is not delivered): an agent whose lease ran out while it
+        #: was frozen mid-transaction must not complete it on waking.
+        self.send_gate = send_gate
         self.host = conn.host
         self.port = conn.port
         self.timeout = conn.timeout
@@ -321,7 +326,6 @@ class SMTPSession:
 
     async def _authenticate(self) -> None:
         conn = self.conn
-        assert conn.password is not None
         peer_loopback = self.peer is not None and ipaddress.ip_address(self.peer[0]).is_loopback
         mechanism = choose_mechanism(
             conn.auth_mechanism,
@@ -331,11 +335,16 @@ class SMTPSession:
             or is_loopback_host(self.host)
             or peer_loopback,
         )
-        exchange = AuthExchange(mechanism, conn.username, conn.password.reveal())
-        shown = f"AUTH {mechanism}" + (" <redacted>" if exchange.has_initial_response else "")
-        reply = await self._command(exchange.command(), "AUTH", shown=shown)
-        while reply.code == 334:
-            reply = await self._command(exchange.respond(reply.text), "AUTH", shown=None)
+        tokens = conn.token_source if mechanism == "XOAUTH2" else None
+        if tokens is None:
+            assert conn.password is not None
+            reply = await self._sasl(mechanism, conn.password)
+        else:
+            token = await tokens.bearer()
+            reply = await self._sasl(mechanism, token)
+            if retry_with_new_token(reply):
+                await tokens.refused(token)
+                reply = await self._sasl(mechanism, await tokens.bearer())
         if 200 <= reply.code < 300:
             self.authenticated_as = conn.username
             return
@@ -348,6 +357,15 @@ class SMTPSession:
             command=f"AUTH {mechanism}",
             host=self.host,
         )
+
+    async def _sasl(self, mechanism: str, secret: Secret) -> Reply:
+        """One AUTH exchange; the server's final reply."""
+        exchange = AuthExchange(mechanism, self.conn.username, secret.reveal())
+        shown = f"AUTH {mechanism}" + (" <redacted>" if exchange.has_initial_response else "")
+        reply = await self._command(exchange.command(), "AUTH", shown=shown)
+        while reply.code == 334:
+            reply = await self._command(exchange.respond(reply.text), "AUTH", shown=None)
+        return reply
 
     # -- commands ---------------------------------------------------------------------
     def _require_loop(self) -> asyncio.AbstractEventLoop:
@@ -687,6 +705,9 @@ class SMTPSession:
         timeout = self.timeout
         parts: list[bytes] = []
         expected: list[tuple[ReplyCallback, float, str]] = []
+        if pending is not None and self.send_gate is not None and not self.send_gate():
+            self.close()
+            return
         if pending is not None:
             parts.append(pending.content())
             pending.dot_written = True
@@ -765,6 +786,9 @@ class SMTPSession:
         if reply.code != 354:
             self._need_rset = True
             self.transaction_ended(txn, None)
+            return
+        if self.send_gate is not None and not self.send_gate():
+            self.close()
             return
         future: asyncio.Future[Reply] = self._require_loop().create_future()
         protocol = self._require_protocol()

@@ -68,6 +68,18 @@ class Capabilities:
         }
 
 
+#: EHLO keywords that are a yes/no capability, and the Capabilities field each sets.
+_FLAGS = {
+    "STARTTLS": "starttls",
+    "SMTPUTF8": "smtputf8",
+    "PIPELINING": "pipelining",
+    "8BITMIME": "eightbitmime",
+    "ENHANCEDSTATUSCODES": "enhanced_status_codes",
+    "CHUNKING": "chunking",
+    "DSN": "dsn",
+}
+
+
 def parse_ehlo(lines: Iterable[str]) -> Capabilities:
     """Capabilities from the lines of a 250 EHLO reply (the first line is the greeting)."""
     values: dict[str, Any] = {}
@@ -88,25 +100,13 @@ def parse_ehlo(lines: Iterable[str]) -> Capabilities:
         if keyword == "SIZE":
             size = params[0] if params else "0"
             values["size"] = int(size) if size.isdigit() else 0
-        elif keyword == "STARTTLS":
-            values["starttls"] = True
+        elif keyword in _FLAGS:
+            values[_FLAGS[keyword]] = True
         elif keyword == "AUTH":
             for mech in params:
                 mech = mech.upper()
                 if mech and mech not in mechanisms:
                     mechanisms.append(mech)
-        elif keyword == "SMTPUTF8":
-            values["smtputf8"] = True
-        elif keyword == "PIPELINING":
-            values["pipelining"] = True
-        elif keyword == "8BITMIME":
-            values["eightbitmime"] = True
-        elif keyword == "ENHANCEDSTATUSCODES":
-            values["enhanced_status_codes"] = True
-        elif keyword == "CHUNKING":
-            values["chunking"] = True
-        elif keyword == "DSN":
-            values["dsn"] = True
     return Capabilities(auth_mechanisms=tuple(mechanisms), keywords=tuple(keywords), **values)
 
 

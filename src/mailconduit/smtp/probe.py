@@ -1,6 +1,6 @@
 """Test Connection: connect stage by stage and say exactly what failed, why, and what to change.
 
-Stages: ``dns`` (name resolution and the address policy), ``tcp``, ``tls`` (implicit TLS)
+Stages: ``token`` (an OAuth2 connection's access token, checked by the API first), ``dns`` (name resolution and the address policy), ``tcp``, ``tls`` (implicit TLS)
 or ``starttls``, ``banner``, ``ehlo``, ``auth``, ``send`` (optional test message),
 ``quit``. A failed probe is data, a :class:`ProbeResult`, never an exception: the CLI,
 the REST API and the web console all show the same words.
@@ -27,9 +27,11 @@ from mailconduit.errors import (
     NetworkPolicyError,
     SMTPError,
 )
+from mailconduit.smtp.auth import UnusableAuthError
 from mailconduit.smtp.client import SMTPSession, Stage
 from mailconduit.smtp.connect import AddressPolicy
 from mailconduit.smtp.esmtp import Capabilities
+from mailconduit.smtp.oauth_replies import xoauth2_hint
 from mailconduit.smtp.replies import MalformedReplyError, ReplyParser
 from mailconduit.smtp.tls import (
     CertificateInfo,
@@ -41,9 +43,9 @@ from mailconduit.smtp.tls import (
 )
 from mailconduit.smtp.transcript import Transcript
 
-__all__ = ["ProbeResult", "probe"]
+__all__ = ["ProbeResult", "probe", "token_failure"]
 
-STAGES = ("dns", "tcp", "tls", "banner", "ehlo", "starttls", "auth", "send", "quit")
+STAGES = ("token", "dns", "tcp", "tls", "banner", "ehlo", "starttls", "auth", "send", "quit")
 #: When the greeting has not come after this share of timeout_ms, we start checking
 #: (on a second connection) whether the port speaks implicit TLS instead.
 _SNIFF_AFTER = 0.5
@@ -86,6 +88,8 @@ class ProbeResult:
     authenticated_as: str = ""
     elapsed_ms: int = 0
     transcript: tuple[str, ...] = field(default=(), repr=False)
+    #: Settings beyond the provider's published limits (shown whatever the verdict).
+    warnings: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line: the verdict and its reason."""
@@ -110,6 +114,7 @@ class ProbeResult:
             "authenticated_as": self.authenticated_as,
             "elapsed_ms": self.elapsed_ms,
             "transcript": list(self.transcript),
+            "warnings": list(self.warnings),
         }
 
     def report_lines(self, *, verbose: bool = False) -> list[str]:
@@ -142,10 +147,24 @@ class ProbeResult:
             lines.append(f"  authenticated as: {self.authenticated_as}")
         if self.ok and self.hint:
             lines.append(f"  note: {self.hint}")
+        lines.extend(f"  warning: {warning}" for warning in self.warnings)
         if verbose and self.transcript:
             lines.append("  transcript:")
             lines.extend(f"    {line}" for line in self.transcript)
         return lines
+
+
+def token_failure(conn: Connection, message: str, hint: str) -> ProbeResult:
+    """The result of a Test Connection that stopped before connecting: no access token."""
+    return ProbeResult(
+        ok=False,
+        stage="token",
+        message=message,
+        hint=hint,
+        host=conn.host,
+        port=conn.port,
+        security=conn.security.value,
+    )
 
 
 def describe_capabilities(caps: Capabilities) -> str:
@@ -447,14 +466,12 @@ class _Probe:
                     f"credentials rejected: {error.code} {error.enhanced} {error.reply}".replace(
                         "  ", " "
                     ),
-                    "check the username and password"
-                    + (
-                        " (the XOAUTH2 token may have expired)"
-                        if conn.auth_mechanism is AuthMechanism.XOAUTH2
-                        else ""
-                    ),
+                    xoauth2_hint(error)
+                    if conn.auth_mechanism is AuthMechanism.XOAUTH2
+                    else "check the username and password",
                 )
-            return self.result(False, "auth", text, _auth_hint(text))
+            hint = error.hint if isinstance(error, UnusableAuthError) else ""
+            return self.result(False, "auth", text, hint)
 
         return self.result(False, name, text)
 
@@ -488,16 +505,6 @@ def _cert_hint(kind: VerifyFailure) -> str:
         "if you trust this server, put its CA certificate (PEM) in ca_file; turning "
         "verify_tls off is possible but not recommended"
     )
-
-
-def _auth_hint(text: str) -> str:
-    if "offers no AUTH" in text:
-        return "set auth_mechanism to none if this server needs no login"
-    if "not offered" in text:
-        return "choose one of the mechanisms the server offers, or auth_mechanism auto"
-    if "unencrypted" in text:
-        return "use security starttls or tls"
-    return ""
 
 
 def _test_recipient(send_to: str) -> str:

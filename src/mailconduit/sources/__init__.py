@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mailconduit.config.export import SourceKind, parse_source_kind
 from mailconduit.config.text import is_database_url, url_scheme
 from mailconduit.errors import ConfigError, FieldError, SourceError
 from mailconduit.home import redact_url
-from mailconduit.sources.base import Row, Source, SourceKind
+from mailconduit.sources.base import Row, Source
 
 __all__ = ["Row", "Source", "SourceKind", "open_source"]
 
@@ -35,11 +36,6 @@ _SUFFIX_KINDS: dict[str, SourceKind] = {
     ".parquet": SourceKind.PARQUET,
     ".pq": SourceKind.PARQUET,
 }
-_KIND_ALIASES: dict[str, SourceKind] = {
-    "tsv": SourceKind.CSV,
-    "ndjson": SourceKind.JSONL,
-    "excel": SourceKind.XLSX,
-}
 _LOOKS_LIKE_SQL = re.compile(r"^\s*(select|with|values|table)\b", re.IGNORECASE)
 
 
@@ -48,17 +44,17 @@ def _options_error(field: str, message: str) -> ConfigError:
 
 
 def _parse_kind(kind: SourceKind | str | None) -> tuple[SourceKind | None, str | None]:
-    """The kind, and the delimiter it implies (``tsv``)."""
-    if kind is None or isinstance(kind, SourceKind):
-        return kind, None
-    name = kind.strip().lower()
-    if name in _KIND_ALIASES:
-        return _KIND_ALIASES[name], ("\t" if name == "tsv" else None)
-    try:
-        return SourceKind(name), None
-    except ValueError:
-        known = ", ".join([k.value for k in SourceKind] + sorted(_KIND_ALIASES))
-        raise _options_error("kind", f"unknown kind {kind!r}; one of: {known}") from None
+    """The kind, and the delimiter it implies (``tsv`` is CSV with tabs)."""
+    if kind is None:
+        return None, None
+    if not isinstance(kind, SourceKind):
+        try:
+            kind = parse_source_kind(kind)
+        except ValueError as exc:
+            raise _options_error("kind", str(exc)) from None
+    if kind is SourceKind.TSV:
+        return SourceKind.CSV, "\t"
+    return kind, None
 
 
 def _check_options(kind: SourceKind, **given: Any) -> None:
@@ -132,6 +128,8 @@ def _open_unfiltered(
     key: str | None,
     database_url: str | None,
 ) -> Source:
+    if isinstance(source, Source):
+        return source  # opened already (an agent's frozen rows): read as it is
     if isinstance(source, str | os.PathLike):
         text = os.fspath(source)
         if kind is SourceKind.SQL or (kind is None and database_url is not None):

@@ -9,7 +9,6 @@ carries the problem, so the row is rejected on its own while the others go on.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import itertools
 import json
@@ -22,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from mailconduit.config.export import SourceKind
 from mailconduit.config.text import char_name
 from mailconduit.errors import SourceError
 from mailconduit.sources.cells import CellProblem, cell_problem, escape_forbidden
@@ -43,18 +43,6 @@ __all__ = [
 Record = tuple[int, int | None, dict[str, Any], CellProblem | None]
 
 _DUPLICATES_NAMED = 5
-
-
-class SourceKind(enum.StrEnum):
-    """The kinds of data container mailconduit reads."""
-
-    CSV = "csv"
-    JSON = "json"
-    JSONL = "jsonl"
-    XLSX = "xlsx"
-    PARQUET = "parquet"
-    SQL = "sql"
-    ITERABLE = "iterable"
 
 
 @dataclass(slots=True)

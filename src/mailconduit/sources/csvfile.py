@@ -192,7 +192,7 @@ class CsvSource(Source):
         return SourceError(why, f"{self.location}:{line}")
 
     def _csv_error(self, exc: csv.Error, start: int, current: int) -> SourceError:
-        text = str(exc)
+        text = str(exc)  # the csv module has one error type: its own words tell the cases apart
         if "unexpected end of data" in text:
             return SourceError(
                 f"a quoted field that starts on line {start} is never closed "

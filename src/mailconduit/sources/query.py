@@ -146,6 +146,7 @@ class FilteredSource(Source):
                 raise self._error(exc) from None
             except (duckdb.BinderException, duckdb.CatalogException) as exc:
                 # Type mismatches are judged later, once the columns' types are known.
+                # DuckDB has no type for "no such column": its own text is all there is.
                 if "not found" in str(exc) or "does not exist" in str(exc):
                     raise self._error(exc) from None
         finally:
@@ -165,6 +166,7 @@ class FilteredSource(Source):
         if self.order_by is not None:
             parts.append(f"order by {self.order_by!r}")
         message = f"cannot apply {' and '.join(parts)}: {tidy_error(exc)}"
+        # A type mismatch has no DuckDB exception type of its own: its text tells it.
         if "Cannot compare values of type VARCHAR" in message or "No function matches" in message:
             message += (
                 " (a column is compared as a number or date only when every non-empty value "

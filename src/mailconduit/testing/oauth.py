@@ -484,6 +484,12 @@ class OAuthServer:
                 status = "valid"
             return TokenCheck(status, grant.user, found.scope, grant.client_id)
 
+    def token_values(self) -> list[str]:
+        """Every access and refresh token handed out so far: what a test looks for in logs,
+        outputs and files to prove no secret leaked."""
+        with self._mutex:
+            return list(self._tokens)
+
     def pending_user_codes(self) -> list[str]:
         """User codes of device sign-ins nobody has finished."""
         with self._mutex:

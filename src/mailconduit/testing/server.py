@@ -58,7 +58,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -612,14 +612,14 @@ class FaultServer:
             await asyncio.sleep(0)
             self._server = None
 
-    async def __aenter__(self) -> FaultServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def __enter__(self) -> FaultServer:
+    def __enter__(self) -> Self:
         """Run the server in a background thread with its own event loop."""
         loop = asyncio.new_event_loop()
         started = threading.Event()

@@ -26,6 +26,14 @@ from mailconduit.web.forms import (
     connection_form_values,
     form_to_connection_data,
 )
+from mailconduit.web.oauth_form import (
+    OAUTH_FIELDS,
+    OAUTH_FIELDS_BY_NAME,
+    SECRET_FIELDS,
+    form_to_oauth_data,
+    oauth_form_values,
+    preset_data,
+)
 from mailconduit.web.views import (
     NOTICES,
     FieldErrors,
@@ -73,6 +81,15 @@ def connector_selection(request: Request, state: StateDep) -> Response:
     return state.render(request, "connector_selection.html", notice="")
 
 
+#: Every form field by name, the OAuth2 part included (errors are shown beside them).
+_ALL_FIELDS = {**FIELDS_BY_NAME, **OAUTH_FIELDS_BY_NAME}
+
+
+def _connection_part(data: dict[str, Any]) -> dict[str, Any]:
+    """The connection fields of form data, without preset and OAuth2 input."""
+    return {k: v for k, v in data.items() if k not in OAUTH_FIELDS_BY_NAME}
+
+
 def _form_page(
     request: Request,
     state: Console,
@@ -83,9 +100,11 @@ def _form_page(
     has_password: bool = False,
     probe: ProbeView | None = None,
     status_code: int = 200,
+    has_oauth_secret: bool = False,
 ) -> HTMLResponse:
-    retype_password = bool(values.get("password"))
-    values = {k: v for k, v in values.items() if k != "password"}  # never echo a password
+    retype_password = bool(values.get("password")) or any(values.get(k) for k in SECRET_FIELDS)
+    # never echo a password or an OAuth2 secret
+    values = {k: v for k, v in values.items() if k != "password" and k not in SECRET_FIELDS}
     return state.render(
         request,
         "connection_form.html",
@@ -98,6 +117,11 @@ def _form_page(
         port_suggestions=PORT_SUGGESTIONS,
         probe=probe,
         retype_password=retype_password,
+        oauth_fields=OAUTH_FIELDS,
+        oauth_open=bool(values.get("oauth_provider"))
+        or any(f.name in (errors or FieldErrors()).by_field for f in OAUTH_FIELDS),
+        has_oauth_secret=has_oauth_secret,
+        preset_json=preset_data(),
         notice="",
     )
 
@@ -105,22 +129,24 @@ def _form_page(
 @router.get("/connections/new/smtp", response_class=HTMLResponse)
 def new_smtp_form(request: Request, state: StateDep) -> Response:
     """The empty "SMTP Data Provider" form."""
-    return _form_page(request, state, values=connection_form_values())
+    values = connection_form_values() | oauth_form_values(None)
+    return _form_page(request, state, values=values)
 
 
 @router.post("/connections/new/smtp", response_class=HTMLResponse)
 def create_smtp(request: Request, state: StateDep, form: FormDep) -> Response:
     """Create the connection, or (button "Test Connection") test the typed values without saving."""
-    data = form_to_connection_data(form, editing=False)
+    data = form_to_connection_data(form, editing=False) | form_to_oauth_data(form, editing=False)
     if form.get("action") == "test":
         try:
-            draft = validate_connection(data)
+            # not "store": a stored connection's OAuth2 tokens must not serve a draft
+            draft = validate_connection(_connection_part(data), origin="draft")
         except ConfigError as exc:
             return _form_page(
                 request,
                 state,
                 values=data,
-                errors=FieldErrors.from_error(exc, FIELDS_BY_NAME),
+                errors=FieldErrors.from_error(exc, _ALL_FIELDS),
                 status_code=422,
             )
         result = api.test_connection(draft, allow_address=state.policy.allow_address, record=False)
@@ -132,7 +158,7 @@ def create_smtp(request: Request, state: StateDep, form: FormDep) -> Response:
             request,
             state,
             values=data,
-            errors=FieldErrors.from_error(exc, FIELDS_BY_NAME),
+            errors=FieldErrors.from_error(exc, _ALL_FIELDS),
             status_code=422,
         )
     return redirect(f"/connections/{conn.name}", notice="created")
@@ -145,11 +171,14 @@ def _detail(
     status = next((s for c, s in api.list_connections() if c.name == conn.name), None)
     public = conn.public_dict()
     shown = [(f, public.get(f.name)) for f in FIELDS if f.name != "password" and not f.unused]
+    oauth = api.connection_oauth(conn.name) if _editable(conn) else None
     return state.render(
         request,
         "connection_detail.html",
         conn=conn,
         shown=shown,
+        oauth=oauth,
+        sign_in=api.authorization_status(conn.name) if oauth is not None else None,
         editable=_editable(conn),
         test=status,
         tested_at=format_time(status.at) if status else "",
@@ -199,8 +228,14 @@ def _stored(name: str) -> Connection:
 def edit_form(request: Request, state: StateDep, name: ConnectionName) -> Response:
     """The form filled with the stored values; the password box stays empty."""
     conn = _stored(name)
+    oauth = api.connection_oauth(name)
     return _form_page(
-        request, state, values=_edit_values(conn), editing=name, has_password=bool(conn.password)
+        request,
+        state,
+        values=_edit_values(conn) | oauth_form_values(oauth),
+        editing=name,
+        has_password=bool(conn.password),
+        has_oauth_secret=bool(oauth and oauth.get("has_client_secret")),
     )
 
 
@@ -208,7 +243,7 @@ def edit_form(request: Request, state: StateDep, name: ConnectionName) -> Respon
 def save_edit(request: Request, state: StateDep, form: FormDep, name: ConnectionName) -> Response:
     """Save; with "Save and test" also run Test Connection on the saved result."""
     conn = _stored(name)
-    data = form_to_connection_data(form, editing=True)
+    data = form_to_connection_data(form, editing=True) | form_to_oauth_data(form, editing=True)
     try:
         saved = api.update_connection(name, data)
     except ConfigError as exc:
@@ -216,7 +251,7 @@ def save_edit(request: Request, state: StateDep, form: FormDep, name: Connection
             request,
             state,
             values=data,
-            errors=FieldErrors.from_error(exc, FIELDS_BY_NAME),
+            errors=FieldErrors.from_error(exc, _ALL_FIELDS),
             editing=name,
             has_password=bool(conn.password),
             status_code=422,
@@ -227,6 +262,15 @@ def save_edit(request: Request, state: StateDep, form: FormDep, name: Connection
             request, state, saved.name, probe=probe_view(result), notice=NOTICES["saved"]
         )
     return redirect(f"/connections/{saved.name}", notice="saved")
+
+
+@router.post("/connections/{name}/authorize", response_class=HTMLResponse)
+def authorize(request: Request, state: StateDep, name: ConnectionName) -> Response:
+    """Start the device sign-in: the page shows where to go and the code to type; the
+    sign-in finishes in the background and the page says so when reloaded."""
+    _stored(name)
+    api.start_authorization(name)
+    return _detail(request, state, name)
 
 
 @router.post("/connections/{name}/active")

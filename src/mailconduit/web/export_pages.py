@@ -177,6 +177,7 @@ def _run_context(run_id: str) -> dict[str, Any]:
         "rate": (sent / elapsed) if elapsed > 0 else 0.0,
         "created": format_time(info.created_at),
         "finished": format_time(info.finished_at),
+        "chunks": api.run_chunks(run_id),
     }
 
 
@@ -229,3 +230,17 @@ def resume(run_id: RunId, form: FormDep) -> Response:
     """Resume a run; with ``retry_failed`` the failed rows are sent again too."""
     new_id = api.resume_run(run_id, retry_failed=form.get("retry_failed") == "1")
     return redirect(f"/runs/{new_id}", notice="resumed")
+
+
+@router.post("/runs/{run_id}/stop")
+def stop(run_id: RunId, form: FormDep) -> Response:
+    """Ask every worker of a celery run to stop after the messages in flight."""
+    del form  # read for its CSRF token
+    api.stop_run(run_id)
+    return redirect(f"/runs/{run_id}", notice="stopping")
+
+
+@router.get("/agents", response_class=HTMLResponse)
+def agents_page(request: Request, state: StateDep) -> Response:
+    """The agents: live workers (host, heartbeat age), queued and running chunks."""
+    return state.render(request, "agents.html", agents=api.list_agents(), notice="")

@@ -82,8 +82,9 @@ FIELDS: tuple[FormField, ...] = (
         "implementation_type",
         "Implementation Type",
         "select",
-        "'default' runs exports on the agent itself. 'celery' queues them for a Celery worker "
-        "named after the agent (stored now, refused at execution until workers exist).",
+        "'default' sends from the process that starts the export. 'celery' cuts each export "
+        "into chunks for the workers of the agent named above ('mailconduit agent run NAME' "
+        "on hosts that reach the mail server), with one shared journal and rate limit.",
         required=True,
         choices=tuple((m.value, m.value) for m in ImplementationType),
     ),

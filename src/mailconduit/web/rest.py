@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailconduit import api, sink
 from mailconduit.config import NAME_RE, Connection, text_limit
+from mailconduit.errors import NotFoundError
 from mailconduit.web.console import StateDep
 from mailconduit.web.exports import (
     SERVER_ONLY_FIELDS,
@@ -24,6 +25,8 @@ from mailconduit.web.exports import (
     spec_from_web,
 )
 from mailconduit.web.forms import FIELDS
+from mailconduit.web.oauth_form import OAUTH_FIELDS
+from mailconduit.web.oauth_form import SECRET_FIELDS as OAUTH_SECRETS
 from mailconduit.web.responses import (
     CONFLICT,
     ERRORS,
@@ -79,6 +82,22 @@ def _field_schemas() -> dict[str, Any]:
             schema["writeOnly"] = True
         if f.json_type == "string":
             schema["maxLength"] = text_limit("connection", f.name)
+        props[f.name] = schema
+    props.update(_oauth_schemas())
+    return props
+
+
+def _oauth_schemas() -> dict[str, Any]:
+    """The preset and OAuth2 input fields; secrets are write-only."""
+    props: dict[str, Any] = {}
+    for f in OAUTH_FIELDS:
+        schema: dict[str, Any] = {"type": "string", "title": f.label, "description": f.help}
+        choices = [value for value, _ in f.choices if value]
+        if choices:
+            schema["enum"] = choices if f.name != "oauth_provider" else ["", *choices]
+        if f.name in OAUTH_SECRETS:
+            schema["writeOnly"] = True
+        schema["maxLength"] = 8192
         props[f.name] = schema
     return props
 
@@ -146,11 +165,50 @@ class ConnectionOut(BaseModel):
     origin: str = Field(description="store, env (MAILCONDUIT_CONN_*) or builtin.")
     has_password: bool
     last_test: LastTest | None = None
+    oauth: OAuthOut | None = Field(
+        default=None, description="The OAuth2 sign-in (XOAUTH2), secrets only as has_*."
+    )
+
+
+class OAuthOut(BaseModel):
+    """A connection's OAuth2 settings as anyone may see them: no secret, only whether set."""
+
+    provider: str
+    tenant: str
+    client_id: str
+    scope: str
+    token_endpoint: str
+    device_endpoint: str
+    flow: str
+    client_auth: str
+    has_client_secret: bool
+    has_refresh_token: bool
+
+
+class SignInOut(BaseModel):
+    """A device sign-in: open ``verification_uri``, type ``user_code``; ``state`` is
+    pending, done or failed (``message`` says why)."""
+
+    state: str
+    user_code: str
+    verification_uri: str
+    instructions: str
+    expires_at: float
+    message: str
+
+
+class PresetOut(BaseModel):
+    """A provider preset: the connection fields it fills and the limits it knows."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    title: str
 
 
 def connection_out(conn: Connection, test: TestStatus | None = None) -> ConnectionOut:
     data = conn.public_dict()
     data["last_test"] = test.to_dict() if test is not None else None
+    data["oauth"] = api.connection_oauth(conn.name) if conn.origin == "store" else None
     return ConnectionOut.model_validate(data)
 
 
@@ -234,6 +292,33 @@ def _export_schema(schema: dict[str, Any]) -> None:
     schema["description"] = "Settings naming server files or databases are refused: " + ", ".join(
         sorted(SERVER_ONLY_FIELDS)
     )
+
+
+class WorkerOut(BaseModel):
+    worker: str
+    host: str
+    pid: int
+    concurrency: int
+    heartbeat_age: float
+
+
+class AgentOut(BaseModel):
+    name: str
+    workers: list[WorkerOut]
+    queued_chunks: int
+    running_chunks: int
+    last_seen: float | None
+
+
+class ChunkOut(BaseModel):
+    chunk: int
+    first_row: int
+    last_row: int
+    state: str
+    worker: str
+    attempts: int
+    counts: dict[str, int]
+    reason: str
 
 
 class ResumeIn(BaseModel):
@@ -341,6 +426,35 @@ def test_connection(
     return ProbeOut.model_validate(data)
 
 
+@router.post(
+    "/connections/{name}/authorize",
+    summary="Start an OAuth2 device sign-in",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def authorize_connection(name: ConnectionName) -> SignInOut:
+    """Starts the device-code sign-in of a stored OAuth2 connection and returns the address
+    and code to show the user; it finishes in the background (GET the same path)."""
+    return SignInOut.model_validate(api.start_authorization(name))
+
+
+@router.get(
+    "/connections/{name}/authorize", summary="State of the device sign-in", responses=NOT_FOUND
+)
+def authorization_status(name: ConnectionName) -> SignInOut:
+    api.get_connection(name)
+    status = api.authorization_status(name)
+    if status is None:
+        raise NotFoundError("sign-in of connection", name)
+    return SignInOut.model_validate(status)
+
+
+@router.get("/presets", summary="Provider presets")
+def list_presets() -> list[PresetOut]:
+    """The providers a connection can be filled from (``preset`` on create), their ports,
+    published limits and the pages those figures come from."""
+    return [PresetOut.model_validate(p) for p in api.presets()]
+
+
 @router.post("/uploads", status_code=201, summary="Upload a data file")
 def upload(
     state: StateDep, file: Annotated[UploadFile, File(description="CSV, JSON, XLSX, Parquet...")]
@@ -425,6 +539,27 @@ def resume_run(run_id: RunId, body: Annotated[ResumeIn | None, Body()] = None) -
     """Send the rows not yet confirmed (and, with retry_failed, the failed ones) again."""
     new_id = api.resume_run(run_id, retry_failed=body.retry_failed if body is not None else False)
     return run_out(api.get_run(new_id))
+
+
+@router.post(
+    "/runs/{run_id}/stop", status_code=202, summary="Stop a run on agents", responses=NOT_FOUND
+)
+def stop_run(run_id: RunId) -> RunOut:
+    """Ask every worker of a celery run to stop after the messages in flight."""
+    api.stop_run(run_id)
+    return run_out(api.get_run(run_id))
+
+
+@router.get("/runs/{run_id}/chunks", summary="Progress per chunk and worker", responses=NOT_FOUND)
+def run_chunks(run_id: RunId) -> list[ChunkOut]:
+    """A celery run's chunks: rows, state, the worker holding it, its rows' outcomes."""
+    return [ChunkOut.model_validate(c.to_dict()) for c in api.run_chunks(run_id)]
+
+
+@router.get("/agents", summary="List agents")
+def list_agents() -> list[AgentOut]:
+    """Each agent: live workers with host and heartbeat age, queued and running chunks."""
+    return [AgentOut.model_validate(a.to_dict()) for a in api.list_agents()]
 
 
 @router.get("/inbox", summary="List captured messages")

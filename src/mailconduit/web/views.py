@@ -43,6 +43,7 @@ NOTICES: dict[str, str] = {
     "logged_out": "You are signed out.",
     "started": "Export started.",
     "resumed": "Run resumed.",
+    "stopping": "Stop requested: the workers end the messages in flight, then stop.",
 }
 
 

@@ -40,6 +40,26 @@
     }
   }
 
+  // Provider presets: choosing one fills the fields it knows; each stays editable.
+  function setupPresets() {
+    var select = document.getElementById("f-preset");
+    if (!select) { return; }
+    var presets = {};
+    try { presets = JSON.parse(select.getAttribute("data-presets") || "{}"); } catch (e) { presets = {}; }
+    select.addEventListener("change", function () {
+      var fields = presets[select.value];
+      if (!fields) { return; }
+      Object.keys(fields).forEach(function (name) {
+        var input = document.getElementById("f-" + name);
+        if (!input) { return; }
+        if (input.type === "checkbox") { input.checked = Boolean(fields[name]); }
+        else { input.value = String(fields[name]); }
+      });
+      var oauth = document.getElementById("oauth-settings");
+      if (oauth && fields.oauth_provider) { oauth.open = true; }
+    });
+  }
+
   // Live progress: replace the status fragment every second until the run has ended.
   function setupPolling() {
     var box = document.querySelector("[data-poll]");
@@ -87,6 +107,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     setupPorts();
+    setupPresets();
     setupPolling();
     setupBackLinks();
   });

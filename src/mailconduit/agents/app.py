@@ -1,0 +1,215 @@
+"""The Celery application: the only module that imports Celery.
+
+Settings fit at-least-once work whose safety is in the journal, not in the broker: a task
+is acknowledged only after it ran (``acks_late``) and goes back to the queue when its
+pool process dies (``reject_on_worker_lost``); a worker reserves one task at a time
+(prefetch 1); no ETA or countdown, no chords, no result backend (progress is read from
+the journal). A task carries only (run id, chunk number).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from mailconduit.agents.settings import AgentSettings, check_agent_name, queue_name
+from mailconduit.config import Connection
+from mailconduit.journal.agents import AgentStore
+
+__all__ = ["CHUNK_TASK", "make_app", "publish", "run_worker"]
+
+CHUNK_TASK = "mailconduit.chunk"
+log = logging.getLogger("mailconduit.agents")
+
+_apps: dict[tuple[int, str], Any] = {}
+_apps_lock = threading.Lock()
+
+
+def make_app(settings: AgentSettings) -> Any:
+    """The Celery app for ``settings.broker_url`` (one per process and broker)."""
+    key = (os.getpid(), settings.broker_url)
+    with _apps_lock:
+        app = _apps.get(key)
+        if app is None:
+            app = _apps[key] = _build(settings)
+        return app
+
+
+def _build(settings: AgentSettings) -> Any:
+    from celery import Celery
+
+    app = Celery("mailconduit", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_enable_remote_control=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+
+    @app.task(name=CHUNK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    def chunk_task(run_id: str, chunk: int) -> str:
+        return _run_task(run_id, int(chunk))
+
+    return app
+
+
+def _run_task(run_id: str, chunk: int) -> str:
+    from mailconduit.agents.chunk import run_chunk
+    from mailconduit.connections.env import env_lookup
+    from mailconduit.netpolicy import allow_address
+
+    def connection(name: str) -> Connection:
+        from mailconduit.connections import signin
+
+        found = env_lookup(name)
+        if found is None:
+            from mailconduit.connections import store
+
+            found = store.get(name)
+        return signin.with_tokens(found)  # an OAuth2 connection: this chunk's token provider
+
+    settings = AgentSettings.from_env(require_broker=False)
+    AgentStore.shared(hold_seconds=settings.hold_seconds)
+    outcome = run_chunk(
+        run_id, chunk, settings=settings, connection=connection, allow_address=allow_address
+    )
+    log.info("run %s chunk %s: %s", run_id, chunk, outcome)
+    return outcome
+
+
+def warm_up(settings: AgentSettings) -> None:
+    """Build the app and open its broker connection ahead of :func:`publish`; a failure
+    here is :func:`publish`'s to report."""
+    try:
+        app = make_app(settings)
+        with app.producer_or_acquire():
+            pass
+    except Exception:  # the broker is down: publish says so
+        log.debug("broker warm-up failed", exc_info=True)
+
+
+def publish(settings: AgentSettings, agent: str, run_id: str, chunks: Sequence[int]) -> None:
+    """Put one task per chunk on the agent's queue (mandatory delivery is the journal's job:
+    a chunk whose task is lost is published again by a worker's reaper)."""
+    app = make_app(settings)
+    queue = queue_name(agent)
+    with app.producer_or_acquire() as producer:
+        for chunk in chunks:
+            app.send_task(CHUNK_TASK, args=(run_id, chunk), queue=queue, producer=producer)
+
+
+class _Background:
+    """The worker's own threads: heartbeats to the registry, and the reaper."""
+
+    def __init__(self, settings: AgentSettings, agent: str, worker: str, concurrency: int) -> None:
+        self.settings = settings
+        self.agent = agent
+        self.worker = worker
+        self.concurrency = concurrency
+        self._done = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._beat, name="agent-heartbeat", daemon=True),
+            threading.Thread(target=self._reap, name="agent-reaper", daemon=True),
+        ]
+        self._store: AgentStore | None = None
+
+    def start(self) -> None:
+        self._store = AgentStore(hold_seconds=self.settings.hold_seconds)
+        self._store.heartbeat(worker=self.worker, agent=self.agent, host=socket.gethostname(),
+                              pid=os.getpid(), concurrency=self.concurrency)  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(10)
+        if self._store is not None:
+            try:
+                self._store.worker_stopped(self.worker)
+            except Exception:  # the journal is gone: the heartbeat ages out by itself
+                log.warning("could not mark worker %s stopped", self.worker)
+
+    def _beat(self) -> None:
+        assert self._store is not None
+        while not self._done.wait(self.settings.heartbeat_seconds):
+            try:
+                self._store.heartbeat(worker=self.worker, agent=self.agent,
+                                      host=socket.gethostname(), pid=os.getpid(),
+                                      concurrency=self.concurrency)  # fmt: skip
+            except Exception:
+                log.warning("heartbeat of %s not recorded (journal unreachable)", self.worker)
+
+    def _reap(self) -> None:
+        from mailconduit.agents.chunk import finish_run_if_complete
+
+        store = AgentStore(hold_seconds=self.settings.hold_seconds)
+        try:
+            while not self._done.wait(self.settings.reap_seconds):
+                try:
+                    found = store.expired_chunks(
+                        lease=self.settings.lease_seconds,
+                        lost=max(self.settings.visibility_timeout, 300.0),
+                    )
+                    by_run: dict[tuple[str, str], list[int]] = {}
+                    for run_id, chunk, agent in found:
+                        by_run.setdefault((agent, run_id), []).append(chunk)
+                    for (agent, run_id), chunks in by_run.items():
+                        publish(self.settings, agent, run_id, chunks)
+                        log.info("run %s: chunks %s published again", run_id, chunks)
+                    for run_id in store.stop_expired():  # held by a dead worker of a stopped run
+                        finish_run_if_complete(store, run_id)
+                except Exception:
+                    log.warning("reaper: journal or broker unreachable; trying again")
+        finally:
+            store.close()
+
+
+def run_worker(name: str, *, concurrency: int, settings: AgentSettings) -> int:
+    """Start a Celery worker for agent ``name`` in this process; returns when it stops."""
+    check_agent_name(name)
+    app = make_app(settings)
+    worker_id = f"{name}@{socket.gethostname()}.{os.getpid()}"
+    background = _Background(settings, name, worker_id, concurrency)
+    from celery.signals import worker_ready
+
+    def ready(**_: Any) -> None:
+        background.start()  # live in the registry once it consumes, not before
+        print(f"agent {name}: worker {worker_id} ready", flush=True)
+
+    worker_ready.connect(ready, weak=False)
+    try:
+        worker = app.Worker(
+            hostname=worker_id,
+            queues=[queue_name(name)],
+            concurrency=concurrency,
+            pool="prefork",
+            loglevel="WARNING",
+            without_gossip=True,
+            without_mingle=True,
+            without_heartbeat=True,
+            optimization="fair",
+            quiet=True,
+        )
+        worker.start()
+        return int(getattr(worker, "exitcode", 0) or 0)
+    finally:
+        background.stop()

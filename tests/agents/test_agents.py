@@ -1,0 +1,320 @@
+"""Exports on Celery workers: real brokers (Redis and RabbitMQ), PostgreSQL as the shared
+journal, worker processes with homes of their own, the fault server as the mail server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents_support import Cluster, send_standard, use_agent_server, wait_for
+from delivery_support import (
+    CONNECTION,
+    TimedFaultServer,
+    connection_url,
+    deliveries,
+    journal_rows,
+    people,
+    write_csv,
+)
+from mailconduit import api
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def test_three_workers_send_a_run_once(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = write_csv(tmp_path / "people.csv", people(60))
+    server = TimedFaultServer()
+    with server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        for _ in range(3):
+            cluster.start_worker(MAILCONDUIT_AGENT_CHUNK_ROWS="7")
+        cluster.wait_live(3)
+        monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "7")
+        report = send_standard(source, CONNECTION)
+        assert report.status == "finished", report.message
+        assert report.counts.get("sent") == 60
+        got = deliveries(server.messages)
+        assert sorted(got) == sorted(f"user{i}@example.com" for i in range(60))
+        assert all(len(ids) == 1 for ids in got.values()), got
+        rows = journal_rows(report.run_id)
+        assert {r.state for r in rows.values()} == {"sent"}
+        for rcpt, ids in got.items():
+            key = rcpt.removeprefix("user").removesuffix("@example.com")
+            assert rows[key].message_id == ids[0]
+
+
+def test_a_worker_that_cannot_see_the_coordinators_files_completes_the_run(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
+) -> None:
+    """The data file, the body file and the attachment folder are gone before any worker
+    starts: the worker sends from what the coordinator froze in the journal."""
+    import email
+    from email import policy
+
+    here = tmp_path / "coordinator"
+    files = here / "attachments"
+    files.mkdir(parents=True)
+    n = 12
+    rows = [{**p, "file": f"invoices/{p['id']}.txt"} for p in people(n)]
+    (files / "invoices").mkdir()
+    for p in rows:
+        (files / p["file"]).write_text(f"invoice for {p['name']}\n")
+    (files / "brochure.txt").write_bytes(b"the same brochure for everyone\n" * 100)
+    source = write_csv(here / "people.csv", rows)
+    body = here / "body.txt"
+    body.write_text("Dear {{ name }},\nyour invoice is attached.\n")
+    server = TimedFaultServer()
+    with server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        result = cli(
+            "export", str(source), "--connection", CONNECTION, "--to", "{{ email }}",
+            "--subject", "Invoice {{ id }}", "--body-file", str(body), "--key", "id",
+            "--attach", "{{ file }}", "--attach", "brochure.txt", "--attach-dir", str(files),
+            "--detach", "--queue",
+        )  # fmt: skip
+        assert result.code == 0, result.output
+        run_id = result.out.strip()
+        shutil.rmtree(here)
+        cluster.start_worker()
+        wait_for(lambda: api.get_run(run_id).status != "running", what="the run's end")
+        assert api.get_run(run_id).status == "finished", api.get_run(run_id).message
+        assert len(server.messages) == n
+        for m in server.messages:
+            msg = email.message_from_bytes(m.data, policy=policy.default)
+            name = str(msg["To"]).removeprefix("user").split("@")[0]
+            parts = {a.get_filename(): a.get_content() for a in msg.iter_attachments()}
+            assert parts == {
+                f"{name}.txt": f"invoice for Person {name}\n",
+                "brochure.txt": "the same brochure for everyone\n" * 100,
+            }
+            plain = msg.get_body(("plain",))
+            assert plain is not None and "your invoice is attached" in plain.get_content()
+        store = cluster.store()
+        try:
+            blobs = store.blob_count(run_id)
+        finally:
+            store.close()
+        assert blobs == n + 1  # the brochure stored once
+
+
+def test_the_cli_run_is_attached_and_reports_as_a_local_run(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
+) -> None:
+    source = write_csv(tmp_path / "people.csv", people(15))
+    interface = tmp_path / "export.yaml"
+    interface.write_text(
+        f"source: {source}\nconnection: {CONNECTION}\nto: '{{{{ email }}}}'\n"
+        "subject: 'Hi {{ name }}'\nbody: 'Hello'\nkey: id\n"
+    )
+    server = TimedFaultServer()
+    with server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        cluster.start_worker()
+        cluster.wait_live(1)
+        result = cli("run", str(interface), "--json")
+        assert result.code == 0, result.output
+        report = json.loads(result.out)
+        assert report["status"] == "finished"
+        assert report["counts"]["sent"] == 15
+        listed = cli("agents", "list", "--json")
+        assert listed.code == 0, listed.output
+        (agent,) = [a for a in json.loads(listed.out) if a["name"] == cluster.agent]
+        assert len(agent["workers"]) == 1
+        assert agent["workers"][0]["host"] == socket.gethostname()
+        assert agent["queued_chunks"] == 0 and agent["running_chunks"] == 0
+        assert len(server.messages) == 15
+
+
+def test_runs_stop_stops_every_worker_and_resume_sends_the_rest(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
+) -> None:
+    n = 60
+    monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "10")
+    source = write_csv(tmp_path / "people.csv", people(n))
+    server = TimedFaultServer(faults={("DOT", "*"): "delay:0.05"})
+    with server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        cluster.start_worker()
+        cluster.start_worker()
+        cluster.wait_live(2)
+        result = cli(
+            "export", str(source), "--connection", CONNECTION, "--to", "{{ email }}",
+            "--subject", "s", "--body", "b", "--key", "id", "--concurrency", "1", "--detach",
+        )  # fmt: skip
+        assert result.code == 0, result.output
+        run_id = result.out.strip()
+        wait_for(lambda: api.get_run(run_id).counts.get("sent", 0) >= 8, what="8 rows sent")
+        stopped = cli("runs", "stop", run_id)
+        assert stopped.code == 0, stopped.output
+        wait_for(lambda: api.get_run(run_id).status != "running", what="the workers to stop")
+        info = api.get_run(run_id)
+        assert info.status == "interrupted", info.message
+        assert "runs stop" in info.message
+        assert info.counts.get("sent", 0) < n
+        resumed = cli("runs", "resume", run_id, "--json")
+        assert resumed.code == 0, resumed.output
+        assert json.loads(resumed.out)["status"] == "finished"
+        got = deliveries(server.messages)
+        assert sorted(got) == sorted(f"user{i}@example.com" for i in range(n))
+        rows = journal_rows(run_id)
+        assert {r.state for r in rows.values()} == {"sent"}
+        for rcpt, ids in got.items():
+            assert set(ids) == {rows[rcpt[4:].split("@")[0]].message_id}
+
+
+def test_refusals_are_one_line_and_send_nothing(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Any
+) -> None:
+    source = write_csv(tmp_path / "people.csv", people(3))
+    server = TimedFaultServer()
+    with server:
+        monkeypatch.setenv(
+            f"MAILCONDUIT_CONN_{CONNECTION.upper()}",
+            connection_url(server.port, implementation_type="celery", agent="nobody-here"),
+        )
+        args = ["export", str(source), "--connection", CONNECTION, "--to", "{{ email }}",
+                "--subject", "s", "--body", "b"]  # fmt: skip
+        # SQLite is one machine's journal
+        monkeypatch.setenv("MAILCONDUIT_BROKER_URL", "redis://127.0.0.1:6379/0")
+        result = cli(*args)
+        assert result.code == 2
+        assert "MAILCONDUIT_DB" in result.err and "PostgreSQL" in result.err
+        assert len(result.err.strip().splitlines()) == 1
+        # no broker
+        monkeypatch.setenv("MAILCONDUIT_DB", pg_url)
+        monkeypatch.delenv("MAILCONDUIT_BROKER_URL")
+        result = cli(*args)
+        assert result.code == 2 and "MAILCONDUIT_BROKER_URL" in result.err
+        # no live worker: refused before any row is read, unless --queue
+        monkeypatch.setenv("MAILCONDUIT_BROKER_URL", "redis://127.0.0.1:6379/0")
+        result = cli(*args)
+        assert result.code == 2
+        assert "'nobody-here' has no live worker" in result.err and "--queue" in result.err
+        assert len(result.err.strip().splitlines()) == 1
+        assert api.list_runs() == []
+        # bad input: exit 2, nothing recorded, as for a local run
+        result = cli(*args[:-2], "--body", "{{ nosuchcolumn }}", "--queue")
+        assert result.code == 2 and "nosuchcolumn" in result.err
+        assert api.list_runs() == []
+        result = cli(*args, "--queue", "--no-journal")
+        assert result.code == 2 and "--no-journal" in result.err
+        # --detach needs a celery connection
+        monkeypatch.setenv(f"MAILCONDUIT_CONN_{CONNECTION.upper()}", connection_url(server.port))
+        result = cli(*args, "--detach")
+        assert result.code == 2 and "detach" in result.err
+        assert server.messages == []
+
+
+def test_console_and_rest_show_agents_and_chunks(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
+) -> None:
+    from webconsole import running_console
+
+    monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "4")
+    source = write_csv(tmp_path / "people.csv", people(10))
+    server = TimedFaultServer()
+    with server, running_console() as console:
+        use_agent_server(cluster, monkeypatch, server.port)
+        worker = cluster.start_worker()
+        cluster.wait_live(1)
+        report = send_standard(source, CONNECTION)
+        assert report.status == "finished"
+        signed = console.signed_in()
+        agents = signed.api("GET", "/api/agents").json()
+        (mine,) = [a for a in agents if a["name"] == cluster.agent]
+        assert [w["host"] for w in mine["workers"]] == [socket.gethostname()]
+        chunks = signed.api("GET", f"/api/runs/{report.run_id}/chunks").json()
+        assert [(c["first_row"], c["last_row"], c["state"]) for c in chunks] == [
+            (1, 4, "done"), (5, 8, "done"), (9, 10, "done")
+        ]
+        assert sum(c["counts"]["sent"] for c in chunks) == 10
+        assert all(c["worker"].split(":")[1].isdigit() for c in chunks)
+        page = signed.http.get("/agents")
+        assert page.status_code == 200 and cluster.agent in page.text
+        run_page = signed.http.get(f"/runs/{report.run_id}")
+        assert 'id="chunks"' in run_page.text
+        shown = cli("runs", "show", report.run_id)
+        assert shown.code == 0 and "chunks" in shown.out and "worker" in shown.out
+        stop = signed.api("POST", f"/api/runs/{report.run_id}/stop")
+        assert stop.status_code == 202  # an ended run: nothing left to stop
+        signed.http.close()
+        assert worker.process.poll() is None
+
+
+def test_ctrl_c_on_an_attached_export_stops_every_worker_once(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+
+    from delivery_support import MAILCONDUIT
+
+    n = 80
+    source = write_csv(tmp_path / "people.csv", people(n))
+    server = TimedFaultServer(faults={("DOT", "*"): "delay:0.05"})
+    with server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        cluster.start_worker(MAILCONDUIT_AGENT_CHUNK_ROWS="10")
+        cluster.start_worker()
+        cluster.wait_live(2)
+        coordinator = subprocess.Popen(
+            [MAILCONDUIT, "export", str(source), "--connection", CONNECTION, "--to", "{{ email }}",
+             "--subject", "s", "--body", "b", "--key", "id", "--concurrency", "1",
+             "--run-id", "ctrl-c"],
+            env={**cluster.env, "MAILCONDUIT_AGENT_CHUNK_ROWS": "10"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: len(server.messages) >= 6, what="six messages")
+            coordinator.send_signal(signal.SIGINT)
+            out, err = coordinator.communicate(timeout=120)
+        finally:
+            if coordinator.poll() is None:
+                coordinator.kill()
+        assert coordinator.returncode == 1, (out, err)
+        info = api.get_run("ctrl-c")
+        assert info.status == "interrupted" and "SIGINT" in info.message
+        assert info.counts.get("sent", 0) < n
+        assert all(w.process.poll() is None for w in cluster.workers)  # the workers go on
+        resumed = api.resume("ctrl-c")
+        assert resumed.status == "finished"
+        assert len({m.rcpt_tos[0] for m in server.messages}) == n
+
+
+def test_a_stored_connection_is_used_by_workers_with_the_same_key_only(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Connections live in the shared store, passwords encrypted at rest: a worker with
+    another MAILCONDUIT_KEY cannot use one, and says so; one with the key sends."""
+    from cryptography.fernet import Fernet
+
+    source = write_csv(tmp_path / "people.csv", people(6))
+    server = TimedFaultServer(credentials={"robot": "s3cret-pass"})
+    with server:
+        api.create_connection({
+            "name": "vault", "server_url": "127.0.0.1", "port": server.port,
+            "username": "robot", "password": "s3cret-pass", "from_address": "robot@example.com",
+            "security": "none", "allow_insecure_auth": True, "agent": cluster.agent,
+            "implementation_type": "celery",
+        })  # fmt: skip
+        stranger = cluster.start_worker(MAILCONDUIT_KEY=Fernet.generate_key().decode())
+        cluster.wait_live(1)
+        report = send_standard(source, "vault")
+        assert report.status == "failed"
+        assert "cannot be decrypted" in report.message and socket.gethostname() in report.message
+        assert "s3cret-pass" not in report.message + stranger.output()
+        assert server.messages == []
+        stranger.process.terminate()
+        stranger.process.wait(60)
+        cluster.start_worker()
+        cluster.wait_live(1)
+        resumed = api.resume(report.run_id)
+        assert resumed.status == "finished"
+        assert len(server.messages) == 6
