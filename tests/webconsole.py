@@ -150,7 +150,7 @@ class _FormReader(HTMLParser):
             return
         name = a.get("name")
         if tag == "input" and name and a.get("type") not in ("submit", "button", "file"):
-            if a.get("type") == "checkbox":
+            if a.get("type") in ("checkbox", "radio"):
                 if "checked" in a:
                     self.values[name] = a.get("value", "on")
             else:

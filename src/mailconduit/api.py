@@ -54,8 +54,10 @@ __all__ = [
     "list_connections",
     "list_runs",
     "load_interface",
+    "outcomes_by_day",
     "presets",
     "preview",
+    "recent_tests",
     "resume",
     "resume_run",
     "run_agent",
@@ -96,6 +98,13 @@ def list_connections() -> list[tuple[Connection, TestStatus | None]]:
     out += [(c, None) for c in env.values()]
     out += [(c, tests.get(c.name)) for c in store.list_stored() if c.name not in env]
     return out
+
+
+def recent_tests(name: str) -> list[TestStatus]:
+    """The latest Test Connection results of a stored connection, newest first."""
+    from mailconduit.connections import store
+
+    return store.recent_tests(name)
 
 
 def create_connection(data: Mapping[str, Any]) -> Connection:
@@ -577,6 +586,31 @@ def list_runs(*, limit: int = 50) -> list[RunInfo]:
 
     with Journal() as journal:
         return journal.list_runs(limit=limit)
+
+
+def outcomes_by_day(*, days: int = 30, connection: str | None = None) -> list[tuple[str, int, int]]:
+    """Sent and failed rows per UTC day for the last ``days`` days, oldest first, as
+    (``YYYY-MM-DD``, sent, failed); with ``connection``, only its runs'."""
+    import datetime as dt
+
+    from mailconduit.journal import Journal
+
+    today = int(time.time() // 86400)
+    first = today - days + 1
+    journal = Journal()
+    try:
+        found = journal.outcomes_by_day(since=first * 86400.0, connection=connection)
+    finally:
+        journal.close()
+    counts = {(day, state): n for day, state, n in found}
+    return [
+        (
+            (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat(),
+            counts.get((day, "sent"), 0),
+            counts.get((day, "failed"), 0),
+        )
+        for day in range(first, today + 1)
+    ]
 
 
 def run_report(run_id: str) -> ExportReport:

@@ -26,24 +26,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serve_support import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 ADMIN = "admin"
 ADMIN_PASSWORD = "browser-admin-pass"
 WRONG_PASSWORD = "Wr0ng-passw0rd-typed-in-the-form"
-TIMEOUT_MS = 15_000
 
 
 def free_port() -> int:

@@ -51,7 +51,7 @@ def _root(
     """Deliver rows of data as e-mail through an SMTP server."""
 
 
-_GROUPS = ("connections", "sink", "runs", "users", "agent", "agents")
+_GROUPS = ("connections", "sink", "runs", "users", "agent", "agents", "interfaces")
 _COMMANDS = {"export": "export", "run": "export", "serve": "serve"}
 _registered: set[str] = set()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Annotated
 
@@ -73,6 +74,13 @@ def serve(
             "running while the console runs.",
         ),
     ] = True,
+    scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--scheduler/--no-scheduler",
+            help="Run the interfaces' schedules in this process (one console per store should).",
+        ),
+    ] = True,
 ) -> None:
     """Run the web console and REST API (accounts come from 'mailconduit users create').
 
@@ -125,12 +133,17 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        server_header=False,
-        proxy_headers=False,  # the app believes forwarded headers from --forwarded-allow-ips only
-        access_log=False,
-    )
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            from mailconduit.interfaces.schedule import InterfaceScheduler
+
+            stack.enter_context(InterfaceScheduler.from_environment().running())
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            server_header=False,
+            proxy_headers=False,  # the app believes forwarded headers from --forwarded-allow-ips only
+            access_log=False,
+        )

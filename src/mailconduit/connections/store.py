@@ -26,7 +26,7 @@ from mailconduit.connections.env import ENV_PREFIX, env_connections, env_lookup,
 from mailconduit.connections.oauth import clear_oauth
 from mailconduit.crypto import decrypt, encrypt
 from mailconduit.db.engines import engine
-from mailconduit.db.tables import connections_table
+from mailconduit.db.tables import connection_tests_table, connections_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import LOCAL_CONNECTION
 
@@ -41,12 +41,16 @@ __all__ = [
     "get",
     "last_tests",
     "list_stored",
+    "recent_tests",
     "record_test",
     "update_connection",
 ]
 
 #: Names that belong to built-in connections and cannot be stored.
 RESERVED_NAMES = frozenset({LOCAL_CONNECTION})
+#: Test results kept per connection.
+KEPT_TESTS = 20
+
 
 @dataclass(frozen=True, slots=True)
 class TestStatus:
@@ -219,6 +223,7 @@ def update_connection(name: str, changes: Mapping[str, Any]) -> Connection:
 def delete_connection(name: str) -> None:
     with engine().begin() as db:
         result = db.execute(delete(connections_table).where(connections_table.c.name == name))
+        db.execute(delete(connection_tests_table).where(connection_tests_table.c.name == name))
     clear_oauth(name)  # its OAuth2 sign-in and cached tokens go with it
     if result.rowcount == 0:
         if env_lookup(name) is not None:
@@ -230,10 +235,41 @@ def delete_connection(name: str) -> None:
 
 
 def record_test(name: str, *, ok: bool, message: str) -> None:
-    """Remember the last Test Connection result (stored connections only)."""
+    """Remember a Test Connection result (stored connections only): the last one on the
+    connection, and the latest :data:`KEPT_TESTS` in its history."""
+    now = _now()
     with engine().begin() as db:
-        db.execute(
+        found = db.execute(
             update(connections_table)
             .where(connections_table.c.name == name)
-            .values(last_test_ok=ok, last_test_at=_now(), last_test_message=message[:2000])
+            .values(last_test_ok=ok, last_test_at=now, last_test_message=message[:2000])
+        ).rowcount
+        if not found:
+            return
+        db.execute(
+            insert(connection_tests_table).values(name=name, ok=ok, at=now, message=message[:2000])
         )
+        kept = (
+            select(connection_tests_table.c.id)
+            .where(connection_tests_table.c.name == name)
+            .order_by(connection_tests_table.c.id.desc())
+            .limit(KEPT_TESTS)
+        )
+        db.execute(
+            delete(connection_tests_table).where(
+                connection_tests_table.c.name == name,
+                connection_tests_table.c.id.not_in(kept.scalar_subquery()),
+            )
+        )
+
+
+def recent_tests(name: str) -> list[TestStatus]:
+    """The latest Test Connection results of a stored connection, newest first."""
+    with engine().connect() as db:
+        rows = db.execute(
+            select(connection_tests_table)
+            .where(connection_tests_table.c.name == name)
+            .order_by(connection_tests_table.c.id.desc())
+            .limit(KEPT_TESTS)
+        ).all()
+    return [TestStatus(bool(r.ok), r.at, r.message) for r in rows]

@@ -1,8 +1,10 @@
 """Every table of the store, in one place below the modules that read and write them.
 
-``connections/store.py`` keeps the SMTP connections here (``connections/oauth.py`` their
-OAuth2 sign-in), ``accounts/`` the console's users,
-API tokens, sessions and sign-in limits. The journal's tables are DDL of its own
+``connections/store.py`` keeps the SMTP connections (and their last tests) here
+(``connections/oauth.py`` their OAuth2 sign-in), ``accounts/`` the console's users,
+API tokens, sessions and sign-in limits, ``interfaces/store.py`` the saved interfaces, their
+runs and the database connections their queries use (the scheduler's jobs table,
+``scheduled_jobs``, belongs to APScheduler). The journal's tables are DDL of its own
 (``journal/store.py``, and ``journal/agents.py`` for the agents' chunks, leases, frozen input
 and shared rate): it talks DB-API on the send path, without SQLAlchemy.
 """
@@ -26,7 +28,11 @@ from mailconduit.config import TEXT_LIMITS
 
 __all__ = [
     "connection_oauth_table",
+    "connection_tests_table",
     "connections_table",
+    "database_connections_table",
+    "interface_runs_table",
+    "interfaces_table",
     "metadata",
     "sessions_table",
     "throttle_table",
@@ -116,4 +122,46 @@ used_forms_table = Table(
     metadata,
     Column("token_sha256", String(64), primary_key=True),
     Column("expires_at", Float, nullable=False),
+)
+
+#: Every Test Connection result, the latest few per connection (the connection page lists them).
+connection_tests_table = Table(
+    "connection_tests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, index=True),
+    Column("ok", Boolean, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+#: Saved interfaces, each as its document (JSON; see interfaces/model.py).
+interfaces_table = Table(
+    "interfaces",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+#: Which interface started a run, how, and why it stopped before the journal knew it.
+interface_runs_table = Table(
+    "interface_runs",
+    metadata,
+    Column("run_id", String(80), primary_key=True),
+    Column("interface", String(64), nullable=False, index=True),
+    Column("trigger", String(16), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("error", Text, nullable=False, default=""),
+)
+
+#: Databases interfaces query: the URL Fernet-encrypted, and as shown (no password).
+database_connections_table = Table(
+    "database_connections",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("url_token", Text, nullable=False),
+    Column("shown_url", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )

@@ -504,6 +504,29 @@ class Journal:
         owner, home, expires_at, now = rows[0]
         return Lease(run_id, str(owner), str(home), float(expires_at), float(now))
 
+    # -- statistics (the console's charts) -----------------------------------------------
+
+    def outcomes_by_day(
+        self, *, since: float, connection: str | None = None
+    ) -> list[tuple[int, str, int]]:
+        """Rows sent or failed since ``since`` (epoch seconds), counted per UTC day (days
+        since the epoch) and state; with ``connection``, only its runs'."""
+        day = (
+            "CAST(r.updated_at / 86400 AS INTEGER)"
+            if self._sqlite
+            else "CAST(FLOOR(r.updated_at / 86400) AS INTEGER)"
+        )
+        sql = f"SELECT {day} AS day, r.state, COUNT(*) FROM run_rows r"
+        params: list[Any] = [since]
+        if connection is not None:
+            sql += " JOIN runs u ON u.run_id = r.run_id"
+        sql += " WHERE r.updated_at >= ? AND r.state IN ('sent', 'failed')"
+        if connection is not None:
+            sql += " AND u.connection = ?"
+            params.append(connection)
+        rows = self._query(sql + f" GROUP BY {day}, r.state", params)
+        return [(int(d), str(state), int(n)) for d, state, n in rows]
+
     # -- daily cap ----------------------------------------------------------------------
 
     def daily_usage(self, connection: str) -> DailyUsage | None:

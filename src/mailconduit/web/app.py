@@ -23,7 +23,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from mailconduit import __version__
 from mailconduit.errors import ConfigError, MailconduitError, NotFoundError, SourceError
 from mailconduit.netpolicy import NetworkPolicy, current_policy
-from mailconduit.web import pages, rest
+from mailconduit.web import interface_api, pages, rest
 from mailconduit.web.console import Console, templates
 from mailconduit.web.responses import field_errors_json
 from mailconduit.web.security import (
@@ -99,6 +99,7 @@ def create_app(
     app.state.console = state
 
     app.include_router(rest.router)
+    app.include_router(interface_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app, state)

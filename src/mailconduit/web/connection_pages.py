@@ -18,6 +18,7 @@ from mailconduit.config import (
 )
 from mailconduit.errors import ConfigError
 from mailconduit.web.console import Console, StateDep
+from mailconduit.web.dashboards import connection_usage
 from mailconduit.web.forms import (
     FIELDS,
     FIELDS_BY_NAME,
@@ -182,6 +183,8 @@ def _detail(
         test=status,
         tested_at=format_time(status.at) if status else "",
         probe=probe,
+        usage=connection_usage(conn.name, conn.daily_cap),
+        tests=[(t, format_time(t.at)) for t in api.recent_tests(conn.name)],
         notice=notice or _notice(request),
     )
 

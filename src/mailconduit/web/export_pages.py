@@ -14,7 +14,14 @@ from mailconduit import api
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
 from mailconduit.home import LOCAL_CONNECTION
 from mailconduit.web.console import Console, StateDep
-from mailconduit.web.exports import preview_dicts, spec_from_web
+from mailconduit.web.dashboards import run_charts
+from mailconduit.web.exports import (
+    EXPORT_FORM_FIELDS,
+    FORM_SETTINGS,
+    export_settings,
+    preview_dicts,
+    spec_from_web,
+)
 from mailconduit.web.uploads import (
     attachment_files,
     list_interfaces,
@@ -33,7 +40,7 @@ from mailconduit.web.views import (
     redirect,
 )
 
-__all__ = ["EXPORT_FORM_FIELDS", "router"]
+__all__ = ["router"]
 
 router = new_router()
 RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")]
@@ -41,63 +48,7 @@ RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")]
 ROWS_SHOWN = 500
 FINAL_STATUSES = frozenset({"finished", "failed", "aborted", "paused", "interrupted", "dry-run"})
 
-#: (name, label, help) of the export form's text settings, in order.
-EXPORT_FORM_FIELDS: tuple[tuple[str, str, str], ...] = (
-    (
-        "to",
-        "To",
-        "Recipient template, e.g. {{ email }} (a column of the file). Several: comma-separated.",
-    ),
-    ("cc", "Cc", "Optional copy recipients (a template too)."),
-    ("bcc", "Bcc", "Optional hidden recipients."),
-    ("reply_to", "Reply-To", "Optional address replies should go to."),
-    ("from", "From", "Sender; empty uses the connection's sender."),
-    ("subject", "Subject", "Subject template, e.g. Your invoice {{ number }}."),
-    ("where", "Filter", "Optional SQL condition selecting rows, e.g. country = 'FR'."),
-    ("order_by", "Sort", "Optional SQL ordering, e.g. name DESC."),
-    ("key", "Key column", "Column that identifies a row (default: position and content)."),
-    ("by", "Group by", "Group mode: the column whose values each get one message."),
-    (
-        "to_column",
-        "Recipients column",
-        "Table or group mode: send to every address in this column.",
-    ),
-    ("encoding", "Encoding", "Text encoding of the file (default: detected, UTF-8 first)."),
-    ("delimiter", "Delimiter", "CSV delimiter (default: detected)."),
-    ("sheet", "Sheet", "Excel sheet name (default: the first)."),
-    ("max_errors", "Pause after errors", "Pause the run after this many failed rows (0: never)."),
-    ("concurrency", "Parallel sessions", "SMTP sessions at once (default: the connection's)."),
-    ("run_id", "Run id", "Optional name for the run (default: generated)."),
-)
-#: Settings typed in text areas: kept as typed (a body's blanks are its own).
-_TEXT_AREAS = ("body", "html_body", "text_body", "attach", "inline")
-_CARRIED = (
-    "upload",
-    "interface",
-    "connection",
-    *_TEXT_AREAS,
-    "html",
-    "mode",
-    "fail_fast",
-    *(name for name, _, _ in EXPORT_FORM_FIELDS),
-)
-_FIELD_NAMES = set(_CARRIED) | {"file", "files", "source"}
-
-
-def _settings(form: FormData) -> dict[str, Any]:
-    """The non-empty settings of a submitted export form (checkbox as boolean)."""
-    data: dict[str, Any] = {}
-    for name in _CARRIED:
-        value = form.get(name)
-        if name == "fail_fast":
-            if value not in (None, "", "off"):
-                data[name] = True
-            continue
-        if isinstance(value, str) and value.strip():
-            data[name] = value if name in _TEXT_AREAS else value.strip()
-    if data.get("interface"):
-        data = {k: v for k, v in data.items() if k in ("interface", "run_id")}
-    return data
+_FIELD_NAMES = set(FORM_SETTINGS) | {"file", "files", "source"}
 
 
 def _attached(values: dict[str, Any]) -> list[str]:
@@ -167,7 +118,7 @@ def new_export(request: Request, state: StateDep) -> Response:
 @router.post("/exports/new", response_class=HTMLResponse)
 def preview_export(request: Request, state: StateDep, form: FormDep) -> Response:
     """Store the uploaded file, validate the settings and show the first rendered messages."""
-    values = _settings(form)
+    values = export_settings(form)
     file = form.get("file")
     try:
         if isinstance(file, UploadFile) and file.filename:
@@ -199,7 +150,7 @@ def preview_export(request: Request, state: StateDep, form: FormDep) -> Response
 @router.post("/exports/start")
 def start_export(request: Request, state: StateDep, form: FormDep) -> Response:
     """Start sending in the background and go to the run's progress page."""
-    values = _settings(form)
+    values = export_settings(form)
     try:
         run_id = api.start_export(spec_from_web(values))
     except ConfigError as exc:
@@ -235,14 +186,18 @@ def run_page(request: Request, state: StateDep, run_id: RunId) -> Response:
     """Live progress while the run goes; per-row results once it ended."""
     context = _run_context(run_id)
     rows: list[Any] = []
+    charts: dict[str, Any] = {}
     if context["final"]:
-        rows = list(itertools.islice(api.run_report(run_id).rows(), ROWS_SHOWN + 1))
+        report = api.run_report(run_id)
+        rows = list(itertools.islice(report.rows(), ROWS_SHOWN + 1))
+        charts = run_charts(context["run"], report.rows())
     notice = NOTICES.get(request.query_params.get("notice", ""), "")
     return state.render(
         request,
         "run.html",
         rows=rows[:ROWS_SHOWN],
         more_rows=len(rows) > ROWS_SHOWN,
+        charts=charts,
         notice=notice,
         **context,
     )

@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.datastructures import FormData
+
 from mailconduit import api
 from mailconduit.config import ExportSpec
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
@@ -25,7 +27,15 @@ from mailconduit.web.uploads import (
     resolve_upload,
 )
 
-__all__ = ["SERVER_ONLY_FIELDS", "WEB_EXPORT_FIELDS", "preview_dicts", "spec_from_web"]
+__all__ = [
+    "EXPORT_FORM_FIELDS",
+    "FORM_SETTINGS",
+    "SERVER_ONLY_FIELDS",
+    "WEB_EXPORT_FIELDS",
+    "export_settings",
+    "preview_dicts",
+    "spec_from_web",
+]
 
 #: Settings a web request may give, beside ``upload`` or ``interface``, and the JSON type of
 #: each: ``text``; ``integer`` and ``boolean`` (as a form sends them, text is accepted too);
@@ -170,3 +180,62 @@ def preview_dicts(previews: list[Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+#: (name, label, help) of the export form's text settings, in order.
+EXPORT_FORM_FIELDS: tuple[tuple[str, str, str], ...] = (
+    (
+        "to",
+        "To",
+        "Recipient template, e.g. {{ email }} (a column of the file). Several: comma-separated.",
+    ),
+    ("cc", "Cc", "Optional copy recipients (a template too)."),
+    ("bcc", "Bcc", "Optional hidden recipients."),
+    ("reply_to", "Reply-To", "Optional address replies should go to."),
+    ("from", "From", "Sender; empty uses the connection's sender."),
+    ("subject", "Subject", "Subject template, e.g. Your invoice {{ number }}."),
+    ("where", "Filter", "Optional SQL condition selecting rows, e.g. country = 'FR'."),
+    ("order_by", "Sort", "Optional SQL ordering, e.g. name DESC."),
+    ("key", "Key column", "Column that identifies a row (default: position and content)."),
+    ("by", "Group by", "Group mode: the column whose values each get one message."),
+    (
+        "to_column",
+        "Recipients column",
+        "Table or group mode: send to every address in this column.",
+    ),
+    ("encoding", "Encoding", "Text encoding of the file (default: detected, UTF-8 first)."),
+    ("delimiter", "Delimiter", "CSV delimiter (default: detected)."),
+    ("sheet", "Sheet", "Excel sheet name (default: the first)."),
+    ("max_errors", "Pause after errors", "Pause the run after this many failed rows (0: never)."),
+    ("concurrency", "Parallel sessions", "SMTP sessions at once (default: the connection's)."),
+    ("run_id", "Run id", "Optional name for the run (default: generated)."),
+)
+#: Settings typed in text areas: kept as typed (a body's blanks are its own).
+_TEXT_AREAS = ("body", "html_body", "text_body", "attach", "inline")
+#: Every setting the export form carries (what the preview page hands on to Send).
+FORM_SETTINGS = (
+    "upload",
+    "interface",
+    "connection",
+    *_TEXT_AREAS,
+    "html",
+    "mode",
+    "fail_fast",
+    *(name for name, _, _ in EXPORT_FORM_FIELDS),
+)
+
+
+def export_settings(form: FormData) -> dict[str, Any]:
+    """The non-empty settings of a submitted export form (checkbox as boolean)."""
+    data: dict[str, Any] = {}
+    for name in FORM_SETTINGS:
+        value = form.get(name)
+        if name == "fail_fast":
+            if value not in (None, "", "off"):
+                data[name] = True
+            continue
+        if isinstance(value, str) and value.strip():
+            data[name] = value if name in _TEXT_AREAS else value.strip()
+    if data.get("interface"):
+        data = {k: v for k, v in data.items() if k in ("interface", "run_id")}
+    return data

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature
 
 from mailconduit.accounts import signin, users
-from mailconduit.web import connection_pages, export_pages, inbox_pages
+from mailconduit.web import connection_pages, export_pages, inbox_pages, interface_pages
 from mailconduit.web.console import Console, StateDep
 from mailconduit.web.security import LOGIN_COOKIE, SESSION_COOKIE, safe_next
 from mailconduit.web.views import NOTICES, FormDep, new_router, redirect
@@ -170,7 +170,9 @@ def logout(request: Request, state: StateDep) -> Response:
 @router.get("/", response_class=HTMLResponse)
 def main_menu(request: Request, state: StateDep) -> Response:
     """The Main Menu: connections, exports, the local inbox, the API."""
-    return state.render(request, "menu.html", notice="")
+    from mailconduit.web.dashboards import menu_context
+
+    return state.render(request, "menu.html", notice="", **menu_context())
 
 
 @router.get("/api-docs", response_class=HTMLResponse)
@@ -188,3 +190,4 @@ def api_docs(request: Request, state: StateDep) -> Response:
 router.include_router(connection_pages.router)
 router.include_router(export_pages.router)
 router.include_router(inbox_pages.router)
+router.include_router(interface_pages.router)

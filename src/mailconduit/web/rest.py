@@ -27,7 +27,15 @@ from mailconduit.web.exports import (
 from mailconduit.web.forms import FIELDS
 from mailconduit.web.oauth_form import OAUTH_FIELDS
 from mailconduit.web.oauth_form import SECRET_FIELDS as OAUTH_SECRETS
-from mailconduit.web.responses import attachment_response, html_part_response
+from mailconduit.web.responses import (
+    CONFLICT,
+    ERRORS,
+    NOT_FOUND,
+    RunOut,
+    attachment_response,
+    html_part_response,
+    run_out,
+)
 from mailconduit.web.security import CsrfRoute
 from mailconduit.web.uploads import (
     attachment_files,
@@ -41,18 +49,6 @@ if TYPE_CHECKING:
     from mailconduit.connections.store import TestStatus
 
 __all__ = ["ConnectionOut", "MessageOut", "RunOut", "router"]
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "The body could not be read (not JSON, or broken form data)."},
-    401: {"description": "Not signed in (send 'Authorization: Bearer TOKEN')."},
-    403: {"description": "Refused (CSRF token or Origin check for cookie sessions)."},
-    413: {"description": "The request is larger than the console accepts."},
-    422: {"description": "Invalid input: one entry per wrong field, with the CLI's wording."},
-}
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such item."}}
-CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"description": "The operation was refused or failed."}
-}
 
 router = APIRouter(prefix="/api", route_class=CsrfRoute, responses=ERRORS)
 ConnectionName = Annotated[
@@ -296,28 +292,6 @@ def _export_schema(schema: dict[str, Any]) -> None:
     schema["description"] = "Settings naming server files or databases are refused: " + ", ".join(
         sorted(SERVER_ONLY_FIELDS)
     )
-
-
-class RunOut(BaseModel):
-    """A run: its status and row counts by state."""
-
-    run_id: str
-    status: str
-    connection: str
-    mode: str
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    total: int | None
-    message: str
-    counts: dict[str, int]
-    done: int
-
-
-def run_out(info: Any) -> RunOut:
-    data = info.to_dict()
-    data["done"] = info.done
-    return RunOut.model_validate(data)
 
 
 class WorkerOut(BaseModel):

@@ -1,0 +1,87 @@
+"""Interface documents as the console shows and takes them: files it keeps are named by
+reference (``upload``: an upload's ``id/name``; ``files``: an archive's id), never by their
+path on the server; files under the operator's data folders keep their paths."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mailconduit.errors import ConfigError, FieldError, NotFoundError
+from mailconduit.home import uploads_dir
+from mailconduit.interfaces.files import files_folder
+from mailconduit.interfaces.model import Interface, interface_files_dir
+from mailconduit.web.uploads import resolve_upload
+
+__all__ = ["UPLOAD_FILES", "stored_document", "web_document"]
+
+#: ``export.files`` naming the files uploaded beside the data file (as the export form keeps them).
+UPLOAD_FILES = "upload"
+
+
+def _inside(path: str, folder: Path) -> Path | None:
+    """``path`` relative to ``folder`` when it lies inside it."""
+    try:
+        return Path(path).resolve().relative_to(folder.resolve())
+    except (ValueError, OSError):
+        return None
+
+
+def web_document(interface: Interface) -> dict[str, Any]:
+    """The interface's document with its kept files named by reference."""
+    doc = interface.to_document()
+    export = dict(doc["export"])
+    source = export.get("source")
+    if not interface.is_query and isinstance(source, str):
+        rel = _inside(source, uploads_dir())
+        if rel is not None:
+            del export["source"]
+            export["upload"] = rel.as_posix()
+    folder = export.get("attach_dir")
+    if isinstance(folder, str):
+        rel = _inside(folder, interface_files_dir())
+        if rel is not None:
+            del export["attach_dir"]
+            export["files"] = rel.as_posix()
+        elif _inside(folder, uploads_dir()) is not None:
+            del export["attach_dir"]
+            export["files"] = UPLOAD_FILES
+    doc["export"] = export
+    return doc
+
+
+def stored_document(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A document from the console with its references turned back into the files' paths."""
+    out = dict(doc)
+    export = out.get("export")
+    if not isinstance(export, Mapping):
+        return out
+    export = dict(export)
+    errors: list[FieldError] = []
+    upload = export.pop("upload", None)
+    if upload is not None:
+        if export.get("source"):
+            errors.append(FieldError("export.upload", "give an upload or a source, not both"))
+        else:
+            try:
+                export["source"] = str(resolve_upload(str(upload)).path)
+            except ConfigError:
+                errors.append(FieldError("export.upload", f"no uploaded file {upload!r}"))
+    files = export.pop("files", None)
+    if files is not None:
+        if export.get("attach_dir"):
+            errors.append(FieldError("export.files", "give an archive or attach_dir, not both"))
+        else:
+            try:
+                if files == UPLOAD_FILES and isinstance(export.get("source"), str):
+                    folder = Path(export["source"]).parent / "files"
+                    export["attach_dir"] = str(folder)
+                else:
+                    export["attach_dir"] = str(files_folder(str(files)))
+            except NotFoundError:
+                errors.append(FieldError("export.files", f"no attachment archive {files!r}"))
+    if errors:
+        raise ConfigError.for_fields("interface", errors)
+    out["export"] = export
+    return out
