@@ -18,8 +18,7 @@ from collections.abc import Callable
 from mailconduit.delivery.outcome import Outcome, outcome_of
 from mailconduit.journal import RowState, RowStatus
 from mailconduit.journal.records import _json_strings
-from mailconduit.smtp import DeliveryStatus, Envelope, RecipientStatus, SendOutcome
-from mailconduit.smtp.client import RecipientResult
+from mailconduit.smtp import DeliveryStatus, Envelope, RecipientResult, RecipientStatus, SendOutcome
 
 #: RowState's fields, in a frozen dataclass: what the plain slotted one is measured against.
 FrozenRowState = dataclasses.make_dataclass(
