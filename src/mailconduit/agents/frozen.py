@@ -169,9 +169,9 @@ def thawed_spec(spec: ExportSpec, *, html: bool) -> ExportSpec:
     """The spec a worker sends with: bodies inline (read here), the data's own options gone
     (the frozen rows are filtered, ordered and keyed already), no limit, no report file."""
     changes: dict[str, Any] = {
-        "source": "<frozen>", "kind": "", "encoding": "", "delimiter": "", "sheet": "",
+        "source": "<frozen>", "kind": None, "encoding": "", "delimiter": "", "sheet": "",
         "where": "", "order_by": "", "key": "", "database_url": "", "limit": 0,
-        "report": "", "dry_run": "",
+        "report": "", "dry_run": None,
     }  # fmt: skip
     for field, inline in (("body_file", "body"), ("html_body_file", "html_body"),
                           ("text_body_file", "text_body")):  # fmt: skip
