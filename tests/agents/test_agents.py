@@ -318,3 +318,42 @@ def test_a_stored_connection_is_used_by_workers_with_the_same_key_only(
         resumed = api.resume(report.run_id)
         assert resumed.status == "finished"
         assert len(server.messages) == 6
+
+
+def test_an_interface_on_a_celery_connection_runs_on_its_agent(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A saved interface (as the scheduler runs it) goes through the connection's agent: the
+    rows are sent by the workers, the run has chunks, and the interface's history has it."""
+    from mailconduit.interfaces import runner, service
+    from mailconduit.interfaces.model import DATA_DIRS_ENV
+    from mailconduit.journal.agents import AgentStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv(DATA_DIRS_ENV, str(data))
+    source = write_csv(data / "people.csv", people(20))
+    server = TimedFaultServer()
+    with server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        cluster.start_worker(MAILCONDUIT_AGENT_CHUNK_ROWS="5")
+        cluster.wait_live(1)
+        monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "5")
+        service.save_interface(
+            {"name": "on-agent", "export": {"source": str(source), "connection": CONNECTION,
+                                            "to": "{{ email }}", "subject": "s", "body": "b",
+                                            "key": "id"}}
+        )  # fmt: skip
+        report = runner.run_interface("on-agent")
+        assert report.status == "finished", report.message
+        assert report.counts.get("sent") == 20
+        got = deliveries(server.messages)
+        assert sorted(got) == sorted(f"user{i}@example.com" for i in range(20))
+        assert all(len(ids) == 1 for ids in got.values())
+        store = AgentStore()
+        try:
+            assert len(store.chunks(report.run_id)) == 4  # it ran as chunks on the agent
+        finally:
+            store.close()
+        (entry,) = service.history("on-agent")
+        assert entry.run_id == report.run_id
