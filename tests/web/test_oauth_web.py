@@ -155,6 +155,9 @@ def test_sign_in_from_the_connection_page(
     code = re.search(r'id="sign-in-code">([A-Z-]+)<', page.text)
     assert code is not None, page.text
     assert auth.verification_uri in page.text
+    pending = browser.http.get("/connections/office").text
+    assert 'id="sign-in-pending"' in pending
+    assert '<meta http-equiv="refresh" content="5">' in pending  # it shows the result by itself
     answer = httpx.post(auth.verification_uri, data={"user_code": code.group(1), "user": ANN})
     assert answer.status_code == 200
 
@@ -165,6 +168,7 @@ def test_sign_in_from_the_connection_page(
             break
         time.sleep(0.05)
     assert 'id="sign-in-done"' in detail, detail
+    assert 'http-equiv="refresh"' not in detail  # done: it stops looking
     settings = oauth_store.get_oauth("office")
     assert settings is not None and settings.refresh_token is not None
     refresh_token = settings.refresh_token.reveal()
