@@ -87,9 +87,21 @@ def _run_task(run_id: str, chunk: int) -> str:
 
     settings = AgentSettings.from_env(require_broker=False)
     AgentStore.shared(hold_seconds=settings.hold_seconds)
-    outcome = run_chunk(
-        run_id, chunk, settings=settings, connection=connection, allow_address=allow_address
-    )
+    profile_dir = os.environ.get("MAILCONDUIT_AGENT_PROFILE", "").strip()
+    profiler = None
+    if profile_dir:  # for benchmarks: one cProfile dump per chunk, read with pstats
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        outcome = run_chunk(
+            run_id, chunk, settings=settings, connection=connection, allow_address=allow_address
+        )
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"chunk-{run_id}-{chunk}-{os.getpid()}.prof"))
     log.info("run %s chunk %s: %s", run_id, chunk, outcome)
     return outcome
 

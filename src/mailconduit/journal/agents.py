@@ -27,6 +27,7 @@ __all__ = [
     "ChunkInfo",
     "FrozenRow",
     "FrozenRun",
+    "RunStop",
     "WorkerInfo",
     "require_shared_journal",
 ]
@@ -51,8 +52,12 @@ _DDL = (
         retry_failed BOOLEAN NOT NULL DEFAULT FALSE,
         stop_reason TEXT NOT NULL DEFAULT '',
         stop_status VARCHAR(16) NOT NULL DEFAULT '',
-        created_at DOUBLE PRECISION NOT NULL
+        created_at DOUBLE PRECISION NOT NULL,
+        failed_rows INTEGER NOT NULL DEFAULT 0
     )""",
+    # Rows failed in this attempt at the run, across its chunks and workers (--max-errors
+    # counts the run, not a chunk); a journal made before the column gets it here.
+    "ALTER TABLE agent_runs ADD COLUMN IF NOT EXISTS failed_rows INTEGER NOT NULL DEFAULT 0",
     """CREATE TABLE IF NOT EXISTS agent_rows (
         run_id VARCHAR(80) NOT NULL,
         position INTEGER NOT NULL,
@@ -218,6 +223,20 @@ class ChunkClaim:
     first_seq: int
     last_seq: int
     claimed_seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunStop:
+    """What a fenced write or claim learns of its run: why it was asked to stop (empty
+    while it runs), with which status, and how many rows failed in it so far."""
+
+    reason: str
+    status: str
+    failed_rows: int
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> RunStop:
+        return cls(str(row[0]), str(row[1]), int(row[2]))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -423,15 +442,17 @@ class AgentStore:
             return False, ""
         return True, str(rows[0][0])
 
-    def record_claimed(self, claim: ChunkClaim, seq: int) -> bool:
-        """Rows of the chunk up to ``seq`` are handed towards a session (fenced)."""
-        return bool(
-            self._execute(
-                "UPDATE agent_chunks SET claimed_seq = GREATEST(claimed_seq, %s) "
-                "WHERE run_id = %s AND chunk = %s AND epoch = %s AND state = 'running'",
-                (seq, claim.run_id, claim.chunk, claim.epoch),
-            )
+    def record_claimed(self, claim: ChunkClaim, seq: int) -> RunStop | None:
+        """Rows of the chunk up to ``seq`` are handed towards a session (fenced); None once
+        another epoch holds the chunk, else whether the run was asked to stop."""
+        rows = self._query(
+            "UPDATE agent_chunks c SET claimed_seq = GREATEST(c.claimed_seq, %s) "
+            "FROM agent_runs r WHERE c.run_id = %s AND c.chunk = %s AND c.epoch = %s "
+            "AND c.state = 'running' AND r.run_id = c.run_id "
+            "RETURNING r.stop_reason, r.stop_status, r.failed_rows",
+            (seq, claim.run_id, claim.chunk, claim.epoch),
         )
+        return RunStop.of(rows[0]) if rows else None
 
     def end_chunk(self, claim: ChunkClaim, *, state: str, status: str, reason: str) -> bool:
         """Record how this attempt at the chunk ended (fenced: only the lease holder can)."""
@@ -481,13 +502,29 @@ class AgentStore:
             out.setdefault(int(chunk), {})[str(state)] = int(n)
         return out
 
-    def fence_sql(self, claim: ChunkClaim) -> tuple[str, tuple[Any, ...]]:
-        """A statement returning one row while ``claim`` still holds its chunk; it locks the
-        chunk's row, so a takeover waits for a write guarded by it to commit, or fences it."""
-        return (
+    def fence_sql(self, claim: ChunkClaim, *, failed: int = 0) -> tuple[str, tuple[Any, ...]]:
+        """A statement returning one row while ``claim`` still holds its chunk: the run's
+        stop reason and status and its failed rows (see :class:`RunStop`). It locks the
+        chunk's row, so a takeover waits for a write guarded by it to commit, or fences it.
+
+        ``failed``: rows failed in the write it guards, added to the run's count in the
+        same transaction (so a fenced-out write counts nothing)."""
+        fence = (
             "SELECT 1 FROM agent_chunks WHERE run_id = %s AND chunk = %s AND epoch = %s "
-            "AND state = 'running' FOR UPDATE",
-            (claim.run_id, claim.chunk, claim.epoch),
+            "AND state = 'running' FOR UPDATE"
+        )
+        key = (claim.run_id, claim.chunk, claim.epoch)
+        if not failed:
+            return (
+                "SELECT r.stop_reason, r.stop_status, r.failed_rows FROM agent_runs r "
+                f"WHERE r.run_id = %s AND EXISTS ({fence})",
+                (claim.run_id, *key),
+            )
+        return (
+            f"WITH held AS ({fence}) UPDATE agent_runs SET failed_rows = failed_rows + %s "
+            "WHERE run_id = %s AND EXISTS (SELECT 1 FROM held) "
+            "RETURNING stop_reason, stop_status, failed_rows",
+            (*key, int(failed), claim.run_id),
         )
 
     def expired_chunks(self, *, lease: float, lost: float) -> list[tuple[str, int, str]]:
@@ -526,8 +563,8 @@ class AgentStore:
         )
         with self._lock, self._conn.transaction():
             self._conn.execute(
-                "UPDATE agent_runs SET stop_reason = '', stop_status = '', retry_failed = %s "
-                "WHERE run_id = %s",
+                "UPDATE agent_runs SET stop_reason = '', stop_status = '', retry_failed = %s, "
+                "failed_rows = 0 WHERE run_id = %s",
                 (with_failed_rows, run_id),
             )
             rows = self._conn.execute(

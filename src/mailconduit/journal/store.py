@@ -549,9 +549,10 @@ class Journal:
 
     def write_rows_guarded(
         self, run_id: str, rows: Sequence[RowState], guard: tuple[str, Sequence[Any]]
-    ) -> bool:
+    ) -> tuple[Any, ...] | None:
         """:meth:`write_rows`, only if the ``guard`` statement (run first, in the same
-        transaction) returns a row; False, with nothing written, when it returns none.
+        transaction) returns a row; returns that row, or None, with nothing written, when
+        it returns none.
 
         A worker's outcomes go through its chunk's fence this way: once another worker
         holds the chunk, nothing the first one learns is recorded.
@@ -562,19 +563,19 @@ class Journal:
             if self._sqlite:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    held = self._conn.execute(sql, params).fetchone() is not None
-                    if held and values:
+                    held = self._conn.execute(sql, params).fetchone()
+                    if held is not None and values:
                         self._conn.executemany(self._upsert_sql, values)
                     self._conn.execute("COMMIT")
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
-                return held
+                return None if held is None else tuple(held)
             with self._conn.transaction(), self._conn.cursor() as cur:
-                held = cur.execute(self._sql(sql), params).fetchone() is not None
-                if held and values:
+                found = cur.execute(self._sql(sql), params).fetchone()
+                if found is not None and values:
                     cur.executemany(self._upsert_sql, values)
-            return held
+            return None if found is None else tuple(found)
 
     def rows_between(self, run_id: str, first_seq: int, last_seq: int) -> list[RowState]:
         """The journaled rows of the run whose position is in ``first_seq..last_seq``."""
