@@ -545,6 +545,21 @@ class AgentStore:
             )
         ]
 
+    def unheard_chunks(self, agent: str, *, quiet: float) -> list[tuple[str, int]]:
+        """(run id, chunk) of ``agent``'s chunks queued and published more than ``quiet``
+        seconds ago, in runs not stopped (asked when its queue is empty: their messages
+        are lost). Each is marked published now, so one worker publishes it once."""
+        return [
+            (str(r[0]), int(r[1]))
+            for r in self._query(
+                f"UPDATE agent_chunks c SET published_at = {_NOW} FROM agent_runs r "
+                "WHERE r.run_id = c.run_id AND r.agent = %s AND r.stop_reason = '' "
+                f"AND c.state = 'queued' AND c.published_at > 0 AND c.published_at <= {_NOW} - %s "
+                "RETURNING c.run_id, c.chunk",
+                (agent, float(quiet)),
+            )
+        ]
+
     def stop_expired(self) -> list[str]:
         """Chunks of stopped runs whose holder died: stopped too. Returns their runs."""
         rows = self._query(
