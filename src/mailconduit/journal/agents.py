@@ -56,8 +56,14 @@ _DDL = (
         failed_rows INTEGER NOT NULL DEFAULT 0
     )""",
     # Rows failed in this attempt at the run, across its chunks and workers (--max-errors
-    # counts the run, not a chunk); a journal made before the column gets it here.
-    "ALTER TABLE agent_runs ADD COLUMN IF NOT EXISTS failed_rows INTEGER NOT NULL DEFAULT 0",
+    # counts the run, not a chunk); a journal made before the column gets it here. (Not
+    # ALTER ... IF NOT EXISTS: that locks the table out even when the column is there.)
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                       WHERE table_name = 'agent_runs' AND column_name = 'failed_rows') THEN
+            ALTER TABLE agent_runs ADD COLUMN failed_rows INTEGER NOT NULL DEFAULT 0;
+        END IF;
+    END $$""",
     """CREATE TABLE IF NOT EXISTS agent_rows (
         run_id VARCHAR(80) NOT NULL,
         position INTEGER NOT NULL,
@@ -279,6 +285,17 @@ class AgentStore:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ConfigError.for_fields("agents", [FieldError("MAILCONDUIT_DB", reason)]) from None
         with self._lock:
+            self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        """The agents' tables, made when missing: checked first, since the DDL is not free
+        (a CREATE INDEX, even of one that exists, waits for the workers' writes to its table)."""
+        present = self._conn.execute(
+            "SELECT to_regclass('ix_agent_chunks_state') IS NOT NULL AND to_regclass("
+            "'agent_throttle') IS NOT NULL AND EXISTS (SELECT 1 FROM information_schema.columns "
+            "WHERE table_name = 'agent_runs' AND column_name = 'failed_rows')"
+        ).fetchone()
+        if not (present and present[0]):
             self._ddl(";\n".join(_DDL))  # one round trip
 
     @classmethod
@@ -377,9 +394,10 @@ class AgentStore:
             (run_id, first, last),
         )
         return [
-            FrozenRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(tuple(f) for f in json.loads(r[6])))
+            FrozenRow(r[0], r[1], r[2], r[3], r[4], r[5],
+                      () if r[6] == "[]" else tuple(tuple(f) for f in json.loads(r[6])))
             for r in rows
-        ]
+        ]  # fmt: skip
 
     def blob_count(self, run_id: str) -> int:
         """How many distinct files the run's input holds."""

@@ -300,6 +300,13 @@ class Journal:
     def run_exists(self, run_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
 
+    def run_status(self, run_id: str) -> str:
+        """The run's status alone: one indexed read, where :meth:`get_run` counts its rows."""
+        rows = self._query("SELECT status FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise NotFoundError("run", run_id)
+        return str(rows[0][0])
+
     def get_run(self, run_id: str) -> RunInfo:
         rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
