@@ -96,6 +96,10 @@ class Runner:
     progress: ProgressCallback | None = None
     handle_signals: bool = False
     resend_uncertain: bool = True
+    #: Offered each session still open once every message is sent (the run not stopped):
+    #: True when it took the session over (an agent's worker keeps it for its next chunk
+    #: of the same run); else the session says QUIT as usual.
+    keep_session: Callable[[SMTPSession], bool] | None = None
     counters: _Counters = field(default_factory=_Counters)
     kept: list[RowState] = field(default_factory=list)
 
@@ -402,13 +406,22 @@ class Runner:
                 return
             self._connect_failures = 0
             self._first_login.set()
+            kept = False
             try:
                 result = await session.stream(self._source, self._on_send)
+                kept = (
+                    result.reason is StreamEnd.SOURCE_EXHAUSTED
+                    and self.keep_session is not None
+                    and not self.stopping
+                    and session.is_open
+                    and self.keep_session(session)
+                )
             finally:
-                if session.is_open and self._source_closed():
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(session.quit(wait=False), 5)
-                session.close()
+                if not kept:
+                    if session.is_open and self._source_closed():
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(session.quit(wait=False), 5)
+                    session.close()
             if result.reason is StreamEnd.SOURCE_EXHAUSTED:
                 return
             if result.reason is StreamEnd.SERVER_CLOSING:
