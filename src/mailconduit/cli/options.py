@@ -16,11 +16,11 @@ from typing import Annotated, Any, NamedTuple
 import typer
 
 __all__ = [
+    "RUN_START_OPTIONS",
     "AsJson",
     "LogJson",
     "Param",
     "Quiet",
-    "RUN_START_OPTIONS",
     "Yes",
     "option",
     "with_options",

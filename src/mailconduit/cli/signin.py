@@ -100,9 +100,9 @@ def oauth_changes(*, remove: bool = False, **options: str | None) -> dict[str, A
     """The preset and ``oauth_*`` fields the options give (only those given; secrets read
     from the environment variables named). ``remove`` (``--no-oauth``) forgets them."""
     data: dict[str, Any] = {}
-    for option, value in options.items():
-        field = SIGN_IN_OPTIONS[option]
-        data[field] = from_env(value, field) if option in _FROM_ENV else value
+    for name, value in options.items():
+        field = SIGN_IN_OPTIONS[name]
+        data[field] = from_env(value, field) if name in _FROM_ENV else value
     given = {k: v for k, v in data.items() if v is not None}
     if remove:
         if any(k.startswith("oauth_") for k in given):
