@@ -12,7 +12,15 @@ import typer
 
 from mailconduit import api
 from mailconduit.cli import signin
-from mailconduit.cli.options import AsJson, Param, Yes, option, with_options
+from mailconduit.cli.options import (
+    AsJson,
+    Param,
+    Yes,
+    confirm_unless,
+    option,
+    read_text,
+    with_options,
+)
 from mailconduit.config.connection import Connection
 from mailconduit.errors import ConfigError, FieldError
 
@@ -273,8 +281,7 @@ def delete(
 ) -> None:
     """Delete a stored connection."""
     api.get_connection(name)
-    if not yes and sys.stdin.isatty():
-        typer.confirm(f"Delete connection {name!r}?", abort=True)
+    confirm_unless(yes, f"Delete connection {name!r}?")
     api.delete_connection(name)
     typer.echo(f"deleted connection {name!r}")
 
@@ -365,12 +372,7 @@ def import_(
         text = sys.stdin.read()
         fmt = None
     else:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError.for_fields(
-                "import", [FieldError("file", f"{file}: {exc.strerror}")]
-            ) from None
+        text = read_text(file, what="import")
         fmt = "json" if file.suffix.lower() == ".json" else None
     done = api_import(text, fmt=fmt, replace=replace)
     typer.echo(f"imported {len(done)} connection(s): {', '.join(done)}")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mailconduit.cli.options import RUN_START_OPTIONS, Param, option, with_options
-from mailconduit.cli.progress import progress_printer
+from mailconduit.cli.progress import show_run
 from mailconduit.config.text import is_database_url
 from mailconduit.home import LOCAL_CONNECTION
 
@@ -263,24 +263,12 @@ def _start(spec: Any, *, detach: bool, queue: bool, as_json: bool, quiet: bool,
         run_id = api.detach_export(spec, queue=queue)
         typer.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
         return
-    _execute(
+    show_run(
         lambda progress: api.run_export(spec, progress=progress, handle_signals=True, queue=queue),
         as_json=as_json,
         quiet=quiet,
         log_json=log_json,
     )
-
-
-def _execute(call: Any, *, as_json: bool, quiet: bool, log_json: bool) -> None:
-    printer = progress_printer(quiet=quiet or as_json, log_json=log_json)
-    with printer:
-        report = call(printer.update)
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-    elif not quiet:
-        for line in printer.final_lines(report):
-            typer.echo(line)
-    raise typer.Exit(0 if report.ok else 1)
 
 
 @with_options(start=RUN_START_OPTIONS)

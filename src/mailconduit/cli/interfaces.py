@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from mailconduit.cli.export import _execute
+from mailconduit.cli.options import read_text
+from mailconduit.cli.progress import show_run
 
 app = typer.Typer(
     help="Saved exports the console schedules: list, show, run, import and export them.",
@@ -74,16 +75,10 @@ def import_(
     ] = False,
 ) -> None:
     """Save an interface from a YAML document (checked as the console checks it)."""
-    from mailconduit.errors import ConfigError, FieldError, NotFoundError
+    from mailconduit.errors import NotFoundError
     from mailconduit.interfaces import service, store
 
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError.for_fields(
-            "interface file", [FieldError("file", f"{file}: {exc.strerror}")]
-        ) from None
-    doc = service.interface_from_yaml(text)
+    doc = service.interface_from_yaml(read_text(file, what="interface file"))
     existing: str | None = None
     if replace:
         try:
@@ -103,4 +98,4 @@ def run(
     """Run an interface now and wait (refused while it is running elsewhere)."""
     from mailconduit.interfaces import runner
 
-    _execute(lambda progress: runner.run_interface(name), as_json=as_json, quiet=quiet, log_json=False)
+    show_run(lambda progress: runner.run_interface(name), as_json=as_json, quiet=quiet, log_json=False)

@@ -1,4 +1,5 @@
-"""Options several commands share, each declared once, and tables of options a command takes whole.
+"""Options several commands share, each declared once, tables of options a command takes whole,
+and the two chores several commands do (confirm a deletion, read an input file).
 
 A table (name -> :class:`Param`) lets a group of options be written once and given to
 several commands: ``connections create`` and ``edit`` take the same connection fields,
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
+
+from mailconduit.errors import ConfigError, FieldError
 
 __all__ = [
     "RUN_START_OPTIONS",
@@ -22,7 +27,9 @@ __all__ = [
     "Param",
     "Quiet",
     "Yes",
+    "confirm_unless",
     "option",
+    "read_text",
     "with_options",
 ]
 
@@ -64,6 +71,20 @@ RUN_START_OPTIONS: dict[str, Param] = {
 }  # fmt: skip
 
 Command = Callable[..., None]
+
+
+def confirm_unless(yes: bool, question: str) -> None:
+    """Ask ``question`` at a terminal unless ``--yes`` was given; no answer aborts."""
+    if not yes and sys.stdin.isatty():
+        typer.confirm(question, abort=True)
+
+
+def read_text(file: Path, *, what: str) -> str:
+    """The text of a file a command reads; a file that cannot be read is bad input on ``file``."""
+    try:
+        return file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError.for_fields(what, [FieldError("file", f"{file}: {exc.strerror}")]) from None
 
 
 def with_options(**tables: Mapping[str, Param]) -> Callable[[Command], Command]:
