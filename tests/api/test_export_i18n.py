@@ -19,7 +19,6 @@ from export_support import (
     only,
     server_messages,
     sink_messages,
-    use_free_sink_port,
     write_csv,
 )
 from mailconduit import api
@@ -27,11 +26,6 @@ from mailconduit.testing import FaultServer
 
 PDF = b"%PDF-1.4\n\x00\xff\xfe binary \r\n.\r\n bytes"
 FILE_NAME = "Résumé – façade ünïcödé 文件 2024.pdf"
-
-
-@pytest.fixture(autouse=True)
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    return use_free_sink_port(monkeypatch)
 
 
 @pytest.fixture

@@ -39,13 +39,6 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console
         yield running
 
 
-@pytest.fixture
-def browser(console: Console) -> Iterator[SignedIn]:
-    signed = console.signed_in()
-    yield signed
-    signed.http.close()
-
-
 def export_settings(**extra: Any) -> dict[str, Any]:
     return {"connection": "local", "to": "{{ email }}", "subject": "Hi {{ name }}",
             "body": "Dear {{ name }}", **extra}  # fmt: skip
