@@ -207,10 +207,10 @@ def test_recipients_still_deferred_when_retries_run_out_are_reported(
 ) -> None:
     rows_in = [{"id": 0, "email": "a@example.com, b@example.com", "name": "Pair"}]
     faults = {("RCPT", 2): "452 4.5.3 try b later", ("RCPT", 3): "452 4.5.3 try b later"}
-    with TimedFaultServer(faults=faults) as server:
-        use_server(monkeypatch, server.port)
-        report = send(rows_in, retry={"max_attempts": 2, "initial_delay": 0.01})
-    row = journal_rows(report.run_id)["0"]
+    server, _, rows = send_with_faults(
+        monkeypatch, faults, rows_in, retry={"max_attempts": 2, "initial_delay": 0.01}
+    )
+    row = rows["0"]
     assert [m.rcpt_tos for m in server.messages] == [("a@example.com",)]
     assert row.state == "failed" and row.reply.startswith("gave up after 2 attempt(s)")
     assert ("b@example.com", 452, "try b later") in row.detail
@@ -221,10 +221,8 @@ def test_when_no_recipient_is_accepted_only_the_deferred_ones_are_tried_again(
 ) -> None:
     rows_in = [{"id": 0, "email": "a@example.com, b@example.com", "name": "Pair"}]
     faults = {("RCPT", 1): "550 5.1.1 a is gone", ("RCPT", 2): "452 4.5.3 b later"}
-    with TimedFaultServer(faults=faults) as server:
-        use_server(monkeypatch, server.port)
-        report = send(rows_in)
-    row = journal_rows(report.run_id)["0"]
+    server, _, rows = send_with_faults(monkeypatch, faults, rows_in)
+    row = rows["0"]
     assert [m.rcpt_tos for m in server.messages] == [("b@example.com",)]
     assert server.count("RCPT") == 3  # a, b, then b alone
     assert (row.state, row.attempts) == ("sent", 2)

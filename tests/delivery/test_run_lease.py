@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,15 @@ def store_sql(url: str, sql: str) -> None:
         db.execute(sql)
 
 
+def sending(
+    source: Path, run_id: str, conn: str
+) -> AbstractContextManager[subprocess.Popen[str]]:
+    """This home's ``mailconduit export`` of ``source`` through ``conn``, one session at a time."""
+    return cli_process(
+        export_args(source, run_id, "--concurrency", "1"), cli_env(MAILCONDUIT_CONN_FAULT=conn)
+    )
+
+
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 2, result.stdout + result.stderr
     [line] = result.stderr.strip().splitlines()
@@ -94,11 +104,7 @@ def test_a_second_home_is_refused_while_the_first_sends_and_takes_the_run_after(
 ) -> None:
     with TimedFaultServer(faults=SLOW, hold_dot=2) as server:
         conn = connection_url(server.port)
-        sending = cli_process(
-            export_args(source, "shared", "--concurrency", "1"),
-            cli_env(MAILCONDUIT_CONN_FAULT=conn),
-        )
-        with sending as proc:
+        with sending(source, "shared", conn) as proc:
             wait_until(lambda: len(server.messages) >= 1, timeout=30, what="the first message")
             # The second message is held at its "." until the checks below are done.
             lease = Journal(shared_url).lease("shared")
@@ -155,11 +161,7 @@ def test_after_kill_9_another_home_waits_for_the_lease_and_the_own_home_resumes_
 ) -> None:
     with TimedFaultServer(faults=SLOW) as server:
         conn = connection_url(server.port)
-        sending = cli_process(
-            export_args(source, "crashed", "--concurrency", "1"),
-            cli_env(MAILCONDUIT_CONN_FAULT=conn),
-        )
-        with sending as proc:
+        with sending(source, "crashed", conn) as proc:
             wait_until(lambda: len(server.messages) >= 2, timeout=30, what="two messages")
             stop(proc, signal.SIGKILL)
         lease = Journal(shared_url).lease("crashed")
