@@ -18,7 +18,6 @@ from mailconduit.cli.options import (
     Yes,
     confirm_unless,
     option,
-    read_text,
     with_options,
 )
 from mailconduit.config.connection import Connection
@@ -372,7 +371,12 @@ def import_(
         text = sys.stdin.read()
         fmt = None
     else:
-        text = read_text(file, what="import")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError.for_fields(
+                "import", [FieldError("file", f"{file}: {exc.strerror}")]
+            ) from None
         fmt = "json" if file.suffix.lower() == ".json" else None
     done = api_import(text, fmt=fmt, replace=replace)
     typer.echo(f"imported {len(done)} connection(s): {', '.join(done)}")

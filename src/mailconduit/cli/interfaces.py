@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from mailconduit.cli.options import read_text
 from mailconduit.cli.progress import show_run
 
 app = typer.Typer(
@@ -75,10 +74,16 @@ def import_(
     ] = False,
 ) -> None:
     """Save an interface from a YAML document (checked as the console checks it)."""
-    from mailconduit.errors import NotFoundError
+    from mailconduit.errors import ConfigError, FieldError, NotFoundError
     from mailconduit.interfaces import service, store
 
-    doc = service.interface_from_yaml(read_text(file, what="interface file"))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError.for_fields(
+            "interface file", [FieldError("file", f"{file}: {exc.strerror}")]
+        ) from None
+    doc = service.interface_from_yaml(text)
     existing: str | None = None
     if replace:
         try:

@@ -1,5 +1,5 @@
 """Options several commands share, each declared once, tables of options a command takes whole,
-and the two chores several commands do (confirm a deletion, read an input file).
+and the confirmation several commands ask before deleting.
 
 A table (name -> :class:`Param`) lets a group of options be written once and given to
 several commands: ``connections create`` and ``edit`` take the same connection fields,
@@ -13,12 +13,9 @@ import functools
 import inspect
 import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
-
-from mailconduit.errors import ConfigError, FieldError
 
 __all__ = [
     "RUN_START_OPTIONS",
@@ -29,7 +26,6 @@ __all__ = [
     "Yes",
     "confirm_unless",
     "option",
-    "read_text",
     "with_options",
 ]
 
@@ -77,14 +73,6 @@ def confirm_unless(yes: bool, question: str) -> None:
     """Ask ``question`` at a terminal unless ``--yes`` was given; no answer aborts."""
     if not yes and sys.stdin.isatty():
         typer.confirm(question, abort=True)
-
-
-def read_text(file: Path, *, what: str) -> str:
-    """The text of a file a command reads; a file that cannot be read is bad input on ``file``."""
-    try:
-        return file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError.for_fields(what, [FieldError("file", f"{file}: {exc.strerror}")]) from None
 
 
 def with_options(**tables: Mapping[str, Param]) -> Callable[[Command], Command]:
