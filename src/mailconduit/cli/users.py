@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mailconduit.accounts import users
-from mailconduit.cli.options import AsJson, Yes, confirm_unless
+from mailconduit.cli.options import Yes, confirm_unless
 
 app = typer.Typer(
     help="Manage the web console's accounts and the API tokens scripts use.",
@@ -60,7 +60,7 @@ def password_(
 
 @app.command("list")
 def list_(
-    as_json: AsJson = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List console users and how many API tokens each has."""
     accounts = users.list_users()
