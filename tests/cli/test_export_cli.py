@@ -307,3 +307,22 @@ def test_html_and_text_flags_override_the_connection(
     assert local_html.get_content_type() == "multipart/alternative"
     assert local_text.get_content_type() == "text/plain"
     assert "<b>Ann</b>" in local_text.get_content()
+
+
+@pytest.mark.parametrize(
+    "source_args",
+    [
+        ["people.csv"],  # a file and a query
+        ["postgresql://127.0.0.1/one", "--database-url", "postgresql://127.0.0.1/two"],
+    ],
+    ids=["file", "two-database-urls"],
+)
+def test_a_source_and_a_query_together_are_refused_in_one_line(
+    cli: Any, source_args: list[str]
+) -> None:
+    result = cli("export", *source_args, "--query", "SELECT 1", "--to", "{{ email }}",
+                 "--subject", "s", "--body", "b")  # fmt: skip
+    assert result.code == 2, result.output
+    [line] = result.err.strip().splitlines()
+    assert "SOURCE" in line and "--query" in line
+    assert result.out == ""
