@@ -6,7 +6,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import typer
@@ -34,12 +33,8 @@ class ProgressPrinter:
     def __enter__(self) -> ProgressPrinter:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop the live bar, whatever ended the run."""
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
