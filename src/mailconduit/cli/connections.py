@@ -95,9 +95,12 @@ CONNECTION_OPTIONS: dict[str, Param] = {
         help="Allow sending credentials over an unencrypted connection to a non-loopback host.",
     ),
     "concurrency": option(int | None, "--concurrency", help="Default number of parallel SMTP sessions for exports."),
-    "rate_per_second": option(float | None, "--rate-per-second", help="Default cap on messages per second (0 = none)."),
-    "rate_per_minute": option(float | None, "--rate-per-minute", help="Default cap on messages per minute (0 = none)."),
-    "rate_per_hour": option(float | None, "--rate-per-hour", help="Default cap on messages per hour (0 = none)."),
+    **{
+        f"rate_per_{unit}": option(
+            float | None, f"--rate-per-{unit}", help=f"Default cap on messages per {unit} (0 = none)."
+        )
+        for unit in ("second", "minute", "hour")
+    },
     "daily_cap": option(int | None, "--daily-cap", help="At most this many messages per day (0 = none)."),
     "messages_per_connection": option(
         int | None, "--messages-per-connection",
