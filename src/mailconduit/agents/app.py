@@ -77,13 +77,15 @@ def _run_task(run_id: str, chunk: int) -> str:
     from mailconduit.netpolicy import allow_address
 
     def connection(name: str) -> Connection:
-        from mailconduit.connections import signin
-
         found = env_lookup(name)
         if found is None:
             from mailconduit.connections import store
 
             found = store.get(name)
+        if not found.signs_in_with_oauth:
+            return found
+        from mailconduit.connections import signin  # OAuth2 and HTTP modules: only for it
+
         return signin.with_tokens(found)  # an OAuth2 connection: this chunk's token provider
 
     settings = AgentSettings.from_env(require_broker=False)
@@ -268,10 +270,10 @@ def _reconnect(consumer: Any) -> None:
 
 def _preload() -> None:
     """Import what a chunk needs before the pool processes are forked: each would import
-    it again on its first chunk (0.9 s of OAuth and HTTP modules alone, measured with
-    MAILCONDUIT_AGENT_PROFILE), a delay before the run's first message."""
+    it again on its first chunk (measured with MAILCONDUIT_AGENT_PROFILE), a delay before
+    the run's first message. (The OAuth2 sign-in, 0.9 s of OAuth and HTTP modules, is
+    imported for an XOAUTH2 connection only, as api.serving does.)"""
     import mailconduit.agents.chunk
-    import mailconduit.connections.signin
     import mailconduit.connections.store
     import mailconduit.delivery.execution
     import mailconduit.delivery.loop
