@@ -205,11 +205,29 @@ class Journal:
                 "database", [FieldError("MAILCONDUIT_DB", f"{redact_url(self.url)}: {reason}")]
             ) from None
         self._conn = conn
+        if not self._sqlite and self._schema_is_current():
+            return
         for statement in _DDL:
             self._ddl(statement)
         for table, column, definition in _ADDED_COLUMNS:
             if column not in self._columns(table):
                 self._ddl(f"ALTER TABLE {table} ADD COLUMN {column} {definition}", (table, column))
+
+    def _schema_is_current(self) -> bool:
+        """PostgreSQL: every table, index and added column there already. Checked before any
+        DDL, which is not free there: CREATE INDEX IF NOT EXISTS takes its table's SHARE lock
+        before it looks, so it waits for every open write to run_rows and holds up the
+        next ones (agents' workers writing while a coordinator or a worker opens a Journal)."""
+        added = ", ".join(f"('{table}', '{column}')" for table, column, _ in _ADDED_COLUMNS)
+        row = self._conn.execute(
+            "SELECT to_regclass('ix_run_rows_seq') IS NOT NULL "
+            "AND to_regclass('ix_run_rows_state') IS NULL AND to_regclass('run_leases') IS NOT NULL "
+            "AND to_regclass('daily_usage') IS NOT NULL AND (SELECT COUNT(*) FROM "
+            "information_schema.columns WHERE table_schema = current_schema() AND "
+            f"(table_name, column_name) IN ({added})) = %s",
+            (len(_ADDED_COLUMNS),),
+        ).fetchone()
+        return bool(row and row[0])
 
     def _ddl(self, statement: str, adds: tuple[str, str] | None = None) -> None:
         for attempt in range(3):
