@@ -42,6 +42,13 @@ class Control:
     def stopping(self) -> bool:
         return self._reason is not None
 
+    def refused_credentials(self, error: Exception) -> None:
+        """The server refused the login: abort the run, nothing more goes out."""
+        self.stop(
+            RunStatus.ABORTED,
+            f"the server refused the credentials: {error}; nothing more was sent",
+        )
+
     def claim_no_more(self, message: str) -> None:
         """Claim no more rows, but let the rows already claimed go out; the run then ends
         aborted with ``message`` (unless it was stopped for another reason)."""

@@ -101,9 +101,7 @@ class SessionPool:
         try:
             session = await self._open_session()
         except AuthenticationError as exc:
-            control.stop(
-                RunStatus.ABORTED, f"the server refused the credentials: {exc}; nothing more was sent"
-            )
+            control.refused_credentials(exc)
             return None
         except (SMTPError, OSError) as exc:
             self._first_login.set()  # not a credentials problem: the others may try

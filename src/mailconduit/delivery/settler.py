@@ -19,7 +19,7 @@ from mailconduit.delivery.ratelimit import RateLimiter
 from mailconduit.delivery.recorder import Counters, Recorder
 from mailconduit.delivery.retry import next_delay
 from mailconduit.errors import AuthenticationError
-from mailconduit.journal import RowState, RowStatus, RunStatus
+from mailconduit.journal import RowState, RowStatus
 from mailconduit.smtp import DeliveryStatus, RecipientStatus, SendOutcome
 
 __all__ = ["Settler"]
@@ -54,10 +54,7 @@ class Settler:
         job = outcome.token
         assert isinstance(job, Job)
         if isinstance(outcome.error, AuthenticationError):
-            self._control.stop(
-                RunStatus.ABORTED,
-                f"the server refused the credentials: {outcome.error}; nothing more was sent",
-            )
+            self._control.refused_credentials(outcome.error)
         if (
             outcome.status is DeliveryStatus.SENT
             and not job.refused
