@@ -54,13 +54,14 @@ import hmac
 import json
 import secrets
 import ssl
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailconduit.sink.serving import ServerThread
 
 __all__ = [
     "GARBAGE",
@@ -466,7 +467,7 @@ class FaultServer:
         self._server: asyncio.base_events.Server | None = None
         self._live: set[_FaultySMTP] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: ServerThread[None] | None = None
         self._changed: asyncio.Event | None = None
 
     # -- configuration ----------------------------------------------------------
@@ -621,26 +622,17 @@ class FaultServer:
 
     def __enter__(self) -> Self:
         """Run the server in a background thread with its own event loop."""
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(started.set)
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="mailconduit-fault-server", daemon=True)
-        self._thread.start()
-        started.wait(10)
-        asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
+        self._thread = ServerThread(
+            self.start,
+            self.stop,
+            what="the fault server",
+            name="mailconduit-fault-server",
+            timeout=10,
+        )
+        self._thread.begin()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        loop = self._loop
-        if loop is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(10)
-        loop.close()
-        self._thread = None
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            thread.end()
