@@ -17,6 +17,7 @@ from mailconduit.config import (
     validate_connection,
 )
 from mailconduit.errors import ConfigError
+from mailconduit.web.cafile import check_ca_file
 from mailconduit.web.console import Console, StateDep
 from mailconduit.web.dashboards import connection_usage
 from mailconduit.web.forms import (
@@ -139,6 +140,7 @@ def create_smtp(request: Request, state: StateDep, form: FormDep) -> Response:
     data = form_to_connection_data(form, editing=False) | form_to_oauth_data(form, editing=False)
     if form.get("action") == "test":
         try:
+            check_ca_file(data)
             # not "store": a stored connection's OAuth2 tokens must not serve a draft
             draft = validate_connection(_connection_part(data), origin="draft")
         except ConfigError as exc:
@@ -152,6 +154,7 @@ def create_smtp(request: Request, state: StateDep, form: FormDep) -> Response:
         result = api.test_connection(draft, allow_address=state.policy.allow_address, record=False)
         return _form_page(request, state, values=data, probe=probe_view(result))
     try:
+        check_ca_file(data)
         conn = api.create_connection(data)
     except ConfigError as exc:
         return _form_page(
@@ -245,6 +248,7 @@ def save_edit(request: Request, state: StateDep, form: FormDep, name: Connection
     conn = _stored(name)
     data = form_to_connection_data(form, editing=True) | form_to_oauth_data(form, editing=True)
     try:
+        check_ca_file(data, stored=conn.ca_file)
         saved = api.update_connection(name, data)
     except ConfigError as exc:
         return _form_page(
