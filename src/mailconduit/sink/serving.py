@@ -5,7 +5,8 @@ The sink behind a command that uses the ``local`` connection and the test server
 ``start``/``stop`` are coroutines from synchronous code (:class:`ServerThread`: a start
 that fails is raised in the caller's thread, a stop that hangs is bounded), advertise
 PIPELINING (:class:`PipeliningHandler`) and close their open sessions when they stop
-(:func:`close_listeners`).
+(:func:`close_listeners`); the test servers are used with ``async with`` in the caller's
+loop or ``with`` in a thread of their own (:class:`ContextServer`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, Self, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-__all__ = ["PipeliningHandler", "ServerThread", "close_listeners"]
+__all__ = ["ContextServer", "PipeliningHandler", "ServerThread", "close_listeners"]
 
 T = TypeVar("T")
 
@@ -105,6 +106,41 @@ class ServerThread(Generic[T]):
             await self._stopping.wait()
         finally:
             await self._stop()
+
+
+class ContextServer:
+    """A server with coroutine ``start``/``stop``: ``async with`` runs it in the caller's loop,
+    ``with`` in a :class:`ServerThread` named by ``thread_name`` (``what`` in its errors)."""
+
+    what: ClassVar[str] = "the server"
+    thread_name: ClassVar[str] = "mailconduit-server"
+    _thread: ServerThread[None] | None = None
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def __enter__(self) -> Self:
+        """Run the server in a background thread with its own event loop."""
+        self._thread = ServerThread(
+            self.start, self.stop, what=self.what, name=self.thread_name, timeout=10
+        )
+        self._thread.begin()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            thread.end()
 
 
 class PipeliningHandler:

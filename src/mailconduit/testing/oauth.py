@@ -50,7 +50,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailconduit.oauth import OAuthSettings, validate_oauth_settings
-from mailconduit.sink.serving import PipeliningHandler, ServerThread, close_listeners
+from mailconduit.sink.serving import ContextServer, PipeliningHandler, close_listeners
 from mailconduit.testing.server import ReceivedMessage
 
 __all__ = [
@@ -922,7 +922,7 @@ class _XOAuth2SMTP(SMTP):
         super().connection_lost(error)
 
 
-class XOAuth2Server:
+class XOAuth2Server(ContextServer):
     """An SMTP server on loopback accepting only XOAUTH2 tokens its authority issued.
 
     ``style`` picks the refusals: ``"microsoft"`` (``535 5.7.3 Authentication
@@ -931,6 +931,9 @@ class XOAuth2Server:
     Exchange does whatever the token. ``required_scope`` must be among the token's scopes.
     App-only tokens (client credentials) may act for the ``mailboxes`` given (any when None).
     """
+
+    what = "the XOAUTH2 test server"
+    thread_name = "mailconduit-xoauth2-server"
 
     def __init__(
         self,
@@ -967,7 +970,6 @@ class XOAuth2Server:
         self.session_count = 0
         self._open: set[_XOAuth2SMTP] = set()
         self._server: asyncio.base_events.Server | None = None
-        self._thread: ServerThread[None] | None = None
 
     def opened(self, protocol: _XOAuth2SMTP) -> int:
         """Count a new connection; its number (from 1) for the messages it carries."""
@@ -1037,27 +1039,3 @@ class XOAuth2Server:
             return
         await close_listeners([self._server], self._open)
         self._server = None
-
-    async def __aenter__(self) -> XOAuth2Server:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def __enter__(self) -> XOAuth2Server:
-        """Serve from a background thread running its own event loop."""
-        self._thread = ServerThread(
-            self.start,
-            self.stop,
-            what="the XOAUTH2 test server",
-            name="mailconduit-xoauth2-server",
-            timeout=10,
-        )
-        self._thread.begin()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is not None:
-            thread, self._thread = self._thread, None
-            thread.end()

@@ -57,11 +57,11 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailconduit.sink.serving import ServerThread
+from mailconduit.sink.serving import ContextServer
 
 __all__ = [
     "GARBAGE",
@@ -409,8 +409,11 @@ class _FaultySMTP(SMTP):
         await super()._handle_client()
 
 
-class FaultServer:
+class FaultServer(ContextServer):
     """An aiosmtpd server on 127.0.0.1 with scripted faults and a record of what it received."""
+
+    what = "the fault server"
+    thread_name = "mailconduit-fault-server"
 
     def __init__(
         self,
@@ -467,7 +470,6 @@ class FaultServer:
         self._server: asyncio.base_events.Server | None = None
         self._live: set[_FaultySMTP] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: ServerThread[None] | None = None
         self._changed: asyncio.Event | None = None
 
     # -- configuration ----------------------------------------------------------
@@ -612,27 +614,3 @@ class FaultServer:
             await self._server.wait_closed()
             await asyncio.sleep(0)
             self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def __enter__(self) -> Self:
-        """Run the server in a background thread with its own event loop."""
-        self._thread = ServerThread(
-            self.start,
-            self.stop,
-            what="the fault server",
-            name="mailconduit-fault-server",
-            timeout=10,
-        )
-        self._thread.begin()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is not None:
-            thread, self._thread = self._thread, None
-            thread.end()
