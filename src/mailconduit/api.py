@@ -268,25 +268,18 @@ def load_interface(path: str | Path, *, run_id: str | None = None) -> ExportSpec
     Relative paths in it (source, the body files, attach_dir, dry_run, report) are relative
     to the file's folder, so a scheduler can run it from anywhere.
     """
-    import yaml
+    from mailconduit.config.document import parse_document, read_document_text
 
     file = Path(path)
-    try:
-        doc = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError.for_fields(
-            "interface file", [FieldError("file", f"{file}: {exc.strerror}")]
-        ) from None
-    except yaml.YAMLError as exc:
-        first = " ".join(str(exc).split())
-        raise ConfigError.for_fields(
-            "interface file", [FieldError("file", f"{file}: {first}")]
-        ) from None
+    text = read_document_text(file, what="interface file")
+    doc = parse_document(text, what="interface file", label=str(file))
+    if isinstance(doc, dict) and "export" in doc:
+        doc = doc["export"]
     if not isinstance(doc, dict):
         raise ConfigError.for_fields(
             "interface file", [FieldError("file", f"{file}: expected a mapping of settings")]
         )
-    data = dict(doc.get("export", doc))
+    data = dict(doc)
     base = file.resolve().parent
     for key in ("source", "body_file", "html_body_file", "text_body_file", "attach_dir",
                 "dry_run", "report"):  # fmt: skip
