@@ -380,8 +380,20 @@ async def aexport(
     """
     options = dict(locals())  # exactly the parameters: their names are the spec's fields
     del options["source"], options["progress"]
+    # None would mean "the default" below, and the default of a library call is no connection
+    # at all: never a silent send to the embedded server.
+    if not isinstance(connection, str):
+        raise TypeError(
+            f"connection must be a connection name (str), not {type(connection).__name__}"
+        )
+    _check_progress(progress)
     spec = _spec_of(source, options)
     return await _run(spec, progress=progress, handle_signals=False)
+
+
+def _check_progress(progress: object) -> None:
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
 
 
 _DEFAULTS = {name: p.default for name, p in inspect.signature(aexport).parameters.items()}
@@ -429,6 +441,9 @@ async def aresume(
 ) -> ExportReport:
     """Resume a run on the caller's loop: rows not yet confirmed are sent, confirmed rows
     never again. ``source`` is needed when the run read Python data (give the same)."""
+    if not isinstance(run_id, str):
+        raise TypeError(f"run_id must be a run id (str), not {type(run_id).__name__}")
+    _check_progress(progress)
     return await _resume(
         run_id,
         retry_failed=retry_failed,
