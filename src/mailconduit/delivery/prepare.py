@@ -8,6 +8,7 @@ nothing is sent.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import re
 from pathlib import Path
