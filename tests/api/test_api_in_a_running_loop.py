@@ -152,9 +152,10 @@ def test_connection_is_required_and_checked_at_call_time(server: TimedFaultServe
         (lambda o: mailconduit.export(people(1), **{**o, "connection": 5}), "not int"),
         (lambda o: asyncio.run(mailconduit.aexport(people(1), **{**o, "connection": None})),
          "connection must"),
-        (lambda o: mailconduit.export(people(1), **o, progress=5), "progress must be callable"),
-        (lambda o: mailconduit.resume(None), "run_id must"),
-        (lambda o: asyncio.run(mailconduit.aresume(7)), "run_id must"),
+        (lambda o: mailconduit.export(people(1), **o, progress=5),  # type: ignore[arg-type]
+         "progress must be callable"),
+        (lambda o: mailconduit.resume(None), "run_id must"),  # type: ignore[arg-type]
+        (lambda o: asyncio.run(mailconduit.aresume(7)), "run_id must"),  # type: ignore[arg-type]
     ],
 )  # fmt: skip
 def test_wrong_typed_arguments_are_type_errors_before_anything_is_sent(
