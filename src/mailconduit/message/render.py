@@ -152,6 +152,7 @@ class _Field:
         "template",
         "tree",
         "unsafe",
+        "whole_row",
     )
 
     def __init__(self, field: str, source: str, env: _Env) -> None:
@@ -163,6 +164,9 @@ class _Field:
         self.names: frozenset[str] = frozenset()
         self.columns: frozenset[str] = frozenset()
         self.unsafe: list[str] = []
+        #: ``row`` is used other than by a constant key (``row.get(x)``, ``row[name]``,
+        #: ``row.items()``): the field may read any column.
+        self.whole_row = False
         self.tree: nodes.Template | None = None
         self.template: Template | None = None
         self.plan: TextPlan | None = None
@@ -204,6 +208,7 @@ class _Field:
             ):
                 self.unsafe.append(str(node.args[0].value))
         self.columns = frozenset(lookups)
+        self.whole_row = _reads_whole_row(tree)
         self.parts = _direct_parts(tree)
 
     def _compile(self) -> nodes.Template:
@@ -290,6 +295,23 @@ _MISSING = object()
 
 class _TooLarge(Exception):
     """Internal: a field rendered beyond its size cap."""
+
+
+def _reads_whole_row(tree: nodes.Template) -> bool:
+    """Whether ``row`` is read other than by constant keys (a template that names its own
+    ``row``, as a loop variable, is left alone)."""
+    from jinja2 import nodes
+
+    uses = 0
+    for name in tree.find_all(nodes.Name):
+        if name.name == "row":
+            if name.ctx != "load":
+                return False
+            uses += 1
+    static = sum(
+        1 for node in tree.find_all((nodes.Getitem, nodes.Getattr)) if _static_row_key(node)
+    )
+    return uses > static
 
 
 def _static_row_key(node: nodes.Node) -> str | None:
@@ -496,6 +518,10 @@ class MessageTemplate:
             if candidate.field == field:
                 return candidate.names | candidate.columns
         return frozenset()
+
+    def reads_whole_row(self, field: str) -> bool:
+        """Whether a field reads ``row`` by keys not written in it, so it may read any column."""
+        return any(f.whole_row for f in self._fields() if f.field == field)
 
     def check(self, columns: Iterable[str], *, provided: Iterable[str] = ROW_MODE_NAMES) -> None:
         """Raise RenderError for the first field reading a column the source does not have.
