@@ -152,6 +152,13 @@ def test_a_missing_source_file(cli: Any, tmp_path: Path, server: FaultServer, ta
          ("city", "people.csv")),
         (("--to", "{{ email }}", "--subject", "s", "--body-file", "no-such-body.txt"),
          ("no-such-body.txt",)),
+        # a line break written in a header template: every row was skipped, one by one
+        (("--to", "{{ email }}", "--subject", "Hi {{ name }}\r\nBcc: eve@evil.example",
+          "--body", "b"), ("subject", "LINE FEED", "template's own text")),
+        (("--to", "{{ email }},\nboss@example.com", "--subject", "s", "--body", "b"),
+         ("template to", "LINE FEED")),
+        (("--to", "{{ email }}", "--subject", "s", "--body", "b", "--header",
+          "X-Note: {% if name %}a\u2028b{% endif %}"), ("X-Note", "LINE SEPARATOR")),
     ],
 )  # fmt: skip
 def test_a_template_problem_sends_nothing(

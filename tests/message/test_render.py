@@ -453,3 +453,26 @@ def test_plain_substitution_templates_do_not_load_jinja() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("subject", "text"),
+    [
+        ("{% if true -%}\n   Hi {{ name }}{%- endif %}\n", "Hi Zoë"),  # Jinja strips these
+        ("Hi {{ name }}\n", "Hi Zoë"),  # one final line break is no part of a line template
+        ("{{ name }}{# a\nnote #}", "Zoë"),
+    ],
+)
+def test_line_breaks_jinja_removes_are_not_the_templates_own_text(subject: str, text: str) -> None:
+    template = MessageTemplate(to="a@example.com", subject=subject)
+    template.check(COLUMNS)
+    assert template.render(ROW, row_key="1").subject == text
+
+
+@pytest.mark.parametrize(
+    "subject", ["Hi\nthere", "{{ name }}\r\nBcc: e@x.example", "{% for i in [1] %}a\u2028{% endfor %}"]
+)
+def test_a_line_break_written_in_a_header_template_is_refused_before_sending(subject: str) -> None:
+    with pytest.raises(RenderError, match="template's own text") as caught:
+        MessageTemplate(to="a@example.com", subject=subject).check(COLUMNS)
+    assert caught.value.template == "subject"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import markupsafe
 
 from mailconduit.errors import RenderError, RowError, TemplateSandboxError
+from mailconduit.message.chars import HEADER_BREAKERS_RE, char_name
 from mailconduit.message.header import check_header_name
 
 if TYPE_CHECKING:
@@ -225,6 +226,18 @@ class _Field:
             ) from None
         self.tree = tree
         return tree
+
+    def literal(self) -> str:
+        """The text the template writes as it stands (outside its ``{{ }}`` and ``{% %}``),
+        after Jinja's own whitespace control."""
+        if self.constant is not None:
+            return self.constant
+        if self.parts is not None:
+            return "".join(text for kind, text in self.parts if kind == _LITERAL)
+        from jinja2 import nodes
+
+        assert self.tree is not None
+        return "".join(node.data for node in self.tree.find_all(nodes.TemplateData))
 
     def render(self, context: dict[str, Any], *, escape: bool, limit: int) -> str:
         if self.constant is not None:
@@ -532,6 +545,13 @@ class MessageTemplate:
         known = {str(c) for c in columns}
         allowed = known | set(provided) | self._global_names
         for field in self._fields():
+            one_line = field is not self._text and field is not self._html
+            if one_line and (breaker := HEADER_BREAKERS_RE.search(field.literal())):
+                raise RenderError(
+                    f"the template's own text holds {char_name(breaker.group())}, which "
+                    "no header line (nor file name) can hold; remove it",
+                    template=field.field,
+                )
             if field.unsafe:
                 raise TemplateSandboxError(
                     f"sandbox violation: access to {field.unsafe[0]!r} is not allowed in templates",
