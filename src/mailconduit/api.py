@@ -229,6 +229,10 @@ def test_connection(
     record: bool = True,
 ) -> ProbeResult:
     """Run Test Connection stage by stage; the result says success or which stage failed and why."""
+    if not isinstance(conn, Connection | str):
+        raise TypeError(f"conn must be a Connection or its name (str), not {type(conn).__name__}")
+    if send_to is not None and not isinstance(send_to, str):
+        raise TypeError(f"send_to must be an address (str) or None, not {type(send_to).__name__}")
     if isinstance(conn, str):
         conn = get_connection(conn)
     with serving(conn) as live:

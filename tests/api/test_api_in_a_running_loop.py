@@ -156,13 +156,17 @@ def test_connection_is_required_and_checked_at_call_time(server: TimedFaultServe
          "progress must be callable"),
         (lambda o: mailconduit.resume(None), "run_id must"),  # type: ignore[arg-type]
         (lambda o: asyncio.run(mailconduit.aresume(7)), "run_id must"),  # type: ignore[arg-type]
+        (lambda o: mailconduit.test_connection(None), "conn must"),  # type: ignore[arg-type]
+        (lambda o: mailconduit.test_connection(o["connection"], send_to=5),  # type: ignore[arg-type]
+         "send_to must"),
     ],
 )  # fmt: skip
 def test_wrong_typed_arguments_are_type_errors_before_anything_is_sent(
     server: TimedFaultServer, call: Any, words: str
 ) -> None:
     """``connection=None`` meant "the default", which sent through the embedded server; a
-    non-callable progress failed only once the run had begun."""
+    non-callable progress failed only once the run had begun; Test Connection raised
+    AttributeError."""
     with pytest.raises(TypeError, match=words):
         call(OPTIONS)
     assert server.messages == [] and Journal().list_runs() == []
