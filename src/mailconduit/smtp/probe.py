@@ -366,12 +366,7 @@ class _Probe:
         if stage is Stage.BANNER:
             return await self._diagnose_banner(error, text, cause)
         if stage is Stage.EHLO:
-            return self.result(
-                False,
-                "ehlo",
-                text,
-                "the server refused our greeting; set ehlo_hostname to a name it accepts",
-            )
+            return self.result(False, "ehlo", text, _ehlo_hint(error))
         if stage is Stage.STARTTLS:
             return self._diagnose_starttls(text, cause)
         if stage is Stage.AUTH:
@@ -460,6 +455,17 @@ class _Probe:
             )
         hint = error.hint if isinstance(error, UnusableAuthError) else ""
         return self.result(False, "auth", text, hint)
+
+
+def _ehlo_hint(error: MailconduitError) -> str:
+    """EHLO and HELO unknown (500/502): a server greeting with 220 that is not SMTP (FTP
+    greets so too). Refused otherwise: usually the name we announced."""
+    if isinstance(error, SMTPError) and error.code in (500, 502):
+        return (
+            "the server knows neither EHLO nor HELO: this port may not be an SMTP server "
+            "(FTP servers greet with 220 too); check the port"
+        )
+    return "the server refused our greeting; set ehlo_hostname to a name it accepts"
 
 
 def _tcp_hint(cause: BaseException | None, port: int) -> str:
