@@ -54,13 +54,14 @@ import hmac
 import json
 import secrets
 import ssl
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailconduit.sink.serving import ContextServer
 
 __all__ = [
     "GARBAGE",
@@ -246,30 +247,39 @@ class _Handler:
         return AuthResult(success=False, handled=False)
 
     async def auth_XOAUTH2(self, server: _FaultySMTP, args: list[str]) -> AuthResult:
-        if len(args) > 1:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except (binascii.Error, ValueError):
-                await server.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        else:
-            got = await server.challenge_auth("")
-            if not isinstance(got, bytes):
-                return AuthResult(success=False, handled=True)
-            blob = got
-        fields = dict(
-            part.split("=", 1)
-            for part in blob.decode("utf-8", "replace").split("\x01")
-            if "=" in part
-        )
-        user = fields.get("user", "")
-        token = fields.get("auth", "").removeprefix("Bearer ")
+        login = await read_xoauth2(server, args)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        user, token = login
         expected = self.owner.credentials.get(user)
         if expected is not None and hmac.compare_digest(expected, token):
             return self.owner.login_ok(server, user)
         error = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.example/"})
         await server.challenge_auth(error)  # the client answers with an empty line
         return AuthResult(success=False, handled=False)
+
+
+async def read_xoauth2(server: SMTP, args: list[str]) -> tuple[str, str] | None:
+    """(user, bearer token) of an ``AUTH XOAUTH2``, from its initial response or from the
+    answer to an empty challenge; None when there is none or it is not base64 (then the 501
+    has been sent). ``user=U^Aauth=Bearer T^A^A``: a part that is absent reads as ''."""
+    if len(args) > 1:
+        try:
+            blob = base64.b64decode(args[1], validate=True)
+        except (binascii.Error, ValueError):
+            await server.push("501 5.5.2 Cannot decode base64")
+            return None
+    else:
+        answer = await server.challenge_auth("")
+        if not isinstance(answer, bytes):  # MISSING: the client cancelled
+            return None
+        blob = answer
+    fields = dict(
+        part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part
+    )
+    auth = fields.get("auth", "")
+    token = auth[7:] if auth[:7].lower() == "bearer " else ""
+    return fields.get("user", ""), token
 
 
 class _FaultySMTP(SMTP):
@@ -408,8 +418,11 @@ class _FaultySMTP(SMTP):
         await super()._handle_client()
 
 
-class FaultServer:
+class FaultServer(ContextServer):
     """An aiosmtpd server on 127.0.0.1 with scripted faults and a record of what it received."""
+
+    what = "the fault server"
+    thread_name = "mailconduit-fault-server"
 
     def __init__(
         self,
@@ -466,7 +479,6 @@ class FaultServer:
         self._server: asyncio.base_events.Server | None = None
         self._live: set[_FaultySMTP] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._changed: asyncio.Event | None = None
 
     # -- configuration ----------------------------------------------------------
@@ -611,36 +623,3 @@ class FaultServer:
             await self._server.wait_closed()
             await asyncio.sleep(0)
             self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def __enter__(self) -> Self:
-        """Run the server in a background thread with its own event loop."""
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(started.set)
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="mailconduit-fault-server", daemon=True)
-        self._thread.start()
-        started.wait(10)
-        asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        loop = self._loop
-        if loop is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(10)
-        loop.close()
-        self._thread = None
