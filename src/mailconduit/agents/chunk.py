@@ -12,7 +12,6 @@ again with the same Message-ID (the journal's ``uncertain``), as a local resume 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -41,7 +40,6 @@ from mailconduit.journal.agents import (
     RunStop,
     held_briefly,
 )
-from mailconduit.smtp import SMTPSession
 
 __all__ = ["ChunkLease", "FencedJournal", "run_chunk"]
 
@@ -187,65 +185,6 @@ class FencedJournal(Journal):
             lease.halt(RunStatus.PAUSED, reason)
 
 
-#: Longest a session kept from one chunk waits for the next (servers drop idle sessions).
-KEEP_IDLE_SECONDS = 10.0
-
-
-class KeptSessions:
-    """This process's SMTP sessions kept open from one chunk of a run to its next chunk
-    here: consecutive chunks do not each connect, greet and log in again.
-
-    Only sessions that sent everything they were given, in a chunk not stopped, are kept
-    (idle between transactions), for the same run and connection only, and for
-    :data:`KEEP_IDLE_SECONDS` at most. A kept session is given the new chunk's lease as its
-    send gate. They live on this process's one event loop (see :func:`asyncio_run`).
-    """
-
-    _per_process: ClassVar[dict[int, KeptSessions]] = {}
-
-    def __init__(self) -> None:
-        self.key = ("", "")
-        self._idle: list[tuple[float, SMTPSession]] = []
-
-    @classmethod
-    def here(cls) -> KeptSessions:
-        kept = cls._per_process.get(os.getpid())
-        if kept is None:
-            kept = cls._per_process[os.getpid()] = cls()
-        return kept
-
-    def start(self, run_id: str, connection: str) -> list[SMTPSession]:
-        """Sessions for a chunk of ``run_id``; returns those to close (another run's, or
-        idle too long)."""
-        now = time.monotonic()
-        if self.key != (run_id, connection):
-            stale, self._idle = [s for _, s in self._idle], []
-            self.key = (run_id, connection)
-            return stale
-        stale = [s for at, s in self._idle if now - at > KEEP_IDLE_SECONDS or not s.is_open]
-        self._idle = [(at, s) for at, s in self._idle if s not in stale]
-        return stale
-
-    def take(self) -> SMTPSession | None:
-        while self._idle:
-            _, session = self._idle.pop()
-            if session.is_open:
-                return session
-            session.close()
-        return None
-
-    def keep(self, session: SMTPSession) -> bool:
-        if len(self._idle) >= 64:
-            return False
-        self._idle.append((time.monotonic(), session))
-        return True
-
-    def drop_all(self) -> None:
-        for _, session in self._idle:
-            session.close()
-        self._idle = []
-
-
 def _shifted(items: Iterator[Job | RowState], offset: int) -> Iterator[Job | RowState]:
     """The chunk's messages numbered as in the whole run (a chunk counts from 1)."""
     for item in items:
@@ -337,21 +276,7 @@ def _send(
             offset = claim.first_seq - 1
             claimed_local = max(0, claim.claimed_seq - offset)
             size_limit = 0
-
-            def gate() -> bool:
-                return not lease.gate()
-
-            fresh = session_opener(conn, spec, allow_address, gate)
-
-            async def opener() -> SMTPSession:
-                session = kept.take()
-                if session is None:
-                    return await fresh()
-                session.send_gate = gate  # this chunk's lease from now on
-                return session
-
-            kept = KeptSessions.here()
-            stale = kept.start(run.run_id, conn.name)
+            opener = session_opener(conn, spec, allow_address, lambda: not lease.gate())
             if spec.mode is not ExportMode.ROW and spec.oversize != "fail":
                 size_limit = asyncio_run(server_size(opener))
             jobs = build_jobs(
@@ -373,25 +298,19 @@ def _send(
                 concurrency=spec.concurrency or conn.concurrency,
                 limiter=limiter,
                 resend_uncertain=spec.resend_uncertain,
-                keep_session=kept.keep,
             )
-            result = asyncio_run(_drive(runner, lease, stale))
+            result = asyncio_run(_drive(runner, lease))
         finally:
             prepared.close()
     except BaseException:
         journal.close()  # its connection may be broken: the next chunk opens a new one
         FencedJournal.drop()
-        KeptSessions.here().drop_all()
         raise
     return result.status, result.message
 
 
-async def _drive(runner: Runner, lease: ChunkLease, stale: Sequence[SMTPSession] = ()) -> Any:
+async def _drive(runner: Runner, lease: ChunkLease) -> Any:
     loop = asyncio.get_running_loop()
-    for session in stale:  # kept for another run, or idle too long
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(session.quit(wait=False), 5)
-        session.close()
 
     def stop(status: RunStatus, reason: str) -> None:
         loop.call_soon_threadsafe(runner.stop, status, reason)
@@ -402,18 +321,10 @@ async def _drive(runner: Runner, lease: ChunkLease, stale: Sequence[SMTPSession]
     return await runner.run()
 
 
-_LOOPS: dict[int, asyncio.Runner] = {}
-
-
 def asyncio_run(coro: Any) -> Any:
-    """Run ``coro`` on this process's one event loop, kept from chunk to chunk (the
-    sessions :class:`KeptSessions` holds belong to it)."""
     from mailconduit.delivery import loop
 
-    runner = _LOOPS.get(os.getpid())
-    if runner is None:
-        runner = _LOOPS[os.getpid()] = loop.new_runner()
-    return runner.run(coro)
+    return loop.run(coro)
 
 
 #: Run status for a chunk's ending status, worst first.

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["blocking", "loop_name", "new_runner", "run"]
+__all__ = ["blocking", "loop_name", "run"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -42,13 +42,6 @@ def _factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def loop_name() -> str:
     """``uvloop`` or ``asyncio``: the loop :func:`run` would use now."""
     return "asyncio" if _factory() is None else "uvloop"
-
-
-def new_runner() -> asyncio.Runner:
-    """An :class:`asyncio.Runner` on the loop :func:`run` would use, for a caller that
-    runs several coroutines on one loop (an agent's worker: its SMTP sessions outlive a
-    chunk). The caller closes it."""
-    return asyncio.Runner(loop_factory=_factory())
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

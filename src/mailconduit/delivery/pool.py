@@ -35,10 +35,8 @@ class SessionPool:
         limiter: RateLimiter | None,
         on_send: Callable[[SendOutcome], None],
         logs_in: bool,
-        keep_session: Callable[[SMTPSession], bool] | None = None,
     ) -> None:
         self._open_session = open_session
-        self._keep_session = keep_session
         self._feed = feed
         self._control = control
         self._limiter = limiter
@@ -81,22 +79,13 @@ class SessionPool:
                 if control.stopping:
                     return
                 continue
-            kept = False
             try:
                 result = await session.stream(self._feed, self._on_send)
-                kept = (
-                    result.reason is StreamEnd.SOURCE_EXHAUSTED
-                    and self._keep_session is not None
-                    and not control.stopping
-                    and session.is_open
-                    and self._keep_session(session)
-                )
             finally:
-                if not kept:
-                    if session.is_open and self._feed.ended:
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(session.quit(wait=False), 5)
-                    session.close()
+                if session.is_open and self._feed.ended:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(session.quit(wait=False), 5)
+                session.close()
             if result.reason is StreamEnd.SOURCE_EXHAUSTED:
                 return
             if result.reason is StreamEnd.SERVER_CLOSING:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mailconduit.config import Connection, ExportSpec
@@ -39,7 +39,6 @@ from mailconduit.delivery.recorder import Counters, ProgressMeter, Recorder
 from mailconduit.delivery.report import ExportReport
 from mailconduit.delivery.settler import Settler
 from mailconduit.journal import Journal, RowState, RunStatus
-from mailconduit.smtp import SMTPSession
 
 __all__ = ["CANCELLED", "Job", "Outcome", "RunResult", "Runner", "SessionOpener", "outcome_of"]
 
@@ -77,10 +76,6 @@ class Runner:
     progress: ProgressCallback | None = None
     handle_signals: bool = False
     resend_uncertain: bool = True
-    #: Offered each session still open once every message is sent (the run not stopped):
-    #: True when it took the session over (an agent's worker keeps it for its next chunk
-    #: of the same run); else the session says QUIT as usual.
-    keep_session: Callable[[SMTPSession], bool] | None = None
     counters: Counters = field(default_factory=Counters)
     kept: list[RowState] = field(default_factory=list)
 
@@ -120,7 +115,6 @@ class Runner:
             limiter=self.limiter,
             on_send=self._settler.on_send,
             logs_in=self.connection.logs_in,
-            keep_session=self.keep_session,
         )
 
     # ---------------------------------------------------------------- control
