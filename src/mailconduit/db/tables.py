@@ -31,6 +31,7 @@ __all__ = [
     "connection_tests_table",
     "connections_table",
     "database_connections_table",
+    "interface_due_runs_table",
     "interface_runs_table",
     "interfaces_table",
     "metadata",
@@ -154,6 +155,18 @@ interface_runs_table = Table(
     Column("trigger", String(16), nullable=False),
     Column("started_at", Float, nullable=False),
     Column("error", Text, nullable=False, default=""),
+)
+
+#: Each due time of a schedule, claimed once by the scheduler that runs it (the run's id;
+#: "" when the run was skipped because the interface was running already).
+interface_due_runs_table = Table(
+    "interface_due_runs",
+    metadata,
+    Column("interface", String(64), primary_key=True),
+    Column("due_at", Float, primary_key=True),
+    Column("run_id", String(80), nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("claimed_at", Float, nullable=False),
 )
 
 #: Databases interfaces query: the URL Fernet-encrypted, and as shown (no password).

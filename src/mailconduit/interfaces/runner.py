@@ -38,7 +38,7 @@ __all__ = [
 
 log = logging.getLogger("mailconduit.interfaces")
 #: How long an interface's lease lasts unless renewed (a crashed holder frees it by then).
-LEASE_SECONDS = 60.0
+LEASE_SECONDS = 15.0
 
 
 class InterfaceBusyError(MailconduitError):

@@ -18,18 +18,25 @@ from mailconduit.config import NAME_RE, is_database_url
 from mailconduit.crypto import decrypt, encrypt
 from mailconduit.db.engines import engine
 from mailconduit.db.tables import database_connections_table as databases_table
-from mailconduit.db.tables import interface_runs_table, interfaces_table
+from mailconduit.db.tables import (
+    interface_due_runs_table,
+    interface_runs_table,
+    interfaces_table,
+)
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import redact_url
 from mailconduit.interfaces.model import Interface, interface_from_document
 
 __all__ = [
     "DatabaseInfo",
+    "DueRun",
     "InterfaceRun",
+    "claim_due_run",
     "create_interface",
     "database_url",
     "delete_database",
     "delete_interface",
+    "due_runs",
     "get_interface",
     "interface_of_run",
     "list_databases",
@@ -38,6 +45,7 @@ __all__ = [
     "runs_of",
     "save_database",
     "set_run_error",
+    "skip_due_run",
     "update_interface",
 ]
 
@@ -116,6 +124,9 @@ def delete_interface(name: str) -> None:
     with engine().begin() as conn:
         gone = conn.execute(delete(interfaces_table).where(interfaces_table.c.name == name))
         conn.execute(delete(interface_runs_table).where(interface_runs_table.c.interface == name))
+        conn.execute(
+            delete(interface_due_runs_table).where(interface_due_runs_table.c.interface == name)
+        )
     if not gone.rowcount:
         raise NotFoundError("interface", name)
 
@@ -180,6 +191,65 @@ def interface_of_run(run_id: str) -> str | None:
                 interface_runs_table.c.run_id == run_id
             )
         ).scalar()
+
+
+# --------------------------------------------------------------------------- due times
+
+
+@dataclass(frozen=True, slots=True)
+class DueRun:
+    """A due time of an interface's schedule and the run it got ("" when it was skipped)."""
+
+    interface: str
+    due_at: float
+    run_id: str
+    holder: str
+    claimed_at: float
+
+
+def claim_due_run(interface: str, due_at: float, *, run_id: str, holder: str) -> bool:
+    """Claim a due time for a run, atomically: False when some scheduler claimed it before
+    (so a due time yields one run, whichever scheduler process sees it)."""
+    try:
+        with engine().begin() as conn:
+            conn.execute(
+                insert(interface_due_runs_table).values(
+                    interface=interface,
+                    due_at=due_at,
+                    run_id=run_id,
+                    holder=holder,
+                    claimed_at=time.time(),
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def skip_due_run(interface: str, due_at: float) -> None:
+    """The claimed due time got no run (the interface was running already)."""
+    with engine().begin() as conn:
+        conn.execute(
+            update(interface_due_runs_table)
+            .where(
+                interface_due_runs_table.c.interface == interface,
+                interface_due_runs_table.c.due_at == due_at,
+            )
+            .values(run_id="")
+        )
+
+
+def due_runs(interface: str, *, limit: int = 200) -> list[DueRun]:
+    """The claimed due times of an interface, the latest first."""
+    table = interface_due_runs_table
+    with engine().connect() as conn:
+        rows = conn.execute(
+            select(table)
+            .where(table.c.interface == interface)
+            .order_by(table.c.due_at.desc())
+            .limit(limit)
+        ).all()
+    return [DueRun(r.interface, r.due_at, r.run_id, r.holder, r.claimed_at) for r in rows]
 
 
 # --------------------------------------------------------------------------- databases
