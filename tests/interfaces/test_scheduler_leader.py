@@ -5,6 +5,7 @@ all without catch-up), even when two processes come back at once."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -192,7 +193,7 @@ def test_one_process_runs_the_schedule_and_the_other_takes_over_after_kill_9(
     after = [c for c in found if c.due_at > killed]
     assert len(before) >= 2 and {holder_pid(c) for c in before} == {first.pid}
     assert len(after) >= 3 and {holder_pid(c) for c in after} == {second.pid}
-    gaps = [b.due_at - a.due_at for a, b in zip(found, found[1:], strict=False)]
+    gaps = [b.due_at - a.due_at for a, b in itertools.pairwise(found)]
     assert gaps == pytest.approx([minute] * len(gaps)), "a due time was lost or doubled"
     assert_one_run_per_claim_and_no_message_twice(found)
 
@@ -229,7 +230,7 @@ def test_runs_missed_while_down_are_made_up_once_by_two_processes_coming_back(
         # None made up (a due time less than the 1-s grace before the start may run).
         assert [c for c in found if last.due_at < c.due_at < back - 1.5] == []
     later = [c for c in found if c.due_at > back]
-    gaps = [b.due_at - a.due_at for a, b in zip(later, later[1:], strict=False)]
+    gaps = [b.due_at - a.due_at for a, b in itertools.pairwise(later)]
     assert gaps == pytest.approx([minute] * len(gaps))
     assert_one_run_per_claim_and_no_message_twice(found)
 

@@ -32,6 +32,7 @@ __all__ = [
     "connections_table",
     "database_connections_table",
     "interface_due_runs_table",
+    "interface_notifications_table",
     "interface_runs_table",
     "interfaces_table",
     "metadata",
@@ -167,6 +168,18 @@ interface_due_runs_table = Table(
     Column("run_id", String(80), nullable=False),
     Column("holder", String(200), nullable=False),
     Column("claimed_at", Float, nullable=False),
+)
+
+#: How each notification of an interface's run went (one row per channel of a run).
+interface_notifications_table = Table(
+    "interface_notifications",
+    metadata,
+    Column("run_id", String(80), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("delivered", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last", Text, nullable=False),
+    Column("at", Float, nullable=False),
 )
 
 #: Databases interfaces query: the URL Fernet-encrypted, and as shown (no password).

@@ -113,14 +113,16 @@ def _scheduled_run(name: str, fingerprint: str = "") -> None:
         log.info("interface %s: scheduled run %s %s", name, report.run_id, report.status)
 
 
-class _DueTimeExecutor(BaseExecutor):
+class _DueTimeExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 has no type hints
     """A thread pool, as APScheduler's own, that tells each job which due time it runs for
     (the job claims that due time in the store before running)."""
 
     def __init__(self, workers: int, holder: str) -> None:
         super().__init__()
         self.holder = holder
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="interface-run")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="interface-run"
+        )
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         def body() -> list[Any]:
@@ -304,7 +306,7 @@ class InterfaceScheduler:
             if latest is None or not latest.run_id or latest.holder == self.holder:
                 continue
             try:
-                status = api.get_run(latest.run_id).status
+                status = str(api.get_run(latest.run_id).status)
             except NotFoundError:
                 status = "running"  # claimed, never started
             if status == "running":
@@ -329,7 +331,9 @@ class InterfaceScheduler:
                 except InterfaceBusyError:
                     left.append(orphan)  # the killed holder's lease has not expired yet
                 except MailconduitError as exc:
-                    log.warning("interface %s: resuming %s: %s", orphan.interface, orphan.run_id, exc)
+                    log.warning(
+                        "interface %s: resuming %s: %s", orphan.interface, orphan.run_id, exc
+                    )
                 else:
                     self._say(f"interface {orphan.interface}: resumed run {orphan.run_id}")
             orphans = left
