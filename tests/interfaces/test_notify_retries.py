@@ -166,7 +166,7 @@ def test_the_run_history_keeps_how_the_notifications_went(
     monkeypatch.setattr(notify, "WEBHOOK_RETRY", WebhookRetry(sleep=waits))
     source = write_csv(tmp_path / "people.csv", [{"email": "ann@example.com"}])
     hook = hook_server([503, 503, 200])
-    doc = {
+    doc: dict[str, Any] = {
         "name": "hooked",
         "export": {"source": str(source), "connection": "local", "to": "{{ email }}",
                    "subject": "s", "body": "b"},
