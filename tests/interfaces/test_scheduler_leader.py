@@ -18,11 +18,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from export_support import sink_messages, use_free_sink_port, write_csv
+from export_support import (
+    connect_to,
+    server_messages,
+    sink_messages,
+    use_free_sink_port,
+    write_csv,
+)
+from mailconduit import api
+from mailconduit.errors import NotFoundError
 from mailconduit.interfaces import schedule, service, store
 from mailconduit.interfaces.model import DATA_DIRS_ENV
 from mailconduit.sink import ensure_running
-from mailconduit.testing import free_port
+from mailconduit.testing import FaultServer, free_port
 from serve_support import poll, serve_env
 
 ROWS = [{"email": "ann@example.com"}, {"email": "bob@example.com"}]
@@ -119,14 +127,21 @@ def shared(
             process.stop()
 
 
-def save_ticker(shared: Store, *, minute: float, catch_up: bool = True) -> None:
+def save_ticker(
+    shared: Store,
+    *,
+    minute: float,
+    catch_up: bool = True,
+    source: str = "people.csv",
+    connection: str = "local",
+) -> None:
     shared.env[schedule.MINUTE_ENV] = str(minute)
     service.save_interface(
         {
             "name": "ticker",
             "export": {
-                "source": str(Path(shared.env["MAILCONDUIT_DATA_DIRS"]) / "people.csv"),
-                "connection": "local",
+                "source": str(Path(shared.env["MAILCONDUIT_DATA_DIRS"]) / source),
+                "connection": connection,
                 "to": "{{ email }}",
                 "subject": "tick",
                 "body": "tock",
@@ -254,3 +269,52 @@ def test_no_scheduler_keeps_a_process_out(shared: Store) -> None:
     poll(lambda: all_finished(claims()))
     assert {holder_pid(c) for c in claims()} == {on.pid}
     assert "scheduler" not in off.output()
+
+
+def test_a_run_cut_short_by_kill_9_is_resumed_by_the_process_taking_over(
+    shared: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    minute = 12.0  # lease 6 s: the takeover and the rest of the run end before the next due
+    people = [{"email": f"user{i}@example.com"} for i in range(8)]
+    write_csv(Path(shared.env["MAILCONDUIT_DATA_DIRS"]) / "many.csv", people)
+    with FaultServer() as server:
+        slow = connect_to(monkeypatch, server.port, name="slow", rate_per_second="4")
+        shared.env["MAILCONDUIT_CONN_SLOW"] = os.environ["MAILCONDUIT_CONN_SLOW"]
+        save_ticker(shared, minute=minute, source="many.csv", connection=slow)
+        first = shared.serve("first")
+        poll(lambda: first.up() and LEADING in first.output())
+        second = shared.serve("second")
+        poll(lambda: second.up() and STANDING_BY in second.output())
+
+        def sending() -> bool:
+            found = claims()
+            if not found:
+                return False
+            try:
+                run = api.get_run(found[-1].run_id)
+            except NotFoundError:
+                return False
+            return run.status == "running" and run.counts.get("sent", 0) >= 2
+
+        poll(sending, pause=0.05)
+        first.kill()
+        poll(lambda: LEADING in second.output())
+        poll(lambda: len(claims()) >= 3 and all_finished(claims()))
+        second.stop()
+        received = server_messages(server)
+
+    found = claims()
+    cut = found[0]
+    assert holder_pid(cut) == first.pid and f"resumed run {cut.run_id}" in second.output()
+    assert {holder_pid(c) for c in found[1:]} == {second.pid}
+    gaps = [b.due_at - a.due_at for a, b in itertools.pairwise(found)]
+    assert gaps == pytest.approx([minute] * len(gaps)), "a due time was lost or doubled"
+    for claim in found:
+        run = api.get_run(claim.run_id)
+        assert run.status == "finished" and run.counts.get("sent") == len(people)
+    # Every row of every due time arrived; only a row in flight at the kill may arrive twice.
+    per_address = {p["email"]: 0 for p in people}
+    for message in received:
+        for address in message.recipients:
+            per_address[address] += 1
+    assert all(len(found) <= n <= len(found) + 1 for n in per_address.values()), per_address

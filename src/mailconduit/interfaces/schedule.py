@@ -85,7 +85,7 @@ def trigger_of(schedule: Schedule, *, minute_seconds: float = 60.0) -> BaseTrigg
 
 
 def _holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{socket.gethostname()[:200]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def _scheduled_run(name: str, fingerprint: str = "") -> None:
@@ -160,6 +160,8 @@ class InterfaceScheduler:
         self.lease_seconds = lease_seconds_for(minute_seconds)
         #: Who this scheduler is in the lease: host, pid and a random tail.
         self.holder = _holder_name()
+        #: No other scheduler shares it: the lease is taken over only once it expired.
+        self._home = "scheduler:" + secrets.token_hex(8)
         self._announce = announce
         self._leading = threading.Event()
         self._stopping = threading.Event()
@@ -261,7 +263,7 @@ class InterfaceScheduler:
                 self._step_down()
         elif (
             journal.take_lease(
-                LEADER_KEY, owner=self.holder, home=self.holder, ttl=self.lease_seconds
+                LEADER_KEY, owner=self.holder, home=self._home, ttl=self.lease_seconds
             )
             is None
         ):
