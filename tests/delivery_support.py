@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
@@ -137,6 +138,18 @@ def send(source: Any, *, handle_signals: bool = False, **options: Any) -> Export
     return api.export(source, **settings)
 
 
+def send_with_faults(
+    monkeypatch: pytest.MonkeyPatch, faults: Mapping[tuple[str, Any], str], source: Any,
+    **options: Any,
+) -> tuple[TimedFaultServer, ExportReport, dict[str, RowState]]:
+    """Send ``source`` through a fresh server answering with ``faults``: the server (closed,
+    with what it heard), the report and the journal's rows."""
+    with TimedFaultServer(faults=faults) as server:
+        use_server(monkeypatch, server.port)
+        report = send(source, **options)
+    return server, report, journal_rows(report.run_id)
+
+
 def journal_rows(run_id: str) -> dict[str, RowState]:
     """row key → the row's journal entry."""
     return {row.row_key: row for row in Journal().rows(run_id)}
@@ -181,6 +194,29 @@ def run_cli(*args: str, timeout: float = 60.0, **env: str) -> subprocess.Complet
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+@contextmanager
+def cli_process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``mailconduit ARGS`` running in a subprocess (stderr folded into stdout); killed if it
+    still runs when the block ends."""
+    proc = subprocess.Popen(
+        [MAILCONDUIT, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def stop(proc: subprocess.Popen[str], signum: int, *, timeout: float = 30) -> str:
+    """Send ``signum`` to a :func:`cli_process`, wait for it to end and return its output."""
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=timeout)
+    return out
 
 
 def export_args(source: Path, run_id: str, *extra: str) -> list[str]:

@@ -28,6 +28,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: How many times (0.1 s apart, after a check of up to 2 s) :func:`serving` asks the console.
+STARTUP_POLLS = 600
 #: How long a browser test waits for one thing on a page.
 TIMEOUT_MS = 15_000
 
@@ -76,7 +78,12 @@ def serving(env: dict[str, str]) -> Iterator[str]:
             return False
 
     try:
-        poll(up, 0.1)
+        for _ in range(STARTUP_POLLS):
+            if up():
+                break
+            threading.Event().wait(0.1)
+        else:
+            pytest.fail("mailconduit serve did not answer: " + (home / "serve.log").read_text())
         yield url
     finally:
         process.terminate()

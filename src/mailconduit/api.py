@@ -145,10 +145,13 @@ def serving(conn: Connection) -> Iterator[Connection]:
 
         with ensure_running():
             yield local_connection()
-    else:
+    elif conn.signs_in_with_oauth:
         from mailconduit.connections import signin
 
         yield signin.with_tokens(conn)
+    else:
+        # No token to fetch: the store (SQLAlchemy) and httpx are not even imported.
+        yield conn
 
 
 def connection_oauth(name: str) -> dict[str, Any] | None:

@@ -96,6 +96,27 @@ _MAILGUN_US: Final = Preset(
     note="Pick the region your domain lives in: US and EU accounts do not see each other.",
 )
 
+_GOOGLE_WORKSPACE: Final = Preset(
+    name="google-workspace",
+    title="Google Workspace",
+    server_url="smtp.gmail.com",
+    port=587,
+    security=Security.STARTTLS,
+    auth_mechanism=AuthMechanism.XOAUTH2,
+    ports=((465, Security.TLS),),
+    oauth_provider="google",
+    username_hint="the account's address",
+    # "Gmail sending limits in Google Workspace" (support.google.com/a/answer/166852):
+    # 2,000 messages per day (500 for trial accounts), 100 recipients per message sent
+    # via SMTP, 10,000 total recipients per day (a second cap the connection cannot
+    # express; daily_cap counts messages). Message size: Gmail's 25 MB is not on that
+    # page and was not checked here, so none is set.
+    daily_cap=2_000,
+    recipients_per_message=100,
+    source=_GOOGLE_WORKSPACE_LIMITS,
+    note="Trial accounts may send 500 messages a day until the account is paid.",
+)
+
 _PRESETS: Final[tuple[Preset, ...]] = (
     Preset(
         name="microsoft365",
@@ -120,43 +141,19 @@ _PRESETS: Final[tuple[Preset, ...]] = (
         source=_MICROSOFT_LIMITS,
         note="SMTP AUTH must be enabled for the tenant and the mailbox; sign in with OAuth2.",
     ),
-    Preset(
-        name="google-workspace",
-        title="Google Workspace",
-        server_url="smtp.gmail.com",
-        port=587,
-        security=Security.STARTTLS,
-        auth_mechanism=AuthMechanism.XOAUTH2,
-        ports=((465, Security.TLS),),
-        oauth_provider="google",
-        username_hint="the account's address",
-        # "Gmail sending limits in Google Workspace" (support.google.com/a/answer/166852):
-        # 2,000 messages per day (500 for trial accounts), 100 recipients per message sent
-        # via SMTP, 10,000 total recipients per day (a second cap the connection cannot
-        # express; daily_cap counts messages). Message size: Gmail's 25 MB is not on that
-        # page and was not checked here, so none is set.
-        daily_cap=2_000,
-        recipients_per_message=100,
-        source=_GOOGLE_WORKSPACE_LIMITS,
-        note="Trial accounts may send 500 messages a day until the account is paid.",
-    ),
-    Preset(
+    _GOOGLE_WORKSPACE,
+    # Personal accounts: Google's same servers, other limits.
+    replace(
+        _GOOGLE_WORKSPACE,
         name="gmail",
         title="Gmail",
-        server_url="smtp.gmail.com",
-        port=587,
-        security=Security.STARTTLS,
-        auth_mechanism=AuthMechanism.XOAUTH2,
-        ports=((465, Security.TLS),),
-        oauth_provider="google",
         username_hint="your Gmail address",
-        # Personal accounts: Google's consumer help page ("Gmail sending limits",
+        # Google's consumer help page ("Gmail sending limits",
         # support.google.com/mail/answer/22839) could not be read here. 500 recipients a
         # day and 100 recipients per message over SMTP are the figures third-party guides
         # repeat; they are used as the known limits but are NOT verified at the source.
         daily_cap=500,
         daily_cap_counts="recipients",
-        recipients_per_message=100,
         source="https://support.google.com/mail/answer/22839",
         note="Sign in with OAuth2, or with an app password if the account has 2-Step Verification.",
     ),

@@ -1,4 +1,5 @@
-"""Fixtures the export API tests share: a fault server and a connection to it."""
+"""Fixtures the export API tests share: a sink port of their own, a fault server and a
+connection to it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from export_support import connect_to
+from export_support import connect_to, use_free_sink_port
 from mailconduit.testing import FaultServer
+
+
+@pytest.fixture(autouse=True)
+def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The built-in ``local`` connection starts its sink on a port no other test uses."""
+    return use_free_sink_port(monkeypatch)
 
 
 @pytest.fixture

@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 
 import mailconduit
-from export_support import by_recipient, sink_messages, use_free_sink_port, write_csv
+from export_support import by_recipient, sink_messages, write_csv
 from mailconduit.delivery import loop as event_loop
-
-
-@pytest.fixture(autouse=True)
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    return use_free_sink_port(monkeypatch)
 
 
 def test_uvloop_is_the_default_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:

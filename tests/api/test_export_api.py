@@ -14,17 +14,12 @@ from typing import Any
 import pytest
 
 import mailconduit
-from export_support import by_recipient, sink_messages, use_free_sink_port, write_csv
+from export_support import by_recipient, sink_messages, write_csv
 from mailconduit.delivery.report import ExportReport
 from mailconduit.errors import ConfigError, SourceError
 
 TEMPLATE: dict[str, Any] = {"connection": "local", "to": "{{ name }} <{{ email }}>",
             "subject": "Balance {{ name }}", "body": "Balance: {{ balance }}\n"}  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    return use_free_sink_port(monkeypatch)
 
 
 def assert_delivered(report: ExportReport, expected: dict[str, tuple[str, str]]) -> None:

@@ -22,7 +22,6 @@ from export_support import (
     only,
     parse,
     server_messages,
-    use_free_sink_port,
     write_csv,
 )
 from mailconduit import api
@@ -63,11 +62,6 @@ WITH_LOGO_AND_PDF = (
     [("multipart/alternative", ["text/plain", ("multipart/related", ["text/html", "image/png"])]),
      "application/pdf"],
 )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    return use_free_sink_port(monkeypatch)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from export_support import (
     only,
     server_messages,
     sink_messages,
-    use_free_sink_port,
     write_csv,
 )
 from mailconduit import api
@@ -27,11 +26,6 @@ from mailconduit.testing import FaultServer
 
 PDF = b"%PDF-1.4\n\x00\xff\xfe binary \r\n.\r\n bytes"
 FILE_NAME = "Résumé – façade ünïcödé 文件 2024.pdf"
-
-
-@pytest.fixture(autouse=True)
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    return use_free_sink_port(monkeypatch)
 
 
 @pytest.fixture
@@ -120,7 +114,7 @@ def test_utf8_local_part_uses_smtputf8_or_fails_that_row_only(
         assert report.ok is False
 
 
-def test_output_charset_iso_8859_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_output_charset_iso_8859_1(server: FaultServer, target: str, tmp_path: Path) -> None:
     data = write_csv(
         tmp_path / "latin.csv",
         [
@@ -129,16 +123,14 @@ def test_output_charset_iso_8859_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
             {"email": "c@example.com", "name": "Ça va", "text": "très bien"},
         ],
     )
-    with FaultServer() as server:
-        name = connect_to(monkeypatch, server.port)
-        report = api.export(
-            str(data),
-            connection=name,
-            to="{{ name }} <{{ email }}>",
-            subject="Größe für {{ name }}",
-            body="{{ text }}\n",
-            charset="iso-8859-1",
-        )
+    report = api.export(
+        str(data),
+        connection=target,
+        to="{{ name }} <{{ email }}>",
+        subject="Größe für {{ name }}",
+        body="{{ text }}\n",
+        charset="iso-8859-1",
+    )
     assert (report.sent, report.skipped) == (2, 1)
     skipped = next(r for r in report.rows() if r.state == "skipped")
     assert skipped.row_number == 2

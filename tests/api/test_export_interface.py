@@ -18,17 +18,11 @@ from export_support import (
     connect_to,
     server_messages,
     sink_messages,
-    use_free_sink_port,
     write_csv,
 )
 from mailconduit.testing import FaultServer
 
 ROWS = [{"id": str(n), "name": f"Person {n}", "email": f"p{n}@example.com"} for n in range(1, 13)]
-
-
-@pytest.fixture(autouse=True)
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    return use_free_sink_port(monkeypatch)
 
 
 @pytest.fixture

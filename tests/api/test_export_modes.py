@@ -24,7 +24,6 @@ from export_support import (
     only,
     server_messages,
     sink_messages,
-    use_free_sink_port,
     write_csv,
 )
 from mailconduit import api
@@ -42,11 +41,6 @@ CUSTOMERS = [
     {"id": "c5", "name": "Plain Person", "email": "plain@example.com", "amount": "1",
      "manager": "anna@example.com", "city": "Paris"},
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    return use_free_sink_port(monkeypatch)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The same export from PostgreSQL: a query on the local server (its own uniquely named table,
-dropped afterwards), through the Python API and the CLI, in row and group mode.
+"""The same export from PostgreSQL: a query on the local server (a table in a database of its
+own, dropped afterwards), through the Python API and the CLI, in row and group mode.
 """
 
 from __future__ import annotations
@@ -7,20 +7,19 @@ from __future__ import annotations
 import decimal
 import os
 import secrets
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mailconduit
-from export_support import by_recipient, sink_messages, use_free_sink_port
+from export_support import by_recipient, sink_messages
 from mailconduit import api
 from mailconduit.delivery.resume import spec_of_run
 
 pytestmark = pytest.mark.postgres
 
-PG_URL = os.environ.get("MAILCONDUIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ACCOUNTS = [
     (1, "Zoë Ärger", "zoe@example.com", decimal.Decimal("10.50"), "anna@example.com"),
     (2, "Bob", "bob@example.com", decimal.Decimal("-3.00"), "ben@example.com"),
@@ -28,38 +27,33 @@ ACCOUNTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def sink_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    return use_free_sink_port(monkeypatch)
+@dataclass(frozen=True)
+class Accounts:
+    """The ACCOUNTS table in a fresh database of the local PostgreSQL server."""
+
+    url: str
+    table: str = "accounts"
 
 
 @pytest.fixture
-def table() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    name = "mc_export_" + secrets.token_hex(6)
-    try:
-        db = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:  # pragma: no cover - the machine runs PostgreSQL
-        pytest.fail(f"PostgreSQL is not reachable at {PG_URL}: {exc}")
-    with db:
+def accounts(pg_url: str) -> Accounts:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True, connect_timeout=5) as db:
         db.execute(
-            f"CREATE TABLE {name} (id integer PRIMARY KEY, name text, email text, "
+            "CREATE TABLE accounts (id integer PRIMARY KEY, name text, email text, "
             "balance numeric(10, 2), manager text)"
         )
         with db.cursor() as cur:
-            cur.executemany(f"INSERT INTO {name} VALUES (%s, %s, %s, %s, %s)", ACCOUNTS)
-    try:
-        yield name
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as db:
-            db.execute(f"DROP TABLE IF EXISTS {name}")
+            cur.executemany("INSERT INTO accounts VALUES (%s, %s, %s, %s, %s)", ACCOUNTS)
+    return Accounts(pg_url)
 
 
-def test_row_mode_from_a_postgresql_query(table: str) -> None:
+def test_row_mode_from_a_postgresql_query(accounts: Accounts) -> None:
     report = mailconduit.export(
-        f"SELECT id, name, email, balance FROM {table} ORDER BY id",
+        f"SELECT id, name, email, balance FROM {accounts.table} ORDER BY id",
         connection="local",
-        database_url=PG_URL,
+        database_url=accounts.url,
         key="id",
         to="{{ name }} <{{ email }}>",
         subject="Balance of {{ name }}",
@@ -75,9 +69,9 @@ def test_row_mode_from_a_postgresql_query(table: str) -> None:
     }
 
 
-def test_group_mode_from_postgresql_through_the_cli(cli: Any, table: str) -> None:
+def test_group_mode_from_postgresql_through_the_cli(cli: Any, accounts: Accounts) -> None:
     result = cli(
-        "export", "--query", f"SELECT * FROM {table} ORDER BY id", "--database-url", PG_URL,
+        "export", "--query", f"SELECT * FROM {accounts.table} ORDER BY id", "--database-url", accounts.url,
         "--mode", "group", "--by", "manager", "--to", "{{ group }}",
         "--subject", "{{ count }} accounts", "--body", "{% for r in rows %}{{ r.email }}\n{% endfor %}",
     )  # fmt: skip
@@ -89,9 +83,9 @@ def test_group_mode_from_postgresql_through_the_cli(cli: Any, table: str) -> Non
     assert got["ben@example.com"].text().startswith("bob@example.com\n")
 
 
-def test_a_bad_query_sends_nothing(cli: Any, table: str) -> None:
+def test_a_bad_query_sends_nothing(cli: Any, accounts: Accounts) -> None:
     result = cli(
-        "export", "--query", f"SELECT nosuch FROM {table}", "--database-url", PG_URL,
+        "export", "--query", f"SELECT nosuch FROM {accounts.table}", "--database-url", accounts.url,
         "--to", "{{ email }}", "--subject", "s", "--body", "b",
     )  # fmt: skip
     assert result.code == 2
@@ -99,14 +93,14 @@ def test_a_bad_query_sends_nothing(cli: Any, table: str) -> None:
     assert sink_messages() == []
 
 
-def test_the_database_password_is_sealed_in_the_journal_and_opened_by_resume(table: str) -> None:
+def test_the_database_password_is_sealed_in_the_journal_and_opened_by_resume(accounts: Accounts) -> None:
     """The journal (read by `runs show`, the console and REST, maybe on a shared server) keeps
     the query's URL with its password as ***; resume still reads the query with it."""
     password = "pw-" + secrets.token_hex(8)  # the local server trusts, so any password works
-    url = PG_URL.replace("postgres@", f"postgres:{password}@", 1)
+    url = accounts.url.replace("postgres@", f"postgres:{password}@", 1)
     assert password in url
     report = mailconduit.export(
-        f"SELECT id, email FROM {table} ORDER BY id",
+        f"SELECT id, email FROM {accounts.table} ORDER BY id",
         connection="local",
         database_url=url,
         key="id",

@@ -171,14 +171,30 @@ def test_dry_run_does_not_start_the_local_sink(cli: Any, tmp_path: Path, good_pe
 # --------------------------------------------------------------------------- failures
 
 
+def many(tmp_path: Path, count: int, *, broken: int = 0) -> Path:
+    """many.csv: people P1..P``count`` (p1@example.com...); row ``broken`` has a bad address."""
+    rows = [{"name": f"P{i}", "email": f"p{i}@example.com"} for i in range(1, count + 1)]
+    if broken:
+        rows[broken - 1]["email"] = "broken@"
+    return write_csv(tmp_path / "many.csv", rows)
+
+
+def export_many(
+    cli: Any, monkeypatch: pytest.MonkeyPatch, data: Path, faults: dict[tuple[str, int], str],
+    *args: str,
+) -> tuple[FaultServer, Any]:
+    """``mailconduit export`` of ``data`` through a server answering with ``faults``."""
+    with FaultServer(faults=faults) as server:
+        name = connect_to(monkeypatch, server.port)
+        result = cli("export", str(data), "-c", name, *BASIC, *args)
+    return server, result
+
+
 def test_by_default_a_failed_row_is_reported_and_the_others_go_on(
     cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    rows = [{"name": f"P{i}", "email": f"p{i}@example.com"} for i in range(1, 9)]
-    data = write_csv(tmp_path / "many.csv", rows)
-    with FaultServer(faults={("RCPT", 3): "550 5.1.1 no such user here"}) as server:
-        name = connect_to(monkeypatch, server.port)
-        result = cli("export", str(data), "-c", name, *BASIC, "--json")
+    faults = {("RCPT", 3): "550 5.1.1 no such user here"}
+    server, result = export_many(cli, monkeypatch, many(tmp_path, 8), faults, "--json")
     assert result.code == 1, result.output
     report = json.loads(result.out)
     assert report["status"] == "finished"
@@ -195,14 +211,10 @@ def test_by_default_a_failed_row_is_reported_and_the_others_go_on(
 def test_fail_fast_stops_at_the_first_failed_row(
     cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    rows = [{"name": f"P{i}", "email": f"p{i}@example.com"} for i in range(1, 41)]
-    data = write_csv(tmp_path / "many.csv", rows)
-    with FaultServer(faults={("RCPT", 2): "550 5.1.1 no such user"}) as server:
-        name = connect_to(monkeypatch, server.port)
-        result = cli(
-            "export", str(data), "-c", name, *BASIC, "--fail-fast", "--concurrency", "1",
-            "--json",
-        )  # fmt: skip
+    faults = {("RCPT", 2): "550 5.1.1 no such user"}
+    server, result = export_many(
+        cli, monkeypatch, many(tmp_path, 40), faults, "--fail-fast", "--concurrency", "1", "--json"
+    )
     assert result.code == 1, result.output
     report = json.loads(result.out)
     assert report["status"] == "aborted" and "--fail-fast" in report["message"]
@@ -217,9 +229,7 @@ def test_fail_fast_stops_at_the_first_failed_row(
 def test_fail_fast_stops_at_a_row_that_cannot_be_built(
     cli: Any, monkeypatch: pytest.MonkeyPatch, server: FaultServer, tmp_path: Path
 ) -> None:
-    rows = [{"name": f"P{i}", "email": f"p{i}@example.com"} for i in range(1, 31)]
-    rows[14]["email"] = "broken@"
-    data = write_csv(tmp_path / "many.csv", rows)
+    data = many(tmp_path, 30, broken=15)
     name = connect_to(monkeypatch, server.port)
     result = cli("export", str(data), "-c", name, *BASIC, "--fail-fast")
     assert result.code == 1
@@ -297,3 +307,22 @@ def test_html_and_text_flags_override_the_connection(
     assert local_html.get_content_type() == "multipart/alternative"
     assert local_text.get_content_type() == "text/plain"
     assert "<b>Ann</b>" in local_text.get_content()
+
+
+@pytest.mark.parametrize(
+    "source_args",
+    [
+        ["people.csv"],  # a file and a query
+        ["postgresql://127.0.0.1/one", "--database-url", "postgresql://127.0.0.1/two"],
+    ],
+    ids=["file", "two-database-urls"],
+)
+def test_a_source_and_a_query_together_are_refused_in_one_line(
+    cli: Any, source_args: list[str]
+) -> None:
+    result = cli("export", *source_args, "--query", "SELECT 1", "--to", "{{ email }}",
+                 "--subject", "s", "--body", "b")  # fmt: skip
+    assert result.code == 2, result.output
+    [line] = result.err.strip().splitlines()
+    assert "SOURCE" in line and "--query" in line
+    assert result.out == ""

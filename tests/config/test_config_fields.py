@@ -157,14 +157,20 @@ def test_rest_connection_model_is_the_public_dict() -> None:
 
 
 def test_cli_options_cover_the_connection_fields() -> None:
-    """Each create option sets one field, by its own name or by OPTION_FIELDS' explicit rename."""
+    """create takes one option per settable connection field, under the field's own name."""
+    assert set(cli_connections.CONNECTION_OPTIONS) == set(CONNECTION_FIELDS) - {"name", "origin", "password"}
+    for command in (cli_connections.create, cli_connections.edit):
+        params = set(inspect.signature(command).parameters)
+        assert set(cli_connections.CONNECTION_OPTIONS) <= params, command.__name__
+        assert set(cli_connections.PASSWORD_OPTIONS) <= params, command.__name__
+        assert set(cli_signin.SIGN_IN_PARAMS) <= params, command.__name__
     params = set(inspect.signature(cli_connections.create).parameters)
     # the preset and OAuth2 options set the sign-in kept beside the connection
-    not_fields = {"password_stdin", "password_env", "as_json", *cli_signin.SIGN_IN_OPTIONS}
-    mapped = {cli_connections.OPTION_FIELDS.get(p, p) for p in params - not_fields}
-    assert set(cli_connections.OPTION_FIELDS) <= params
-    assert mapped == set(CONNECTION_FIELDS) - {"origin", "password"}
-    data = cli_connections._changes(source=True, target=False, per_connection=3, no_verify=True)
+    not_fields = {"as_json", *cli_connections.PASSWORD_OPTIONS, *cli_signin.SIGN_IN_OPTIONS}
+    assert params - not_fields == set(CONNECTION_FIELDS) - {"origin", "password"}
+    assert set(cli_signin.SIGN_IN_PARAMS) == set(cli_signin.SIGN_IN_OPTIONS)
+    data = cli_connections._changes({"is_source": True, "is_target": False, "port": None,
+                                     "messages_per_connection": 3, "verify_tls": False})
     assert data == {"is_source": True, "is_target": False, "messages_per_connection": 3,
                     "verify_tls": False}  # fmt: skip
 

@@ -24,12 +24,14 @@ from delivery_support import (
     TimedFaultServer,
     assert_final,
     cli_env,
+    cli_process,
     connection_url,
     deliveries,
     export_args,
     journal_rows,
     people,
     send,
+    stop,
     use_server,
     wait_until,
     write_csv,
@@ -112,22 +114,9 @@ def test_a_signal_stops_the_export_gracefully_and_resume_sends_every_unconfirmed
     with TimedFaultServer() as server:
         env = cli_env(MAILCONDUIT_CONN_FAULT=connection_url(server.port))
         args = export_args(source, "sig", "--rate", "40/s", "--concurrency", "2")
-        proc = subprocess.Popen(
-            [MAILCONDUIT, *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
+        with cli_process(args, env) as proc:
             wait_until(lambda: len(server.messages) >= 50, timeout=60, what="50 messages")
-            proc.send_signal(signum)
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+            out = stop(proc, signum)
         assert proc.returncode == 1, out
         assert "resume with: mailconduit runs resume sig" in out
         assert f"stopped by {signum.name}" in out

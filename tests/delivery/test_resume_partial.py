@@ -23,6 +23,7 @@ import pytest
 from delivery_support import (
     MAILCONDUIT,
     cli_env,
+    cli_process,
     connection_url,
     export_args,
     journal_rows,
@@ -30,6 +31,7 @@ from delivery_support import (
     people,
     run_cli,
     send,
+    stop,
     use_server,
     wait_until,
     write_csv,
@@ -86,17 +88,6 @@ def report_rows(run_id: str) -> dict[str, dict[str, Any]]:
     return {r["row_key"]: r for r in json.loads(result.stdout)["rows"]}
 
 
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [MAILCONDUIT, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     """The team row, then three rows of one recipient each."""
@@ -114,20 +105,14 @@ def test_sigterm_then_resume_sends_the_row_only_to_the_recipient_still_owed(
 ) -> None:
     with RecipientServer(defer={B}) as server:
         env = cli_env(MAILCONDUIT_CONN_FAULT=connection_url(server.port))
-        proc = start(export_args(source, "part", "--concurrency", "1", *PATIENT), env)
-        try:
+        with cli_process(export_args(source, "part", "--concurrency", "1", *PATIENT), env) as proc:
             # the row went to a and c, b was deferred and tried again alone; the others went
             wait_until(
                 lambda: len(server.messages) >= 4 and server.rcpts.count(B) >= 2,
                 timeout=30,
                 what="the deferred recipient to be tried again",
             )
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+            out = stop(proc, signal.SIGTERM)
         assert proc.returncode == 1, out
         assert "stopped by SIGTERM" in out
         row = journal_rows("part")["0"]
@@ -156,8 +141,6 @@ def test_sigterm_then_resume_sends_the_row_only_to_the_recipient_still_owed(
 def test_kill_9_while_a_recipient_is_owed_then_resume_sends_to_it_alone(source: Path) -> None:
     with RecipientServer(defer={B}) as server:
         env = cli_env(MAILCONDUIT_CONN_FAULT=connection_url(server.port))
-        proc = start(export_args(source, "kill", "--concurrency", "1", *PATIENT), env)
-
         def journaled() -> bool:
             journal = Journal()
             if not journal.run_exists("kill"):
@@ -167,14 +150,9 @@ def test_kill_9_while_a_recipient_is_owed_then_resume_sends_to_it_alone(source: 
                 states.get(k, ("",))[0] == "sent" for k in "123"
             )
 
-        try:
+        with cli_process(export_args(source, "kill", "--concurrency", "1", *PATIENT), env) as proc:
             wait_until(journaled, timeout=30, what="the partly delivered row in the journal")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+            stop(proc, signal.SIGKILL)
         # the journal knew who was still owed while the row waited for its retry
         row = journal_rows("kill")["0"]
         assert (row.state, row.owed, row.recipients) == ("claimed", (B,), (A, B, C))

@@ -17,15 +17,16 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from delivery_support import (
-    MAILCONDUIT,
     TimedFaultServer,
     cli_env,
+    cli_process,
     connection_url,
     deliveries,
     export_args,
@@ -33,6 +34,7 @@ from delivery_support import (
     people,
     run_cli,
     send,
+    stop,
     use_server,
     wait_until,
     write_csv,
@@ -82,14 +84,12 @@ def store_sql(url: str, sql: str) -> None:
         db.execute(sql)
 
 
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [MAILCONDUIT, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
+def sending(
+    source: Path, run_id: str, conn: str
+) -> AbstractContextManager[subprocess.Popen[str]]:
+    """This home's ``mailconduit export`` of ``source`` through ``conn``, one session at a time."""
+    return cli_process(
+        export_args(source, run_id, "--concurrency", "1"), cli_env(MAILCONDUIT_CONN_FAULT=conn)
     )
 
 
@@ -104,11 +104,7 @@ def test_a_second_home_is_refused_while_the_first_sends_and_takes_the_run_after(
 ) -> None:
     with TimedFaultServer(faults=SLOW, hold_dot=2) as server:
         conn = connection_url(server.port)
-        proc = start(
-            export_args(source, "shared", "--concurrency", "1"),
-            cli_env(MAILCONDUIT_CONN_FAULT=conn),
-        )
-        try:
+        with sending(source, "shared", conn) as proc:
             wait_until(lambda: len(server.messages) >= 1, timeout=30, what="the first message")
             # The second message is held at its "." until the checks below are done.
             lease = Journal(shared_url).lease("shared")
@@ -126,10 +122,6 @@ def test_a_second_home_is_refused_while_the_first_sends_and_takes_the_run_after(
             assert proc.poll() is None, "the first sender had finished: the test proves nothing"
             server.release()
             out, _ = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
         assert proc.returncode == 0, out
         assert Journal(shared_url).lease("shared") is None  # let go at the end
         sent = len(server.messages)
@@ -169,18 +161,9 @@ def test_after_kill_9_another_home_waits_for_the_lease_and_the_own_home_resumes_
 ) -> None:
     with TimedFaultServer(faults=SLOW) as server:
         conn = connection_url(server.port)
-        proc = start(
-            export_args(source, "crashed", "--concurrency", "1"),
-            cli_env(MAILCONDUIT_CONN_FAULT=conn),
-        )
-        try:
+        with sending(source, "crashed", conn) as proc:
             wait_until(lambda: len(server.messages) >= 2, timeout=30, what="two messages")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+            stop(proc, signal.SIGKILL)
         lease = Journal(shared_url).lease("crashed")
         assert lease is not None and lease.seconds_left > 0  # nobody let it go
 

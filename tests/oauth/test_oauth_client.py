@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -38,16 +38,7 @@ from mailconduit.testing import run
 from mailconduit.testing.oauth import ManualClock, OAuthServer
 from oauth_support import SECRET, authorization_server
 
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def auth(clock: ManualClock) -> Iterator[OAuthServer]:
-    with authorization_server(clock, access_token_lifetime=1800) as server:
-        yield server
+AUTH_SERVER = {"access_token_lifetime": 1800}
 
 
 @pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])

@@ -44,6 +44,17 @@ def create(cli: Any, auth: OAuthServer, port: int, *extra: str) -> Any:
     )  # fmt: skip
 
 
+def create_with_secrets_from_env(
+    cli: Any, auth: OAuthServer, monkeypatch: pytest.MonkeyPatch, refresh_token: str, *extra: str
+) -> None:
+    """Create ``office`` taking the client secret and ``refresh_token`` from the environment."""
+    monkeypatch.setenv("APP_SECRET", SECRET)
+    monkeypatch.setenv("REFRESH", refresh_token)
+    created = create(cli, auth, 2525, "--client-secret-env", "APP_SECRET", "--refresh-token-env",
+                     "REFRESH", *extra)  # fmt: skip
+    assert created.code == 0, created.output
+
+
 def test_a_preset_fills_the_connection_and_options_win(
     cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,10 +305,7 @@ def test_a_token_the_server_refuses_is_replaced_once_then_explained(
 def test_no_secret_reaches_the_store_in_clear(
     cli: Any, auth: OAuthServer, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("APP_SECRET", SECRET)
-    monkeypatch.setenv("REFRESH", "rt-very-secret-refresh-token")
-    assert create(cli, auth, 2525, "--client-secret-env", "APP_SECRET", "--refresh-token-env",
-                  "REFRESH").code == 0  # fmt: skip
+    create_with_secrets_from_env(cli, auth, monkeypatch, "rt-very-secret-refresh-token")
     listed = cli("connections", "list", "--json")
     exported = cli("connections", "export")
     for output in (listed.output, exported.output):
@@ -313,10 +321,7 @@ def test_no_secret_reaches_the_store_in_clear(
 def test_export_and_import_carry_the_sign_in(
     cli: Any, auth: OAuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("APP_SECRET", SECRET)
-    monkeypatch.setenv("REFRESH", "rt-exported")
-    assert create(cli, auth, 2525, "--client-secret-env", "APP_SECRET", "--refresh-token-env",
-                  "REFRESH", "--preset", "mailpit").code == 0  # fmt: skip
+    create_with_secrets_from_env(cli, auth, monkeypatch, "rt-exported", "--preset", "mailpit")
     public = cli("connections", "export", "--format", "json")
     item = json.loads(public.out)["connections"][0]
     assert item["oauth_client_id"] == "app" and item["preset"] == "mailpit"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,17 +22,6 @@ from mailconduit.oauth import (
 from mailconduit.testing import run
 from mailconduit.testing.oauth import ManualClock, OAuthServer
 from oauth_support import ANN, SECRET, authorization_server
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def auth(clock: ManualClock) -> Iterator[OAuthServer]:
-    with authorization_server(clock, access_token_lifetime=3600) as server:
-        yield server
 
 
 def provider_for(

@@ -4,7 +4,6 @@ RFC 8628 device flow, RFC 7009 revocation, scripted errors, expiry on its clock.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -19,18 +18,7 @@ from mailconduit.testing.oauth import (
 )
 from oauth_support import SECRET, authorization_server
 
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def auth(clock: ManualClock) -> Iterator[OAuthServer]:
-    with authorization_server(
-        clock, access_token_lifetime=600, scopes=["smtp", "offline"]
-    ) as server:
-        yield server
+AUTH_SERVER = {"access_token_lifetime": 600, "scopes": ["smtp", "offline"]}
 
 
 def post(url: str, data: dict[str, str], **kwargs: Any) -> httpx.Response:

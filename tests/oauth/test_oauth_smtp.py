@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 
 import aiosmtplib
 import pytest
@@ -21,20 +20,9 @@ from mailconduit.testing.oauth import (
     OAuthServer,
     XOAuth2Server,
 )
-from oauth_support import ANN, SECRET, authorization_server
+from oauth_support import ANN, SECRET
 
 SCOPE = "https://outlook.office.com/SMTP.Send"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def auth(clock: ManualClock) -> Iterator[OAuthServer]:
-    with authorization_server(clock, access_token_lifetime=3600) as server:
-        yield server
 
 
 def access_token(auth: OAuthServer, user: str = ANN, scope: str = SCOPE) -> str:

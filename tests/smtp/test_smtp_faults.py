@@ -25,7 +25,6 @@ from mailconduit.testing import (
     FaultServer,
     SmtpSink,
     loopback_connection,
-    message_source,
     numbered_envelopes,
     run,
     stream_messages,
@@ -33,9 +32,10 @@ from mailconduit.testing import (
 
 
 async def stream_all(
-    port: int, count: int, **options: Any
+    port: int, count: int, *, timeout_ms: int = 2000, **options: Any
 ) -> tuple[StreamResult, list[SendOutcome]]:
-    conn = loopback_connection(port, timeout_ms=2000)
+    """Stream ``count`` numbered messages through one session to the server on ``port``."""
+    conn = loopback_connection(port, timeout_ms=timeout_ms)
     (result,), outcomes = await stream_messages(conn, numbered_envelopes(count), **options)
     return result, outcomes
 
@@ -159,11 +159,7 @@ def test_the_data_timeout_defaults_to_rfc_5321s_ten_minutes() -> None:
 def test_slow_reply_past_the_timeout_means_retry() -> None:
     async def main() -> None:
         async with FaultServer(faults={("RCPT", 1): "delay:1.0"}) as server:
-            outcomes: list[SendOutcome] = []
-            async with SMTPSession(loopback_connection(server.port, timeout_ms=300)) as session:
-                result = await session.stream(
-                    message_source(numbered_envelopes(1)), outcomes.append
-                )
+            result, outcomes = await stream_all(server.port, 1, timeout_ms=300)
         assert result.reason is StreamEnd.CONNECTION_LOST
         (outcome,) = outcomes
         assert outcome.status is DeliveryStatus.RETRY
@@ -175,11 +171,7 @@ def test_slow_reply_past_the_timeout_means_retry() -> None:
 def test_garbage_reply_is_a_protocol_error() -> None:
     async def main() -> None:
         async with FaultServer(faults={("MAIL", 1): "garbage"}) as server:
-            outcomes: list[SendOutcome] = []
-            async with SMTPSession(loopback_connection(server.port)) as session:
-                result = await session.stream(
-                    message_source(numbered_envelopes(2)), outcomes.append
-                )
+            result, outcomes = await stream_all(server.port, 2, timeout_ms=30_000)
         assert result.reason is StreamEnd.CONNECTION_LOST
         assert isinstance(result.error, TransientSMTPError)
         assert isinstance(result.error.__cause__, MalformedReplyError)
@@ -225,16 +217,7 @@ def test_postfix_smtp_sink_faults(
     options: list[str], status: DeliveryStatus, reason: StreamEnd
 ) -> None:
     with SmtpSink(options) as sink:
-
-        async def main() -> tuple[StreamResult, list[SendOutcome]]:
-            outcomes: list[SendOutcome] = []
-            async with SMTPSession(loopback_connection(sink.port, timeout_ms=3000)) as session:
-                result = await session.stream(
-                    message_source(numbered_envelopes(2)), outcomes.append
-                )
-            return result, outcomes
-
-        result, outcomes = run(main())
+        result, outcomes = run(stream_all(sink.port, 2, timeout_ms=3000))
     assert result.reason is reason
     assert outcomes[0].status is status
     assert len(outcomes) == result.messages

@@ -30,13 +30,11 @@ from mailconduit.testing import (
 def test_stream_costs_one_write_per_message() -> None:
     async def main() -> None:
         async with FaultServer() as server:
-            outcomes: list[SendOutcome] = []
             transcript = Transcript()
             conn = loopback_connection(server.port)
-            async with SMTPSession(conn, transcript=transcript) as session:
-                result = await session.stream(
-                    message_source(numbered_envelopes(20)), outcomes.append
-                )
+            (result,), outcomes = await stream_messages(
+                conn, numbered_envelopes(20), transcript=transcript
+            )
             assert result.reason is StreamEnd.SOURCE_EXHAUSTED and result.messages == 20
             assert result.error is None
         assert [o.token for o in outcomes] == list(range(20))
@@ -83,9 +81,9 @@ def test_failed_data_is_followed_by_rset_in_the_next_group() -> None:
 
     async def main() -> None:
         async with FaultServer(faults=faults) as server:
-            outcomes: list[SendOutcome] = []
-            async with SMTPSession(loopback_connection(server.port)) as session:
-                await session.stream(message_source(numbered_envelopes(5)), outcomes.append)
+            _, outcomes = await stream_messages(
+                loopback_connection(server.port), numbered_envelopes(5)
+            )
         statuses = [o.status for o in outcomes]
         assert statuses == [
             DeliveryStatus.SENT,

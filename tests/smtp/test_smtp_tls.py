@@ -137,27 +137,34 @@ def test_tls_handshake_timeout() -> None:
     run(main())
 
 
+async def connect_after_starttls_reply(
+    ca: LocalCA, reply: str, error: type[Exception]
+) -> tuple[SMTPSession, pytest.ExceptionInfo[Exception]]:
+    """Connect with STARTTLS to a server whose reply to STARTTLS is ``reply``; the connect
+    must fail with ``error``."""
+    faults = {("STARTTLS", 1): reply}
+    async with FaultServer(starttls_context=ca.server_context(), faults=faults) as server:
+        conn = loopback_connection(server.port, security="starttls", ca_file=ca.ca_file)
+        session = SMTPSession(conn)
+        with pytest.raises(error) as caught:
+            await session.connect()
+        return session, caught
+
+
 def test_starttls_then_close(ca: LocalCA) -> None:
     async def main() -> None:
-        faults = {("STARTTLS", 1): "220 2.0.0 Ready; drop"}
-        async with FaultServer(starttls_context=ca.server_context(), faults=faults) as server:
-            conn = loopback_connection(server.port, security="starttls", ca_file=ca.ca_file)
-            session = SMTPSession(conn)
-            with pytest.raises(TransientSMTPError):
-                await session.connect()
-            assert session.stage is Stage.STARTTLS and not session.is_open
+        reply = "220 2.0.0 Ready; drop"
+        session, _ = await connect_after_starttls_reply(ca, reply, TransientSMTPError)
+        assert session.stage is Stage.STARTTLS and not session.is_open
 
     run(main())
 
 
 def test_plaintext_injected_after_starttls_is_refused(ca: LocalCA) -> None:
     async def main() -> None:
-        faults = {("STARTTLS", 1): "220 2.0.0 Ready\r\n250 2.0.0 injected"}
-        async with FaultServer(starttls_context=ca.server_context(), faults=faults) as server:
-            conn = loopback_connection(server.port, security="starttls", ca_file=ca.ca_file)
-            session = SMTPSession(conn)
-            with pytest.raises(PermanentSMTPError, match="possible injection"):
-                await session.connect()
+        reply = "220 2.0.0 Ready\r\n250 2.0.0 injected"
+        _, caught = await connect_after_starttls_reply(ca, reply, PermanentSMTPError)
+        caught.match("possible injection")
 
     run(main())
 

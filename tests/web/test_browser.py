@@ -12,21 +12,17 @@ import json
 import os
 import shutil
 import smtplib
-import socket
 import ssl
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
-import httpx
 import pytest
 
-from serve_support import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from mailconduit.testing import free_port
+from serve_support import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, create_user, serve_env, serving
 
 pytestmark = pytest.mark.browser
 
@@ -35,12 +31,6 @@ SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 ADMIN = "admin"
 ADMIN_PASSWORD = "browser-admin-pass"
 WRONG_PASSWORD = "Wr0ng-passw0rd-typed-in-the-form"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -60,40 +50,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is not installed (make test installs the Debian package)")
     home = tmp_path_factory.mktemp("browser-home")
-    port, sink_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MAILCONDUIT_")},
-        "MAILCONDUIT_HOME": str(home),
-        "MAILCONDUIT_SINK_PORT": str(sink_port),
-    }
-    created = subprocess.run(
-        [sys.executable, "-m", "mailconduit", "users", "create", ADMIN, "--password-stdin"],
-        input=ADMIN_PASSWORD + "\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert created.returncode == 0, created.stderr
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mailconduit", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/login", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("mailconduit serve did not start: " + (home / "serve.log").read_text())
-            time.sleep(0.1)
+    sink_port = free_port()
+    env = serve_env(home, MAILCONDUIT_SINK_PORT=str(sink_port))
+    create_user(env, ADMIN, ADMIN_PASSWORD)
+    with serving(env) as url:
         credentials = json.loads((home / "sink" / "credentials.json").read_text())
         yield Served(
             url=url,
@@ -103,14 +63,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             sink_port=sink_port,
             secrets=[credentials["password"], WRONG_PASSWORD, ADMIN_PASSWORD],
         )
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,6 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console
         yield running
 
 
-@pytest.fixture
-def browser(console: Console) -> Iterator[SignedIn]:
-    signed = console.signed_in()
-    yield signed
-    signed.http.close()
-
-
 def export_settings(**extra: Any) -> dict[str, Any]:
     return {"connection": "local", "to": "{{ email }}", "subject": "Hi {{ name }}",
             "body": "Dear {{ name }}", **extra}  # fmt: skip
@@ -237,12 +230,17 @@ class _Hook(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def people_in_a_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ROWS as people.csv in an allowed data folder; the sink on a port of this test's own."""
+    monkeypatch.setenv(DATA_DIRS_ENV, str(tmp_path))
+    use_free_sink_port(monkeypatch)
+    return write_csv(tmp_path / "people.csv", ROWS)
+
+
 def test_failure_notifications_by_email_and_webhook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(DATA_DIRS_ENV, str(tmp_path))
-    use_free_sink_port(monkeypatch)
-    source = write_csv(tmp_path / "people.csv", ROWS)
+    source = people_in_a_data_folder(tmp_path, monkeypatch)
     hook = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     try:
@@ -271,9 +269,7 @@ def test_failure_notifications_by_email_and_webhook(
 def test_no_notification_for_a_good_run_when_only_failures_are_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(DATA_DIRS_ENV, str(tmp_path))
-    use_free_sink_port(monkeypatch)
-    source = write_csv(tmp_path / "people.csv", ROWS)
+    source = people_in_a_data_folder(tmp_path, monkeypatch)
     doc = {"name": "quiet", "export": {"source": str(source), **export_settings()},
            "notify": {"emails": ["ops@example.com"], "when": "failure"}}  # fmt: skip
     service.save_interface(doc)

@@ -7,30 +7,9 @@ Nothing here imports Celery until a worker starts or a run is published.
 
 from __future__ import annotations
 
-from mailconduit.agents.coordinator import (
-    AgentSummary,
-    ChunkProgress,
-    chunk_progress,
-    is_celery,
-    list_agents,
-    resume,
-    run,
-    start,
-    stop,
-    wait,
-)
+from mailconduit.agents import coordinator
+from mailconduit.agents.coordinator import *  # noqa: F403
 from mailconduit.agents.settings import AgentSettings
 
-__all__ = [
-    "AgentSettings",
-    "AgentSummary",
-    "ChunkProgress",
-    "chunk_progress",
-    "is_celery",
-    "list_agents",
-    "resume",
-    "run",
-    "start",
-    "stop",
-    "wait",
-]
+__all__ = ["AgentSettings"]
+__all__ += coordinator.__all__

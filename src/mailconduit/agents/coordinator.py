@@ -39,6 +39,7 @@ __all__ = [
     "AgentSummary",
     "ChunkProgress",
     "chunk_progress",
+    "is_celery",
     "list_agents",
     "resume",
     "run",

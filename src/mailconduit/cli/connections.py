@@ -12,6 +12,14 @@ import typer
 
 from mailconduit import api
 from mailconduit.cli import signin
+from mailconduit.cli.options import (
+    AsJson,
+    Param,
+    Yes,
+    confirm_unless,
+    option,
+    with_options,
+)
 from mailconduit.config.connection import Connection
 from mailconduit.errors import ConfigError, FieldError
 
@@ -20,166 +28,109 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-# Options shared by create and edit. Every default is None = "not given", so that
-# edit changes only what the user typed.
-ServerUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--server-url",
+#: One option per field of :class:`~mailconduit.config.Connection` that a user sets (a test
+#: holds the keys to the dataclass's fields), under the field's own name. Every default is
+#: None = "not given", so that ``edit`` changes only what the user typed.
+CONNECTION_OPTIONS: dict[str, Param] = {
+    "server_url": option(
+        str | None, "--server-url",
         help="Mail server: a host name, an IP address, or smtp://host[:port] / smtps://host[:port].",
     ),
-]
-Port = Annotated[
-    int | None,
-    typer.Option(
-        "--port", help="Server port: 587 (submission, STARTTLS), 465 (implicit TLS), 25 or 2525."
+    "port": option(
+        int | None, "--port",
+        help="Server port: 587 (submission, STARTTLS), 465 (implicit TLS), 25 or 2525.",
     ),
-]
-Username = Annotated[
-    str | None, typer.Option("--username", help="Account name used to log in to the server.")
-]
-PasswordStdin = Annotated[
-    bool,
-    typer.Option(
-        "--password-stdin", help="Read the password from the first line of standard input."
-    ),
-]
-PasswordEnv = Annotated[
-    str | None,
-    typer.Option(
-        "--password-env", metavar="VAR", help="Take the password from this environment variable."
-    ),
-]
-Ssl = Annotated[
-    bool | None,
-    typer.Option(
-        "--ssl/--no-ssl",
+    "username": option(str | None, "--username", help="Account name used to log in to the server."),
+    "use_ssl": option(
+        bool | None, "--ssl/--no-ssl",
         help="Encrypt the connection (implicit TLS on port 465 or smtps://, STARTTLS otherwise).",
     ),
-]
-HtmlBody = Annotated[
-    bool | None,
-    typer.Option(
-        "--html-body/--no-html-body", help="Send message bodies as HTML (with a plain-text twin)."
+    "use_html_body": option(
+        bool | None, "--html-body/--no-html-body",
+        help="Send message bodies as HTML (with a plain-text twin).",
     ),
-]
-TimeoutMs = Annotated[
-    int | None,
-    typer.Option(
-        "--timeout-ms", help="How long to wait for the server at each step, in milliseconds."
+    "timeout_ms": option(
+        int | None, "--timeout-ms",
+        help="How long to wait for the server at each step, in milliseconds.",
     ),
-]
-Agent = Annotated[
-    str | None,
-    typer.Option(
-        "--agent", help="Agent that runs exports for this connection ('local' = this machine)."
+    "agent": option(
+        str | None, "--agent",
+        help="Agent that runs exports for this connection ('local' = this machine).",
     ),
-]
-ImplType = Annotated[
-    str | None,
-    typer.Option(
-        "--implementation-type",
+    "implementation_type": option(
+        str | None, "--implementation-type",
         help="'default' sends from the process that starts an export; 'celery' sends it through "
         "the workers of --agent ('mailconduit agent run NAME'), see 'Running on several machines'.",
     ),
-]
-Active = Annotated[
-    bool | None,
-    typer.Option("--active/--inactive", help="Whether exports may use this connection."),
-]
-Target = Annotated[
-    bool | None,
-    typer.Option("--target/--no-target", help="Whether this connection may receive exported data."),
-]
-FromAddr = Annotated[
-    str | None,
-    typer.Option(
-        "--from", help="Default sender address (defaults to the username when it is an address)."
+    "is_active": option(
+        bool | None, "--active/--inactive", help="Whether exports may use this connection."
     ),
-]
-FromName = Annotated[
-    str | None, typer.Option("--from-name", help="Display name shown next to the sender address.")
-]
-ReplyTo = Annotated[str | None, typer.Option("--reply-to", help="Default Reply-To address.")]
-CaFile = Annotated[
-    str | None,
-    typer.Option("--ca-file", help="PEM file of CA certificates to trust for this server."),
-]
-NoVerify = Annotated[
-    bool | None,
-    typer.Option(
-        "--no-verify-tls/--verify-tls",
-        help="Skip (or restore) TLS certificate verification. Skipping exposes the password to impostors.",
+    "is_target": option(
+        bool | None, "--target/--no-target", help="Whether this connection may receive exported data."
     ),
-]
-SecurityOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--security",
+    "from_address": option(
+        str | None, "--from",
+        help="Default sender address (defaults to the username when it is an address).",
+    ),
+    "from_name": option(str | None, "--from-name", help="Display name shown next to the sender address."),
+    "reply_to": option(str | None, "--reply-to", help="Default Reply-To address."),
+    "ca_file": option(str | None, "--ca-file", help="PEM file of CA certificates to trust for this server."),
+    "verify_tls": option(
+        bool | None, "--verify-tls/--no-verify-tls",
+        help="Check the server's TLS certificate (the default); --no-verify-tls skips the check, "
+        "which exposes the password to impostors.",
+    ),
+    "security": option(
+        str | None, "--security",
         help="tls (implicit, port 465), starttls (required, never falls back to plaintext) or none.",
     ),
-]
-Ehlo = Annotated[
-    str | None,
-    typer.Option("--ehlo-hostname", help="Name we announce in EHLO (default: this host)."),
-]
-Auth = Annotated[
-    str | None,
-    typer.Option(
-        "--auth",
-        help="AUTH mechanism: auto, plain, login, cram-md5, xoauth2 (OAuth2 sign-in, or a token as password) or none.",
+    "ehlo_hostname": option(str | None, "--ehlo-hostname", help="Name we announce in EHLO (default: this host)."),
+    "auth_mechanism": option(
+        str | None, "--auth",
+        help="AUTH mechanism: auto, plain, login, cram-md5, xoauth2 (OAuth2 sign-in, or a token "
+        "as password) or none.",
     ),
-]
-Insecure = Annotated[
-    bool | None,
-    typer.Option(
-        "--allow-insecure-auth/--no-allow-insecure-auth",
+    "allow_insecure_auth": option(
+        bool | None, "--allow-insecure-auth/--no-allow-insecure-auth",
         help="Allow sending credentials over an unencrypted connection to a non-loopback host.",
     ),
-]
-Concurrency = Annotated[
-    int | None,
-    typer.Option("--concurrency", help="Default number of parallel SMTP sessions for exports."),
-]
-RatePerSecond = Annotated[
-    float | None,
-    typer.Option("--rate-per-second", help="Default cap on messages per second (0 = none)."),
-]
-RatePerMinute = Annotated[
-    float | None,
-    typer.Option("--rate-per-minute", help="Default cap on messages per minute (0 = none)."),
-]
-RatePerHour = Annotated[
-    float | None,
-    typer.Option("--rate-per-hour", help="Default cap on messages per hour (0 = none)."),
-]
-DailyCap = Annotated[
-    int | None, typer.Option("--daily-cap", help="At most this many messages per day (0 = none).")
-]
-PerConnection = Annotated[
-    int | None,
-    typer.Option(
-        "--messages-per-connection",
+    "concurrency": option(int | None, "--concurrency", help="Default number of parallel SMTP sessions for exports."),
+    **{
+        f"rate_per_{unit}": option(
+            float | None, f"--rate-per-{unit}", help=f"Default cap on messages per {unit} (0 = none)."
+        )
+        for unit in ("second", "minute", "hour")
+    },
+    "daily_cap": option(int | None, "--daily-cap", help="At most this many messages per day (0 = none)."),
+    "messages_per_connection": option(
+        int | None, "--messages-per-connection",
         help="Reconnect after this many messages (providers impose such caps; 0 = none).",
     ),
-]
-Query = Annotated[
-    str | None, typer.Option("--query", help="Not used by the SMTP connector; must stay empty.")
-]
-DateFmt = Annotated[
-    str | None,
-    typer.Option("--datetime-format", help="Not used by the SMTP connector; must stay empty."),
-]
-SourceFlag = Annotated[
-    bool | None,
-    typer.Option(
-        "--source/--no-source", help="Not used: an SMTP connection is never a data source."
+    "query": option(str | None, "--query", help="Not used by the SMTP connector; must stay empty."),
+    "datetime_format": option(
+        str | None, "--datetime-format", help="Not used by the SMTP connector; must stay empty."
     ),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+    "is_source": option(
+        bool | None, "--source/--no-source", help="Not used: an SMTP connection is never a data source."
+    ),
+}  # fmt: skip
+
+#: Where the password comes from (never a command-line argument: it would show in ``ps``).
+PASSWORD_OPTIONS: dict[str, Param] = {
+    "password_stdin": option(
+        bool, "--password-stdin", default=False,
+        help="Read the password from the first line of standard input.",
+    ),
+    "password_env": option(
+        str | None, "--password-env", metavar="VAR",
+        help="Take the password from this environment variable.",
+    ),
+}  # fmt: skip
 
 
-def _password(stdin: bool, env: str | None, *, prompt: bool) -> str | None:
+def _password(given: dict[str, Any], *, prompt: bool) -> dict[str, str]:
+    """``{"password": ...}`` when one was given (or typed at the prompt), else nothing."""
+    stdin, env = given["password_stdin"], given["password_env"]
     if stdin and env:
         raise ConfigError.for_fields(
             "options",
@@ -191,52 +142,17 @@ def _password(stdin: bool, env: str | None, *, prompt: bool) -> str | None:
             raise ConfigError.for_fields(
                 "options", [FieldError("password", "standard input was empty")]
             )
-        return line.rstrip("\r\n")
+        return {"password": line.rstrip("\r\n")}
     if env:
-        value = os.environ.get(env)
-        if not value:
-            raise ConfigError.for_fields(
-                "options",
-                [FieldError("password", f"environment variable {env} is not set or empty")],
-            )
-        return value
+        return {"password": str(signin.from_env(env, "password"))}
     if prompt and sys.stdin.isatty():
-        value = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-        return str(value)
-    return None
+        return {"password": str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))}
+    return {}
 
 
-#: The CLI parameters spelled otherwise than the connection field they set (``--source``
-#: sets ``is_source``...); every other parameter is the field's own name. A test holds this
-#: and the options of ``create`` to :class:`~mailconduit.config.Connection`'s fields.
-OPTION_FIELDS: dict[str, str] = {
-    "from_": "from_address",
-    "no_verify": "verify_tls",
-    "ehlo": "ehlo_hostname",
-    "auth": "auth_mechanism",
-    "insecure": "allow_insecure_auth",
-    "source": "is_source",
-    "target": "is_target",
-    "active": "is_active",
-    "html_body": "use_html_body",
-    "ssl": "use_ssl",
-    "impl": "implementation_type",
-    "per_connection": "messages_per_connection",
-    "date_fmt": "datetime_format",
-}
-
-
-def _changes(**given: Any) -> dict[str, Any]:
-    """The connection fields the user gave (None = not given), under their field names."""
-    out: dict[str, Any] = {}
-    for key, value in given.items():
-        if value is None:
-            continue
-        field = OPTION_FIELDS.get(key, key)
-        if key == "no_verify":
-            value = not value
-        out[field] = value
-    return out
+def _changes(fields: dict[str, Any]) -> dict[str, Any]:
+    """The connection fields the user gave (None = not given)."""
+    return {field: value for field, value in fields.items() if value is not None}
 
 
 def _print_connection(conn: Connection, *, as_json: bool) -> None:
@@ -255,172 +171,69 @@ def _print_connection(conn: Connection, *, as_json: bool) -> None:
 
 
 @app.command()
+@with_options(fields=CONNECTION_OPTIONS, password=PASSWORD_OPTIONS, sign_in=signin.SIGN_IN_PARAMS)
 def create(
     name: Annotated[str, typer.Argument(help="Unique name (alias) of the new connection.")],
-    server_url: ServerUrl = None,
-    port: Port = None,
-    username: Username = None,
-    password_stdin: PasswordStdin = False,
-    password_env: PasswordEnv = None,
-    ssl: Ssl = None,
-    html_body: HtmlBody = None,
-    timeout_ms: TimeoutMs = None,
-    agent: Agent = None,
-    impl: ImplType = None,
-    active: Active = None,
-    target: Target = None,
-    from_: FromAddr = None,
-    from_name: FromName = None,
-    reply_to: ReplyTo = None,
-    ca_file: CaFile = None,
-    no_verify: NoVerify = None,
-    security: SecurityOpt = None,
-    ehlo: Ehlo = None,
-    auth: Auth = None,
-    insecure: Insecure = None,
-    concurrency: Concurrency = None,
-    rate_per_second: RatePerSecond = None,
-    rate_per_minute: RatePerMinute = None,
-    rate_per_hour: RatePerHour = None,
-    daily_cap: DailyCap = None,
-    per_connection: PerConnection = None,
-    query: Query = None,
-    date_fmt: DateFmt = None,
-    source: SourceFlag = None,
-    preset: signin.Preset = None,
-    region: signin.Region = None,
-    oauth_provider: signin.OAuthProvider = None,
-    tenant: signin.Tenant = None,
-    client_id: signin.ClientId = None,
-    client_secret_env: signin.ClientSecretEnv = None,
-    refresh_token_env: signin.RefreshTokenEnv = None,
-    scope: signin.Scope = None,
-    token_endpoint: signin.TokenEndpoint = None,
-    device_endpoint: signin.DeviceEndpoint = None,
-    flow: signin.Flow = None,
-    client_auth: signin.ClientAuth = None,
-    as_json: JsonOut = False,
+    *,
+    fields: dict[str, Any],
+    password: dict[str, Any],
+    sign_in: dict[str, Any],
+    as_json: AsJson = False,
 ) -> None:
     """Create a connection. Every wrong field is named in one message (exit status 2)."""
-    data = _changes(
-        name=name, server_url=server_url, port=port, username=username, ssl=ssl, html_body=html_body,
-        timeout_ms=timeout_ms, agent=agent, impl=impl, active=active, target=target, from_=from_,
-        from_name=from_name, reply_to=reply_to, ca_file=ca_file, no_verify=no_verify, security=security,
-        ehlo=ehlo, auth=auth, insecure=insecure, concurrency=concurrency,
-        rate_per_second=rate_per_second, rate_per_minute=rate_per_minute, rate_per_hour=rate_per_hour,
-        daily_cap=daily_cap, per_connection=per_connection, query=query, date_fmt=date_fmt, source=source,
-    )  # fmt: skip
-    data.update(
-        signin.oauth_changes(
-            preset=preset, region=region, oauth_provider=oauth_provider, tenant=tenant,
-            client_id=client_id, client_secret_env=client_secret_env,
-            refresh_token_env=refresh_token_env, scope=scope, token_endpoint=token_endpoint,
-            device_endpoint=device_endpoint, flow=flow, client_auth=client_auth,
-        )
-    )  # fmt: skip
-    oauth = any(k.startswith("oauth_") for k in data)
+    data = {"name": name, **_changes(fields), **signin.oauth_changes(**sign_in)}
+    data.update(_password(password, prompt=_wants_password(data)))
+    _report(api.create_connection(data), as_json=as_json, created=True)
+
+
+def _wants_password(data: dict[str, Any]) -> bool:
+    """Whether to prompt for a password: the connection logs in with one, not with OAuth2."""
+    if any(key.startswith("oauth_") for key in data):
+        return False
     chosen = next((p for p in api.presets() if p["name"] == data.get("preset")), None)
     auth_default = chosen["fields"]["auth_mechanism"] if chosen else "auto"
-    wants_password = str(data.get("auth_mechanism", auth_default)).lower() not in (
-        "none",
-        "xoauth2",
-    )
-    password = _password(password_stdin, password_env, prompt=wants_password and not oauth)
-    if password is not None:
-        data["password"] = password
-    conn = api.create_connection(data)
+    return str(data.get("auth_mechanism", auth_default)).lower() not in ("none", "xoauth2")
+
+
+def _report(conn: Connection, *, as_json: bool, created: bool) -> None:
+    """What create and edit print: the connection as JSON, or one line."""
     if as_json:
         _print_connection(conn, as_json=True)
-    else:
+    elif created:
         typer.echo(
             f"created connection {conn.name!r} ({conn.host}:{conn.port}, security {conn.security.value})"
         )
+    else:
+        typer.echo(f"updated connection {conn.name!r}")
 
 
 @app.command()
+@with_options(fields=CONNECTION_OPTIONS, password=PASSWORD_OPTIONS, sign_in=signin.SIGN_IN_PARAMS)
 def edit(
     name: Annotated[str, typer.Argument(help="Name of the connection to change.")],
     rename: Annotated[
         str | None, typer.Option("--name", help="Give the connection a new name.")
     ] = None,
-    server_url: ServerUrl = None,
-    port: Port = None,
-    username: Username = None,
-    password_stdin: PasswordStdin = False,
-    password_env: PasswordEnv = None,
-    ssl: Ssl = None,
-    html_body: HtmlBody = None,
-    timeout_ms: TimeoutMs = None,
-    agent: Agent = None,
-    impl: ImplType = None,
-    active: Active = None,
-    target: Target = None,
-    from_: FromAddr = None,
-    from_name: FromName = None,
-    reply_to: ReplyTo = None,
-    ca_file: CaFile = None,
-    no_verify: NoVerify = None,
-    security: SecurityOpt = None,
-    ehlo: Ehlo = None,
-    auth: Auth = None,
-    insecure: Insecure = None,
-    concurrency: Concurrency = None,
-    rate_per_second: RatePerSecond = None,
-    rate_per_minute: RatePerMinute = None,
-    rate_per_hour: RatePerHour = None,
-    daily_cap: DailyCap = None,
-    per_connection: PerConnection = None,
-    query: Query = None,
-    date_fmt: DateFmt = None,
-    source: SourceFlag = None,
-    preset: signin.Preset = None,
-    region: signin.Region = None,
-    oauth_provider: signin.OAuthProvider = None,
-    tenant: signin.Tenant = None,
-    client_id: signin.ClientId = None,
-    client_secret_env: signin.ClientSecretEnv = None,
-    refresh_token_env: signin.RefreshTokenEnv = None,
-    scope: signin.Scope = None,
-    token_endpoint: signin.TokenEndpoint = None,
-    device_endpoint: signin.DeviceEndpoint = None,
-    flow: signin.Flow = None,
-    client_auth: signin.ClientAuth = None,
+    *,
+    fields: dict[str, Any],
+    password: dict[str, Any],
+    sign_in: dict[str, Any],
     no_oauth: signin.NoOAuth = False,
-    as_json: JsonOut = False,
+    as_json: AsJson = False,
 ) -> None:
     """Change fields of a stored connection; fields not given keep their values.
 
     Changing the server or port forgets the stored password: enter it again, so it is
     never sent to a host it was not typed for.
     """
-    changes = _changes(
-        name=rename, server_url=server_url, port=port, username=username, ssl=ssl, html_body=html_body,
-        timeout_ms=timeout_ms, agent=agent, impl=impl, active=active, target=target, from_=from_,
-        from_name=from_name, reply_to=reply_to, ca_file=ca_file, no_verify=no_verify, security=security,
-        ehlo=ehlo, auth=auth, insecure=insecure, concurrency=concurrency,
-        rate_per_second=rate_per_second, rate_per_minute=rate_per_minute, rate_per_hour=rate_per_hour,
-        daily_cap=daily_cap, per_connection=per_connection, query=query, date_fmt=date_fmt, source=source,
-    )  # fmt: skip
-    changes.update(
-        signin.oauth_changes(
-            preset=preset, region=region, oauth_provider=oauth_provider, tenant=tenant,
-            client_id=client_id, client_secret_env=client_secret_env,
-            refresh_token_env=refresh_token_env, scope=scope, token_endpoint=token_endpoint,
-            device_endpoint=device_endpoint, flow=flow, client_auth=client_auth, remove=no_oauth,
-        )
-    )  # fmt: skip
-    password = _password(password_stdin, password_env, prompt=False)
-    if password is not None:
-        changes["password"] = password
-    conn = api.update_connection(name, changes)
-    if as_json:
-        _print_connection(conn, as_json=True)
-    else:
-        typer.echo(f"updated connection {conn.name!r}")
+    changes = _changes({"name": rename, **fields})
+    changes.update(signin.oauth_changes(**sign_in, remove=no_oauth))
+    changes.update(_password(password, prompt=False))
+    _report(api.update_connection(name, changes), as_json=as_json, created=False)
 
 
 @app.command("list")
-def list_(as_json: JsonOut = False) -> None:
+def list_(as_json: AsJson = False) -> None:
     """List every connection: built-in, from the environment, and stored."""
     rows = api.list_connections()
     if as_json:
@@ -457,7 +270,7 @@ def list_(as_json: JsonOut = False) -> None:
 @app.command()
 def show(
     name: Annotated[str, typer.Argument(help="Connection to show.")],
-    as_json: JsonOut = False,
+    as_json: AsJson = False,
 ) -> None:
     """Show every field of a connection (never the password)."""
     _print_connection(api.get_connection(name), as_json=as_json)
@@ -466,12 +279,11 @@ def show(
 @app.command()
 def delete(
     name: Annotated[str, typer.Argument(help="Connection to delete.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Yes = False,
 ) -> None:
     """Delete a stored connection."""
     api.get_connection(name)
-    if not yes and sys.stdin.isatty():
-        typer.confirm(f"Delete connection {name!r}?", abort=True)
+    confirm_unless(yes, f"Delete connection {name!r}?")
     api.delete_connection(name)
     typer.echo(f"deleted connection {name!r}")
 
@@ -485,7 +297,7 @@ def test(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Print the SMTP conversation (secrets removed).")
     ] = False,
-    as_json: JsonOut = False,
+    as_json: AsJson = False,
 ) -> None:
     """Test Connection: connect, TLS, EHLO, AUTH, QUIT; success, or which stage failed and why.
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mailconduit.cli.export import _execute
+from mailconduit.cli.progress import show_run
 
 app = typer.Typer(
     help="Saved exports the console schedules: list, show, run, import and export them.",
@@ -103,4 +103,4 @@ def run(
     """Run an interface now and wait (refused while it is running elsewhere)."""
     from mailconduit.interfaces import runner
 
-    _execute(lambda progress: runner.run_interface(name), as_json=as_json, quiet=quiet, log_json=False)
+    show_run(lambda progress: runner.run_interface(name), as_json=as_json, quiet=quiet, log_json=False)

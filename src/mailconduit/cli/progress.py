@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from types import TracebackType
+from collections.abc import Callable
 from typing import Any
+
+import typer
 
 from mailconduit.delivery.events import Progress
 from mailconduit.delivery.report import ExportReport
 
-__all__ = ["ProgressPrinter", "progress_printer"]
+__all__ = ["ProgressPrinter", "progress_printer", "show_run"]
 
 LOG_INTERVAL = 5.0
 
@@ -31,12 +33,8 @@ class ProgressPrinter:
     def __enter__(self) -> ProgressPrinter:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop the live bar, whatever ended the run."""
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
@@ -143,3 +141,20 @@ class ProgressPrinter:
 
 def progress_printer(*, quiet: bool, log_json: bool) -> ProgressPrinter:
     return ProgressPrinter(quiet=quiet, log_json=log_json, tty=sys.stderr.isatty())
+
+
+def show_run(
+    call: Callable[[Callable[[Progress], None]], ExportReport], *, as_json: bool, quiet: bool,
+    log_json: bool,
+) -> None:  # fmt: skip
+    """Run ``call`` (given the progress callback) showing its progress, print its report, and
+    exit with 0 when every row went, 1 otherwise."""
+    printer = progress_printer(quiet=quiet or as_json, log_json=log_json)
+    with printer:
+        report = call(printer.update)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    elif not quiet:
+        for line in printer.final_lines(report):
+            typer.echo(line)
+    raise typer.Exit(0 if report.ok else 1)

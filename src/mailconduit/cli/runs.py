@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mailconduit.cli.export import _execute
+from mailconduit.cli.progress import show_run
 
 app = typer.Typer(help="Inspect export runs and resume interrupted ones.", no_args_is_help=True)
 
@@ -157,7 +157,7 @@ def resume(
     """Resume a run: send every row not yet confirmed, never one that was."""
     from mailconduit import api
 
-    _execute(
+    show_run(
         lambda progress: api.run_resume(
             run_id,
             retry_failed=retry_failed,

@@ -11,94 +11,63 @@ from typing import Annotated, Any
 
 import typer
 
+from mailconduit.cli.options import Param, option
 from mailconduit.errors import ConfigError, FieldError
 
-__all__ = ["SIGN_IN_OPTIONS", "oauth_changes", "show_device_code"]
+__all__ = ["SIGN_IN_OPTIONS", "SIGN_IN_PARAMS", "NoOAuth", "from_env", "oauth_changes", "show_device_code"]
 
-Preset = Annotated[
-    str | None,
-    typer.Option(
-        "--preset",
-        metavar="NAME",
+#: The preset and OAuth2 options of ``connections create`` and ``edit``, by parameter name;
+#: :data:`SIGN_IN_OPTIONS` says which input field each one sets.
+SIGN_IN_PARAMS: dict[str, Param] = {
+    "preset": option(
+        str | None, "--preset", metavar="NAME",
         help="Fill server, port, security, sign-in and published limits from a provider preset "
         "(microsoft365, google-workspace, gmail, amazon-ses, sendgrid, mailgun, mailgun-eu, "
         "postmark, brevo, mailjet, mailpit, mailhog); options you give win.",
     ),
-]
-Region = Annotated[
-    str | None,
-    typer.Option("--region", help="AWS Region of the amazon-ses preset (default us-east-1)."),
-]
-OAuthProvider = Annotated[
-    str | None,
-    typer.Option(
-        "--oauth-provider",
+    "region": option(str | None, "--region", help="AWS Region of the amazon-ses preset (default us-east-1)."),
+    "oauth_provider": option(
+        str | None, "--oauth-provider",
         help="Sign in with OAuth2 (XOAUTH2) at microsoft, google or generic (any RFC 6749 server).",
     ),
-]
+    "tenant": option(
+        str | None, "--tenant",
+        help="Microsoft: the directory (tenant) id or domain; 'common' by default, a real one for app-only.",
+    ),
+    "client_id": option(str | None, "--client-id", help="The application (client) id of your app registration."),
+    "client_secret_env": option(
+        str | None, "--client-secret-env", metavar="VAR",
+        help="Take the app's client secret from this environment variable (public apps have none).",
+    ),
+    "refresh_token_env": option(
+        str | None, "--refresh-token-env", metavar="VAR",
+        help="Take a refresh token obtained elsewhere from this environment variable "
+        "(otherwise run 'connections authorize').",
+    ),
+    "scope": option(
+        str | None, "--scope", help="OAuth2 scope (default: the provider's SMTP scope for the flow)."
+    ),
+    "token_endpoint": option(str | None, "--token-endpoint", help="Token URL of a generic provider (https)."),
+    "device_endpoint": option(
+        str | None, "--device-endpoint", help="Device authorization URL of a generic provider (https)."
+    ),
+    "flow": option(
+        str | None, "--flow",
+        help="refresh_token (a user signs in once) or client_credentials (Microsoft app-only).",
+    ),
+    "client_auth": option(
+        str | None, "--client-auth",
+        help="How the client secret is sent: client_secret_post (default) or client_secret_basic.",
+    ),
+}  # fmt: skip
 NoOAuth = Annotated[
     bool,
     typer.Option("--no-oauth", help="Forget the OAuth2 settings and tokens of the connection."),
 ]
-Tenant = Annotated[
-    str | None,
-    typer.Option(
-        "--tenant",
-        help="Microsoft: the directory (tenant) id or domain; 'common' by default, a real one for app-only.",
-    ),
-]
-ClientId = Annotated[
-    str | None,
-    typer.Option("--client-id", help="The application (client) id of your app registration."),
-]
-ClientSecretEnv = Annotated[
-    str | None,
-    typer.Option(
-        "--client-secret-env",
-        metavar="VAR",
-        help="Take the app's client secret from this environment variable (public apps have none).",
-    ),
-]
-RefreshTokenEnv = Annotated[
-    str | None,
-    typer.Option(
-        "--refresh-token-env",
-        metavar="VAR",
-        help="Take a refresh token obtained elsewhere from this environment variable "
-        "(otherwise run 'connections authorize').",
-    ),
-]
-Scope = Annotated[
-    str | None,
-    typer.Option("--scope", help="OAuth2 scope (default: the provider's SMTP scope for the flow)."),
-]
-TokenEndpoint = Annotated[
-    str | None,
-    typer.Option("--token-endpoint", help="Token URL of a generic provider (https)."),
-]
-DeviceEndpoint = Annotated[
-    str | None,
-    typer.Option(
-        "--device-endpoint", help="Device authorization URL of a generic provider (https)."
-    ),
-]
-Flow = Annotated[
-    str | None,
-    typer.Option(
-        "--flow",
-        help="refresh_token (a user signs in once) or client_credentials (Microsoft app-only).",
-    ),
-]
-ClientAuth = Annotated[
-    str | None,
-    typer.Option(
-        "--client-auth",
-        help="How the client secret is sent: client_secret_post (default) or client_secret_basic.",
-    ),
-]
 
 
-def _from_env(variable: str | None, field: str) -> str | None:
+def from_env(variable: str | None, field: str) -> str | None:
+    """The value of the environment variable an option names (None when none is named)."""
     if not variable:
         return None
     value = os.environ.get(variable)
@@ -109,7 +78,7 @@ def _from_env(variable: str | None, field: str) -> str | None:
     return value
 
 
-#: The options above, by parameter name, and the input field each one sets.
+#: The options of :data:`SIGN_IN_PARAMS`, by parameter name, and the input field each one sets.
 SIGN_IN_OPTIONS: dict[str, str] = {
     "preset": "preset",
     "region": "region",
@@ -131,9 +100,9 @@ def oauth_changes(*, remove: bool = False, **options: str | None) -> dict[str, A
     """The preset and ``oauth_*`` fields the options give (only those given; secrets read
     from the environment variables named). ``remove`` (``--no-oauth``) forgets them."""
     data: dict[str, Any] = {}
-    for option, value in options.items():
-        field = SIGN_IN_OPTIONS[option]
-        data[field] = _from_env(value, field) if option in _FROM_ENV else value
+    for name, value in options.items():
+        field = SIGN_IN_OPTIONS[name]
+        data[field] = from_env(value, field) if name in _FROM_ENV else value
     given = {k: v for k, v in data.items() if v is not None}
     if remove:
         if any(k.startswith("oauth_") for k in given):

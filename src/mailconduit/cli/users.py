@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mailconduit.accounts import users
+from mailconduit.cli.options import Yes, confirm_unless
 
 app = typer.Typer(
     help="Manage the web console's accounts and the API tokens scripts use.",
@@ -86,11 +87,10 @@ def list_(
 @app.command()
 def delete(
     name: Annotated[str, typer.Argument(help="User to delete.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Yes = False,
 ) -> None:
     """Delete a user with its API tokens and sessions."""
-    if not yes and sys.stdin.isatty():
-        typer.confirm(f"Delete user {name!r} and its API tokens?", abort=True)
+    confirm_unless(yes, f"Delete user {name!r} and its API tokens?")
     users.delete_user(name)
     typer.echo(f"deleted user {name!r}")
 

@@ -116,6 +116,11 @@ class Connection:
         return self.timeout_ms / 1000.0
 
     @property
+    def signs_in_with_oauth(self) -> bool:
+        """True for a stored XOAUTH2 connection: its tokens come from its OAuth2 sign-in."""
+        return self.auth_mechanism is AuthMechanism.XOAUTH2 and self.origin == "store"
+
+    @property
     def logs_in(self) -> bool:
         """True when a session authenticates: a mechanism other than none, and credentials
         (a password, or tokens from an OAuth2 sign-in for XOAUTH2)."""

@@ -282,7 +282,7 @@ def token_provider(
 ) -> TokenProvider | None:
     """One token provider for ``conn`` (None unless it is a stored XOAUTH2 connection with
     OAuth2 settings): tokens cached in the store's database, a rotated refresh token saved."""
-    if conn.auth_mechanism is not AuthMechanism.XOAUTH2 or conn.origin != "store":
+    if not conn.signs_in_with_oauth:
         return None
     settings = oauth_store.get_oauth(conn.name)
     if settings is None:

@@ -82,15 +82,21 @@ users_table = Table(
     Column("created_at", Float, nullable=False),
 )
 
+
+def _owner() -> Column[str]:
+    """The account an API token or a session belongs to; it goes when the account goes."""
+    return Column(
+        "user_name", String(64), ForeignKey("web_users.name", ondelete="CASCADE"), nullable=False
+    )
+
+
 #: API tokens and sessions are kept as SHA-256 digests only.
 tokens_table = Table(
     "web_api_tokens",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("token_sha256", String(64), nullable=False, unique=True),
-    Column(
-        "user_name", String(64), ForeignKey("web_users.name", ondelete="CASCADE"), nullable=False
-    ),
+    _owner(),
     Column("label", String(TEXT_LIMITS["user"]["label"]), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=True),
@@ -100,9 +106,7 @@ sessions_table = Table(
     "web_sessions",
     metadata,
     Column("id_sha256", String(64), primary_key=True),
-    Column(
-        "user_name", String(64), ForeignKey("web_users.name", ondelete="CASCADE"), nullable=False
-    ),
+    _owner(),
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),

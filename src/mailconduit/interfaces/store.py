@@ -56,6 +56,12 @@ __all__ = [
 # --------------------------------------------------------------------------- interfaces
 
 
+#: What :func:`_from_row` reads of an interface's row.
+_SELECT = select(
+    interfaces_table.c.document, interfaces_table.c.created_at, interfaces_table.c.updated_at
+)
+
+
 def _from_row(document: str, created_at: float, updated_at: float) -> Interface:
     return interface_from_document(
         json.loads(document), created_at=created_at, updated_at=updated_at, check_files=False
@@ -65,26 +71,14 @@ def _from_row(document: str, created_at: float, updated_at: float) -> Interface:
 def list_interfaces() -> list[Interface]:
     """Every saved interface, by name."""
     with engine().connect() as conn:
-        rows = conn.execute(
-            select(
-                interfaces_table.c.document,
-                interfaces_table.c.created_at,
-                interfaces_table.c.updated_at,
-            ).order_by(interfaces_table.c.name)
-        ).all()
+        rows = conn.execute(_SELECT.order_by(interfaces_table.c.name)).all()
     return [_from_row(*row) for row in rows]
 
 
 def get_interface(name: str) -> Interface:
     """The interface called ``name``, else NotFoundError."""
     with engine().connect() as conn:
-        row = conn.execute(
-            select(
-                interfaces_table.c.document,
-                interfaces_table.c.created_at,
-                interfaces_table.c.updated_at,
-            ).where(interfaces_table.c.name == name)
-        ).first()
+        row = conn.execute(_SELECT.where(interfaces_table.c.name == name)).first()
     if row is None:
         raise NotFoundError("interface", name)
     return _from_row(*row)

@@ -19,8 +19,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import quote_plus
 
-import httpx
-
 from mailconduit.config.secret import Secret
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.netpolicy import denial_reason
@@ -140,12 +138,15 @@ def _error(status: int, body: Any, endpoint: str, secrets: list[str]) -> OAuthEr
 async def _check_address(url: str) -> None:
     """Refuse an endpoint whose host resolves to an address the network policy denies, as the
     SMTP client does; a name that does not resolve is left to the request to report."""
-    parsed = httpx.URL(url)
+    from urllib.parse import urlsplit
+
+    parsed = urlsplit(url)
     try:
+        port = parsed.port or 443
         infos = await asyncio.get_running_loop().getaddrinfo(
-            parsed.host, parsed.port or 443, type=socket.SOCK_STREAM
+            parsed.hostname, port, type=socket.SOCK_STREAM
         )
-    except OSError:
+    except (OSError, ValueError):  # a name that does not resolve, a port that is no number
         return
     for info in infos:
         reason = denial_reason(str(info[4][0]))
@@ -169,6 +170,9 @@ async def _post(
     sent = [v for k, v in data.items() if k in ("client_secret", "refresh_token", "device_code")]
     sent.append(secret)
     await _check_address(url)
+    # Imported here: an export through a connection without OAuth2 never needs it.
+    import httpx
+
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
             response = await http.post(url, data=data, headers=headers)

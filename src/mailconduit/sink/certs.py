@@ -22,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailconduit.sink.files import write_private_file, write_public_file
 
-__all__ = ["SinkCertificates", "ensure_certificates", "server_tls_context"]
+__all__ = ["SinkCertificates", "ca_file_of", "ensure_certificates", "server_tls_context"]
 
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=730)
@@ -49,6 +49,11 @@ def _paths(directory: Path) -> SinkCertificates:
         cert_file=directory / "server.pem",
         key_file=directory / "server-key.pem",
     )
+
+
+def ca_file_of(directory: Path) -> Path:
+    """Where the sink of ``directory`` keeps its CA certificate (whether it exists yet or not)."""
+    return _paths(directory).ca_file
 
 
 def ensure_certificates(directory: Path) -> SinkCertificates:

@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import ssl
-import threading
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from mailconduit.home import sink_dir
 from mailconduit.sink.certs import ensure_certificates, server_tls_context
 from mailconduit.sink.credentials import SinkCredentials, ensure_credentials
 from mailconduit.sink.files import directory_lock
+from mailconduit.sink.serving import PipeliningHandler, ServerThread, close_listeners
 from mailconduit.sink.state import (
     HOST,
     PORT_VARIABLE,
@@ -68,24 +68,11 @@ class _SinkSMTP(SMTP):
         return _SinkSession(self.loop)
 
 
-class _SinkHandler:
+class _SinkHandler(PipeliningHandler):
     """aiosmtpd hooks: advertise PIPELINING, store each message before answering 250."""
 
     def __init__(self, writer: MailboxWriter) -> None:
         self._writer = writer
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        # aiosmtpd reads one command at a time from a buffered stream, so clients may
-        # pipeline (RFC 2920); it just does not say so.
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
@@ -224,14 +211,7 @@ class SinkServer:
         """Stop listening, end open sessions, finish pending writes, remove sink.json."""
         if self.info is not None:
             remove_state(self.directory, self.info)
-        for server in self._servers:
-            server.close()
-        for smtp in list(self._sessions):
-            if smtp.transport is not None:
-                smtp.transport.close()
-        for server in self._servers:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), START_STOP_TIMEOUT)
+        await close_listeners(self._servers, self._sessions, timeout=START_STOP_TIMEOUT)
         self._servers.clear()
         if self._writer is not None:
             await self._writer.close()
@@ -283,61 +263,21 @@ def serve_forever(
     asyncio.run(main())
 
 
-class _BackgroundSink:
+def _background_sink(*, port: int, directory: Path) -> ServerThread[SinkInfo]:
     """A sink on its own event loop in a daemon thread, for the life of one command."""
+    server = SinkServer(port=port, directory=directory, fsync=False)
 
-    def __init__(self, *, port: int, directory: Path) -> None:
-        self._port = port
-        self._directory = directory
-        self._ready = threading.Event()
-        self._info: SinkInfo | None = None
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(
-            target=self._thread_main, name="mailconduit-sink", daemon=True
-        )
+    def failed(exc: BaseException) -> None:
+        log.error("the local sink stopped with an error", exc_info=exc)
 
-    def start(self) -> SinkInfo:
-        self._thread.start()
-        if not self._ready.wait(START_STOP_TIMEOUT):
-            raise TimeoutError(f"the local sink did not start within {START_STOP_TIMEOUT:.0f} s")
-        if self._error is not None:
-            self._thread.join(START_STOP_TIMEOUT)
-            raise self._error
-        assert self._info is not None
-        return self._info
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(START_STOP_TIMEOUT)
-        if self._thread.is_alive():
-            log.warning("the local sink did not stop within %.0f s", START_STOP_TIMEOUT)
-
-    def _thread_main(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:
-            if not self._ready.is_set():
-                self._error = exc
-            else:
-                log.exception("the local sink stopped with an error")
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-
-        def ready(info: SinkInfo) -> None:
-            self._info = info
-            self._ready.set()
-
-        await _run(
-            port=self._port, directory=self._directory, fsync=False, stop=self._stop, ready=ready
-        )
+    return ServerThread(
+        server.start,
+        server.stop,
+        what="the local sink",
+        name="mailconduit-sink",
+        timeout=START_STOP_TIMEOUT,
+        on_error=failed,
+    )
 
 
 @contextlib.contextmanager
@@ -353,11 +293,11 @@ def ensure_running(*, port: int | None = None) -> Iterator[SinkInfo]:
     if existing is not None:
         yield existing
         return
-    background = _BackgroundSink(
+    background = _background_sink(
         port=configured_port() if port is None else port, directory=directory
     )
     try:
-        info = background.start()
+        info = background.begin()
     except ConfigError:
         # Another process may have started this home's sink since we looked.
         existing = running_sink(directory)
@@ -367,6 +307,7 @@ def ensure_running(*, port: int | None = None) -> Iterator[SinkInfo]:
         try:
             yield info
         finally:
-            background.stop()
+            if not background.end():
+                log.warning("the local sink did not stop within %.0f s", START_STOP_TIMEOUT)
         return
     yield existing

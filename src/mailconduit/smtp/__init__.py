@@ -1,7 +1,8 @@
 """The only part of mailconduit that talks SMTP: sessions, replies and Test Connection.
 
 :class:`SMTPSession` (in ``client``) is the one client class; the modules beside it are
-the pure steps it uses (``connect``, ``protocol``, ``transaction``, ``esmtp``, ``replies``,
+the parts it hands its work to (``handshake``, ``channel``, ``pipeline``, ``flight``), the
+pure steps they use (``connect``, ``protocol``, ``transaction``, ``esmtp``, ``replies``,
 ``auth``, ``tls``) and its inputs and outputs (``envelope``, ``outcome``).
 
 Test Connection lives in :mod:`mailconduit.smtp.probe` (import it from there): it needs

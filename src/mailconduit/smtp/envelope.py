@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailconduit.errors import AddressError
-from mailconduit.smtp.esmtp import check_envelope_address
+from mailconduit.errors import AddressError, RowError
+from mailconduit.smtp.esmtp import Capabilities, check_envelope_address, mail_command, wire_data
 
-__all__ = ["Envelope", "MessageSource"]
+__all__ = ["Envelope", "MessageSource", "mail_line", "preflight"]
 
 
 class MessageSource(Protocol):
@@ -63,3 +63,41 @@ class Envelope:
             ascii_only = ascii_only and recipient.isascii()
         if not ascii_only and not self.smtputf8:
             object.__setattr__(self, "smtputf8", True)
+
+
+def preflight(
+    envelope: Envelope, caps: Capabilities, *, host: str
+) -> tuple[bytes, RowError | None]:
+    """The wire form of the data, or the reason a server offering ``caps`` cannot take it."""
+    if envelope.smtputf8 and not caps.smtputf8:
+        bad = next(
+            (a for a in (envelope.sender, *envelope.recipients) if not a.isascii()),
+            envelope.sender,
+        )
+        return b"", AddressError(
+            f"{host} does not offer SMTPUTF8, which address {bad!r} needs; "
+            "the message was not sent (it would have to be altered)",
+            address=bad,
+        )
+    wire = wire_data(envelope.data, crlf=envelope.crlf)
+    if caps.size and len(wire) > caps.size:
+        return b"", RowError(
+            f"the message is {len(wire)} bytes and {host} accepts at most {caps.size} "
+            "bytes (SIZE); it was not sent"
+        )
+    if not caps.eightbitmime and not envelope.smtputf8 and not wire.isascii():
+        return b"", RowError(
+            f"the message holds 8-bit data and {host} does not offer 8BITMIME; "
+            "encode it as 7-bit (quoted-printable or base64)"
+        )
+    return wire, None
+
+
+def mail_line(envelope: Envelope, caps: Capabilities, size: int) -> bytes:
+    """The MAIL FROM command for ``envelope`` (``size``: its wire length) to a server offering ``caps``."""
+    return mail_command(
+        envelope.sender,
+        size=size if caps.size is not None else None,
+        smtputf8=envelope.smtputf8,
+        eight_bit=caps.eightbitmime and not envelope.data.isascii(),
+    )

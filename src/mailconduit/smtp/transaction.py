@@ -167,6 +167,18 @@ def decide_outcome(
             recipients,
             error,
         )
+    return _unanswered(txn, recipients, lost, host=host)
+
+
+def _unanswered(
+    txn: Transaction,
+    recipients: tuple[RecipientResult, ...],
+    lost: SMTPError | None,
+    *,
+    host: str,
+) -> SendOutcome:
+    """No reply decided ``txn``: RETRY before its "." was written, UNCERTAIN after."""
+    envelope = txn.envelope
     cause = lost or TransientSMTPError(0, "the connection ended", host=host)
     if txn.dot_written:
         unsure = TransientSMTPError(

@@ -50,6 +50,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailconduit.oauth import OAuthSettings, validate_oauth_settings
+from mailconduit.sink.serving import ContextServer, PipeliningHandler, close_listeners
 from mailconduit.testing.server import ReceivedMessage
 
 __all__ = [
@@ -844,23 +845,11 @@ def _parse_xoauth2(blob: bytes) -> tuple[str, str]:
     return fields.get("user", ""), token
 
 
-class _XOAuth2Handler:
+class _XOAuth2Handler(PipeliningHandler):
     """aiosmtpd hooks: EHLO additions, XOAUTH2 checked against the authority, recording."""
 
     def __init__(self, owner: XOAuth2Server) -> None:
         self.owner = owner
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        last = responses[-1]
-        return [*responses[:-1], "250-" + last[4:], "250 PIPELINING"]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -933,7 +922,7 @@ class _XOAuth2SMTP(SMTP):
         super().connection_lost(error)
 
 
-class XOAuth2Server:
+class XOAuth2Server(ContextServer):
     """An SMTP server on loopback accepting only XOAUTH2 tokens its authority issued.
 
     ``style`` picks the refusals: ``"microsoft"`` (``535 5.7.3 Authentication
@@ -942,6 +931,9 @@ class XOAuth2Server:
     Exchange does whatever the token. ``required_scope`` must be among the token's scopes.
     App-only tokens (client credentials) may act for the ``mailboxes`` given (any when None).
     """
+
+    what = "the XOAUTH2 test server"
+    thread_name = "mailconduit-xoauth2-server"
 
     def __init__(
         self,
@@ -978,9 +970,6 @@ class XOAuth2Server:
         self.session_count = 0
         self._open: set[_XOAuth2SMTP] = set()
         self._server: asyncio.base_events.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
-        self._thread_stop: asyncio.Event | None = None
 
     def opened(self, protocol: _XOAuth2SMTP) -> int:
         """Count a new connection; its number (from 1) for the messages it carries."""
@@ -1048,53 +1037,5 @@ class XOAuth2Server:
         """Stop listening and close open connections."""
         if self._server is None:
             return
-        self._server.close()
-        for protocol in list(self._open):
-            if protocol.transport is not None:
-                protocol.transport.close()
-        await self._server.wait_closed()
+        await close_listeners([self._server], self._open)
         self._server = None
-
-    async def __aenter__(self) -> XOAuth2Server:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def __enter__(self) -> XOAuth2Server:
-        """Serve from a background thread running its own event loop."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        async def serve() -> None:
-            self._thread_loop = asyncio.get_running_loop()
-            self._thread_stop = asyncio.Event()
-            try:
-                await self.start()
-            except BaseException as exc:  # reported to the starting thread below
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            await self._thread_stop.wait()
-            await self.stop()
-
-        self._thread = threading.Thread(
-            target=asyncio.run, args=(serve(),), name="mailconduit-xoauth2-server", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(10):
-            raise TimeoutError("the XOAUTH2 test server did not start")
-        if failure:
-            raise failure[0]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread_loop is not None and self._thread_stop is not None:
-            self._thread_loop.call_soon_threadsafe(self._thread_stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-        self._thread = None
-        self._thread_loop = None
-        self._thread_stop = None

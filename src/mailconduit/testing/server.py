@@ -54,13 +54,14 @@ import hmac
 import json
 import secrets
 import ssl
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailconduit.sink.serving import ContextServer
 
 __all__ = [
     "GARBAGE",
@@ -408,8 +409,11 @@ class _FaultySMTP(SMTP):
         await super()._handle_client()
 
 
-class FaultServer:
+class FaultServer(ContextServer):
     """An aiosmtpd server on 127.0.0.1 with scripted faults and a record of what it received."""
+
+    what = "the fault server"
+    thread_name = "mailconduit-fault-server"
 
     def __init__(
         self,
@@ -466,7 +470,6 @@ class FaultServer:
         self._server: asyncio.base_events.Server | None = None
         self._live: set[_FaultySMTP] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._changed: asyncio.Event | None = None
 
     # -- configuration ----------------------------------------------------------
@@ -611,36 +614,3 @@ class FaultServer:
             await self._server.wait_closed()
             await asyncio.sleep(0)
             self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def __enter__(self) -> Self:
-        """Run the server in a background thread with its own event loop."""
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(started.set)
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="mailconduit-fault-server", daemon=True)
-        self._thread.start()
-        started.wait(10)
-        asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        loop = self._loop
-        if loop is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(10)
-        loop.close()
-        self._thread = None

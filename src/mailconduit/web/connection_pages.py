@@ -17,6 +17,7 @@ from mailconduit.config import (
     validate_connection,
 )
 from mailconduit.errors import ConfigError
+from mailconduit.web.cafile import check_ca_file
 from mailconduit.web.console import Console, StateDep
 from mailconduit.web.dashboards import connection_usage
 from mailconduit.web.forms import (
@@ -95,23 +96,24 @@ def _form_page(
     state: Console,
     *,
     values: dict[str, Any],
-    errors: FieldErrors | None = None,
+    invalid: ConfigError | None = None,
     editing: str = "",
     has_password: bool = False,
     probe: ProbeView | None = None,
-    status_code: int = 200,
     has_oauth_secret: bool = False,
 ) -> HTMLResponse:
+    """The form; with ``invalid``, a 422 with each of its errors beside the field."""
+    errors = FieldErrors() if invalid is None else FieldErrors.from_error(invalid, _ALL_FIELDS)
     retype_password = bool(values.get("password")) or any(values.get(k) for k in SECRET_FIELDS)
     # never echo a password or an OAuth2 secret
     values = {k: v for k, v in values.items() if k != "password" and k not in SECRET_FIELDS}
     return state.render(
         request,
         "connection_form.html",
-        status_code=status_code,
+        status_code=200 if invalid is None else 422,
         fields=FIELDS,
         values=values,
-        errors=errors or FieldErrors(),
+        errors=errors,
         editing=editing,
         has_password=has_password,
         port_suggestions=PORT_SUGGESTIONS,
@@ -119,7 +121,7 @@ def _form_page(
         retype_password=retype_password,
         oauth_fields=OAUTH_FIELDS,
         oauth_open=bool(values.get("oauth_provider"))
-        or any(f.name in (errors or FieldErrors()).by_field for f in OAUTH_FIELDS),
+        or any(f.name in errors.by_field for f in OAUTH_FIELDS),
         has_oauth_secret=has_oauth_secret,
         preset_json=preset_data(),
         notice="",
@@ -139,28 +141,18 @@ def create_smtp(request: Request, state: StateDep, form: FormDep) -> Response:
     data = form_to_connection_data(form, editing=False) | form_to_oauth_data(form, editing=False)
     if form.get("action") == "test":
         try:
+            check_ca_file(data)
             # not "store": a stored connection's OAuth2 tokens must not serve a draft
             draft = validate_connection(_connection_part(data), origin="draft")
         except ConfigError as exc:
-            return _form_page(
-                request,
-                state,
-                values=data,
-                errors=FieldErrors.from_error(exc, _ALL_FIELDS),
-                status_code=422,
-            )
+            return _form_page(request, state, values=data, invalid=exc)
         result = api.test_connection(draft, allow_address=state.policy.allow_address, record=False)
         return _form_page(request, state, values=data, probe=probe_view(result))
     try:
+        check_ca_file(data)
         conn = api.create_connection(data)
     except ConfigError as exc:
-        return _form_page(
-            request,
-            state,
-            values=data,
-            errors=FieldErrors.from_error(exc, _ALL_FIELDS),
-            status_code=422,
-        )
+        return _form_page(request, state, values=data, invalid=exc)
     return redirect(f"/connections/{conn.name}", notice="created")
 
 
@@ -245,16 +237,16 @@ def save_edit(request: Request, state: StateDep, form: FormDep, name: Connection
     conn = _stored(name)
     data = form_to_connection_data(form, editing=True) | form_to_oauth_data(form, editing=True)
     try:
+        check_ca_file(data, stored=conn.ca_file)
         saved = api.update_connection(name, data)
     except ConfigError as exc:
         return _form_page(
             request,
             state,
             values=data,
-            errors=FieldErrors.from_error(exc, _ALL_FIELDS),
+            invalid=exc,
             editing=name,
             has_password=bool(conn.password),
-            status_code=422,
         )
     if form.get("action") == "save_test":
         result = api.test_connection(saved.name, allow_address=state.policy.allow_address)

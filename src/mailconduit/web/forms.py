@@ -195,7 +195,8 @@ FIELDS: tuple[FormField, ...] = (
         "ca_file",
         "CA file",
         "text",
-        "Path on the server machine to a PEM file of authorities to trust, for a private CA.",
+        "Path on the server machine to a PEM file of authorities to trust, for a private CA: "
+        "the sink's own CA or a file in a folder the operator opened with MAILCONDUIT_CA_DIRS.",
         advanced=True,
     ),
     FormField(

@@ -20,7 +20,7 @@ from mailconduit.interfaces.model import Interface
 from mailconduit.interfaces.service import history
 from mailconduit.web.console import StateDep
 from mailconduit.web.exports import preview_dicts
-from mailconduit.web.interface_docs import stored_document, web_document
+from mailconduit.web.interface_docs import stored_document, web_document, yaml_download
 from mailconduit.web.responses import CONFLICT, ERRORS, NOT_FOUND, RunOut, run_out
 from mailconduit.web.security import CsrfRoute
 from mailconduit.web.uploads import public_text
@@ -209,12 +209,7 @@ def interface_runs(
     responses={**NOT_FOUND, 200: {"content": {"application/yaml": {}}, "description": "YAML."}},
 )
 def export_interface(name: InterfaceName) -> Response:
-    text = service.interface_to_yaml(web_document(store.get_interface(name)))
-    return Response(
-        text,
-        media_type="application/yaml; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.yaml"'},
-    )
+    return yaml_download(name)
 
 
 @router.post(

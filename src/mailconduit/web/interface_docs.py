@@ -8,13 +8,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fastapi.responses import Response
+
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import uploads_dir
+from mailconduit.interfaces import service, store
 from mailconduit.interfaces.files import files_folder
 from mailconduit.interfaces.model import Interface, interface_files_dir
 from mailconduit.web.uploads import resolve_upload
 
-__all__ = ["UPLOAD_FILES", "stored_document", "web_document"]
+__all__ = ["UPLOAD_FILES", "stored_document", "web_document", "yaml_download"]
 
 #: ``export.files`` naming the files uploaded beside the data file (as the export form keeps them).
 UPLOAD_FILES = "upload"
@@ -85,3 +88,13 @@ def stored_document(doc: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError.for_fields("interface", errors)
     out["export"] = export
     return out
+
+
+def yaml_download(name: str) -> Response:
+    """The saved interface ``name`` as a YAML file to download (uploads named by reference)."""
+    text = service.interface_to_yaml(web_document(store.get_interface(name)))
+    return Response(
+        text,
+        media_type="application/yaml; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.yaml"'},
+    )

@@ -17,7 +17,12 @@ from mailconduit.interfaces import files, runner, schedule, service, store
 from mailconduit.interfaces.model import DATA_DIRS_ENV, Interface
 from mailconduit.web.console import Console, StateDep
 from mailconduit.web.exports import EXPORT_FORM_FIELDS, export_settings, preview_dicts
-from mailconduit.web.interface_docs import UPLOAD_FILES, stored_document, web_document
+from mailconduit.web.interface_docs import (
+    UPLOAD_FILES,
+    stored_document,
+    web_document,
+    yaml_download,
+)
 from mailconduit.web.uploads import public_text, save_upload
 from mailconduit.web.views import FieldErrors, FormDep, format_time, new_router, redirect
 
@@ -355,12 +360,7 @@ def duplicate(name: InterfaceName, form: FormDep) -> Response:
 @router.get("/interfaces/{name}/export.yaml")
 def export_yaml(name: InterfaceName) -> Response:
     """The interface as a YAML file (uploaded files named by reference)."""
-    text = service.interface_to_yaml(web_document(store.get_interface(name)))
-    return Response(
-        text,
-        media_type="application/yaml; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.yaml"'},
-    )
+    return yaml_download(name)
 
 
 @router.get("/interfaces/{name}/delete", response_class=HTMLResponse)

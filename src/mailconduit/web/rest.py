@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mailconduit import api, sink
 from mailconduit.config import NAME_RE, Connection, text_limit
 from mailconduit.errors import NotFoundError
+from mailconduit.web.cafile import check_ca_file
 from mailconduit.web.console import StateDep
 from mailconduit.web.exports import (
     SERVER_ONLY_FIELDS,
@@ -382,7 +383,9 @@ def list_connections() -> list[ConnectionOut]:
 
 @router.post("/connections", status_code=201, summary="Create a connection", responses={**CONFLICT})
 def create_connection(body: ConnectionIn) -> ConnectionOut:
-    return connection_out(api.create_connection(body.model_dump()))
+    data = body.model_dump()
+    check_ca_file(data)
+    return connection_out(api.create_connection(data))
 
 
 @router.get("/connections/{name}", summary="Show a connection", responses=NOT_FOUND)
@@ -399,6 +402,7 @@ def update_connection(name: ConnectionName, body: ConnectionPatch) -> Connection
     changes = body.model_dump()
     if changes.get("password") in ("", None):
         changes.pop("password", None)
+    check_ca_file(changes, stored=api.get_connection(name).ca_file)
     return connection_out(api.update_connection(name, changes))
 
 
