@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -174,6 +175,7 @@ class InterfaceScheduler:
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=UTC,
         )
+        self._scheduler.add_listener(self._still_running, EVENT_JOB_MAX_INSTANCES)
 
     @classmethod
     def from_environment(
@@ -240,6 +242,14 @@ class InterfaceScheduler:
             yield self
         finally:
             self.stop(wait=wait)
+
+    def _still_running(self, event: JobSubmissionEvent) -> None:
+        """A due time came while the interface's previous run still went, so it gets no run:
+        it is claimed with none, and the store accounts for every due time."""
+        name = str(event.job_id).removeprefix(_JOB_PREFIX)
+        for due in event.scheduled_run_times[-1:]:
+            store.claim_due_run(name, due.timestamp(), run_id="", holder=self.holder)
+        log.info("interface %s: still running; the run due now is skipped", name)
 
     # -- the lease ---------------------------------------------------------------------
 
