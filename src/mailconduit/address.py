@@ -160,6 +160,7 @@ def _check_local(local: str) -> None:
                     f"character {_describe(char)} reads as {folded!r}; "
                     "it is not allowed in the local part"
                 )
+        _check_one_script(local, "local part")
     if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
         raise _Invalid(f"the local part is longer than {MAX_LOCAL_OCTETS} octets")
 
@@ -193,9 +194,12 @@ def _check_domain(domain: str) -> tuple[str, str]:
                 unicode_domain = idna.decode(ascii_domain)
             except idna.IDNAError as exc:
                 raise _Invalid(f"the domain is not valid punycode ({exc})") from None
+            for label in unicode_domain.split("."):
+                _check_one_script(label, "domain")
     else:
         import idna
 
+        _check_unmapped(domain)
         try:
             ascii_domain = idna.encode(
                 domain, uts46=True, std3_rules=True, transitional=False
@@ -211,6 +215,53 @@ def _check_domain(domain: str) -> tuple[str, str]:
     if labels[-1].isdigit():
         raise _Invalid("the domain looks like an IP address; write it as [192.0.2.1]")
     return unicode_domain, ascii_domain
+
+
+#: Scripts whose letters look alike (``а`` U+0430 and ``a``): one label mixing them is a
+#: look-alike of another address, as browsers judge domain names.
+_CONFUSABLE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
+
+
+def _check_one_script(part: str, where: str) -> None:
+    """Refuse ``part`` (a local part or a domain label) when its letters mix Latin, Cyrillic
+    and Greek."""
+    seen = ""
+    for char in part:
+        if char.isascii() or not char.isalpha():
+            script = "LATIN" if char.isalpha() else ""
+        else:
+            script = unicodedata.name(char, "").split(" ", 1)[0]
+        if script not in _CONFUSABLE_SCRIPTS:
+            continue
+        if seen and script != seen:
+            raise _Invalid(
+                f"the {where} mixes {seen.title()} and {script.title()} letters "
+                "(a look-alike of another address)"
+            )
+        seen = script
+
+
+def _check_unmapped(domain: str) -> None:
+    """Refuse a domain that IDNA processing would change beyond lower case: an invisible
+    character it drops (U+200B, a soft hyphen), a full-width letter or ideographic full stop it
+    maps to ASCII, a decomposed accent. The recipient must be the domain as written."""
+    import idna
+
+    if not unicodedata.is_normalized("NFC", domain):
+        raise _Invalid("the domain is not in Unicode normal form NFC")
+    for char in domain:
+        try:
+            mapped = idna.uts46_remap(char, std3_rules=True, transitional=False)
+        except idna.IDNAError:
+            continue  # a disallowed character: idna.encode says so below
+        if mapped not in (char, char.lower()):
+            shown = f"{mapped!r}" if mapped else "nothing"
+            raise _Invalid(
+                f"character {_describe(char)} in the domain would be read as {shown}; "
+                "write the domain as it is meant"
+            )
+    for label in domain.split("."):
+        _check_one_script(label, "domain")
 
 
 def _check_literal(domain: str) -> tuple[str, str]:

@@ -229,6 +229,10 @@ def test_connection(
     record: bool = True,
 ) -> ProbeResult:
     """Run Test Connection stage by stage; the result says success or which stage failed and why."""
+    if not isinstance(conn, Connection | str):
+        raise TypeError(f"conn must be a Connection or its name (str), not {type(conn).__name__}")
+    if send_to is not None and not isinstance(send_to, str):
+        raise TypeError(f"send_to must be an address (str) or None, not {type(send_to).__name__}")
     if isinstance(conn, str):
         conn = get_connection(conn)
     with serving(conn) as live:
@@ -271,25 +275,18 @@ def load_interface(path: str | Path, *, run_id: str | None = None) -> ExportSpec
     Relative paths in it (source, the body files, attach_dir, dry_run, report) are relative
     to the file's folder, so a scheduler can run it from anywhere.
     """
-    import yaml
+    from mailconduit.config.document import parse_document, read_document_text
 
     file = Path(path)
-    try:
-        doc = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError.for_fields(
-            "interface file", [FieldError("file", f"{file}: {exc.strerror}")]
-        ) from None
-    except yaml.YAMLError as exc:
-        first = " ".join(str(exc).split())
-        raise ConfigError.for_fields(
-            "interface file", [FieldError("file", f"{file}: {first}")]
-        ) from None
+    text = read_document_text(file, what="interface file")
+    doc = parse_document(text, what="interface file", label=str(file))
+    if isinstance(doc, dict) and "export" in doc:
+        doc = doc["export"]
     if not isinstance(doc, dict):
         raise ConfigError.for_fields(
             "interface file", [FieldError("file", f"{file}: expected a mapping of settings")]
         )
-    data = dict(doc.get("export", doc))
+    data = dict(doc)
     base = file.resolve().parent
     for key in ("source", "body_file", "html_body_file", "text_body_file", "attach_dir",
                 "dry_run", "report"):  # fmt: skip
@@ -390,8 +387,20 @@ async def aexport(
     """
     options = dict(locals())  # exactly the parameters: their names are the spec's fields
     del options["source"], options["progress"]
+    # None would mean "the default" below, and the default of a library call is no connection
+    # at all: never a silent send to the embedded server.
+    if not isinstance(connection, str):
+        raise TypeError(
+            f"connection must be a connection name (str), not {type(connection).__name__}"
+        )
+    _check_progress(progress)
     spec = _spec_of(source, options)
     return await _run(spec, progress=progress, handle_signals=False)
+
+
+def _check_progress(progress: object) -> None:
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
 
 
 _DEFAULTS = {name: p.default for name, p in inspect.signature(aexport).parameters.items()}
@@ -439,6 +448,9 @@ async def aresume(
 ) -> ExportReport:
     """Resume a run on the caller's loop: rows not yet confirmed are sent, confirmed rows
     never again. ``source`` is needed when the run read Python data (give the same)."""
+    if not isinstance(run_id, str):
+        raise TypeError(f"run_id must be a run id (str), not {type(run_id).__name__}")
+    _check_progress(progress)
     return await _resume(
         run_id,
         retry_failed=retry_failed,

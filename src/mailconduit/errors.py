@@ -144,12 +144,9 @@ class RenderError(RowError):
     def __init__(
         self, message: str, row_key: str = "", column: str = "", template: str = ""
     ) -> None:
-        MailconduitError.__init__(self, message, row_key, column, template)
-        self.message = message
-        self.row_key = row_key
-        self.column = column
+        # args stay (message, row_key, column, template): it pickles as it is built
+        super().__init__(message, row_key, column, field=template)
         self.template = template
-        self.field = template
 
     def __str__(self) -> str:
         where = f"template {self.template}: " if self.template else ""

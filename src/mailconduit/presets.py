@@ -39,14 +39,16 @@ _WINDOW_WORDS: Final = {
 
 @dataclass(frozen=True, slots=True)
 class Preset:
-    """A provider's connection settings and published limits (0: none known)."""
+    """A provider's connection settings and published limits (0: none known). Without a
+    port, security and sign-in, a preset takes mail the way most providers do: on the
+    submission port 587, with STARTTLS and a login."""
 
     name: str
     title: str
     server_url: str
-    port: int
-    security: Security
-    auth_mechanism: AuthMechanism
+    port: int = 587
+    security: Security = Security.STARTTLS
+    auth_mechanism: AuthMechanism = AuthMechanism.AUTO
     #: Other ports the provider listens on, with the security each one takes.
     ports: tuple[tuple[int, Security], ...] = ()
     oauth_provider: str = ""
@@ -82,9 +84,6 @@ _MAILGUN_US: Final = Preset(
     name="mailgun",
     title="Mailgun (US)",
     server_url="smtp.mailgun.org",
-    port=587,
-    security=Security.STARTTLS,
-    auth_mechanism=AuthMechanism.AUTO,
     ports=((2525, Security.STARTTLS), (25, Security.STARTTLS), (465, Security.TLS)),
     username_hint="the SMTP login of your sending domain, e.g. postmaster@mg.example.com",
     credential_hint="that login's SMTP password",
@@ -100,8 +99,6 @@ _GOOGLE_WORKSPACE: Final = Preset(
     name="google-workspace",
     title="Google Workspace",
     server_url="smtp.gmail.com",
-    port=587,
-    security=Security.STARTTLS,
     auth_mechanism=AuthMechanism.XOAUTH2,
     ports=((465, Security.TLS),),
     oauth_provider="google",
@@ -117,13 +114,24 @@ _GOOGLE_WORKSPACE: Final = Preset(
     note="Trial accounts may send 500 messages a day until the account is paid.",
 )
 
+_MAILPIT: Final = Preset(
+    name="mailpit",
+    title="Mailpit (local testing)",
+    server_url="localhost",
+    port=1025,
+    security=Security.NONE,
+    auth_mechanism=AuthMechanism.NONE,
+    # Mailpit's README (github.com/axllent/mailpit): "SMTP server (default
+    # 0.0.0.0:1025)"; TLS and AUTH are off unless configured. No limits.
+    source="https://github.com/axllent/mailpit",
+    note="Catches every message; nothing is delivered.",
+)
+
 _PRESETS: Final[tuple[Preset, ...]] = (
     Preset(
         name="microsoft365",
         title="Exchange Online",
         server_url="smtp.office365.com",
-        port=587,
-        security=Security.STARTTLS,
         auth_mechanism=AuthMechanism.XOAUTH2,
         oauth_provider="microsoft",
         username_hint="the mailbox's address",
@@ -161,9 +169,6 @@ _PRESETS: Final[tuple[Preset, ...]] = (
         name="amazon-ses",
         title="Amazon SES",
         server_url="email-smtp.{region}.amazonaws.com",
-        port=587,
-        security=Security.STARTTLS,
-        auth_mechanism=AuthMechanism.AUTO,
         # "Connecting to an Amazon SES SMTP endpoint" (docs.aws.amazon.com/ses/latest/dg/
         # smtp-connect.html): STARTTLS on 25, 587 and 2587; TLS Wrapper on 465 and 2465.
         ports=(
@@ -191,9 +196,6 @@ _PRESETS: Final[tuple[Preset, ...]] = (
         name="sendgrid",
         title="SendGrid",
         server_url="smtp.sendgrid.net",
-        port=587,
-        security=Security.STARTTLS,
-        auth_mechanism=AuthMechanism.AUTO,
         # "Integrating with the SMTP API" (twilio.com/docs/sendgrid/for-developers/
         # sending-email/integrating-with-the-smtp-api): 25, 2525 or 587 with TLS, 465 SSL;
         # user name is the string "apikey", the password an API key with Mail permission;
@@ -213,9 +215,6 @@ _PRESETS: Final[tuple[Preset, ...]] = (
         name="postmark",
         title="Postmark",
         server_url="smtp.postmarkapp.com",
-        port=587,
-        security=Security.STARTTLS,
-        auth_mechanism=AuthMechanism.AUTO,
         # "Sending email with SMTP" (postmarkapp.com/developer/user-guide/
         # send-email-with-smtp): ports 25, 2525 or 587; the Server API token is both the
         # user name and the password. Postmark publishes no SMTP rate limit; its API's
@@ -230,9 +229,6 @@ _PRESETS: Final[tuple[Preset, ...]] = (
         name="brevo",
         title="Brevo",
         server_url="smtp-relay.brevo.com",
-        port=587,
-        security=Security.STARTTLS,
-        auth_mechanism=AuthMechanism.AUTO,
         # "SMTP relay integration" (developers.brevo.com/docs/smtp-integration): ports 587
         # or 2525, 465 with TLS; an SMTP key, not an API key. Limits depend on the plan and
         # are not on that page.
@@ -246,9 +242,6 @@ _PRESETS: Final[tuple[Preset, ...]] = (
         name="mailjet",
         title="Mailjet",
         server_url="in-v3.mailjet.com",
-        port=587,
-        security=Security.STARTTLS,
-        auth_mechanism=AuthMechanism.AUTO,
         # "What are the API Key and Secret Keys?" (mailjet.com/support): the API key is the
         # SMTP user name, the secret key the password. Port 587 with STARTTLS (25 also, 465
         # with TLS) as Mailjet's SMTP settings page gives them; not re-checked here. Limits
@@ -259,25 +252,11 @@ _PRESETS: Final[tuple[Preset, ...]] = (
         source="https://www.mailjet.com/support/what-are-the-api-key-and-secret-keys-how-should-i-use-them,109.htm",
         note="Daily volume depends on the plan.",
     ),
-    Preset(
-        name="mailpit",
-        title="Mailpit (local testing)",
-        server_url="localhost",
-        port=1025,
-        security=Security.NONE,
-        auth_mechanism=AuthMechanism.NONE,
-        # Mailpit's README (github.com/axllent/mailpit): "SMTP server (default
-        # 0.0.0.0:1025)"; TLS and AUTH are off unless configured. No limits.
-        source="https://github.com/axllent/mailpit",
-        note="Catches every message; nothing is delivered.",
-    ),
-    Preset(
+    _MAILPIT,
+    replace(
+        _MAILPIT,
         name="mailhog",
         title="MailHog (local testing)",
-        server_url="localhost",
-        port=1025,
-        security=Security.NONE,
-        auth_mechanism=AuthMechanism.NONE,
         # "Configuring MailHog" (github.com/mailhog/MailHog, docs/CONFIG.md): the SMTP
         # server binds 0.0.0.0:1025 by default. No limits.
         source="https://github.com/mailhog/MailHog/blob/master/docs/CONFIG.md",

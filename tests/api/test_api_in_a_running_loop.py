@@ -145,6 +145,33 @@ def test_connection_is_required_and_checked_at_call_time(server: TimedFaultServe
     assert server.messages == [] and Journal().list_runs() == []
 
 
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda o: mailconduit.export(people(1), **{**o, "connection": None}), "connection must"),
+        (lambda o: mailconduit.export(people(1), **{**o, "connection": 5}), "not int"),
+        (lambda o: asyncio.run(mailconduit.aexport(people(1), **{**o, "connection": None})),
+         "connection must"),
+        (lambda o: mailconduit.export(people(1), **o, progress=5),  # type: ignore[arg-type]
+         "progress must be callable"),
+        (lambda o: mailconduit.resume(None), "run_id must"),  # type: ignore[arg-type]
+        (lambda o: asyncio.run(mailconduit.aresume(7)), "run_id must"),  # type: ignore[arg-type]
+        (lambda o: mailconduit.test_connection(None), "conn must"),  # type: ignore[arg-type]
+        (lambda o: mailconduit.test_connection(o["connection"], send_to=5),  # type: ignore[arg-type]
+         "send_to must"),
+    ],
+)  # fmt: skip
+def test_wrong_typed_arguments_are_type_errors_before_anything_is_sent(
+    server: TimedFaultServer, call: Any, words: str
+) -> None:
+    """``connection=None`` meant "the default", which sent through the embedded server; a
+    non-callable progress failed only once the run had begun; Test Connection raised
+    AttributeError."""
+    with pytest.raises(TypeError, match=words):
+        call(OPTIONS)
+    assert server.messages == [] and Journal().list_runs() == []
+
+
 # --------------------------------------------------------------------------- signals
 
 

@@ -69,6 +69,11 @@ def assert_refused(result: Any, server: FaultServer, *words: str) -> None:
         ("dup.csv", b"email,email\na@example.com,b@example.com\n", ("dup.csv", "email")),
         ("broken.json", b'[{"name": "Ann", "email": "ann@example.com"},', ("broken.json",)),
         ("lines.jsonl", b'{"email": "a@example.com"}\n{"email": \n', ("lines.jsonl:2",)),
+        ("twice.json", b'[{"email": "ann@example.com", "email": "eve@evil.example"}]',
+         ("twice.json:1", "'email' more than once")),
+        ("twice.jsonl",
+         b'{"email": "a@example.com"}\n\n{"email": "b@example.com", "email": "e@evil.example"}\n',
+         ("twice.jsonl:3", "record 2", "'email' more than once")),
     ],
 )
 def test_a_malformed_source_sends_nothing(
@@ -79,6 +84,28 @@ def test_a_malformed_source_sends_nothing(
     path.write_bytes(content)
     result = export_cli(cli, path, target, "--to", "{{ email }}", "--subject", "s", "--body", "b")
     assert_refused(result, server, *words)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"source: people.csv\nsubject: Ren\xe9\n", ("job.yaml", "0xe9", "not UTF-8")),
+        (b"source: people.csv\nconcurrency: " + b"9" * 5000 + b"\n",
+         ("job.yaml", "number too long")),
+        (b"source: people.csv\nx: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+         ("job.yaml", "nested too deeply")),
+        (b"export: [1, 2]\n", ("job.yaml", "expected a mapping")),
+        (b"export: text\n", ("job.yaml", "expected a mapping")),
+    ],
+)  # fmt: skip
+def test_an_interface_file_that_cannot_be_read_is_one_line(
+    cli: Any, tmp_path: Path, server: FaultServer, content: bytes, words: tuple[str, ...]
+) -> None:
+    """Not UTF-8, a number Python will not read, nesting past the recursion limit: each was a
+    traceback from ``mailconduit run``."""
+    job = tmp_path / "job.yaml"
+    job.write_bytes(content)
+    assert_refused(cli("run", str(job)), server, *words)
 
 
 def test_a_bad_row_late_in_a_file_still_sends_nothing(
@@ -125,6 +152,13 @@ def test_a_missing_source_file(cli: Any, tmp_path: Path, server: FaultServer, ta
          ("city", "people.csv")),
         (("--to", "{{ email }}", "--subject", "s", "--body-file", "no-such-body.txt"),
          ("no-such-body.txt",)),
+        # a line break written in a header template: every row was skipped, one by one
+        (("--to", "{{ email }}", "--subject", "Hi {{ name }}\r\nBcc: eve@evil.example",
+          "--body", "b"), ("subject", "LINE FEED", "template's own text")),
+        (("--to", "{{ email }},\nboss@example.com", "--subject", "s", "--body", "b"),
+         ("template to", "LINE FEED")),
+        (("--to", "{{ email }}", "--subject", "s", "--body", "b", "--header",
+          "X-Note: {% if name %}a\u2028b{% endif %}"), ("X-Note", "LINE SEPARATOR")),
     ],
 )  # fmt: skip
 def test_a_template_problem_sends_nothing(

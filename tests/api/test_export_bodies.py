@@ -141,8 +141,11 @@ def test_a_body_file_named_html_is_sent_as_html(
         "<html lang='en'><body>Hello {{ name }}</body></html>",
         "\ufeff  \n<!doctype HTML><title>x</title>Hello {{ name }}",
         "<?xml version='1.0'?>\n<!-- generated -->\n{# a note #}<HTML>\n<p>Hello {{ name }}</p></HTML>",
+        "{%- set greeting = 'Hello' -%}\n{% if true %}<!DOCTYPE html>{% endif %}<p>{{ greeting }} {{ name }}</p>",
+        "<!-- x -->\n" * 40 + "<!DOCTYPE html><p>Hello {{ name }}</p>",
     ],
-    ids=["doctype", "html-tag", "bom-and-blanks", "xml-and-comments"],
+    ids=["doctype", "html-tag", "bom-and-blanks", "xml-and-comments", "template-tags-first",
+         "forty-comments"],
 )
 @pytest.mark.parametrize("given_as", ["--body", "--body-file"])
 def test_an_html_document_is_sent_as_html_and_the_output_says_why(
@@ -567,3 +570,39 @@ def test_body_files_may_be_paths_and_lose_a_byte_order_mark(
     assert report.sent == 1
     message = only(server_messages(server)).message
     assert html_of(message) == "<p>Grüße Ann</p>\n" and text_of(message) == "Grüße Ann\n"
+
+
+def test_a_body_of_many_comments_is_judged_at_once(people: Path, tmp_path: Path) -> None:
+    """Sniffing ``<!DOCTYPE html`` backtracked exponentially over leading comments: 30 of
+    them held an export (and a console preview) for minutes. The exports run in a worker
+    that must finish within a bounded wait."""
+    import threading
+
+    bodies = ["<!-- a --> " * 5000 + "plain", "{% if 1 %} {% endif %}" * 3000 + "plain",
+              "<!--" * 16000, "{# x #}" * 5000 + "<html>{{ name }}"]  # fmt: skip
+    kinds: list[list[str]] = []
+    done = threading.Event()
+
+    def send() -> None:
+        for index, body in enumerate(bodies):
+            folder = tmp_path / f"dry{index}"
+            api.export(str(people), connection="local", to="{{ email }}", subject="s",
+                       body=body, dry_run=folder, limit=1, journal=False)  # fmt: skip
+            kinds.append([parse(p.read_bytes()).get_content_type() for p in folder.glob("*.eml")])
+        done.set()
+
+    threading.Thread(target=send, daemon=True).start()
+    assert done.wait(timeout=300)
+    assert kinds == [["text/plain"], ["text/plain"], ["text/plain"], ["multipart/alternative"]]
+
+
+def test_a_body_file_in_utf16_with_a_bom_is_read(
+    server: FaultServer, target: str, people: Path, tmp_path: Path
+) -> None:
+    """Windows editors save "Unicode" text as UTF-16 with a BOM; it was "not UTF-8 text"."""
+    body = tmp_path / "mail.txt"
+    body.write_bytes("Grüße {{ name }}\n".encode("utf-16"))
+    report = api.export(str(people), connection=target, to="{{ email }}", subject="s",
+                        body_file=body, limit=1)  # fmt: skip
+    assert report.sent == 1
+    assert text_of(only(server_messages(server)).message) == "Grüße Ann\n"

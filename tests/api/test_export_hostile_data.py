@@ -397,6 +397,15 @@ def test_running_again_keeps_the_rejected_rows_once(
          ("body", "'name'")),
         ({"mode": "group", "by": "region"}, {"headers": ["X-Who: {{ row['full name'] }}"]},
          ("header X-Who", "rows[0]['full name']")),
+        # row read by keys worked out at render time: the first row's values went silently
+        ({"mode": "table"}, {"to": "{{ row.get('manager_email') }}"},
+         ("to:", "row.get(...)", "--to-column manager_email")),
+        ({"mode": "table"}, {"subject": "{% for k, v in row.items() %}{{ v }}{% endfor %}"},
+         ("subject:", "any column")),
+        ({"mode": "group", "by": "region"}, {"cc": "{{ row['manager' ~ '_email'] }}"},
+         ("cc:", "group 'north'")),
+        ({"mode": "group", "by": "region"}, {"subject": "{{ row[region ~ ''] }}"},
+         ("subject:", "any column")),
     ],
 )  # fmt: skip
 def test_a_column_that_differs_within_a_message_stops_the_export(
@@ -419,6 +428,21 @@ def test_a_column_that_differs_within_a_message_stops_the_export(
     assert "\n" not in text
     for word in words:
         assert word in text, (word, text)
+
+
+def test_row_as_a_loop_variable_or_by_constant_keys_is_not_the_first_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [{"region": "north", "manager_email": f"{n}@example.com", "name": n} for n in "ab"]
+    source, _ = write_source("json", tmp_path, rows)
+    with FaultServer() as server:
+        name = connect_to(monkeypatch, server.port)
+        report = api.export(
+            source, connection=name, mode="group", by="region", to="{{ row.region }}@example.com",
+            subject="{% for row in rows %}{{ row.get('name') }} {% endfor %}", body="b",
+        )  # fmt: skip
+        assert report.sent == 1
+        assert list(server.messages[0].rcpt_tos) == ["north@example.com"]
 
 
 def test_the_cli_says_which_option_to_use(

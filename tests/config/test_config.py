@@ -18,7 +18,13 @@ from mailconduit.config import (
     validate_connection,
     validate_export_spec,
 )
-from mailconduit.errors import ConfigError, NotFoundError, SMTPError, TransientSMTPError
+from mailconduit.errors import (
+    ConfigError,
+    NotFoundError,
+    SMTPError,
+    TemplateSandboxError,
+    TransientSMTPError,
+)
 
 GOOD = {
     "name": "corp",
@@ -247,6 +253,14 @@ def test_errors_pickle_with_their_fields() -> None:
     assert isinstance(back, SMTPError)
     missing = pickle.loads(pickle.dumps(NotFoundError("run", "r1")))
     assert (missing.kind, missing.name, str(missing)) == ("run", "r1", "no run named 'r1'")
+    render = TemplateSandboxError("refused", "row 3", "email", template="subject")
+    again_render = pickle.loads(pickle.dumps(render))
+    assert type(again_render) is TemplateSandboxError and again_render.args == render.args
+    fields = ("message", "row_key", "column", "template", "field")
+    assert [getattr(again_render, f) for f in fields] == [
+        "refused", "row 3", "email", "subject", "subject"
+    ]
+    assert str(again_render) == "template subject: refused"
 
 
 def test_export_spec_refuses_unknown_settings_even_when_empty() -> None:

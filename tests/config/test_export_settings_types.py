@@ -96,3 +96,19 @@ def test_any_value_of_any_setting_is_accepted_or_named(changes: dict[str, Any]) 
         return
     for name in ("to", "subject", "where", "order_by", "key", "encoding", "charset", "sheet"):
         assert isinstance(getattr(spec, name), str), name
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [
+        ({"X-Id": 5}, "the value of 'X-Id' is a number"),
+        ({"X-Id": None}, "the value of 'X-Id' is empty (null)"),
+        ({5: "a"}, "a name is a number"),
+        ([["X-Id"]], "one is a list"),
+    ],
+)
+def test_a_wrong_header_says_which_part_is_wrong(headers: Any, words: str) -> None:
+    """A mapping's bad value was called "a list" (the pair it was read as)."""
+    with pytest.raises(ConfigError) as caught:
+        validate_export_spec({"source": "x.csv", "to": "t", "subject": "s", "headers": headers})
+    assert words in str(caught.value)

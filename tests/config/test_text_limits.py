@@ -112,3 +112,49 @@ def test_token_label_is_refused_not_cut() -> None:
         users.issue_token("ann", label="l" * (users.MAX_LABEL_LENGTH + 1))
     assert info.value.field == "label"
     assert users.issue_token("ann", label="l" * users.MAX_LABEL_LENGTH).startswith("mct_")
+
+
+@given(
+    kind_field=st.sampled_from(
+        [("connection", f) for f in sorted(TEXT_LIMITS["connection"])]
+        + [("export", f) for f in ["to", "subject", "body", "where", "order_by", "connection",
+                                   "encoding", "charset", "run_id", "key", "by", "rate"]]
+    ),
+    surrogate=st.integers(0xD800, 0xDFFF).map(chr),
+    before=st.text(alphabet="abc@. ", max_size=5),
+)
+def test_a_lone_surrogate_in_any_text_field_is_named(
+    kind_field: tuple[str, str], surrogate: str, before: str
+) -> None:
+    """JSON may carry "\\ud800"; it is no text, and it once reached a database, a codec or a
+    response encoder as a 500."""
+    kind, field = kind_field
+    call, base = (validate_connection, CONNECTION) if kind == "connection" else (
+        validate_export_spec, EXPORT)
+    error = refusal(call, {**base, field: before + surrogate})
+    assert [e.field for e in error.errors] == [field]
+    assert "a lone surrogate, which is not text" in str(error)
+    str(error).encode("utf-8")  # the message itself never carries the surrogate
+
+
+def test_lone_surrogates_in_lists_and_mappings_are_named() -> None:
+    error = refusal(validate_export_spec, {**EXPORT, "attach": ["a.pdf", "b\udc80.pdf"]})
+    assert [e.field for e in error.errors] == ["attach"] and "item 2 holds U+DC80" in str(error)
+    error = refusal(validate_export_spec, {**EXPORT, "inline": {"logo": "\ud83d.png"}})
+    assert [e.field for e in error.errors] == ["inline"]
+
+
+@given(
+    field=st.sampled_from(["rate_per_second", "rate_per_minute", "rate_per_hour", "port",
+                           "timeout_ms", "concurrency", "daily_cap"]),
+    number=st.one_of(
+        st.integers(10**309, 10**400), st.integers(-(10**400), -(10**309)),
+        st.integers(310, 5000).map(lambda n: "9" * n),
+    ),
+)
+def test_numbers_beyond_any_setting_are_named(field: str, number: int | str) -> None:
+    """10**400 cannot become a float (OverflowError), '9' * 5000 not even an int: both were
+    500s from the REST API."""
+    error = refusal(validate_connection, {**CONNECTION, field: number})
+    assert [e.field for e in error.errors] == [field]
+    assert len(str(error)) < 300

@@ -170,6 +170,30 @@ def test_cli_lists_shows_and_runs(data_dir: Path, cli: Any) -> None:
     assert refused.code == 2 and refused.err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("command", "content", "words"),
+    [
+        (("interfaces", "import"), b"name: x\ndescription: \xe9t\xe9\n", ("0xe9", "not UTF-8")),
+        (("interfaces", "import"), b"name: x\nexport: " + b"[" * 3000 + b"]" * 3000,
+         ("nested too deeply",)),
+        (("connections", "import"), b"- name: x\n  port: " + b"9" * 5000 + b"\n",
+         ("number too long",)),
+        (("connections", "import"), b"- name: x\n  from_name: Zo\xeb\n", ("0xeb", "not UTF-8")),
+    ],
+)  # fmt: skip
+def test_an_import_file_that_cannot_be_read_is_one_line(
+    cli: Any, data_dir: Path, command: tuple[str, ...], content: bytes, words: tuple[str, ...]
+) -> None:
+    """Each of these was a traceback: the bytes were decoded and parsed outside the errors
+    the commands catch."""
+    path = data_dir / "import.yaml"
+    path.write_bytes(content)
+    refused = cli(*command, str(path))
+    assert refused.code == 2 and refused.err.count("\n") == 1, refused.err
+    assert all(word in refused.err for word in words), refused.err
+    assert "Traceback" not in refused.err
+
+
 def test_duplicate_drops_the_schedule_and_delete_keeps_the_runs(data_dir: Path) -> None:
     source = write_csv(data_dir / "people.csv", ROWS)
     service.save_interface(document(source, schedule={"cron": "0 7 * * *", "timezone": "Europe/Paris"}))

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailconduit.address import parse_list
 from mailconduit.errors import AddressError, RowError
 from mailconduit.message import make_address, parse_address, parse_address_list, require_recipients
 from mailconduit.message.chars import HEADER_BREAKERS
@@ -278,3 +279,54 @@ def test_named_addresses_and_lists_read_the_same_on_the_shortcut_and_the_full_pa
         return
     full, shortcut = _read_both_ways(text)
     assert shortcut == full
+
+
+@pytest.mark.parametrize(
+    ("cell", "words"),
+    [
+        ("ann@corp.example\u200b", "U+200B"),
+        ("ann@co\u00adrp.example", "SOFT HYPHEN"),
+        ("ann@\uff23\uff2f\uff32\uff30.example", "FULLWIDTH"),
+        ("ann@corp\u3002example", "IDEOGRAPHIC FULL STOP"),
+        ("ann@\ufb01rm.example", "LIGATURE"),
+        ("ann@u\u0308ber.example", "NFC"),
+        ("ann@corp.ex\u0430mple", "mixes Latin and Cyrillic"),
+        ("ann@corp.xn--exmple-4nf", "mixes Latin and Cyrillic"),
+        ("\u0430nn@corp.example", "mixes Cyrillic and Latin"),
+        ("Ann <\u0440aypal@corp.example>", "mixes"),
+        ("ann@\u03c0xn.example", "mixes Greek and Latin"),
+    ],
+)
+def test_a_domain_idna_would_change_and_look_alikes_are_refused(cell: str, words: str) -> None:
+    """UTS 46 silently dropped U+200B and mapped full-width letters, so the envelope named
+    a domain other than the one written; mixed-script labels pass for another address."""
+    with pytest.raises(AddressError) as info:
+        parse_list(cell)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "cell", ["zo\u00eb@b\u00fccher.example", "ann@B\u00fcCHER.example", "\u0438\u0432\u0430\u043d@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444",
+             "\u5c71\u7530@\u4f8b\u3048.jp", "ann@stra\u00dfe.example", "\u1f00\u03bb\u03ad\u03be\u03b7\u03c2@corp.example"],
+)
+def test_single_script_international_addresses_still_go(cell: str) -> None:
+    assert len(parse_list(cell)) == 1
+
+
+@given(
+    label=st.text(
+        st.characters(codec="utf-8", categories=("L", "M", "N", "Pd", "Cf", "Zs", "Po")),
+        min_size=1, max_size=12,
+    )
+)
+def test_the_envelope_domain_is_the_written_one(label: str) -> None:
+    """Whatever a domain holds, it is refused or sent as written (only its case may change):
+    IDNA never drops or maps a character on the way to the envelope."""
+    import idna
+
+    domain = f"{label}.example"
+    try:
+        (address,) = parse_list(f"ann@{domain}")
+    except AddressError:
+        return
+    assert idna.decode(address.ascii_domain) == domain.lower()

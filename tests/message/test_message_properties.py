@@ -332,10 +332,13 @@ def test_line_breakers_in_address_text_are_refused(prefix: str, breaker: str, su
         ),
         min_size=1,
         max_size=10,
-    ).filter(  # local parts are taken as written: in NFC, none reading as ASCII (U+FF20 is "@")
+    ).filter(  # local parts are taken as written: in NFC, none reading as ASCII (U+FF20 is "@"),
+        # letters of one of the look-alike scripts at most (Latin, Cyrillic, Greek)
         lambda text: (
             unicodedata.is_normalized("NFC", text)
             and not any(c.isascii() for c in unicodedata.normalize("NFKC", text))
+            and len({unicodedata.name(c, "").split(" ")[0] for c in text if c.isalpha()}
+                    & {"LATIN", "CYRILLIC", "GREEK"}) <= 1
         )
     ),
     display=header_text,

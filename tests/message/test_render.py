@@ -130,6 +130,32 @@ def test_dynamic_sandbox_violation_is_found_by_check_render() -> None:
         template.render({**ROW, "amount": "__init__"}, row_key="9")
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{% for a in range(2000) %}{% for b in range(2000) %}{{ '' }}{% endfor %}{% endfor %}",
+        "{% set s = 'x' * 9000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+    ],
+)
+def test_loops_that_write_nothing_for_hours_are_a_sandbox_violation(source: str) -> None:
+    """The size caps see only what a template writes: empty nested loops ran unbounded (a
+    console preview held its worker for hours). Each rendering has a budget of loop steps."""
+    from mailconduit.message.sandbox import MAX_LOOP_STEPS
+
+    template = MessageTemplate(to="a@example.com", subject="s", text_body=source)
+    template.check(COLUMNS)
+    with pytest.raises(TemplateSandboxError, match=f"more than {MAX_LOOP_STEPS:,} steps"):
+        template.check_render(ROW)
+
+
+def test_loops_within_the_budget_render_and_each_rendering_has_its_own() -> None:
+    source = "{% for i in range(900) %}{% for j in range(1000) %}{% endfor %}{% endfor %}ok"
+    template = MessageTemplate(to="a@example.com", subject="s", text_body=source)
+    for key in ("1", "2", "3"):  # 900,000 steps each: the count starts again every time
+        assert template.render(ROW, row_key=key).text_body == "ok"
+
+
 def test_check_render_leaves_data_errors_to_the_row() -> None:
     template = MessageTemplate(to="a@example.com", subject="{{ 10 / amount }}")
     template.check_render({**ROW, "amount": 0})
@@ -427,3 +453,26 @@ def test_plain_substitution_templates_do_not_load_jinja() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("subject", "text"),
+    [
+        ("{% if true -%}\n   Hi {{ name }}{%- endif %}\n", "Hi Zoë"),  # Jinja strips these
+        ("Hi {{ name }}\n", "Hi Zoë"),  # one final line break is no part of a line template
+        ("{{ name }}{# a\nnote #}", "Zoë"),
+    ],
+)
+def test_line_breaks_jinja_removes_are_not_the_templates_own_text(subject: str, text: str) -> None:
+    template = MessageTemplate(to="a@example.com", subject=subject)
+    template.check(COLUMNS)
+    assert template.render(ROW, row_key="1").subject == text
+
+
+@pytest.mark.parametrize(
+    "subject", ["Hi\nthere", "{{ name }}\r\nBcc: e@x.example", "{% for i in [1] %}a\u2028{% endfor %}"]
+)
+def test_a_line_break_written_in_a_header_template_is_refused_before_sending(subject: str) -> None:
+    with pytest.raises(RenderError, match="template's own text") as caught:
+        MessageTemplate(to="a@example.com", subject=subject).check(COLUMNS)
+    assert caught.value.template == "subject"

@@ -363,3 +363,14 @@ def test_ehlo_refused() -> None:
     result = probe_with(server, loopback_connection(25, security="starttls"))
     assert not result.ok and result.stage == "ehlo"
     assert "550" in result.message and "ehlo_hostname" in result.hint
+
+
+def test_a_server_that_knows_neither_ehlo_nor_helo_is_not_told_to_change_its_name() -> None:
+    # An FTP server greets with 220, then answers 500 to both EHLO and HELO.
+    server = FaultServer(
+        faults={("EHLO", "*"): "500 Unknown command", ("HELO", "*"): "500 Unknown command"}
+    )
+    result = probe_with(server, loopback_connection(25))
+    assert not result.ok and result.stage == "ehlo"
+    assert "may not be an SMTP server" in result.hint
+    assert "ehlo_hostname" not in result.hint

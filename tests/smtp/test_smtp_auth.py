@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -172,5 +173,38 @@ def test_auth_only_after_tls_is_explained_when_security_is_none() -> None:
             conn = loopback_connection(server.port, username=USER, password=PASSWORD)
             with pytest.raises(AuthenticationError, match="only after STARTTLS"):
                 await SMTPSession(conn).connect()
+
+    run(main())
+
+
+def test_the_test_servers_read_xoauth2_the_same_way() -> None:
+    # The fault server and the XOAUTH2 test server share one reader: a blob that is not
+    # base64 gets 501, and the "Bearer" scheme is matched whatever its case (RFC 6750).
+    async def say(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: str) -> bytes:
+        writer.write(line.encode() + b"\r\n")
+        await writer.drain()
+        reply = b""
+        for _ in range(20):  # a multi-line reply ends with "NNN " (at most a few lines here)
+            got = await asyncio.wait_for(reader.readline(), 10)
+            reply += got
+            if got[3:4] != b"-":
+                break
+        return reply
+
+    async def main() -> None:
+        async with FaultServer(credentials={USER: PASSWORD}) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            try:
+                assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"220")
+                assert b"XOAUTH2" in await say(reader, writer, "EHLO client.test")
+                assert (await say(reader, writer, "AUTH XOAUTH2 not*base64")).startswith(b"501")
+                blob = base64.b64encode(f"user={USER}\x01auth=bearer {PASSWORD}\x01\x01".encode())
+                assert (await say(reader, writer, f"AUTH XOAUTH2 {blob.decode()}")).startswith(
+                    b"235"
+                )
+            finally:
+                writer.close()
+                await writer.wait_closed()
+        assert server.sessions[0].authenticated_as == USER
 
     run(main())

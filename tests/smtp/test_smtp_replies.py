@@ -5,6 +5,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailconduit.errors import (
     AuthenticationError,
@@ -76,6 +78,37 @@ def test_endless_line_is_malformed() -> None:
     with pytest.raises(MalformedReplyError):
         for _ in range(10):
             parser.feed(b"250 " + b"x" * 1000)
+
+
+@given(
+    text=st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=60),
+    cut=st.integers(1, 80),
+)
+def test_reply_text_never_carries_a_control_character(text: str, cut: int) -> None:
+    """A peer's banner or reply is printed by the CLI and shown by the console: an ESC or a
+    NUL in it once reached the terminal raw. Every reply text is printable, however the bytes
+    arrive, and printable text is kept as sent."""
+    data = b"220 " + text.encode("utf-8") + b"\r\n"
+    parser = ReplyParser()
+    replies = parser.feed(data[:cut]) + parser.feed(data[cut:])
+    assert len(replies) == 1
+    shown = replies[0].text
+    assert shown.isprintable()
+    if text.isprintable():
+        assert shown == text
+    else:
+        assert "\\x" in shown
+
+
+def test_a_terminal_escape_is_shown_escaped() -> None:
+    reply = ReplyParser().feed(b"220 \x1b]0;owned\x07\x1b[2J ok\r\n")[0]
+    assert reply.text == "\\x1b]0;owned\\x07\\x1b[2J ok"
+
+
+def test_an_overlong_line_is_malformed_in_one_read_too() -> None:
+    """8 KiB was the limit of a line split over reads only; in one read any length passed."""
+    with pytest.raises(MalformedReplyError):
+        ReplyParser().feed(b"220 " + b"A" * 100_000 + b"\r\n")
 
 
 def test_enhanced_status_and_message() -> None:

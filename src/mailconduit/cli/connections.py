@@ -21,6 +21,7 @@ from mailconduit.cli.options import (
     with_options,
 )
 from mailconduit.config.connection import Connection
+from mailconduit.config.document import read_document_text
 from mailconduit.errors import ConfigError, FieldError
 
 app = typer.Typer(
@@ -374,12 +375,7 @@ def import_(
         text = sys.stdin.read()
         fmt = None
     else:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError.for_fields(
-                "import", [FieldError("file", f"{file}: {exc.strerror}")]
-            ) from None
+        text = read_document_text(file, what="import")
         fmt = "json" if file.suffix.lower() == ".json" else None
     done = api_import(text, fmt=fmt, replace=replace)
     typer.echo(f"imported {len(done)} connection(s): {', '.join(done)}")

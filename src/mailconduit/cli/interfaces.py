@@ -74,16 +74,11 @@ def import_(
     ] = False,
 ) -> None:
     """Save an interface from a YAML document (checked as the console checks it)."""
-    from mailconduit.errors import ConfigError, FieldError, NotFoundError
+    from mailconduit.config.document import read_document_text
+    from mailconduit.errors import NotFoundError
     from mailconduit.interfaces import service, store
 
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError.for_fields(
-            "interface file", [FieldError("file", f"{file}: {exc.strerror}")]
-        ) from None
-    doc = service.interface_from_yaml(text)
+    doc = service.interface_from_yaml(read_document_text(file, what="interface file"))
     existing: str | None = None
     if replace:
         try:

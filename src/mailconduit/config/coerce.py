@@ -12,6 +12,9 @@ from mailconduit.errors import ConfigError, FieldError
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
+#: More digits than any setting needs; longer numbers are refused before Python reads them
+#: (it refuses over 4,300 digits itself, and a float cannot hold one over about 309).
+_MAX_DIGITS = 30
 
 
 def as_bool(value: Any) -> bool:
@@ -28,21 +31,31 @@ def as_int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("must be a whole number")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    raise ValueError("must be a whole number")
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        if len(value.strip().lstrip("+-")) > _MAX_DIGITS:
+            raise ValueError(f"is too large (more than {_MAX_DIGITS} digits)")
+        number = int(value)
+    else:
+        raise ValueError("must be a whole number")
+    if abs(number) >= 10**_MAX_DIGITS:
+        raise ValueError(f"is too large (more than {_MAX_DIGITS} digits)")
+    return number
 
 
 def as_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a number")
+    if isinstance(value, str) and len(value) > 400:
+        raise ValueError("must be a number (this text is too long for one)")
     try:
         result = float(value)
     except (TypeError, ValueError):
         raise ValueError("must be a number") from None
+    except OverflowError:  # an int beyond any float
+        raise ValueError("must be a finite number") from None
     if result != result or result in (float("inf"), float("-inf")):
         raise ValueError("must be a finite number")
     return result

@@ -423,6 +423,8 @@ def _kind_of(value: Any) -> str:
     """What a wrongly typed value is, in a user's words."""
     if isinstance(value, bool):
         return "true/false"
+    if value is None:
+        return "empty (null)"
     if isinstance(value, int | float):
         return "a number"
     if isinstance(value, Mapping):
@@ -488,6 +490,11 @@ def _header_pairs(headers: Any, err: Any) -> tuple[tuple[str, str], ...] | None:
             and all(isinstance(part, str) for part in item)
         ):
             pairs.append((item[0].strip(), item[1]))
+        elif isinstance(headers, Mapping):  # the item is a (name, value) pair made above
+            name, value = item
+            what = (f"a name is {_kind_of(name)}" if not isinstance(name, str)
+                    else f"the value of {name[:60]!r} is {_kind_of(value)}")  # fmt: skip
+            err("headers", f"{shape}; {what}")
         else:
             err("headers", f"{shape}; one is {_kind_of(item)}")
     return tuple(pairs)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from mailconduit.config.secret import Secret
+from mailconduit.config.text import char_name
 from mailconduit.errors import FieldError
 
 #: The longest text each field may hold, in characters (numbers and switches given as text
@@ -38,6 +40,9 @@ TEXT_LIMITS: dict[str, dict[str, int]] = {
 _DEFAULT_TEXT_LIMIT = 65_536
 #: A field NAME longer than this is no field of ours; it is not quoted back in full.
 _FIELD_NAME_LIMIT = 64
+#: A lone surrogate: what a JSON ``"\\ud800"`` or a Python str may hold, but no text is; it
+#: cannot be encoded for a file, a database, a header or an error page.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 #: Other spellings of export settings, and the setting each one stands for.
 EXPORT_ALIASES = {"from": "from_", "from_address": "from_", "sql": "source"}
 
@@ -51,7 +56,8 @@ def text_limit(kind: str, name: str) -> int:
 
 def text_limit_errors(kind: str, data: Mapping[str, Any]) -> list[FieldError]:
     """One error per field of ``data`` whose text is longer than :data:`TEXT_LIMITS` allows
-    (each item of a list counts alone); ``kind`` is ``connection``, ``export`` or ``user``."""
+    (each item of a list counts alone) or holds a lone surrogate, which is not text at all;
+    ``kind`` is ``connection``, ``export`` or ``user``."""
     errors: list[FieldError] = []
     for key, value in data.items():
         name = str(key)
@@ -70,10 +76,17 @@ def text_limit_errors(kind: str, data: Mapping[str, Any]) -> list[FieldError]:
         else:
             items = [value]
         for index, item in enumerate(items):
-            if isinstance(item, str) and len(item) > limit:
-                where = f"item {index + 1} " if len(items) > 1 else ""
+            if not isinstance(item, str):
+                continue
+            where = f"item {index + 1} " if len(items) > 1 else ""
+            if len(item) > limit:
                 errors.append(
                     FieldError(name, f"{where}is too long: {len(item)} characters, at most {limit}")
+                )
+                break
+            if found := _SURROGATE_RE.search(item):
+                errors.append(
+                    FieldError(name, f"{where}holds {char_name(found.group())}, which is not text")
                 )
                 break
     return errors

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from mailconduit.config.connection import Connection
+from mailconduit.config.document import parse_document
 from mailconduit.connections import signin, store
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 
@@ -35,11 +36,7 @@ def dump_connections(
 
 
 def _parse(text: str, fmt: str | None) -> list[dict[str, Any]]:
-    try:
-        doc = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError.for_fields("import file", [FieldError("file", first)]) from None
+    doc = parse_document(text, what="import file", fmt="json" if fmt == "json" else "yaml")
     if isinstance(doc, dict) and "connections" in doc:
         doc = doc["connections"]
     if isinstance(doc, dict):

@@ -11,6 +11,8 @@ and shared rate): it talks DB-API on the send path, without SQLAlchemy.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -45,18 +47,44 @@ __all__ = [
 
 metadata = MetaData()
 
+
+def _key(name: str = "name", length: int = 64) -> Column[str]:
+    """A text primary key: the stored thing's name, or a digest."""
+    return Column(name, String(length), primary_key=True)
+
+
+def _required(name: str, type_: Any, **options: Any) -> Column[Any]:
+    """A column every row fills (NOT NULL)."""
+    return Column(name, type_, nullable=False, **options)
+
+
+def _optional(name: str, type_: Any) -> Column[Any]:
+    """A column a row may leave empty (NULL)."""
+    return Column(name, type_, nullable=True)
+
+
+def _when() -> DateTime:
+    """A moment with its time zone (the connection tables; the others keep epoch floats)."""
+    return DateTime(timezone=True)
+
+
+def _serial() -> Column[int]:
+    """A numbered primary key, for rows that have no name."""
+    return Column("id", Integer, primary_key=True, autoincrement=True)
+
+
 #: One row per stored connection: its settings as JSON, the password Fernet-encrypted.
 connections_table = Table(
     "connections",
     metadata,
-    Column("name", String(64), primary_key=True),
-    Column("settings", Text, nullable=False),
-    Column("password_token", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("last_test_ok", Boolean, nullable=True),
-    Column("last_test_at", DateTime(timezone=True), nullable=True),
-    Column("last_test_message", Text, nullable=True),
+    _key(),
+    _required("settings", Text),
+    _optional("password_token", Text),
+    _required("created_at", _when()),
+    _required("updated_at", _when()),
+    _optional("last_test_ok", Boolean),
+    _optional("last_test_at", _when()),
+    _optional("last_test_message", Text),
 )
 
 #: The OAuth2 sign-in of a stored connection, by its name (``connections/oauth.py``): the
@@ -66,20 +94,20 @@ connections_table = Table(
 connection_oauth_table = Table(
     "connection_oauth",
     metadata,
-    Column("name", String(64), primary_key=True),
-    Column("settings", Text, nullable=False),
-    Column("preset", String(64), nullable=False, default=""),
-    Column("client_secret_token", Text, nullable=True),
-    Column("refresh_token_token", Text, nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _key(),
+    _required("settings", Text),
+    _required("preset", String(64), default=""),
+    _optional("client_secret_token", Text),
+    _optional("refresh_token_token", Text),
+    _required("updated_at", _when()),
 )
 
 users_table = Table(
     "web_users",
     metadata,
     Column("name", String(TEXT_LIMITS["user"]["name"]), primary_key=True),
-    Column("password_hash", String(255), nullable=False),
-    Column("created_at", Float, nullable=False),
+    _required("password_hash", String(255)),
+    _required("created_at", Float),
 )
 
 
@@ -94,72 +122,72 @@ def _owner() -> Column[str]:
 tokens_table = Table(
     "web_api_tokens",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("token_sha256", String(64), nullable=False, unique=True),
+    _serial(),
+    _required("token_sha256", String(64), unique=True),
     _owner(),
-    Column("label", String(TEXT_LIMITS["user"]["label"]), nullable=False, default=""),
-    Column("created_at", Float, nullable=False),
-    Column("last_used_at", Float, nullable=True),
+    _required("label", String(TEXT_LIMITS["user"]["label"]), default=""),
+    _required("created_at", Float),
+    _optional("last_used_at", Float),
 )
 
 sessions_table = Table(
     "web_sessions",
     metadata,
-    Column("id_sha256", String(64), primary_key=True),
+    _key("id_sha256"),
     _owner(),
-    Column("csrf_token", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("expires_at", Float, nullable=False),
+    _required("csrf_token", String(64)),
+    _required("created_at", Float),
+    _required("expires_at", Float),
 )
 
 #: Failed sign-ins per client address and per account name (keys are SHA-256 digests).
 throttle_table = Table(
     "web_login_throttle",
     metadata,
-    Column("key_sha256", String(64), primary_key=True),
-    Column("failures", Integer, nullable=False),
-    Column("first_at", Float, nullable=False),
-    Column("last_at", Float, nullable=False),
+    _key("key_sha256"),
+    _required("failures", Integer),
+    _required("first_at", Float),
+    _required("last_at", Float),
 )
 
 #: Sign-in forms already used once, until they would have expired anyway.
 used_forms_table = Table(
     "web_login_forms_used",
     metadata,
-    Column("token_sha256", String(64), primary_key=True),
-    Column("expires_at", Float, nullable=False),
+    _key("token_sha256"),
+    _required("expires_at", Float),
 )
 
 #: Every Test Connection result, the latest few per connection (the connection page lists them).
 connection_tests_table = Table(
     "connection_tests",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(64), nullable=False, index=True),
-    Column("ok", Boolean, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("message", Text, nullable=False),
+    _serial(),
+    _required("name", String(64), index=True),
+    _required("ok", Boolean),
+    _required("at", _when()),
+    _required("message", Text),
 )
 
 #: Saved interfaces, each as its document (JSON; see interfaces/model.py).
 interfaces_table = Table(
     "interfaces",
     metadata,
-    Column("name", String(64), primary_key=True),
-    Column("document", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
+    _key(),
+    _required("document", Text),
+    _required("created_at", Float),
+    _required("updated_at", Float),
 )
 
 #: Which interface started a run, how, and why it stopped before the journal knew it.
 interface_runs_table = Table(
     "interface_runs",
     metadata,
-    Column("run_id", String(80), primary_key=True),
-    Column("interface", String(64), nullable=False, index=True),
-    Column("trigger", String(16), nullable=False),
-    Column("started_at", Float, nullable=False),
-    Column("error", Text, nullable=False, default=""),
+    _key("run_id", 80),
+    _required("interface", String(64), index=True),
+    _required("trigger", String(16)),
+    _required("started_at", Float),
+    _required("error", Text, default=""),
 )
 
 #: Each due time of a schedule, claimed once by the scheduler that runs it (the run's id;
@@ -190,8 +218,8 @@ interface_notifications_table = Table(
 database_connections_table = Table(
     "database_connections",
     metadata,
-    Column("name", String(64), primary_key=True),
-    Column("url_token", Text, nullable=False),
-    Column("shown_url", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
+    _key(),
+    _required("url_token", Text),
+    _required("shown_url", Text),
+    _required("created_at", Float),
 )

@@ -92,8 +92,13 @@ def check_shared_columns(
     within one message is a ConfigError naming the field, the rows, and what to write.
     """
     fields: dict[str, str] = {}  # column → the first field reading it
+    computed: set[str] = set()  # columns counted only because a field reads row by computed keys
     for field in template.field_names:
-        for name in sorted(template.columns(field)):
+        names = template.columns(field)
+        if template.reads_whole_row(field):  # row.get(x), row[name]: any column may be read
+            computed.update(name for name in source.columns if name not in names)
+            names = names | frozenset(source.columns)
+        for name in sorted(names):
             if name in source.columns and name not in provided:
                 fields.setdefault(name, field)
     if not fields:
@@ -115,7 +120,7 @@ def check_shared_columns(
             break
     if differing:
         errors = [
-            _shared_column_error(spec, fields[column], column, *where)
+            _shared_column_error(spec, fields[column], column, *where, computed=column in computed)
             for column, where in differing.items()
         ]
         raise ConfigError.for_fields("export", errors)
@@ -126,14 +131,20 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _shared_column_error(
-    spec: ExportSpec, field: str, column: str, group: Any, row: int, other: int
-) -> FieldError:
+    spec: ExportSpec, field: str, column: str, group: Any, row: int, other: int, *,
+    computed: bool = False,
+) -> FieldError:  # fmt: skip
     where = "of the table" if spec.mode is ExportMode.TABLE else f"of group {str(group)[:40]!r}"
     item = f"rows[0].{column}" if _IDENTIFIER.fullmatch(column) else f"rows[0][{column!r}]"
     said = (
         f"column {column!r} differs between rows {row} and {other} {where}, but in "
         f"{spec.mode.value} mode a column name gives the value of the message's first row only"
     )
+    if computed:
+        said = (
+            "it reads row by a key worked out when rendering (row.get(...), row[name]), so it "
+            f"may read any column, and {said}"
+        )
     if field in _RECIPIENT_FIELDS:
         told = (
             f"; to send to every address in it, use --to-column {column} (or {{{{ {item} }}}} "

@@ -8,6 +8,7 @@ nothing is sent.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import re
 from pathlib import Path
@@ -58,25 +59,34 @@ class Prepared:
 
 
 def _read_body(path: str, field: str) -> str:
-    """A body file's text; a ConfigError naming ``field`` when it cannot be read."""
+    """A body file's text: UTF-8, or UTF-16/32 marked by a byte-order mark (as editors on
+    Windows save "Unicode" text); a ConfigError naming ``field`` when it cannot be read."""
     try:
-        return Path(path).read_text(encoding="utf-8-sig")  # a BOM is no part of the body
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError.for_fields(
             "export", [FieldError(field, f"{path}: {exc.strerror}")]
         ) from None
+    encoding = "utf-8-sig"  # a BOM is no part of the body
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        encoding = "utf-32"
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    try:
+        return data.decode(encoding)
     except UnicodeDecodeError:
         raise ConfigError.for_fields(
-            "export", [FieldError(field, f"{path}: not UTF-8 text")]
+            "export", [FieldError(field, f"{path}: not UTF-8 text (nor UTF-16/32 with a BOM)")]
         ) from None
 
 
 #: A body file of one of these names is HTML: ``x.html``, ``x.htm``, ``x.html.j2``...
 _HTML_FILE_RE = re.compile(r"\.html?(?:\.(?:j2|jinja|jinja2))?\Z", re.IGNORECASE)
 #: An HTML document: ``<!DOCTYPE html`` or ``<html`` first (after blanks, an XML
-#: declaration, HTML or template comments).
+#: declaration, HTML or template comments, template tags such as ``{% if %}``). Atomic and
+#: possessive: each comment is matched once, so a body of many never backtracks exponentially.
 _HTML_DOCUMENT_RE = re.compile(
-    r"\A\ufeff?\s*(?:<\?xml[^>]{0,200}\?>\s*)?(?:(?:<!--.*?-->|\{#.*?#\})\s*)*"
+    r"\A\ufeff?\s*(?:<\?xml[^>]{0,200}\?>\s*)?(?:(?><!--.*?-->|\{#.*?#\}|\{%.*?%\})\s*)*+"
     r"(<!doctype\s+html|<html(?=[\s>]))",
     re.IGNORECASE | re.DOTALL,
 )

@@ -68,14 +68,9 @@ def interface_to_yaml(doc: Mapping[str, Any]) -> str:
 
 def interface_from_yaml(text: str, *, what: str = "interface file") -> dict[str, Any]:
     """The document in a YAML text; a syntax error names its line."""
-    import yaml
+    from mailconduit.config.document import parse_document
 
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError.for_fields(
-            what, [FieldError("file", " ".join(str(exc).split()))]
-        ) from None
+    doc = parse_document(text, what=what)
     if not isinstance(doc, dict):
         raise ConfigError.for_fields(what, [FieldError("file", "expected a mapping of settings")])
     return doc

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import markupsafe
 
 from mailconduit.errors import RenderError, RowError, TemplateSandboxError
+from mailconduit.message.chars import HEADER_BREAKERS_RE, char_name
 from mailconduit.message.header import check_header_name
 
 if TYPE_CHECKING:
@@ -47,8 +48,11 @@ _MARKUP_START = ("{{", "{%", "{#")
 _UNDEFINED_NAME_RE = re.compile(r"^'([^']+)' is undefined")
 _MISSING_KEY_RE = re.compile(r"^'dict object' has no attribute '([^']+)'")
 _DICT_METHODS = frozenset(dir(dict))
-#: The globals of our sandbox (Jinja's, without ``lipsum``); a test holds them equal.
-SANDBOX_GLOBALS = frozenset({"range", "dict", "cycler", "joiner", "namespace"})
+#: The globals of our sandbox (Jinja's, without ``lipsum``, with the loop step counter); a
+#: test holds them equal.
+SANDBOX_GLOBALS = frozenset(
+    {"range", "dict", "cycler", "joiner", "namespace", "__mailconduit_loop_step"}
+)
 #: ``{{ name }}`` or ``{{ row["key"] }}`` exactly as Jinja reads them (any whitespace inside).
 _SIMPLE_TAG_RE = re.compile(
     r"\{\{\s*(?:([A-Za-z_][A-Za-z0-9_]*)|row\s*\[\s*(?:\"([^\"\\]*)\"|'([^'\\]*)')\s*\])\s*\}\}"
@@ -149,6 +153,7 @@ class _Field:
         "template",
         "tree",
         "unsafe",
+        "whole_row",
     )
 
     def __init__(self, field: str, source: str, env: _Env) -> None:
@@ -160,6 +165,9 @@ class _Field:
         self.names: frozenset[str] = frozenset()
         self.columns: frozenset[str] = frozenset()
         self.unsafe: list[str] = []
+        #: ``row`` is used other than by a constant key (``row.get(x)``, ``row[name]``,
+        #: ``row.items()``): the field may read any column.
+        self.whole_row = False
         self.tree: nodes.Template | None = None
         self.template: Template | None = None
         self.plan: TextPlan | None = None
@@ -201,6 +209,7 @@ class _Field:
             ):
                 self.unsafe.append(str(node.args[0].value))
         self.columns = frozenset(lookups)
+        self.whole_row = _reads_whole_row(tree)
         self.parts = _direct_parts(tree)
 
     def _compile(self) -> nodes.Template:
@@ -217,6 +226,18 @@ class _Field:
             ) from None
         self.tree = tree
         return tree
+
+    def literal(self) -> str:
+        """The text the template writes as it stands (outside its ``{{ }}`` and ``{% %}``),
+        after Jinja's own whitespace control."""
+        if self.constant is not None:
+            return self.constant
+        if self.parts is not None:
+            return "".join(text for kind, text in self.parts if kind == _LITERAL)
+        from jinja2 import nodes
+
+        assert self.tree is not None
+        return "".join(node.data for node in self.tree.find_all(nodes.TemplateData))
 
     def render(self, context: dict[str, Any], *, escape: bool, limit: int) -> str:
         if self.constant is not None:
@@ -287,6 +308,23 @@ _MISSING = object()
 
 class _TooLarge(Exception):
     """Internal: a field rendered beyond its size cap."""
+
+
+def _reads_whole_row(tree: nodes.Template) -> bool:
+    """Whether ``row`` is read other than by constant keys (a template that names its own
+    ``row``, as a loop variable, is left alone)."""
+    from jinja2 import nodes
+
+    uses = 0
+    for name in tree.find_all(nodes.Name):
+        if name.name == "row":
+            if name.ctx != "load":
+                return False
+            uses += 1
+    static = sum(
+        1 for node in tree.find_all((nodes.Getitem, nodes.Getattr)) if _static_row_key(node)
+    )
+    return uses > static
 
 
 def _static_row_key(node: nodes.Node) -> str | None:
@@ -494,6 +532,10 @@ class MessageTemplate:
                 return candidate.names | candidate.columns
         return frozenset()
 
+    def reads_whole_row(self, field: str) -> bool:
+        """Whether a field reads ``row`` by keys not written in it, so it may read any column."""
+        return any(f.whole_row for f in self._fields() if f.field == field)
+
     def check(self, columns: Iterable[str], *, provided: Iterable[str] = ROW_MODE_NAMES) -> None:
         """Raise RenderError for the first field reading a column the source does not have.
 
@@ -503,6 +545,13 @@ class MessageTemplate:
         known = {str(c) for c in columns}
         allowed = known | set(provided) | self._global_names
         for field in self._fields():
+            one_line = field is not self._text and field is not self._html
+            if one_line and (breaker := HEADER_BREAKERS_RE.search(field.literal())):
+                raise RenderError(
+                    f"the template's own text holds {char_name(breaker.group())}, which "
+                    "no header line (nor file name) can hold; remove it",
+                    template=field.field,
+                )
             if field.unsafe:
                 raise TemplateSandboxError(
                     f"sandbox violation: access to {field.unsafe[0]!r} is not allowed in templates",

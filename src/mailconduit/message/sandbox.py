@@ -7,12 +7,14 @@ start-up.
 
 from __future__ import annotations
 
+import copy
 import re
 import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, nodes, pass_context
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
@@ -28,6 +30,35 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+#: Loop steps one rendering of one field may take: far beyond a table of every row and column
+#: of a large group, far below nested ``range`` loops that would hold a worker for hours
+#: without writing a character (which the size caps cannot see).
+MAX_LOOP_STEPS = 1_000_000
+#: The global every loop body calls first (see :class:`_CountingCodeGenerator`).
+_STEP = "__mailconduit_loop_step"
+
+
+@pass_context
+def _loop_step(context: Context) -> str:
+    """Count one step of a loop in this rendering (its EvalContext is made per rendering)."""
+    state = context.eval_ctx
+    steps = getattr(state, "mailconduit_steps", 0) + 1
+    if steps > MAX_LOOP_STEPS:
+        raise SecurityError(f"the loops ran more than {MAX_LOOP_STEPS:,} steps")
+    state.mailconduit_steps = steps  # type: ignore[attr-defined]
+    return ""
+
+
+class _CountingCodeGenerator(CodeGenerator):
+    """Compiles every ``{% for %}`` with a call to the step counter at the top of its body."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        step = nodes.ExprStmt(nodes.Call(nodes.Name(_STEP, "load"), [], [], None, None))
+        counted = copy.copy(node)  # the parsed tree stays as written (its names are read)
+        counted.body = [step, *node.body]
+        super().visit_For(counted, frame)
+
+
 class Sandbox(SandboxedEnvironment):
     """Jinja's sandbox, plus limits on operations that can allocate huge strings at once.
 
@@ -35,11 +66,13 @@ class Sandbox(SandboxedEnvironment):
     """
 
     intercepted_binops = frozenset({"*", "**", "%"})
+    code_generator_class = _CountingCodeGenerator
 
     def __init__(self, *, max_chars: int, **options: Any) -> None:
         super().__init__(undefined=StrictUndefined, finalize=_finalize, **options)
         self.max_chars = max_chars
         del self.globals["lipsum"]
+        self.globals[_STEP] = _loop_step
         for name in ("center", "indent", "wordwrap"):
             self.filters[name] = self._guarded_filter(self.filters[name])
         self.filters["format"] = self._guarded_format(self.filters["format"])

@@ -39,79 +39,22 @@ connection store, the SMTP session, Test Connection and the CLI wire it in.
 
 from __future__ import annotations
 
-from mailconduit.oauth.cache import (
-    CachedToken,
-    MemoryTokenCache,
-    SqlTokenCache,
-    TokenCache,
-    oauth_tokens_table,
-)
-from mailconduit.oauth.client import (
-    client_credentials,
-    poll_device_authorization,
-    refresh,
-    request_token,
-    start_device_authorization,
-)
-from mailconduit.oauth.errors import (
-    AccessDeniedError,
-    ConsentRequiredError,
-    DeviceCodeExpiredError,
-    InvalidClientError,
-    InvalidGrantError,
-    InvalidScopeError,
-    NotSignedInError,
-    OAuthError,
-    SignInRequiredError,
-    TokenEndpointDeniedError,
-    TokenEndpointUnreachableError,
-    TokenServerError,
-    UnauthorizedClientError,
-)
-from mailconduit.oauth.provider import LockTimeoutError, TokenProvider
-from mailconduit.oauth.settings import (
-    ClientAuth,
-    Flow,
-    OAuthSettings,
-    Provider,
-    default_scope,
-    validate_oauth_settings,
-)
-from mailconduit.oauth.token import AccessToken, DeviceAuthorization, TokenGrant
+from mailconduit.oauth import cache, client, errors, provider, settings, token
+from mailconduit.oauth.cache import *  # noqa: F403
+from mailconduit.oauth.client import *  # noqa: F403
+from mailconduit.oauth.errors import *  # noqa: F403
+from mailconduit.oauth.provider import *  # noqa: F403
+from mailconduit.oauth.settings import *  # noqa: F403
+from mailconduit.oauth.token import *  # noqa: F403
 
-__all__ = [
-    "AccessDeniedError",
-    "AccessToken",
-    "CachedToken",
-    "ClientAuth",
-    "ConsentRequiredError",
-    "DeviceAuthorization",
-    "DeviceCodeExpiredError",
-    "Flow",
-    "InvalidClientError",
-    "InvalidGrantError",
-    "InvalidScopeError",
-    "LockTimeoutError",
-    "MemoryTokenCache",
-    "NotSignedInError",
-    "OAuthError",
-    "OAuthSettings",
-    "Provider",
-    "SignInRequiredError",
-    "SqlTokenCache",
-    "TokenCache",
-    "TokenEndpointDeniedError",
-    "TokenEndpointUnreachableError",
-    "TokenGrant",
-    "TokenProvider",
-    "TokenServerError",
-    "UnauthorizedClientError",
-    "client_credentials",
-    "default_scope",
-    "oauth_tokens_table",
-    "poll_device_authorization",
-    "refresh",
-    "request_token",
-    "start_device_authorization",
-    "validate_oauth_settings",
-]
+#: The modules' public names, sorted.
+__all__ = sorted(
+    [
+        *cache.__all__,
+        *client.__all__,
+        *errors.__all__,
+        *provider.__all__,
+        *settings.__all__,
+        *token.__all__,
+    ]
+)

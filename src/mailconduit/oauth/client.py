@@ -40,7 +40,6 @@ from mailconduit.oauth.settings import ClientAuth, Flow, OAuthSettings
 from mailconduit.oauth.token import AccessToken, DeviceAuthorization, TokenGrant
 
 __all__ = [
-    "DEVICE_GRANT",
     "client_credentials",
     "poll_device_authorization",
     "refresh",

@@ -191,51 +191,20 @@ def validate_oauth_settings(data: Mapping[str, Any]) -> OAuthSettings:
     client_auth = _choice(
         ClientAuth, data.get("client_auth") or ClientAuth.POST, "client_auth", errors
     )
-    client_id = text("client_id")
-    if not client_id:
-        errors.append(FieldError("client_id", "is required"))
-    elif not _CLIENT_ID_RE.match(client_id):
-        errors.append(FieldError("client_id", "must be printable ASCII without spaces"))
+    client_id = _client_id(text("client_id"), errors)
     client_secret = _secret(data.get("client_secret"), "client_secret", errors)
     refresh_token = _secret(data.get("refresh_token"), "refresh_token", errors)
-    tenant, scope = text("tenant"), text("scope")
-    token_endpoint, device_endpoint = text("token_endpoint"), text("device_endpoint")
-
-    if provider is Provider.MICROSOFT:
-        if flow is Flow.CLIENT_CREDENTIALS and tenant.lower() in _MULTI_TENANT | {""}:
-            errors.append(
-                FieldError("tenant", "app-only sign-in needs your tenant's id or domain name")
-            )
-        tenant = tenant or "common"
-        if not _TENANT_RE.match(tenant):
-            errors.append(FieldError("tenant", f"{tenant!r} is not a tenant id or domain name"))
-    elif tenant:
-        errors.append(FieldError("tenant", "only Microsoft connections have a tenant"))
+    scope = text("scope")
+    tenant = _tenant(provider, flow, text("tenant"), errors)
+    token_endpoint, device_endpoint = _endpoints(
+        provider, tenant, text("token_endpoint"), text("device_endpoint"), errors
+    )
     if provider is Provider.GOOGLE and flow is Flow.CLIENT_CREDENTIALS:
         errors.append(
             FieldError(
                 "flow", "Google offers no client-credentials sign-in for Gmail; use refresh_token"
             )
         )
-    if provider in (Provider.MICROSOFT, Provider.GOOGLE):
-        for name, value in (
-            ("token_endpoint", token_endpoint),
-            ("device_endpoint", device_endpoint),
-        ):
-            if value:
-                errors.append(
-                    FieldError(name, f"is set by the {provider.value} provider; leave it empty")
-                )
-        token_endpoint, device_endpoint = (
-            url.format(tenant=tenant) for url in _ENDPOINTS[provider]
-        )
-    elif provider is Provider.GENERIC:
-        if not token_endpoint:
-            errors.append(FieldError("token_endpoint", "is required for a generic provider"))
-        else:
-            _endpoint(token_endpoint, "token_endpoint", errors)
-        if device_endpoint:
-            _endpoint(device_endpoint, "device_endpoint", errors)
     if flow is Flow.CLIENT_CREDENTIALS and not client_secret:
         errors.append(FieldError("client_secret", "is required for client_credentials"))
 
@@ -253,3 +222,48 @@ def validate_oauth_settings(data: Mapping[str, Any]) -> OAuthSettings:
         client_secret=client_secret,
         refresh_token=refresh_token,
     )
+
+
+def _client_id(client_id: str, errors: list[FieldError]) -> str:
+    if not client_id:
+        errors.append(FieldError("client_id", "is required"))
+    elif not _CLIENT_ID_RE.match(client_id):
+        errors.append(FieldError("client_id", "must be printable ASCII without spaces"))
+    return client_id
+
+
+def _tenant(provider: Provider, flow: Flow, tenant: str, errors: list[FieldError]) -> str:
+    """Microsoft's tenant ("common" unless given; app-only sign-in needs a real one)."""
+    if provider is not Provider.MICROSOFT:
+        if tenant:
+            errors.append(FieldError("tenant", "only Microsoft connections have a tenant"))
+        return tenant
+    if flow is Flow.CLIENT_CREDENTIALS and tenant.lower() in _MULTI_TENANT | {""}:
+        errors.append(
+            FieldError("tenant", "app-only sign-in needs your tenant's id or domain name")
+        )
+    tenant = tenant or "common"
+    if not _TENANT_RE.match(tenant):
+        errors.append(FieldError("tenant", f"{tenant!r} is not a tenant id or domain name"))
+    return tenant
+
+
+def _endpoints(
+    provider: Provider, tenant: str, token: str, device: str, errors: list[FieldError]
+) -> tuple[str, str]:
+    """The token and device endpoints: the provider's own, or the given ones (generic)."""
+    if provider in (Provider.MICROSOFT, Provider.GOOGLE):
+        for name, value in (("token_endpoint", token), ("device_endpoint", device)):
+            if value:
+                errors.append(
+                    FieldError(name, f"is set by the {provider.value} provider; leave it empty")
+                )
+        token, device = (url.format(tenant=tenant) for url in _ENDPOINTS[provider])
+    elif provider is Provider.GENERIC:
+        if not token:
+            errors.append(FieldError("token_endpoint", "is required for a generic provider"))
+        else:
+            _endpoint(token, "token_endpoint", errors)
+        if device:
+            _endpoint(device, "device_endpoint", errors)
+    return token, device

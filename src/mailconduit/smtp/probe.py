@@ -333,16 +333,14 @@ class _Probe:
             self.sniff.cancel()
 
     async def diagnose(self, error: MailconduitError) -> ProbeResult:
+        """The failed result for ``error``: the stage it stopped at, what happened, and a hint
+        drawn from what the server showed (never a guess)."""
         stage = self.session.stage
         self.passed_until(stage)
-        conn = self.conn
-        port = conn.port
         name = stage.value if stage is not Stage.NEW else "dns"
-        cause = error.__cause__
         text = str(error.args[1] if isinstance(error, SMTPError) else error)
         if isinstance(error, SMTPError) and error.code:
             text = str(error)
-
         if isinstance(error, NetworkPolicyError):
             return self.result(
                 False, "dns", error.message, "this address is refused by the network policy"
@@ -350,130 +348,139 @@ class _Probe:
         if isinstance(error, ConfigError):
             field_error = error.errors[0].field if error.errors else ""
             hint = "check server_url for typos" if field_error == "server_url" else ""
-            return self.result(
-                False, name if stage is not Stage.NEW else "dns", error.message, hint
-            )
-
+            return self.result(False, name, error.message, hint)
+        cause = error.__cause__
+        if stage in (Stage.TLS, Stage.STARTTLS) and isinstance(cause, ssl.SSLCertVerificationError):
+            await self.fetch_certificate()
+            why = explain_verify_failure(cause, self.certificate, self.conn.host)
+            hint = _cert_hint(verify_failure(cause, self.certificate))
+            return self.result(False, name, f"TLS certificate not trusted: {why}", hint)
         if stage is Stage.DNS:
             return self.result(
                 False, "dns", text, "check server_url and the DNS resolver of this machine"
             )
-
         if stage is Stage.TCP:
-            if isinstance(cause, ConnectionRefusedError):
-                hint = (
-                    f"nothing accepts connections on port {port} (or a firewall rejects them): "
-                    "check the port; SMTP uses 25, 465 (implicit TLS), 587 (STARTTLS) or 2525"
-                )
-            elif isinstance(cause, TimeoutError):
-                hint = (
-                    "no answer at all: a firewall may drop the packets, or the host is down; "
-                    "check host, port and outbound firewall rules"
-                )
-            else:
-                hint = "check the host name and this machine's network route to it"
-            return self.result(False, "tcp", text, hint)
-
-        if stage in (Stage.TLS, Stage.STARTTLS) and isinstance(cause, ssl.SSLCertVerificationError):
-            await self.fetch_certificate()
-            why = explain_verify_failure(cause, self.certificate, conn.host)
-            hint = _cert_hint(verify_failure(cause, self.certificate))
-            return self.result(False, name, f"TLS certificate not trusted: {why}", hint)
-
+            return self.result(False, "tcp", text, _tcp_hint(cause, self.conn.port))
         if stage is Stage.TLS:
-            if isinstance(cause, ssl.SSLError) and _is_plaintext_error(cause):
-                text = f"port {port} does not speak TLS from the first byte ({cause.reason})"
-            if await self.greets_in_plaintext():
-                hint = (
-                    f"port {port} greets in plaintext SMTP: set security to starttls "
-                    "(or use port 465 for implicit TLS)"
-                )
-            else:
-                hint = (
-                    f"port {port} answers as an SMTP server neither with TLS nor without: "
-                    "check the port"
-                )
-            return self.result(False, "tls", text, hint)
-
+            return await self._diagnose_tls(text, cause)
         if stage is Stage.BANNER:
-            silent = isinstance(cause, TimeoutError)
-            not_smtp = isinstance(cause, MalformedReplyError)
-            tls_answer = isinstance(cause, MalformedReplyError) and _is_tls_record(cause.sample)
-            if conn.security is not Security.TLS and (
-                tls_answer or (silent and await self.silent_port_speaks_tls())
-            ):
-                what = "answered in TLS" if not_smtp else "sent no greeting, and speaks TLS"
-                return self.result(
-                    False,
-                    "banner",
-                    f"{text} (the port {what})",
-                    f"port {port} expects implicit TLS: set security to tls",
-                )
-            if not_smtp:
-                return self.result(
-                    False,
-                    "banner",
-                    text,
-                    "check the port: SMTP uses 25, 465 (implicit TLS), 587 (STARTTLS) or 2525",
-                )
-            if silent:
-                return self.result(
-                    False,
-                    "banner",
-                    text,
-                    "the server accepted the TCP connection but never greeted: it may be "
-                    "overloaded, or not an SMTP server",
-                )
-            if isinstance(error, SMTPError) and error.code:
-                return self.result(
-                    False,
-                    "banner",
-                    f"the server refused the session: {error}",
-                    "421 means busy (try later); 554 means this client is not welcome "
-                    "(IP reputation, access rules)",
-                )
-            return self.result(False, "banner", text, "check that this port speaks SMTP")
-
+            return await self._diagnose_banner(error, text, cause)
         if stage is Stage.EHLO:
+            return self.result(False, "ehlo", text, _ehlo_hint(error))
+        if stage is Stage.STARTTLS:
+            return self._diagnose_starttls(text, cause)
+        if stage is Stage.AUTH:
+            return self._diagnose_auth(error, text)
+        return self.result(False, name, text)
+
+    async def _diagnose_tls(self, text: str, cause: BaseException | None) -> ProbeResult:
+        """Implicit TLS failed: does the port greet in plaintext instead?"""
+        port = self.conn.port
+        if isinstance(cause, ssl.SSLError) and _is_plaintext_error(cause):
+            text = f"port {port} does not speak TLS from the first byte ({cause.reason})"
+        if await self.greets_in_plaintext():
+            hint = (
+                f"port {port} greets in plaintext SMTP: set security to starttls "
+                "(or use port 465 for implicit TLS)"
+            )
+        else:
+            hint = (
+                f"port {port} answers as an SMTP server neither with TLS nor without: "
+                "check the port"
+            )
+        return self.result(False, "tls", text, hint)
+
+    async def _diagnose_banner(
+        self, error: MailconduitError, text: str, cause: BaseException | None
+    ) -> ProbeResult:
+        """No usable greeting: silence, bytes that are not SMTP (TLS?), or a refusal."""
+        port = self.conn.port
+        silent = isinstance(cause, TimeoutError)
+        not_smtp = isinstance(cause, MalformedReplyError)
+        tls_answer = isinstance(cause, MalformedReplyError) and _is_tls_record(cause.sample)
+        if self.conn.security is not Security.TLS and (
+            tls_answer or (silent and await self.silent_port_speaks_tls())
+        ):
+            what = "answered in TLS" if not_smtp else "sent no greeting, and speaks TLS"
             return self.result(
                 False,
-                "ehlo",
-                text,
-                "the server refused our greeting; set ehlo_hostname to a name it accepts",
+                "banner",
+                f"{text} (the port {what})",
+                f"port {port} expects implicit TLS: set security to tls",
             )
+        if not_smtp:
+            hint = "check the port: SMTP uses 25, 465 (implicit TLS), 587 (STARTTLS) or 2525"
+        elif silent:
+            hint = (
+                "the server accepted the TCP connection but never greeted: it may be "
+                "overloaded, or not an SMTP server"
+            )
+        elif isinstance(error, SMTPError) and error.code:
+            text = f"the server refused the session: {error}"
+            hint = (
+                "421 means busy (try later); 554 means this client is not welcome "
+                "(IP reputation, access rules)"
+            )
+        else:
+            hint = "check that this port speaks SMTP"
+        return self.result(False, "banner", text, hint)
 
-        if stage is Stage.STARTTLS:
-            if not self.session.capabilities.starttls:
-                return self.result(
-                    False,
-                    "starttls",
-                    f"{conn.host}:{port} does not offer STARTTLS",
-                    "security starttls requires it and mailconduit never falls back to "
-                    "plaintext: use port 465 with security tls if the server has it, or "
-                    "security none only on a network you trust",
-                )
-            if isinstance(cause, ssl.SSLError):
-                return self.result(
-                    False, "starttls", text, "the TLS handshake after STARTTLS failed"
-                )
-            return self.result(False, "starttls", text, "the server refused STARTTLS")
+    def _diagnose_starttls(self, text: str, cause: BaseException | None) -> ProbeResult:
+        """STARTTLS not offered, refused, or its handshake failed."""
+        if not self.session.capabilities.starttls:
+            return self.result(
+                False,
+                "starttls",
+                f"{self.conn.host}:{self.conn.port} does not offer STARTTLS",
+                "security starttls requires it and mailconduit never falls back to "
+                "plaintext: use port 465 with security tls if the server has it, or "
+                "security none only on a network you trust",
+            )
+        if isinstance(cause, ssl.SSLError):
+            return self.result(False, "starttls", text, "the TLS handshake after STARTTLS failed")
+        return self.result(False, "starttls", text, "the server refused STARTTLS")
 
-        if stage is Stage.AUTH:
-            if isinstance(error, SMTPError) and error.code:
-                return self.result(
-                    False,
-                    "auth",
-                    f"credentials rejected: {error.code} {error.enhanced} {error.reply}".replace(
-                        "  ", " "
-                    ),
-                    xoauth2_hint(error)
-                    if conn.auth_mechanism is AuthMechanism.XOAUTH2
-                    else "check the username and password",
-                )
-            hint = error.hint if isinstance(error, UnusableAuthError) else ""
-            return self.result(False, "auth", text, hint)
+    def _diagnose_auth(self, error: MailconduitError, text: str) -> ProbeResult:
+        """Credentials refused by the server, or no mechanism both sides can use."""
+        if isinstance(error, SMTPError) and error.code:
+            return self.result(
+                False,
+                "auth",
+                f"credentials rejected: {error.code} {error.enhanced} {error.reply}".replace(
+                    "  ", " "
+                ),
+                xoauth2_hint(error)
+                if self.conn.auth_mechanism is AuthMechanism.XOAUTH2
+                else "check the username and password",
+            )
+        hint = error.hint if isinstance(error, UnusableAuthError) else ""
+        return self.result(False, "auth", text, hint)
 
-        return self.result(False, name, text)
+
+def _ehlo_hint(error: MailconduitError) -> str:
+    """EHLO and HELO unknown (500/502): a server greeting with 220 that is not SMTP (FTP
+    greets so too). Refused otherwise: usually the name we announced."""
+    if isinstance(error, SMTPError) and error.code in (500, 502):
+        return (
+            "the server knows neither EHLO nor HELO: this port may not be an SMTP server "
+            "(FTP servers greet with 220 too); check the port"
+        )
+    return "the server refused our greeting; set ehlo_hostname to a name it accepts"
+
+
+def _tcp_hint(cause: BaseException | None, port: int) -> str:
+    """Why a TCP connection failed, as the operating system told it."""
+    if isinstance(cause, ConnectionRefusedError):
+        return (
+            f"nothing accepts connections on port {port} (or a firewall rejects them): "
+            "check the port; SMTP uses 25, 465 (implicit TLS), 587 (STARTTLS) or 2525"
+        )
+    if isinstance(cause, TimeoutError):
+        return (
+            "no answer at all: a firewall may drop the packets, or the host is down; "
+            "check host, port and outbound firewall rules"
+        )
+    return "check the host name and this machine's network route to it"
 
 
 def _is_plaintext_error(exc: ssl.SSLError) -> bool:

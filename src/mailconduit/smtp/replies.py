@@ -171,11 +171,13 @@ class ReplyParser:
             head = line[:3]
             if len(line) < 3 or not head.isdigit() or (len(line) > 3 and line[3] not in b" -"):
                 raise MalformedReplyError(line)
+            if len(line) > MAX_LINE:  # whether it came in one read or several
+                raise MalformedReplyError(line[:80])
             code = int(head)
             if self._lines and code != self._code:
                 raise MalformedReplyError(line)
             self._code = code
-            self._lines.append(line[4:].decode("utf-8", "replace"))
+            self._lines.append(_shown(line[4:].decode("utf-8", "replace")))
             if len(line) == 3 or line[3] == 32:
                 reply = Reply(code, tuple(self._lines))
                 if len(self._lines) == 1 and len(raw) <= 200 and len(seen) < _SEEN_MAX:
@@ -190,6 +192,14 @@ class ReplyParser:
             raise MalformedReplyError(rest[:80])
         self._pending = rest
         return replies
+
+
+def _shown(text: str) -> str:
+    """Reply text as it may be printed: a control character (a terminal escape, a NUL) from
+    the peer becomes ``\\xNN``, so no reply can drive the terminal or the page it is shown on."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 class ReplyAction(enum.StrEnum):

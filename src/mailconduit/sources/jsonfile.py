@@ -29,6 +29,31 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SCALAR_END = frozenset('}]"')
 
 
+class _DuplicateKeys(dict[str, Any]):
+    """An object in which a key appears more than once (JSON allows it; readers disagree on
+    which value wins, so such a record is ambiguous)."""
+
+    duplicate = ""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    marked = _DuplicateKeys(value)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.duplicate = key
+            break
+        seen.add(key)
+    return marked
+
+
+def _decoder() -> json.JSONDecoder:
+    return json.JSONDecoder(strict=False, object_pairs_hook=_object)
+
+
 def _type_name(value: Any) -> str:
     names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
@@ -71,6 +96,19 @@ class _JsonFileSource(Source):
             f"{self.location}:{line}",
         )
 
+    def _check_record(self, number: int, value: Any, line: int) -> dict[str, Any]:
+        """``value`` as a record: an object whose keys are unique, else the file is refused
+        (as a CSV header naming a column twice is)."""
+        if type(value) is _DuplicateKeys:
+            raise SourceError(
+                f"record {number} has the key {value.duplicate!r} more than once; "
+                "keys must be unique (which value is meant is ambiguous)",
+                f"{self.location}:{line}",
+            )
+        if type(value) is not dict:
+            raise self._not_an_object(number, value, line)
+        return value
+
     def _fingerprint(self) -> str:
         return file_sha256(self.path, self.kind.value, self.encoding)
 
@@ -89,9 +127,8 @@ class JsonArraySource(_JsonFileSource):
             with self._open() as fh:
                 reader = _ArrayReader(fh, self.location)
                 for number, (line, value) in enumerate(reader, start=1):
-                    if type(value) is not dict:
-                        raise self._not_an_object(number, value, line)
-                    yield number, line, value, cell_problem(value)
+                    record = self._check_record(number, value, line)
+                    yield number, line, record, cell_problem(record)
         except UnicodeDecodeError:
             raise decode_error(self.path, self.encoding, self.location) from None
 
@@ -102,7 +139,7 @@ class JsonLinesSource(_JsonFileSource):
     kind = SourceKind.JSONL
 
     def _records(self) -> Iterator[Record]:
-        decoder = json.JSONDecoder(strict=False)
+        decoder = _decoder()
         number = 0
         try:
             # Lines end at LF only: a CR inside a string is data, not the end of a record.
@@ -125,9 +162,8 @@ class JsonLinesSource(_JsonFileSource):
                             f"{self.location}:{line_number}",
                         ) from None
                     number += 1
-                    if type(value) is not dict:
-                        raise self._not_an_object(number, value, line_number)
-                    yield number, line_number, value, cell_problem(value)
+                    record = self._check_record(number, value, line_number)
+                    yield number, line_number, record, cell_problem(record)
         except UnicodeDecodeError:
             raise decode_error(self.path, self.encoding, self.location) from None
 
@@ -143,7 +179,7 @@ class _ArrayReader:
     def __init__(self, fh: TextIO, location: str) -> None:
         self._fh = fh
         self._location = location
-        self._decoder = json.JSONDecoder(strict=False)
+        self._decoder = _decoder()
         self._buf = ""
         self._pos = 0
         self._line = 1

@@ -51,7 +51,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 
 from mailconduit.oauth import OAuthSettings, validate_oauth_settings
 from mailconduit.sink.serving import ContextServer, PipeliningHandler, close_listeners
-from mailconduit.testing.server import ReceivedMessage
+from mailconduit.testing.server import ReceivedMessage, read_xoauth2
 
 __all__ = [
     "EXCHANGE_REPLIES",
@@ -835,16 +835,6 @@ class AuthAttempt:
     reply: str
 
 
-def _parse_xoauth2(blob: bytes) -> tuple[str, str]:
-    """(user, bearer token) from ``user=U^Aauth=Bearer T^A^A``; empty strings when absent."""
-    fields = dict(
-        part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part
-    )
-    auth = fields.get("auth", "")
-    token = auth[7:] if auth[:7].lower() == "bearer " else ""
-    return fields.get("user", ""), token
-
-
 class _XOAuth2Handler(PipeliningHandler):
     """aiosmtpd hooks: EHLO additions, XOAUTH2 checked against the authority, recording."""
 
@@ -875,18 +865,10 @@ class _XOAuth2Handler(PipeliningHandler):
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         owner = self.owner
-        if len(args) > 1:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except (binascii.Error, ValueError):
-                await server.push("501 5.5.2 Cannot decode base64")
-                return AuthResult(success=False, handled=True)
-        else:
-            answer = await server.challenge_auth("")
-            if answer is MISSING or not isinstance(answer, bytes):
-                return AuthResult(success=False, handled=True)
-            blob = answer
-        user, token = _parse_xoauth2(blob)
+        login = await read_xoauth2(server, args)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        user, token = login
         outcome = owner.judge(user, token)
         if outcome == "ok":
             owner.auth_attempts.append(AuthAttempt(user, outcome, owner.accepted_reply))

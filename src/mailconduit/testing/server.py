@@ -247,30 +247,39 @@ class _Handler:
         return AuthResult(success=False, handled=False)
 
     async def auth_XOAUTH2(self, server: _FaultySMTP, args: list[str]) -> AuthResult:
-        if len(args) > 1:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except (binascii.Error, ValueError):
-                await server.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        else:
-            got = await server.challenge_auth("")
-            if not isinstance(got, bytes):
-                return AuthResult(success=False, handled=True)
-            blob = got
-        fields = dict(
-            part.split("=", 1)
-            for part in blob.decode("utf-8", "replace").split("\x01")
-            if "=" in part
-        )
-        user = fields.get("user", "")
-        token = fields.get("auth", "").removeprefix("Bearer ")
+        login = await read_xoauth2(server, args)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        user, token = login
         expected = self.owner.credentials.get(user)
         if expected is not None and hmac.compare_digest(expected, token):
             return self.owner.login_ok(server, user)
         error = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.example/"})
         await server.challenge_auth(error)  # the client answers with an empty line
         return AuthResult(success=False, handled=False)
+
+
+async def read_xoauth2(server: SMTP, args: list[str]) -> tuple[str, str] | None:
+    """(user, bearer token) of an ``AUTH XOAUTH2``, from its initial response or from the
+    answer to an empty challenge; None when there is none or it is not base64 (then the 501
+    has been sent). ``user=U^Aauth=Bearer T^A^A``: a part that is absent reads as ''."""
+    if len(args) > 1:
+        try:
+            blob = base64.b64decode(args[1], validate=True)
+        except (binascii.Error, ValueError):
+            await server.push("501 5.5.2 Cannot decode base64")
+            return None
+    else:
+        answer = await server.challenge_auth("")
+        if not isinstance(answer, bytes):  # MISSING: the client cancelled
+            return None
+        blob = answer
+    fields = dict(
+        part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part
+    )
+    auth = fields.get("auth", "")
+    token = auth[7:] if auth[:7].lower() == "bearer " else ""
+    return fields.get("user", ""), token
 
 
 class _FaultySMTP(SMTP):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,24 +28,16 @@ __all__ = ["Console", "StateDep", "console", "templates"]
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 
+@dataclass(slots=True, kw_only=True, eq=False)
 class Console:
     """What the routes share: settings, templates, the network policy and the wall clock
     (sign-in limits read it; tests hold it still)."""
 
-    def __init__(
-        self,
-        *,
-        settings: WebSettings,
-        policy: NetworkPolicy,
-        templates: Jinja2Templates,
-        run_sink: bool,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.policy = policy
-        self.templates = templates
-        self.run_sink = run_sink
-        self.clock = clock
+    settings: WebSettings
+    policy: NetworkPolicy
+    templates: Jinja2Templates
+    run_sink: bool
+    clock: Callable[[], float] = time.time
 
     def render(
         self, request: Request, template: str, *, status_code: int = 200, **context: Any
