@@ -140,7 +140,10 @@ def bar_chart(
         _defs(chart_id),
         _legend(chart_id, series, limit_label if limit is not None else ""),
     ]
-    for tick in (0.0, top / 2, top):
+    # Counts (every value whole) get whole ticks only: no "2.5 rows" half-way up to 5.
+    whole = all(float(v).is_integer() for s in series for v in s.values)
+    middle = () if whole and not (top / 2).is_integer() else (top / 2,)
+    for tick in (0.0, *middle, top):
         y = _TOP + plot_h - plot_h * tick / top
         parts.append(
             f'<line x1="0" y1="{y:.1f}" x2="{_x(_PLOT_RIGHT)}" y2="{y:.1f}" class="grid"/>'
