@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from mailconduit.connections.store import TestStatus
     from mailconduit.delivery.events import ProgressCallback
     from mailconduit.delivery.report import ExportReport
-    from mailconduit.journal import RunInfo
+    from mailconduit.journal import RowState, RunInfo
     from mailconduit.oauth import DeviceAuthorization
     from mailconduit.smtp.probe import ProbeResult
 
@@ -608,6 +608,17 @@ def list_runs(*, limit: int = 50) -> list[RunInfo]:
 
     with Journal() as journal:
         return journal.list_runs(limit=limit)
+
+
+def first_unsent_rows(run_id: str, *, limit: int = 1) -> list[RowState]:
+    """The first ``limit`` rows of a run that failed or were skipped, in processing order."""
+    import itertools
+
+    from mailconduit.journal import Journal, RowStatus
+
+    with Journal() as journal:
+        found = journal.rows(run_id, states=(RowStatus.FAILED, RowStatus.SKIPPED))
+        return list(itertools.islice(found, limit))
 
 
 def outcomes_by_day(*, days: int = 30, connection: str | None = None) -> list[tuple[str, int, int]]:

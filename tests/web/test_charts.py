@@ -46,6 +46,25 @@ def test_bar_chart_draws_each_series_with_its_own_pattern_and_a_legend() -> None
     assert float(five.get("height", "0")) == tallest
 
 
+def _ticks(chart_svg: str) -> list[str]:
+    root = ET.fromstring(chart_svg)  # noqa: S314 - our own output
+    # the value axis: tick texts at the left edge (the category labels are ticks too)
+    return [
+        t.text or ""
+        for t in root.iter(f"{SVG}text")
+        if t.get("class") == "tick" and t.get("x") == "0"
+    ]
+
+
+def test_counts_get_whole_ticks_and_rates_keep_the_half_way_one() -> None:
+    counts = bar_chart("c3", "Rows", ["a", "b"], [Series("sent", [5, 1], "solid")])
+    assert _ticks(str(counts.svg)) == ["0", "5"], "no '2.5 rows' tick"
+    even = bar_chart("c4", "Rows", ["a", "b"], [Series("sent", [20, 1], "solid")])
+    assert _ticks(str(even.svg)) == ["0", "10", "20"]
+    rates = bar_chart("c5", "msg/s", ["a", "b"], [Series("rate", [4.5, 1.0], "solid")])
+    assert _ticks(str(rates.svg)) == ["0", "2.5", "5"]
+
+
 def test_breakdown_chart_labels_counts_and_shares() -> None:
     chart = breakdown_chart("c2", "Outcomes", [("sent", 3, "solid"), ("failed", 1, "hatch")])
     root = ET.fromstring(str(chart.svg))  # noqa: S314 - our own output
@@ -78,7 +97,9 @@ def test_pages_show_charts_of_real_runs(
     assert 'id="chart-days"' in menu
     today = re.search(r"<th scope=\"row\">(\d\d-\d\d)</th><td>4</td><td>2</td>", menu)
     assert today, "today's numbers are in the table under the chart"
-    assert report.run_id in menu.split('id="latest-failures"')[1]
+    failures = menu.split('id="latest-failures"')[1].split("</table>")[0]
+    assert report.run_id in failures
+    assert "550 5.1.1 no such user" in failures, "the Why column says why rows were not sent"
 
     page = browser.http.get(f"/runs/{report.run_id}").text
     for chart_id in ("chart-throughput", "chart-outcomes", "chart-retries"):

@@ -280,3 +280,48 @@ def test_no_notification_for_a_good_run_when_only_failures_are_asked(
     later = datetime.now(UTC) + timedelta(seconds=5)  # another run, not a resumption
     assert runner.run_interface("quiet", at=later).ok
     assert [m for m in sink_messages() if m.recipients == ("ops@example.com",)]
+
+
+def test_pages_say_who_runs_the_schedules_and_how_notifications_went(
+    browser: SignedIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import socket
+
+    from mailconduit.interfaces import notify, schedule
+    from mailconduit.interfaces.notify import WebhookRetry
+
+    listing = browser.http.get("/interfaces").text
+    assert "scheduler: not running" in listing
+    with schedule.InterfaceScheduler().running():
+        listing = browser.http.get("/interfaces").text
+        here = f"scheduler: running in this process (pid {os.getpid()} on host {socket.gethostname()})"
+        assert here in listing
+
+    monkeypatch.setattr(notify, "WEBHOOK_RETRY", WebhookRetry(sleep=lambda _: None))
+    hook = http.server.HTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        source = write_csv(tmp_path / "data" / "people.csv", ROWS)
+        doc = {"name": "noted", "export": {"source": str(source), **export_settings()},
+               "notify": {"emails": ["ops@example.com"], "connection": "local",
+                          "webhook": f"http://127.0.0.1:{hook.server_port}/", "when": "always"}}  # fmt: skip
+        service.save_interface(doc)
+        report = runner.run_interface("noted")
+    finally:
+        hook.shutdown()
+        hook.server_close()
+    page = browser.http.get(f"/runs/{report.run_id}").text
+    assert "webhook failed: 503 after 4 attempts" in page and "e-mail: delivered" in page
+    assert "webhook failed: 503 after 4 attempts" in browser.http.get("/interfaces/noted").text
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass

@@ -78,7 +78,9 @@ RunScheduler = Annotated[
     bool,
     typer.Option(
         "--scheduler/--no-scheduler",
-        help="Run the interfaces' schedules in this process (one console per store should).",
+        help="Take part in running the interfaces' schedules. Several consoles may share a "
+        "store: one of them runs the schedules (it holds a lease in the store), the others "
+        "stand by and take over if it stops. --no-scheduler keeps this one out.",
     ),
 ]
 
@@ -177,7 +179,10 @@ def _run(app: Starlette, *, host: str, port: int, scheduler: bool) -> None:
         if scheduler:
             from mailconduit.interfaces.schedule import InterfaceScheduler
 
-            stack.enter_context(InterfaceScheduler.from_environment().running())
+            def announce(text: str) -> None:
+                print(f"mailconduit: {text}", file=sys.stderr, flush=True)
+
+            stack.enter_context(InterfaceScheduler.from_environment(announce=announce).running())
         uvicorn.run(
             app,
             host=host,

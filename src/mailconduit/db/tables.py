@@ -33,6 +33,8 @@ __all__ = [
     "connection_tests_table",
     "connections_table",
     "database_connections_table",
+    "interface_due_runs_table",
+    "interface_notifications_table",
     "interface_runs_table",
     "interfaces_table",
     "metadata",
@@ -186,6 +188,30 @@ interface_runs_table = Table(
     _required("trigger", String(16)),
     _required("started_at", Float),
     _required("error", Text, default=""),
+)
+
+#: Each due time of a schedule, claimed once by the scheduler that runs it (the run's id;
+#: "" when the run was skipped because the interface was running already).
+interface_due_runs_table = Table(
+    "interface_due_runs",
+    metadata,
+    Column("interface", String(64), primary_key=True),
+    Column("due_at", Float, primary_key=True),
+    Column("run_id", String(80), nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("claimed_at", Float, nullable=False),
+)
+
+#: How each notification of an interface's run went (one row per channel of a run).
+interface_notifications_table = Table(
+    "interface_notifications",
+    metadata,
+    Column("run_id", String(80), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("delivered", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last", Text, nullable=False),
+    Column("at", Float, nullable=False),
 )
 
 #: Databases interfaces query: the URL Fernet-encrypted, and as shown (no password).

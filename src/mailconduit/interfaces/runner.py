@@ -3,6 +3,8 @@ one run at a time per interface, then its notifications go out."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
 import secrets
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mailconduit import api
 from mailconduit.config import ExportSpec
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
+from mailconduit.home import home
 from mailconduit.interfaces import store
 from mailconduit.interfaces.model import Interface, interface_from_document
 from mailconduit.interfaces.notify import notify_run
@@ -38,7 +41,7 @@ __all__ = [
 
 log = logging.getLogger("mailconduit.interfaces")
 #: How long an interface's lease lasts unless renewed (a crashed holder frees it by then).
-LEASE_SECONDS = 60.0
+LEASE_SECONDS = 15.0
 
 
 class InterfaceBusyError(MailconduitError):
@@ -107,11 +110,30 @@ def run_id_for(name: str, at: datetime | None = None) -> str:
 
 @contextmanager
 def _lease(name: str) -> Iterator[None]:
-    """Hold the interface's lease in the journal while it runs (renewed in the background)."""
+    """Hold the interface's lease in the journal while it runs (renewed in the background).
+
+    A lock file in this home is held as well: a lease taken from this home (same host and
+    home folder) whose holder no longer holds that lock was left by a killed process, and
+    is taken over at once rather than when it expires.
+    """
+    folder = home() / "interfaces"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    with open(folder / f"{name}.lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InterfaceBusyError(name) from None
+        place = f"{socket.gethostname()}:{folder.resolve()}".encode()
+        with _journal_lease(name, here="home:" + hashlib.sha256(place).hexdigest()[:32]):
+            yield
+
+
+@contextmanager
+def _journal_lease(name: str, *, here: str) -> Iterator[None]:
     journal = Journal()
     key = f"interface:{name}"
-    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    if journal.take_lease(key, owner=owner, home=owner, ttl=LEASE_SECONDS) is not None:
+    owner = f"{socket.gethostname()[:200]}:{os.getpid()}:{secrets.token_hex(4)}"
+    if journal.take_lease(key, owner=owner, home=here, ttl=LEASE_SECONDS) is not None:
         journal.close()
         raise InterfaceBusyError(name)
     done = threading.Event()

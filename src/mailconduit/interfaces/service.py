@@ -24,6 +24,7 @@ __all__ = [
     "history",
     "interface_from_yaml",
     "interface_to_yaml",
+    "notifications_of",
     "save_interface",
 ]
 
@@ -45,7 +46,9 @@ def duplicate_interface(name: str, new_name: str) -> Interface:
     """A copy of an interface under a new name, without its schedule (turned on by hand)."""
     original = store.get_interface(name)
     copy = dataclasses.replace(
-        original, name=new_name, schedule=dataclasses.replace(original.schedule, cron="", every_minutes=0)
+        original,
+        name=new_name,
+        schedule=dataclasses.replace(original.schedule, cron="", every_minutes=0),
     )
     return save_interface(copy.to_document())
 
@@ -83,6 +86,13 @@ class HistoryEntry:
     started_at: float
     error: str
     run: RunInfo | None
+    #: How the run's notifications went (none when it sent none).
+    notifications: tuple[store.NotificationOutcome, ...] = ()
+
+
+def notifications_of(run_id: str) -> list[store.NotificationOutcome]:
+    """How the notifications of a run of an interface went (none for other runs)."""
+    return store.notifications_of(run_id)
 
 
 def history(name: str | None = None, *, limit: int = 50) -> list[HistoryEntry]:
@@ -93,5 +103,10 @@ def history(name: str | None = None, *, limit: int = 50) -> list[HistoryEntry]:
             run: RunInfo | None = api.get_run(link.run_id)
         except NotFoundError:
             run = None
-        out.append(HistoryEntry(link.run_id, link.interface, link.trigger, link.started_at, link.error, run))
+        notes = tuple(store.notifications_of(link.run_id))
+        out.append(
+            HistoryEntry(
+                link.run_id, link.interface, link.trigger, link.started_at, link.error, run, notes
+            )
+        )
     return out

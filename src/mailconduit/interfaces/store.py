@@ -18,26 +18,38 @@ from mailconduit.config import NAME_RE, is_database_url
 from mailconduit.crypto import decrypt, encrypt
 from mailconduit.db.engines import engine
 from mailconduit.db.tables import database_connections_table as databases_table
-from mailconduit.db.tables import interface_runs_table, interfaces_table
+from mailconduit.db.tables import (
+    interface_due_runs_table,
+    interface_notifications_table,
+    interface_runs_table,
+    interfaces_table,
+)
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import redact_url
 from mailconduit.interfaces.model import Interface, interface_from_document
 
 __all__ = [
     "DatabaseInfo",
+    "DueRun",
     "InterfaceRun",
+    "NotificationOutcome",
+    "claim_due_run",
     "create_interface",
     "database_url",
     "delete_database",
     "delete_interface",
+    "due_runs",
     "get_interface",
     "interface_of_run",
     "list_databases",
     "list_interfaces",
+    "notifications_of",
+    "record_notification",
     "record_run",
     "runs_of",
     "save_database",
     "set_run_error",
+    "skip_due_run",
     "update_interface",
 ]
 
@@ -109,7 +121,16 @@ def delete_interface(name: str) -> None:
     """Forget an interface and its links to runs (the runs stay in the journal)."""
     with engine().begin() as conn:
         gone = conn.execute(delete(interfaces_table).where(interfaces_table.c.name == name))
+        runs = select(interface_runs_table.c.run_id).where(interface_runs_table.c.interface == name)
+        conn.execute(
+            delete(interface_notifications_table).where(
+                interface_notifications_table.c.run_id.in_(runs)
+            )
+        )
         conn.execute(delete(interface_runs_table).where(interface_runs_table.c.interface == name))
+        conn.execute(
+            delete(interface_due_runs_table).where(interface_due_runs_table.c.interface == name)
+        )
     if not gone.rowcount:
         raise NotFoundError("interface", name)
 
@@ -170,10 +191,117 @@ def interface_of_run(run_id: str) -> str | None:
     """The interface a run was started from, if any."""
     with engine().connect() as conn:
         return conn.execute(
-            select(interface_runs_table.c.interface).where(
-                interface_runs_table.c.run_id == run_id
-            )
+            select(interface_runs_table.c.interface).where(interface_runs_table.c.run_id == run_id)
         ).scalar()
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationOutcome:
+    """How one notification of a run went: over ``channel`` ("webhook" or "e-mail"),
+    after ``attempts`` tries, ``last`` the last answer (an HTTP status, the SMTP outcome,
+    or why nothing was sent)."""
+
+    channel: str
+    delivered: bool
+    attempts: int
+    last: str
+
+    def describe(self) -> str:
+        """E.g. "webhook: delivered after 2 attempts", "webhook failed: 503 after 4 attempts"."""
+        tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        if self.delivered:
+            return f"{self.channel}: delivered" + (f" after {tries}" if self.attempts > 1 else "")
+        if not self.attempts:
+            return f"{self.channel} not sent: {self.last}"
+        return f"{self.channel} failed: {self.last} after {tries}"
+
+
+def record_notification(run_id: str, outcome: NotificationOutcome) -> None:
+    """Keep how a notification of the run went (the latest word per channel)."""
+    table = interface_notifications_table
+    values = {
+        "delivered": outcome.delivered,
+        "attempts": outcome.attempts,
+        "last": outcome.last[:2000],
+        "at": time.time(),
+    }
+    with engine().begin() as conn:
+        changed = conn.execute(
+            update(table)
+            .where(table.c.run_id == run_id, table.c.channel == outcome.channel)
+            .values(**values)
+        ).rowcount
+        if not changed:
+            conn.execute(insert(table).values(run_id=run_id, channel=outcome.channel, **values))
+
+
+def notifications_of(run_id: str) -> list[NotificationOutcome]:
+    """How the run's notifications went, by channel."""
+    table = interface_notifications_table
+    with engine().connect() as conn:
+        rows = conn.execute(
+            select(table).where(table.c.run_id == run_id).order_by(table.c.channel)
+        ).all()
+    return [NotificationOutcome(r.channel, r.delivered, r.attempts, r.last) for r in rows]
+
+
+# --------------------------------------------------------------------------- due times
+
+
+@dataclass(frozen=True, slots=True)
+class DueRun:
+    """A due time of an interface's schedule and the run it got ("" when it was skipped)."""
+
+    interface: str
+    due_at: float
+    run_id: str
+    holder: str
+    claimed_at: float
+
+
+def claim_due_run(interface: str, due_at: float, *, run_id: str, holder: str) -> bool:
+    """Claim a due time for a run, atomically: False when some scheduler claimed it before
+    (so a due time yields one run, whichever scheduler process sees it)."""
+    try:
+        with engine().begin() as conn:
+            conn.execute(
+                insert(interface_due_runs_table).values(
+                    interface=interface,
+                    due_at=due_at,
+                    run_id=run_id,
+                    holder=holder,
+                    claimed_at=time.time(),
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def skip_due_run(interface: str, due_at: float) -> None:
+    """The claimed due time got no run (the interface was running already)."""
+    with engine().begin() as conn:
+        conn.execute(
+            update(interface_due_runs_table)
+            .where(
+                interface_due_runs_table.c.interface == interface,
+                interface_due_runs_table.c.due_at == due_at,
+            )
+            .values(run_id="")
+        )
+
+
+def due_runs(interface: str, *, limit: int = 200) -> list[DueRun]:
+    """The claimed due times of an interface, the latest first."""
+    table = interface_due_runs_table
+    with engine().connect() as conn:
+        rows = conn.execute(
+            select(table)
+            .where(table.c.interface == interface)
+            .order_by(table.c.due_at.desc())
+            .limit(limit)
+        ).all()
+    return [DueRun(r.interface, r.due_at, r.run_id, r.holder, r.claimed_at) for r in rows]
 
 
 # --------------------------------------------------------------------------- databases
@@ -205,7 +333,9 @@ def save_database(name: str, url: str) -> DatabaseInfo:
             update(databases_table).where(databases_table.c.name == name).values(**values)
         ).rowcount
         if not changed:
-            conn.execute(insert(databases_table).values(name=name, created_at=time.time(), **values))
+            conn.execute(
+                insert(databases_table).values(name=name, created_at=time.time(), **values)
+            )
     return DatabaseInfo(name, shown)
 
 

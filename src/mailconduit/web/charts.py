@@ -3,6 +3,11 @@
 Each series has a fill pattern as well as a colour (solid, hatched, dotted, outlined) and a
 legend naming it, so a chart reads without colour; every bar carries its number in a
 tooltip, and pages show the same numbers as a table (:class:`Chart` keeps both).
+
+A chart is as wide as its box and has no viewBox: horizontal positions are percentages of
+that width, vertical ones pixels, so its text keeps the stylesheet's size (12 px) in a
+narrow card as on a wide page, instead of shrinking with a scaled drawing. Positions are
+attributes only (the console's CSP allows no inline style).
 """
 
 from __future__ import annotations
@@ -17,9 +22,15 @@ from markupsafe import Markup
 __all__ = ["Chart", "Series", "bar_chart", "breakdown_chart"]
 
 Style = Literal["solid", "hatch", "dots", "outline"]
-WIDTH = 720
 HEIGHT = 240
-_LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 28, 46
+_TOP, _BOTTOM = 40, 34
+#: Where a bar chart's plot starts and ends, as shares of the chart's width (the axis
+#: numbers sit on their grid lines left of it).
+_PLOT_LEFT, _PLOT_RIGHT = 0.1, 0.99
+#: A breakdown chart: the labels' column, and the longest bar (the rest keeps the counts).
+_LABELS_WIDTH, _BAR_SPACE = 0.25, 0.5
+#: About how wide a character of the legend is, in pixels at the stylesheet's 12 px.
+_CHAR_PX = 7.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,11 @@ def _fill(chart_id: str, style: Style, index: int) -> str:
     return f'class="{colour} solid"'
 
 
+def _x(share: float) -> str:
+    """A horizontal position or width: ``share`` of the chart's width, as a percentage."""
+    return f"{100 * share:.3f}%"
+
+
 def _number(value: float) -> str:
     return f"{value:g}" if value != int(value) else f"{int(value)}"
 
@@ -84,18 +100,19 @@ def _nice_max(value: float) -> float:
 
 def _legend(chart_id: str, series: Sequence[Series], extra: str = "") -> str:
     parts: list[str] = []
-    x = _LEFT
+    x = 0.0
     for i, s in enumerate(series):
         parts.append(
-            f'<rect x="{x}" y="6" width="14" height="12" {_fill(chart_id, s.style, i)} '
+            f'<rect x="{x:.0f}" y="6" width="14" height="12" {_fill(chart_id, s.style, i)} '
             'stroke="currentColor"/>'
-            f'<text x="{x + 18}" y="16" class="legend">{escape(s.label)}</text>'
+            f'<text x="{x + 18:.0f}" y="17" class="legend">{escape(s.label)}</text>'
         )
-        x += 26 + 8 * len(s.label)
+        x += 30 + _CHAR_PX * len(s.label)
     if extra:
         parts.append(
-            f'<line x1="{x}" y1="12" x2="{x + 18}" y2="12" class="limit" stroke-dasharray="4 3"/>'
-            f'<text x="{x + 22}" y="16" class="legend">{escape(extra)}</text>'
+            f'<line x1="{x:.0f}" y1="12" x2="{x + 18:.0f}" y2="12" class="limit" '
+            'stroke-dasharray="4 3"/>'
+            f'<text x="{x + 22:.0f}" y="17" class="legend">{escape(extra)}</text>'
         )
     return "".join(parts)
 
@@ -112,46 +129,49 @@ def bar_chart(
 ) -> Chart:
     """Bars per label, the series side by side; ``limit`` draws a dashed line (e.g. a cap)."""
     top = _nice_max(max([*(v for s in series for v in s.values), limit or 0, 0]))
-    plot_w = WIDTH - _LEFT - _RIGHT
+    plot_w = _PLOT_RIGHT - _PLOT_LEFT
     plot_h = HEIGHT - _TOP - _BOTTOM
     slot = plot_w / max(1, len(labels))
-    bar_w = max(1.0, (slot * 0.8) / max(1, len(series)))
+    bar_w = (slot * 0.8) / max(1, len(series))
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" class="chart" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" height="{HEIGHT}" class="chart" '
         f'role="img" aria-labelledby="{chart_id}-title" id="{chart_id}">',
         f'<title id="{chart_id}-title">{escape(title)}</title>',
         _defs(chart_id),
         _legend(chart_id, series, limit_label if limit is not None else ""),
     ]
-    for tick in (0.0, top / 2, top):
+    # Counts (every value whole) get whole ticks only: no "2.5 rows" half-way up to 5.
+    whole = all(float(v).is_integer() for s in series for v in s.values)
+    middle = () if whole and not (top / 2).is_integer() else (top / 2,)
+    for tick in (0.0, *middle, top):
         y = _TOP + plot_h - plot_h * tick / top
         parts.append(
-            f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{WIDTH - _RIGHT}" y2="{y:.1f}" class="grid"/>'
-            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">'
-            f"{_number(tick)}</text>"
+            f'<line x1="0" y1="{y:.1f}" x2="{_x(_PLOT_RIGHT)}" y2="{y:.1f}" class="grid"/>'
+            f'<text x="0" y="{y - 3:.1f}" class="tick">{_number(tick)}</text>'
         )
     for i, label in enumerate(labels):
-        x0 = _LEFT + i * slot + slot * 0.1
+        x0 = _PLOT_LEFT + i * slot + slot * 0.1
         for j, s in enumerate(series):
             value = s.values[i] if i < len(s.values) else 0
             h = plot_h * value / top
             y = _TOP + plot_h - h
             parts.append(
-                f'<rect x="{x0 + j * bar_w:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
+                f'<rect x="{_x(x0 + j * bar_w)}" y="{y:.1f}" width="{_x(bar_w)}" '
                 f'height="{h:.1f}" {_fill(chart_id, s.style, j)} stroke="currentColor" '
                 f'stroke-width="0.5"><title>{escape(label)}: {escape(s.label)} '
                 f"{_number(value)}</title></rect>"
             )
         if i % max(1, label_every) == 0:
             parts.append(
-                f'<text x="{_LEFT + i * slot + slot / 2:.1f}" y="{HEIGHT - _BOTTOM + 16}" '
+                f'<text x="{_x(_PLOT_LEFT + i * slot + slot / 2)}" y="{HEIGHT - _BOTTOM + 18}" '
                 f'class="tick" text-anchor="middle">{escape(label)}</text>'
             )
     if limit is not None:
         y = _TOP + plot_h - plot_h * limit / top
         parts.append(
-            f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{WIDTH - _RIGHT}" y2="{y:.1f}" class="limit" '
-            f'stroke-dasharray="4 3"><title>{escape(limit_label)} {_number(limit)}</title></line>'
+            f'<line x1="{_x(_PLOT_LEFT)}" y1="{y:.1f}" x2="{_x(_PLOT_RIGHT)}" y2="{y:.1f}" '
+            f'class="limit" stroke-dasharray="4 3"><title>{escape(limit_label)} '
+            f"{_number(limit)}</title></line>"
         )
     parts.append("</svg>")
     headings = ["", *(s.label for s in series)] + ([limit_label] if limit is not None else [])
@@ -169,26 +189,25 @@ def breakdown_chart(
     """Horizontal bars, one per part, each labelled with its count and share of the whole."""
     total = sum(n for _, n, _ in parts_of) or 1
     row_h = 26
-    height = _TOP + row_h * max(1, len(parts_of)) + 8
-    label_w = 150
-    bar_space = WIDTH - label_w - 130
+    top = 8
+    height = top + row_h * max(1, len(parts_of)) + 8
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" class="chart" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" height="{height}" class="chart" '
         f'role="img" aria-labelledby="{chart_id}-title" id="{chart_id}">',
         f'<title id="{chart_id}-title">{escape(title)}</title>',
         _defs(chart_id),
     ]
     for i, (label, count, style) in enumerate(parts_of):
-        y = _TOP + i * row_h
-        w = bar_space * count / total
+        y = top + i * row_h
+        w = _BAR_SPACE * count / total
         share = 100 * count / total
         parts.append(
-            f'<text x="{label_w - 8}" y="{y + 16}" class="tick" text-anchor="end">'
-            f"{escape(label)}</text>"
-            f'<rect x="{label_w}" y="{y + 4}" width="{max(w, 1):.1f}" height="{row_h - 8}" '
+            f'<text x="{_x(_LABELS_WIDTH)}" dx="-8" y="{y + 17}" class="tick" '
+            f'text-anchor="end">{escape(label)}</text>'
+            f'<rect x="{_x(_LABELS_WIDTH)}" y="{y + 4}" width="{_x(w)}" height="{row_h - 8}" '
             f'{_fill(chart_id, style, i)} stroke="currentColor" stroke-width="0.5">'
             f"<title>{escape(label)}: {count}</title></rect>"
-            f'<text x="{label_w + max(w, 1) + 6:.1f}" y="{y + 16}" class="value">'
+            f'<text x="{_x(_LABELS_WIDTH + w)}" dx="6" y="{y + 17}" class="value">'
             f"{count} ({share:.0f}%)</text>"
         )
     parts.append("</svg>")

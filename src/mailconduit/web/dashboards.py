@@ -30,8 +30,10 @@ def _days_chart(chart_id: str, title: str, days: list[tuple[str, int, int]]) -> 
         chart_id,
         title,
         [d[5:] for d, _, _ in days],
-        [Series("sent", [s for _, s, _ in days], "solid"),
-         Series("failed", [f for _, _, f in days], "hatch")],
+        [
+            Series("sent", [s for _, s, _ in days], "solid"),
+            Series("failed", [f for _, _, f in days], "hatch"),
+        ],
         label_every=5,
     )
 
@@ -43,17 +45,30 @@ def menu_context() -> dict[str, Any]:
     for run in api.list_runs(limit=200):
         failed = run.counts.get("failed", 0) + run.counts.get("skipped", 0)
         if failed or run.status in ("failed", "aborted"):
+            why = run.message
+            if not why and failed:
+                why = "".join(_reason(row) for row in api.first_unsent_rows(run.run_id))
             failures.append(
-                {"run_id": run.run_id, "when": format_time(run.updated_at), "failed": failed,
-                 "status": run.status, "message": public_text(run.message)}
+                {
+                    "run_id": run.run_id,
+                    "when": format_time(run.updated_at),
+                    "failed": failed,
+                    "status": run.status,
+                    "message": public_text(why),
+                }
             )
         if len(failures) >= 5:
             break
     for entry in store.runs_of(None, limit=50):
         if entry.error and len(failures) < 10:
             failures.append(
-                {"run_id": "", "when": format_time(entry.started_at), "failed": 0,
-                 "status": f"interface {entry.interface}", "message": public_text(entry.error)}
+                {
+                    "run_id": "",
+                    "when": format_time(entry.started_at),
+                    "failed": 0,
+                    "status": f"interface {entry.interface}",
+                    "message": public_text(entry.error),
+                }
             )
     return {
         "days_chart": _days_chart("chart-days", "Rows sent and failed per day, last 30 days", days),
@@ -79,6 +94,16 @@ def _bucket_of(moment: float, start: float, width: float) -> int:
     return min(RUN_BUCKETS - 1, max(0, int((moment - start) / width)))
 
 
+def _reason(row: Any) -> str:
+    """Why a row was not sent, as the run page groups rows: the server's reply, or the
+    reason it was skipped."""
+    reply = (
+        " ".join(p for p in (str(row.code) if row.code else "", row.enhanced, row.reply) if p)
+        or "no reply (refused before sending)"
+    )
+    return f"skipped: {reply}" if row.state == "skipped" else reply
+
+
 def run_charts(info: Any, rows: Iterable[Any]) -> dict[str, Any]:
     """A finished run's charts and failure reasons, from its journal rows."""
     start = float(info.created_at)
@@ -95,11 +120,7 @@ def run_charts(info: Any, rows: Iterable[Any]) -> dict[str, Any]:
         if row.attempts > 1:
             retried[bucket] += row.attempts - 1
         if row.state in ("failed", "skipped"):
-            reply = " ".join(
-                p for p in (str(row.code) if row.code else "", row.enhanced, row.reply) if p
-            ) or "no reply (refused before sending)"
-            if row.state == "skipped":
-                reply = f"skipped: {reply}"
+            reply = _reason(row)
             reasons[reply] += 1
             linked = reason_rows.setdefault(reply, [])
             if len(linked) < LINKED_ROWS:
@@ -143,8 +164,10 @@ def connection_usage(name: str, daily_cap: int) -> Chart:
         "chart-usage",
         f"Messages through {name} per day, last 30 days",
         [d[5:] for d, _, _ in days],
-        [Series("sent", [s for _, s, _ in days], "solid"),
-         Series("failed", [f for _, _, f in days], "hatch")],
+        [
+            Series("sent", [s for _, s, _ in days], "solid"),
+            Series("failed", [f for _, _, f in days], "hatch"),
+        ],
         limit=float(daily_cap) if daily_cap else None,
         limit_label="daily cap",
         label_every=5,

@@ -13,6 +13,7 @@ from starlette.datastructures import FormData, UploadFile
 from mailconduit import api
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
 from mailconduit.home import LOCAL_CONNECTION
+from mailconduit.interfaces import service
 from mailconduit.web.console import Console, StateDep
 from mailconduit.web.dashboards import run_charts
 from mailconduit.web.exports import (
@@ -199,6 +200,7 @@ def run_page(request: Request, state: StateDep, run_id: RunId) -> Response:
         more_rows=len(rows) > ROWS_SHOWN,
         charts=charts,
         notice=notice,
+        notifications=service.notifications_of(run_id),
         **context,
     )
 

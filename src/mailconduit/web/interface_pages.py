@@ -266,6 +266,7 @@ def interfaces(request: Request, state: StateDep) -> Response:
         "interfaces.html",
         items=items,
         databases=store.list_databases(),
+        scheduler=schedule.scheduler_status().describe(),
         notice=_notice(request),
     )
 
