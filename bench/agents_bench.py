@@ -103,8 +103,22 @@ def base_env(db: str, broker: str, home: Path) -> dict[str, str]:
     return env
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process, its reaped children and its live ones."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = sum(int(f) for f in fields[11:15]) / _TICK  # utime, stime, cutime, cstime
+    return own + sum(process_cpu(int(c)) for c in children)
+
+
 @contextmanager
-def workers(env: dict[str, str], agent: str, count: int, folder: Path) -> Iterator[None]:
+def workers(env: dict[str, str], agent: str, count: int, folder: Path) -> Iterator[list[int]]:
     procs = []
     for n in range(count):
         home = folder / f"worker-{n}"
@@ -135,7 +149,7 @@ def workers(env: dict[str, str], agent: str, count: int, folder: Path) -> Iterat
                                  for n in range(count))  # fmt: skip
                 raise RuntimeError(f"workers did not start:\n{logs}")
             time.sleep(0.2)
-        yield
+        yield [p.pid for p in procs]
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
@@ -148,8 +162,12 @@ def workers(env: dict[str, str], agent: str, count: int, folder: Path) -> Iterat
 
 def export(
     env: dict[str, str], data: Path, sessions: int
-) -> tuple[float, float, float, dict[str, object]]:
-    """(wall seconds, epoch at start, epoch at exit, the JSON report) of one CLI export."""
+) -> tuple[float, float, float, dict[str, object], float]:
+    """(wall seconds, epoch at start, epoch at exit, the JSON report, CPU seconds of the
+    command) of one CLI export."""
+    import resource
+
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started_at = time.time()
     started = time.monotonic()
     out = subprocess.run(
@@ -159,9 +177,11 @@ def export(
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     wall = time.monotonic() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if out.returncode != 0:
         raise RuntimeError(out.stderr or out.stdout)
-    return wall, started_at, time.time(), json.loads(out.stdout)
+    return wall, started_at, time.time(), json.loads(out.stdout), cpu
 
 
 def phases(db: str, run_id: str) -> tuple[float, float, float]:
@@ -193,11 +213,14 @@ def one(kind: str, *, rows: int, workers_n: int, latency: float, broker: str,
                 f"smtp://127.0.0.1:{port}?from_address=sender@example.com"
                 f"&implementation_type={impl}&agent={agent}"
             )
+            workers_cpu = 0.0
             if kind == "celery":
-                with workers(env, agent, workers_n, folder):
-                    wall, t0, t1, report = export(env, data, sessions)
+                with workers(env, agent, workers_n, folder) as pids:
+                    before = sum(process_cpu(p) for p in pids)
+                    wall, t0, t1, report, cpu = export(env, data, sessions)
+                    workers_cpu = sum(process_cpu(p) for p in pids) - before
             else:
-                wall, t0, t1, report = export(env, data, sessions)
+                wall, t0, t1, report, cpu = export(env, data, sessions)
         created, first, last = phases(db, str(report["run_id"]))
         span = last - first
     sent = int(report["counts"]["sent"])  # type: ignore[index]
@@ -210,6 +233,10 @@ def one(kind: str, *, rows: int, workers_n: int, latency: float, broker: str,
         # (and its input frozen, for celery), then until the first outcome, then the tail
         "until_recorded_s": round(created - t0, 2), "until_first_s": round(first - created, 2),
         "after_last_s": round(t1 - last, 2),
+        # CPU of the export command and of the workers while it ran (not the database's nor
+        # the sink's): on a busy machine a steadier measure of the path's cost than wall time
+        "cpu_s": round(cpu + workers_cpu, 2), "cpu_command_s": round(cpu, 2),
+        "load": os.getloadavg()[0],
     }  # fmt: skip
 
 

@@ -90,6 +90,9 @@ def test_the_export_options_are_every_spec_field_once_typed_and_keyword_only() -
     source = params.pop("source")
     assert source.kind is inspect.Parameter.POSITIONAL_ONLY
     assert params.pop("progress").default is None
+    queue = params.pop("queue")  # not an export setting: where a celery run may wait
+    assert queue.default is False and queue.kind is inspect.Parameter.KEYWORD_ONLY
+    assert queue.annotation in (bool, "bool")
     assert set(params) == SPEC_FIELDS - {"source"}
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
     assert all(p.annotation is not inspect.Parameter.empty for p in signature.parameters.values())
@@ -113,7 +116,7 @@ def test_defaults_mean_what_the_spec_defaults_mean() -> None:
     defaults = {
         name: p.default
         for name, p in signature.parameters.items()
-        if name not in ("source", "progress", "connection")
+        if name not in ("source", "progress", "connection", "queue")
     }
     minimal = {"connection": "office", "to": "{{ email }}", "subject": "s", "body": "b"}
     rows = [{"email": "a@example.com"}]

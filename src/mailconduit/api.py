@@ -376,6 +376,7 @@ async def aexport(
     report: str | PathLike[str] | None = None,
     report_format: Literal["csv", "json"] | None = None,
     progress: ProgressCallback | None = None,
+    queue: bool = False,
 ) -> ExportReport:
     """Send e-mails made from ``source`` through ``connection``; returns the report.
 
@@ -384,9 +385,15 @@ async def aexport(
     it to the connection or the built-in default, ``limit``/``max_errors`` 0 means none. Bad input raises
     before anything is sent. Cancelling the awaiting task stops the run gracefully: rows
     in flight may finish, the journal records the stop, and :func:`aresume` sends the rest.
+
+    ``queue`` concerns a connection of implementation type ``celery`` only: when its agent
+    has no live worker, the run is queued on the agent and this call waits for a worker
+    to start and send it (the CLI's ``--queue``); without it such an export is refused
+    before any row is read. ``max_errors`` on such a connection counts the failed rows of
+    the whole run, across its chunks and workers.
     """
     options = dict(locals())  # exactly the parameters: their names are the spec's fields
-    del options["source"], options["progress"]
+    del options["source"], options["progress"], options["queue"]
     # None would mean "the default" below, and the default of a library call is no connection
     # at all: never a silent send to the embedded server.
     if not isinstance(connection, str):
@@ -395,7 +402,7 @@ async def aexport(
         )
     _check_progress(progress)
     spec = _spec_of(source, options)
-    return await _run(spec, progress=progress, handle_signals=False)
+    return await _run(spec, progress=progress, handle_signals=False, queue=queue)
 
 
 def _check_progress(progress: object) -> None:

@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from agents_support import Cluster, send_standard, use_agent_server, wait_for
+from agents_support import (
+    Cluster,
+    detach,
+    run_status,
+    send_standard,
+    use_agent_server,
+    wait_for,
+)
 from delivery_support import (
     CONNECTION,
     TimedFaultServer,
@@ -357,3 +364,111 @@ def test_an_interface_on_a_celery_connection_runs_on_its_agent(
             store.close()
         (entry,) = service.history("on-agent")
         assert entry.run_id == report.run_id
+
+
+def test_max_errors_counts_the_whole_run_across_three_workers_and_resume_goes_on(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Chunks of 4 rows and --max-errors 6: no chunk alone can reach the budget, the run
+    does. Once it does, every worker stops, the run is paused with why; resume sends the
+    rows left (the failed ones stay failed, as a local resume leaves them)."""
+    from mailconduit.errors import MailconduitError
+
+    n, budget = 120, 6
+    monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "4")
+    source = write_csv(tmp_path / "people.csv", people(n))
+    # Every second message is refused for good at its ".": about half the rows fail.
+    refusals = {("DOT", k): "554 5.6.0 refused by policy" for k in range(2, 2 * n, 2)}
+    server = TimedFaultServer(faults={**refusals, ("MAIL", "*"): "delay:0.02"})
+    with server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        for _ in range(3):
+            cluster.start_worker()
+        cluster.wait_live(3)
+        run_id = detach(source, max_errors=budget)
+        wait_for(lambda: run_status(run_id) != "running", what="the run to pause")
+        info = api.get_run(run_id)
+        assert info.status == "paused", info.message
+        assert "across the run" in info.message and f"--max-errors {budget}" in info.message
+        failed = info.counts.get("failed", 0)
+        assert failed >= budget
+        # Every worker stopped: far from every row has an outcome.
+        assert failed + info.counts.get("sent", 0) < n // 2, info.counts
+        chunks = api.run_chunks(run_id)
+        assert all(c.state in ("done", "stopped") for c in chunks), chunks
+        assert len({c.worker for c in chunks if c.counts.get("failed")}) >= 2  # several workers
+        failed_keys = {k for k, r in journal_rows(run_id).items() if r.state == "failed"}
+        server.clear_faults()
+        try:
+            report = api.resume(run_id)
+        except MailconduitError as exc:  # pragma: no cover - the assertion says why
+            pytest.fail(f"resume refused: {exc}")
+        assert report.status == "finished", report.message
+        rows = journal_rows(run_id)
+        assert {k for k, r in rows.items() if r.state == "failed"} == failed_keys
+        assert {k for k, r in rows.items() if r.state == "sent"} == {
+            str(i) for i in range(n)
+        } - failed_keys
+        got = deliveries(server.messages)
+        assert all(len(ids) == 1 for ids in got.values()), got  # no row sent twice
+        assert len(got) == n - len(failed_keys)
+
+
+def test_the_python_api_queues_a_run_until_a_worker_starts(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import asyncio
+    import threading
+
+    import mailconduit
+    from mailconduit.errors import ConfigError
+
+    source = write_csv(tmp_path / "people.csv", people(9))
+    server = TimedFaultServer()
+    with server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        # No live worker and no queue=True: refused before any row is read.
+        with pytest.raises(ConfigError) as refused:
+            asyncio.run(
+                mailconduit.aexport(
+                    str(source), connection=CONNECTION, to="{{ email }}", subject="s", body="b"
+                )
+            )
+        assert refused.value.field == "agent"
+        assert api.list_runs() == []
+        # queue=True: the call waits for a worker, which sends the run.
+        reports: list[Any] = []
+        errors: list[BaseException] = []
+
+        def export() -> None:
+            try:
+                report = mailconduit.export(
+                    str(source), connection=CONNECTION, to="{{ email }}", subject="s", body="b",
+                    key="id", queue=True,
+                )  # fmt: skip
+                reports.append(report)
+            except BaseException as exc:  # shown by the assertion below
+                errors.append(exc)
+
+        caller = threading.Thread(target=export)
+        caller.start()
+        try:
+            wait_for(lambda: bool(api.list_runs()) or bool(errors), what="the run queued")
+            assert not errors, errors
+            (queued,) = api.list_runs()
+            assert queued.status == "running"
+            assert queued.counts.get("sent", 0) == 0 and server.messages == []
+            assert caller.is_alive()  # still waiting: no worker yet
+            cluster.start_worker()
+            caller.join(120)
+        finally:
+            if caller.is_alive():
+                api.stop_run(api.list_runs()[0].run_id)
+                caller.join(60)
+        assert not errors, errors
+        (report,) = reports
+        assert report.status == "finished", report.message
+        assert report.counts.get("sent") == 9
+        assert sorted(deliveries(server.messages)) == sorted(
+            f"user{i}@example.com" for i in range(9)
+        )

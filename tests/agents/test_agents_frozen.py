@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailconduit.agents.frozen import _plan, decode_cells, encode_cells
+from mailconduit.agents.frozen import _plan, chunk_sizes, decode_cells, encode_cells
 from mailconduit.config import validate_export_spec
 from mailconduit.sources import Row
 
@@ -73,3 +73,19 @@ def test_a_table_is_one_chunk_and_rows_are_cut_in_order() -> None:
     assert [(c.first_row, c.last_row, c.first_seq, c.last_seq) for c in chunks] == [
         (1, 3, 1, 3), (4, 6, 4, 6), (7, 7, 7, 7)
     ]
+
+
+@pytest.mark.parametrize(("total", "chunk_rows", "workers"), [(8000, 250, 4), (50000, 1000, 2), (7, 3, 3), (1, 5, 4)])
+def test_the_last_chunks_shrink_so_the_workers_end_together(total: int, chunk_rows: int, workers: int) -> None:
+    sizes = chunk_sizes(total, chunk_rows, workers)
+    assert sum(sizes) == total and all(0 < s <= chunk_rows for s in sizes)
+    assert sizes == sorted(sizes, reverse=True)  # never a bigger chunk after a smaller one
+    assert sizes[-1] <= max(1, chunk_rows // 4) or total <= chunk_rows
+    # the work left when each chunk is taken: at least two chunks' worth per worker
+    left = total
+    for size in sizes:
+        assert size <= max(chunk_rows // 4, 1, -(-left // (2 * workers)))
+        left -= size
+    # one worker: chunks as before (nobody waits for anybody)
+    single = chunk_sizes(total, chunk_rows, 1)
+    assert single[:-1] == [chunk_rows] * (len(single) - 1)

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,20 +77,34 @@ def _run_task(run_id: str, chunk: int) -> str:
     from mailconduit.netpolicy import allow_address
 
     def connection(name: str) -> Connection:
-        from mailconduit.connections import signin
-
         found = env_lookup(name)
         if found is None:
             from mailconduit.connections import store
 
             found = store.get(name)
+        if not found.signs_in_with_oauth:
+            return found
+        from mailconduit.connections import signin  # OAuth2 and HTTP modules: only for it
+
         return signin.with_tokens(found)  # an OAuth2 connection: this chunk's token provider
 
     settings = AgentSettings.from_env(require_broker=False)
     AgentStore.shared(hold_seconds=settings.hold_seconds)
-    outcome = run_chunk(
-        run_id, chunk, settings=settings, connection=connection, allow_address=allow_address
-    )
+    profile_dir = os.environ.get("MAILCONDUIT_AGENT_PROFILE", "").strip()
+    profiler = None
+    if profile_dir:  # for benchmarks: one cProfile dump per chunk, read with pstats
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        outcome = run_chunk(
+            run_id, chunk, settings=settings, connection=connection, allow_address=allow_address
+        )
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"chunk-{run_id}-{chunk}-{os.getpid()}.prof"))
     log.info("run %s chunk %s: %s", run_id, chunk, outcome)
     return outcome
 
@@ -115,14 +130,39 @@ def publish(settings: AgentSettings, agent: str, run_id: str, chunks: Sequence[i
             app.send_task(CHUNK_TASK, args=(run_id, chunk), queue=queue, producer=producer)
 
 
+def queue_depth(settings: AgentSettings, agent: str) -> int | None:
+    """Messages waiting in the agent's queue (0 when it does not exist); None when the
+    broker cannot be asked now."""
+    app = make_app(settings)
+    try:
+        with app.connection_for_read() as conn:
+            try:
+                declared = conn.default_channel.queue_declare(queue=queue_name(agent), passive=True)
+            except conn.channel_errors:  # no such queue yet (Redis: an empty list is no key)
+                return 0
+            return int(declared.message_count)
+    except Exception:  # the broker is unreachable: the consumer's own retries deal with it
+        return None
+
+
 class _Background:
-    """The worker's own threads: heartbeats to the registry, and the reaper."""
+    """The worker's own threads: heartbeats to the registry, and the reaper.
+
+    The reaper also keeps the broker honest, since a run's recovery must not depend on it:
+    a queued chunk whose message is nowhere in the queue (lost with a broker connection
+    cut as Redis handed it out, or held for an hour as unacknowledged by a connection that
+    died) is published again; and a worker with room whose queue holds messages it does
+    not take (Celery's consumer can stay silent after reconnecting to Redis several times
+    in a row: celery/celery#8091, #10205) has its consumer reconnect.
+    """
 
     def __init__(self, settings: AgentSettings, agent: str, worker: str, concurrency: int) -> None:
         self.settings = settings
         self.agent = agent
         self.worker = worker
         self.concurrency = concurrency
+        self.consumer: Any = None  # Celery's consumer, once the worker is ready
+        self._idle_with_work_since: float | None = None
         self._done = threading.Event()
         self._threads = [
             threading.Thread(target=self._beat, name="agent-heartbeat", daemon=True),
@@ -177,21 +217,80 @@ class _Background:
                         log.info("run %s: chunks %s published again", run_id, chunks)
                     for run_id in store.stop_expired():  # held by a dead worker of a stopped run
                         finish_run_if_complete(store, run_id)
+                    self._watch_queue(store)
                 except Exception:
                     log.warning("reaper: journal or broker unreachable; trying again")
         finally:
             store.close()
+
+    @property
+    def quiet_seconds(self) -> float:
+        """How long a queued chunk may go unclaimed with an empty queue, or a worker with room
+        leave messages in its queue, before the broker is taken to have dropped them."""
+        return max(2.0, 3 * self.settings.reap_seconds)
+
+    def _watch_queue(self, store: AgentStore) -> None:
+        depth = queue_depth(self.settings, self.agent)
+        if depth is None:
+            return
+        if depth == 0:
+            self._idle_with_work_since = None
+            chunks = store.unheard_chunks(self.agent, quiet=self.quiet_seconds)
+            by_run: dict[str, list[int]] = {}
+            for run_id, chunk in chunks:
+                by_run.setdefault(run_id, []).append(chunk)
+            for run_id, numbers in by_run.items():
+                publish(self.settings, self.agent, run_id, numbers)
+                log.warning("run %s: chunks %s were queued with no message in the broker; "
+                            "published again", run_id, numbers)  # fmt: skip
+            return
+        from celery.worker import state
+
+        busy = len(state.active_requests) + len(state.reserved_requests)
+        if busy >= self.concurrency or self.consumer is None:
+            self._idle_with_work_since = None
+            return
+        now = time.monotonic()
+        if self._idle_with_work_since is None:
+            self._idle_with_work_since = now
+        elif now - self._idle_with_work_since >= self.quiet_seconds:
+            self._idle_with_work_since = None
+            log.warning("worker %s: %s messages wait in its queue and it takes none; its "
+                        "consumer reconnects", self.worker, depth)  # fmt: skip
+            self.consumer.hub.call_soon(_reconnect, self.consumer)
+
+
+def _reconnect(consumer: Any) -> None:
+    """In the consumer's loop: end it as a lost connection does, so Celery connects again."""
+    errors = tuple(consumer.connection_errors)
+    if any(issubclass(ConnectionError, e) for e in errors):
+        raise ConnectionError("mailconduit: the consumer took no message; reconnecting")
+    raise errors[0]("mailconduit: the consumer took no message; reconnecting")
+
+
+def _preload() -> None:
+    """Import what a chunk needs before the pool processes are forked: each would import
+    it again on its first chunk (measured with MAILCONDUIT_AGENT_PROFILE), a delay before
+    the run's first message. (The OAuth2 sign-in, 0.9 s of OAuth and HTTP modules, is
+    imported for an XOAUTH2 connection only, as api.serving does.)"""
+    import mailconduit.agents.chunk
+    import mailconduit.connections.store
+    import mailconduit.delivery.execution
+    import mailconduit.delivery.loop
+    import mailconduit.netpolicy  # noqa: F401
 
 
 def run_worker(name: str, *, concurrency: int, settings: AgentSettings) -> int:
     """Start a Celery worker for agent ``name`` in this process; returns when it stops."""
     check_agent_name(name)
     app = make_app(settings)
+    _preload()
     worker_id = f"{name}@{socket.gethostname()}.{os.getpid()}"
     background = _Background(settings, name, worker_id, concurrency)
     from celery.signals import worker_ready
 
-    def ready(**_: Any) -> None:
+    def ready(sender: Any = None, **_: Any) -> None:
+        background.consumer = sender if getattr(sender, "hub", None) is not None else None
         background.start()  # live in the registry once it consumes, not before
         print(f"agent {name}: worker {worker_id} ready", flush=True)
 

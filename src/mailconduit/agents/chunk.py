@@ -30,13 +30,14 @@ from mailconduit.delivery.jobs import build_jobs
 from mailconduit.delivery.prepare import prepare
 from mailconduit.delivery.runner import Job, Runner
 from mailconduit.errors import MailconduitError
-from mailconduit.journal import Journal, RowState, RunStatus
+from mailconduit.journal import Journal, RowState, RowStatus, RunStatus
 from mailconduit.journal.agents import (
     DONE,
     FAILED,
     STOPPED,
     AgentStore,
     ChunkClaim,
+    RunStop,
     held_briefly,
 )
 
@@ -73,8 +74,17 @@ class ChunkLease:
         self._thread.join()
 
     def on_stop(self, callback: Any) -> None:
-        """``callback(reason)`` from the renewing thread when the run is asked to stop."""
+        """``callback(status, reason)`` from whichever thread learns that the run is asked
+        to stop (the renewing one, or the journal's on a write or claim)."""
         self._on_stop = callback
+
+    def halt(self, status: RunStatus, reason: str) -> None:
+        """The run is to stop: tell this chunk's runner once."""
+        if self.stop_reason:
+            return
+        self.stop_reason = reason
+        if self._on_stop is not None:
+            self._on_stop(status, reason)
 
     def gate(self) -> str:
         """Empty while this worker may send; else why it may not."""
@@ -107,10 +117,8 @@ class ChunkLease:
                 self.lose()
                 return
             self._deadline = asked + self.settings.lease_seconds - self.settings.lease_margin
-            if stop and not self.stop_reason:
-                self.stop_reason = stop
-                if self._on_stop is not None:
-                    self._on_stop(stop)
+            if stop:
+                self.halt(RunStatus.INTERRUPTED, stop)
 
 
 class FencedJournal(Journal):
@@ -126,13 +134,17 @@ class FencedJournal(Journal):
     def __init__(self, lease: ChunkLease) -> None:
         super().__init__(held_briefly(lease.store.url, lease.settings.hold_seconds))
         self.chunk_lease = lease
+        self.max_errors = 0
 
     @classmethod
-    def for_chunk(cls, lease: ChunkLease) -> FencedJournal:
+    def for_chunk(cls, lease: ChunkLease, *, max_errors: int = 0) -> FencedJournal:
+        """The process's fenced journal, now for ``lease``'s chunk; ``max_errors`` (0: none)
+        is the run's error budget, counted across all its chunks and workers."""
         journal = cls._per_process.get(os.getpid())
         if journal is None:
             journal = cls._per_process[os.getpid()] = cls(lease)
         journal.chunk_lease = lease
+        journal.max_errors = max_errors
         return journal
 
     @classmethod
@@ -140,14 +152,37 @@ class FencedJournal(Journal):
         cls._per_process.pop(os.getpid(), None)
 
     def write_rows(self, run_id: str, rows: Sequence[RowState]) -> None:
-        if self.chunk_lease.lost:
+        lease = self.chunk_lease
+        if lease.lost:
             return
-        if not self.write_rows_guarded(run_id, rows, self.chunk_lease.store.fence_sql(self.chunk_lease.claim)):
-            self.chunk_lease.lose()
+        failed = sum(1 for r in rows if r.state == RowStatus.FAILED) if self.max_errors else 0
+        found = self.write_rows_guarded(run_id, rows, lease.store.fence_sql(lease.claim, failed=failed))
+        if found is None:
+            lease.lose()
+            return
+        self._heed(RunStop.of(found))
 
     def claim_through(self, run_id: str, seq: int) -> None:
-        if self.chunk_lease.gate() or not self.chunk_lease.store.record_claimed(self.chunk_lease.claim, seq):
-            self.chunk_lease.lose()
+        lease = self.chunk_lease
+        found = None if lease.gate() else lease.store.record_claimed(lease.claim, seq)
+        if found is None:
+            lease.lose()
+            return
+        self._heed(found)
+
+    def _heed(self, run: RunStop) -> None:
+        """Stop this chunk when the run was asked to stop, or when its failed rows (all its
+        chunks' together) reached --max-errors: then the whole run is asked to pause."""
+        lease = self.chunk_lease
+        if run.reason:
+            lease.halt(RunStatus.INTERRUPTED, run.reason)
+        elif self.max_errors and run.failed_rows >= self.max_errors:
+            reason = (
+                f"{run.failed_rows} rows failed across the run's chunks (--max-errors "
+                f"{self.max_errors}); fix the cause and resume"
+            )
+            lease.store.request_stop(lease.claim.run_id, status=RunStatus.PAUSED.value, reason=reason)
+            lease.halt(RunStatus.PAUSED, reason)
 
 
 def _shifted(items: Iterator[Job | RowState], offset: int) -> Iterator[Job | RowState]:
@@ -230,7 +265,8 @@ def _send(
     spec = spec_for_worker(run.spec, source, attach_dir)
     # The checks of celery's own refusal are the coordinator's: here the chunk is sent.
     conn = dataclasses.replace(connection, implementation_type=ImplementationType.DEFAULT)
-    journal = FencedJournal.for_chunk(lease)
+    # --max-errors counts the whole run (in the journal, see FencedJournal), not this chunk.
+    journal = FencedJournal.for_chunk(lease, max_errors=spec.max_errors)
     try:
         prepared = prepare(spec, conn, sending=True)
         try:
@@ -253,7 +289,7 @@ def _send(
             )
             runner = Runner(
                 run_id=run.run_id,
-                spec=spec,
+                spec=dataclasses.replace(spec, max_errors=0),
                 connection=conn,
                 jobs=_shifted(jobs, offset),
                 open_session=opener,
@@ -276,8 +312,8 @@ def _send(
 async def _drive(runner: Runner, lease: ChunkLease) -> Any:
     loop = asyncio.get_running_loop()
 
-    def stop(reason: str) -> None:
-        loop.call_soon_threadsafe(runner.stop, RunStatus.INTERRUPTED, reason)
+    def stop(status: RunStatus, reason: str) -> None:
+        loop.call_soon_threadsafe(runner.stop, status, reason)
 
     lease.on_stop(stop)
     if lease.stop_reason:
@@ -306,9 +342,13 @@ def finish_run_if_complete(store: AgentStore, run_id: str) -> str:
     ended = [c for c in chunks if c.state != DONE]
     if ended:
         rank: dict[str, int] = {s: n for n, s in enumerate(_WORST)}
-        worst = min(ended, key=lambda c: rank.get(c.status, len(_WORST)))
-        status = RunStatus(worst.status) if worst.status in rank else RunStatus.FAILED
-        message = (run.stop_reason if run is not None and run.stop_reason else "") or worst.reason
+        # Asked to stop: the status asked for counts (a pause for --max-errors stays a pause
+        # even when the chunk that reached it had ended).
+        statuses = [c.status for c in ended] + ([run.stop_status] if run and run.stop_reason else [])
+        worst = min(statuses, key=lambda s: rank.get(s, len(_WORST)))
+        status = RunStatus(worst) if worst in rank else RunStatus.FAILED
+        reasons = [c.reason for c in ended if c.status == worst] + [c.reason for c in ended]
+        message = (run.stop_reason if run is not None and run.stop_reason else "") or reasons[0]
     with Journal(store.url) as journal:
         journal.set_status(
             run_id, status, message=message, finished=status is RunStatus.FINISHED

@@ -52,6 +52,8 @@ T = TypeVar("T")
 #: How often an attached coordinator reads the run's progress from the journal (each read
 #: counts the run's rows: more often would cost the workers' database time).
 POLL_SECONDS = 1.0
+#: How often an attached coordinator with no progress to show reads the run's status.
+STATUS_POLL_SECONDS = 0.2
 #: Longest wait, after a stop, for the workers to end their chunks.
 DRAIN_SECONDS = 60.0
 
@@ -64,9 +66,13 @@ def _live(workers: list[WorkerInfo], settings: AgentSettings) -> list[WorkerInfo
     return [w for w in workers if not w.stopped and w.heartbeat_age <= settings.dead_after]
 
 
-def _check_agent(store: AgentStore, settings: AgentSettings, agent: str, *, queue: bool) -> None:
-    if queue or _live(store.workers(agent), settings):
-        return
+def _check_agent(
+    store: AgentStore, settings: AgentSettings, agent: str, *, queue: bool
+) -> list[WorkerInfo]:
+    """The agent's live workers; refused when it has none, unless the run may wait."""
+    live = _live(store.workers(agent), settings)
+    if queue or live:
+        return live
     raise ConfigError.for_fields(
         "export",
         [FieldError("agent", f"agent {agent!r} has no live worker; start one with 'mailconduit "
@@ -90,7 +96,7 @@ def _chunk_rows(spec: ExportSpec, conn: Connection, settings: AgentSettings) -> 
 
 
 def _freeze_and_record(
-    spec: ExportSpec, conn: Connection, run_id: str, settings: AgentSettings
+    spec: ExportSpec, conn: Connection, run_id: str, settings: AgentSettings, *, workers: int = 1
 ) -> tuple[int, list[int], tuple[str, ...]]:
     """Check the export, freeze its input, record the run; (total, chunks, notes). Blocking."""
     prepared = prepare(spec, _local(conn), sending=True)
@@ -101,6 +107,7 @@ def _freeze_and_record(
             html=prepared.html,
             attachment_dir=prepared.attachment_dir,
             chunk_rows=_chunk_rows(spec, conn, settings),
+            workers=workers,
         )
         fingerprint = prepared.source.fingerprint()
         total = len(frozen.rows) if spec.limit else prepared.total
@@ -150,14 +157,16 @@ def start(
     settings = AgentSettings.from_env()
     store = AgentStore()
     try:
-        _check_agent(store, settings, conn.agent, queue=queue)
+        live = _check_agent(store, settings, conn.agent, queue=queue)
     finally:
         store.close()
+    # Chunks sent at once: the last chunks shrink so that these end together.
+    workers = max(1, sum(w.concurrency for w in live))
     # Celery's import and the broker connection take a second: made while the input is read.
     warm = threading.Thread(target=warm_up, args=(settings,), name="broker-warm-up", daemon=True)
     warm.start()
     run_id = spec.run_id or new_run_id()
-    total, chunks, notes = _freeze_and_record(spec, conn, run_id, settings)
+    total, chunks, notes = _freeze_and_record(spec, conn, run_id, settings, workers=workers)
     if chunks:
         _publish(settings, conn.agent, run_id, chunks)
     return run_id, total, notes
@@ -347,7 +356,21 @@ async def wait(
         if progress is not None:
             progress(Progress(run_id, "started", total=total))
         last = (-1, time.monotonic())
-        while True:
+        while progress is None:
+            # Nobody shows progress (--json, --quiet, the Python API without a callback): the
+            # run's status alone, often, costs the workers' database less than counting rows.
+            try:
+                status = await _off_loop(functools.partial(journal.run_status, run_id))
+                if status != RUNNING or forced.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(forced.wait(), STATUS_POLL_SECONDS)
+            except asyncio.CancelledError:
+                if cancelled:
+                    raise
+                cancelled = True
+                await _off_loop(functools.partial(stop, run_id, reason=CANCELLED))
+        while progress is not None:
             try:
                 info = await _off_loop(functools.partial(journal.get_run, run_id))
             except asyncio.CancelledError:

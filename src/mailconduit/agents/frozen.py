@@ -107,7 +107,10 @@ def encode_cells(values: Mapping[str, Any]) -> str:
 
 
 def decode_cells(text: str) -> dict[str, Any]:
-    return {k: _decode(v) for k, v in json.loads(text)}
+    pairs = json.loads(text)
+    if _TAG not in text:  # no tagged value (a CSV row: every cell a str): nothing to decode
+        return dict(pairs)
+    return {k: _decode(v) for k, v in pairs}
 
 
 class FrozenSource(Source):
@@ -191,14 +194,16 @@ def freeze(
     html: bool,
     attachment_dir: Path | None,
     chunk_rows: int,
+    workers: int = 1,
 ) -> FrozenInput:
-    """Read ``source`` once into frozen rows, the files they attach, and the chunks."""
+    """Read ``source`` once into frozen rows, the files they attach, and the chunks
+    (``workers``: how many chunks can be sent at once, see :func:`_plan`)."""
     rows_read: list[Row] = []
     for count, row in enumerate(source.rows(), 1):
         if spec.limit and count > spec.limit:
             break
         rows_read.append(row)
-    ordered, chunks = _plan(spec, rows_read, chunk_rows)
+    ordered, chunks = _plan(spec, rows_read, chunk_rows, workers=workers)
     files = _FileCollector(spec, source.columns, attachment_dir)
     frozen: list[FrozenRow] = []
     for position, (row, unit_rows) in enumerate(ordered, 1):
@@ -212,18 +217,39 @@ def freeze(
     return FrozenInput(frozen, files.blobs, chunks, data)
 
 
+def chunk_sizes(total: int, chunk_rows: int, workers: int) -> list[int]:
+    """Rows per chunk, in order, for ``total`` rows sent by ``workers`` chunks at a time.
+
+    ``chunk_rows`` each, except towards the end: once fewer than two chunks per worker are
+    left, each chunk takes a half of an even share of the rest (down to a quarter of
+    ``chunk_rows``), so the workers run out of work at about the same time instead of
+    M-1 of them waiting on the last full chunk (guided self-scheduling).
+    """
+    sizes: list[int] = []
+    left = total
+    smallest = max(1, chunk_rows // 4)
+    while left > 0:
+        size = chunk_rows
+        if workers > 1:
+            size = min(chunk_rows, max(smallest, -(-left // (2 * workers))))
+        size = min(size, left)
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
 def _plan(
-    spec: ExportSpec, rows: list[Row], chunk_rows: int
+    spec: ExportSpec, rows: list[Row], chunk_rows: int, *, workers: int = 1
 ) -> tuple[list[tuple[Row, list[Row] | None]], list[ChunkPlan]]:
     """Rows in frozen order, each with the rows of the message it leads (None when it leads
     none), and the chunks: row ranges, a group never split, table mode one chunk."""
     if spec.mode is ExportMode.ROW:
         ordered = [(row, [row] if row.problem is None else None) for row in rows]
-        chunks = [
-            ChunkPlan(first, min(first + chunk_rows - 1, len(rows)), first,
-                      min(first + chunk_rows - 1, len(rows)))
-            for first in range(1, len(rows) + 1, chunk_rows)
-        ]  # fmt: skip
+        chunks = []
+        first = 1
+        for size in chunk_sizes(len(rows), chunk_rows, workers):
+            chunks.append(ChunkPlan(first, first + size - 1, first, first + size - 1))
+            first += size
         return ordered, chunks
     good = [row for row in rows if row.problem is None]
     bad = [row for row in rows if row.problem is not None]

@@ -27,6 +27,7 @@ __all__ = [
     "ChunkInfo",
     "FrozenRow",
     "FrozenRun",
+    "RunStop",
     "WorkerInfo",
     "require_shared_journal",
 ]
@@ -51,8 +52,18 @@ _DDL = (
         retry_failed BOOLEAN NOT NULL DEFAULT FALSE,
         stop_reason TEXT NOT NULL DEFAULT '',
         stop_status VARCHAR(16) NOT NULL DEFAULT '',
-        created_at DOUBLE PRECISION NOT NULL
+        created_at DOUBLE PRECISION NOT NULL,
+        failed_rows INTEGER NOT NULL DEFAULT 0
     )""",
+    # Rows failed in this attempt at the run, across its chunks and workers (--max-errors
+    # counts the run, not a chunk); a journal made before the column gets it here. (Not
+    # ALTER ... IF NOT EXISTS: that locks the table out even when the column is there.)
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                       WHERE table_name = 'agent_runs' AND column_name = 'failed_rows') THEN
+            ALTER TABLE agent_runs ADD COLUMN failed_rows INTEGER NOT NULL DEFAULT 0;
+        END IF;
+    END $$""",
     """CREATE TABLE IF NOT EXISTS agent_rows (
         run_id VARCHAR(80) NOT NULL,
         position INTEGER NOT NULL,
@@ -221,6 +232,20 @@ class ChunkClaim:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RunStop:
+    """What a fenced write or claim learns of its run: why it was asked to stop (empty
+    while it runs), with which status, and how many rows failed in it so far."""
+
+    reason: str
+    status: str
+    failed_rows: int
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> RunStop:
+        return cls(str(row[0]), str(row[1]), int(row[2]))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class WorkerInfo:
     """A worker's last heartbeat, as the registry holds it."""
 
@@ -260,6 +285,17 @@ class AgentStore:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ConfigError.for_fields("agents", [FieldError("MAILCONDUIT_DB", reason)]) from None
         with self._lock:
+            self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        """The agents' tables, made when missing: checked first, since the DDL is not free
+        (a CREATE INDEX, even of one that exists, waits for the workers' writes to its table)."""
+        present = self._conn.execute(
+            "SELECT to_regclass('ix_agent_chunks_state') IS NOT NULL AND to_regclass("
+            "'agent_throttle') IS NOT NULL AND EXISTS (SELECT 1 FROM information_schema.columns "
+            "WHERE table_name = 'agent_runs' AND column_name = 'failed_rows')"
+        ).fetchone()
+        if not (present and present[0]):
             self._ddl(";\n".join(_DDL))  # one round trip
 
     @classmethod
@@ -358,9 +394,10 @@ class AgentStore:
             (run_id, first, last),
         )
         return [
-            FrozenRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(tuple(f) for f in json.loads(r[6])))
+            FrozenRow(r[0], r[1], r[2], r[3], r[4], r[5],
+                      () if r[6] == "[]" else tuple(tuple(f) for f in json.loads(r[6])))
             for r in rows
-        ]
+        ]  # fmt: skip
 
     def blob_count(self, run_id: str) -> int:
         """How many distinct files the run's input holds."""
@@ -423,15 +460,17 @@ class AgentStore:
             return False, ""
         return True, str(rows[0][0])
 
-    def record_claimed(self, claim: ChunkClaim, seq: int) -> bool:
-        """Rows of the chunk up to ``seq`` are handed towards a session (fenced)."""
-        return bool(
-            self._execute(
-                "UPDATE agent_chunks SET claimed_seq = GREATEST(claimed_seq, %s) "
-                "WHERE run_id = %s AND chunk = %s AND epoch = %s AND state = 'running'",
-                (seq, claim.run_id, claim.chunk, claim.epoch),
-            )
+    def record_claimed(self, claim: ChunkClaim, seq: int) -> RunStop | None:
+        """Rows of the chunk up to ``seq`` are handed towards a session (fenced); None once
+        another epoch holds the chunk, else whether the run was asked to stop."""
+        rows = self._query(
+            "UPDATE agent_chunks c SET claimed_seq = GREATEST(c.claimed_seq, %s) "
+            "FROM agent_runs r WHERE c.run_id = %s AND c.chunk = %s AND c.epoch = %s "
+            "AND c.state = 'running' AND r.run_id = c.run_id "
+            "RETURNING r.stop_reason, r.stop_status, r.failed_rows",
+            (seq, claim.run_id, claim.chunk, claim.epoch),
         )
+        return RunStop.of(rows[0]) if rows else None
 
     def end_chunk(self, claim: ChunkClaim, *, state: str, status: str, reason: str) -> bool:
         """Record how this attempt at the chunk ended (fenced: only the lease holder can)."""
@@ -481,13 +520,29 @@ class AgentStore:
             out.setdefault(int(chunk), {})[str(state)] = int(n)
         return out
 
-    def fence_sql(self, claim: ChunkClaim) -> tuple[str, tuple[Any, ...]]:
-        """A statement returning one row while ``claim`` still holds its chunk; it locks the
-        chunk's row, so a takeover waits for a write guarded by it to commit, or fences it."""
-        return (
+    def fence_sql(self, claim: ChunkClaim, *, failed: int = 0) -> tuple[str, tuple[Any, ...]]:
+        """A statement returning one row while ``claim`` still holds its chunk: the run's
+        stop reason and status and its failed rows (see :class:`RunStop`). It locks the
+        chunk's row, so a takeover waits for a write guarded by it to commit, or fences it.
+
+        ``failed``: rows failed in the write it guards, added to the run's count in the
+        same transaction (so a fenced-out write counts nothing)."""
+        fence = (
             "SELECT 1 FROM agent_chunks WHERE run_id = %s AND chunk = %s AND epoch = %s "
-            "AND state = 'running' FOR UPDATE",
-            (claim.run_id, claim.chunk, claim.epoch),
+            "AND state = 'running' FOR UPDATE"
+        )
+        key = (claim.run_id, claim.chunk, claim.epoch)
+        if not failed:
+            return (
+                "SELECT r.stop_reason, r.stop_status, r.failed_rows FROM agent_runs r "
+                f"WHERE r.run_id = %s AND EXISTS ({fence})",
+                (claim.run_id, *key),
+            )
+        return (
+            f"WITH held AS ({fence}) UPDATE agent_runs SET failed_rows = failed_rows + %s "
+            "WHERE run_id = %s AND EXISTS (SELECT 1 FROM held) "
+            "RETURNING stop_reason, stop_status, failed_rows",
+            (*key, int(failed), claim.run_id),
         )
 
     def expired_chunks(self, *, lease: float, lost: float) -> list[tuple[str, int, str]]:
@@ -505,6 +560,21 @@ class AgentStore:
                 f"OR (c.state = 'queued' AND c.published_at <= {_NOW} - %s)) "
                 "RETURNING c.run_id, c.chunk, r.agent",
                 (float(lease), float(lost)),
+            )
+        ]
+
+    def unheard_chunks(self, agent: str, *, quiet: float) -> list[tuple[str, int]]:
+        """(run id, chunk) of ``agent``'s chunks queued and published more than ``quiet``
+        seconds ago, in runs not stopped (asked when its queue is empty: their messages
+        are lost). Each is marked published now, so one worker publishes it once."""
+        return [
+            (str(r[0]), int(r[1]))
+            for r in self._query(
+                f"UPDATE agent_chunks c SET published_at = {_NOW} FROM agent_runs r "
+                "WHERE r.run_id = c.run_id AND r.agent = %s AND r.stop_reason = '' "
+                f"AND c.state = 'queued' AND c.published_at > 0 AND c.published_at <= {_NOW} - %s "
+                "RETURNING c.run_id, c.chunk",
+                (agent, float(quiet)),
             )
         ]
 
@@ -526,8 +596,8 @@ class AgentStore:
         )
         with self._lock, self._conn.transaction():
             self._conn.execute(
-                "UPDATE agent_runs SET stop_reason = '', stop_status = '', retry_failed = %s "
-                "WHERE run_id = %s",
+                "UPDATE agent_runs SET stop_reason = '', stop_status = '', retry_failed = %s, "
+                "failed_rows = 0 WHERE run_id = %s",
                 (with_failed_rows, run_id),
             )
             rows = self._conn.execute(

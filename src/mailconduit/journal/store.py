@@ -205,11 +205,29 @@ class Journal:
                 "database", [FieldError("MAILCONDUIT_DB", f"{redact_url(self.url)}: {reason}")]
             ) from None
         self._conn = conn
+        if not self._sqlite and self._schema_is_current():
+            return
         for statement in _DDL:
             self._ddl(statement)
         for table, column, definition in _ADDED_COLUMNS:
             if column not in self._columns(table):
                 self._ddl(f"ALTER TABLE {table} ADD COLUMN {column} {definition}", (table, column))
+
+    def _schema_is_current(self) -> bool:
+        """PostgreSQL: every table, index and added column there already. Checked before any
+        DDL, which is not free there: CREATE INDEX IF NOT EXISTS takes its table's SHARE lock
+        before it looks, so it waits for every open write to run_rows and holds up the
+        next ones (agents' workers writing while a coordinator or a worker opens a Journal)."""
+        added = ", ".join(f"('{table}', '{column}')" for table, column, _ in _ADDED_COLUMNS)
+        row = self._conn.execute(
+            "SELECT to_regclass('ix_run_rows_seq') IS NOT NULL "
+            "AND to_regclass('ix_run_rows_state') IS NULL AND to_regclass('run_leases') IS NOT NULL "
+            "AND to_regclass('daily_usage') IS NOT NULL AND (SELECT COUNT(*) FROM "
+            "information_schema.columns WHERE table_schema = current_schema() AND "
+            f"(table_name, column_name) IN ({added})) = %s",
+            (len(_ADDED_COLUMNS),),
+        ).fetchone()
+        return bool(row and row[0])
 
     def _ddl(self, statement: str, adds: tuple[str, str] | None = None) -> None:
         for attempt in range(3):
@@ -299,6 +317,13 @@ class Journal:
 
     def run_exists(self, run_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
+
+    def run_status(self, run_id: str) -> str:
+        """The run's status alone: one indexed read, where :meth:`get_run` counts its rows."""
+        rows = self._query("SELECT status FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise NotFoundError("run", run_id)
+        return str(rows[0][0])
 
     def get_run(self, run_id: str) -> RunInfo:
         rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
@@ -549,9 +574,10 @@ class Journal:
 
     def write_rows_guarded(
         self, run_id: str, rows: Sequence[RowState], guard: tuple[str, Sequence[Any]]
-    ) -> bool:
+    ) -> tuple[Any, ...] | None:
         """:meth:`write_rows`, only if the ``guard`` statement (run first, in the same
-        transaction) returns a row; False, with nothing written, when it returns none.
+        transaction) returns a row; returns that row, or None, with nothing written, when
+        it returns none.
 
         A worker's outcomes go through its chunk's fence this way: once another worker
         holds the chunk, nothing the first one learns is recorded.
@@ -562,19 +588,19 @@ class Journal:
             if self._sqlite:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    held = self._conn.execute(sql, params).fetchone() is not None
-                    if held and values:
+                    held = self._conn.execute(sql, params).fetchone()
+                    if held is not None and values:
                         self._conn.executemany(self._upsert_sql, values)
                     self._conn.execute("COMMIT")
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
-                return held
+                return None if held is None else tuple(held)
             with self._conn.transaction(), self._conn.cursor() as cur:
-                held = cur.execute(self._sql(sql), params).fetchone() is not None
-                if held and values:
+                found = cur.execute(self._sql(sql), params).fetchone()
+                if found is not None and values:
                     cur.executemany(self._upsert_sql, values)
-            return held
+            return None if found is None else tuple(found)
 
     def rows_between(self, run_id: str, first_seq: int, last_seq: int) -> list[RowState]:
         """The journaled rows of the run whose position is in ``first_seq..last_seq``."""
