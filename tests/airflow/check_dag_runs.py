@@ -97,7 +97,8 @@ def _finish(runner: subprocess.Popen[str], log: Path, dag_id: str) -> dict[str, 
         if over > 60:
             for child in psutil.Process(runner.pid).children():
                 with contextlib.suppress(psutil.NoSuchProcess):
-                    if " ".join(child.cmdline()).endswith("LocalExecutor: <idle>"):
+                    # setproctitle pads the command line with empty arguments
+                    if " ".join(child.cmdline()).rstrip().endswith("LocalExecutor: <idle>"):
                         child.kill()
         time.sleep(0.25)
     for process in [psutil.Process(runner.pid), *psutil.Process(runner.pid).children(True)]:
