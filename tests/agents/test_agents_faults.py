@@ -4,9 +4,12 @@ shared by three workers. Every wait is on the journal's or the server's state.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,34 +180,45 @@ def _chunks(cluster: Cluster, run_id: str) -> list:  # type: ignore[type-arg]
         store.close()
 
 
-def test_the_run_completes_when_the_broker_connection_drops(
-    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def _two_workers_behind_a_cuttable_broker(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, source: Path, *, chunk_rows: int, delay: str
+) -> Iterator[tuple[TimedFaultServer, Any, str]]:
+    """Two workers reaching the broker through a proxy that can cut their connections, a
+    detached run of ``source`` on them: (the SMTP server, the proxy, the run id)."""
     from agents_support import CuttableProxy
 
-    n = 120
-    monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "10")
-    source = write_csv(tmp_path / "people.csv", people(n))
+    monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", str(chunk_rows))
     broker = cluster.env["MAILCONDUIT_BROKER_URL"]
     port = 6379 if broker.startswith("redis") else 5672
     proxy = CuttableProxy(("127.0.0.1", port))
     try:
-        server = TimedFaultServer(faults={("DOT", "*"): "delay:0.03"})
+        server = TimedFaultServer(faults={("DOT", "*"): f"delay:{delay}"})
         with server:
             use_agent_server(cluster, monkeypatch, server.port)
             for _ in range(2):
                 cluster.start_worker(MAILCONDUIT_BROKER_URL=proxy.url(broker))
             cluster.wait_live(2)
-            run_id = detach(source)
-            for threshold in (25, 60):
-                wait_for(lambda t=threshold: sent_rows(run_id) >= t, what=f"{threshold} rows")
-                assert proxy.cut() > 0  # the workers' broker connections, mid-run
-            wait_for(lambda: run_status(run_id) != "running", what="the run's end", timeout=300)
-            assert run_status(run_id) == "finished"
-            twice = _assert_each_row_once_or_resent_alike(server, run_id, n)
-            assert twice == 0
+            yield server, proxy, detach(source)
     finally:
         proxy.close()
+
+
+def test_the_run_completes_when_the_broker_connection_drops(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    n = 120
+    source = write_csv(tmp_path / "people.csv", people(n))
+    with _two_workers_behind_a_cuttable_broker(
+        cluster, monkeypatch, source, chunk_rows=10, delay="0.03"
+    ) as (server, proxy, run_id):
+        for threshold in (25, 60):
+            wait_for(lambda t=threshold: sent_rows(run_id) >= t, what=f"{threshold} rows")
+            assert proxy.cut() > 0  # the workers' broker connections, mid-run
+        wait_for(lambda: run_status(run_id) != "running", what="the run's end", timeout=300)
+        assert run_status(run_id) == "finished"
+        twice = _assert_each_row_once_or_resent_alike(server, run_id, n)
+        assert twice == 0
 
 
 def test_the_run_completes_when_the_broker_connection_drops_again_and_again(
@@ -216,32 +230,19 @@ def test_the_run_completes_when_the_broker_connection_drops_again_and_again(
     after several reconnections in a row): the run hung in 2 tries of 3."""
     import time
 
-    from agents_support import CuttableProxy
-
     n = 300
-    monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "5")
     source = write_csv(tmp_path / "people.csv", people(n))
-    broker = cluster.env["MAILCONDUIT_BROKER_URL"]
-    port = 6379 if broker.startswith("redis") else 5672
-    proxy = CuttableProxy(("127.0.0.1", port))
-    try:
-        server = TimedFaultServer(faults={("DOT", "*"): "delay:0.04"})
-        with server:
-            use_agent_server(cluster, monkeypatch, server.port)
-            for _ in range(2):
-                cluster.start_worker(MAILCONDUIT_BROKER_URL=proxy.url(broker))
-            cluster.wait_live(2)
-            run_id = detach(source)
-            for _ in range(80):  # 8 s of cuts at most
-                if run_status(run_id) != "running":
-                    break
-                time.sleep(0.1)
-                proxy.cut()
-            wait_for(lambda: run_status(run_id) != "running", what="the run's end", timeout=300)
-            assert run_status(run_id) == "finished"
-            assert _assert_each_row_once_or_resent_alike(server, run_id, n) == 0
-    finally:
-        proxy.close()
+    with _two_workers_behind_a_cuttable_broker(
+        cluster, monkeypatch, source, chunk_rows=5, delay="0.04"
+    ) as (server, proxy, run_id):
+        for _ in range(80):  # 8 s of cuts at most
+            if run_status(run_id) != "running":
+                break
+            time.sleep(0.1)
+            proxy.cut()
+        wait_for(lambda: run_status(run_id) != "running", what="the run's end", timeout=300)
+        assert run_status(run_id) == "finished"
+        assert _assert_each_row_once_or_resent_alike(server, run_id, n) == 0
 
 
 def test_a_chunk_that_keeps_killing_its_workers_fails_with_its_reason(
