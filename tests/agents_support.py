@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from delivery_support import CONNECTION, MAILCONDUIT, MESSAGE, connection_url
+from delivery_support import CONNECTION, MAILCONDUIT, MESSAGE, TimedFaultServer, connection_url
 from serve_support import LoggedProcess
 
 BROKERS = {
@@ -171,6 +171,17 @@ def use_agent_server(
     name = f"MAILCONDUIT_CONN_{CONNECTION.upper()}"
     monkeypatch.setenv(name, url)
     cluster.env[name] = url
+
+
+@contextlib.contextmanager
+def agent_connection(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, **server_options: Any
+) -> Iterator[TimedFaultServer]:
+    """A :class:`TimedFaultServer` (``faults``, ``hold_dot``...) that connection ``fault``
+    reaches through the cluster's agent until the block ends."""
+    with TimedFaultServer(**server_options) as server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        yield server
 
 
 def run_status(run_id: str) -> str:
