@@ -40,16 +40,6 @@ from mailconduit.journal import Journal
 
 
 @pytest.fixture
-def csv_of(tmp_path: Path) -> Callable[[int], Path]:
-    """Write ``count`` people to people.csv in this test's folder."""
-
-    def make(count: int) -> Path:
-        return people_csv(tmp_path, count)
-
-    return make
-
-
-@pytest.fixture
 def interrupt() -> Iterator[Callable[[Callable[[], bool]], None]]:
     """Send SIGINT to this process once a condition holds (the run's loop catches it, as
     the CLI asks it to: ``send(..., handle_signals=True)``)."""
@@ -75,9 +65,9 @@ def interrupt() -> Iterator[Callable[[Callable[[], bool]], None]]:
 
 
 def test_max_errors_pauses_the_run_and_resume_sends_the_rest(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    source = csv_of(100)
+    source = people_csv(tmp_path, 100)
     with fault_connection(monkeypatch, faults={("RCPT", "*"): "550 5.1.1 no such user"}) as server:
         report = send(source, max_errors=5, concurrency=2)
         assert report.status == "paused"
@@ -104,9 +94,9 @@ def test_max_errors_pauses_the_run_and_resume_sends_the_rest(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_the_export_gracefully_and_resume_sends_every_unconfirmed_row(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], signum: signal.Signals
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, signum: signal.Signals
 ) -> None:
-    source = csv_of(150)
+    source = people_csv(tmp_path, 150)
     with TimedFaultServer() as server:
         env = fault_env(server.port)
         args = export_args(source, "sig", "--rate", "40/s", "--concurrency", "2")
@@ -142,11 +132,11 @@ def test_a_signal_stops_the_export_gracefully_and_resume_sends_every_unconfirmed
 
 def test_a_stop_waits_for_a_hung_reply_only_so_long_and_marks_it_uncertain(
     monkeypatch: pytest.MonkeyPatch,
-    csv_of: Callable[[int], Path],
+    tmp_path: Path,
     interrupt: Callable[[Callable[[], bool]], None],
 ) -> None:
     monkeypatch.setattr(runner, "DRAIN_SECONDS", 1.0)
-    source = csv_of(5)
+    source = people_csv(tmp_path, 5)
     with fault_connection(monkeypatch, faults={("DOT", 3): "hang"}) as server:
         interrupt(lambda: server.count("DOT") >= 3)
         started = time.monotonic()
@@ -168,10 +158,10 @@ def test_a_stop_waits_for_a_hung_reply_only_so_long_and_marks_it_uncertain(
 
 def test_a_stop_does_not_wait_for_the_rate_limiter(
     monkeypatch: pytest.MonkeyPatch,
-    csv_of: Callable[[int], Path],
+    tmp_path: Path,
     interrupt: Callable[[Callable[[], bool]], None],
 ) -> None:
-    source = csv_of(5)
+    source = people_csv(tmp_path, 5)
     with fault_connection(monkeypatch) as server:
         interrupt(lambda: len(server.messages) >= 1)
         started = time.monotonic()
@@ -186,9 +176,9 @@ def test_a_stop_does_not_wait_for_the_rate_limiter(
 
 
 def test_retry_failed_resends_only_the_failed_rows_of_a_finished_run(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], cli: Any
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = csv_of(6)
+    source = people_csv(tmp_path, 6)
     faults = {("RCPT", 2): "550 5.1.1 no such user", ("RCPT", 5): "554 5.7.1 refused"}
     with fault_connection(monkeypatch, faults=faults) as server:
         first = cli(*export_args(source, "rf", "--concurrency", "1"))
@@ -212,9 +202,9 @@ def test_retry_failed_resends_only_the_failed_rows_of_a_finished_run(
 
 
 def test_no_resend_uncertain_holds_rows_on_resume_until_asked(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], cli: Any
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = csv_of(4)
+    source = people_csv(tmp_path, 4)
     # the last row's "." gets no reply (nothing is pipelined behind it), and with one
     # attempt allowed the run ends with it uncertain
     with fault_connection(monkeypatch, faults={("DOT", 4): "drop"}) as server:
@@ -237,9 +227,9 @@ def test_no_resend_uncertain_holds_rows_on_resume_until_asked(
 
 
 def test_a_changed_source_refuses_to_resume(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], cli: Any, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, cli: Any, tmp_path: Path
 ) -> None:
-    source = csv_of(5)
+    source = people_csv(tmp_path, 5)
     with fault_connection(monkeypatch, faults={("RCPT", 1): "550 5.1.1 no such user"}) as server:
         first = cli(*export_args(source, "fp", "--max-errors", "1", "--concurrency", "1"))
         assert first.code == 1 and Journal().get_run("fp").status == "paused"
@@ -261,9 +251,9 @@ def test_a_changed_source_refuses_to_resume(
 
 
 def test_export_again_with_the_same_run_id_resumes(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], cli: Any
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = csv_of(20)
+    source = people_csv(tmp_path, 20)
     with fault_connection(monkeypatch, faults={("RCPT", 1): "550 5.1.1 no such user"}) as server:
         args = export_args(source, "again", "--max-errors", "1", "--concurrency", "1")
         first = cli(*args)
