@@ -197,7 +197,11 @@ def _two_workers_behind_a_cuttable_broker(
         with server:
             use_agent_server(cluster, monkeypatch, server.port)
             for _ in range(2):
-                cluster.start_worker(MAILCONDUIT_BROKER_URL=proxy.url(broker))
+                # One chunk per task: the workers need the broker between chunks (a task
+                # going on with the run's next chunks would not notice the cuts).
+                cluster.start_worker(
+                    MAILCONDUIT_BROKER_URL=proxy.url(broker), MAILCONDUIT_AGENT_CHAIN_SECONDS="0.001"
+                )
             cluster.wait_live(2)
             yield server, proxy, detach(source)
     finally:

@@ -100,6 +100,8 @@ def _freeze_and_record(
 ) -> tuple[int, list[int], tuple[str, ...]]:
     """Check the export, freeze its input, record the run; (total, chunks, notes). Blocking."""
     prepared = prepare(spec, _local(conn), sending=True)
+    store = AgentStore()
+    journal = Journal(store.url)
     try:
         frozen = freeze(
             spec,
@@ -109,21 +111,17 @@ def _freeze_and_record(
             chunk_rows=_chunk_rows(spec, conn, settings),
             workers=workers,
         )
-        fingerprint = prepared.source.fingerprint()
-        total = len(frozen.rows) if spec.limit else prepared.total
-    finally:
-        prepared.close()
-    store = AgentStore()
-    journal = Journal(store.url)
-    try:
+        total = min(spec.limit, prepared.total) if spec.limit else prepared.total
         # The input first: a coordinator killed meanwhile leaves no run without its input.
-        store.freeze_run(
+        # The rows are read from the source as they are copied (one pass, both at work).
+        copied = store.freeze_run(
             FrozenRun(run_id, conn.name, conn.agent, frozen.spec, prepared.source.location,
                       prepared.source.columns, total, 0, False, "", ""),
             frozen.rows,
             frozen.blobs.items(),
         )  # fmt: skip
-        plans = [(c.first_row, c.last_row, c.first_seq, c.last_seq) for c in frozen.chunks]
+        fingerprint = prepared.source.fingerprint()
+        plans = [(c.first_row, c.last_row, c.first_seq, c.last_seq) for c in frozen.chunks(copied)]
         store.add_chunks(run_id, plans)
         chunks = list(range(1, len(plans) + 1))
         journal.create_run(
@@ -138,6 +136,7 @@ def _freeze_and_record(
             journal.set_status(run_id, RunStatus.FINISHED, finished=True)
         return total, chunks, prepared.notes
     finally:
+        prepared.close()
         journal.close()
         store.close()
 

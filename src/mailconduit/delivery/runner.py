@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mailconduit.config import Connection, ExportSpec
@@ -39,6 +39,7 @@ from mailconduit.delivery.recorder import Counters, ProgressMeter, Recorder
 from mailconduit.delivery.report import ExportReport
 from mailconduit.delivery.settler import Settler
 from mailconduit.journal import Journal, RowState, RunStatus
+from mailconduit.smtp import SMTPSession
 
 __all__ = ["CANCELLED", "Job", "Outcome", "RunResult", "Runner", "SessionOpener", "outcome_of"]
 
@@ -78,6 +79,9 @@ class Runner:
     resend_uncertain: bool = True
     counters: Counters = field(default_factory=Counters)
     kept: list[RowState] = field(default_factory=list)
+    #: Offered each session whose stream ran out of messages, still open; True if it took
+    #: it (an agent's worker keeps them for its next chunk). None: every session is closed.
+    keep_session: Callable[[SMTPSession], bool] | None = None
 
     def __post_init__(self) -> None:
         window = max(64, self.concurrency * 16)
@@ -115,6 +119,7 @@ class Runner:
             limiter=self.limiter,
             on_send=self._settler.on_send,
             logs_in=self.connection.logs_in,
+            keep=self.keep_session,
         )
 
     # ---------------------------------------------------------------- control
