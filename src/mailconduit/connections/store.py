@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,7 @@ from mailconduit.db.engines import engine
 from mailconduit.db.tables import connection_tests_table, connections_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import LOCAL_CONNECTION
+from mailconduit.view import Shown, view
 
 __all__ = [
     "ENV_PREFIX",
@@ -60,8 +61,10 @@ class TestStatus:
     at: datetime
     message: str
 
+    _SHOWN: ClassVar[Shown] = ("ok", "at", "message")
+
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "at": self.at.isoformat(), "message": self.message}
+        return view(self, self._SHOWN)
 
 
 def _now() -> datetime:

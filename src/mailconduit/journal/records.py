@@ -9,7 +9,9 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from mailconduit.view import Shown, view
 
 __all__ = [
     "FINAL_STATES",
@@ -142,19 +144,22 @@ class RunInfo:
     def done(self) -> int:
         return sum(self.counts.get(s, 0) for s in FINAL_STATES)
 
+    #: What a run list shows (not its spec, fingerprint or claimed position).
+    _SHOWN: ClassVar[Shown] = (
+        "run_id",
+        "status",
+        "connection",
+        "mode",
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "total",
+        "message",
+        "counts",
+    )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "status": self.status,
-            "connection": self.connection,
-            "mode": self.mode,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "finished_at": self.finished_at,
-            "total": self.total,
-            "message": self.message,
-            "counts": dict(self.counts),
-        }
+        return view(self, self._SHOWN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,12 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.home import sink_dir
 from mailconduit.sink.files import write_public_file
+from mailconduit.view import Shown, view
 
 __all__ = [
     "DEFAULT_PORT",
@@ -51,13 +52,10 @@ class SinkInfo:
     port: int
     started: dt.datetime
 
+    _SHOWN: ClassVar[Shown] = ("pid", "host", "port", "started")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "host": self.host,
-            "port": self.port,
-            "started": self.started.isoformat(),
-        }
+        return view(self, self._SHOWN)
 
 
 def configured_port() -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mailconduit.errors import AddressError
+from mailconduit.view import Shown, view
 
 __all__ = [
     "Capabilities",
@@ -47,6 +48,20 @@ class Capabilities:
     esmtp: bool = True  # False after a HELO fallback: no extensions at all
     keywords: tuple[str, ...] = field(default=(), compare=False)
 
+    #: The extensions under their EHLO keywords (not the raw ``keywords``).
+    _SHOWN: ClassVar[Shown] = (
+        "size",
+        "starttls",
+        "auth_mechanisms",
+        "smtputf8",
+        "pipelining",
+        ("8bitmime", "eightbitmime"),
+        ("enhancedstatuscodes", "enhanced_status_codes"),
+        "chunking",
+        "dsn",
+        "esmtp",
+    )
+
     @property
     def max_size(self) -> int:
         """The advertised limit in bytes, 0 when none applies."""
@@ -54,18 +69,7 @@ class Capabilities:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (Test Connection output, REST API)."""
-        return {
-            "size": self.size,
-            "starttls": self.starttls,
-            "auth_mechanisms": list(self.auth_mechanisms),
-            "smtputf8": self.smtputf8,
-            "pipelining": self.pipelining,
-            "8bitmime": self.eightbitmime,
-            "enhancedstatuscodes": self.enhanced_status_codes,
-            "chunking": self.chunking,
-            "dsn": self.dsn,
-            "esmtp": self.esmtp,
-        }
+        return view(self, self._SHOWN)
 
 
 #: EHLO keywords that are a yes/no capability, and the Capabilities field each sets.

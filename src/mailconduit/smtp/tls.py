@@ -13,9 +13,10 @@ import functools
 import os
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from mailconduit.errors import ConfigError, FieldError
+from mailconduit.view import Shown, view
 
 __all__ = [
     "CertificateInfo",
@@ -43,18 +44,20 @@ class CertificateInfo:
     expired: bool = False
     not_yet_valid: bool = False
 
+    _SHOWN: ClassVar[Shown] = (
+        "subject",
+        "issuer",
+        "not_before",
+        "not_after",
+        "dns_names",
+        "ip_addresses",
+        "self_signed",
+        "expired",
+        "not_yet_valid",
+    )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "not_before": self.not_before,
-            "not_after": self.not_after,
-            "dns_names": list(self.dns_names),
-            "ip_addresses": list(self.ip_addresses),
-            "self_signed": self.self_signed,
-            "expired": self.expired,
-            "not_yet_valid": self.not_yet_valid,
-        }
+        return view(self, self._SHOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +69,10 @@ class TLSInfo:
     certificate: CertificateInfo | None = None
     verified: bool = True
 
+    _SHOWN: ClassVar[Shown] = ("version", "cipher", "verified", "certificate")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "cipher": self.cipher,
-            "verified": self.verified,
-            "certificate": self.certificate.to_dict() if self.certificate else None,
-        }
+        return view(self, self._SHOWN)
 
 
 def client_context(*, verify: bool, ca_file: str = "") -> ssl.SSLContext:
