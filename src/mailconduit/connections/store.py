@@ -25,7 +25,7 @@ from mailconduit.config.secret import Secret
 from mailconduit.connections.env import ENV_PREFIX, env_connections, env_lookup, env_var_name
 from mailconduit.connections.oauth import clear_oauth
 from mailconduit.crypto import decrypt, encrypt
-from mailconduit.db.engines import engine
+from mailconduit.db.engines import engine, insert_new
 from mailconduit.db.tables import connection_tests_table, connections_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import LOCAL_CONNECTION
@@ -144,15 +144,10 @@ def create(data: Mapping[str, Any]) -> Connection:
     conn = validate_connection(data)
     _check_name_free(conn.name)
     now = _now()
-    try:
-        with engine().begin() as db:
-            db.execute(
-                insert(connections_table).values(**_to_row(conn), created_at=now, updated_at=now)
-            )
-    except IntegrityError:
+    if not insert_new(connections_table, **_to_row(conn), created_at=now, updated_at=now):
         raise ConfigError.for_fields(
             "connection", [FieldError("name", f"a connection named {conn.name!r} already exists")]
-        ) from None
+        )
     return conn
 
 
