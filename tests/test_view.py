@@ -7,8 +7,9 @@ import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
+from typing import ClassVar
 
-from mailconduit.view import plain, view
+from mailconduit.view import Record, Shown, plain, view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,3 +52,16 @@ def test_a_view_shows_the_named_fields_only_in_their_order_and_under_their_keys(
 def test_plain_leaves_plain_values_and_none_as_they_are() -> None:
     for value in (None, "x", 1, 1.5, True):
         assert plain(value) is value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shown(Record):
+    name: str
+    secret: str = "never shown"
+
+    _SHOWN: ClassVar[Shown] = (("label", "name"),)
+
+
+def test_a_record_shows_its_named_fields_and_keeps_its_slots() -> None:
+    assert _Shown("x").to_dict() == {"label": "x"}
+    assert not hasattr(_Shown("x"), "__dict__")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import PurePath
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["Shown", "plain", "view"]
+__all__ = ["Record", "Shown", "plain", "view"]
 
 #: The fields a view shows, in order: an attribute shown under its own name, or a pair
 #: (key, attribute) for one shown under another name.
@@ -25,6 +25,16 @@ def view(value: object, shown: Shown) -> dict[str, Any]:
         key, attribute = (entry, entry) if isinstance(entry, str) else entry
         out[key] = plain(getattr(value, attribute))
     return out
+
+
+class Record:
+    """A value object whose ``to_dict`` shows the fields it names in ``_SHOWN``."""
+
+    __slots__ = ()
+    _SHOWN: ClassVar[Shown] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return view(self, self._SHOWN)
 
 
 def plain(value: Any) -> Any:

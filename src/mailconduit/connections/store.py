@@ -29,7 +29,7 @@ from mailconduit.db.engines import engine, insert_new
 from mailconduit.db.tables import connection_tests_table, connections_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import LOCAL_CONNECTION
-from mailconduit.view import Shown, view
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "ENV_PREFIX",
@@ -54,7 +54,7 @@ KEPT_TESTS = 20
 
 
 @dataclass(frozen=True, slots=True)
-class TestStatus:
+class TestStatus(Record):
     """The outcome of the last Test Connection, kept for the connection list."""
 
     ok: bool
@@ -62,9 +62,6 @@ class TestStatus:
     message: str
 
     _SHOWN: ClassVar[Shown] = ("ok", "at", "message")
-
-    def to_dict(self) -> dict[str, Any]:
-        return view(self, self._SHOWN)
 
 
 def _now() -> datetime:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from mailconduit.view import Shown, view
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "FINAL_STATES",
@@ -121,7 +121,7 @@ def _json_strings(items: tuple[str, ...]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class RunInfo:
+class RunInfo(Record):
     """A run's header and its row counts by state."""
 
     run_id: str
@@ -157,9 +157,6 @@ class RunInfo:
         "message",
         "counts",
     )
-
-    def to_dict(self) -> dict[str, Any]:
-        return view(self, self._SHOWN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,12 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.home import sink_dir
 from mailconduit.sink.files import write_public_file
-from mailconduit.view import Shown, view
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "DEFAULT_PORT",
@@ -44,7 +44,7 @@ PROBE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
-class SinkInfo:
+class SinkInfo(Record):
     """A sink that is (or was) running: its process, address and start time."""
 
     pid: int
@@ -53,9 +53,6 @@ class SinkInfo:
     started: dt.datetime
 
     _SHOWN: ClassVar[Shown] = ("pid", "host", "port", "started")
-
-    def to_dict(self) -> dict[str, Any]:
-        return view(self, self._SHOWN)
 
 
 def configured_port() -> int:

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from mailconduit.errors import NotFoundError
 from mailconduit.home import sink_dir
-from mailconduit.view import Shown, view
+from mailconduit.view import Record, Shown, view
 
 __all__ = [
     "MailboxWriter",
@@ -77,7 +77,7 @@ _COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
-class MessageSummary:
+class MessageSummary(Record):
     """One index row: what a list of received messages shows."""
 
     id: int
@@ -106,13 +106,9 @@ class MessageSummary:
         "path",
     )
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly fields (times in ISO 8601, UTC)."""
-        return view(self, self._SHOWN)
-
 
 @dataclass(frozen=True, slots=True)
-class ReceivedAttachment:
+class ReceivedAttachment(Record):
     """A non-body part of a message: a file, an inline image, a forwarded message.
 
     ``index`` is its position among the message's attachments (stable, for links);
@@ -130,6 +126,7 @@ class ReceivedAttachment:
     def size(self) -> int:
         return len(self.content)
 
+    #: Metadata only, never the payload.
     _SHOWN: ClassVar[Shown] = (
         "index",
         "filename",
@@ -138,10 +135,6 @@ class ReceivedAttachment:
         "content_id",
         "size",
     )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Metadata only (no payload), JSON-friendly."""
-        return view(self, self._SHOWN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from mailconduit.errors import AddressError
-from mailconduit.view import Shown, view
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "Capabilities",
@@ -33,7 +33,7 @@ _LINE_BREAKS = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
-class Capabilities:
+class Capabilities(Record):
     """What the server's EHLO reply advertised (RFC 5321 4.1.1.1 and the extensions)."""
 
     size: int | None = None  # None: SIZE not advertised; 0: advertised without a limit
@@ -66,10 +66,6 @@ class Capabilities:
     def max_size(self) -> int:
         """The advertised limit in bytes, 0 when none applies."""
         return self.size or 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly view (Test Connection output, REST API)."""
-        return view(self, self._SHOWN)
 
 
 #: EHLO keywords that are a yes/no capability, and the Capabilities field each sets.

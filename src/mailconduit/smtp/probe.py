@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from mailconduit.address import parse_mailbox
 from mailconduit.config import AuthMechanism, Connection, Security
@@ -42,7 +42,7 @@ from mailconduit.smtp.tls import (
     verify_failure,
 )
 from mailconduit.smtp.transcript import Transcript
-from mailconduit.view import Shown, view
+from mailconduit.view import Record, Shown
 
 __all__ = ["ProbeResult", "probe", "token_failure"]
 
@@ -71,7 +71,7 @@ _PLAINTEXT_REASONS = (
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeResult:
+class ProbeResult(Record):
     """What Test Connection found: success, or the failed stage with a message and a hint."""
 
     ok: bool
@@ -116,9 +116,6 @@ class ProbeResult:
         "transcript",
         "warnings",
     )
-
-    def to_dict(self) -> dict[str, Any]:
-        return view(self, self._SHOWN)
 
     def report_lines(self, *, verbose: bool = False) -> list[str]:
         """What ``mailconduit connections test`` prints (and the web console shows)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from mailconduit.errors import ConfigError, FieldError
-from mailconduit.view import Shown, view
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "CertificateInfo",
@@ -31,7 +31,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class CertificateInfo:
+class CertificateInfo(Record):
     """The facts about a server certificate a person needs to judge it."""
 
     subject: str
@@ -56,12 +56,9 @@ class CertificateInfo:
         "not_yet_valid",
     )
 
-    def to_dict(self) -> dict[str, Any]:
-        return view(self, self._SHOWN)
-
 
 @dataclass(frozen=True, slots=True)
-class TLSInfo:
+class TLSInfo(Record):
     """What a TLS handshake negotiated, and the peer's certificate."""
 
     version: str
@@ -70,9 +67,6 @@ class TLSInfo:
     verified: bool = True
 
     _SHOWN: ClassVar[Shown] = ("version", "cipher", "verified", "certificate")
-
-    def to_dict(self) -> dict[str, Any]:
-        return view(self, self._SHOWN)
 
 
 def client_context(*, verify: bool, ca_file: str = "") -> ssl.SSLContext:
