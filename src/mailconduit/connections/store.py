@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Select, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailconduit.config.connection import (
@@ -244,12 +244,7 @@ def record_test(name: str, *, ok: bool, message: str) -> None:
         db.execute(
             insert(connection_tests_table).values(name=name, ok=ok, at=now, message=message[:2000])
         )
-        kept = (
-            select(connection_tests_table.c.id)
-            .where(connection_tests_table.c.name == name)
-            .order_by(connection_tests_table.c.id.desc())
-            .limit(KEPT_TESTS)
-        )
+        kept = _kept_tests(name).with_only_columns(connection_tests_table.c.id)
         db.execute(
             delete(connection_tests_table).where(
                 connection_tests_table.c.name == name,
@@ -258,13 +253,14 @@ def record_test(name: str, *, ok: bool, message: str) -> None:
         )
 
 
+def _kept_tests(name: str) -> Select[Any]:
+    """The latest :data:`KEPT_TESTS` Test Connection results of ``name``, newest first."""
+    t = connection_tests_table
+    return select(t).where(t.c.name == name).order_by(t.c.id.desc()).limit(KEPT_TESTS)
+
+
 def recent_tests(name: str) -> list[TestStatus]:
     """The latest Test Connection results of a stored connection, newest first."""
     with engine().connect() as db:
-        rows = db.execute(
-            select(connection_tests_table)
-            .where(connection_tests_table.c.name == name)
-            .order_by(connection_tests_table.c.id.desc())
-            .limit(KEPT_TESTS)
-        ).all()
+        rows = db.execute(_kept_tests(name)).all()
     return [TestStatus(bool(r.ok), r.at, r.message) for r in rows]
