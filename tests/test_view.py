@@ -13,11 +13,10 @@ from mailconduit.view import Record, Shown, plain, view
 
 
 @dataclasses.dataclass(frozen=True)
-class _Part:
+class _Part(Record):
     name: str
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name}
+    _SHOWN: ClassVar[Shown] = ("name",)
 
 
 @dataclasses.dataclass(frozen=True)

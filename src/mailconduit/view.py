@@ -39,7 +39,7 @@ class Record:
 
 def plain(value: Any) -> Any:
     """``value`` as JSON writes it: tuples as lists, times in ISO 8601, paths as strings,
-    mappings copied, and a record that has a ``to_dict`` as that dict."""
+    mappings copied, a :class:`Record` as its dict."""
     if isinstance(value, tuple):
         return [plain(item) for item in value]
     if isinstance(value, dict):
@@ -48,6 +48,6 @@ def plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, PurePath):
         return str(value)
-    if hasattr(value, "to_dict"):
+    if isinstance(value, Record):
         return value.to_dict()
     return value
