@@ -578,9 +578,29 @@ def _group_members(reader: _Reader) -> list[Address]:
             members.extend(_entry(reader, in_group=True))
 
 
+#: The brackets an entry nests, outermost rule first: inside a comment nothing else counts;
+#: inside an angle address, comments still do.
+_BRACKETS = (("(", ")"), ("<", ">"))
+
+
+def _in_brackets(char: str, open_counts: dict[str, int]) -> bool:
+    """Count ``char`` if it opens a bracket or closes an open one; True then, and for any
+    character inside a bracket (such a character neither quotes nor ends anything)."""
+    for opening, closing in _BRACKETS:
+        if char == opening:
+            open_counts[opening] += 1
+            return True
+        if char == closing and open_counts[opening]:
+            open_counts[opening] -= 1
+            return True
+        if open_counts[opening]:
+            return True
+    return False
+
+
 def _entry_end(text: str, start: int) -> int:
     """Where the entry starting at ``start`` ends, read leniently (only to quote it in errors)."""
-    depth = angle = 0
+    open_counts = {opening: 0 for opening, _ in _BRACKETS}
     in_quote = in_group = False
     index = start
     while index < len(text):
@@ -590,19 +610,9 @@ def _entry_end(text: str, start: int) -> int:
             continue
         if in_quote:
             in_quote = char != '"'
-        elif char == '"' and not depth:
+        elif char == '"' and not open_counts["("]:
             in_quote = True
-        elif char == "(":
-            depth += 1
-        elif char == ")" and depth:
-            depth -= 1
-        elif depth:
-            pass
-        elif char == "<":
-            angle += 1
-        elif char == ">" and angle:
-            angle -= 1
-        elif angle:
+        elif _in_brackets(char, open_counts):
             pass
         elif char == ":":
             in_group = True
