@@ -27,6 +27,7 @@ import ipaddress
 import re
 import string
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mailconduit.errors import AddressError
@@ -313,6 +314,19 @@ class _Word:
     end: int
 
 
+def _unescaped(text: str, start: int) -> Iterator[tuple[int, str]]:
+    """Each character of ``text`` from ``start`` with its index, quoted-pairs (a backslash
+    and the character it escapes) passed over whole: they never open or close anything."""
+    index = start
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        yield index, char
+        index += 1
+
+
 class _Reader:
     """A position in the text, and the lexical pieces of RFC 5322 3.2 read from there."""
 
@@ -345,12 +359,7 @@ class _Reader:
         text = self.text
         start = self.pos
         depth = 0
-        index = start
-        while index < len(text):
-            char = text[index]
-            if char == "\\":
-                index += 2
-                continue
+        for index, char in _unescaped(text, start):
             if char == "(":
                 depth += 1
             elif char == ")":
@@ -363,7 +372,6 @@ class _Reader:
                             "a comment holding '@' (some programs would read it as the address)"
                         )
                     return _QUOTED_PAIR_RE.sub(r"\1", inner)
-            index += 1
         raise _Invalid("unbalanced parenthesis: '(' without a closing ')'")
 
     def quoted(self) -> str:
@@ -602,12 +610,7 @@ def _entry_end(text: str, start: int) -> int:
     """Where the entry starting at ``start`` ends, read leniently (only to quote it in errors)."""
     open_counts = {opening: 0 for opening, _ in _BRACKETS}
     in_quote = in_group = False
-    index = start
-    while index < len(text):
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
+    for index, char in _unescaped(text, start):
         if in_quote:
             in_quote = char != '"'
         elif char == '"' and not open_counts["("]:
@@ -620,7 +623,6 @@ def _entry_end(text: str, start: int) -> int:
             in_group = False
         elif char in ",;" and not in_group:
             return index
-        index += 1
     return len(text)
 
 
