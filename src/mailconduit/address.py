@@ -411,14 +411,23 @@ class _Reader:
         return literal
 
 
+#: Characters standing where they cannot, and the mistake each one shows.
+_STRAY = {
+    ")": "unbalanced parenthesis: ')' without an opening '('",
+    ">": "'>' without an opening '<'",
+    "@": "more than one @ in the address",
+}
+#: The same inside ``<...>``, where only ``>`` may follow the domain ("": the text ended).
+_STRAY_IN_ANGLE = {
+    "": "'<' without a closing '>'",
+    "(": "a comment inside an address",
+    "@": _STRAY["@"],
+    "<": "'<' inside '<...>'",
+}
+
+
 def _unexpected(char: str, after: str) -> _Invalid:
-    if char == ")":
-        return _Invalid("unbalanced parenthesis: ')' without an opening '('")
-    if char == ">":
-        return _Invalid("'>' without an opening '<'")
-    if char == "@":
-        return _Invalid("more than one @ in the address")
-    return _Invalid(f"unexpected text after {after}")
+    return _Invalid(_STRAY.get(char, f"unexpected text after {after}"))
 
 
 def _end_of_entry(reader: _Reader, comments: list[str], after: str) -> None:
@@ -491,14 +500,8 @@ def _angle_addr(reader: _Reader) -> tuple[str, str]:
         if char not in (">", "", "<"):
             raise _Invalid(_SPACE)
     if char != ">":
-        if not char:
-            raise _Invalid("'<' without a closing '>'")
-        if char == "(":
-            raise _Invalid("a comment inside an address")
-        if char == "@":
-            raise _Invalid("more than one @ in the address")
-        if char == "<":
-            raise _Invalid("'<' inside '<...>'")
+        if char in _STRAY_IN_ANGLE:
+            raise _Invalid(_STRAY_IN_ANGLE[char])
         if not domain:
             raise _Invalid(f"character {char!r} is not allowed in a domain")
         raise _Invalid(f"unexpected {char!r} inside '<...>'")
