@@ -10,11 +10,10 @@ from __future__ import annotations
 import warnings
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from mailconduit.errors import SourceError
-from mailconduit.sources.base import Record, Source, SourceKind, check_column_names, file_sha256
+from mailconduit.sources.base import FileSource, ReadOptions, Record, SourceKind, check_column_names
 from mailconduit.sources.cells import cell_problem
 
 __all__ = ["ExcelSource"]
@@ -33,31 +32,20 @@ def _column_letter(index: int) -> str:
     return letters
 
 
-class ExcelSource(Source):
-    """One worksheet of an .xlsx workbook; ``sheet`` is a name or a 1-based position."""
+class ExcelSource(FileSource):
+    """One worksheet of an .xlsx workbook; the ``sheet`` option is a name or a 1-based position."""
 
     kind = SourceKind.XLSX
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        location: str | None = None,
-        sheet: str | int | None = None,
-        key_column: str | None = None,
-    ) -> None:
-        self.path = path
-        where = location or str(path)
-        self.location = where
+    def _read_columns(self, options: ReadOptions) -> tuple[str, ...]:
         workbook = self._load()
         try:
-            self.sheet = self._pick_sheet(workbook, sheet)
+            self.sheet = self._pick_sheet(workbook, options.sheet)
             header, self._header_row = self._read_header(workbook)
         finally:
             workbook.close()
         self._width = len(header)
-        columns = check_column_names(header, f"{where}:{self._header_row}", what="header row")
-        super().__init__(location=where, columns=columns, key_column=key_column)
+        return check_column_names(header, f"{self.location}:{self._header_row}", what="header row")
 
     def _load(self) -> Any:
         import openpyxl
@@ -140,5 +128,5 @@ class ExcelSource(Source):
     def _describe_kind(self) -> str:
         return f"Excel workbook {self.location}, sheet {self.sheet!r}"
 
-    def _fingerprint(self) -> str:
-        return file_sha256(self.path, "xlsx", self.sheet)
+    def _read_with(self) -> tuple[str, ...]:
+        return (self.sheet,)

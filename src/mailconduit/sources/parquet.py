@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from mailconduit.errors import SourceError
-from mailconduit.sources.base import Record, Source, SourceKind, check_column_names, file_sha256
+from mailconduit.sources.base import FileSource, ReadOptions, Record, SourceKind, check_column_names
 from mailconduit.sources.cells import cell_problem
 from mailconduit.sources.duck import connect, tidy_error
 
@@ -16,22 +15,17 @@ __all__ = ["ParquetSource"]
 _BATCH = 2048
 
 
-class ParquetSource(Source):
+class ParquetSource(FileSource):
     """A Parquet file; ``count()`` comes from the file's metadata."""
 
     kind = SourceKind.PARQUET
 
-    def __init__(
-        self, path: Path, *, location: str | None = None, key_column: str | None = None
-    ) -> None:
-        self.path = path
-        self.location = location or str(path)
+    def _read_columns(self, options: ReadOptions) -> tuple[str, ...]:
         described = self._query(
             "DESCRIBE SELECT * FROM read_parquet(?)", lambda cur: cur.fetchall()
         )
         names = [str(row[0]) for row in described]
-        columns = check_column_names(names, self.location, what="schema")
-        super().__init__(location=self.location, columns=columns, key_column=key_column)
+        return check_column_names(names, self.location, what="schema")
 
     def _query(self, sql: str, consume: Any) -> Any:
         """Run ``sql`` with the file as its one parameter; DuckDB errors become SourceError."""
@@ -86,6 +80,3 @@ class ParquetSource(Source):
 
     def _describe_kind(self) -> str:
         return f"Parquet file {self.location}"
-
-    def _fingerprint(self) -> str:
-        return file_sha256(self.path, "parquet")
