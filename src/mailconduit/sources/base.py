@@ -15,7 +15,7 @@ import json
 import weakref
 from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -233,6 +233,12 @@ class Source(ABC):
         return f"<{type(self).__name__} {self.location}>"
 
     # -- helpers for subclasses ------------------------------------------------------------
+    def _record(self, number: int, line: int | None, cells: Sequence[Any]) -> Record:
+        """The record of a row that comes as cells in column order (Excel, Parquet, SQL), with
+        the first character in it that data may not hold."""
+        values = dict(zip(self.columns, cells, strict=False))
+        return number, line, values, cell_problem(values)
+
     def _on_close(self, func: Callable[..., Any], *args: Any) -> None:
         """Run ``func(*args)`` on close or when this source is garbage-collected.
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import FileSource, ReadOptions, Record, SourceKind, check_column_names
-from mailconduit.sources.cells import cell_problem
 
 __all__ = ["ExcelSource"]
 
@@ -100,7 +99,6 @@ class ExcelSource(FileSource):
         raise SourceError(f"sheet {self.sheet!r} is empty; it needs a header row", self.location)
 
     def _records(self) -> Iterator[Record]:
-        columns = self.columns
         width = self._width
         workbook = self._load()
         try:
@@ -120,8 +118,7 @@ class ExcelSource(FileSource):
                 if len(cells) < width:
                     cells = cells + (None,) * (width - len(cells))
                 number += 1
-                values = dict(zip(columns, cells, strict=False))
-                yield number, row_number, values, cell_problem(values)
+                yield self._record(number, row_number, cells)
         finally:
             workbook.close()
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import FileSource, ReadOptions, Record, SourceKind, check_column_names
-from mailconduit.sources.cells import cell_problem
 from mailconduit.sources.duck import connect, tidy_error
 
 __all__ = ["ParquetSource"]
@@ -44,7 +43,6 @@ class ParquetSource(FileSource):
     def _records(self) -> Iterator[Record]:
         import duckdb
 
-        columns = self.columns
         con = connect()
         try:
             try:
@@ -66,8 +64,7 @@ class ParquetSource(FileSource):
                     return
                 for cells in batch:
                     number += 1
-                    values = dict(zip(columns, cells, strict=False))
-                    yield number, None, values, cell_problem(values)
+                    yield self._record(number, None, cells)
         finally:
             con.close()
 
