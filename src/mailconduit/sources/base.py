@@ -341,8 +341,8 @@ class FileSource(Source):
         """The column names, once the settings the rows need are read from the file."""
 
     def _read_with(self) -> tuple[str, ...]:
-        """The settings the rows are read with (encoding, delimiter, sheet...), which make
-        the same bytes other data."""
+        """The settings the rows are read with (encoding, delimiter, sheet): part of the
+        fingerprint, since the same bytes read otherwise are other data."""
         return ()
 
     def _fingerprint(self) -> str:
