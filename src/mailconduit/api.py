@@ -516,11 +516,11 @@ def _address_policy() -> Any:
 async def _resume(
     run_id: str,
     *,
-    retry_failed: bool = False,
-    resend_uncertain: bool | None = None,
-    source: Any = None,
-    progress: ProgressCallback | None = None,
-    handle_signals: bool = False,
+    retry_failed: bool,
+    resend_uncertain: bool | None,
+    source: Any,
+    progress: ProgressCallback | None,
+    handle_signals: bool,
 ) -> ExportReport:
     from mailconduit.delivery.export import resume as resume_run_of
     from mailconduit.delivery.export import spec_of_run
@@ -562,7 +562,7 @@ run_resume = event_loop.blocking(
     _resume,
     name="run_resume",
     doc=""":func:`resume` as :func:`run_export` runs an export: for the CLI, which asks for
-    SIGINT and SIGTERM to stop the run gracefully (``handle_signals``).""",
+    SIGINT and SIGTERM to stop the run gracefully (``handle_signals``) and says every option.""",
 )
 
 
