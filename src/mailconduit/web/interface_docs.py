@@ -74,13 +74,12 @@ def _files_path(files: str, export: Mapping[str, Any]) -> str | None:
 
 
 #: The references a console document may hold, in the order they are turned into paths (the
-#: files of an upload lie beside its data file): the reference, the setting it becomes, the
-#: lookup of its path, the error when both are given, what an unknown reference is.
+#: files of an upload lie beside its data file): the reference, the setting it stands for, the
+#: lookup of its path, what the two are called, what an unknown reference is.
 _REFERENCES = (
-    ("upload", "source", _upload_path, "give an upload or a source, not both", "no uploaded file"),
-    ("files", "attach_dir", _files_path, "give an archive or attach_dir, not both",
-     "no attachment archive"),
-)  # fmt: skip
+    ("upload", "source", _upload_path, "an upload or a source", "no uploaded file"),
+    ("files", "attach_dir", _files_path, "an archive or attach_dir", "no attachment archive"),
+)
 
 
 def stored_document(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,7 +95,7 @@ def stored_document(doc: Mapping[str, Any]) -> dict[str, Any]:
         if ref is None:
             continue
         if export.get(setting):
-            errors.append(FieldError(f"export.{key}", both))
+            errors.append(FieldError(f"export.{key}", f"give {both}, not both"))
             continue
         path = path_of(str(ref), export)
         if path is None:
