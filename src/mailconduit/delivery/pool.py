@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from mailconduit.delivery.control import Control
 from mailconduit.delivery.feed import Feed
-from mailconduit.delivery.ratelimit import RateLimiter
+from mailconduit.delivery.parts import RunParts
 from mailconduit.errors import AuthenticationError, MailconduitError, SMTPError
 from mailconduit.journal import RunStatus
 from mailconduit.smtp import SendOutcome, SMTPSession, StreamEnd
@@ -29,17 +28,15 @@ class SessionPool:
     def __init__(
         self,
         open_session: SessionOpener,
+        parts: RunParts,
         *,
         feed: Feed,
-        control: Control,
-        limiter: RateLimiter | None,
         on_send: Callable[[SendOutcome], None],
         logs_in: bool,
     ) -> None:
         self._open_session = open_session
+        self._parts = parts
         self._feed = feed
-        self._control = control
-        self._limiter = limiter
         self._on_send = on_send
         self._connect_failures = 0
         #: The exception that ended a worker, if one did.
@@ -56,13 +53,14 @@ class SessionPool:
         return [asyncio.create_task(self._worker(i)) for i in range(count)]
 
     async def _worker(self, index: int) -> None:
+        control = self._parts.control
         try:
-            if index > 0 and not await self._control.until(self._first_login):
+            if index > 0 and not await control.until(self._first_login):
                 return
             await self._sessions()
         except Exception as exc:
             self.crash = exc
-            self._control.stop(RunStatus.FAILED, f"internal error in a session: {exc!r}")
+            control.stop(RunStatus.FAILED, f"internal error in a session: {exc!r}")
             raise
         finally:
             if index == 0:
@@ -70,7 +68,7 @@ class SessionPool:
 
     async def _sessions(self) -> None:
         """Open a session and stream through it, again and again, until there is no more."""
-        control = self._control
+        control, limiter = self._parts.control, self._parts.limiter
         while not control.stopping:
             if self._feed.ended:
                 return
@@ -89,15 +87,15 @@ class SessionPool:
             if result.reason is StreamEnd.SOURCE_EXHAUSTED:
                 return
             if result.reason is StreamEnd.SERVER_CLOSING:
-                if self._limiter is not None:
-                    self._limiter.throttle()
+                if limiter is not None:
+                    limiter.throttle()
                 await control.pause(1.0)
             elif result.reason is StreamEnd.CONNECTION_LOST:
                 await control.pause(0.2)
 
     async def _open(self) -> SMTPSession | None:
         """A connected session; None after a failure (the run is stopped when it must end)."""
-        control = self._control
+        control = self._parts.control
         try:
             session = await self._open_session()
         except AuthenticationError as exc:
