@@ -86,7 +86,8 @@ class Settler:
             return
         if status is DeliveryStatus.UNCERTAIN:
             job.uncertain_before = True
-            if self._parts.control.stopping:  # not resent in this run: the journal must say uncertain
+            # Not resent in this run: the journal must say uncertain.
+            if self._parts.control.stopping:
                 self.finish(job, row_state(job, RowStatus.UNCERTAIN, outcome))
                 return
         if outcome.refused and outcome.deferred:
@@ -108,7 +109,8 @@ class Settler:
         if delay is None:
             self._give_up(job, outcome)
             return
-        if self._parts.control.stopping:  # not final: resume sends it (to the recipients still owed)
+        # Not final: resume sends it (to the recipients still owed).
+        if self._parts.control.stopping:
             self.finish(job, row_state(job, pending_state(job, RowStatus.RETRY), outcome))
             return
         if recipients is not None and self._recorder.journaled:
