@@ -146,17 +146,16 @@ class Handshake:
 
     async def _start_tls(self, channel: Channel) -> None:
         session = self._session
-        conn = session.conn
         new_transport = await start_tls(
             self._loop,
             channel.protocol,
             session.host,
             timeout=session.timeout,
-            verify=conn.verify_tls,
-            ca_file=conn.ca_file,
+            verify=session.conn.verify_tls,
+            ca_file=session.conn.ca_file,
         )
         tls = session.tls = tls_info(
-            new_transport.get_extra_info("ssl_object"), verified=conn.verify_tls
+            new_transport.get_extra_info("ssl_object"), verified=session.conn.verify_tls
         )
         if session.transcript is not None and tls is not None:
             session.transcript.note(f"TLS established: {tls.version} {tls.cipher}")
