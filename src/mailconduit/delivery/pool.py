@@ -35,8 +35,9 @@ class SessionPool:
         logs_in: bool,
     ) -> None:
         self._open_session = open_session
-        self._parts = parts
         self._feed = feed
+        self._control = parts.control
+        self._limiter = parts.limiter
         self._on_send = on_send
         self._connect_failures = 0
         #: The exception that ended a worker, if one did.
@@ -53,14 +54,13 @@ class SessionPool:
         return [asyncio.create_task(self._worker(i)) for i in range(count)]
 
     async def _worker(self, index: int) -> None:
-        control = self._parts.control
         try:
-            if index > 0 and not await control.until(self._first_login):
+            if index > 0 and not await self._control.until(self._first_login):
                 return
             await self._sessions()
         except Exception as exc:
             self.crash = exc
-            control.stop(RunStatus.FAILED, f"internal error in a session: {exc!r}")
+            self._control.stop(RunStatus.FAILED, f"internal error in a session: {exc!r}")
             raise
         finally:
             if index == 0:
@@ -68,7 +68,7 @@ class SessionPool:
 
     async def _sessions(self) -> None:
         """Open a session and stream through it, again and again, until there is no more."""
-        control, limiter = self._parts.control, self._parts.limiter
+        control = self._control
         while not control.stopping:
             if self._feed.ended:
                 return
@@ -87,15 +87,15 @@ class SessionPool:
             if result.reason is StreamEnd.SOURCE_EXHAUSTED:
                 return
             if result.reason is StreamEnd.SERVER_CLOSING:
-                if limiter is not None:
-                    limiter.throttle()
+                if self._limiter is not None:
+                    self._limiter.throttle()
                 await control.pause(1.0)
             elif result.reason is StreamEnd.CONNECTION_LOST:
                 await control.pause(0.2)
 
     async def _open(self) -> SMTPSession | None:
         """A connected session; None after a failure (the run is stopped when it must end)."""
-        control = self._parts.control
+        control = self._control
         try:
             session = await self._open_session()
         except AuthenticationError as exc:
