@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from mailconduit.delivery.control import Control
 from mailconduit.delivery.feed import Feed
-from mailconduit.delivery.ratelimit import RateLimiter
+from mailconduit.delivery.parts import RunParts
 from mailconduit.errors import AuthenticationError, MailconduitError, SMTPError
 from mailconduit.journal import RunStatus
 from mailconduit.smtp import SendOutcome, SMTPSession, StreamEnd, StreamResult
@@ -29,18 +28,17 @@ class SessionPool:
     def __init__(
         self,
         open_session: SessionOpener,
+        parts: RunParts,
         *,
         feed: Feed,
-        control: Control,
-        limiter: RateLimiter | None,
         on_send: Callable[[SendOutcome], None],
         logs_in: bool,
         keep: Callable[[SMTPSession], bool] | None = None,
     ) -> None:
         self._open_session = open_session
         self._feed = feed
-        self._control = control
-        self._limiter = limiter
+        self._control = parts.control
+        self._limiter = parts.limiter
         self._on_send = on_send
         self._keep = keep
         self._connect_failures = 0
