@@ -27,6 +27,7 @@ import ipaddress
 import re
 import string
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mailconduit.errors import AddressError
@@ -313,6 +314,19 @@ class _Word:
     end: int
 
 
+def _unescaped(text: str, start: int) -> Iterator[tuple[int, str]]:
+    """Each character of ``text`` from ``start`` with its index, quoted-pairs (a backslash
+    and the character it escapes) passed over whole: they never open or close anything."""
+    index = start
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        yield index, char
+        index += 1
+
+
 class _Reader:
     """A position in the text, and the lexical pieces of RFC 5322 3.2 read from there."""
 
@@ -345,12 +359,7 @@ class _Reader:
         text = self.text
         start = self.pos
         depth = 0
-        index = start
-        while index < len(text):
-            char = text[index]
-            if char == "\\":
-                index += 2
-                continue
+        for index, char in _unescaped(text, start):
             if char == "(":
                 depth += 1
             elif char == ")":
@@ -363,7 +372,6 @@ class _Reader:
                             "a comment holding '@' (some programs would read it as the address)"
                         )
                     return _QUOTED_PAIR_RE.sub(r"\1", inner)
-            index += 1
         raise _Invalid("unbalanced parenthesis: '(' without a closing ')'")
 
     def quoted(self) -> str:
@@ -403,14 +411,23 @@ class _Reader:
         return literal
 
 
+#: Characters standing where they cannot, and the mistake each one shows.
+_STRAY = {
+    ")": "unbalanced parenthesis: ')' without an opening '('",
+    ">": "'>' without an opening '<'",
+    "@": "more than one @ in the address",
+}
+#: The same inside ``<...>``, where only ``>`` may follow the domain ("": the text ended).
+_STRAY_IN_ANGLE = {
+    "": "'<' without a closing '>'",
+    "(": "a comment inside an address",
+    "@": _STRAY["@"],
+    "<": "'<' inside '<...>'",
+}
+
+
 def _unexpected(char: str, after: str) -> _Invalid:
-    if char == ")":
-        return _Invalid("unbalanced parenthesis: ')' without an opening '('")
-    if char == ">":
-        return _Invalid("'>' without an opening '<'")
-    if char == "@":
-        return _Invalid("more than one @ in the address")
-    return _Invalid(f"unexpected text after {after}")
+    return _Invalid(_STRAY.get(char, f"unexpected text after {after}"))
 
 
 def _end_of_entry(reader: _Reader, comments: list[str], after: str) -> None:
@@ -483,14 +500,8 @@ def _angle_addr(reader: _Reader) -> tuple[str, str]:
         if char not in (">", "", "<"):
             raise _Invalid(_SPACE)
     if char != ">":
-        if not char:
-            raise _Invalid("'<' without a closing '>'")
-        if char == "(":
-            raise _Invalid("a comment inside an address")
-        if char == "@":
-            raise _Invalid("more than one @ in the address")
-        if char == "<":
-            raise _Invalid("'<' inside '<...>'")
+        if char in _STRAY_IN_ANGLE:
+            raise _Invalid(_STRAY_IN_ANGLE[char])
         if not domain:
             raise _Invalid(f"character {char!r} is not allowed in a domain")
         raise _Invalid(f"unexpected {char!r} inside '<...>'")
@@ -578,31 +589,36 @@ def _group_members(reader: _Reader) -> list[Address]:
             members.extend(_entry(reader, in_group=True))
 
 
+#: The brackets an entry nests, outermost rule first: inside a comment nothing else counts;
+#: inside an angle address, comments still do.
+_BRACKETS = (("(", ")"), ("<", ">"))
+
+
+def _in_brackets(char: str, open_counts: dict[str, int]) -> bool:
+    """Count ``char`` if it opens a bracket or closes an open one; True then, and for any
+    character inside a bracket (such a character neither quotes nor ends anything)."""
+    for opening, closing in _BRACKETS:
+        if char == opening:
+            open_counts[opening] += 1
+            return True
+        if char == closing and open_counts[opening]:
+            open_counts[opening] -= 1
+            return True
+        if open_counts[opening]:
+            return True
+    return False
+
+
 def _entry_end(text: str, start: int) -> int:
     """Where the entry starting at ``start`` ends, read leniently (only to quote it in errors)."""
-    depth = angle = 0
+    open_counts = {opening: 0 for opening, _ in _BRACKETS}
     in_quote = in_group = False
-    index = start
-    while index < len(text):
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
+    for index, char in _unescaped(text, start):
         if in_quote:
             in_quote = char != '"'
-        elif char == '"' and not depth:
+        elif char == '"' and not open_counts["("]:
             in_quote = True
-        elif char == "(":
-            depth += 1
-        elif char == ")" and depth:
-            depth -= 1
-        elif depth:
-            pass
-        elif char == "<":
-            angle += 1
-        elif char == ">" and angle:
-            angle -= 1
-        elif angle:
+        elif _in_brackets(char, open_counts):
             pass
         elif char == ":":
             in_group = True
@@ -610,7 +626,6 @@ def _entry_end(text: str, start: int) -> int:
             in_group = False
         elif char in ",;" and not in_group:
             return index
-        index += 1
     return len(text)
 
 

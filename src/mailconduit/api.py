@@ -478,51 +478,11 @@ resume = event_loop.blocking(
 )
 
 
-def run_export(
-    spec: ExportSpec,
-    *,
-    progress: ProgressCallback | None = None,
-    handle_signals: bool = False,
-    queue: bool = False,
-) -> ExportReport:
-    """Run (or, with an existing run id, resume) an export and wait for it.
-
-    ``handle_signals``: SIGINT and SIGTERM stop the run gracefully; for the CLI alone.
-    ``queue``: a celery run whose agent has no live worker waits for one (else refused).
-    """
-    return event_loop.run(
-        _run(spec, progress=progress, handle_signals=handle_signals, queue=queue)
-    )
-
-
-def run_resume(
-    run_id: str,
-    *,
-    retry_failed: bool = False,
-    resend_uncertain: bool | None = None,
-    source: Any = None,
-    progress: ProgressCallback | None = None,
-    handle_signals: bool = False,
-) -> ExportReport:
-    """:func:`resume` as :func:`run_export` runs an export: for the CLI, which asks for
-    SIGINT and SIGTERM to stop the run gracefully (``handle_signals``)."""
-    return event_loop.run(
-        _resume(
-            run_id,
-            retry_failed=retry_failed,
-            resend_uncertain=resend_uncertain,
-            source=source,
-            progress=progress,
-            handle_signals=handle_signals,
-        )
-    )
-
-
 async def _run(
     spec: ExportSpec,
     *,
-    progress: ProgressCallback | None,
-    handle_signals: bool,
+    progress: ProgressCallback | None = None,
+    handle_signals: bool = False,
     queue: bool = False,
 ) -> ExportReport:
     from mailconduit.delivery.export import execute
@@ -587,6 +547,23 @@ async def _resume(
             handle_signals=handle_signals,
             allow_address=_address_policy(),
         )
+
+
+run_export = event_loop.blocking(
+    _run,
+    name="run_export",
+    doc="""Run (or, with an existing run id, resume) an export and wait for it.
+
+    ``handle_signals``: SIGINT and SIGTERM stop the run gracefully; for the CLI alone.
+    ``queue``: a celery run whose agent has no live worker waits for one (else refused).
+    """,
+)
+run_resume = event_loop.blocking(
+    _resume,
+    name="run_resume",
+    doc=""":func:`resume` as :func:`run_export` runs an export: for the CLI, which asks for
+    SIGINT and SIGTERM to stop the run gracefully (``handle_signals``) and says every option.""",
+)
 
 
 def preview(spec: ExportSpec, *, limit: int = 3) -> list[Any]:

@@ -6,14 +6,18 @@ uploads) lives under it, so tests and users can isolate state by setting one var
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = [
     "LOCAL_CONNECTION",
     "database_url",
     "home",
+    "home_lock",
     "key_file",
     "redact_url",
     "sink_dir",
@@ -75,3 +79,17 @@ def uploads_dir() -> Path:
     path = home() / "uploads"
     path.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def home_lock(folder: str, name: str, *, busy: Callable[[], Exception]) -> Iterator[Path]:
+    """Hold ``<home>/<folder>/<name>.lock`` while the block runs: one process of this home
+    at a time; ``busy()`` is raised at once when another holds it. Yields the folder."""
+    path = home() / folder
+    path.mkdir(mode=0o700, exist_ok=True)
+    with open(path / f"{name}.lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy() from None
+        yield path

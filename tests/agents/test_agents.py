@@ -459,3 +459,45 @@ def test_the_python_api_queues_a_run_until_a_worker_starts(
         assert sorted(deliveries(server.messages)) == sorted(
             f"user{i}@example.com" for i in range(9)
         )
+
+
+@pytest.mark.parametrize("chain_seconds", ["60", "0.001"])
+def test_a_task_goes_on_with_the_runs_next_chunks_through_its_sessions(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, chain_seconds: str
+) -> None:
+    """A worker whose chunk ended well claims the run's next queued chunk itself and sends it
+    through the sessions it has open (one task, one owner, two sessions for six chunks); the
+    chunk's own task message then finds it taken. With a chain too short for a second
+    chunk, each chunk is its own task, with sessions of its own."""
+    source = write_csv(tmp_path / "people.csv", people(30))
+    server = TimedFaultServer()
+    with server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        cluster.start_worker(MAILCONDUIT_AGENT_CHAIN_SECONDS=chain_seconds)
+        cluster.wait_live(1)
+        monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "5")
+        run_id = api.detach_export(
+            api.export_spec({"source": str(source), "connection": CONNECTION, "to": "{{ email }}",
+                             "subject": "Hi", "body": "Dear {{ name }}", "key": "id",
+                             "concurrency": 2}),
+            queue=True,
+        )  # fmt: skip
+        wait_for(lambda: run_status(run_id) != "running", what="the run's end")
+        assert run_status(run_id) == "finished"
+        got = deliveries(server.messages)
+        assert sorted(got) == sorted(f"user{i}@example.com" for i in range(30))
+        assert all(len(ids) == 1 for ids in got.values()), got
+        store = cluster.store()
+        try:
+            chunks = store.chunks(run_id)
+        finally:
+            store.close()
+        assert len(chunks) == 6 and {c.state for c in chunks} == {"done"}
+        owners = {c.owner for c in chunks}
+        sessions = {m.session for m in server.messages}
+        if chain_seconds == "60":
+            assert len(owners) == 1, owners
+            assert len(sessions) <= 2, sessions
+        else:
+            assert len(owners) == 6, owners
+            assert len(sessions) >= 6, sessions

@@ -192,7 +192,11 @@ def _two_workers_behind_a_cuttable_broker(
             cluster, monkeypatch, faults={("DOT", "*"): f"delay:{delay}"}
         ) as server:
             for _ in range(2):
-                cluster.start_worker(MAILCONDUIT_BROKER_URL=proxy.url(broker))
+                # One chunk per task: the workers need the broker between chunks (a task
+                # going on with the run's next chunks would not notice the cuts).
+                cluster.start_worker(
+                    MAILCONDUIT_BROKER_URL=proxy.url(broker), MAILCONDUIT_AGENT_CHAIN_SECONDS="0.001"
+                )
             cluster.wait_live(2)
             yield server, proxy, detach(source)
     finally:

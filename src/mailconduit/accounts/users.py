@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailconduit.config import TEXT_LIMITS, text_limit_errors
-from mailconduit.db.engines import engine
+from mailconduit.db.engines import engine, insert_new
 from mailconduit.db.tables import sessions_table, tokens_table, users_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 
@@ -119,17 +119,12 @@ def create_user(name: str, password: str) -> Account:
     """Add a console user; a duplicate name or a short password is a field error."""
     _check_name(name)
     _check_password(password)
-    try:
-        with engine().begin() as db:
-            db.execute(
-                insert(users_table).values(
-                    name=name, password_hash=_hasher.hash(password), created_at=time.time()
-                )
-            )
-    except IntegrityError:
+    if not insert_new(
+        users_table, name=name, password_hash=_hasher.hash(password), created_at=time.time()
+    ):
         raise ConfigError.for_fields(
             "user", [FieldError("name", f"a user named {name!r} already exists")]
-        ) from None
+        )
     return Account(name=name, created_at=time.time(), tokens=0)
 
 

@@ -32,7 +32,7 @@ from mailconduit.delivery.recorded import seal_spec
 from mailconduit.delivery.report import ExportReport, report_from_journal, write_report
 from mailconduit.delivery.runner import CANCELLED
 from mailconduit.errors import ConfigError, FieldError
-from mailconduit.journal import Journal, RunStatus
+from mailconduit.journal import Journal, RunInfo, RunStatus
 from mailconduit.journal.agents import RUNNING, AgentStore, FrozenRun, WorkerInfo
 
 __all__ = [
@@ -100,6 +100,8 @@ def _freeze_and_record(
 ) -> tuple[int, list[int], tuple[str, ...]]:
     """Check the export, freeze its input, record the run; (total, chunks, notes). Blocking."""
     prepared = prepare(spec, _local(conn), sending=True)
+    store = AgentStore()
+    journal = Journal(store.url)
     try:
         frozen = freeze(
             spec,
@@ -109,21 +111,17 @@ def _freeze_and_record(
             chunk_rows=_chunk_rows(spec, conn, settings),
             workers=workers,
         )
-        fingerprint = prepared.source.fingerprint()
-        total = len(frozen.rows) if spec.limit else prepared.total
-    finally:
-        prepared.close()
-    store = AgentStore()
-    journal = Journal(store.url)
-    try:
+        total = min(spec.limit, prepared.total) if spec.limit else prepared.total
         # The input first: a coordinator killed meanwhile leaves no run without its input.
-        store.freeze_run(
+        # The rows are read from the source as they are copied (one pass, both at work).
+        copied = store.freeze_run(
             FrozenRun(run_id, conn.name, conn.agent, frozen.spec, prepared.source.location,
                       prepared.source.columns, total, 0, False, "", ""),
             frozen.rows,
             frozen.blobs.items(),
         )  # fmt: skip
-        plans = [(c.first_row, c.last_row, c.first_seq, c.last_seq) for c in frozen.chunks]
+        fingerprint = prepared.source.fingerprint()
+        plans = [(c.first_row, c.last_row, c.first_seq, c.last_seq) for c in frozen.chunks(copied)]
         store.add_chunks(run_id, plans)
         chunks = list(range(1, len(plans) + 1))
         journal.create_run(
@@ -138,6 +136,7 @@ def _freeze_and_record(
             journal.set_status(run_id, RunStatus.FINISHED, finished=True)
         return total, chunks, prepared.notes
     finally:
+        prepared.close()
         journal.close()
         store.close()
 
@@ -349,63 +348,14 @@ async def wait(
     A first Ctrl-C (or cancelling the task) asks every worker to stop gracefully and waits
     for them; a second one stops waiting (the workers still end their chunks)."""
     started = time.monotonic() if started is None else started
-    forced = stopper.forced if stopper is not None else asyncio.Event()
     journal = await _off_loop(Journal)
-    cancelled = False
+    follower = _Follower(run_id, journal, stopper.forced if stopper is not None else None)
     try:
-        if progress is not None:
+        if progress is None:
+            await follower.until_status_changes()
+        else:
             progress(Progress(run_id, "started", total=total))
-        last = (-1, time.monotonic())
-        while progress is None:
-            # Nobody shows progress (--json, --quiet, the Python API without a callback): the
-            # run's status alone, often, costs the workers' database less than counting rows.
-            try:
-                status = await _off_loop(functools.partial(journal.run_status, run_id))
-                if status != RUNNING or forced.is_set():
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(forced.wait(), STATUS_POLL_SECONDS)
-            except asyncio.CancelledError:
-                if cancelled:
-                    raise
-                cancelled = True
-                await _off_loop(functools.partial(stop, run_id, reason=CANCELLED))
-        while progress is not None:
-            try:
-                info = await _off_loop(functools.partial(journal.get_run, run_id))
-            except asyncio.CancelledError:
-                if cancelled:
-                    raise
-                cancelled = True
-                await _off_loop(functools.partial(stop, run_id, reason=CANCELLED))
-                continue
-            counts = info.counts
-            sent = counts.get("sent", 0)
-            now = time.monotonic()
-            if progress is not None:
-                rate = (sent - last[0]) / (now - last[1]) if last[0] >= 0 and now > last[1] else 0.0
-                progress(Progress(
-                    run_id, "sending", total=info.total, sent=sent,
-                    failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
-                    uncertain=counts.get("uncertain", 0), elapsed=now - started,
-                    rate=max(rate, 0.0),
-                ))  # fmt: skip
-            last = (sent, now)
-            if info.status != RUNNING:
-                break
-            if forced.is_set():
-                break
-            # Every row has its outcome: the status is about to change, look again soon.
-            soon = info.total is not None and info.done >= info.total
-            try:
-                await asyncio.wait_for(forced.wait(), POLL_SECONDS / 10 if soon else POLL_SECONDS)
-            except TimeoutError:
-                pass
-            except asyncio.CancelledError:
-                if cancelled:
-                    raise
-                cancelled = True
-                await _off_loop(functools.partial(stop, run_id, reason=CANCELLED))
+            info = await follower.with_progress(progress, started)
         # The report reads its rows from this journal later: it stays open with the report.
         report = await _off_loop(functools.partial(report_from_journal, run_id,
                                                    journal=journal))  # fmt: skip
@@ -422,9 +372,86 @@ async def wait(
     if spec is not None and spec.report:
         await _off_loop(functools.partial(write_report, report, spec.report,
                                           fmt=spec.report_format))  # fmt: skip
-    if cancelled:
+    if follower.cancelled:
         raise asyncio.CancelledError(f"run {run_id} stopped; resume it to send the rest")
     return report
+
+
+class _Follower:
+    """Polls one celery run in the journal until its status changes. The first cancellation
+    of the task following it asks every worker to stop and follows on; a second one goes on
+    (the caller's ``except`` re-raises it, as :attr:`cancelled` is then set)."""
+
+    def __init__(self, run_id: str, journal: Journal, forced: asyncio.Event | None) -> None:
+        self.run_id = run_id
+        self.journal = journal
+        #: Set by a second Ctrl-C: stop following.
+        self.forced = forced if forced is not None else asyncio.Event()
+        #: The task was cancelled once: every worker has been asked to stop.
+        self.cancelled = False
+
+    async def _stop_workers(self) -> None:
+        """The first cancellation: ask every worker of the run to stop, and follow on."""
+        self.cancelled = True
+        await _off_loop(functools.partial(stop, self.run_id, reason=CANCELLED))
+
+    async def until_status_changes(self) -> None:
+        """Nobody shows progress (--json, --quiet, the Python API without a callback): the
+        run's status alone, often, costs the workers' database less than counting rows."""
+        journal, forced = self.journal, self.forced
+        while True:
+            try:
+                status = await _off_loop(functools.partial(journal.run_status, self.run_id))
+                if status != RUNNING or forced.is_set():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(forced.wait(), STATUS_POLL_SECONDS)
+            except asyncio.CancelledError:
+                if self.cancelled:
+                    raise
+                await self._stop_workers()
+
+    async def with_progress(self, progress: ProgressCallback, started: float) -> RunInfo:
+        """Count the run's rows at every poll and report them; the run's last state."""
+        journal, forced = self.journal, self.forced
+        last = (-1, time.monotonic())
+        while True:
+            try:
+                info = await _off_loop(functools.partial(journal.get_run, self.run_id))
+            except asyncio.CancelledError:
+                if self.cancelled:
+                    raise
+                await self._stop_workers()
+                continue
+            now = time.monotonic()
+            progress(_sending(info, last, now, started=started))
+            last = (info.counts.get("sent", 0), now)
+            if info.status != RUNNING or forced.is_set():
+                return info
+            # Every row has its outcome: the status is about to change, look again soon.
+            soon = info.total is not None and info.done >= info.total
+            try:
+                await asyncio.wait_for(forced.wait(), POLL_SECONDS / 10 if soon else POLL_SECONDS)
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                if self.cancelled:
+                    raise
+                await self._stop_workers()
+
+
+def _sending(info: RunInfo, last: tuple[int, float], now: float, *, started: float) -> Progress:
+    """The progress of a run at a poll; ``last``: the sent count and the time at the one
+    before (-1 at the first)."""
+    counts = info.counts
+    sent = counts.get("sent", 0)
+    rate = (sent - last[0]) / (now - last[1]) if last[0] >= 0 and now > last[1] else 0.0
+    return Progress(
+        info.run_id, "sending", total=info.total, sent=sent,
+        failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
+        uncertain=counts.get("uncertain", 0), elapsed=now - started,
+        rate=max(rate, 0.0),
+    )  # fmt: skip
 
 
 async def _off_loop(call: Callable[[], T]) -> T:

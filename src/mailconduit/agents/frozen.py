@@ -13,12 +13,13 @@ import dataclasses
 import datetime as dt
 import decimal
 import hashlib
+import itertools
 import json
 import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -160,11 +161,16 @@ class ChunkPlan:
 
 @dataclasses.dataclass
 class FrozenInput:
-    """What :func:`freeze` made of a prepared export: rows, files and chunks."""
+    """What :func:`freeze` made of a prepared export: rows, files and chunks.
 
-    rows: list[FrozenRow]
+    ``rows`` is read once, as the store copies it (the source is read while the journal
+    writes, not before); ``blobs`` fills up meanwhile, and ``chunks(count)`` plans the
+    chunks of the ``count`` rows copied.
+    """
+
+    rows: Iterator[FrozenRow]
     blobs: dict[str, bytes]
-    chunks: list[ChunkPlan]
+    chunks: Callable[[int], list[ChunkPlan]]
     spec: dict[str, Any]
 
 
@@ -198,23 +204,34 @@ def freeze(
 ) -> FrozenInput:
     """Read ``source`` once into frozen rows, the files they attach, and the chunks
     (``workers``: how many chunks can be sent at once, see :func:`_plan`)."""
-    rows_read: list[Row] = []
-    for count, row in enumerate(source.rows(), 1):
-        if spec.limit and count > spec.limit:
-            break
-        rows_read.append(row)
-    ordered, chunks = _plan(spec, rows_read, chunk_rows, workers=workers)
+    rows = itertools.islice(source.rows(), spec.limit or None)
+    ordered: Iterator[tuple[Row, list[Row] | None]]
+    if spec.mode is ExportMode.ROW:
+        # Row by row, in the source's order: nothing to hold in memory.
+        ordered = ((row, [row] if row.problem is None else None) for row in rows)
+
+        def chunks(count: int) -> list[ChunkPlan]:
+            return _row_chunks(count, chunk_rows, workers)
+    else:
+        planned, plan = _plan(spec, list(rows), chunk_rows, workers=workers)
+        ordered = iter(planned)
+
+        def chunks(count: int) -> list[ChunkPlan]:
+            return plan
+
     files = _FileCollector(spec, source.columns, attachment_dir)
-    frozen: list[FrozenRow] = []
+    data = export_spec_to_dict(thawed_spec(spec, html=html))
+    return FrozenInput(_frozen_rows(ordered, files), files.blobs, chunks, data)
+
+
+def _frozen_rows(
+    ordered: Iterator[tuple[Row, list[Row] | None]], files: _FileCollector
+) -> Iterator[FrozenRow]:
     for position, (row, unit_rows) in enumerate(ordered, 1):
         paths = files.collect(row, unit_rows) if unit_rows is not None else ()
         problem = json.dumps([row.problem.column, row.problem.char]) if row.problem else ""
-        frozen.append(
-            FrozenRow(position, row.key, row.number, row.line, encode_cells(row.values),
-                      problem, paths)
-        )  # fmt: skip
-    data = export_spec_to_dict(thawed_spec(spec, html=html))
-    return FrozenInput(frozen, files.blobs, chunks, data)
+        yield FrozenRow(position, row.key, row.number, row.line, encode_cells(row.values),
+                        problem, paths)  # fmt: skip
 
 
 def chunk_sizes(total: int, chunk_rows: int, workers: int) -> list[int]:
@@ -238,6 +255,16 @@ def chunk_sizes(total: int, chunk_rows: int, workers: int) -> list[int]:
     return sizes
 
 
+def _row_chunks(count: int, chunk_rows: int, workers: int) -> list[ChunkPlan]:
+    """Row mode: one message a row, so rows and messages share their positions."""
+    chunks = []
+    first = 1
+    for size in chunk_sizes(count, chunk_rows, workers):
+        chunks.append(ChunkPlan(first, first + size - 1, first, first + size - 1))
+        first += size
+    return chunks
+
+
 def _plan(
     spec: ExportSpec, rows: list[Row], chunk_rows: int, *, workers: int = 1
 ) -> tuple[list[tuple[Row, list[Row] | None]], list[ChunkPlan]]:
@@ -245,12 +272,7 @@ def _plan(
     none), and the chunks: row ranges, a group never split, table mode one chunk."""
     if spec.mode is ExportMode.ROW:
         ordered = [(row, [row] if row.problem is None else None) for row in rows]
-        chunks = []
-        first = 1
-        for size in chunk_sizes(len(rows), chunk_rows, workers):
-            chunks.append(ChunkPlan(first, first + size - 1, first, first + size - 1))
-            first += size
-        return ordered, chunks
+        return ordered, _row_chunks(len(rows), chunk_rows, workers)
     good = [row for row in rows if row.problem is None]
     bad = [row for row in rows if row.problem is not None]
     if spec.mode is ExportMode.TABLE:

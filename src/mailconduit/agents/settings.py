@@ -30,6 +30,8 @@ class AgentSettings:
     ``chunk_rows``: rows per chunk (fewer for a slow, rate-limited connection);
     ``chunk_seconds``: the longest a chunk should take at the connection's rate, well
     within the broker's redelivery timeouts (Redis visibility, RabbitMQ consumer_timeout);
+    ``chain_seconds``: a task whose chunk ended well goes on with the run's next queued
+    chunk while it is younger than this (its sessions kept), then hands back to the broker;
     ``max_attempts``: a chunk whose workers died this many times fails with that reason.
     """
 
@@ -40,6 +42,7 @@ class AgentSettings:
     reap_seconds: float = 5.0
     chunk_rows: int = 1000
     chunk_seconds: float = 300.0
+    chain_seconds: float = 60.0
     max_attempts: int = 5
     visibility_timeout: float = 3600.0
 
@@ -68,7 +71,7 @@ class AgentSettings:
         values: dict[str, float] = {}
         for name, kind in (("lease_seconds", float), ("heartbeat_seconds", float),
                            ("reap_seconds", float), ("chunk_rows", int),
-                           ("max_attempts", int)):  # fmt: skip
+                           ("chain_seconds", float), ("max_attempts", int)):  # fmt: skip
             var = f"MAILCONDUIT_AGENT_{name.upper()}"
             text = os.environ.get(var, "").strip()
             if not text:

@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -84,6 +84,20 @@ def _security(conn_type: str, port: int | None, extra: Mapping[str, Any],
     return Security.TLS.value if port == 465 else Security.STARTTLS.value
 
 
+@dataclass
+class _Draft:
+    """The connection fields read so far, where the user wrote each one (so that an error
+    names it as Airflow shows it), and the mistakes found on the way."""
+
+    data: dict[str, Any]
+    shown: dict[str, str] = field(default_factory=lambda: dict(_FROM_FORM))
+    errors: list[FieldError] = field(default_factory=list)
+
+    def set(self, name: str, value: Any, where: str) -> None:
+        self.data[name] = value
+        self.shown[name] = where
+
+
 def connection_of(
     conn_id: str,
     *,
@@ -101,76 +115,93 @@ def connection_of(
     seconds, ssl_context, auth_type oauth2 with access_token) and any mailconduit
     connection field (from_name, security, verify_tls, concurrency, rate_per_second...).
     """
-    errors: list[FieldError] = []
     # A form field left empty means "not set"; Airflow 2's forms prefixed the keys.
     prefix = f"extra__{conn_type}__"
     extra = {k.removeprefix(prefix): v for k, v in extra.items() if v not in (None, "")}
+    draft = _Draft({"name": connection_name(conn_id), "server_url": host or "", "port": port,
+                    "username": login or "", "password": password or ""})  # fmt: skip
     if conn_type not in ("smtp", "mailconduit"):
-        errors.append(
-            FieldError(
-                "conn_type", f"{conn_type!r} is not an SMTP connection (smtp or mailconduit)"
-            )
+        draft.errors.append(
+            FieldError("conn_type", f"{conn_type!r} is not an SMTP connection (smtp or mailconduit)")
         )
-    data: dict[str, Any] = {
-        "name": connection_name(conn_id),
-        "server_url": host or "",
-        "port": port,
-        "username": login or "",
-        "password": password or "",
-    }
-    shown = dict(_FROM_FORM)  # mailconduit field -> where the user wrote it
+    _take_own_fields(draft, extra)
+    _take_security(draft, conn_type, port, extra)
+    _take_provider_extras(draft, extra)
+    _take_sign_in(draft, extra)
+    if draft.errors:
+        raise ConfigError.for_fields(f"Airflow connection {conn_id!r}", draft.errors)
+    return _validated(conn_id, draft)
+
+
+def _take_own_fields(draft: _Draft, extra: Mapping[str, Any]) -> None:
+    """Extras that are mailconduit connection fields pass as they are; those Airflow's form
+    holds are refused, the smtp provider's own are left to the steps below."""
     for key, value in extra.items():
         if key in _FROM_FORM:
-            errors.append(
+            draft.errors.append(
                 FieldError(f"extra.{key}", f"set it in the connection's {_FROM_FORM[key]} field")
             )
         elif key not in _SMTP_PROVIDER_ONLY | _SMTP_PROVIDER_READ:
-            data[key] = value
-            shown[key] = f"extra.{key}"
-    security = _security(conn_type, port, extra, errors)
+            draft.set(key, value, f"extra.{key}")
+
+
+def _take_security(draft: _Draft, conn_type: str, port: int | None,
+                   extra: Mapping[str, Any]) -> None:  # fmt: skip
+    """The security the provider's flags (or the port) mean, and smtplib's default port."""
+    security = _security(conn_type, port, extra, draft.errors)
     if security is not None:
-        data["security"] = security
-        shown["security"] = "extra.disable_ssl" if conn_type == "smtp" else "port"
+        draft.set("security", security, "extra.disable_ssl" if conn_type == "smtp" else "port")
     if port is None and conn_type == "smtp":  # as Python's smtplib, which the provider uses
-        data["port"] = 465 if security == Security.TLS.value else 25
+        draft.data["port"] = 465 if security == Security.TLS.value else 25
+
+
+def _take_provider_extras(draft: _Draft, extra: Mapping[str, Any]) -> None:
+    """from_email, timeout (seconds) and ssl_context, unless the mailconduit field is given."""
     if extra.get("from_email") and "from_address" not in extra:
-        data["from_address"] = extra["from_email"]
-        shown["from_address"] = "extra.from_email"
+        draft.set("from_address", extra["from_email"], "extra.from_email")
     if extra.get("timeout") not in (None, "") and "timeout_ms" not in extra:
         try:
-            data["timeout_ms"] = round(float(extra["timeout"]) * 1000)
+            draft.data["timeout_ms"] = round(float(extra["timeout"]) * 1000)
         except (TypeError, ValueError):
-            errors.append(
+            draft.errors.append(
                 FieldError("extra.timeout", f"{extra['timeout']!r} is not a number of seconds")
             )
-        shown["timeout_ms"] = "extra.timeout (seconds)"
+        draft.shown["timeout_ms"] = "extra.timeout (seconds)"
     context = extra.get("ssl_context")
     if context is not None and "verify_tls" not in extra:
         if context not in ("default", "none"):
-            errors.append(FieldError("extra.ssl_context", f"{context!r} must be default or none"))
-        data["verify_tls"] = context != "none"
+            draft.errors.append(
+                FieldError("extra.ssl_context", f"{context!r} must be default or none")
+            )
+        draft.data["verify_tls"] = context != "none"
+
+
+def _take_sign_in(draft: _Draft, extra: Mapping[str, Any]) -> None:
+    """auth_type oauth2 signs in with the access_token extra; no credentials, no AUTH."""
+    data = draft.data
     if str(extra.get("auth_type") or "basic") != "basic":
         if extra.get("auth_type") != "oauth2" or not extra.get("access_token"):
-            errors.append(
+            draft.errors.append(
                 FieldError("extra.auth_type", "only basic, or oauth2 with an access_token extra")
             )
         else:
-            data["password"] = extra["access_token"]
+            draft.set("password", extra["access_token"], "extra.access_token")
             data["auth_mechanism"] = "xoauth2"
             data["username"] = data["username"] or extra.get("from_email") or ""
-            shown["password"] = "extra.access_token"  # noqa: S105 - where it came from
     if not data["username"] and not data["password"]:
         data.setdefault("auth_mechanism", "none")
-    if errors:
-        raise ConfigError.for_fields(f"Airflow connection {conn_id!r}", errors)
+
+
+def _validated(conn_id: str, draft: _Draft) -> Connection:
+    """The connection mailconduit makes of the draft; its errors name Airflow's fields."""
     try:
-        conn = validate_connection(data, origin="airflow")
+        conn = validate_connection(draft.data, origin="airflow")
     except ConfigError as exc:
-        named = [FieldError(shown.get(e.field, e.field), e.message) for e in exc.errors]
+        named = [FieldError(draft.shown.get(e.field, e.field), e.message) for e in exc.errors]
         raise ConfigError.for_fields(f"Airflow connection {conn_id!r}", named) from None
     mismatch = _port_mismatch(conn)
     if mismatch:
-        where = shown.get("security", "extra.security")
+        where = draft.shown.get("security", "extra.security")
         raise ConfigError.for_fields(
             f"Airflow connection {conn_id!r}", [FieldError(where, mismatch)]
         )

@@ -34,86 +34,61 @@ app = typer.Typer(
 #: None = "not given", so that ``edit`` changes only what the user typed.
 CONNECTION_OPTIONS: dict[str, Param] = {
     "server_url": option(
-        str | None, "--server-url",
-        help="Mail server: a host name, an IP address, or smtp://host[:port] / smtps://host[:port].",
+        str, help="Mail server: a host name, an IP address, or smtp://host[:port] / smtps://host[:port].",
     ),
-    "port": option(
-        int | None, "--port",
-        help="Server port: 587 (submission, STARTTLS), 465 (implicit TLS), 25 or 2525.",
-    ),
-    "username": option(str | None, "--username", help="Account name used to log in to the server."),
+    "port": option(int, help="Server port: 587 (submission, STARTTLS), 465 (implicit TLS), 25 or 2525."),
+    "username": option(str, help="Account name used to log in to the server."),
     "use_ssl": option(
-        bool | None, "--ssl/--no-ssl",
+        bool, "--ssl/--no-ssl",
         help="Encrypt the connection (implicit TLS on port 465 or smtps://, STARTTLS otherwise).",
     ),
     "use_html_body": option(
-        bool | None, "--html-body/--no-html-body",
-        help="Send message bodies as HTML (with a plain-text twin).",
+        bool, "--html-body/--no-html-body", help="Send message bodies as HTML (with a plain-text twin).",
     ),
-    "timeout_ms": option(
-        int | None, "--timeout-ms",
-        help="How long to wait for the server at each step, in milliseconds.",
-    ),
-    "agent": option(
-        str | None, "--agent",
-        help="Agent that runs exports for this connection ('local' = this machine).",
-    ),
+    "timeout_ms": option(int, help="How long to wait for the server at each step, in milliseconds."),
+    "agent": option(str, help="Agent that runs exports for this connection ('local' = this machine)."),
     "implementation_type": option(
-        str | None, "--implementation-type",
-        help="'default' sends from the process that starts an export; 'celery' sends it through "
+        str, help="'default' sends from the process that starts an export; 'celery' sends it through "
         "the workers of --agent ('mailconduit agent run NAME'), see 'Running on several machines'.",
     ),
-    "is_active": option(
-        bool | None, "--active/--inactive", help="Whether exports may use this connection."
-    ),
-    "is_target": option(
-        bool | None, "--target/--no-target", help="Whether this connection may receive exported data."
-    ),
+    "is_active": option(bool, "--active/--inactive", help="Whether exports may use this connection."),
+    "is_target": option(bool, "--target/--no-target", help="Whether this connection may receive exported data."),
     "from_address": option(
-        str | None, "--from",
-        help="Default sender address (defaults to the username when it is an address).",
+        str, "--from", help="Default sender address (defaults to the username when it is an address).",
     ),
-    "from_name": option(str | None, "--from-name", help="Display name shown next to the sender address."),
-    "reply_to": option(str | None, "--reply-to", help="Default Reply-To address."),
-    "ca_file": option(str | None, "--ca-file", help="PEM file of CA certificates to trust for this server."),
+    "from_name": option(str, help="Display name shown next to the sender address."),
+    "reply_to": option(str, help="Default Reply-To address."),
+    "ca_file": option(str, help="PEM file of CA certificates to trust for this server."),
     "verify_tls": option(
-        bool | None, "--verify-tls/--no-verify-tls",
+        bool, "--verify-tls/--no-verify-tls",
         help="Check the server's TLS certificate (the default); --no-verify-tls skips the check, "
         "which exposes the password to impostors.",
     ),
     "security": option(
-        str | None, "--security",
-        help="tls (implicit, port 465), starttls (required, never falls back to plaintext) or none.",
+        str, help="tls (implicit, port 465), starttls (required, never falls back to plaintext) or none.",
     ),
-    "ehlo_hostname": option(str | None, "--ehlo-hostname", help="Name we announce in EHLO (default: this host)."),
+    "ehlo_hostname": option(str, help="Name we announce in EHLO (default: this host)."),
     "auth_mechanism": option(
-        str | None, "--auth",
+        str, "--auth",
         help="AUTH mechanism: auto, plain, login, cram-md5, xoauth2 (OAuth2 sign-in, or a token "
         "as password) or none.",
     ),
     "allow_insecure_auth": option(
-        bool | None, "--allow-insecure-auth/--no-allow-insecure-auth",
+        bool, "--allow-insecure-auth/--no-allow-insecure-auth",
         help="Allow sending credentials over an unencrypted connection to a non-loopback host.",
     ),
-    "concurrency": option(int | None, "--concurrency", help="Default number of parallel SMTP sessions for exports."),
+    "concurrency": option(int, help="Default number of parallel SMTP sessions for exports."),
     **{
-        f"rate_per_{unit}": option(
-            float | None, f"--rate-per-{unit}", help=f"Default cap on messages per {unit} (0 = none)."
-        )
+        f"rate_per_{unit}": option(float, help=f"Default cap on messages per {unit} (0 = none).")
         for unit in ("second", "minute", "hour")
     },
-    "daily_cap": option(int | None, "--daily-cap", help="At most this many messages per day (0 = none)."),
+    "daily_cap": option(int, help="At most this many messages per day (0 = none)."),
     "messages_per_connection": option(
-        int | None, "--messages-per-connection",
-        help="Reconnect after this many messages (providers impose such caps; 0 = none).",
+        int, help="Reconnect after this many messages (providers impose such caps; 0 = none).",
     ),
-    "query": option(str | None, "--query", help="Not used by the SMTP connector; must stay empty."),
-    "datetime_format": option(
-        str | None, "--datetime-format", help="Not used by the SMTP connector; must stay empty."
-    ),
-    "is_source": option(
-        bool | None, "--source/--no-source", help="Not used: an SMTP connection is never a data source."
-    ),
+    "query": option(str, help="Not used by the SMTP connector; must stay empty."),
+    "datetime_format": option(str, help="Not used by the SMTP connector; must stay empty."),
+    "is_source": option(bool, "--source/--no-source", help="Not used: an SMTP connection is never a data source."),
 }  # fmt: skip
 
 #: Where the password comes from (never a command-line argument: it would show in ``ps``).
@@ -122,10 +97,7 @@ PASSWORD_OPTIONS: dict[str, Param] = {
         bool, "--password-stdin", default=False,
         help="Read the password from the first line of standard input.",
     ),
-    "password_env": option(
-        str | None, "--password-env", metavar="VAR",
-        help="Take the password from this environment variable.",
-    ),
+    "password_env": option(str, metavar="VAR", help="Take the password from this environment variable."),
 }  # fmt: skip
 
 

@@ -29,160 +29,75 @@ EXPORT_OPTIONS: dict[str, Param] = {
         str, "--connection", "-c", default=LOCAL_CONNECTION,
         help=f"Connection to send through ({LOCAL_CONNECTION!r} = the embedded server).",
     ),
-    "to": option(
-        str | None, "--to",
-        help="Recipients template, e.g. '{{email}}' (several: comma or semicolon).",
-    ),
-    "subject": option(str | None, "--subject", help="Subject template, e.g. 'Invoice {{number}}'."),
+    "to": option(str, help="Recipients template, e.g. '{{email}}' (several: comma or semicolon)."),
+    "subject": option(str, help="Subject template, e.g. 'Invoice {{number}}'."),
     "body": option(
-        str | None, "--body",
-        help="Body template. Sent as HTML with --html, or when it is an HTML document "
+        str, help="Body template. Sent as HTML with --html, or when it is an HTML document "
         "(<!DOCTYPE html> or <html> first), or when the connection uses HTML bodies.",
     ),
     "body_file": option(
-        Path | None, "--body-file",
-        help="Read the body template from this file; a name ending in .html or .htm "
+        Path, help="Read the body template from this file; a name ending in .html or .htm "
         "(maybe followed by .j2, .jinja or .jinja2) makes it HTML.",
     ),
     "html_body": option(
-        str | None, "--html-body",
-        help="HTML body template; its plain-text part is made from it unless --text-body "
+        str, help="HTML body template; its plain-text part is made from it unless --text-body "
         "or --text-body-file gives one.",
     ),
-    "html_body_file": option(
-        Path | None, "--html-body-file",
-        help="Read the HTML body template from this file.",
-    ),
+    "html_body_file": option(Path, help="Read the HTML body template from this file."),
     "text_body": option(
-        str | None, "--text-body",
-        help="Plain-text body template: the text part beside an HTML body, or alone the "
+        str, help="Plain-text body template: the text part beside an HTML body, or alone the "
         "whole body, sent as plain text whatever it holds.",
     ),
-    "text_body_file": option(
-        Path | None, "--text-body-file",
-        help="Read the plain-text body template from this file.",
-    ),
+    "text_body_file": option(Path, help="Read the plain-text body template from this file."),
     "inline": option(
-        list[str] | None, "--inline",
-        help="Inline image NAME=TEMPLATE (repeatable): a file from --attach-dir that the "
+        list[str], help="Inline image NAME=TEMPLATE (repeatable): a file from --attach-dir that the "
         'HTML shows with <img src="cid:NAME">. A template that renders empty adds none.',
     ),
-    "cc": option(str | None, "--cc", help="Cc recipients template."),
-    "bcc": option(
-        str | None, "--bcc",
-        help="Bcc recipients template (never shown in the headers).",
-    ),
-    "reply_to": option(str | None, "--reply-to", help="Reply-To template."),
-    "from_": option(
-        str | None, "--from",
-        help="Sender template (default: the connection's sender).",
-    ),
+    "cc": option(str, help="Cc recipients template."),
+    "bcc": option(str, help="Bcc recipients template (never shown in the headers)."),
+    "reply_to": option(str, help="Reply-To template."),
+    "from_": option(str, "--from", help="Sender template (default: the connection's sender)."),
     "attach": option(
-        list[str] | None, "--attach",
-        help="Attachment path template, relative to --attach-dir (repeatable). A row where "
+        list[str], help="Attachment path template, relative to --attach-dir (repeatable). A row where "
         "it renders empty (an empty cell) gets no attachment from it.",
     ),
-    "attach_dir": option(
-        Path | None, "--attach-dir",
-        help="Folder attachments must come from; nothing outside it is read.",
-    ),
-    "header": option(
-        list[str] | None, "--header",
-        help="Extra header 'Name: template' (repeatable).",
-    ),
+    "attach_dir": option(Path, help="Folder attachments must come from; nothing outside it is read."),
+    "header": option(list[str], help="Extra header 'Name: template' (repeatable)."),
     "mode": option(
-        str, "--mode", default="row",
+        str, default="row",
         help="row: one e-mail per row; table: the whole data in one e-mail; group: one per value of --by.",
     ),
-    "by": option(str | None, "--by", help="Column that groups rows in group mode."),
-    "to_column": option(
-        str | None, "--to-column",
-        help="Table/group mode: every distinct address in this column receives the message.",
-    ),
+    "by": option(str, help="Column that groups rows in group mode."),
+    "to_column": option(str, help="Table/group mode: every distinct address in this column receives the message."),
     "table_format": option(
-        str | None, "--table-format",
-        help="Table/group mode: html (in the body), csv, xlsx, json (attached); comma-separated.",
+        str, help="Table/group mode: html (in the body), csv, xlsx, json (attached); comma-separated.",
     ),
-    "table_row_cap": option(
-        int | None, "--table-row-cap",
-        help="Most rows shown in an HTML table (a note says when capped).",
-    ),
-    "oversize": option(
-        str | None, "--oversize",
-        help="When a message exceeds the server's SIZE: fail, attach (table as a file) or split.",
-    ),
-    "where": option(
-        str | None, "--where",
-        help="SQL condition selecting rows, e.g. \"country = 'FR' AND amount > 100\".",
-    ),
-    "order_by": option(str | None, "--order-by", help="SQL ordering, e.g. 'amount DESC, name'."),
-    "key": option(
-        str | None, "--key",
-        help="Column whose value identifies a row (default: position + content hash).",
-    ),
-    "encoding": option(
-        str | None, "--encoding",
-        help="Text encoding of the source file (default: UTF-8, BOM tolerated).",
-    ),
-    "delimiter": option(str | None, "--delimiter", help="CSV delimiter (default: detected)."),
-    "sheet": option(
-        str | None, "--sheet",
-        help="Excel sheet name or 1-based number (default: the first).",
-    ),
-    "kind": option(
-        str | None, "--kind",
-        help="Source kind when the extension does not tell: csv, tsv, json, jsonl, xlsx, parquet.",
-    ),
-    "query": option(
-        str | None, "--query",
-        help="SQL query whose rows are the data (needs --database-url).",
-    ),
-    "database_url": option(
-        str | None, "--database-url",
-        help="Database to run --query on, e.g. postgresql://user@host/db.",
-    ),
-    "charset": option(
-        str | None, "--charset",
-        help="Character set of the message text (default utf-8).",
-    ),
+    "table_row_cap": option(int, help="Most rows shown in an HTML table (a note says when capped)."),
+    "oversize": option(str, help="When a message exceeds the server's SIZE: fail, attach (table as a file) or split."),
+    "where": option(str, help="SQL condition selecting rows, e.g. \"country = 'FR' AND amount > 100\"."),
+    "order_by": option(str, help="SQL ordering, e.g. 'amount DESC, name'."),
+    "key": option(str, help="Column whose value identifies a row (default: position + content hash)."),
+    "encoding": option(str, help="Text encoding of the source file (default: UTF-8, BOM tolerated)."),
+    "delimiter": option(str, help="CSV delimiter (default: detected)."),
+    "sheet": option(str, help="Excel sheet name or 1-based number (default: the first)."),
+    "kind": option(str, help="Source kind when the extension does not tell: csv, tsv, json, jsonl, xlsx, parquet."),
+    "query": option(str, help="SQL query whose rows are the data (needs --database-url)."),
+    "database_url": option(str, help="Database to run --query on, e.g. postgresql://user@host/db."),
+    "charset": option(str, help="Character set of the message text (default utf-8)."),
     "html": option(
-        bool | None, "--html/--text",
+        bool, "--html/--text",
         help="Send --body/--body-file as HTML (with a plain-text part) or as plain text, "
         "whatever its name, content or the connection's Use HTML Body say.",
     ),
-    "dry_run": option(
-        Path | None, "--dry-run",
-        help="Write every message as an .eml file into this folder; send nothing.",
-    ),
-    "limit": option(int | None, "--limit", help="Handle at most this many rows."),
-    "fail_fast": option(
-        bool, "--fail-fast", default=False,
-        help="Stop at the first row that fails.",
-    ),
-    "run_id": option(
-        str | None, "--run-id",
-        help="Name this run (default: generated); an existing run is resumed.",
-    ),
-    "concurrency": option(
-        int | None, "--concurrency",
-        help="Parallel SMTP sessions (default: the connection's).",
-    ),
-    "rate": option(
-        str | None, "--rate",
-        help="Sending cap, e.g. 10/s, 600/min, 5000/h, 20000/day (comma-separated).",
-    ),
-    "max_attempts": option(
-        int | None, "--max-attempts",
-        help="Tries per row for temporary failures (default 5).",
-    ),
-    "retry_seconds": option(
-        float | None, "--retry-seconds",
-        help="Total time budget for retrying a row (default 3600).",
-    ),
-    "max_errors": option(
-        int | None, "--max-errors",
-        help="Pause the run after this many failed rows (0 = never).",
-    ),
+    "dry_run": option(Path, help="Write every message as an .eml file into this folder; send nothing."),
+    "limit": option(int, help="Handle at most this many rows."),
+    "fail_fast": option(bool, "--fail-fast", default=False, help="Stop at the first row that fails."),
+    "run_id": option(str, help="Name this run (default: generated); an existing run is resumed."),
+    "concurrency": option(int, help="Parallel SMTP sessions (default: the connection's)."),
+    "rate": option(str, help="Sending cap, e.g. 10/s, 600/min, 5000/h, 20000/day (comma-separated)."),
+    "max_attempts": option(int, help="Tries per row for temporary failures (default 5)."),
+    "retry_seconds": option(float, help="Total time budget for retrying a row (default 3600)."),
+    "max_errors": option(int, help="Pause the run after this many failed rows (0 = never)."),
     "no_resend_uncertain": option(
         bool, "--no-resend-uncertain", default=False,
         help="Hold rows whose confirmation was lost as 'uncertain' instead of sending them again.",
@@ -191,18 +106,9 @@ EXPORT_OPTIONS: dict[str, Param] = {
         bool, "--no-journal", default=False,
         help="Do not record rows (no resume possible; for throw-away runs and benchmarks).",
     ),
-    "messages_per_connection": option(
-        int | None, "--messages-per-connection",
-        help="Reconnect after this many messages (default: the connection's).",
-    ),
-    "data_timeout_ms": option(
-        int | None, "--data-timeout-ms",
-        help="Wait for the reply to the end of a message (default: 10 minutes, RFC 5321).",
-    ),
-    "report": option(
-        Path | None, "--report",
-        help="Write per-row results to this .csv or .json file.",
-    ),
+    "messages_per_connection": option(int, help="Reconnect after this many messages (default: the connection's)."),
+    "data_timeout_ms": option(int, help="Wait for the reply to the end of a message (default: 10 minutes, RFC 5321)."),
+    "report": option(Path, help="Write per-row results to this .csv or .json file."),
 }  # fmt: skip
 
 #: Parameters named otherwise than the setting they give.

@@ -38,8 +38,10 @@ class Param(NamedTuple):
 
 
 def option(kind: Any, *names: str, help: str, default: Any = None, **settings: Any) -> Param:
-    """A table entry: ``option(int | None, "--port", help="...")``; the default is None = not given."""
-    return Param(Annotated[kind, typer.Option(*names, help=help, **settings)], default)
+    """A table entry: ``option(int, help="...")`` is ``--KEY`` (the entry's key, dashed) taking
+    an int, None when not given. ``names`` spell a flag (``"--ssl/--no-ssl"``) or another name."""
+    value = kind if default is not None else kind | None
+    return Param(Annotated[value, typer.Option(*names, help=help, **settings)], default)
 
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]

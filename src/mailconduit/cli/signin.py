@@ -20,44 +20,34 @@ __all__ = ["SIGN_IN_OPTIONS", "SIGN_IN_PARAMS", "NoOAuth", "from_env", "oauth_ch
 #: :data:`SIGN_IN_OPTIONS` says which input field each one sets.
 SIGN_IN_PARAMS: dict[str, Param] = {
     "preset": option(
-        str | None, "--preset", metavar="NAME",
+        str, metavar="NAME",
         help="Fill server, port, security, sign-in and published limits from a provider preset "
         "(microsoft365, google-workspace, gmail, amazon-ses, sendgrid, mailgun, mailgun-eu, "
         "postmark, brevo, mailjet, mailpit, mailhog); options you give win.",
     ),
-    "region": option(str | None, "--region", help="AWS Region of the amazon-ses preset (default us-east-1)."),
+    "region": option(str, help="AWS Region of the amazon-ses preset (default us-east-1)."),
     "oauth_provider": option(
-        str | None, "--oauth-provider",
-        help="Sign in with OAuth2 (XOAUTH2) at microsoft, google or generic (any RFC 6749 server).",
+        str, help="Sign in with OAuth2 (XOAUTH2) at microsoft, google or generic (any RFC 6749 server).",
     ),
     "tenant": option(
-        str | None, "--tenant",
-        help="Microsoft: the directory (tenant) id or domain; 'common' by default, a real one for app-only.",
+        str, help="Microsoft: the directory (tenant) id or domain; 'common' by default, a real one for app-only.",
     ),
-    "client_id": option(str | None, "--client-id", help="The application (client) id of your app registration."),
+    "client_id": option(str, help="The application (client) id of your app registration."),
     "client_secret_env": option(
-        str | None, "--client-secret-env", metavar="VAR",
+        str, metavar="VAR",
         help="Take the app's client secret from this environment variable (public apps have none).",
     ),
     "refresh_token_env": option(
-        str | None, "--refresh-token-env", metavar="VAR",
+        str, metavar="VAR",
         help="Take a refresh token obtained elsewhere from this environment variable "
         "(otherwise run 'connections authorize').",
     ),
-    "scope": option(
-        str | None, "--scope", help="OAuth2 scope (default: the provider's SMTP scope for the flow)."
-    ),
-    "token_endpoint": option(str | None, "--token-endpoint", help="Token URL of a generic provider (https)."),
-    "device_endpoint": option(
-        str | None, "--device-endpoint", help="Device authorization URL of a generic provider (https)."
-    ),
-    "flow": option(
-        str | None, "--flow",
-        help="refresh_token (a user signs in once) or client_credentials (Microsoft app-only).",
-    ),
+    "scope": option(str, help="OAuth2 scope (default: the provider's SMTP scope for the flow)."),
+    "token_endpoint": option(str, help="Token URL of a generic provider (https)."),
+    "device_endpoint": option(str, help="Device authorization URL of a generic provider (https)."),
+    "flow": option(str, help="refresh_token (a user signs in once) or client_credentials (Microsoft app-only)."),
     "client_auth": option(
-        str | None, "--client-auth",
-        help="How the client secret is sent: client_secret_post (default) or client_secret_basic.",
+        str, help="How the client secret is sent: client_secret_post (default) or client_secret_basic.",
     ),
 }  # fmt: skip
 NoOAuth = Annotated[

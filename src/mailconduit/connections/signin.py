@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from mailconduit.config.connection import AuthMechanism, Connection, validate_connection
 from mailconduit.config.secret import Secret
@@ -34,6 +34,7 @@ from mailconduit.oauth import (
     validate_oauth_settings,
 )
 from mailconduit.presets import Preset, check_limits, connection_fields, get_preset, list_presets
+from mailconduit.view import Shown, view
 
 __all__ = [
     "OAUTH_KEYS",
@@ -373,6 +374,15 @@ class DeviceSignIn:
     do). The device code never leaves this object.
     """
 
+    _SHOWN: ClassVar[Shown] = (
+        "state",
+        "user_code",
+        "verification_uri",
+        "instructions",
+        "expires_at",
+        "message",
+    )
+
     def __init__(self, name: str) -> None:
         self.name = name
         #: When the code stops working (seconds since the epoch); 0 until it is known.
@@ -400,14 +410,7 @@ class DeviceSignIn:
 
     def view(self) -> dict[str, Any]:
         """What a page or the REST API shows (never the device code)."""
-        return {
-            "state": self.state,
-            "user_code": self.user_code,
-            "verification_uri": self.verification_uri,
-            "instructions": self.instructions,
-            "expires_at": self.expires_at,
-            "message": self.message,
-        }
+        return view(self, self._SHOWN)
 
     def _run(self) -> None:
         try:

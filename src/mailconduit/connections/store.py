@@ -10,9 +10,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Select, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailconduit.config.connection import (
@@ -25,10 +25,11 @@ from mailconduit.config.secret import Secret
 from mailconduit.connections.env import ENV_PREFIX, env_connections, env_lookup, env_var_name
 from mailconduit.connections.oauth import clear_oauth
 from mailconduit.crypto import decrypt, encrypt
-from mailconduit.db.engines import engine
+from mailconduit.db.engines import engine, insert_new
 from mailconduit.db.tables import connection_tests_table, connections_table
 from mailconduit.errors import ConfigError, FieldError, NotFoundError
 from mailconduit.home import LOCAL_CONNECTION
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "ENV_PREFIX",
@@ -53,15 +54,14 @@ KEPT_TESTS = 20
 
 
 @dataclass(frozen=True, slots=True)
-class TestStatus:
+class TestStatus(Record):
     """The outcome of the last Test Connection, kept for the connection list."""
 
     ok: bool
     at: datetime
     message: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "at": self.at.isoformat(), "message": self.message}
+    _SHOWN: ClassVar[Shown] = ("ok", "at", "message")
 
 
 def _now() -> datetime:
@@ -141,15 +141,10 @@ def create(data: Mapping[str, Any]) -> Connection:
     conn = validate_connection(data)
     _check_name_free(conn.name)
     now = _now()
-    try:
-        with engine().begin() as db:
-            db.execute(
-                insert(connections_table).values(**_to_row(conn), created_at=now, updated_at=now)
-            )
-    except IntegrityError:
+    if not insert_new(connections_table, **_to_row(conn), created_at=now, updated_at=now):
         raise ConfigError.for_fields(
             "connection", [FieldError("name", f"a connection named {conn.name!r} already exists")]
-        ) from None
+        )
     return conn
 
 
@@ -249,12 +244,7 @@ def record_test(name: str, *, ok: bool, message: str) -> None:
         db.execute(
             insert(connection_tests_table).values(name=name, ok=ok, at=now, message=message[:2000])
         )
-        kept = (
-            select(connection_tests_table.c.id)
-            .where(connection_tests_table.c.name == name)
-            .order_by(connection_tests_table.c.id.desc())
-            .limit(KEPT_TESTS)
-        )
+        kept = _kept_tests(name).with_only_columns(connection_tests_table.c.id)
         db.execute(
             delete(connection_tests_table).where(
                 connection_tests_table.c.name == name,
@@ -263,13 +253,14 @@ def record_test(name: str, *, ok: bool, message: str) -> None:
         )
 
 
+def _kept_tests(name: str) -> Select[Any]:
+    """The latest :data:`KEPT_TESTS` Test Connection results of ``name``, newest first."""
+    t = connection_tests_table
+    return select(t).where(t.c.name == name).order_by(t.c.id.desc()).limit(KEPT_TESTS)
+
+
 def recent_tests(name: str) -> list[TestStatus]:
     """The latest Test Connection results of a stored connection, newest first."""
     with engine().connect() as db:
-        rows = db.execute(
-            select(connection_tests_table)
-            .where(connection_tests_table.c.name == name)
-            .order_by(connection_tests_table.c.id.desc())
-            .limit(KEPT_TESTS)
-        ).all()
+        rows = db.execute(_kept_tests(name)).all()
     return [TestStatus(bool(r.ok), r.at, r.message) for r in rows]

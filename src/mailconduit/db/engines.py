@@ -8,16 +8,17 @@ DB-API directly: see ``journal/store.py``). One engine per URL per process; the 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Engine, Table, create_engine, event, insert
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from mailconduit.db.sqlite import BUSY_TIMEOUT_SECONDS, apply_settings
 from mailconduit.db.tables import metadata
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.home import database_url, redact_url
 
-__all__ = ["dispose_all", "engine"]
+__all__ = ["dispose_all", "engine", "insert_new"]
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -51,6 +52,16 @@ def engine(url: str | None = None) -> Engine:
             ) from None
         _engines[url] = eng
         return eng
+
+
+def insert_new(table: Table, **values: Any) -> bool:
+    """Insert one row into the store; False, and nothing written, when its key is taken."""
+    try:
+        with engine().begin() as db:
+            db.execute(insert(table).values(**values))
+    except IntegrityError:
+        return False
+    return True
 
 
 def dispose_all() -> None:

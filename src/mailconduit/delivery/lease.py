@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import threading
@@ -12,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mailconduit.errors import ConfigError, FieldError
-from mailconduit.home import home
+from mailconduit.home import home_lock
 from mailconduit.journal import Journal
 
 __all__ = ["LEASE_RENEW_SECONDS", "LEASE_SECONDS", "RunLease", "run_lock"]
@@ -26,17 +25,15 @@ def run_lock(run_id: str) -> Iterator[str]:
     This lock covers one home; the journal's lease (:class:`RunLease`) covers every host.
     Yields the home's id, which the lease records.
     """
-    folder = home() / "runs"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    with open(folder / f"{run_id}.lock", "a+b") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError.for_fields(
-                "export",
-                [FieldError("run_id", f"run {run_id!r} is being sent by another process right "
-                            "now; let it finish (or stop it), then run again to resume")],
-            ) from None  # fmt: skip
+
+    def busy() -> ConfigError:
+        return ConfigError.for_fields(
+            "export",
+            [FieldError("run_id", f"run {run_id!r} is being sent by another process right "
+                        "now; let it finish (or stop it), then run again to resume")],
+        )  # fmt: skip
+
+    with home_lock("runs", run_id, busy=busy) as folder:
         yield _home_id(folder)
 
 

@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from mailconduit.delivery.control import Control
 from mailconduit.delivery.feed import Feed
-from mailconduit.delivery.ratelimit import RateLimiter
+from mailconduit.delivery.parts import RunParts
 from mailconduit.errors import AuthenticationError, MailconduitError, SMTPError
 from mailconduit.journal import RunStatus
-from mailconduit.smtp import SendOutcome, SMTPSession, StreamEnd
+from mailconduit.smtp import SendOutcome, SMTPSession, StreamEnd, StreamResult
 
 __all__ = ["MAX_CONNECT_FAILURES", "SessionOpener", "SessionPool"]
 
@@ -29,18 +28,19 @@ class SessionPool:
     def __init__(
         self,
         open_session: SessionOpener,
+        parts: RunParts,
         *,
         feed: Feed,
-        control: Control,
-        limiter: RateLimiter | None,
         on_send: Callable[[SendOutcome], None],
         logs_in: bool,
+        keep: Callable[[SMTPSession], bool] | None = None,
     ) -> None:
         self._open_session = open_session
         self._feed = feed
-        self._control = control
-        self._limiter = limiter
+        self._control = parts.control
+        self._limiter = parts.limiter
         self._on_send = on_send
+        self._keep = keep
         self._connect_failures = 0
         #: The exception that ended a worker, if one did.
         self.crash: BaseException | None = None
@@ -81,11 +81,11 @@ class SessionPool:
                 continue
             try:
                 result = await session.stream(self._feed, self._on_send)
-            finally:
-                if session.is_open and self._feed.ended:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(session.quit(wait=False), 5)
-                session.close()
+            except BaseException:
+                await self._release(session)
+                raise
+            if not self._kept(session, result):
+                await self._release(session)
             if result.reason is StreamEnd.SOURCE_EXHAUSTED:
                 return
             if result.reason is StreamEnd.SERVER_CLOSING:
@@ -94,6 +94,23 @@ class SessionPool:
                 await control.pause(1.0)
             elif result.reason is StreamEnd.CONNECTION_LOST:
                 await control.pause(0.2)
+
+    async def _release(self, session: SMTPSession) -> None:
+        """Close a session after its stream (saying QUIT when there is nothing left to send)."""
+        if session.is_open and self._feed.ended:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.quit(wait=False), 5)
+        session.close()
+
+    def _kept(self, session: SMTPSession, result: StreamResult) -> bool:
+        """Whether ``keep`` took the session: only one whose stream ran out of messages,
+        with nothing in flight and the connection still up (an agent's next chunk)."""
+        return (
+            self._keep is not None
+            and result.reason is StreamEnd.SOURCE_EXHAUSTED
+            and session.is_open
+            and self._keep(session)
+        )
 
     async def _open(self) -> SMTPSession | None:
         """A connected session; None after a failure (the run is stopped when it must end)."""

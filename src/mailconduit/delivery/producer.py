@@ -8,9 +8,8 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from mailconduit.delivery.control import Control
-from mailconduit.delivery.feed import Job, Work
-from mailconduit.delivery.recorder import Counters, Recorder
+from mailconduit.delivery.feed import Job
+from mailconduit.delivery.parts import RunParts
 from mailconduit.journal import RowState, RowStatus
 
 __all__ = ["CLAIM_BATCH", "YIELD_BYTES", "Producer"]
@@ -29,20 +28,10 @@ class Producer:
     window of jobs is open at once. Rows that need no sending (resumed, skipped, held
     uncertain) go straight to the recorder."""
 
-    def __init__(
-        self,
-        jobs: Iterator[Job | RowState],
-        *,
-        work: Work,
-        recorder: Recorder,
-        control: Control,
-        counters: Counters,
-    ) -> None:
+    def __init__(self, jobs: Iterator[Job | RowState], parts: RunParts) -> None:
         self._jobs = jobs
-        self._work = work
-        self._recorder = recorder
-        self._control = control
-        self._counters = counters
+        self._parts = parts
+        self._work = parts.work  # read for every row
         self._claims: list[int] = []  # seqs of the jobs built since the last claim
         self._built: list[Job] = []  # those jobs
         self._writing: asyncio.Future[None] | None = None  # the claim being written
@@ -50,7 +39,8 @@ class Producer:
 
     async def run(self) -> None:
         """Claim every row of the source, or until the run stops."""
-        work, control = self._work, self._control
+        work, control = self._work, self._parts.control
+        counters, recorder = self._parts.counters, self._parts.recorder
         count = 0
         built = 0  # bytes built since the loop last ran the sessions
         try:
@@ -59,9 +49,9 @@ class Producer:
                     break
                 if isinstance(item, RowState):
                     if item.state is RowStatus.RESUMED:
-                        self._counters.resumed += 1
+                        counters.resumed += 1
                     else:
-                        self._recorder.record(item)  # skipped (invalid) or held uncertain
+                        recorder.record(item)  # skipped (invalid) or held uncertain
                     continue
                 self._open(item)
                 count += 1
@@ -95,7 +85,7 @@ class Producer:
     def _open(self, job: Job) -> None:
         """One more attempt of ``job``, in the next claim."""
         if job.uncertain_before:
-            self._counters.uncertain_resent += 1
+            self._parts.counters.uncertain_resent += 1
             job.counted_uncertain = True
         job.attempts += 1
         job.first_try = time.monotonic()
@@ -105,7 +95,7 @@ class Producer:
 
     def _start_claim(self) -> None:
         """Start writing the claim of the jobs built so far (after :meth:`_hand_over`)."""
-        self._writing, self._written = self._recorder.claim(self._claims), self._built
+        self._writing, self._written = self._parts.recorder.claim(self._claims), self._built
         self._claims, self._built = [], []
 
     async def _hand_over(self) -> None:
@@ -118,7 +108,7 @@ class Producer:
 
     async def _wait_for_room(self) -> None:
         """The window is full: claim what is built, then wait until the open jobs are few."""
-        work, control = self._work, self._control
+        work, control = self._work, self._parts.control
         await self._hand_over()
         if self._claims:
             self._start_claim()

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailconduit.delivery.control import ErrorBudget
 from mailconduit.delivery.events import Progress, ProgressCallback
@@ -38,54 +38,50 @@ class Counters:
     retrying: int = 0
 
 
+@dataclass(eq=False)
 class ProgressMeter:
     """Owns a run's progress events: the recent send rate and the snapshot handed to the
     display's callback."""
 
-    def __init__(
-        self,
-        run_id: str,
-        total: int | None,
-        callback: ProgressCallback | None,
-        counters: Counters,
-        in_flight: Callable[[], int],
-    ) -> None:
-        self._run_id = run_id
-        self._total = total
-        self._callback = callback
-        self._counters = counters
-        self._in_flight = in_flight
-        self._started = time.monotonic()
-        self._rate_window: deque[tuple[float, int]] = deque(maxlen=50)
+    run_id: str
+    total: int | None
+    callback: ProgressCallback | None
+    counters: Counters
+    #: How many messages are with a session now.
+    in_flight: Callable[[], int]
+    _started: float = field(init=False, default_factory=time.monotonic)
+    _rate_window: deque[tuple[float, int]] = field(
+        init=False, default_factory=lambda: deque(maxlen=50)
+    )
 
     def sample(self) -> None:
         """Note the count of sent rows now (after a commit), for the rate."""
-        self._rate_window.append((time.monotonic(), self._counters.sent))
+        self._rate_window.append((time.monotonic(), self.counters.sent))
 
     def rate(self) -> float:
         """Rows sent per second, over the last samples (since the start before two)."""
         if len(self._rate_window) < 2:
             elapsed = time.monotonic() - self._started
-            return self._counters.sent / elapsed if elapsed > 0 else 0.0
+            return self.counters.sent / elapsed if elapsed > 0 else 0.0
         (t0, n0), (t1, n1) = self._rate_window[0], self._rate_window[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
     def emit(self, phase: str, message: str = "") -> None:
         """Hand a snapshot to the callback, if there is one."""
-        if self._callback is None:
+        if self.callback is None:
             return
-        c = self._counters
-        self._callback(
+        c = self.counters
+        self.callback(
             Progress(
-                run_id=self._run_id,
+                run_id=self.run_id,
                 phase=phase,
-                total=self._total,
+                total=self.total,
                 sent=c.sent,
                 failed=c.failed,
                 skipped=c.skipped,
                 uncertain=c.uncertain,
                 retrying=c.retrying,
-                in_flight=self._in_flight(),
+                in_flight=self.in_flight(),
                 elapsed=time.monotonic() - self._started,
                 rate=self.rate(),
                 message=message,
@@ -105,16 +101,16 @@ class Recorder:
         journal: Journal | None,
         *,
         counters: Counters,
-        kept: list[RowState],
         meter: ProgressMeter,
         budget: ErrorBudget,
     ) -> None:
         self._run_id = run_id
         self._journal = journal
         self._counters = counters
-        self._kept = kept
         self._meter = meter
         self._budget = budget
+        #: Without a journal: the rows not sent, for the report.
+        self.kept: list[RowState] = []
         self._buffer: list[RowState] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._closing = False
@@ -172,7 +168,7 @@ class Recorder:
             elif r.state == RowStatus.UNCERTAIN:
                 c.uncertain += 1
             if keep and r.state != RowStatus.SENT:
-                self._kept.append(r)
+                self.kept.append(r)
         self._meter.sample()
         self._meter.emit("sending")
 

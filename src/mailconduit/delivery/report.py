@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, overload
 
 from mailconduit.journal import Journal, RowState, RowStatus, RunStatus
 
@@ -62,6 +62,23 @@ def row_dict(row: RowState) -> dict[str, Any]:
     }
 
 
+class _Count:
+    """A read-only count of :class:`ExportReport` named as the attribute (0 when absent)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, report: None, owner: type | None = None) -> _Count: ...
+    @overload
+    def __get__(self, report: ExportReport, owner: type | None = None) -> int: ...
+    def __get__(self, report: ExportReport | None, owner: type | None = None) -> _Count | int:
+        return self if report is None else report.counts.get(self._name, 0)
+
+    def __set__(self, report: ExportReport, value: int) -> None:
+        raise AttributeError(f"{self._name} is read from the counts")
+
+
 @dataclass
 class ExportReport:
     """The outcome of one export run (or dry run)."""
@@ -82,21 +99,10 @@ class ExportReport:
     notes: tuple[str, ...] = ()
     row_source: Callable[[], Iterator[RowState]] | None = None
 
-    @property
-    def sent(self) -> int:
-        return self.counts.get("sent", 0)
-
-    @property
-    def failed(self) -> int:
-        return self.counts.get("failed", 0)
-
-    @property
-    def skipped(self) -> int:
-        return self.counts.get("skipped", 0)
-
-    @property
-    def uncertain(self) -> int:
-        return self.counts.get("uncertain", 0)
+    sent = _Count()
+    failed = _Count()
+    skipped = _Count()
+    uncertain = _Count()
 
     @property
     def ok(self) -> bool:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mailconduit.config import Connection, ExportSpec
@@ -32,6 +32,7 @@ from mailconduit.delivery.control import Control, ErrorBudget
 from mailconduit.delivery.events import ProgressCallback
 from mailconduit.delivery.feed import Feed, Job, Work
 from mailconduit.delivery.outcome import Outcome, outcome_of
+from mailconduit.delivery.parts import RunParts
 from mailconduit.delivery.pool import SessionOpener, SessionPool
 from mailconduit.delivery.producer import Producer
 from mailconduit.delivery.ratelimit import RateLimiter
@@ -39,6 +40,7 @@ from mailconduit.delivery.recorder import Counters, ProgressMeter, Recorder
 from mailconduit.delivery.report import ExportReport
 from mailconduit.delivery.settler import Settler
 from mailconduit.journal import Journal, RowState, RunStatus
+from mailconduit.smtp import SMTPSession
 
 __all__ = ["CANCELLED", "Job", "Outcome", "RunResult", "Runner", "SessionOpener", "outcome_of"]
 
@@ -77,7 +79,9 @@ class Runner:
     handle_signals: bool = False
     resend_uncertain: bool = True
     counters: Counters = field(default_factory=Counters)
-    kept: list[RowState] = field(default_factory=list)
+    #: Offered each session whose stream ran out of messages, still open; True if it took
+    #: it (an agent's worker keeps them for its next chunk). None: every session is closed.
+    keep_session: Callable[[SMTPSession], bool] | None = None
 
     def __post_init__(self) -> None:
         window = max(64, self.concurrency * 16)
@@ -91,30 +95,20 @@ class Runner:
             self.run_id,
             self.journal,
             counters=counters,
-            kept=self.kept,
             meter=self._meter,
             budget=ErrorBudget(self.spec, control),
         )
-        self._settler = Settler(
-            self.spec,
-            work=work,
-            recorder=recorder,
-            control=control,
-            counters=counters,
-            limiter=self.limiter,
-            resend_uncertain=self.resend_uncertain,
-        )
+        parts = RunParts(work, control, counters, recorder, self.limiter)
+        self._settler = Settler(self.spec, parts, resend_uncertain=self.resend_uncertain)
         self._feed = Feed(work, self.limiter, control)
-        self._producer = Producer(
-            self.jobs, work=work, recorder=recorder, control=control, counters=counters
-        )
+        self._producer = Producer(self.jobs, parts)
         self._pool = SessionPool(
             self.open_session,
+            parts,
             feed=self._feed,
-            control=control,
-            limiter=self.limiter,
             on_send=self._settler.on_send,
             logs_in=self.connection.logs_in,
+            keep=self.keep_session,
         )
 
     # ---------------------------------------------------------------- control
@@ -126,6 +120,11 @@ class Runner:
     @property
     def stopping(self) -> bool:
         return self._control.stopping
+
+    @property
+    def kept(self) -> list[RowState]:
+        """Without a journal: the rows not sent, for the report."""
+        return self._recorder.kept
 
     @property
     def duplicate_outcomes(self) -> int:

@@ -12,11 +12,9 @@ import asyncio
 import time
 
 from mailconduit.config import ExportSpec
-from mailconduit.delivery.control import Control
-from mailconduit.delivery.feed import Job, Work
+from mailconduit.delivery.feed import Job
 from mailconduit.delivery.outcome import Outcome, outcome_of, pending_state, row_state
-from mailconduit.delivery.ratelimit import RateLimiter
-from mailconduit.delivery.recorder import Counters, Recorder
+from mailconduit.delivery.parts import RunParts
 from mailconduit.delivery.retry import next_delay
 from mailconduit.errors import AuthenticationError
 from mailconduit.journal import RowState, RowStatus
@@ -29,23 +27,11 @@ class Settler:
     """Owns the decision on each answered job (final, or tried again) and the retry timers;
     final row states go to the :class:`~mailconduit.delivery.recorder.Recorder`."""
 
-    def __init__(
-        self,
-        spec: ExportSpec,
-        *,
-        work: Work,
-        recorder: Recorder,
-        control: Control,
-        counters: Counters,
-        limiter: RateLimiter | None,
-        resend_uncertain: bool,
-    ) -> None:
+    def __init__(self, spec: ExportSpec, parts: RunParts, *, resend_uncertain: bool) -> None:
         self._spec = spec
-        self._work = work
-        self._recorder = recorder
-        self._control = control
-        self._counters = counters
-        self._limiter = limiter
+        self._parts = parts
+        self._work = parts.work  # read for every message, as is the recorder
+        self._recorder = parts.recorder
         self._resend_uncertain = resend_uncertain
         self._retry_handles: dict[asyncio.TimerHandle, Job] = {}
 
@@ -54,7 +40,7 @@ class Settler:
         job = outcome.token
         assert isinstance(job, Job)
         if isinstance(outcome.error, AuthenticationError):
-            self._control.refused_credentials(outcome.error)
+            self._parts.control.refused_credentials(outcome.error)
         if (
             outcome.status is DeliveryStatus.SENT
             and not job.refused
@@ -92,14 +78,16 @@ class Settler:
         if status is DeliveryStatus.FAILED:
             self.finish(job, row_state(job, RowStatus.FAILED, outcome))
             return
-        if outcome.throttled and self._limiter is not None:
-            self._limiter.throttle()
+        limiter = self._parts.limiter
+        if outcome.throttled and limiter is not None:
+            limiter.throttle()
         if status is DeliveryStatus.UNCERTAIN and not self._resend_uncertain:
             self.finish(job, row_state(job, RowStatus.UNCERTAIN, outcome))
             return
         if status is DeliveryStatus.UNCERTAIN:
             job.uncertain_before = True
-            if self._control.stopping:  # not resent in this run: the journal must say uncertain
+            # Not resent in this run: the journal must say uncertain.
+            if self._parts.control.stopping:
                 self.finish(job, row_state(job, RowStatus.UNCERTAIN, outcome))
                 return
         if outcome.refused and outcome.deferred:
@@ -121,14 +109,15 @@ class Settler:
         if delay is None:
             self._give_up(job, outcome)
             return
-        if self._control.stopping:  # not final: resume sends it (to the recipients still owed)
+        # Not final: resume sends it (to the recipients still owed).
+        if self._parts.control.stopping:
             self.finish(job, row_state(job, pending_state(job, RowStatus.RETRY), outcome))
             return
         if recipients is not None and self._recorder.journaled:
             # Partly delivered: journaled as in progress with the recipients still owed (one
             # more write, for such rows only), overwritten by the row's outcome later.
             self._recorder.note(row_state(job, RowStatus.CLAIMED, outcome))
-        counters = self._counters
+        counters = self._parts.counters
         if job.uncertain_before and not job.counted_uncertain:
             job.counted_uncertain = True
             counters.uncertain_resent += 1

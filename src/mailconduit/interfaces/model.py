@@ -181,11 +181,20 @@ def _text(doc: Mapping[str, Any], key: str, errors: list[FieldError], where: str
     return value.strip()
 
 
-def _schedule(doc: Any, errors: list[FieldError]) -> Schedule:
-    if doc in (None, {}):
-        return Schedule()
+def _section(doc: Any, name: str, holds: str, errors: list[FieldError]) -> Mapping[str, Any]:
+    """The mapping of the document's section ``name``: empty when it is absent, or when it is
+    not a mapping (an error saying it ``holds`` what it should)."""
+    if doc is None:
+        return {}
     if not isinstance(doc, Mapping):
-        errors.append(FieldError("schedule", "must be a mapping (cron and timezone, or every_minutes)"))
+        errors.append(FieldError(name, f"must be a mapping ({holds})"))
+        return {}
+    return doc
+
+
+def _schedule(doc: Any, errors: list[FieldError]) -> Schedule:
+    doc = _section(doc, "schedule", "cron and timezone, or every_minutes", errors)
+    if not doc:
         return Schedule()
     cron = _text(doc, "cron", errors, "schedule.")
     zone = _text(doc, "timezone", errors, "schedule.") or "UTC"
@@ -217,10 +226,8 @@ def _schedule(doc: Any, errors: list[FieldError]) -> Schedule:
 
 
 def _notify(doc: Any, errors: list[FieldError]) -> Notify:
-    if doc in (None, {}):
-        return Notify()
-    if not isinstance(doc, Mapping):
-        errors.append(FieldError("notify", "must be a mapping (emails, connection, webhook, when)"))
+    doc = _section(doc, "notify", "emails, connection, webhook, when", errors)
+    if not doc:
         return Notify()
     raw = doc.get("emails") or []
     if isinstance(raw, str):

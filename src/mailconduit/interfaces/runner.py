@@ -3,7 +3,6 @@ one run at a time per interface, then its notifications go out."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mailconduit import api
 from mailconduit.config import ExportSpec
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
-from mailconduit.home import home
+from mailconduit.home import home_lock
 from mailconduit.interfaces import store
 from mailconduit.interfaces.model import Interface, interface_from_document
 from mailconduit.interfaces.notify import notify_run
@@ -116,13 +115,7 @@ def _lease(name: str) -> Iterator[None]:
     home folder) whose holder no longer holds that lock was left by a killed process, and
     is taken over at once rather than when it expires.
     """
-    folder = home() / "interfaces"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    with open(folder / f"{name}.lock", "a+b") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InterfaceBusyError(name) from None
+    with home_lock("interfaces", name, busy=lambda: InterfaceBusyError(name)) as folder:
         place = f"{socket.gethostname()}:{folder.resolve()}".encode()
         with _journal_lease(name, here="home:" + hashlib.sha256(place).hexdigest()[:32]):
             yield

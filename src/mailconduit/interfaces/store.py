@@ -12,11 +12,10 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from mailconduit.config import NAME_RE, is_database_url
 from mailconduit.crypto import decrypt, encrypt
-from mailconduit.db.engines import engine
+from mailconduit.db.engines import engine, insert_new
 from mailconduit.db.tables import database_connections_table as databases_table
 from mailconduit.db.tables import (
     interface_due_runs_table,
@@ -87,20 +86,13 @@ def get_interface(name: str) -> Interface:
 def create_interface(interface: Interface) -> Interface:
     """Store a new interface; its name must be free."""
     now = time.time()
-    try:
-        with engine().begin() as conn:
-            conn.execute(
-                insert(interfaces_table).values(
-                    name=interface.name,
-                    document=json.dumps(interface.to_document()),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-    except IntegrityError:
+    document = json.dumps(interface.to_document())
+    if not insert_new(
+        interfaces_table, name=interface.name, document=document, created_at=now, updated_at=now
+    ):
         raise ConfigError.for_fields(
             "interface", [FieldError("name", f"an interface named {interface.name!r} exists")]
-        ) from None
+        )
     return get_interface(interface.name)
 
 
@@ -152,19 +144,14 @@ class InterfaceRun:
 
 def record_run(interface: str, run_id: str, *, trigger: str) -> None:
     """Link a run to its interface (a run id seen again, as on resume, is kept once)."""
-    try:
-        with engine().begin() as conn:
-            conn.execute(
-                insert(interface_runs_table).values(
-                    run_id=run_id,
-                    interface=interface,
-                    trigger=trigger,
-                    started_at=time.time(),
-                    error="",
-                )
-            )
-    except IntegrityError:
-        pass
+    insert_new(
+        interface_runs_table,
+        run_id=run_id,
+        interface=interface,
+        trigger=trigger,
+        started_at=time.time(),
+        error="",
+    )
 
 
 def set_run_error(run_id: str, error: str) -> None:
@@ -262,20 +249,14 @@ class DueRun:
 def claim_due_run(interface: str, due_at: float, *, run_id: str, holder: str) -> bool:
     """Claim a due time for a run, atomically: False when some scheduler claimed it before
     (so a due time yields one run, whichever scheduler process sees it)."""
-    try:
-        with engine().begin() as conn:
-            conn.execute(
-                insert(interface_due_runs_table).values(
-                    interface=interface,
-                    due_at=due_at,
-                    run_id=run_id,
-                    holder=holder,
-                    claimed_at=time.time(),
-                )
-            )
-    except IntegrityError:
-        return False
-    return True
+    return insert_new(
+        interface_due_runs_table,
+        interface=interface,
+        due_at=due_at,
+        run_id=run_id,
+        holder=holder,
+        claimed_at=time.time(),
+    )
 
 
 def skip_due_run(interface: str, due_at: float) -> None:

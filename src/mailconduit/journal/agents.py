@@ -401,7 +401,9 @@ class AgentStore:
 
     def blob_count(self, run_id: str) -> int:
         """How many distinct files the run's input holds."""
-        return int(self._query("SELECT COUNT(*) FROM agent_blobs WHERE run_id = %s", (run_id,))[0][0])
+        return int(
+            self._query("SELECT COUNT(*) FROM agent_blobs WHERE run_id = %s", (run_id,))[0][0]
+        )
 
     def blobs(self, run_id: str, shas: Sequence[str]) -> Iterator[tuple[str, bytes]]:
         for sha, data in self._query(
@@ -420,7 +422,9 @@ class AgentStore:
                 f"last_seq, state, updated_at) VALUES (%s, %s, %s, %s, %s, %s, 'queued', {_NOW})",
                 [(run_id, n, *c) for n, c in enumerate(chunks, 1)],
             )
-            cur.execute("UPDATE agent_runs SET chunks = %s WHERE run_id = %s", (len(chunks), run_id))
+            cur.execute(
+                "UPDATE agent_runs SET chunks = %s WHERE run_id = %s", (len(chunks), run_id)
+            )
 
     def mark_published(self, run_id: str, chunks: Sequence[int]) -> None:
         self._execute(
@@ -428,23 +432,45 @@ class AgentStore:
             (run_id, list(chunks)),
         )
 
+    _CLAIM_SET = (
+        f"UPDATE agent_chunks c SET epoch = c.epoch + 1, owner = %s, expires_at = {_NOW} + %s, "
+        f"state = 'running', attempts = c.attempts + 1, updated_at = {_NOW} "
+        "FROM agent_runs r WHERE c.run_id = %s AND r.run_id = c.run_id AND r.stop_reason = '' "
+    )
+    _CLAIM_RETURNING = (
+        "RETURNING c.chunk, c.epoch, c.attempts, c.first_row, c.last_row, c.first_seq, "
+        "c.last_seq, c.claimed_seq"
+    )
+
     def claim(self, run_id: str, chunk: int, *, owner: str, ttl: float) -> ChunkClaim | None:
         """Lease the chunk to ``owner`` under a new epoch; None when it is done, stopped, or
         leased by a live worker (a duplicated or redelivered task then does nothing)."""
         rows = self._query(
-            f"UPDATE agent_chunks c SET epoch = c.epoch + 1, owner = %s, expires_at = {_NOW} + %s, "
-            f"state = 'running', attempts = c.attempts + 1, updated_at = {_NOW} "
-            "FROM agent_runs r WHERE c.run_id = %s AND c.chunk = %s AND r.run_id = c.run_id "
-            "AND r.stop_reason = '' "
+            self._CLAIM_SET + "AND c.chunk = %s "
             f"AND (c.state = 'queued' OR (c.state = 'running' AND c.expires_at <= {_NOW})) "
-            "RETURNING c.epoch, c.attempts, c.first_row, c.last_row, c.first_seq, c.last_seq, "
-            "c.claimed_seq",
+            + self._CLAIM_RETURNING,
             (owner, float(ttl), run_id, chunk),
         )
+        return self._claimed(run_id, owner, rows)
+
+    def claim_next(self, run_id: str, *, owner: str, ttl: float) -> ChunkClaim | None:
+        """Lease the run's first queued chunk to ``owner`` (a worker that has just ended a
+        chunk goes on with the next one, its task message then finds it taken); None when
+        no chunk is queued or the run was asked to stop."""
+        rows = self._query(
+            self._CLAIM_SET + "AND c.state = 'queued' AND c.chunk = (SELECT q.chunk FROM "
+            "agent_chunks q WHERE q.run_id = %s AND q.state = 'queued' ORDER BY q.chunk "
+            "LIMIT 1 FOR UPDATE SKIP LOCKED) " + self._CLAIM_RETURNING,
+            (owner, float(ttl), run_id, run_id),
+        )
+        return self._claimed(run_id, owner, rows)
+
+    @staticmethod
+    def _claimed(run_id: str, owner: str, rows: list[Any]) -> ChunkClaim | None:
         if not rows:
             return None
-        e, a, fr, lr, fs, ls, cs = rows[0]
-        return ChunkClaim(run_id, chunk, int(e), owner, int(a), int(fr), int(lr), int(fs),
+        n, e, a, fr, lr, fs, ls, cs = rows[0]
+        return ChunkClaim(run_id, int(n), int(e), owner, int(a), int(fr), int(lr), int(fs),
                           int(ls), int(cs))  # fmt: skip
 
     def renew(self, claim: ChunkClaim, *, ttl: float) -> tuple[bool, str]:
@@ -591,8 +617,10 @@ class AgentStore:
     def requeue(self, run_id: str, *, with_failed_rows: bool) -> list[int]:
         """Resume: every chunk not done goes back to the queue (and, for --retry-failed,
         done chunks too: their failed rows go again). Returns the chunks queued."""
-        states = "('stopped', 'failed', 'queued', 'running', 'done')" if with_failed_rows else (
-            "('stopped', 'failed', 'queued', 'running')"
+        states = (
+            "('stopped', 'failed', 'queued', 'running', 'done')"
+            if with_failed_rows
+            else ("('stopped', 'failed', 'queued', 'running')")
         )
         with self._lock, self._conn.transaction():
             self._conn.execute(
@@ -711,7 +739,9 @@ class AgentStore:
                     rate = min(ceiling, rate + steps * step)
                     last_change += steps * recovery_interval
                     if rate >= ceiling:
-                        cur.execute("DELETE FROM agent_throttle WHERE connection = %s", (connection,))
+                        cur.execute(
+                            "DELETE FROM agent_throttle WHERE connection = %s", (connection,)
+                        )
                     else:
                         cur.execute(
                             "UPDATE agent_throttle SET rate = %s, last_change = %s "

@@ -9,7 +9,9 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "FINAL_STATES",
@@ -119,7 +121,7 @@ def _json_strings(items: tuple[str, ...]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class RunInfo:
+class RunInfo(Record):
     """A run's header and its row counts by state."""
 
     run_id: str
@@ -142,19 +144,19 @@ class RunInfo:
     def done(self) -> int:
         return sum(self.counts.get(s, 0) for s in FINAL_STATES)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "status": self.status,
-            "connection": self.connection,
-            "mode": self.mode,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "finished_at": self.finished_at,
-            "total": self.total,
-            "message": self.message,
-            "counts": dict(self.counts),
-        }
+    #: What a run list shows (not its spec, fingerprint or claimed position).
+    _SHOWN: ClassVar[Shown] = (
+        "run_id",
+        "status",
+        "connection",
+        "mode",
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "total",
+        "message",
+        "counts",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,6 +226,11 @@ class SqlTokenCache:
             pass  # another process added it between the check and the insert
 
     def _save(self, key: str, entry: CachedToken) -> None:
+        self._ensure_row(key)
+        self._write(key, entry)
+
+    def _write(self, key: str, entry: CachedToken) -> None:
+        """Put ``entry`` in the key's row, if there is one."""
         access = entry.access_token
         values = {
             "fingerprint": entry.fingerprint,
@@ -237,7 +242,6 @@ class SqlTokenCache:
                 self._encrypt(entry.refresh_token.reveal()) if entry.refresh_token else None
             ),
         }
-        self._ensure_row(key)
         t = oauth_tokens_table
         with self._engine.begin() as conn:
             conn.execute(update(t).where(t.c.name == key).values(**values))
@@ -254,20 +258,7 @@ class SqlTokenCache:
                 )
 
     def _clear(self, key: str) -> None:
-        t = oauth_tokens_table
-        with self._engine.begin() as conn:
-            conn.execute(
-                update(t)
-                .where(t.c.name == key)
-                .values(
-                    fingerprint="",
-                    access_token=None,
-                    access_expires_at=None,
-                    access_issued_at=None,
-                    access_scope="",
-                    refresh_token=None,
-                )
-            )
+        self._write(key, CachedToken(fingerprint=""))
 
     def _try_lock(self, key: str, owner: str, ttl: float) -> bool:
         self._ensure_row(key)

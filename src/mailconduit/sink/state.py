@@ -15,11 +15,12 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.home import sink_dir
 from mailconduit.sink.files import write_public_file
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "DEFAULT_PORT",
@@ -43,7 +44,7 @@ PROBE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
-class SinkInfo:
+class SinkInfo(Record):
     """A sink that is (or was) running: its process, address and start time."""
 
     pid: int
@@ -51,13 +52,7 @@ class SinkInfo:
     port: int
     started: dt.datetime
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "host": self.host,
-            "port": self.port,
-            "started": self.started.isoformat(),
-        }
+    _SHOWN: ClassVar[Shown] = ("pid", "host", "port", "started")
 
 
 def configured_port() -> int:

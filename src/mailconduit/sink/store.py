@@ -27,10 +27,11 @@ from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mailconduit.errors import NotFoundError
 from mailconduit.home import sink_dir
+from mailconduit.view import Record, Shown, view
 
 __all__ = [
     "MailboxWriter",
@@ -76,7 +77,7 @@ _COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
-class MessageSummary:
+class MessageSummary(Record):
     """One index row: what a list of received messages shows."""
 
     id: int
@@ -91,25 +92,23 @@ class MessageSummary:
     size: int
     path: Path
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly fields (times in ISO 8601, UTC)."""
-        return {
-            "id": self.id,
-            "received": self.received.isoformat(),
-            "envelope_from": self.envelope_from,
-            "envelope_recipients": list(self.envelope_recipients),
-            "smtputf8": self.smtputf8,
-            "from": self.from_header,
-            "to": self.to_header,
-            "subject": self.subject,
-            "message_id": self.message_id,
-            "size": self.size,
-            "path": str(self.path),
-        }
+    _SHOWN: ClassVar[Shown] = (
+        "id",
+        "received",
+        "envelope_from",
+        "envelope_recipients",
+        "smtputf8",
+        ("from", "from_header"),
+        ("to", "to_header"),
+        "subject",
+        "message_id",
+        "size",
+        "path",
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class ReceivedAttachment:
+class ReceivedAttachment(Record):
     """A non-body part of a message: a file, an inline image, a forwarded message.
 
     ``index`` is its position among the message's attachments (stable, for links);
@@ -127,16 +126,15 @@ class ReceivedAttachment:
     def size(self) -> int:
         return len(self.content)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Metadata only (no payload), JSON-friendly."""
-        return {
-            "index": self.index,
-            "filename": self.filename,
-            "content_type": self.content_type,
-            "disposition": self.disposition,
-            "content_id": self.content_id,
-            "size": self.size,
-        }
+    #: Metadata only, never the payload.
+    _SHOWN: ClassVar[Shown] = (
+        "index",
+        "filename",
+        "content_type",
+        "disposition",
+        "content_id",
+        "size",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +150,8 @@ class StoredMessage:
     html: str | None
     attachments: tuple[ReceivedAttachment, ...]
     raw: bytes = field(repr=False)
+
+    _SHOWN: ClassVar[Shown] = ("headers", "text", "html", "attachments")
 
     @property
     def id(self) -> int:
@@ -170,13 +170,7 @@ class StoredMessage:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the raw bytes and attachment payloads, JSON-friendly."""
-        return {
-            **self.summary.to_dict(),
-            "headers": [[key, value] for key, value in self.headers],
-            "text": self.text,
-            "html": self.html,
-            "attachments": [a.to_dict() for a in self.attachments],
-        }
+        return {**self.summary.to_dict(), **view(self, self._SHOWN)}
 
 
 # ---------------------------------------------------------------------------

@@ -138,17 +138,7 @@ class SMTPSession:
         """Resolve, connect, TLS, greeting, EHLO, STARTTLS, AUTH: ready to send, or raise."""
         if self.stage is not Stage.NEW:
             raise RuntimeError("an SMTPSession connects once; open a new one to reconnect")
-        handshake = Handshake(
-            self.conn,
-            self,
-            host=self.host,
-            port=self.port,
-            timeout=self.timeout,
-            tick=min(self.timeout, self.data_timeout),
-            transcript=self.transcript,
-            allow_address=self.allow_address,
-            on_lost=self._on_lost,
-        )
+        handshake = Handshake(self, on_lost=self._on_lost)
         try:
             channel = await handshake.run()
         except BaseException:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mailconduit.errors import AddressError
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "Capabilities",
@@ -32,7 +33,7 @@ _LINE_BREAKS = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
-class Capabilities:
+class Capabilities(Record):
     """What the server's EHLO reply advertised (RFC 5321 4.1.1.1 and the extensions)."""
 
     size: int | None = None  # None: SIZE not advertised; 0: advertised without a limit
@@ -47,25 +48,24 @@ class Capabilities:
     esmtp: bool = True  # False after a HELO fallback: no extensions at all
     keywords: tuple[str, ...] = field(default=(), compare=False)
 
+    #: The extensions under their EHLO keywords (not the raw ``keywords``).
+    _SHOWN: ClassVar[Shown] = (
+        "size",
+        "starttls",
+        "auth_mechanisms",
+        "smtputf8",
+        "pipelining",
+        ("8bitmime", "eightbitmime"),
+        ("enhancedstatuscodes", "enhanced_status_codes"),
+        "chunking",
+        "dsn",
+        "esmtp",
+    )
+
     @property
     def max_size(self) -> int:
         """The advertised limit in bytes, 0 when none applies."""
         return self.size or 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly view (Test Connection output, REST API)."""
-        return {
-            "size": self.size,
-            "starttls": self.starttls,
-            "auth_mechanisms": list(self.auth_mechanisms),
-            "smtputf8": self.smtputf8,
-            "pipelining": self.pipelining,
-            "8bitmime": self.eightbitmime,
-            "enhancedstatuscodes": self.enhanced_status_codes,
-            "chunking": self.chunking,
-            "dsn": self.dsn,
-            "esmtp": self.esmtp,
-        }
 
 
 #: EHLO keywords that are a yes/no capability, and the Capabilities field each sets.

@@ -57,7 +57,16 @@ class Stage(enum.StrEnum):
 
 
 class SetupRecord(Protocol):
-    """Where a handshake writes how far it got and what it learnt (the session)."""
+    """The session a handshake sets up: the settings it reads, and where it writes how far
+    it got and what it learnt."""
+
+    conn: Connection
+    host: str
+    port: int
+    timeout: float
+    data_timeout: float
+    transcript: Transcript | None
+    allow_address: AddressPolicy | None
 
     stage: Stage
     banner: str
@@ -75,27 +84,8 @@ class Handshake:
     session can close it after a failure.
     """
 
-    def __init__(
-        self,
-        conn: Connection,
-        record: SetupRecord,
-        *,
-        host: str,
-        port: int,
-        timeout: float,
-        tick: float,
-        transcript: Transcript | None,
-        allow_address: AddressPolicy | None,
-        on_lost: Callable[[SMTPError], None],
-    ) -> None:
-        self._conn = conn
-        self._record = record
-        self._host = host
-        self._port = port
-        self._timeout = timeout
-        self._tick = tick
-        self._transcript = transcript
-        self._allow_address = allow_address
+    def __init__(self, session: SetupRecord, *, on_lost: Callable[[SMTPError], None]) -> None:
+        self._session = session
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
         self._ehlo_name = ""
@@ -104,14 +94,15 @@ class Handshake:
 
     async def run(self) -> Channel:
         """Resolve, connect, TLS, greeting, EHLO, STARTTLS, AUTH: the ready channel, or raise."""
-        conn, record = self._conn, self._record
+        record = self._session
+        conn = record.conn
         record.stage = Stage.DNS
         addresses = await resolve(
             self._loop,
-            self._host,
-            self._port,
-            timeout=self._timeout,
-            allow_address=self._allow_address,
+            record.host,
+            record.port,
+            timeout=record.timeout,
+            allow_address=record.allow_address,
         )
         record.stage = Stage.TCP
         channel = await self._connect_tcp(addresses)
@@ -136,96 +127,97 @@ class Handshake:
         return channel
 
     async def _connect_tcp(self, addresses: list[tuple[int, str]]) -> Channel:
-        loop = self._loop
+        loop, session = self._loop, self._session
+        host, port, timeout = session.host, session.port, session.timeout
+        transcript = session.transcript
         protocol = ReplyStream(
             loop,
-            tick=self._tick,
-            host=self._host,
+            tick=min(timeout, session.data_timeout),
+            host=host,
             on_lost=self._on_lost,
-            transcript=self._transcript,
+            transcript=transcript,
         )
-        ip = await open_tcp(
-            loop, protocol, self._host, self._port, addresses, timeout=self._timeout
-        )
-        channel = self.channel = Channel(
-            loop, protocol, timeout=self._timeout, transcript=self._transcript
-        )
-        self._record.peer = (ip, self._port)
-        if self._transcript is not None:
-            self._transcript.note(f"connected to {where(self._host, self._port, ip)}")
+        ip = await open_tcp(loop, protocol, host, port, addresses, timeout=timeout)
+        channel = self.channel = Channel(loop, protocol, timeout=timeout, transcript=transcript)
+        session.peer = (ip, port)
+        if transcript is not None:
+            transcript.note(f"connected to {where(host, port, ip)}")
         return channel
 
     async def _start_tls(self, channel: Channel) -> None:
+        session = self._session
         new_transport = await start_tls(
             self._loop,
             channel.protocol,
-            self._host,
-            timeout=self._timeout,
-            verify=self._conn.verify_tls,
-            ca_file=self._conn.ca_file,
+            session.host,
+            timeout=session.timeout,
+            verify=session.conn.verify_tls,
+            ca_file=session.conn.ca_file,
         )
-        tls = self._record.tls = tls_info(
-            new_transport.get_extra_info("ssl_object"), verified=self._conn.verify_tls
+        tls = session.tls = tls_info(
+            new_transport.get_extra_info("ssl_object"), verified=session.conn.verify_tls
         )
-        if self._transcript is not None and tls is not None:
-            self._transcript.note(f"TLS established: {tls.version} {tls.cipher}")
+        if session.transcript is not None and tls is not None:
+            session.transcript.note(f"TLS established: {tls.version} {tls.cipher}")
 
     async def _greeting(self, channel: Channel) -> Reply:
         """The server's greeting: 220, or a 421/554 refusal. A peer that answers anything else
         is "not an SMTP server", and nothing it sent is repeated or kept in the transcript
         (Test Connection must not read other services' banners)."""
-        protocol = channel.protocol
+        session, protocol = self._session, channel.protocol
         protocol.transcript = None
         try:
-            greeting = await channel.reply(self._timeout, "the greeting")
+            greeting = await channel.reply(session.timeout, "the greeting")
         except TransientSMTPError as exc:
             if isinstance(exc.__cause__, MalformedReplyError):
                 raise self._not_smtp() from exc.__cause__
             raise
         finally:
-            protocol.transcript = self._transcript
+            protocol.transcript = session.transcript
         if greeting.code not in GREETING_CODES:
             raise self._not_smtp() from MalformedReplyError(str(greeting).encode())
-        if self._transcript is not None:
-            self._transcript.server(greeting.code, greeting.lines)
-        self._record.banner = greeting.text
+        if session.transcript is not None:
+            session.transcript.server(greeting.code, greeting.lines)
+        session.banner = greeting.text
         return greeting
 
     def _not_smtp(self) -> TransientSMTPError:
-        peer = self._record.peer
-        shown = where(self._host, self._port, peer[0]) if peer else f"{self._host}:{self._port}"
-        return TransientSMTPError(0, f"{shown} did not answer as an SMTP server", host=self._host)
+        host, port, peer = self._session.host, self._session.port, self._session.peer
+        shown = where(host, port, peer[0]) if peer else f"{host}:{port}"
+        return TransientSMTPError(0, f"{shown} did not answer as an SMTP server", host=host)
 
     def _setup_error(self, reply: Reply, command: str) -> SMTPError:
-        return error_for(reply, command=command, host=self._host)
+        return error_for(reply, command=command, host=self._session.host)
 
     async def _ehlo(self, channel: Channel) -> None:
+        session = self._session
         if not self._ehlo_name:
             transport = channel.protocol.transport
             sockname = transport.get_extra_info("sockname") if transport else None
-            self._ehlo_name = default_ehlo_name(self._conn.ehlo_hostname, sockname)
+            self._ehlo_name = default_ehlo_name(session.conn.ehlo_hostname, sockname)
         name = self._ehlo_name
         reply = await channel.command(b"EHLO " + name.encode("ascii") + b"\r\n", "EHLO")
         if reply.code == 250:
-            self._record.capabilities = parse_ehlo(reply.lines)
+            session.capabilities = parse_ehlo(reply.lines)
             return
-        if 500 <= reply.code < 600 and self._conn.security is Security.NONE:
+        if 500 <= reply.code < 600 and session.conn.security is Security.NONE:
             reply = await channel.command(b"HELO " + name.encode("ascii") + b"\r\n", "HELO")
             if reply.code == 250:
-                self._record.capabilities = Capabilities(esmtp=False)
+                session.capabilities = Capabilities(esmtp=False)
                 return
             raise self._setup_error(reply, "HELO")
         raise self._setup_error(reply, "EHLO")
 
     async def _starttls(self, channel: Channel) -> None:
         """STARTTLS, refused unless offered and clean: we never fall back to plaintext."""
-        if not self._record.capabilities.starttls:
+        session = self._session
+        if not session.capabilities.starttls:
             raise PermanentSMTPError(
                 0,
-                f"{self._host}:{self._port} does not offer STARTTLS, and security is starttls: "
+                f"{session.host}:{session.port} does not offer STARTTLS, and security is starttls: "
                 "refusing to continue without TLS (we never fall back to plaintext)",
                 command="EHLO",
-                host=self._host,
+                host=session.host,
             )
         reply = await channel.command(b"STARTTLS\r\n", "STARTTLS")
         if reply.code != 220:
@@ -236,19 +228,20 @@ class Handshake:
                 "the server sent data after agreeing to STARTTLS (possible injection); "
                 "refusing to continue",
                 command="STARTTLS",
-                host=self._host,
+                host=session.host,
             )
         await self._start_tls(channel)
 
     async def _authenticate(self, channel: Channel) -> None:
-        conn, record = self._conn, self._record
+        record = self._session
+        conn = record.conn
         peer_loopback = record.peer is not None and ipaddress.ip_address(record.peer[0]).is_loopback
         mechanism = choose_mechanism(
             conn.auth_mechanism,
             record.capabilities.auth_mechanisms,
             encrypted=record.tls is not None,
             cleartext_allowed=conn.allow_insecure_auth
-            or is_loopback_host(self._host)
+            or is_loopback_host(record.host)
             or peer_loopback,
         )
         tokens = conn.token_source if mechanism == "XOAUTH2" else None
@@ -265,18 +258,18 @@ class Handshake:
             record.authenticated_as = conn.username
             return
         if 400 <= reply.code < 500:
-            raise error_for(reply, command=f"AUTH {mechanism}", host=self._host)
+            raise error_for(reply, command=f"AUTH {mechanism}", host=record.host)
         raise AuthenticationError(
             reply.code,
             reply.message,
             enhanced=reply.enhanced,
             command=f"AUTH {mechanism}",
-            host=self._host,
+            host=self._session.host,
         )
 
     async def _sasl(self, channel: Channel, mechanism: str, secret: Secret) -> Reply:
         """One AUTH exchange; the server's final reply."""
-        exchange = AuthExchange(mechanism, self._conn.username, secret.reveal())
+        exchange = AuthExchange(mechanism, self._session.conn.username, secret.reveal())
         shown = f"AUTH {mechanism}" + (" <redacted>" if exchange.has_initial_response else "")
         reply = await channel.command(exchange.command(), "AUTH", shown=shown)
         while reply.code == 334:

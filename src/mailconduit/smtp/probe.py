@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import ClassVar
 
 from mailconduit.address import parse_mailbox
 from mailconduit.config import AuthMechanism, Connection, Security
@@ -42,6 +42,7 @@ from mailconduit.smtp.tls import (
     verify_failure,
 )
 from mailconduit.smtp.transcript import Transcript
+from mailconduit.view import Record, Shown
 
 __all__ = ["ProbeResult", "probe", "token_failure"]
 
@@ -70,7 +71,7 @@ _PLAINTEXT_REASONS = (
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeResult:
+class ProbeResult(Record):
     """What Test Connection found: success, or the failed stage with a message and a hint."""
 
     ok: bool
@@ -97,25 +98,24 @@ class ProbeResult:
             return f"ok: {self.message}"
         return f"failed at {self.stage}: {self.message}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "stage": self.stage,
-            "message": self.message,
-            "hint": self.hint,
-            "host": self.host,
-            "port": self.port,
-            "security": self.security,
-            "passed": list(self.passed),
-            "banner": self.banner,
-            "capabilities": self.capabilities.to_dict() if self.capabilities else None,
-            "tls": self.tls.to_dict() if self.tls else None,
-            "certificate": self.certificate.to_dict() if self.certificate else None,
-            "authenticated_as": self.authenticated_as,
-            "elapsed_ms": self.elapsed_ms,
-            "transcript": list(self.transcript),
-            "warnings": list(self.warnings),
-        }
+    _SHOWN: ClassVar[Shown] = (
+        "ok",
+        "stage",
+        "message",
+        "hint",
+        "host",
+        "port",
+        "security",
+        "passed",
+        "banner",
+        "capabilities",
+        "tls",
+        "certificate",
+        "authenticated_as",
+        "elapsed_ms",
+        "transcript",
+        "warnings",
+    )
 
     def report_lines(self, *, verbose: bool = False) -> list[str]:
         """What ``mailconduit connections test`` prints (and the web console shows)."""

@@ -13,9 +13,10 @@ import functools
 import os
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from mailconduit.errors import ConfigError, FieldError
+from mailconduit.view import Record, Shown
 
 __all__ = [
     "CertificateInfo",
@@ -30,7 +31,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class CertificateInfo:
+class CertificateInfo(Record):
     """The facts about a server certificate a person needs to judge it."""
 
     subject: str
@@ -43,22 +44,21 @@ class CertificateInfo:
     expired: bool = False
     not_yet_valid: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "not_before": self.not_before,
-            "not_after": self.not_after,
-            "dns_names": list(self.dns_names),
-            "ip_addresses": list(self.ip_addresses),
-            "self_signed": self.self_signed,
-            "expired": self.expired,
-            "not_yet_valid": self.not_yet_valid,
-        }
+    _SHOWN: ClassVar[Shown] = (
+        "subject",
+        "issuer",
+        "not_before",
+        "not_after",
+        "dns_names",
+        "ip_addresses",
+        "self_signed",
+        "expired",
+        "not_yet_valid",
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class TLSInfo:
+class TLSInfo(Record):
     """What a TLS handshake negotiated, and the peer's certificate."""
 
     version: str
@@ -66,13 +66,7 @@ class TLSInfo:
     certificate: CertificateInfo | None = None
     verified: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "cipher": self.cipher,
-            "verified": self.verified,
-            "certificate": self.certificate.to_dict() if self.certificate else None,
-        }
+    _SHOWN: ClassVar[Shown] = ("version", "cipher", "verified", "certificate")
 
 
 def client_context(*, verify: bool, ca_file: str = "") -> ssl.SSLContext:

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from mailconduit.config.export import SourceKind, parse_source_kind
 from mailconduit.config.text import is_database_url, url_scheme
 from mailconduit.errors import ConfigError, FieldError, SourceError
 from mailconduit.home import redact_url
-from mailconduit.sources.base import Row, Source
+from mailconduit.sources.base import ReadOptions, Row, Source
 
 __all__ = ["Row", "Source", "SourceKind", "open_source"]
 
@@ -57,18 +58,23 @@ def _parse_kind(kind: SourceKind | str | None) -> tuple[SourceKind | None, str |
     return kind, None
 
 
-def _check_options(kind: SourceKind, **given: Any) -> None:
+#: The options that mean something for a kind, past its key column.
+_APPLIES: Mapping[str, frozenset[SourceKind]] = {
+    "encoding": frozenset({SourceKind.CSV, SourceKind.JSON, SourceKind.JSONL}),
+    "delimiter": frozenset({SourceKind.CSV}),
+    "sheet": frozenset({SourceKind.XLSX}),
+    "database_url": frozenset({SourceKind.SQL}),
+}
+
+
+def _check_options(kind: SourceKind, options: ReadOptions, database_url: str | None = None) -> None:
     """Refuse an option that means nothing for this kind, rather than ignore it."""
-    applies = {
-        "encoding": {SourceKind.CSV, SourceKind.JSON, SourceKind.JSONL},
-        "delimiter": {SourceKind.CSV},
-        "sheet": {SourceKind.XLSX},
-        "database_url": {SourceKind.SQL},
-    }
+    given = {"encoding": options.encoding, "delimiter": options.delimiter,
+             "sheet": options.sheet, "database_url": database_url}  # fmt: skip
     errors = [
         FieldError(name, f"does not apply to a {kind.value} source")
         for name, value in given.items()
-        if value is not None and kind not in applies[name]
+        if value is not None and kind not in _APPLIES[name]
     ]
     if errors:
         raise ConfigError.for_fields("source options", errors)
@@ -98,15 +104,10 @@ def open_source(
     Raises SourceError for unreadable or malformed data, ConfigError for bad options.
     """
     parsed_kind, implied_delimiter = _parse_kind(kind)
-    base = _open_unfiltered(
-        source,
-        kind=parsed_kind,
-        encoding=encoding,
-        delimiter=delimiter if delimiter is not None else implied_delimiter,
-        sheet=sheet,
-        key=key,
-        database_url=database_url,
-    )
+    if delimiter is None:
+        delimiter = implied_delimiter
+    options = ReadOptions(encoding=encoding, delimiter=delimiter, sheet=sheet, key_column=key)
+    base = _open_unfiltered(source, parsed_kind, options, database_url)
     if not (where and where.strip()) and not (order_by and order_by.strip()):
         return base
     from mailconduit.sources.query import FilteredSource
@@ -119,38 +120,22 @@ def open_source(
 
 
 def _open_unfiltered(
-    source: Any,
-    *,
-    kind: SourceKind | None,
-    encoding: str | None,
-    delimiter: str | None,
-    sheet: str | int | None,
-    key: str | None,
-    database_url: str | None,
+    source: Any, kind: SourceKind | None, options: ReadOptions, database_url: str | None
 ) -> Source:
     if isinstance(source, Source):
         return source  # opened already (an agent's frozen rows): read as it is
     if isinstance(source, str | os.PathLike):
         text = os.fspath(source)
         if kind is SourceKind.SQL or (kind is None and database_url is not None):
-            _check_options(SourceKind.SQL, encoding=encoding, delimiter=delimiter, sheet=sheet)
+            _check_options(SourceKind.SQL, options)
             if not database_url:
                 raise _options_error("database_url", "a SQL query needs a database URL")
             from mailconduit.sources.sql import SqlSource
 
-            return SqlSource(str(text), database_url=database_url, key_column=key)
+            return SqlSource(str(text), database_url=database_url, key_column=options.key_column)
         if text == "-":
-            return _open_stdin(kind, encoding=encoding, delimiter=delimiter, sheet=sheet, key=key)
-        return _open_file(
-            Path(text).expanduser(),
-            str(text),
-            kind,
-            encoding=encoding,
-            delimiter=delimiter,
-            sheet=sheet,
-            key=key,
-            database_url=database_url,
-        )
+            return _open_stdin(kind, options)
+        return _open_file(Path(text).expanduser(), str(text), kind, options, database_url)
     if isinstance(source, bytes | bytearray | Mapping):
         raise SourceError(
             f"a {type(source).__name__} is not a data container; pass a path, a SQL query, "
@@ -162,14 +147,8 @@ def _open_unfiltered(
     if is_dataframe(source) or hasattr(source, "__iter__"):
         if kind not in (None, SourceKind.ITERABLE):
             raise _options_error("kind", f"Python data cannot be read as {kind.value}")
-        _check_options(
-            SourceKind.ITERABLE,
-            encoding=encoding,
-            delimiter=delimiter,
-            sheet=sheet,
-            database_url=database_url,
-        )
-        return IterableSource(source, key_column=key)
+        _check_options(SourceKind.ITERABLE, options, database_url)
+        return IterableSource(source, key_column=options.key_column)
     raise SourceError(f"cannot read data from a {type(source).__name__}", "<data>")
 
 
@@ -177,11 +156,7 @@ def _open_file(
     path: Path,
     location: str,
     kind: SourceKind | None,
-    *,
-    encoding: str | None,
-    delimiter: str | None,
-    sheet: str | int | None,
-    key: str | None,
+    options: ReadOptions,
     database_url: str | None,
 ) -> Source:
     if not path.exists():
@@ -206,17 +181,13 @@ def _open_file(
                 f"cannot tell the kind of {location!r} from its extension ({known}); name the kind",
             )
         kind = _SUFFIX_KINDS[suffix]
-        if suffix in (".tsv", ".tab") and delimiter is None:
-            delimiter = "\t"
+        if suffix in (".tsv", ".tab") and options.delimiter is None:
+            options = replace(options, delimiter="\t")
     if kind is SourceKind.ITERABLE:
         raise _options_error("kind", "a file cannot be read as Python data")
-    _check_options(
-        kind, encoding=encoding, delimiter=delimiter, sheet=sheet, database_url=database_url
-    )
+    _check_options(kind, options, database_url)
     try:
-        return _open_path(
-            path, location, kind, encoding=encoding, delimiter=delimiter, sheet=sheet, key=key
-        )
+        return _open_path(path, location, kind, options)
     except OSError as exc:
         raise SourceError(f"cannot read the file: {exc.strerror or exc}", location) from None
 
@@ -243,70 +214,38 @@ def _refuse_url(text: str) -> None:
     )  # fmt: skip
 
 
-def _open_path(
-    path: Path,
-    location: str,
-    kind: SourceKind,
-    *,
-    encoding: str | None,
-    delimiter: str | None,
-    sheet: str | int | None,
-    key: str | None,
-) -> Source:
+def _open_path(path: Path, location: str, kind: SourceKind, options: ReadOptions) -> Source:
     """The reader for one kind of file (the kind is known and its options checked)."""
     if kind is SourceKind.CSV:
-        from mailconduit.sources.csvfile import CsvSource, parse_delimiter
+        from mailconduit.sources.csvfile import CsvSource
 
-        return CsvSource(
-            path,
-            location=location,
-            encoding=encoding,
-            delimiter=None if delimiter is None else parse_delimiter(delimiter),
-            key_column=key,
-        )
+        return CsvSource(path, location=location, options=options)
     if kind in (SourceKind.JSON, SourceKind.JSONL):
         from mailconduit.sources.jsonfile import open_json_file
 
         lines = True if kind is SourceKind.JSONL else None
-        return open_json_file(
-            path, location=location, encoding=encoding, key_column=key, lines=lines
-        )
+        return open_json_file(path, location=location, options=options, lines=lines)
     if kind is SourceKind.XLSX:
         from mailconduit.sources.excel import ExcelSource
 
-        return ExcelSource(path, location=location, sheet=sheet, key_column=key)
+        return ExcelSource(path, location=location, options=options)
     if kind is SourceKind.PARQUET:
         from mailconduit.sources.parquet import ParquetSource
 
-        return ParquetSource(path, location=location, key_column=key)
+        return ParquetSource(path, location=location, options=options)
     raise _options_error("kind", f"a file cannot be read as {kind.value}")
 
 
-def _open_stdin(
-    kind: SourceKind | None,
-    *,
-    encoding: str | None,
-    delimiter: str | None,
-    sheet: str | int | None,
-    key: str | None,
-) -> Source:
+def _open_stdin(kind: SourceKind | None, options: ReadOptions) -> Source:
     from mailconduit.sources.stdin import STDIN_LOCATION, detect_kind, spool_stdin
 
     if kind not in (None, SourceKind.CSV, SourceKind.JSON, SourceKind.JSONL):
         raise _options_error("kind", "standard input is read as csv, json or jsonl")
     path = spool_stdin()
     try:
-        chosen = kind or detect_kind(path, encoding)
-        _check_options(chosen, encoding=encoding, delimiter=delimiter, sheet=sheet)
-        source = _open_path(
-            path,
-            STDIN_LOCATION,
-            chosen,
-            encoding=encoding,
-            delimiter=delimiter,
-            sheet=None,
-            key=key,
-        )
+        chosen = kind or detect_kind(path, options.encoding)
+        _check_options(chosen, options)
+        source = _open_path(path, STDIN_LOCATION, chosen, options)
     except BaseException:
         shutil.rmtree(path.parent, ignore_errors=True)
         raise

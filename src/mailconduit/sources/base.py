@@ -15,7 +15,7 @@ import json
 import weakref
 from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +28,8 @@ from mailconduit.sources.cells import CellProblem, cell_problem, escape_forbidde
 
 __all__ = [
     "CellProblem",
+    "FileSource",
+    "ReadOptions",
     "Record",
     "Row",
     "Source",
@@ -120,12 +122,13 @@ class Source(ABC):
 
     kind: SourceKind
     _cleanups: list[weakref.finalize[Any, Any]]
+    #: How many rows there are, once known (a kind may learn it while reading its columns).
+    _count: int | None = None
 
     def __init__(self, *, location: str, columns: tuple[str, ...], key_column: str | None) -> None:
         self.location = location
         self.columns = columns
         self.key_column = key_column
-        self._count: int | None = None
         if key_column is not None and key_column not in columns:
             shown = ", ".join(columns) if columns else "(none)"
             raise SourceError(
@@ -230,6 +233,12 @@ class Source(ABC):
         return f"<{type(self).__name__} {self.location}>"
 
     # -- helpers for subclasses ------------------------------------------------------------
+    def _record(self, number: int, line: int | None, cells: Sequence[Any]) -> Record:
+        """The record of a row that comes as cells in column order (Excel, Parquet, SQL), with
+        the first character in it that data may not hold."""
+        values = dict(zip(self.columns, cells, strict=False))
+        return number, line, values, cell_problem(values)
+
     def _on_close(self, func: Callable[..., Any], *args: Any) -> None:
         """Run ``func(*args)`` on close or when this source is garbage-collected.
 
@@ -298,6 +307,46 @@ class Source(ABC):
             f"(rows {listed}){more}; keys must be unique",
             self.location,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How to read a data container, as the user gave it (None: detected, or the default):
+    a text file's encoding and CSV delimiter, the Excel sheet, the column keying the rows."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | int | None = None
+    key_column: str | None = None
+
+
+class FileSource(Source):
+    """A data container in a file: ``path`` is read, ``location`` names it in messages (the
+    path as the user wrote it, or standard input's name for its spooled copy).
+
+    A kind reads what comes before its rows (encoding, delimiter, sheet, header) in
+    :meth:`_read_columns`, which the constructor calls before keying is set up.
+    """
+
+    def __init__(
+        self, path: Path, *, location: str | None = None, options: ReadOptions = ReadOptions()
+    ) -> None:
+        self.path = path
+        self.location = location or str(path)
+        columns = self._read_columns(options)
+        super().__init__(location=self.location, columns=columns, key_column=options.key_column)
+
+    @abstractmethod
+    def _read_columns(self, options: ReadOptions) -> tuple[str, ...]:
+        """The column names, once the settings the rows need are read from the file."""
+
+    def _read_with(self) -> tuple[str, ...]:
+        """The settings the rows are read with (encoding, delimiter, sheet): part of the
+        fingerprint, since the same bytes read otherwise are other data."""
+        return ()
+
+    def _fingerprint(self) -> str:
+        return file_sha256(self.path, self.kind.value, *self._read_with())
 
 
 def _key_hash(key: str) -> int:

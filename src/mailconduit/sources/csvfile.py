@@ -6,16 +6,15 @@ import csv
 import itertools
 from collections import deque
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, TextIO
 
 from mailconduit.errors import ConfigError, FieldError, SourceError
 from mailconduit.sources.base import (
+    FileSource,
+    ReadOptions,
     Record,
-    Source,
     SourceKind,
     check_column_names,
-    file_sha256,
     text_digest,
 )
 from mailconduit.sources.cells import cell_problem, holds_forbidden
@@ -47,7 +46,7 @@ def parse_delimiter(delimiter: str) -> str:
     return value
 
 
-class CsvSource(Source):
+class CsvSource(FileSource):
     """A delimited text file with a header row; one record per row after it.
 
     Rows with a different number of fields than the header, quotes that never close
@@ -58,30 +57,17 @@ class CsvSource(Source):
 
     kind = SourceKind.CSV
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        location: str | None = None,
-        encoding: str | None = None,
-        delimiter: str | None = None,
-        key_column: str | None = None,
-    ) -> None:
-        self.path = path
-        where = location or str(path)
-        head = read_head(path)
-        refuse_binary(head, where)
-        self.encoding = resolve_encoding(encoding, head)
-        self.location = where
-        if delimiter is None:
-            delimiter = self._detect_delimiter()
-        self.delimiter = delimiter
+    def _read_columns(self, options: ReadOptions) -> tuple[str, ...]:
+        given = None if options.delimiter is None else parse_delimiter(options.delimiter)
+        head = read_head(self.path)
+        refuse_binary(head, self.location)
+        self.encoding = resolve_encoding(options.encoding, head)
+        self.delimiter = self._detect_delimiter() if given is None else given
         header, self._header_line = self._read_header()
         names = [name.strip() for name in header]
         if names:
             names[0] = names[0].lstrip("\ufeff").strip()
-        columns = check_column_names(names, f"{where}:{self._header_line}")
-        super().__init__(location=where, columns=columns, key_column=key_column)
+        return check_column_names(names, f"{self.location}:{self._header_line}")
 
     # -- reading ---------------------------------------------------------------------------
     def _open(self) -> TextIO:
@@ -218,8 +204,8 @@ class CsvSource(Source):
         shown = "TAB" if self.delimiter == "\t" else repr(self.delimiter)
         return f"CSV file {self.location} (encoding {self.encoding}, delimiter {shown})"
 
-    def _fingerprint(self) -> str:
-        return file_sha256(self.path, "csv", self.encoding, self.delimiter)
+    def _read_with(self) -> tuple[str, ...]:
+        return self.encoding, self.delimiter
 
 
 class _LineBlocks:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import warnings
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from mailconduit.errors import SourceError
-from mailconduit.sources.base import Record, Source, SourceKind, check_column_names, file_sha256
-from mailconduit.sources.cells import cell_problem
+from mailconduit.sources.base import FileSource, ReadOptions, Record, SourceKind, check_column_names
 
 __all__ = ["ExcelSource"]
 
@@ -33,31 +31,20 @@ def _column_letter(index: int) -> str:
     return letters
 
 
-class ExcelSource(Source):
-    """One worksheet of an .xlsx workbook; ``sheet`` is a name or a 1-based position."""
+class ExcelSource(FileSource):
+    """One worksheet of an .xlsx workbook; the ``sheet`` option is a name or a 1-based position."""
 
     kind = SourceKind.XLSX
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        location: str | None = None,
-        sheet: str | int | None = None,
-        key_column: str | None = None,
-    ) -> None:
-        self.path = path
-        where = location or str(path)
-        self.location = where
+    def _read_columns(self, options: ReadOptions) -> tuple[str, ...]:
         workbook = self._load()
         try:
-            self.sheet = self._pick_sheet(workbook, sheet)
+            self.sheet = self._pick_sheet(workbook, options.sheet)
             header, self._header_row = self._read_header(workbook)
         finally:
             workbook.close()
         self._width = len(header)
-        columns = check_column_names(header, f"{where}:{self._header_row}", what="header row")
-        super().__init__(location=where, columns=columns, key_column=key_column)
+        return check_column_names(header, f"{self.location}:{self._header_row}", what="header row")
 
     def _load(self) -> Any:
         import openpyxl
@@ -112,7 +99,6 @@ class ExcelSource(Source):
         raise SourceError(f"sheet {self.sheet!r} is empty; it needs a header row", self.location)
 
     def _records(self) -> Iterator[Record]:
-        columns = self.columns
         width = self._width
         workbook = self._load()
         try:
@@ -132,13 +118,12 @@ class ExcelSource(Source):
                 if len(cells) < width:
                     cells = cells + (None,) * (width - len(cells))
                 number += 1
-                values = dict(zip(columns, cells, strict=False))
-                yield number, row_number, values, cell_problem(values)
+                yield self._record(number, row_number, cells)
         finally:
             workbook.close()
 
     def _describe_kind(self) -> str:
         return f"Excel workbook {self.location}, sheet {self.sheet!r}"
 
-    def _fingerprint(self) -> str:
-        return file_sha256(self.path, "xlsx", self.sheet)
+    def _read_with(self) -> tuple[str, ...]:
+        return (self.sheet,)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mailconduit.errors import SourceError
-from mailconduit.sources.base import Record, Source, SourceKind, check_column_names, file_sha256
+from mailconduit.sources.base import FileSource, ReadOptions, Record, SourceKind, check_column_names
 from mailconduit.sources.cells import cell_problem
 from mailconduit.sources.text import decode_error, read_head, refuse_binary, resolve_encoding
 
@@ -59,22 +59,13 @@ def _type_name(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-class _JsonFileSource(Source):
+class _JsonFileSource(FileSource):
     """Shared by both layouts: encoding, column discovery, fingerprint."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        location: str | None = None,
-        encoding: str | None = None,
-        key_column: str | None = None,
-    ) -> None:
-        self.path = path
-        self.location = location or str(path)
-        head = read_head(path)
+    def _read_columns(self, options: ReadOptions) -> tuple[str, ...]:
+        head = read_head(self.path)
         refuse_binary(head, self.location)
-        self.encoding = resolve_encoding(encoding, head)
+        self.encoding = resolve_encoding(options.encoding, head)
         seen: dict[str, None] = {}
         total = 0
         for _number, _line, values, _problem in self._records():
@@ -82,9 +73,8 @@ class _JsonFileSource(Source):
             for name in values:
                 if name not in seen:
                     seen[name] = None
-        columns = check_column_names(list(seen), self.location, what="record keys")
-        super().__init__(location=self.location, columns=columns, key_column=key_column)
         self._count = total
+        return check_column_names(list(seen), self.location, what="record keys")
 
     def _open(self) -> TextIO:
         return self.path.open(encoding=self.encoding, newline="")
@@ -109,8 +99,8 @@ class _JsonFileSource(Source):
             raise self._not_an_object(number, value, line)
         return value
 
-    def _fingerprint(self) -> str:
-        return file_sha256(self.path, self.kind.value, self.encoding)
+    def _read_with(self) -> tuple[str, ...]:
+        return (self.encoding,)
 
     def _describe_kind(self) -> str:
         layout = "JSON array" if self.kind is SourceKind.JSON else "JSON Lines"
@@ -279,12 +269,7 @@ class _ArrayReader:
 
 
 def open_json_file(
-    path: Path,
-    *,
-    location: str | None = None,
-    encoding: str | None = None,
-    key_column: str | None = None,
-    lines: bool | None = None,
+    path: Path, *, location: str, options: ReadOptions, lines: bool | None = None
 ) -> _JsonFileSource:
     """A JSON array or JSON Lines source; ``lines=None`` decides from the first character.
 
@@ -292,12 +277,10 @@ def open_json_file(
     """
     if lines is None:
         head = read_head(path)
-        refuse_binary(head, location or str(path))
-        lines = _looks_like_json_lines(
-            path, resolve_encoding(encoding, head), location or str(path)
-        )
+        refuse_binary(head, location)
+        lines = _looks_like_json_lines(path, resolve_encoding(options.encoding, head), location)
     cls = JsonLinesSource if lines else JsonArraySource
-    return cls(path, location=location, encoding=encoding, key_column=key_column)
+    return cls(path, location=location, options=options)
 
 
 def _looks_like_json_lines(path: Path, encoding: str, location: str) -> bool:

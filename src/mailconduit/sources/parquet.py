@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from mailconduit.errors import SourceError
-from mailconduit.sources.base import Record, Source, SourceKind, check_column_names, file_sha256
-from mailconduit.sources.cells import cell_problem
+from mailconduit.sources.base import FileSource, ReadOptions, Record, SourceKind, check_column_names
 from mailconduit.sources.duck import connect, tidy_error
 
 __all__ = ["ParquetSource"]
@@ -16,22 +14,17 @@ __all__ = ["ParquetSource"]
 _BATCH = 2048
 
 
-class ParquetSource(Source):
+class ParquetSource(FileSource):
     """A Parquet file; ``count()`` comes from the file's metadata."""
 
     kind = SourceKind.PARQUET
 
-    def __init__(
-        self, path: Path, *, location: str | None = None, key_column: str | None = None
-    ) -> None:
-        self.path = path
-        self.location = location or str(path)
+    def _read_columns(self, options: ReadOptions) -> tuple[str, ...]:
         described = self._query(
             "DESCRIBE SELECT * FROM read_parquet(?)", lambda cur: cur.fetchall()
         )
         names = [str(row[0]) for row in described]
-        columns = check_column_names(names, self.location, what="schema")
-        super().__init__(location=self.location, columns=columns, key_column=key_column)
+        return check_column_names(names, self.location, what="schema")
 
     def _query(self, sql: str, consume: Any) -> Any:
         """Run ``sql`` with the file as its one parameter; DuckDB errors become SourceError."""
@@ -50,7 +43,6 @@ class ParquetSource(Source):
     def _records(self) -> Iterator[Record]:
         import duckdb
 
-        columns = self.columns
         con = connect()
         try:
             try:
@@ -72,8 +64,7 @@ class ParquetSource(Source):
                     return
                 for cells in batch:
                     number += 1
-                    values = dict(zip(columns, cells, strict=False))
-                    yield number, None, values, cell_problem(values)
+                    yield self._record(number, None, cells)
         finally:
             con.close()
 
@@ -86,6 +77,3 @@ class ParquetSource(Source):
 
     def _describe_kind(self) -> str:
         return f"Parquet file {self.location}"
-
-    def _fingerprint(self) -> str:
-        return file_sha256(self.path, "parquet")

@@ -15,7 +15,6 @@ from typing import Any
 
 from mailconduit.errors import SourceError
 from mailconduit.sources.base import Record, Source, SourceKind, check_column_names
-from mailconduit.sources.cells import cell_problem
 
 __all__ = ["SqlSource", "sqlalchemy_url"]
 
@@ -128,11 +127,9 @@ class SqlSource(Source):
         return " (a data container is a query that returns rows: SELECT, WITH or VALUES)"
 
     def _records(self) -> Iterator[Record]:
-        columns = self.columns
         with self._result(self._statement) as result:
             for number, row in enumerate(result, start=1):
-                values = dict(zip(columns, row, strict=False))
-                yield number, None, values, cell_problem(values)
+                yield self._record(number, None, row)
 
     def count(self) -> int:
         """``SELECT count(*)`` around the query; a scan when the database refuses that."""

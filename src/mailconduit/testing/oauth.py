@@ -270,6 +270,16 @@ class _Refusal(Exception):
             self.body["error_description"] = description
 
 
+class _Endpoint:
+    """An endpoint of the server, read as its URL: the server's base URL and this path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __get__(self, server: OAuthServer, owner: type[OAuthServer] | None = None) -> str:
+        return f"{server.url}{self.path}"
+
+
 class OAuthServer:
     """An OAuth2 authorization server on loopback for tests (see the module docstring)."""
 
@@ -348,21 +358,10 @@ class OAuthServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    @property
-    def token_endpoint(self) -> str:
-        return f"{self.url}/token"
-
-    @property
-    def device_endpoint(self) -> str:
-        return f"{self.url}/device/code"
-
-    @property
-    def verification_uri(self) -> str:
-        return f"{self.url}/device"
-
-    @property
-    def revocation_endpoint(self) -> str:
-        return f"{self.url}/revoke"
+    token_endpoint = _Endpoint("/token")
+    device_endpoint = _Endpoint("/device/code")
+    verification_uri = _Endpoint("/device")
+    revocation_endpoint = _Endpoint("/revoke")
 
     @property
     def refreshes(self) -> int:

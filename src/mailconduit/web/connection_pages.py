@@ -3,14 +3,13 @@ page with Test Connection, edit, activate/deactivate and delete with confirmatio
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Path, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
 from mailconduit import api
 from mailconduit.config import (
-    NAME_RE,
     Connection,
     derive_security,
     parse_server_url,
@@ -37,9 +36,11 @@ from mailconduit.web.oauth_form import (
 )
 from mailconduit.web.views import (
     NOTICES,
+    DeleteQuestion,
     FieldErrors,
     FormDep,
     ProbeView,
+    StoredName,
     format_time,
     new_router,
     probe_view,
@@ -50,11 +51,13 @@ from mailconduit.web.views import (
 __all__ = ["router"]
 
 router = new_router()
-ConnectionName = Annotated[str, Path(pattern=NAME_RE.pattern, max_length=64)]
-
-
-def _notice(request: Request) -> str:
-    return NOTICES.get(request.query_params.get("notice", ""), "")
+_DELETE = DeleteQuestion(
+    "connection",
+    "Connections",
+    "/connections",
+    "Its settings and stored password are removed. Exports that name it will fail until a "
+    "connection with that name exists again.",
+)
 
 
 def _editable(conn: Connection) -> bool:
@@ -73,7 +76,7 @@ def connection_list(request: Request, state: StateDep) -> Response:
         }
         for conn, status in api.list_connections()
     ]
-    return state.render(request, "connections.html", rows=rows, notice=_notice(request))
+    return state.render(request, "connections.html", rows=rows, notice=NOTICES.of(request))
 
 
 @router.get("/connections/new", response_class=HTMLResponse)
@@ -177,18 +180,18 @@ def _detail(
         probe=probe,
         usage=connection_usage(conn.name, conn.daily_cap),
         tests=[(t, format_time(t.at)) for t in api.recent_tests(conn.name)],
-        notice=notice or _notice(request),
+        notice=notice or NOTICES.of(request),
     )
 
 
 @router.get("/connections/{name}", response_class=HTMLResponse)
-def connection_detail(request: Request, state: StateDep, name: ConnectionName) -> Response:
+def connection_detail(request: Request, state: StateDep, name: StoredName) -> Response:
     """One connection's settings (never its password) and the Test Connection button."""
     return _detail(request, state, name)
 
 
 @router.post("/connections/{name}/test", response_class=HTMLResponse)
-def test_saved(request: Request, state: StateDep, form: FormDep, name: ConnectionName) -> Response:
+def test_saved(request: Request, state: StateDep, form: FormDep, name: StoredName) -> Response:
     """Test Connection on a saved connection; optionally send a real test message."""
     result = api.test_connection(
         name, send_to=send_to_of(form.get("send_to")), allow_address=state.policy.allow_address
@@ -217,7 +220,7 @@ def _stored(name: str) -> Connection:
 
 
 @router.get("/connections/{name}/edit", response_class=HTMLResponse)
-def edit_form(request: Request, state: StateDep, name: ConnectionName) -> Response:
+def edit_form(request: Request, state: StateDep, name: StoredName) -> Response:
     """The form filled with the stored values; the password box stays empty."""
     conn = _stored(name)
     oauth = api.connection_oauth(name)
@@ -232,7 +235,7 @@ def edit_form(request: Request, state: StateDep, name: ConnectionName) -> Respon
 
 
 @router.post("/connections/{name}/edit", response_class=HTMLResponse)
-def save_edit(request: Request, state: StateDep, form: FormDep, name: ConnectionName) -> Response:
+def save_edit(request: Request, state: StateDep, form: FormDep, name: StoredName) -> Response:
     """Save; with "Save and test" also run Test Connection on the saved result."""
     conn = _stored(name)
     data = form_to_connection_data(form, editing=True) | form_to_oauth_data(form, editing=True)
@@ -257,7 +260,7 @@ def save_edit(request: Request, state: StateDep, form: FormDep, name: Connection
 
 
 @router.post("/connections/{name}/authorize", response_class=HTMLResponse)
-def authorize(request: Request, state: StateDep, name: ConnectionName) -> Response:
+def authorize(request: Request, state: StateDep, name: StoredName) -> Response:
     """Start the device sign-in: the page shows where to go and the code to type; the
     sign-in finishes in the background and the page says so when reloaded."""
     _stored(name)
@@ -266,7 +269,7 @@ def authorize(request: Request, state: StateDep, name: ConnectionName) -> Respon
 
 
 @router.post("/connections/{name}/active")
-def set_active(request: Request, form: FormDep, name: ConnectionName) -> Response:
+def set_active(request: Request, form: FormDep, name: StoredName) -> Response:
     """Activate or deactivate (form field ``active`` = 1 or 0)."""
     _stored(name)
     active = form.get("active") == "1"
@@ -276,14 +279,14 @@ def set_active(request: Request, form: FormDep, name: ConnectionName) -> Respons
 
 
 @router.get("/connections/{name}/delete", response_class=HTMLResponse)
-def confirm_delete(request: Request, state: StateDep, name: ConnectionName) -> Response:
+def confirm_delete(request: Request, state: StateDep, name: StoredName) -> Response:
     """Ask before deleting."""
     conn = _stored(name)
-    return state.render(request, "confirm_delete.html", conn=conn, notice="")
+    return state.render(request, "confirm_delete.html", ask=_DELETE, name=conn.name, notice="")
 
 
 @router.post("/connections/{name}/delete")
-def delete(request: Request, name: ConnectionName) -> Response:
+def delete(request: Request, name: StoredName) -> Response:
     """Delete after confirmation."""
     _stored(name)
     api.delete_connection(name)

@@ -106,7 +106,7 @@ def _form_page(
 def exports(request: Request, state: StateDep) -> Response:
     """Past runs, newest first, and the way to a new export."""
     runs = [{"run": r, "created": format_time(r.created_at)} for r in api.list_runs(limit=100)]
-    notice = NOTICES.get(request.query_params.get("notice", ""), "")
+    notice = NOTICES.of(request)
     return state.render(request, "exports.html", runs=runs, notice=notice)
 
 
@@ -192,7 +192,7 @@ def run_page(request: Request, state: StateDep, run_id: RunId) -> Response:
         report = api.run_report(run_id)
         rows = list(itertools.islice(report.rows(), ROWS_SHOWN + 1))
         charts = run_charts(context["run"], report.rows())
-    notice = NOTICES.get(request.query_params.get("notice", ""), "")
+    notice = NOTICES.of(request)
     return state.render(
         request,
         "run.html",

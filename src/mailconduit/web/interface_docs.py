@@ -54,6 +54,34 @@ def web_document(interface: Interface) -> dict[str, Any]:
     return doc
 
 
+def _upload_path(upload: str, export: Mapping[str, Any]) -> str | None:
+    """The data file an upload reference names (None: no such upload)."""
+    try:
+        return str(resolve_upload(upload).path)
+    except ConfigError:
+        return None
+
+
+def _files_path(files: str, export: Mapping[str, Any]) -> str | None:
+    """The folder an archive reference names: ``upload`` for the files uploaded beside the
+    data file (None: no such archive)."""
+    if files == UPLOAD_FILES and isinstance(export.get("source"), str):
+        return str(Path(export["source"]).parent / "files")
+    try:
+        return str(files_folder(files))
+    except NotFoundError:
+        return None
+
+
+#: The references a console document may hold, in the order they are turned into paths (the
+#: files of an upload lie beside its data file): the reference, the setting it stands for, the
+#: lookup of its path, what the two are called, what an unknown reference is.
+_REFERENCES = (
+    ("upload", "source", _upload_path, "an upload or a source", "no uploaded file"),
+    ("files", "attach_dir", _files_path, "an archive or attach_dir", "no attachment archive"),
+)
+
+
 def stored_document(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A document from the console with its references turned back into the files' paths."""
     out = dict(doc)
@@ -62,28 +90,18 @@ def stored_document(doc: Mapping[str, Any]) -> dict[str, Any]:
         return out
     export = dict(export)
     errors: list[FieldError] = []
-    upload = export.pop("upload", None)
-    if upload is not None:
-        if export.get("source"):
-            errors.append(FieldError("export.upload", "give an upload or a source, not both"))
+    for key, setting, path_of, both, unknown in _REFERENCES:
+        ref = export.pop(key, None)
+        if ref is None:
+            continue
+        if export.get(setting):
+            errors.append(FieldError(f"export.{key}", f"give {both}, not both"))
+            continue
+        path = path_of(str(ref), export)
+        if path is None:
+            errors.append(FieldError(f"export.{key}", f"{unknown} {ref!r}"))
         else:
-            try:
-                export["source"] = str(resolve_upload(str(upload)).path)
-            except ConfigError:
-                errors.append(FieldError("export.upload", f"no uploaded file {upload!r}"))
-    files = export.pop("files", None)
-    if files is not None:
-        if export.get("attach_dir"):
-            errors.append(FieldError("export.files", "give an archive or attach_dir, not both"))
-        else:
-            try:
-                if files == UPLOAD_FILES and isinstance(export.get("source"), str):
-                    folder = Path(export["source"]).parent / "files"
-                    export["attach_dir"] = str(folder)
-                else:
-                    export["attach_dir"] = str(files_folder(str(files)))
-            except NotFoundError:
-                errors.append(FieldError("export.files", f"no attachment archive {files!r}"))
+            export[setting] = path
     if errors:
         raise ConfigError.for_fields("interface", errors)
     out["export"] = export

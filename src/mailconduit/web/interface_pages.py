@@ -4,14 +4,13 @@ run history and buttons (run now, duplicate, export, delete)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Path, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
 from mailconduit import api
-from mailconduit.config import NAME_RE
 from mailconduit.errors import ConfigError, FieldError, MailconduitError, NotFoundError
 from mailconduit.interfaces import files, runner, schedule, service, store
 from mailconduit.interfaces.model import DATA_DIRS_ENV, Interface
@@ -24,15 +23,28 @@ from mailconduit.web.interface_docs import (
     yaml_download,
 )
 from mailconduit.web.uploads import public_text, save_upload
-from mailconduit.web.views import FieldErrors, FormDep, format_time, new_router, redirect
+from mailconduit.web.views import (
+    DeleteQuestion,
+    FieldErrors,
+    FormDep,
+    Notices,
+    StoredName,
+    format_time,
+    new_router,
+    redirect,
+)
 
 __all__ = ["router"]
 
 router = new_router()
-InterfaceName = Annotated[str, Path(pattern=NAME_RE.pattern, max_length=64)]
-DatabaseName = Annotated[str, Path(pattern=NAME_RE.pattern, max_length=64)]
+_DELETE = DeleteQuestion(
+    "interface",
+    "Interfaces",
+    "/interfaces",
+    "Its settings and schedule are removed; the runs it made stay under Exports.",
+)
 
-NOTICES = {
+NOTICES = Notices({
     "created": "Interface saved. Run it now, or wait for its schedule.",
     "saved": "Changes saved.",
     "deleted": "Interface deleted; its runs stay under Exports.",
@@ -40,7 +52,7 @@ NOTICES = {
     "duplicated": "Copy saved (without a schedule).",
     "database": "Database connection saved.",
     "database_deleted": "Database connection deleted.",
-}
+})
 #: Text settings of the export shown on the interface form (a run id is chosen per run).
 FORM_FIELDS = tuple(f for f in EXPORT_FORM_FIELDS if f[0] != "run_id")
 #: Form fields of the interface's own settings, beside the export's.
@@ -56,10 +68,6 @@ _FORM_FIELD_OF = {
     "notify.when": "notify_when", "notify.connection": "notify_connection", "upload": "source",
     "file": "source", "source": "source", "attach_dir": "files_dir", "database_url": "database",
 }  # fmt: skip
-
-
-def _notice(request: Request) -> str:
-    return NOTICES.get(request.query_params.get("notice", ""), "")
 
 
 def _errors(exc: ConfigError) -> FieldErrors:
@@ -267,7 +275,7 @@ def interfaces(request: Request, state: StateDep) -> Response:
         items=items,
         databases=store.list_databases(),
         scheduler=schedule.scheduler_status().describe(),
-        notice=_notice(request),
+        notice=NOTICES.of(request),
     )
 
 
@@ -304,7 +312,7 @@ def import_interface(request: Request, state: StateDep, form: FormDep) -> Respon
 
 
 @router.get("/interfaces/{name}", response_class=HTMLResponse)
-def interface_page(request: Request, state: StateDep, name: InterfaceName) -> Response:
+def interface_page(request: Request, state: StateDep, name: StoredName) -> Response:
     """An interface: what it does, whether it would run now, its runs."""
     interface = store.get_interface(name)
     nexts = {n.interface: n.at for n in schedule.next_runs(limit=10_000)}
@@ -319,23 +327,23 @@ def interface_page(request: Request, state: StateDep, name: InterfaceName) -> Re
             (h, format_time(h.started_at), public_text(h.error or (h.run.message if h.run else "")))
             for h in service.history(name, limit=100)
         ],
-        notice=_notice(request),
+        notice=NOTICES.of(request),
     )
 
 
 @router.get("/interfaces/{name}/edit", response_class=HTMLResponse)
-def edit_interface(request: Request, state: StateDep, name: InterfaceName) -> Response:
+def edit_interface(request: Request, state: StateDep, name: StoredName) -> Response:
     interface = store.get_interface(name)
     return _form_page(request, state, values=_values_of(interface), current=interface)
 
 
 @router.post("/interfaces/{name}/edit", response_class=HTMLResponse)
-def save_interface(request: Request, state: StateDep, form: FormDep, name: InterfaceName) -> Response:
+def save_interface(request: Request, state: StateDep, form: FormDep, name: StoredName) -> Response:
     return _save(request, state, form, store.get_interface(name))
 
 
 @router.post("/interfaces/{name}/preview", response_class=HTMLResponse)
-def preview_interface(request: Request, state: StateDep, name: InterfaceName) -> Response:
+def preview_interface(request: Request, state: StateDep, name: StoredName) -> Response:
     """The first messages the interface would send now."""
     interface = store.get_interface(name)
     previews = preview_dicts(runner.preview(interface))
@@ -345,32 +353,32 @@ def preview_interface(request: Request, state: StateDep, name: InterfaceName) ->
 
 
 @router.post("/interfaces/{name}/run")
-def run_now(name: InterfaceName) -> Response:
+def run_now(name: StoredName) -> Response:
     """Start a run in the background and go to its page."""
     run_id = runner.start_interface(name)
     return redirect(f"/runs/{run_id}", notice="started")
 
 
 @router.post("/interfaces/{name}/duplicate")
-def duplicate(name: InterfaceName, form: FormDep) -> Response:
+def duplicate(name: StoredName, form: FormDep) -> Response:
     copy = service.duplicate_interface(name, str(form.get("new_name") or "").strip())
     return redirect(f"/interfaces/{copy.name}", notice="duplicated")
 
 
 @router.get("/interfaces/{name}/export.yaml")
-def export_yaml(name: InterfaceName) -> Response:
+def export_yaml(name: StoredName) -> Response:
     """The interface as a YAML file (uploaded files named by reference)."""
     return yaml_download(name)
 
 
 @router.get("/interfaces/{name}/delete", response_class=HTMLResponse)
-def confirm_delete(request: Request, state: StateDep, name: InterfaceName) -> Response:
+def confirm_delete(request: Request, state: StateDep, name: StoredName) -> Response:
     interface = store.get_interface(name)
-    return state.render(request, "interface_delete.html", interface=interface, notice="")
+    return state.render(request, "confirm_delete.html", ask=_DELETE, name=interface.name, notice="")
 
 
 @router.post("/interfaces/{name}/delete")
-def delete(name: InterfaceName) -> Response:
+def delete(name: StoredName) -> Response:
     service.delete_interface(name)
     return redirect("/interfaces", notice="deleted")
 
@@ -383,6 +391,6 @@ def save_database(form: FormDep) -> Response:
 
 
 @router.post("/databases/{name}/delete")
-def delete_database(name: DatabaseName) -> Response:
+def delete_database(name: StoredName) -> Response:
     store.delete_database(name)
     return redirect("/interfaces", notice="database_deleted")

@@ -41,7 +41,7 @@ def _login_page(
         next_path=next_path,
         error=error,
         username=username,
-        notice=NOTICES.get(request.query_params.get("notice", ""), ""),
+        notice=NOTICES.of(request),
     )
     response.set_cookie(
         LOGIN_COOKIE,

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import RedirectResponse
 from starlette.datastructures import FormData
 
-from mailconduit.config import text_limit
+from mailconduit.config import NAME_RE, text_limit
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.web.security import MAX_FORM_BYTES, CsrfRoute
 from mailconduit.web.uploads import public_text
@@ -20,9 +20,12 @@ from mailconduit.web.uploads import public_text
 __all__ = [
     "NOTICES",
     "SEND_TO_LIMIT",
+    "DeleteQuestion",
     "FieldErrors",
     "FormDep",
+    "Notices",
     "ProbeView",
+    "StoredName",
     "form_data",
     "format_time",
     "new_router",
@@ -33,8 +36,18 @@ __all__ = [
 
 #: Longest recipient Test Connection takes for its test message: an address's limit.
 SEND_TO_LIMIT = text_limit("connection", "from_address")
-#: Fixed confirmations a redirect may ask a page to show (``?notice=key``).
-NOTICES: dict[str, str] = {
+
+
+class Notices(dict[str, str]):
+    """Fixed confirmations a redirect may ask a page to show (``?notice=key``), by key."""
+
+    def of(self, request: Request) -> str:
+        """The confirmation ``request`` asks this page to show, or none."""
+        return self.get(request.query_params.get("notice", ""), "")
+
+
+#: The connection pages' notices, and those of runs, exports and signing out.
+NOTICES = Notices({
     "created": "Connection created. Press Test Connection to check that it works.",
     "saved": "Changes saved.",
     "deleted": "Connection deleted.",
@@ -44,7 +57,7 @@ NOTICES: dict[str, str] = {
     "started": "Export started.",
     "resumed": "Run resumed.",
     "stopping": "Stop requested: the workers end the messages in flight, then stop.",
-}
+})
 
 
 def new_router() -> APIRouter:
@@ -59,6 +72,8 @@ async def form_data(request: Request) -> FormData:
 
 #: A route's parameter that receives the submitted form.
 FormDep = Annotated[FormData, Depends(form_data)]
+#: A path segment naming a stored connection, interface or database connection.
+StoredName = Annotated[str, Path(pattern=NAME_RE.pattern, max_length=64)]
 
 
 def send_to_of(value: object) -> str | None:
@@ -100,6 +115,17 @@ class FieldErrors:
 
     def __bool__(self) -> bool:
         return bool(self.by_field or self.general)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteQuestion:
+    """What confirm_delete.html asks before deleting a ``what`` (connection, interface) listed
+    on the page ``list_title`` at ``list_href``: ``consequence`` says what deleting does."""
+
+    what: str
+    list_title: str
+    list_href: str
+    consequence: str
 
 
 def format_time(value: float | datetime | None) -> str:
