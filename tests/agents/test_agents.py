@@ -470,9 +470,7 @@ def test_a_task_goes_on_with_the_runs_next_chunks_through_its_sessions(
     chunk's own task message then finds it taken. With a chain too short for a second
     chunk, each chunk is its own task, with sessions of its own."""
     source = write_csv(tmp_path / "people.csv", people(30))
-    server = TimedFaultServer()
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch) as server:
         cluster.start_worker(MAILCONDUIT_AGENT_CHAIN_SECONDS=chain_seconds)
         cluster.wait_live(1)
         monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "5")

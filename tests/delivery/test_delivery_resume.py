@@ -36,16 +36,23 @@ from delivery_support import (
 )
 from mailconduit import api
 from mailconduit.delivery import runner
+from mailconduit.delivery.report import ExportReport
 from mailconduit.journal import Journal
+
+#: ``(condition, source, **options)`` → the report of a :func:`send` stopped by SIGINT once
+#: ``condition()`` holds, and how many seconds the send took.
+InterruptedSend = Callable[..., tuple[ExportReport, float]]
 
 
 @pytest.fixture
-def interrupt() -> Iterator[Callable[[Callable[[], bool]], None]]:
-    """Send SIGINT to this process once a condition holds (the run's loop catches it, as
+def send_interrupted() -> Iterator[InterruptedSend]:
+    """Send, and SIGINT this process once a condition holds (the run's loop catches it, as
     the CLI asks it to: ``send(..., handle_signals=True)``)."""
     threads: list[threading.Thread] = []
 
-    def arm(condition: Callable[[], bool]) -> None:
+    def run(
+        condition: Callable[[], bool], source: Path, **options: Any
+    ) -> tuple[ExportReport, float]:
         def watch() -> None:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -58,8 +65,11 @@ def interrupt() -> Iterator[Callable[[Callable[[], bool]], None]]:
         thread = threading.Thread(target=watch, daemon=True)
         thread.start()
         threads.append(thread)
+        started = time.monotonic()
+        report = send(source, handle_signals=True, **options)
+        return report, time.monotonic() - started
 
-    yield arm
+    yield run
     for thread in threads:
         thread.join(25)
 
@@ -133,15 +143,12 @@ def test_a_signal_stops_the_export_gracefully_and_resume_sends_every_unconfirmed
 def test_a_stop_waits_for_a_hung_reply_only_so_long_and_marks_it_uncertain(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    interrupt: Callable[[Callable[[], bool]], None],
+    send_interrupted: InterruptedSend,
 ) -> None:
     monkeypatch.setattr(runner, "DRAIN_SECONDS", 1.0)
     source = people_csv(tmp_path, 5)
     with fault_connection(monkeypatch, faults={("DOT", 3): "hang"}) as server:
-        interrupt(lambda: server.count("DOT") >= 3)
-        started = time.monotonic()
-        report = send(source, handle_signals=True)
-        elapsed = time.monotonic() - started
+        report, elapsed = send_interrupted(lambda: server.count("DOT") >= 3, source)
         assert report.status == "interrupted" and "SIGINT" in report.message
         assert elapsed < 8
         rows = journal_rows(report.run_id)
@@ -159,14 +166,12 @@ def test_a_stop_waits_for_a_hung_reply_only_so_long_and_marks_it_uncertain(
 def test_a_stop_does_not_wait_for_the_rate_limiter(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    interrupt: Callable[[Callable[[], bool]], None],
+    send_interrupted: InterruptedSend,
 ) -> None:
     source = people_csv(tmp_path, 5)
     with fault_connection(monkeypatch) as server:
-        interrupt(lambda: len(server.messages) >= 1)
-        started = time.monotonic()
-        report = send(source, rate="1/min", handle_signals=True)  # the 2nd may go in a minute
-        elapsed = time.monotonic() - started
+        # the 2nd message may go in a minute
+        report, elapsed = send_interrupted(lambda: len(server.messages) >= 1, source, rate="1/min")
     assert report.status == "interrupted"
     assert elapsed < 10
     rows = journal_rows(report.run_id)
