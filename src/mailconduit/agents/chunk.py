@@ -227,7 +227,7 @@ def run_chunk(
     claim = store.claim(run_id, chunk, owner=owner, ttl=settings.lease_seconds)
     if claim is None:
         return "skipped: done, stopped or leased by a live worker"
-    chain = _Chain(store, settings, connection, allow_address, run_id=run_id, owner=owner)
+    chain = _Chain(store, settings, connection, allow_address, run_id, owner)
     return "; ".join(asyncio_run(chain.run(claim)))
 
 
@@ -252,6 +252,7 @@ class _Reading:
     prior: list[RowState]
 
 
+@dataclasses.dataclass(eq=False)
 class _Chain:
     """The chunks one task sends in a row, through the same SMTP sessions.
 
@@ -266,27 +267,17 @@ class _Chain:
     """
 
     #: Sessions kept between chunks, at most.
-    MAX_IDLE = 64
+    MAX_IDLE: ClassVar[int] = 64
 
-    def __init__(
-        self,
-        store: AgentStore,
-        settings: AgentSettings,
-        connection: Callable[[str], Connection],
-        allow_address: Any,
-        *,
-        run_id: str,
-        owner: str,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.connection = connection
-        self.allow_address = allow_address
-        self.run_id = run_id
-        self.owner = owner
-        self._idle: list[SMTPSession] = []
-        self._opener: SessionOpener | None = None
-        self._lease: ChunkLease | None = None
+    store: AgentStore
+    settings: AgentSettings
+    connection: Callable[[str], Connection]
+    allow_address: Any
+    run_id: str
+    owner: str
+    _idle: list[SMTPSession] = dataclasses.field(default_factory=list)
+    _opener: SessionOpener | None = None
+    _lease: ChunkLease | None = None  # of the chunk being sent
 
     async def run(self, claim: ChunkClaim) -> list[str]:
         started = time.monotonic()
