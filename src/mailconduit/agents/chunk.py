@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
 from mailconduit.agents.frozen import FrozenSource, materialize, spec_for_worker
@@ -227,7 +228,7 @@ def run_chunk(
     claim = store.claim(run_id, chunk, owner=owner, ttl=settings.lease_seconds)
     if claim is None:
         return "skipped: done, stopped or leased by a live worker"
-    chain = _Chain(store, settings, connection, allow_address, run_id=run_id, owner=owner)
+    chain = _Chain(store, settings, connection, allow_address, run_id, owner)
     return "; ".join(asyncio_run(chain.run(claim)))
 
 
@@ -252,6 +253,7 @@ class _Reading:
     prior: list[RowState]
 
 
+@dataclasses.dataclass(eq=False)
 class _Chain:
     """The chunks one task sends in a row, through the same SMTP sessions.
 
@@ -266,27 +268,23 @@ class _Chain:
     """
 
     #: Sessions kept between chunks, at most.
-    MAX_IDLE = 64
+    MAX_IDLE: ClassVar[int] = 64
 
-    def __init__(
-        self,
-        store: AgentStore,
-        settings: AgentSettings,
-        connection: Callable[[str], Connection],
-        allow_address: Any,
-        *,
-        run_id: str,
-        owner: str,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.connection = connection
-        self.allow_address = allow_address
-        self.run_id = run_id
-        self.owner = owner
-        self._idle: list[SMTPSession] = []
-        self._opener: SessionOpener | None = None
-        self._lease: ChunkLease | None = None
+    store: AgentStore
+    settings: AgentSettings
+    connection: Callable[[str], Connection]
+    allow_address: Any
+    run_id: str
+    owner: str
+    _idle: list[SMTPSession] = dataclasses.field(default_factory=list)
+    _opener: SessionOpener | None = None
+    _lease: ChunkLease | None = None  # of the chunk being sent
+    _run: FrozenRun | None = None  # read once: a run's input does not change while it runs
+    # The end of a chunk is written while the next one starts (in this thread, in order).
+    _ender: ThreadPoolExecutor = dataclasses.field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-end")
+    )
+    _ending: asyncio.Future[None] | None = None
 
     async def run(self, claim: ChunkClaim) -> list[str]:
         started = time.monotonic()
@@ -302,8 +300,18 @@ class _Chain:
                     self.run_id, owner=self.owner, ttl=self.settings.lease_seconds
                 )
         finally:
-            await self._close_idle()
+            try:
+                await self._ended()
+            finally:
+                self._ender.shutdown(wait=True)
+                await self._close_idle()
         return outcomes
+
+    async def _ended(self) -> None:
+        """Wait for the last chunk's end to be written (its errors are raised here)."""
+        ending, self._ending = self._ending, None
+        if ending is not None:
+            await ending
 
     # -- sessions, kept from chunk to chunk ------------------------------------------------
 
@@ -345,7 +353,7 @@ class _Chain:
 
     def _claimed(self, claim: ChunkClaim) -> _Claimed:
         """The claimed chunk's run and connection (blocking)."""
-        run = self.store.frozen_run(claim.run_id)
+        run = self._run = self._run or self.store.frozen_run(claim.run_id)
         if run is None:
             return _Claimed(claim, None)
         try:
@@ -381,7 +389,10 @@ class _Chain:
         if lease.lost:
             log.warning("run %s chunk %s: %s", run_id, chunk, lease.lost)
             return lease.lost, False
-        self._end(lease, status, message)
+        await self._ended()
+        self._ending = asyncio.get_running_loop().run_in_executor(
+            self._ender, self._end, lease, status, message
+        )
         outcome = f"{status}: {message}" if message else status
         return outcome, status == "finished" and not lease.stop_reason
 
