@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from delivery_support import CONNECTION, MAILCONDUIT, MESSAGE, connection_url
+from serve_support import LoggedProcess
 
 BROKERS = {
     "redis": "redis://127.0.0.1:6379/0",
@@ -43,16 +44,10 @@ def wait_for(predicate: Any, *, what: str, timeout: float = 120.0, every: float 
 
 
 @dataclass
-class Worker:
+class Worker(LoggedProcess):
     """One ``mailconduit agent run`` process (the leader of its own process group)."""
 
-    process: subprocess.Popen[bytes]
     home: Path
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     def children(self) -> list[int]:
         """The pool processes of this worker."""
@@ -61,9 +56,6 @@ class Worker:
             return [int(p) for p in path.read_text().split()]
         except OSError:
             return []
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 @dataclass
@@ -91,7 +83,7 @@ class Cluster:
                 cwd=home,
                 start_new_session=True,
             )
-        worker = Worker(process, home, log)
+        worker = Worker(process, log, home)
         self.workers.append(worker)
         return worker
 
