@@ -20,10 +20,10 @@ pays for compiling. PYTHONHASHSEED is fixed. Only the client is counted, never t
     .venv/bin/python bench/instructions.py . --mailmerge             # + mailmerge (30 and 130 rows)
     .venv/bin/python bench/instructions.py . --sizes 300,1300 --json out.json
 
-Under callgrind the client runs ~50-100x slower: 1,300 rows take about a minute, mailmerge
-(a connection per message) about 1 s per message. Valgrind, Postfix's smtp-sink and the
-bench's peers (``mailmerge`` from bench/.venv or the project's .venv) must be installed.
-Repetitions agree within ~1 % (threads and timers make the counts not quite exact).
+Under callgrind the client runs ~30-50x slower: a 1,300-row run takes ~15 s, an A/B of two
+trees with -r 2 and --mailmerge ~3 minutes. Valgrind, Postfix's smtp-sink and mailmerge (from
+bench/.venv or the project's .venv) must be installed. Repetitions agree within ~0.3 % (the
+journal's thread and the event loop make the counts not quite exact).
 Results (one folder per run: callgrind.out, valgrind.log, the client's output, the sink's
 counters) go to bench/results/instructions-<timestamp>/ unless ``--out`` says otherwise.
 """
@@ -187,17 +187,51 @@ def table(counts: list[Count]) -> list[str]:
     lines = ["| contender | tree | commit | rep | Ir(small) | Ir(large) | marginal Ir/msg "
              "| start-up Ir |",
              "|---|---|---|---|---|---|---|---|"]
-    groups: dict[tuple[str, str, int], list[Count]] = {}
-    for c in counts:
-        groups.setdefault((c.contender, c.tree, c.rep), []).append(c)
-    for (who, tree, rep), runs in groups.items():
-        runs.sort(key=lambda c: c.n)
+    for (who, tree, rep), runs in _groups(counts).items():
         small, large = runs[0], runs[-1]
         per_msg = marginal(small, large) if large.n > small.n else float("nan")
         start = small.ir - per_msg * small.n
         lines.append(f"| {who} | {tree} | {small.commit} | {rep} | {small.ir:,} (n={small.n}) "
                      f"| {large.ir:,} (n={large.n}) | {per_msg:,.0f} | {start:,.0f} |")
     return lines
+
+
+def summary(counts: list[Count]) -> list[str]:
+    """Per contender and tree: the mean marginal Ir/msg, its spread over repetitions, the change
+    against the first tree, and (mailmerge) how many times mailconduit's it is."""
+    per: dict[tuple[str, str], list[float]] = {}
+    commits: dict[tuple[str, str], str] = {}
+    for (who, tree, _rep), runs in _groups(counts).items():
+        if runs[-1].n > runs[0].n:
+            per.setdefault((who, tree), []).append(marginal(runs[0], runs[-1]))
+            commits[(who, tree)] = runs[0].commit
+    means = {key: sum(v) / len(v) for key, v in per.items()}
+    base = next((m for (who, _), m in means.items() if who == "mailconduit"), None)
+    last = next((m for (who, _), m in reversed(means.items()) if who == "mailconduit"), None)
+    lines = ["| contender | tree | commit | marginal Ir/msg (mean) | spread | vs first tree |",
+             "|---|---|---|---|---|---|"]
+    for (who, tree), mean in means.items():
+        values = per[(who, tree)]
+        spread = (max(values) - min(values)) / mean
+        if who == "mailconduit" and base:
+            versus = f"{100 * (mean / base - 1):+.2f} %"
+        elif last:
+            versus = f"{mean / last:.2f}x the last mailconduit tree"
+        else:
+            versus = "-"
+        lines.append(f"| {who} | {tree} | {commits[(who, tree)]} | {mean:,.0f} "
+                     f"| {100 * spread:.2f} % | {versus} |")
+    return lines
+
+
+def _groups(counts: list[Count]) -> dict[tuple[str, str, int], list[Count]]:
+    """The runs of each (contender, tree, repetition), smallest first."""
+    groups: dict[tuple[str, str, int], list[Count]] = {}
+    for c in counts:
+        groups.setdefault((c.contender, c.tree, c.rep), []).append(c)
+    for runs in groups.values():
+        runs.sort(key=lambda c: c.n)
+    return groups
 
 
 def sizes(text: str) -> tuple[int, int]:
@@ -267,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 counts.append(count)
                 print(f"# {client.key} {count.tree} ({count.commit}) rep {rep} n={n}: "
                       f"Ir {count.ir:,} in {count.seconds:.0f} s", flush=True)
-    lines = table(counts)
+    lines = [*table(counts), "", *summary(counts)]
     print("\n".join(lines))
     (out / "instructions.md").write_text("\n".join(lines) + "\n")
     rows = [asdict(c) for c in counts]
