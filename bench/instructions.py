@@ -198,18 +198,22 @@ def table(counts: list[Count]) -> list[str]:
 
 def summary(counts: list[Count]) -> list[str]:
     """Per contender and tree: the mean marginal Ir/msg, its spread over repetitions, the change
-    against the first tree, and (mailmerge) how many times mailconduit's it is."""
+    against the first tree ((mailmerge) how many times mailconduit's it is), the mean start-up."""
     per: dict[tuple[str, str], list[float]] = {}
+    starts: dict[tuple[str, str], list[float]] = {}
     commits: dict[tuple[str, str], str] = {}
     for (who, tree, _rep), runs in _groups(counts).items():
         if runs[-1].n > runs[0].n:
-            per.setdefault((who, tree), []).append(marginal(runs[0], runs[-1]))
+            per_msg = marginal(runs[0], runs[-1])
+            per.setdefault((who, tree), []).append(per_msg)
+            starts.setdefault((who, tree), []).append(runs[0].ir - per_msg * runs[0].n)
             commits[(who, tree)] = runs[0].commit
     means = {key: sum(v) / len(v) for key, v in per.items()}
     base = next((m for (who, _), m in means.items() if who == "mailconduit"), None)
     last = next((m for (who, _), m in reversed(means.items()) if who == "mailconduit"), None)
-    lines = ["| contender | tree | commit | marginal Ir/msg (mean) | spread | vs first tree |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| contender | tree | commit | marginal Ir/msg (mean) | spread | vs first tree "
+             "| start-up Ir (mean) |",
+             "|---|---|---|---|---|---|---|"]
     for (who, tree), mean in means.items():
         values = per[(who, tree)]
         spread = (max(values) - min(values)) / mean
@@ -220,7 +224,8 @@ def summary(counts: list[Count]) -> list[str]:
         else:
             versus = "-"
         lines.append(f"| {who} | {tree} | {commits[(who, tree)]} | {mean:,.0f} "
-                     f"| {100 * spread:.2f} % | {versus} |")
+                     f"| {100 * spread:.2f} % | {versus} "
+                     f"| {sum(starts[(who, tree)]) / len(values):,.0f} |")
     return lines
 
 
