@@ -351,7 +351,7 @@ async def wait(
     journal = await _off_loop(Journal)
     follower = _Follower(run_id, journal, stopper.forced if stopper is not None else None)
     try:
-        if progress is None:
+        if progress is None:  # --json, --quiet, the Python API without a callback
             await follower.until_status_changes()
         else:
             progress(Progress(run_id, "started", total=total))
@@ -395,17 +395,23 @@ class _Follower:
         self.cancelled = True
         await _off_loop(functools.partial(stop, self.run_id, reason=CANCELLED))
 
-    async def until_status_changes(self) -> None:
-        """Nobody shows progress (--json, --quiet, the Python API without a callback): the
-        run's status alone, often, costs the workers' database less than counting rows."""
+    async def until_status_changes(self, within: float | None = None) -> None:
+        """Look at the run's status alone, often (it costs the workers' database less than
+        counting rows), until it changes, or for ``within`` seconds at most."""
         journal, forced = self.journal, self.forced
+        deadline = None if within is None else time.monotonic() + within
         while True:
             try:
                 status = await _off_loop(functools.partial(journal.run_status, self.run_id))
                 if status != RUNNING or forced.is_set():
                     return
+                pause = STATUS_POLL_SECONDS
+                if deadline is not None:
+                    pause = min(pause, deadline - time.monotonic())
+                    if pause <= 0:
+                        return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(forced.wait(), STATUS_POLL_SECONDS)
+                    await asyncio.wait_for(forced.wait(), pause)
             except asyncio.CancelledError:
                 if self.cancelled:
                     raise
@@ -428,16 +434,10 @@ class _Follower:
             last = (info.counts.get("sent", 0), now)
             if info.status != RUNNING or forced.is_set():
                 return info
-            # Every row has its outcome: the status is about to change, look again soon.
+            # The rows are counted every POLL_SECONDS (sooner once every row has its outcome);
+            # in between, the status alone says when the run ends.
             soon = info.total is not None and info.done >= info.total
-            try:
-                await asyncio.wait_for(forced.wait(), POLL_SECONDS / 10 if soon else POLL_SECONDS)
-            except TimeoutError:
-                pass
-            except asyncio.CancelledError:
-                if self.cancelled:
-                    raise
-                await self._stop_workers()
+            await self.until_status_changes(within=POLL_SECONDS / 10 if soon else POLL_SECONDS)
 
 
 def _sending(info: RunInfo, last: tuple[int, float], now: float, *, started: float) -> Progress:
