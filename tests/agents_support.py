@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from delivery_support import CONNECTION, MAILCONDUIT, MESSAGE, connection_url
+from delivery_support import CONNECTION, MAILCONDUIT, MESSAGE, TimedFaultServer, connection_url
+from serve_support import LoggedProcess
 
 BROKERS = {
     "redis": "redis://127.0.0.1:6379/0",
@@ -43,16 +44,10 @@ def wait_for(predicate: Any, *, what: str, timeout: float = 120.0, every: float 
 
 
 @dataclass
-class Worker:
+class Worker(LoggedProcess):
     """One ``mailconduit agent run`` process (the leader of its own process group)."""
 
-    process: subprocess.Popen[bytes]
     home: Path
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     def children(self) -> list[int]:
         """The pool processes of this worker."""
@@ -61,9 +56,6 @@ class Worker:
             return [int(p) for p in path.read_text().split()]
         except OSError:
             return []
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 @dataclass
@@ -91,7 +83,7 @@ class Cluster:
                 cwd=home,
                 start_new_session=True,
             )
-        worker = Worker(process, home, log)
+        worker = Worker(process, log, home)
         self.workers.append(worker)
         return worker
 
@@ -179,6 +171,17 @@ def use_agent_server(
     name = f"MAILCONDUIT_CONN_{CONNECTION.upper()}"
     monkeypatch.setenv(name, url)
     cluster.env[name] = url
+
+
+@contextlib.contextmanager
+def agent_connection(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, **server_options: Any
+) -> Iterator[TimedFaultServer]:
+    """A :class:`TimedFaultServer` (``faults``, ``hold_dot``...) that connection ``fault``
+    reaches through the cluster's agent until the block ends."""
+    with TimedFaultServer(**server_options) as server:
+        use_agent_server(cluster, monkeypatch, server.port)
+        yield server
 
 
 def run_status(run_id: str) -> str:

@@ -105,12 +105,28 @@ def use_server(monkeypatch: pytest.MonkeyPatch, port: int, **query: object) -> N
     monkeypatch.setenv(f"MAILCONDUIT_CONN_{CONNECTION.upper()}", connection_url(port, **query))
 
 
+@contextmanager
+def fault_connection(
+    monkeypatch: pytest.MonkeyPatch, **server_options: Any
+) -> Iterator[TimedFaultServer]:
+    """A :class:`TimedFaultServer` (``faults``, ``hold_dot``...) that connection ``fault``
+    points at until the block ends."""
+    with TimedFaultServer(**server_options) as server:
+        use_server(monkeypatch, server.port)
+        yield server
+
+
 def people(count: int, *, start: int = 0) -> list[dict[str, Any]]:
     """Rows ``id``, ``email`` (user<id>@example.com), ``name``."""
     return [
         {"id": i, "email": f"user{i}@example.com", "name": f"Person {i}"}
         for i in range(start, start + count)
     ]
+
+
+def people_csv(folder: Path, count: int) -> Path:
+    """``count`` :func:`people` written to people.csv in ``folder``."""
+    return write_csv(folder / "people.csv", people(count))
 
 
 MESSAGE: Mapping[str, Any] = {
@@ -155,6 +171,13 @@ def journal_rows(run_id: str) -> dict[str, RowState]:
     return {row.row_key: row for row in Journal().rows(run_id)}
 
 
+def final_rows(run_id: str, keys: Iterable[object]) -> dict[str, RowState]:
+    """:func:`journal_rows`, once :func:`assert_final` has checked them against ``keys``."""
+    rows = journal_rows(run_id)
+    assert_final(rows, keys)
+    return rows
+
+
 def message_id(data: bytes) -> str:
     return str(email.message_from_bytes(data, policy=policy.SMTP)["Message-ID"])
 
@@ -182,6 +205,11 @@ def cli_env(**extra: str) -> dict[str, str]:
     env.update(extra)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def fault_env(port: int, **query: object) -> dict[str, str]:
+    """:func:`cli_env` with connection ``fault`` pointing at 127.0.0.1:port."""
+    return cli_env(MAILCONDUIT_CONN_FAULT=connection_url(port, **query))
 
 
 def run_cli(*args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,7 @@ import pytest
 
 from agents_support import (
     Cluster,
+    agent_connection,
     detach,
     run_status,
     send_standard,
@@ -37,9 +38,7 @@ def test_three_workers_send_a_run_once(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     source = write_csv(tmp_path / "people.csv", people(60))
-    server = TimedFaultServer()
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch) as server:
         for _ in range(3):
             cluster.start_worker(MAILCONDUIT_AGENT_CHUNK_ROWS="7")
         cluster.wait_live(3)
@@ -77,9 +76,7 @@ def test_a_worker_that_cannot_see_the_coordinators_files_completes_the_run(
     source = write_csv(here / "people.csv", rows)
     body = here / "body.txt"
     body.write_text("Dear {{ name }},\nyour invoice is attached.\n")
-    server = TimedFaultServer()
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch) as server:
         result = cli(
             "export", str(source), "--connection", CONNECTION, "--to", "{{ email }}",
             "--subject", "Invoice {{ id }}", "--body-file", str(body), "--key", "id",
@@ -120,9 +117,7 @@ def test_the_cli_run_is_attached_and_reports_as_a_local_run(
         f"source: {source}\nconnection: {CONNECTION}\nto: '{{{{ email }}}}'\n"
         "subject: 'Hi {{ name }}'\nbody: 'Hello'\nkey: id\n"
     )
-    server = TimedFaultServer()
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch) as server:
         cluster.start_worker()
         cluster.wait_live(1)
         result = cli("run", str(interface), "--json")
@@ -145,9 +140,7 @@ def test_runs_stop_stops_every_worker_and_resume_sends_the_rest(
     n = 60
     monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "10")
     source = write_csv(tmp_path / "people.csv", people(n))
-    server = TimedFaultServer(faults={("DOT", "*"): "delay:0.05"})
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch, faults={("DOT", "*"): "delay:0.05"}) as server:
         cluster.start_worker()
         cluster.start_worker()
         cluster.wait_live(2)
@@ -265,9 +258,7 @@ def test_ctrl_c_on_an_attached_export_stops_every_worker_once(
 
     n = 80
     source = write_csv(tmp_path / "people.csv", people(n))
-    server = TimedFaultServer(faults={("DOT", "*"): "delay:0.05"})
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch, faults={("DOT", "*"): "delay:0.05"}) as server:
         cluster.start_worker(MAILCONDUIT_AGENT_CHUNK_ROWS="10")
         cluster.start_worker()
         cluster.wait_live(2)
@@ -340,9 +331,7 @@ def test_an_interface_on_a_celery_connection_runs_on_its_agent(
     data.mkdir()
     monkeypatch.setenv(DATA_DIRS_ENV, str(data))
     source = write_csv(data / "people.csv", people(20))
-    server = TimedFaultServer()
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch) as server:
         cluster.start_worker(MAILCONDUIT_AGENT_CHUNK_ROWS="5")
         cluster.wait_live(1)
         monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "5")
@@ -379,9 +368,9 @@ def test_max_errors_counts_the_whole_run_across_three_workers_and_resume_goes_on
     source = write_csv(tmp_path / "people.csv", people(n))
     # Every second message is refused for good at its ".": about half the rows fail.
     refusals = {("DOT", k): "554 5.6.0 refused by policy" for k in range(2, 2 * n, 2)}
-    server = TimedFaultServer(faults={**refusals, ("MAIL", "*"): "delay:0.02"})
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(
+        cluster, monkeypatch, faults={**refusals, ("MAIL", "*"): "delay:0.02"}
+    ) as server:
         for _ in range(3):
             cluster.start_worker()
         cluster.wait_live(3)
@@ -424,9 +413,7 @@ def test_the_python_api_queues_a_run_until_a_worker_starts(
     from mailconduit.errors import ConfigError
 
     source = write_csv(tmp_path / "people.csv", people(9))
-    server = TimedFaultServer()
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch) as server:
         # No live worker and no queue=True: refused before any row is read.
         with pytest.raises(ConfigError) as refused:
             asyncio.run(
@@ -483,9 +470,7 @@ def test_a_task_goes_on_with_the_runs_next_chunks_through_its_sessions(
     chunk's own task message then finds it taken. With a chain too short for a second
     chunk, each chunk is its own task, with sessions of its own."""
     source = write_csv(tmp_path / "people.csv", people(30))
-    server = TimedFaultServer()
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch) as server:
         cluster.start_worker(MAILCONDUIT_AGENT_CHAIN_SECONDS=chain_seconds)
         cluster.wait_live(1)
         monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "5")

@@ -15,6 +15,7 @@ import pytest
 
 from agents_support import (
     Cluster,
+    agent_connection,
     detach,
     run_status,
     sent_rows,
@@ -54,9 +55,7 @@ def test_kill_9_of_pool_processes_and_workers_loses_no_row(
     n = 240
     source = write_csv(tmp_path / "people.csv", people(n))
     monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "12")
-    server = TimedFaultServer(faults={("DOT", "*"): "delay:0.03"})
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch, faults={("DOT", "*"): "delay:0.03"}) as server:
         for _ in range(3):
             cluster.start_worker(concurrency=2)
         cluster.wait_live(3)
@@ -94,9 +93,7 @@ def test_a_worker_frozen_past_its_lease_neither_records_nor_sends_on_waking(
 ) -> None:
     n = 10
     source = write_csv(tmp_path / "people.csv", people(n))
-    server = TimedFaultServer(hold_dot=3)
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch, hold_dot=3) as server:
         frozen = cluster.start_worker()
         cluster.wait_live(1)
         run_id = detach(source)
@@ -128,9 +125,7 @@ def test_a_chunk_published_twice_sends_no_extra_message(
 
     monkeypatch.setenv("MAILCONDUIT_AGENT_CHUNK_ROWS", "5")
     first = write_csv(tmp_path / "first.csv", people(20))
-    server = TimedFaultServer()
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch) as server:
         cluster.start_worker()
         cluster.wait_live(1)
         run_id = detach(first)
@@ -193,9 +188,9 @@ def _two_workers_behind_a_cuttable_broker(
     port = 6379 if broker.startswith("redis") else 5672
     proxy = CuttableProxy(("127.0.0.1", port))
     try:
-        server = TimedFaultServer(faults={("DOT", "*"): f"delay:{delay}"})
-        with server:
-            use_agent_server(cluster, monkeypatch, server.port)
+        with agent_connection(
+            cluster, monkeypatch, faults={("DOT", "*"): f"delay:{delay}"}
+        ) as server:
             for _ in range(2):
                 # One chunk per task: the workers need the broker between chunks (a task
                 # going on with the run's next chunks would not notice the cuts).
@@ -253,9 +248,7 @@ def test_a_chunk_that_keeps_killing_its_workers_fails_with_its_reason(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     source = write_csv(tmp_path / "people.csv", people(30))
-    server = TimedFaultServer(faults={("DOT", "*"): "delay:0.2"})
-    with server:
-        use_agent_server(cluster, monkeypatch, server.port)
+    with agent_connection(cluster, monkeypatch, faults={("DOT", "*"): "delay:0.2"}) as server:
         cluster.start_worker(MAILCONDUIT_AGENT_MAX_ATTEMPTS="2")
         cluster.wait_live(1)
         run_id = detach(source)

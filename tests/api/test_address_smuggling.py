@@ -13,7 +13,7 @@ from __future__ import annotations
 import email
 import email.utils
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import policy
 from typing import Any, Literal
@@ -467,28 +467,32 @@ def test_a_hostile_from_address_from_the_environment_is_refused_before_sending(
 # --------------------------------------------------------------------------- the to-column
 
 
+#: Export rows in table or group mode (by team) to the column ``who``: the report and the
+#: messages the server received.
+ToColumnExport = Callable[[list[dict[str, Any]], Literal["table", "group"]], tuple[Any, list[Any]]]
+
+
+@pytest.fixture
 def export_to_column(
-    monkeypatch: pytest.MonkeyPatch,
-    server: FaultServer,
-    rows: list[dict[str, Any]],
-    mode: Literal["table", "group"],
-) -> tuple[Any, list[Any]]:
-    """Export ``rows`` in table or group mode (by team) to the column ``who``; the report
-    and the messages the server received."""
-    name = connect_to(monkeypatch, server.port)
-    messages = len(server.messages)
-    report = api.export(
-        rows, connection=name, mode=mode, by="team" if mode == "group" else "",
-        to_column="who", subject="s", body="b",
-    )  # fmt: skip
-    return report, server.messages[messages:]
+    monkeypatch: pytest.MonkeyPatch, recording_server: FaultServer
+) -> ToColumnExport:
+    """A :data:`ToColumnExport` through the recording server."""
+    name = connect_to(monkeypatch, recording_server.port)
+
+    def export(rows: list[dict[str, Any]], mode: Literal["table", "group"]) -> tuple[Any, list[Any]]:
+        messages = len(recording_server.messages)
+        report = api.export(
+            rows, connection=name, mode=mode, by="team" if mode == "group" else "",
+            to_column="who", subject="s", body="b",
+        )  # fmt: skip
+        return report, recording_server.messages[messages:]
+
+    return export
 
 
 @pytest.mark.parametrize("mode", ["table", "group"])
 def test_to_column_cells_are_read_by_the_grammar(
-    monkeypatch: pytest.MonkeyPatch,
-    recording_server: FaultServer,
-    mode: Literal["table", "group"],
+    export_to_column: ToColumnExport, mode: Literal["table", "group"]
 ) -> None:
     """Display names with commas and groups are whole addresses; every distinct mailbox once."""
     rows: list[dict[str, Any]] = [
@@ -496,7 +500,7 @@ def test_to_column_cells_are_read_by_the_grammar(
         {"team": "a", "who": "Leads: ANN@example.com, zoë@bücher.example;"},
         {"team": "a", "who": None},
     ]
-    report, received = export_to_column(monkeypatch, recording_server, rows, mode)
+    report, received = export_to_column(rows, mode)
     assert report.sent == 1, list(report.rows())
     (message,) = received
     assert message.rcpt_tos == (
@@ -514,16 +518,14 @@ def test_to_column_cells_are_read_by_the_grammar(
 
 @pytest.mark.parametrize("mode", ["table", "group"])
 def test_a_hostile_to_column_cell_refuses_its_message_naming_the_row(
-    monkeypatch: pytest.MonkeyPatch,
-    recording_server: FaultServer,
-    mode: Literal["table", "group"],
+    export_to_column: ToColumnExport, mode: Literal["table", "group"]
 ) -> None:
     rows = [
         {"team": "a", "who": "ann@example.com"},
         {"team": "a", "who": "victim@evil.example)<bob@example.com>"},
         {"team": "b", "who": "carl@example.com"},
     ]
-    report, received = export_to_column(monkeypatch, recording_server, rows, mode)
+    report, received = export_to_column(rows, mode)
     results = {r.row_key: r for r in report.rows()}
     refused = results["table" if mode == "table" else "group:a"]
     assert refused.state == "skipped" and refused.column == "who"

@@ -24,8 +24,8 @@ from delivery_support import (
     CONNECTION,
     MESSAGE,
     TimedFaultServer,
-    assert_final,
     deliveries,
+    final_rows,
     journal_rows,
     people,
     use_server,
@@ -48,8 +48,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[TimedFaultServer]:
 
 
 def assert_each_row_delivered_once(server: TimedFaultServer, run_id: str, count: int) -> None:
-    rows = journal_rows(run_id)
-    assert_final(rows, range(count))
+    rows = final_rows(run_id, range(count))
     assert {r.state for r in rows.values()} == {"sent"}
     got = deliveries(server.messages)
     assert sorted(got) == sorted(f"user{i}@example.com" for i in range(count))

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from delivery_support import TimedFaultServer, export_args, people, use_server, write_csv
+from delivery_support import (
+    export_args,
+    fault_connection,
+    people,
+    people_csv,
+    write_csv,
+)
 from mailconduit.delivery.report import REPORT_COLUMNS
 
 FAULTS = {
@@ -26,8 +32,7 @@ def finished_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any) -> s
     rows = people(4)
     rows[2]["email"] = "a@example.com, b@example.com"
     source = write_csv(tmp_path / "people.csv", rows)
-    with TimedFaultServer(faults=FAULTS) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults=FAULTS):
         result = cli(*export_args(source, "r1", "--concurrency", "1"))
     assert result.code == 1  # a row failed
     assert "run r1: finished: 3 sent, 1 failed" in result.out
@@ -110,10 +115,9 @@ def test_runs_report_to_a_file(cli: Any, finished_run: str, tmp_path: Path, name
 def test_a_reply_that_looks_like_a_formula_is_neutralised_in_the_csv_report(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = write_csv(tmp_path / "people.csv", people(1))
+    source = people_csv(tmp_path, 1)
     faults = {("RCPT", 1): '550 5.7.1 =HYPERLINK("http://evil.example")'}
-    with TimedFaultServer(faults=faults) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults=faults):
         assert cli(*export_args(source, "formula")).code == 1
     [row] = list(csv.DictReader(io.StringIO(cli("runs", "report", "formula").out)))
     assert row["reply"] == '\'=HYPERLINK("http://evil.example")'
@@ -122,9 +126,8 @@ def test_a_reply_that_looks_like_a_formula_is_neutralised_in_the_csv_report(
 def test_runs_list_is_newest_first_and_limited(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = write_csv(tmp_path / "people.csv", people(2))
-    with TimedFaultServer() as server:
-        use_server(monkeypatch, server.port)
+    source = people_csv(tmp_path, 2)
+    with fault_connection(monkeypatch):
         for run_id in ("first", "second", "third"):
             assert cli(*export_args(source, run_id)).code == 0
     listed = [line.split()[0] for line in cli("runs", "list").out.splitlines()[1:]]
@@ -136,9 +139,8 @@ def test_runs_list_is_newest_first_and_limited(
 def test_export_prints_its_generated_run_id_and_how_to_resume(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = write_csv(tmp_path / "people.csv", people(3))
-    with TimedFaultServer(faults={("RCPT", 1): "550 5.1.1 no such user"}) as server:
-        use_server(monkeypatch, server.port)
+    source = people_csv(tmp_path, 3)
+    with fault_connection(monkeypatch, faults={("RCPT", 1): "550 5.1.1 no such user"}):
         args = export_args(source, "x", "--max-errors", "1", "--concurrency", "1")
         args = args[: args.index("--run-id")] + args[args.index("--run-id") + 2 :]
         result = cli(*args)
@@ -155,9 +157,8 @@ def test_export_prints_its_generated_run_id_and_how_to_resume(
 def test_runs_resume_json_reports_the_whole_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = write_csv(tmp_path / "people.csv", people(5))
-    with TimedFaultServer(faults={("RCPT", 1): "451 4.3.0 later"}) as server:
-        use_server(monkeypatch, server.port)
+    source = people_csv(tmp_path, 5)
+    with fault_connection(monkeypatch, faults={("RCPT", 1): "451 4.3.0 later"}):
         first = cli(*export_args(source, "j", "--max-attempts", "1", "--max-errors", "1",
                                  "--concurrency", "1"))  # fmt: skip
         assert first.code == 1

@@ -34,12 +34,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from delivery_support import (
     MAILCONDUIT,
-    cli_env,
-    connection_url,
     export_args,
-    people,
+    fault_env,
+    people_csv,
     wait_until,
-    write_csv,
 )
 from mailconduit.journal import Journal, RowStatus
 
@@ -179,14 +177,14 @@ def test_kill_9_at_random_points_then_resume_loses_nothing_and_resends_nothing_c
     tmp_path: Path,
 ) -> None:
     rng = random.Random(SEED)
-    source = write_csv(tmp_path / "people.csv", people(ROWS))
+    source = people_csv(tmp_path, ROWS)
     log = tmp_path / "sender.log"
     journal_states: list[dict[str, tuple[RowStatus, int]]] = []
     claim_marks: list[int] = []  # the run's claim mark at each kill: rows 1..mark were claimed
     server_copies: list[dict[str, int]] = []
     kills = 0
     with CountingServer(tmp_path / "accepted.tsv") as server:
-        env = cli_env(MAILCONDUIT_CONN_FAULT=connection_url(server.port))
+        env = fault_env(server.port)
         commands = [
             export_args(source, "crash", "--concurrency", "4", "--quiet"),
             *[["runs", "resume", "crash", "--quiet"]] * 5,
@@ -269,10 +267,10 @@ def test_kill_9_at_random_points_then_resume_loses_nothing_and_resends_nothing_c
 def test_lost_confirmations_are_counted_and_resent_with_the_same_message_id(
     tmp_path: Path,
 ) -> None:
-    source = write_csv(tmp_path / "people.csv", people(ROWS))
+    source = people_csv(tmp_path, ROWS)
     chosen = {f"user{i}@example.com" for i in range(ROWS) if i % 97 == 13}
     with CountingServer(tmp_path / "accepted.tsv", lose_reply=chosen.__contains__) as server:
-        env = cli_env(MAILCONDUIT_CONN_FAULT=connection_url(server.port))
+        env = fault_env(server.port)
         args = export_args(source, "lost", "--concurrency", "4", "--json")
         done = subprocess.run(
             [MAILCONDUIT, *args], env=env, capture_output=True, text=True, timeout=120

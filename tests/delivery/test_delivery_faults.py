@@ -19,6 +19,8 @@ from delivery_support import (
     TimedFaultServer,
     assert_final,
     deliveries,
+    fault_connection,
+    final_rows,
     journal_rows,
     message_id,
     people,
@@ -118,8 +120,7 @@ def test_transient_failures_give_up_after_max_attempts_with_jittered_backoff(
 
 def test_time_budget_ends_retries_before_max_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
     faults = {("MAIL", "*"): "451 4.3.0 try again later"}
-    with TimedFaultServer(faults=faults) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults=faults):
         started = time.monotonic()
         report = send(
             people(2),
@@ -137,13 +138,11 @@ def test_421_closes_the_session_without_rset_and_slows_the_whole_pool(
     monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
     faults = {(command, 3): "421 4.7.0 too many messages, slow down"}
-    with TimedFaultServer(faults=faults) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults=faults) as server:
         started = time.monotonic()
         report = send(people(30), concurrency=2)
         elapsed = time.monotonic() - started
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(30))
+    rows = final_rows(report.run_id, range(30))
     assert report.sent == 30
     # the row hit by the 421 went again on a new session (a message already pipelined
     # behind it on the dying session may have needed a second attempt too)
@@ -167,8 +166,7 @@ def test_4_7_x_throttling_reply_slows_the_pool_without_closing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     faults = {("MAIL", 3): "450 4.7.1 rate limited, slow down"}
-    with TimedFaultServer(faults=faults) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults=faults) as server:
         report = send(people(20), concurrency=2)
     assert report.sent == 20
     t_throttle = server.times("MAIL")[2]
@@ -232,8 +230,7 @@ def test_when_no_recipient_is_accepted_only_the_deferred_ones_are_tried_again(
 def test_partial_refusal_is_recorded_per_recipient(monkeypatch: pytest.MonkeyPatch) -> None:
     rows_in = [{"id": 7, "email": "a@example.com; b@example.com; c@example.com", "name": "X"}]
     faults = {("RCPT", 1): "550 5.1.1 a is gone", ("RCPT", 3): "553 5.1.3 bad c"}
-    with TimedFaultServer(faults=faults) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults=faults) as server:
         report = send(rows_in)
     row = journal_rows(report.run_id)["7"]
     assert [m.rcpt_tos for m in server.messages] == [("b@example.com",)]
@@ -310,8 +307,7 @@ def test_drop_after_the_final_dot_resends_with_the_same_message_id(
 def test_no_resend_uncertain_holds_the_row_whose_confirmation_was_lost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with TimedFaultServer(faults={("DOT", 2): "drop"}) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults={("DOT", 2): "drop"}) as server:
         report = send(people(4), resend_uncertain=False)
         rows = journal_rows(report.run_id)
         assert rows["1"].state == "uncertain" and "final '.'" in rows["1"].reply
@@ -321,8 +317,7 @@ def test_no_resend_uncertain_holds_the_row_whose_confirmation_was_lost(
         # resuming with the default sends it again, with the same Message-ID
         resumed = api.resume(report.run_id, source=people(4), resend_uncertain=True)
     assert resumed.uncertain_resent == 1
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(4))
+    rows = final_rows(report.run_id, range(4))
     assert deliveries(server.messages)["user1@example.com"] == [rows["1"].message_id]
 
 
@@ -332,8 +327,7 @@ def test_a_reply_slower_than_timeout_ms_is_retried(monkeypatch: pytest.MonkeyPat
         started = time.monotonic()
         report = send(people(3))
         elapsed = time.monotonic() - started
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(3))
+    rows = final_rows(report.run_id, range(3))
     assert report.sent == 3 and rows["1"].attempts == 2
     assert elapsed < 1.5, "the client waited for the slow reply instead of timing out"
     assert sorted(len(v) for v in deliveries(server.messages).values()) == [1, 1, 1]
@@ -345,8 +339,7 @@ def test_a_final_reply_slower_than_the_data_timeout_makes_the_row_uncertain(
     with TimedFaultServer(faults={("DOT", 2): "delay:1.5"}) as server:
         use_server(monkeypatch, server.port, timeout_ms=2000)
         report = send(people(3), data_timeout_ms=300)
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(3))
+    rows = final_rows(report.run_id, range(3))
     assert report.sent == 3 and report.uncertain_resent == 1
     copies = deliveries(server.messages)["user1@example.com"]
     assert 1 <= len(copies) <= 2 and set(copies) == {rows["1"].message_id}
@@ -362,8 +355,7 @@ def test_starttls_then_close_reconnects_and_delivers_over_tls(
     ) as server:
         use_server(monkeypatch, server.port, security="starttls", ca_file=ca.ca_file)
         report = send(people(3))
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(3))
+    rows = final_rows(report.run_id, range(3))
     assert report.sent == 3 and all(r.attempts == 1 for r in rows.values())
     first = server.sessions[0]
     assert first.commands[-1] == "STARTTLS" and first.closed and server.messages
@@ -388,8 +380,7 @@ def test_a_server_that_cannot_be_reached_stops_the_run_resumably(
 
 def test_a_run_with_nothing_to_send_ends_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     rows_in = [{"id": i, "email": "not an address", "name": "Nobody"} for i in range(3)]
-    with TimedFaultServer() as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch) as server:
         report = send(rows_in, concurrency=4)
     assert report.status == "finished" and report.counts.get("skipped") == 3
     assert server.count("MAIL") == 0
@@ -406,15 +397,13 @@ def test_every_row_ends_in_exactly_one_final_state(monkeypatch: pytest.MonkeyPat
         ("RCPT", 9): "452 4.5.3 later",
         ("DOT", 10): "drop",
     }
-    with TimedFaultServer(faults=faults) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults=faults) as server:
         # Two sessions share the numbered faults in whatever order they run, so one row
         # may meet three retryable ones: 7 attempts outlast all six faults, whichever
         # rows they hit (with 3, a row could give up, and one whose "." went unanswered
         # would rightly end "uncertain", not failed).
         report = send(rows_in, concurrency=2, retry={**FAST_RETRY, "max_attempts": 7})
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(12))
+    rows = final_rows(report.run_id, range(12))
     states = [rows[str(i)].state for i in range(12)]
     assert states.count(RowStatus.SKIPPED) == 1 and rows["4"].state == "skipped"
     assert sum(report.counts.get(s, 0) for s in ("sent", "failed", "skipped")) == 12

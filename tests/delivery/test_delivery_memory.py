@@ -10,7 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from delivery_support import CONNECTION, MESSAGE, TimedFaultServer, people, use_server
+from delivery_support import (
+    CONNECTION,
+    MESSAGE,
+    fault_connection,
+    people,
+)
 from mailconduit import api
 from mailconduit.delivery.runner import Job
 
@@ -33,8 +38,7 @@ def test_finished_messages_are_freed_at_once(
     def count_jobs(_: object) -> None:
         live.append(sum(1 for o in gc.get_objects() if type(o) is Job))
 
-    with TimedFaultServer() as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch) as server:
         report = api.export(
             people(600), connection=CONNECTION, **MESSAGE, concurrency=2, progress=count_jobs
         )

@@ -10,10 +10,9 @@ import time
 import pytest
 
 from delivery_support import (
-    TimedFaultServer,
-    assert_final,
     deliveries,
-    journal_rows,
+    fault_connection,
+    final_rows,
     people,
     send,
     use_server,
@@ -23,8 +22,7 @@ from mailconduit.testing import SmtpSink
 
 def test_rate_per_second_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     rate, count = 20, 40
-    with TimedFaultServer() as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch) as server:
         started = time.monotonic()
         report = send(people(count), rate=f"{rate}/s", concurrency=4)
         elapsed = time.monotonic() - started
@@ -43,8 +41,7 @@ def test_rate_per_second_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_rate_per_minute_caps_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
-    with TimedFaultServer() as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch) as server:
         started = time.monotonic()
         report = send(people(4), rate="120/min,2/s")
         elapsed = time.monotonic() - started
@@ -59,8 +56,7 @@ def test_concurrency_is_the_number_of_simultaneous_sessions(
     monkeypatch: pytest.MonkeyPatch, concurrency: int
 ) -> None:
     # each message takes a little while, so every allowed session gets work
-    with TimedFaultServer(faults={("DOT", "*"): "delay:0.01"}) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults={("DOT", "*"): "delay:0.01"}) as server:
         report = send(people(60), concurrency=concurrency)
     assert report.sent == 60
     assert server.peak_sessions == concurrency
@@ -79,11 +75,9 @@ def test_concurrency_against_postfix(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_messages_per_connection_cap_opens_new_sessions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with TimedFaultServer() as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch) as server:
         report = send(people(10), messages_per_connection=3)
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(10))
+    final_rows(report.run_id, range(10))
     per_session = [
         sum(1 for m in server.messages if m.session == s.number) for s in server.sessions
     ]

@@ -14,7 +14,7 @@ from email import policy
 
 import pytest
 
-from delivery_support import assert_final, journal_rows, people, send, use_server
+from delivery_support import final_rows, journal_rows, people, send, use_server
 from mailconduit.testing import SmtpSink
 
 RETRY_TWICE = {"max_attempts": 2, "initial_delay": 0.01, "max_delay": 0.02}
@@ -36,8 +36,7 @@ def test_each_row_reaches_the_sink_once_with_its_message_id(
     with SmtpSink(dump=True) as sink:
         use_server(monkeypatch, sink.port)
         report = send(people(40), concurrency=3)
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(40))
+    rows = final_rows(report.run_id, range(40))
     assert report.status == "finished" and report.sent == 40
     assert all((r.code, r.enhanced, r.reply) == (250, "2.0.0", "Ok") for r in rows.values())
     assert dumped(sink) == {f"user{i}@example.com": [rows[str(i)].message_id] for i in range(40)}
@@ -69,8 +68,7 @@ def test_soft_and_hard_rejects(
     with SmtpSink(flags, dump=True) as sink:
         use_server(monkeypatch, sink.port)
         report = send(people(3), retry=RETRY_TWICE, concurrency=2)
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(3))
+    rows = final_rows(report.run_id, range(3))
     assert report.status == "finished" and report.failed == 3
     prefix = "gave up after 2 attempt(s): " if attempts == 2 else ""
     for i, row in sorted(rows.items()):
@@ -87,8 +85,7 @@ def test_abort_after_data_fails_the_row(monkeypatch: pytest.MonkeyPatch) -> None
     with SmtpSink(["-A", "0"]) as sink:
         use_server(monkeypatch, sink.port)
         report = send(people(3), retry=RETRY_TWICE)
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(3))
+    rows = final_rows(report.run_id, range(3))
     seen = {(r.state, r.attempts, r.code, r.reply) for r in rows.values()}
     assert {r.state for r in rows.values()} == {"failed"}, seen
     # the 550 fails a row at once; a row pipelined behind it saw only the disconnect
@@ -105,8 +102,7 @@ def test_disconnect_before_the_final_dot_is_retried_then_fails(
     with SmtpSink(["-q", command]) as sink:
         use_server(monkeypatch, sink.port)
         report = send(people(2), retry=RETRY_TWICE)
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(2))
+    rows = final_rows(report.run_id, range(2))
     for row in rows.values():
         assert (row.state, row.attempts, row.code) == ("failed", 2, 0)
         # (a reset may add the socket's own words: "...: [Errno 104] Connection reset by peer")

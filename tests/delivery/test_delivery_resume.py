@@ -22,42 +22,37 @@ import pytest
 from delivery_support import (
     MAILCONDUIT,
     TimedFaultServer,
-    assert_final,
-    cli_env,
     cli_process,
-    connection_url,
     deliveries,
     export_args,
+    fault_connection,
+    fault_env,
+    final_rows,
     journal_rows,
-    people,
+    people_csv,
     send,
     stop,
-    use_server,
     wait_until,
-    write_csv,
 )
 from mailconduit import api
 from mailconduit.delivery import runner
+from mailconduit.delivery.report import ExportReport
 from mailconduit.journal import Journal
 
-
-@pytest.fixture
-def csv_of(tmp_path: Path) -> Callable[[int], Path]:
-    """Write ``count`` people to people.csv in this test's folder."""
-
-    def make(count: int) -> Path:
-        return write_csv(tmp_path / "people.csv", people(count))
-
-    return make
+#: ``(condition, source, **options)`` → the report of a :func:`send` stopped by SIGINT once
+#: ``condition()`` holds, and how many seconds the send took.
+InterruptedSend = Callable[..., tuple[ExportReport, float]]
 
 
 @pytest.fixture
-def interrupt() -> Iterator[Callable[[Callable[[], bool]], None]]:
-    """Send SIGINT to this process once a condition holds (the run's loop catches it, as
+def send_interrupted() -> Iterator[InterruptedSend]:
+    """Send, and SIGINT this process once a condition holds (the run's loop catches it, as
     the CLI asks it to: ``send(..., handle_signals=True)``)."""
     threads: list[threading.Thread] = []
 
-    def arm(condition: Callable[[], bool]) -> None:
+    def run(
+        condition: Callable[[], bool], source: Path, **options: Any
+    ) -> tuple[ExportReport, float]:
         def watch() -> None:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -70,18 +65,20 @@ def interrupt() -> Iterator[Callable[[Callable[[], bool]], None]]:
         thread = threading.Thread(target=watch, daemon=True)
         thread.start()
         threads.append(thread)
+        started = time.monotonic()
+        report = send(source, handle_signals=True, **options)
+        return report, time.monotonic() - started
 
-    yield arm
+    yield run
     for thread in threads:
         thread.join(25)
 
 
 def test_max_errors_pauses_the_run_and_resume_sends_the_rest(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    source = csv_of(100)
-    with TimedFaultServer(faults={("RCPT", "*"): "550 5.1.1 no such user"}) as server:
-        use_server(monkeypatch, server.port)
+    source = people_csv(tmp_path, 100)
+    with fault_connection(monkeypatch, faults={("RCPT", "*"): "550 5.1.1 no such user"}) as server:
         report = send(source, max_errors=5, concurrency=2)
         assert report.status == "paused"
         assert "--max-errors 5" in report.message
@@ -97,8 +94,7 @@ def test_max_errors_pauses_the_run_and_resume_sends_the_rest(
         resumed = api.resume(report.run_id)
     assert resumed.status == "finished"
     assert resumed.sent == 100 - len(failed_before)
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(100))
+    rows = final_rows(report.run_id, range(100))
     assert {k for k, r in rows.items() if r.state == "failed"} == failed_before
     got = deliveries(server.messages)
     assert sorted(got) == sorted(f"user{k}@example.com" for k in set(rows) - failed_before)
@@ -108,11 +104,11 @@ def test_max_errors_pauses_the_run_and_resume_sends_the_rest(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_the_export_gracefully_and_resume_sends_every_unconfirmed_row(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], signum: signal.Signals
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, signum: signal.Signals
 ) -> None:
-    source = csv_of(150)
+    source = people_csv(tmp_path, 150)
     with TimedFaultServer() as server:
-        env = cli_env(MAILCONDUIT_CONN_FAULT=connection_url(server.port))
+        env = fault_env(server.port)
         args = export_args(source, "sig", "--rate", "40/s", "--concurrency", "2")
         with cli_process(args, env) as proc:
             wait_until(lambda: len(server.messages) >= 50, timeout=60, what="50 messages")
@@ -137,8 +133,7 @@ def test_a_signal_stops_the_export_gracefully_and_resume_sends_every_unconfirmed
             timeout=60,
         )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    rows = journal_rows("sig")
-    assert_final(rows, range(150))
+    rows = final_rows("sig", range(150))
     assert {r.state for r in rows.values()} == {"sent"}
     got = deliveries(server.messages)
     assert len(got) == 150 and all(len(v) == 1 for v in got.values())
@@ -147,17 +142,13 @@ def test_a_signal_stops_the_export_gracefully_and_resume_sends_every_unconfirmed
 
 def test_a_stop_waits_for_a_hung_reply_only_so_long_and_marks_it_uncertain(
     monkeypatch: pytest.MonkeyPatch,
-    csv_of: Callable[[int], Path],
-    interrupt: Callable[[Callable[[], bool]], None],
+    tmp_path: Path,
+    send_interrupted: InterruptedSend,
 ) -> None:
     monkeypatch.setattr(runner, "DRAIN_SECONDS", 1.0)
-    source = csv_of(5)
-    with TimedFaultServer(faults={("DOT", 3): "hang"}) as server:
-        use_server(monkeypatch, server.port)
-        interrupt(lambda: server.count("DOT") >= 3)
-        started = time.monotonic()
-        report = send(source, handle_signals=True)
-        elapsed = time.monotonic() - started
+    source = people_csv(tmp_path, 5)
+    with fault_connection(monkeypatch, faults={("DOT", 3): "hang"}) as server:
+        report, elapsed = send_interrupted(lambda: server.count("DOT") >= 3, source)
         assert report.status == "interrupted" and "SIGINT" in report.message
         assert elapsed < 8
         rows = journal_rows(report.run_id)
@@ -167,24 +158,20 @@ def test_a_stop_waits_for_a_hung_reply_only_so_long_and_marks_it_uncertain(
         server.clear_faults()
         resumed = api.resume(report.run_id)
     assert resumed.status == "finished" and resumed.uncertain_resent == 1
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(5))
+    rows = final_rows(report.run_id, range(5))
     got = deliveries(server.messages)
     assert all(got[f"user{k}@example.com"] == [r.message_id] for k, r in rows.items())
 
 
 def test_a_stop_does_not_wait_for_the_rate_limiter(
     monkeypatch: pytest.MonkeyPatch,
-    csv_of: Callable[[int], Path],
-    interrupt: Callable[[Callable[[], bool]], None],
+    tmp_path: Path,
+    send_interrupted: InterruptedSend,
 ) -> None:
-    source = csv_of(5)
-    with TimedFaultServer() as server:
-        use_server(monkeypatch, server.port)
-        interrupt(lambda: len(server.messages) >= 1)
-        started = time.monotonic()
-        report = send(source, rate="1/min", handle_signals=True)  # the 2nd may go in a minute
-        elapsed = time.monotonic() - started
+    source = people_csv(tmp_path, 5)
+    with fault_connection(monkeypatch) as server:
+        # the 2nd message may go in a minute
+        report, elapsed = send_interrupted(lambda: len(server.messages) >= 1, source, rate="1/min")
     assert report.status == "interrupted"
     assert elapsed < 10
     rows = journal_rows(report.run_id)
@@ -194,12 +181,11 @@ def test_a_stop_does_not_wait_for_the_rate_limiter(
 
 
 def test_retry_failed_resends_only_the_failed_rows_of_a_finished_run(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], cli: Any
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = csv_of(6)
+    source = people_csv(tmp_path, 6)
     faults = {("RCPT", 2): "550 5.1.1 no such user", ("RCPT", 5): "554 5.7.1 refused"}
-    with TimedFaultServer(faults=faults) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults=faults) as server:
         first = cli(*export_args(source, "rf", "--concurrency", "1"))
         assert first.code == 1
         rows = journal_rows("rf")
@@ -212,8 +198,7 @@ def test_retry_failed_resends_only_the_failed_rows_of_a_finished_run(
 
         retried = cli("runs", "resume", "rf", "--retry-failed")
         assert retried.code == 0, retried.output
-    rows = journal_rows("rf")
-    assert_final(rows, range(6))
+    rows = final_rows("rf", range(6))
     assert {r.state for r in rows.values()} == {"sent"}
     assert (rows["1"].attempts, rows["4"].attempts) == (2, 2)
     got = deliveries(server.messages)
@@ -222,13 +207,12 @@ def test_retry_failed_resends_only_the_failed_rows_of_a_finished_run(
 
 
 def test_no_resend_uncertain_holds_rows_on_resume_until_asked(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], cli: Any
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = csv_of(4)
+    source = people_csv(tmp_path, 4)
     # the last row's "." gets no reply (nothing is pipelined behind it), and with one
     # attempt allowed the run ends with it uncertain
-    with TimedFaultServer(faults={("DOT", 4): "drop"}) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults={("DOT", 4): "drop"}) as server:
         first = cli(*export_args(source, "unc", "--max-attempts", "1", "--concurrency", "1"))
         assert first.code == 1
         assert journal_rows("unc")["3"].state == "uncertain"
@@ -242,18 +226,16 @@ def test_no_resend_uncertain_holds_rows_on_resume_until_asked(
         resent = cli("runs", "resume", "unc")
         assert resent.code == 0, resent.output
         assert "1 row(s) whose confirmation was lost were sent again" in resent.out
-    rows = journal_rows("unc")
-    assert_final(rows, range(4))
+    rows = final_rows("unc", range(4))
     got = deliveries(server.messages)
     assert all(got[f"user{k}@example.com"] == [r.message_id] for k, r in rows.items())
 
 
 def test_a_changed_source_refuses_to_resume(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], cli: Any, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, cli: Any, tmp_path: Path
 ) -> None:
-    source = csv_of(5)
-    with TimedFaultServer(faults={("RCPT", 1): "550 5.1.1 no such user"}) as server:
-        use_server(monkeypatch, server.port)
+    source = people_csv(tmp_path, 5)
+    with fault_connection(monkeypatch, faults={("RCPT", 1): "550 5.1.1 no such user"}) as server:
         first = cli(*export_args(source, "fp", "--max-errors", "1", "--concurrency", "1"))
         assert first.code == 1 and Journal().get_run("fp").status == "paused"
         sent_before = len(server.messages)
@@ -269,17 +251,15 @@ def test_a_changed_source_refuses_to_resume(
         # the same data under another name is accepted
         resumed = cli("runs", "resume", "fp", "--source", str(kept))
         assert resumed.code == 1  # row 0 stays failed
-    rows = journal_rows("fp")
-    assert_final(rows, range(5))
+    final_rows("fp", range(5))
     assert sorted(len(v) for v in deliveries(server.messages).values()) == [1, 1, 1, 1]
 
 
 def test_export_again_with_the_same_run_id_resumes(
-    monkeypatch: pytest.MonkeyPatch, csv_of: Callable[[int], Path], cli: Any
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cli: Any
 ) -> None:
-    source = csv_of(20)
-    with TimedFaultServer(faults={("RCPT", 1): "550 5.1.1 no such user"}) as server:
-        use_server(monkeypatch, server.port)
+    source = people_csv(tmp_path, 20)
+    with fault_connection(monkeypatch, faults={("RCPT", 1): "550 5.1.1 no such user"}) as server:
         args = export_args(source, "again", "--max-errors", "1", "--concurrency", "1")
         first = cli(*args)
         assert first.code == 1, first.output
@@ -288,8 +268,7 @@ def test_export_again_with_the_same_run_id_resumes(
 
         second = cli(*args)
         assert second.code == 1, second.output  # row 0 stays failed
-    rows = journal_rows("again")
-    assert_final(rows, range(20))
+    rows = final_rows("again", range(20))
     assert rows["0"].state == "failed" and rows["0"].attempts == 1
     got = deliveries(server.messages)
     assert len(got) == 19 and all(len(v) == 1 for v in got.values())

@@ -22,10 +22,10 @@ import pytest
 
 from delivery_support import (
     MAILCONDUIT,
-    cli_env,
     cli_process,
     connection_url,
     export_args,
+    fault_env,
     journal_rows,
     message_id,
     people,
@@ -104,7 +104,7 @@ def test_sigterm_then_resume_sends_the_row_only_to_the_recipient_still_owed(
     source: Path,
 ) -> None:
     with RecipientServer(defer={B}) as server:
-        env = cli_env(MAILCONDUIT_CONN_FAULT=connection_url(server.port))
+        env = fault_env(server.port)
         with cli_process(export_args(source, "part", "--concurrency", "1", *PATIENT), env) as proc:
             # the row went to a and c, b was deferred and tried again alone; the others went
             wait_until(
@@ -140,7 +140,7 @@ def test_sigterm_then_resume_sends_the_row_only_to_the_recipient_still_owed(
 
 def test_kill_9_while_a_recipient_is_owed_then_resume_sends_to_it_alone(source: Path) -> None:
     with RecipientServer(defer={B}) as server:
-        env = cli_env(MAILCONDUIT_CONN_FAULT=connection_url(server.port))
+        env = fault_env(server.port)
         def journaled() -> bool:
             journal = Journal()
             if not journal.run_exists("kill"):

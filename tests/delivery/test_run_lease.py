@@ -30,14 +30,15 @@ from delivery_support import (
     connection_url,
     deliveries,
     export_args,
+    fault_connection,
     journal_rows,
     people,
+    people_csv,
     run_cli,
     send,
     stop,
     use_server,
     wait_until,
-    write_csv,
 )
 from mailconduit.delivery import lease as run_lease
 from mailconduit.journal import Journal
@@ -69,7 +70,7 @@ def other_home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
-    return write_csv(tmp_path / "people.csv", people(8))
+    return people_csv(tmp_path, 8)
 
 
 def store_sql(url: str, sql: str) -> None:
@@ -139,8 +140,7 @@ def test_a_lease_held_elsewhere_refuses_the_run_until_it_expires_then_is_taken_o
 ) -> None:
     journal = Journal(shared_url)
     assert journal.take_lease("late", owner="far-away:4242:beef", home="other", ttl=60) is None
-    with TimedFaultServer() as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch) as server:
         refused = cli(*export_args(source, "late"))
         assert refused.code == 2, refused.output
         [line] = refused.err.strip().splitlines()
@@ -207,8 +207,7 @@ def test_a_sender_whose_lease_was_taken_over_stops(
 
         return run
 
-    with TimedFaultServer(faults={("DOT", "*"): "delay:0.1"}) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults={("DOT", "*"): "delay:0.1"}) as server:
         thread = threading.Thread(target=take_over(server), daemon=True)
         thread.start()
         report = send(people(60), run_id="stolen")
@@ -229,8 +228,7 @@ def test_a_sender_whose_lease_was_taken_over_stops(
 def test_the_lease_is_let_go_when_a_run_is_refused_or_stopped(
     shared_url: str, source: Path, cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    with TimedFaultServer(faults={("RCPT", 1): "550 5.1.1 no such user"}) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults={("RCPT", 1): "550 5.1.1 no such user"}):
         paused = cli(*export_args(source, "gone", "--max-errors", "1", "--concurrency", "1"))
         assert paused.code == 1 and Journal().get_run("gone").status == "paused"
         assert Journal().lease("gone") is None

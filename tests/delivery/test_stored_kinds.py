@@ -16,13 +16,12 @@ from typing import Any
 import pytest
 
 from delivery_support import (
-    TimedFaultServer,
-    assert_final,
     deliveries,
+    fault_connection,
+    final_rows,
     journal_rows,
     people,
     send,
-    use_server,
 )
 from mailconduit import api
 from mailconduit.config import SourceKind
@@ -80,8 +79,7 @@ def test_a_run_stored_with_the_old_word_for_its_kind_resumes(
     # kind can open it right.
     source = tmp_path / ("people.xlsx" if kind == "xlsx" else "people.data")
     WRITERS[kind](source, people(ROWS))
-    with TimedFaultServer(faults={("RCPT", "*"): "550 5.1.1 no such user"}) as server:
-        use_server(monkeypatch, server.port)
+    with fault_connection(monkeypatch, faults={("RCPT", "*"): "550 5.1.1 no such user"}) as server:
         report = send(source, kind=kind, max_errors=3)
         assert report.status == "paused"
         stored = json.loads(
@@ -98,7 +96,6 @@ def test_a_run_stored_with_the_old_word_for_its_kind_resumes(
         resumed = api.resume(report.run_id)
     assert resumed.status == "finished", resumed.message
     assert resumed.sent == ROWS - len(failed)
-    rows = journal_rows(report.run_id)
-    assert_final(rows, range(ROWS))
+    rows = final_rows(report.run_id, range(ROWS))
     got = deliveries(server.messages)
     assert sorted(got) == sorted(f"user{k}@example.com" for k in set(rows) - failed)

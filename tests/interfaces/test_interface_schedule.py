@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from export_support import sink_messages, use_free_sink_port, write_csv
+from interfaces_support import interface_document
 from mailconduit.interfaces import schedule, service
 from mailconduit.interfaces.model import DATA_DIRS_ENV, Schedule
 from mailconduit.interfaces.schedule import InterfaceScheduler, trigger_of
@@ -23,26 +24,14 @@ MINUTE = 0.5
 
 
 @pytest.fixture
-def source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    monkeypatch.setenv(DATA_DIRS_ENV, str(folder))
-    use_free_sink_port(monkeypatch)
-    return write_csv(folder / "people.csv", ROWS)
+def source(data_dir: Path) -> Path:
+    return write_csv(data_dir / "people.csv", ROWS)
 
 
 def document(source: Path, **schedule_doc: Any) -> dict[str, Any]:
-    return {
-        "name": "ticker",
-        "export": {
-            "source": str(source),
-            "connection": "local",
-            "to": "{{ email }}",
-            "subject": "tick",
-            "body": "tock",
-        },
-        "schedule": schedule_doc,
-    }
+    return interface_document(
+        source, name="ticker", subject="tick", body="tock", schedule=schedule_doc
+    )
 
 
 def wait_for(condition: Any, pause: float = 0.05) -> None:

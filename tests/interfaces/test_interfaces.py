@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from export_support import sink_messages, use_free_sink_port, write_csv
+from export_support import sink_messages, write_csv
+from interfaces_support import interface_document
 from mailconduit import api
 from mailconduit.errors import ConfigError, NotFoundError
 from mailconduit.interfaces import files, runner, service, store
@@ -25,27 +26,10 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    monkeypatch.setenv(DATA_DIRS_ENV, str(folder))
-    use_free_sink_port(monkeypatch)
-    return folder
-
-
 def document(source: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": "weekly",
-        "export": {
-            "source": str(source),
-            "connection": "local",
-            "to": "{{ email }}",
-            "subject": "Hello {{ name }}",
-            "body": "Dear {{ name }}",
-        },
-        **extra,
-    }
+    return interface_document(
+        source, name="weekly", subject="Hello {{ name }}", body="Dear {{ name }}", **extra
+    )
 
 
 def test_a_document_names_every_wrong_field_at_once(data_dir: Path) -> None:

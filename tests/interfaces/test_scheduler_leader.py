@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from export_support import (
@@ -30,51 +26,12 @@ from mailconduit.errors import NotFoundError
 from mailconduit.interfaces import schedule, service, store
 from mailconduit.interfaces.model import DATA_DIRS_ENV
 from mailconduit.sink import ensure_running
-from mailconduit.testing import FaultServer, free_port
-from serve_support import poll, serve_env
+from mailconduit.testing import FaultServer
+from serve_support import Serve, poll, serve_env, start_serve
 
 ROWS = [{"email": "ann@example.com"}, {"email": "bob@example.com"}]
 LEADING = "scheduler running in this process"
 STANDING_BY = "scheduler standing by"
-
-
-@dataclass
-class Serve:
-    """A ``mailconduit serve`` process and its output."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-    url: str
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def up(self) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail("mailconduit serve stopped: " + self.output())
-        try:
-            return httpx.get(self.url + "/login", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        """SIGTERM, as a service manager stops it (it lets its lease go)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-    def kill(self) -> None:
-        """kill -9: no chance to let anything go."""
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
 
 
 @dataclass
@@ -85,15 +42,9 @@ class Store:
     home: Path
     started: list[Serve]
 
-    def serve(self, name: str) -> Serve:
-        log = self.home / f"serve-{name}.log"
-        port = free_port()
-        with log.open("a") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "mailconduit", "serve", "--port", str(port), "--no-sink"],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        started = Serve(process, log, f"http://127.0.0.1:{port}")
+    def serve(self, name: str, *options: str) -> Serve:
+        """``mailconduit serve --no-sink`` with ``options``, logging to serve-NAME.log."""
+        started = start_serve(self.env, self.home / f"serve-{name}.log", "--no-sink", *options)
         self.started.append(started)
         return started
 
@@ -273,16 +224,7 @@ def test_runs_missed_while_down_are_made_up_once_by_two_processes_coming_back(
 
 def test_no_scheduler_keeps_a_process_out(shared: Store) -> None:
     save_ticker(shared, minute=4.0)
-    log = shared.home / "serve-off.log"
-    port = free_port()
-    with log.open("a") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mailconduit", "serve", "--port", str(port), "--no-sink",
-             "--no-scheduler"],
-            env=shared.env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    off = Serve(process, log, f"http://127.0.0.1:{port}")
-    shared.started.append(off)
+    off = shared.serve("off", "--no-scheduler")
     poll(off.up)
     assert schedule.scheduler_status().state == "not running"
     on = shared.serve("on")

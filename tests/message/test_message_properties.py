@@ -167,39 +167,29 @@ def assert_addresses(message: EmailMessage, name: str, expected: list[Address]) 
             assert address.display_name in decoded
 
 
-@PROPERTY_SETTINGS
-@given(
-    sender=addresses(),
-    to=address_lists,
-    cc=address_lists,
-    bcc=address_lists,
-    reply_to=address_lists,
-    subject=header_text,
-    text=any_text,
-    custom=st.dictionaries(header_names, header_text, max_size=3),
+#: The envelope and header fields of a text message, named as build_message takes them.
+text_message_fields = st.fixed_dictionaries(
+    {
+        "from_": addresses(),
+        "to": address_lists,
+        "cc": address_lists,
+        "bcc": address_lists,
+        "reply_to": address_lists,
+        "subject": header_text,
+        "text_body": any_text,
+        "headers": st.dictionaries(header_names, header_text, max_size=3),
+    }
 )
-def test_text_message_parses_back_to_every_field(
-    sender: Address,
-    to: list[Address],
-    cc: list[Address],
-    bcc: list[Address],
-    reply_to: list[Address],
-    subject: str,
-    text: str,
-    custom: dict[str, str],
-) -> None:
+
+
+@PROPERTY_SETTINGS
+@given(fields=text_message_fields)
+def test_text_message_parses_back_to_every_field(fields: dict[str, Any]) -> None:
+    sender, to, cc, bcc, reply_to = (fields[k] for k in ("from_", "to", "cc", "bcc", "reply_to"))
+    subject, text, custom = fields["subject"], fields["text_body"], fields["headers"]
     assume(to or cc or bcc)
     assume(len({k.lower() for k in custom}) == len(custom))
-    built = build(
-        from_=sender,
-        to=to,
-        cc=cc,
-        bcc=bcc,
-        reply_to=reply_to,
-        subject=subject,
-        text_body=text,
-        headers=custom,
-    )
+    built = build(**fields)
     assert_wire_form(built.data)
     message = parse(built.data)
     assert message.defects == []

@@ -32,9 +32,13 @@ def provider_for(
     return TokenProvider(settings, name="office", clock=clock, **options)  # type: ignore[arg-type]
 
 
-def test_the_first_token_is_fetched_then_reused(auth: OAuthServer, clock: ManualClock) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
+@pytest.fixture
+def provider(auth: OAuthServer, clock: ManualClock) -> TokenProvider:
+    """The provider of a connection ANN signed in."""
+    return provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
 
+
+def test_the_first_token_is_fetched_then_reused(provider: TokenProvider, auth: OAuthServer) -> None:
     async def twice() -> tuple[AccessToken, AccessToken]:
         return await provider.token(), await provider.token()
 
@@ -45,10 +49,8 @@ def test_the_first_token_is_fetched_then_reused(auth: OAuthServer, clock: Manual
 
 
 def test_twenty_coroutines_asking_at_once_cause_one_refresh(
-    auth: OAuthServer, clock: ManualClock
+    provider: TokenProvider, auth: OAuthServer
 ) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
-
     async def crowd() -> list[AccessToken]:
         return await asyncio.gather(*(provider.token() for _ in range(20)))
 
@@ -57,9 +59,9 @@ def test_twenty_coroutines_asking_at_once_cause_one_refresh(
     assert auth.refreshes == 1
 
 
-def test_renewal_comes_five_minutes_before_expiry(auth: OAuthServer, clock: ManualClock) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
-
+def test_renewal_comes_five_minutes_before_expiry(
+    provider: TokenProvider, auth: OAuthServer, clock: ManualClock
+) -> None:
     async def scenario() -> list[str]:
         seen = [(await provider.token()).value.reveal()]
         clock.advance(3600 - 301)
@@ -91,10 +93,8 @@ def test_short_lived_tokens_renew_at_ninety_percent(clock: ManualClock) -> None:
 
 
 def test_a_run_crossing_many_expiries_always_holds_a_valid_token(
-    auth: OAuthServer, clock: ManualClock
+    provider: TokenProvider, auth: OAuthServer, clock: ManualClock
 ) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
-
     async def long_run() -> list[str]:
         statuses = []
         for _ in range(60):  # five hours in five-minute steps
@@ -176,10 +176,8 @@ def test_client_credentials_tokens_renew_without_a_refresh_token(
 
 
 def test_invalidate_after_a_refused_token_refreshes_once_for_all_sessions(
-    auth: OAuthServer, clock: ManualClock
+    provider: TokenProvider, auth: OAuthServer
 ) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
-
     async def refused_everywhere() -> list[AccessToken]:
         bad = await provider.token()
         await asyncio.gather(*(provider.invalidate(bad) for _ in range(20)))
@@ -190,9 +188,9 @@ def test_invalidate_after_a_refused_token_refreshes_once_for_all_sessions(
     assert auth.refreshes == 2
 
 
-def test_invalidating_an_old_token_keeps_the_new_one(auth: OAuthServer, clock: ManualClock) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
-
+def test_invalidating_an_old_token_keeps_the_new_one(
+    provider: TokenProvider, auth: OAuthServer
+) -> None:
     async def scenario() -> tuple[AccessToken, AccessToken]:
         old = await provider.token()
         await provider.invalidate(old)
@@ -206,10 +204,8 @@ def test_invalidating_an_old_token_keeps_the_new_one(auth: OAuthServer, clock: M
 
 
 def test_a_failed_early_renewal_keeps_serving_the_valid_token(
-    auth: OAuthServer, clock: ManualClock, caplog: pytest.LogCaptureFixture
+    provider: TokenProvider, auth: OAuthServer, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    provider = provider_for(auth, clock, auth.sign_in("app", ANN, "smtp"))
-
     async def scenario() -> None:
         first = await provider.token()
         clock.advance(3600 - 120)  # two minutes left: time to renew

@@ -14,7 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from delivery_support import MESSAGE, assert_final, journal_rows, people, wait_until, write_csv
+from delivery_support import (
+    MESSAGE,
+    final_rows,
+    journal_rows,
+    people,
+    people_csv,
+    wait_until,
+    write_csv,
+)
 from mailconduit import api
 from mailconduit.connections import oauth as oauth_store
 from mailconduit.oauth import TokenProvider
@@ -119,13 +127,13 @@ def test_a_run_crossing_token_expiries_loses_no_row(
 ) -> None:
     clock.per_message = 600.0  # an access token lives for six messages
     create_connection(auth, smtp)
-    source = write_csv(tmp_path / "people.csv", people(40))
+    source = people_csv(tmp_path, 40)
 
     report = export(source, concurrency=4, messages_per_connection=3)
 
     assert (report.status, report.sent, report.failed) == ("finished", 40, 0), report.message
     delivered_once(smtp, 40)
-    assert_final(journal_rows(report.run_id), range(40))
+    final_rows(report.run_id, range(40))
     outcomes = [a.outcome for a in smtp.auth_attempts]
     assert "expired" in outcomes  # tokens did run out mid-run...
     assert set(outcomes) == {"ok", "expired"}
@@ -141,7 +149,7 @@ def test_a_token_endpoint_down_for_a_while_costs_no_row(
     smtp.messages = OnMessage(
         lambda: auth.fail("temporarily_unavailable", times=2, grant_type="refresh_token"), at=6
     )
-    source = write_csv(tmp_path / "people.csv", people(12))
+    source = people_csv(tmp_path, 12)
 
     report = export(source, concurrency=1, messages_per_connection=3)
 
@@ -159,7 +167,7 @@ def test_a_provider_on_the_runs_clock_renews_before_the_server_refuses(
 
     clock.per_message = 600.0
     create_connection(auth, smtp)
-    source = write_csv(tmp_path / "people.csv", people(30))
+    source = people_csv(tmp_path, 30)
     spec = api.export_spec(
         {
             "source": str(source),
@@ -212,7 +220,7 @@ def test_a_rotated_refresh_token_is_saved_encrypted(
         XOAuth2Server(auth) as smtp,
     ):
         original = create_connection(auth, smtp)
-        report = export(write_csv(tmp_path / "people.csv", people(5)))
+        report = export(people_csv(tmp_path, 5))
         assert (report.status, report.sent) == ("finished", 5)
 
         settings = oauth_store.get_oauth(NAME)
@@ -240,7 +248,7 @@ def test_a_revoked_refresh_token_stops_the_run_and_resume_continues_after_sign_i
 ) -> None:
     caplog.set_level(logging.DEBUG)
     refresh_token = create_connection(auth, smtp)
-    source = write_csv(tmp_path / "people.csv", people(24))
+    source = people_csv(tmp_path, 24)
     smtp.messages = OnMessage(lambda: auth.revoke(refresh_token, whole_grant=True), at=9)
 
     result = cli(
@@ -276,7 +284,7 @@ def test_a_revoked_refresh_token_stops_the_run_and_resume_continues_after_sign_i
     resumed = cli("runs", "resume", "revoked")
     assert resumed.code == 0, resumed.output
     delivered_once(smtp, 24)
-    assert_final(journal_rows("revoked"), range(24))
+    final_rows("revoked", range(24))
 
     secrets = [SECRET, *auth.token_values()]
     shown = result.output + signed.output + resumed.output + caplog.text

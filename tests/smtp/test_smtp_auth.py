@@ -7,9 +7,11 @@ import base64
 import hashlib
 import hmac
 import re
+from typing import Any
 
 import pytest
 
+from mailconduit.config import Connection
 from mailconduit.errors import AuthenticationError, TransientSMTPError
 from mailconduit.smtp import DeliveryStatus, SMTPSession, Stage, Transcript
 from mailconduit.smtp.replies import ReplyAction, classify
@@ -18,6 +20,11 @@ from mailconduit.testing import FaultServer, loopback_connection, run
 USER = "mailer@example.com"
 PASSWORD = "Tr0ub4dor&3-sekret"
 MESSAGE = b"Subject: hi\r\n\r\nbody\r\n"
+
+
+def signing_in(server: FaultServer, *, password: str = PASSWORD, **fields: Any) -> Connection:
+    """A loopback connection to ``server`` that signs in as USER with ``password``."""
+    return loopback_connection(server.port, username=USER, password=password, **fields)
 
 
 def secret_forms(user: str, password: str) -> list[str]:
@@ -40,9 +47,7 @@ def test_every_mechanism_logs_in_and_the_transcript_is_redacted(mechanism: str) 
     async def main() -> None:
         transcript = Transcript()
         async with FaultServer(credentials={USER: PASSWORD}) as server:
-            conn = loopback_connection(
-                server.port, username=USER, password=PASSWORD, auth_mechanism=mechanism
-            )
+            conn = signing_in(server, auth_mechanism=mechanism)
             async with SMTPSession(conn, transcript=transcript) as session:
                 assert session.authenticated_as == USER
                 assert (await session.send(USER, ["b@example.com"], MESSAGE)).sent
@@ -61,9 +66,7 @@ def test_every_mechanism_logs_in_and_the_transcript_is_redacted(mechanism: str) 
 def test_cram_md5_sends_no_reusable_secret() -> None:
     async def main() -> None:
         async with FaultServer(credentials={USER: PASSWORD}) as server:
-            conn = loopback_connection(
-                server.port, username=USER, password=PASSWORD, auth_mechanism="cram-md5"
-            )
+            conn = signing_in(server, auth_mechanism="cram-md5")
             async with SMTPSession(conn):
                 pass
         wire = b"".join(server.sessions[0].reads).decode()
@@ -81,7 +84,7 @@ def test_auto_prefers_cram_md5_then_plain_then_login() -> None:
         chosen = []
         for offered in (("LOGIN", "PLAIN", "CRAM-MD5"), ("LOGIN", "PLAIN"), ("LOGIN",)):
             async with FaultServer(credentials={USER: PASSWORD}, auth_mechanisms=offered) as server:
-                conn = loopback_connection(server.port, username=USER, password=PASSWORD)
+                conn = signing_in(server)
                 async with SMTPSession(conn):
                     pass
                 chosen.append(server.sessions[0].commands[1])
@@ -95,9 +98,7 @@ def test_wrong_password_is_an_authentication_error_with_the_reply(mechanism: str
     async def main() -> None:
         transcript = Transcript()
         async with FaultServer(credentials={USER: PASSWORD}) as server:
-            conn = loopback_connection(
-                server.port, username=USER, password="wrong-" + PASSWORD, auth_mechanism=mechanism
-            )
+            conn = signing_in(server, password="wrong-" + PASSWORD, auth_mechanism=mechanism)
             session = SMTPSession(conn, transcript=transcript)
             with pytest.raises(AuthenticationError) as info:
                 await session.connect()
@@ -118,9 +119,7 @@ def test_mechanism_not_offered_names_the_offered_ones() -> None:
         async with FaultServer(
             credentials={USER: PASSWORD}, auth_mechanisms=("PLAIN", "LOGIN")
         ) as server:
-            conn = loopback_connection(
-                server.port, username=USER, password=PASSWORD, auth_mechanism="xoauth2"
-            )
+            conn = signing_in(server, auth_mechanism="xoauth2")
             with pytest.raises(AuthenticationError, match=r"XOAUTH2 is not offered.*PLAIN, LOGIN"):
                 await SMTPSession(conn).connect()
         assert not any(c.startswith("AUTH") for c in server.sessions[0].commands)
@@ -131,7 +130,7 @@ def test_mechanism_not_offered_names_the_offered_ones() -> None:
 def test_credentials_but_no_auth_offered_is_a_clear_error() -> None:
     async def main() -> None:
         async with FaultServer() as server:
-            conn = loopback_connection(server.port, username=USER, password=PASSWORD)
+            conn = signing_in(server)
             with pytest.raises(AuthenticationError, match="offers no AUTH") as info:
                 await SMTPSession(conn).connect()
             assert "auth_mechanism to none" in str(info.value)
@@ -158,7 +157,7 @@ def test_temporary_auth_failure_is_transient() -> None:
     async def main() -> None:
         faults = {("AUTH", 1): "454 4.7.0 Temporary authentication failure"}
         async with FaultServer(credentials={USER: PASSWORD}, faults=faults) as server:
-            conn = loopback_connection(server.port, username=USER, password=PASSWORD)
+            conn = signing_in(server)
             with pytest.raises(TransientSMTPError) as info:
                 await SMTPSession(conn).connect()
             assert not isinstance(info.value, AuthenticationError)
@@ -170,7 +169,7 @@ def test_temporary_auth_failure_is_transient() -> None:
 def test_auth_only_after_tls_is_explained_when_security_is_none() -> None:
     async def main() -> None:
         async with FaultServer(credentials={USER: PASSWORD}, auth_require_tls=True) as server:
-            conn = loopback_connection(server.port, username=USER, password=PASSWORD)
+            conn = signing_in(server)
             with pytest.raises(AuthenticationError, match="only after STARTTLS"):
                 await SMTPSession(conn).connect()
 

@@ -40,6 +40,20 @@ async def stream_all(
     return result, outcomes
 
 
+def faulty_stream(
+    count: int, faults: dict[tuple[str, int], str], *, pipelining: bool = True, **options: Any
+) -> tuple[StreamResult, list[SendOutcome], FaultServer]:
+    """:func:`stream_all` through a FaultServer with ``faults``; the server, stopped, is handed
+    back for what it recorded."""
+
+    async def main() -> tuple[StreamResult, list[SendOutcome], FaultServer]:
+        async with FaultServer(pipelining=pipelining, faults=faults) as server:
+            result, outcomes = await stream_all(server.port, count, **options)
+        return result, outcomes, server
+
+    return run(main())
+
+
 @pytest.mark.parametrize("pipelining", [True, False])
 @pytest.mark.parametrize(
     ("command", "reply", "status", "error"),
@@ -59,79 +73,63 @@ async def stream_all(
 def test_reply_faults_at_every_command(
     pipelining: bool, command: str, reply: str, status: DeliveryStatus, error: type
 ) -> None:
-    async def main() -> None:
-        async with FaultServer(pipelining=pipelining, faults={(command, 2): reply}) as server:
-            result, outcomes = await stream_all(server.port, 3)
-        assert result.reason is StreamEnd.SOURCE_EXHAUSTED
-        assert [o.token for o in outcomes] == [0, 1, 2]
-        assert [o.status for o in outcomes] == [DeliveryStatus.SENT, status, DeliveryStatus.SENT]
-        failed = outcomes[1]
-        assert type(failed.error) is error
-        assert failed.code == int(reply[:3]) and failed.enhanced == reply.split()[1]
-        assert failed.text == reply.split(" ", 2)[2]
-        assert [m.rcpt_tos[0] for m in server.messages] == [
-            "rcpt0@example.com",
-            "rcpt2@example.com",
-        ]
-        assert server.session_count == 1
-
-    run(main())
+    result, outcomes, server = faulty_stream(3, {(command, 2): reply}, pipelining=pipelining)
+    assert result.reason is StreamEnd.SOURCE_EXHAUSTED
+    assert [o.token for o in outcomes] == [0, 1, 2]
+    assert [o.status for o in outcomes] == [DeliveryStatus.SENT, status, DeliveryStatus.SENT]
+    failed = outcomes[1]
+    assert type(failed.error) is error
+    assert failed.code == int(reply[:3]) and failed.enhanced == reply.split()[1]
+    assert failed.text == reply.split(" ", 2)[2]
+    assert [m.rcpt_tos[0] for m in server.messages] == [
+        "rcpt0@example.com",
+        "rcpt2@example.com",
+    ]
+    assert server.session_count == 1
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
 @pytest.mark.parametrize("command", ["MAIL", "RCPT", "DATA", "DOT"])
 def test_421_closes_the_session_without_rset(pipelining: bool, command: str) -> None:
-    async def main() -> None:
-        faults = {(command, 2): "421 4.7.0 too many messages, slow down"}
-        async with FaultServer(pipelining=pipelining, faults=faults) as server:
-            result, outcomes = await stream_all(server.port, 4)
-        assert result.reason is StreamEnd.SERVER_CLOSING
-        assert isinstance(result.error, ThrottledError) and result.error.code == 421
-        by_token: dict[Any, SendOutcome] = {o.token: o for o in outcomes}
-        assert by_token[0].sent
-        assert by_token[1].status is DeliveryStatus.RETRY
-        assert isinstance(by_token[1].error, ThrottledError)
-        # whatever else was taken from the source got an outcome too, and nothing sent
-        assert sorted(by_token) == list(range(result.messages))
-        assert all(o.status is DeliveryStatus.RETRY for o in outcomes[1:])
-        commands = server.sessions[0].commands
-        assert "RSET" not in commands and "QUIT" not in commands
-        assert len(server.messages) == 1
-
-    run(main())
+    faults = {(command, 2): "421 4.7.0 too many messages, slow down"}
+    result, outcomes, server = faulty_stream(4, faults, pipelining=pipelining)
+    assert result.reason is StreamEnd.SERVER_CLOSING
+    assert isinstance(result.error, ThrottledError) and result.error.code == 421
+    by_token: dict[Any, SendOutcome] = {o.token: o for o in outcomes}
+    assert by_token[0].sent
+    assert by_token[1].status is DeliveryStatus.RETRY
+    assert isinstance(by_token[1].error, ThrottledError)
+    # whatever else was taken from the source got an outcome too, and nothing sent
+    assert sorted(by_token) == list(range(result.messages))
+    assert all(o.status is DeliveryStatus.RETRY for o in outcomes[1:])
+    commands = server.sessions[0].commands
+    assert "RSET" not in commands and "QUIT" not in commands
+    assert len(server.messages) == 1
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_drop_before_the_final_dot_means_retry(pipelining: bool) -> None:
-    async def main() -> None:
-        async with FaultServer(pipelining=pipelining, faults={("RCPT", 2): "drop"}) as server:
-            result, outcomes = await stream_all(server.port, 3)
-        assert result.reason is StreamEnd.CONNECTION_LOST
-        assert outcomes[0].sent
-        assert outcomes[1].status is DeliveryStatus.RETRY
-        assert isinstance(outcomes[1].error, TransientSMTPError)
-        assert "closed the connection" in outcomes[1].text
-        assert len(outcomes) == result.messages
-
-    run(main())
+    result, outcomes, _ = faulty_stream(3, {("RCPT", 2): "drop"}, pipelining=pipelining)
+    assert result.reason is StreamEnd.CONNECTION_LOST
+    assert outcomes[0].sent
+    assert outcomes[1].status is DeliveryStatus.RETRY
+    assert isinstance(outcomes[1].error, TransientSMTPError)
+    assert "closed the connection" in outcomes[1].text
+    assert len(outcomes) == result.messages
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_drop_after_the_final_dot_means_uncertain(pipelining: bool) -> None:
-    async def main() -> None:
-        async with FaultServer(pipelining=pipelining, faults={("DOT", 2): "drop"}) as server:
-            result, outcomes = await stream_all(server.port, 4)
-        assert result.reason is StreamEnd.CONNECTION_LOST
-        by_token: dict[Any, SendOutcome] = {o.token: o for o in outcomes}
-        assert by_token[0].sent
-        assert by_token[1].status is DeliveryStatus.UNCERTAIN
-        assert "may have been delivered" in by_token[1].text
-        assert isinstance(by_token[1].error, TransientSMTPError)
-        # a message whose group was pipelined behind the dropped "." is only retried
-        assert all(o.status is DeliveryStatus.RETRY for t, o in by_token.items() if t > 1)
-        assert len(outcomes) == result.messages
-
-    run(main())
+    result, outcomes, _ = faulty_stream(4, {("DOT", 2): "drop"}, pipelining=pipelining)
+    assert result.reason is StreamEnd.CONNECTION_LOST
+    by_token: dict[Any, SendOutcome] = {o.token: o for o in outcomes}
+    assert by_token[0].sent
+    assert by_token[1].status is DeliveryStatus.UNCERTAIN
+    assert "may have been delivered" in by_token[1].text
+    assert isinstance(by_token[1].error, TransientSMTPError)
+    # a message whose group was pipelined behind the dropped "." is only retried
+    assert all(o.status is DeliveryStatus.RETRY for t, o in by_token.items() if t > 1)
+    assert len(outcomes) == result.messages
 
 
 def test_no_reply_to_the_dot_within_the_data_timeout_means_uncertain() -> None:
@@ -157,28 +155,20 @@ def test_the_data_timeout_defaults_to_rfc_5321s_ten_minutes() -> None:
 
 
 def test_slow_reply_past_the_timeout_means_retry() -> None:
-    async def main() -> None:
-        async with FaultServer(faults={("RCPT", 1): "delay:1.0"}) as server:
-            result, outcomes = await stream_all(server.port, 1, timeout_ms=300)
-        assert result.reason is StreamEnd.CONNECTION_LOST
-        (outcome,) = outcomes
-        assert outcome.status is DeliveryStatus.RETRY
-        assert "timed out after 0.3 s waiting for the reply to RCPT TO" in outcome.text
-
-    run(main())
+    result, outcomes, _ = faulty_stream(1, {("RCPT", 1): "delay:1.0"}, timeout_ms=300)
+    assert result.reason is StreamEnd.CONNECTION_LOST
+    (outcome,) = outcomes
+    assert outcome.status is DeliveryStatus.RETRY
+    assert "timed out after 0.3 s waiting for the reply to RCPT TO" in outcome.text
 
 
 def test_garbage_reply_is_a_protocol_error() -> None:
-    async def main() -> None:
-        async with FaultServer(faults={("MAIL", 1): "garbage"}) as server:
-            result, outcomes = await stream_all(server.port, 2, timeout_ms=30_000)
-        assert result.reason is StreamEnd.CONNECTION_LOST
-        assert isinstance(result.error, TransientSMTPError)
-        assert isinstance(result.error.__cause__, MalformedReplyError)
-        assert "not an SMTP reply" in result.error.reply
-        assert outcomes[0].status is DeliveryStatus.RETRY
-
-    run(main())
+    result, outcomes, _ = faulty_stream(2, {("MAIL", 1): "garbage"}, timeout_ms=30_000)
+    assert result.reason is StreamEnd.CONNECTION_LOST
+    assert isinstance(result.error, TransientSMTPError)
+    assert isinstance(result.error.__cause__, MalformedReplyError)
+    assert "not an SMTP reply" in result.error.reply
+    assert outcomes[0].status is DeliveryStatus.RETRY
 
 
 def test_every_message_in_flight_gets_exactly_one_outcome_on_a_drop() -> None:

@@ -113,6 +113,13 @@ class Tour:
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_url(self.served.url + "/")
 
+    def address_each_row(self, subject: str) -> None:
+        """On the export form: through ``local``, to each row's ``email``, with ``subject``."""
+        page = self.page
+        page.locator("#f-connection").select_option("local")
+        page.locator("#f-to").fill("{{ email }}")
+        page.locator("#f-subject").fill(subject)
+
 
 @pytest.fixture
 def tour(chromium: object, served: Served) -> Iterator[Tour]:
@@ -208,9 +215,7 @@ def test_export_flow_to_the_local_inbox(tour: Tour, tmp_path: Path) -> None:
     tour.snap("12-exports")
     page.locator("#new-export").click()
     page.locator("#f-file").set_input_files(str(data))
-    page.locator("#f-connection").select_option("local")
-    page.locator("#f-to").fill("{{ email }}")
-    page.locator("#f-subject").fill("Your {{ plan }} plan, {{ name }}")
+    tour.address_each_row("Your {{ plan }} plan, {{ name }}")
     page.locator("#f-body").fill("Hello {{ name }},\nyour plan is {{ plan }}.\n")
     tour.snap("13-new-export")
     page.locator("#preview").click()
@@ -343,9 +348,7 @@ def test_export_flow_with_an_html_body_and_an_inline_logo(tour: Tour, tmp_path: 
     page.goto(tour.served.url + "/exports/new")
     page.locator("#f-file").set_input_files(str(data))
     page.locator("#f-files").set_input_files([str(logo), str(invoice)])
-    page.locator("#f-connection").select_option("local")
-    page.locator("#f-to").fill("{{ email }}")
-    page.locator("#f-subject").fill("Invoice for {{ name }}")
+    tour.address_each_row("Invoice for {{ name }}")
     page.locator("#html-bodies > summary").click()
     page.locator("#f-html_body").fill(
         '<h1>Invoice</h1><p>Dear {{ name }},</p><p><img src="cid:logo" alt="Logo"></p>'
