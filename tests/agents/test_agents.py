@@ -372,7 +372,8 @@ def test_max_errors_counts_the_whole_run_across_three_workers_and_resume_goes_on
         cluster, monkeypatch, faults={**refusals, ("MAIL", "*"): "delay:0.02"}
     ) as server:
         for _ in range(3):
-            cluster.start_worker()
+            # One chunk of 4 rows per task: no chunk merged into another can reach the budget.
+            cluster.start_worker(MAILCONDUIT_AGENT_CHAIN_SECONDS="0.001")
         cluster.wait_live(3)
         run_id = detach(source, max_errors=budget)
         wait_for(lambda: run_status(run_id) != "running", what="the run to pause")
@@ -490,12 +491,18 @@ def test_a_task_goes_on_with_the_runs_next_chunks_through_its_sessions(
             chunks = store.chunks(run_id)
         finally:
             store.close()
-        assert len(chunks) == 6 and {c.state for c in chunks} == {"done"}
+        assert {c.state for c in chunks} == {"done"}
+        ranges = sorted((c.first_row, c.last_row) for c in chunks)
+        assert [r for a, b in ranges for r in range(a, b + 1)] == list(range(1, 31)), ranges
         owners = {c.owner for c in chunks}
         sessions = {m.session for m in server.messages}
         if chain_seconds == "60":
             assert len(owners) == 1, owners
             assert len(sessions) <= 2, sessions
+            # Chunks no worker had tried were merged into the one claimed after the first
+            # (a half of the rows still queued at most), then smaller ones towards the end.
+            assert len(chunks) < 6 and max(b - a + 1 for a, b in ranges) == 10, ranges
         else:
+            assert len(chunks) == 6, ranges
             assert len(owners) == 6, owners
             assert len(sessions) >= 6, sessions

@@ -292,13 +292,17 @@ class _Chain:
         try:
             next_claim: ChunkClaim | None = claim
             while next_claim is not None:
+                began = time.monotonic()
                 outcome, ended_well = await self._one(self._claimed(next_claim))
                 outcomes.append(f"chunk {next_claim.chunk} {outcome}")
                 if not ended_well or time.monotonic() - started >= self.settings.chain_seconds:
                     break
+                rows = next_claim.last_row - next_claim.first_row + 1
+                rate = rows / max(time.monotonic() - began, 0.001)
                 next_claim = self.store.claim_next(
-                    self.run_id, owner=self.owner, ttl=self.settings.lease_seconds
-                )
+                    self.run_id, owner=self.owner, ttl=self.settings.lease_seconds,
+                    max_rows=int(rate * self.settings.chunk_seconds), workers=self._workers(),
+                )  # fmt: skip
         finally:
             try:
                 await self._ended()
@@ -306,6 +310,15 @@ class _Chain:
                 self._ender.shutdown(wait=True)
                 await self._close_idle()
         return outcomes
+
+    def _workers(self) -> int:
+        """Chunks the agent's live workers send at once (1 when it cannot be told)."""
+        run = self._run
+        if run is None:
+            return 1
+        live = [w for w in self.store.workers(run.agent)
+                if not w.stopped and w.heartbeat_age <= self.settings.dead_after]  # fmt: skip
+        return max(1, sum(w.concurrency for w in live))
 
     async def _ended(self) -> None:
         """Wait for the last chunk's end to be written (its errors are raised here)."""

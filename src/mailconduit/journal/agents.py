@@ -453,17 +453,60 @@ class AgentStore:
         )
         return self._claimed(run_id, owner, rows)
 
-    def claim_next(self, run_id: str, *, owner: str, ttl: float) -> ChunkClaim | None:
+    def claim_next(
+        self, run_id: str, *, owner: str, ttl: float, max_rows: int = 0, workers: int = 1
+    ) -> ChunkClaim | None:
         """Lease the run's first queued chunk to ``owner`` (a worker that has just ended a
         chunk goes on with the next one, its task message then finds it taken); None when
-        no chunk is queued or the run was asked to stop."""
-        rows = self._query(
-            self._CLAIM_SET + "AND c.state = 'queued' AND c.chunk = (SELECT q.chunk FROM "
-            "agent_chunks q WHERE q.run_id = %s AND q.state = 'queued' ORDER BY q.chunk "
-            "LIMIT 1 FOR UPDATE SKIP LOCKED) " + self._CLAIM_RETURNING,
-            (owner, float(ttl), run_id, run_id),
-        )
-        return self._claimed(run_id, owner, rows)
+        no chunk is queued or the run was asked to stop.
+
+        With ``max_rows``, the queued chunks right after it that no worker has tried yet are
+        merged into it while the whole holds at most ``max_rows`` rows and at most a half of
+        an even share of the rows still queued among ``workers`` (guided self-scheduling: the
+        chunks taken shrink as the run nears its end, so the workers end together). Their
+        own task messages then find no chunk and return.
+        """
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            queued = cur.execute(
+                "SELECT c.chunk, c.first_row, c.last_row, c.first_seq, c.last_seq, c.attempts "
+                "FROM agent_chunks c JOIN agent_runs r ON r.run_id = c.run_id "
+                "WHERE c.run_id = %s AND c.state = 'queued' AND r.stop_reason = '' "
+                "ORDER BY c.chunk FOR UPDATE OF c SKIP LOCKED",
+                (run_id,),
+            ).fetchall()
+            if not queued:
+                return None
+            first = queued[0]
+            left = sum(int(q[2]) - int(q[1]) + 1 for q in queued)
+            most = min(max_rows, -(-left // (2 * max(1, workers))))
+            last, rows, merged = first, int(first[2]) - int(first[1]) + 1, []
+            for q in queued[1:]:
+                size = int(q[2]) - int(q[1]) + 1
+                contiguous = int(q[1]) == int(last[2]) + 1 and int(q[3]) == int(last[4]) + 1
+                if not contiguous or int(q[5]) or rows + size > most:
+                    break
+                merged.append(int(q[0]))
+                last, rows = q, rows + size
+            if merged:
+                cur.execute(
+                    "DELETE FROM agent_chunks WHERE run_id = %s AND chunk = ANY(%s)",
+                    (run_id, merged),
+                )
+                cur.execute(
+                    "UPDATE agent_chunks SET last_row = %s, last_seq = %s "
+                    "WHERE run_id = %s AND chunk = %s",
+                    (last[2], last[4], run_id, first[0]),
+                )
+                cur.execute(
+                    "UPDATE agent_runs SET chunks = chunks - %s WHERE run_id = %s",
+                    (len(merged), run_id),
+                )
+            claimed = cur.execute(
+                self._CLAIM_SET + "AND c.chunk = %s AND c.state = 'queued' "
+                + self._CLAIM_RETURNING,
+                (owner, float(ttl), run_id, first[0]),
+            ).fetchall()
+        return self._claimed(run_id, owner, claimed)
 
     @staticmethod
     def _claimed(run_id: str, owner: str, rows: list[Any]) -> ChunkClaim | None:
