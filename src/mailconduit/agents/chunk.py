@@ -259,12 +259,19 @@ class _Chain:
 
     A chunk that ends well (finished, lease held, no stop asked) is followed by the run's
     first queued chunk, claimed here, for as long as the task is younger than
-    ``chain_seconds``; its own task message, delivered later, finds it taken and returns.
-    Sessions a chunk's stream ended with (open, nothing in flight) serve the next chunk.
-    Measured on loopback (bench/RESULTS.md): a chunk of 1,000 rows takes a fifth of a second,
-    and one chunk per task left ~75 ms between chunks (the broker's round trip, a new event
-    loop, new sessions), ~50 ms with the chain. Two chains side by side, each with half the
-    sessions, were tried: more CPU per row, slower.
+    ``chain_seconds``; the untried chunks after it are merged into it (see
+    :meth:`AgentStore.claim_next`: at most a half of an even share of the rows left, and what
+    this worker sends in ``chunk_seconds`` at the rate it just measured). Their own task
+    messages, delivered later, find them taken or gone and return. Sessions a chunk's stream
+    ended with (open, nothing in flight) serve the next chunk; a chunk's end is written by a
+    thread while the next one starts.
+
+    Measured on loopback (bench/RESULTS.md): a chunk of 1,000 rows takes a fifth of a second;
+    one chunk per task left ~75 ms between chunks (the broker's round trip, a new event loop,
+    new sessions, the journal's reads and writes in series), ~40 ms with the chain, and
+    merging cuts how many boundaries there are (50 chunks sent as ~8). Tried and dropped: two
+    chains side by side with half the sessions each (more CPU per row, slower), and a chunk's
+    last writes overlapping the next chunk's start (no difference measured).
     """
 
     #: Sessions kept between chunks, at most.
