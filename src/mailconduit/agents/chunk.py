@@ -43,6 +43,8 @@ from mailconduit.journal.agents import (
     FrozenRun,
     RunStop,
     held_briefly,
+    live_workers,
+    sending_slots,
 )
 from mailconduit.smtp import SMTPSession
 
@@ -323,9 +325,7 @@ class _Chain:
         run = self._run
         if run is None:
             return 1
-        live = [w for w in self.store.workers(run.agent)
-                if not w.stopped and w.heartbeat_age <= self.settings.dead_after]  # fmt: skip
-        return max(1, sum(w.concurrency for w in live))
+        return sending_slots(live_workers(self.store.workers(run.agent), self.settings.dead_after))
 
     async def _ended(self) -> None:
         """Wait for the last chunk's end to be written (its errors are raised here)."""

@@ -33,7 +33,14 @@ from mailconduit.delivery.report import ExportReport, report_from_journal, write
 from mailconduit.delivery.runner import CANCELLED
 from mailconduit.errors import ConfigError, FieldError
 from mailconduit.journal import Journal, RunInfo, RunStatus
-from mailconduit.journal.agents import RUNNING, AgentStore, FrozenRun, WorkerInfo
+from mailconduit.journal.agents import (
+    RUNNING,
+    AgentStore,
+    FrozenRun,
+    WorkerInfo,
+    live_workers,
+    sending_slots,
+)
 
 __all__ = [
     "AgentSummary",
@@ -62,15 +69,11 @@ def is_celery(conn: Connection) -> bool:
     return conn.implementation_type is ImplementationType.CELERY
 
 
-def _live(workers: list[WorkerInfo], settings: AgentSettings) -> list[WorkerInfo]:
-    return [w for w in workers if not w.stopped and w.heartbeat_age <= settings.dead_after]
-
-
 def _check_agent(
     store: AgentStore, settings: AgentSettings, agent: str, *, queue: bool
 ) -> list[WorkerInfo]:
     """The agent's live workers; refused when it has none, unless the run may wait."""
-    live = _live(store.workers(agent), settings)
+    live = live_workers(store.workers(agent), settings.dead_after)
     if queue or live:
         return live
     raise ConfigError.for_fields(
@@ -160,7 +163,7 @@ def start(
     finally:
         store.close()
     # Chunks sent at once: the last chunks shrink so that these end together.
-    workers = max(1, sum(w.concurrency for w in live))
+    workers = sending_slots(live)
     # Celery's import and the broker connection take a second: made while the input is read.
     warm = threading.Thread(target=warm_up, args=(settings,), name="broker-warm-up", daemon=True)
     warm.start()
@@ -499,7 +502,7 @@ def list_agents() -> list[AgentSummary]:
         out.append(
             AgentSummary(
                 name=name,
-                workers=tuple(_live(mine, settings)),
+                workers=tuple(live_workers(mine, settings.dead_after)),
                 queued=counts.get(name, {}).get("queued", 0),
                 running=counts.get(name, {}).get("running", 0),
                 last_seen=min(ages) if ages else None,

@@ -19,7 +19,7 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -208,7 +208,7 @@ def freeze(
     ordered: Iterator[tuple[Row, list[Row] | None]]
     if spec.mode is ExportMode.ROW:
         # Row by row, in the source's order: nothing to hold in memory.
-        ordered = ((row, [row] if row.problem is None else None) for row in rows)
+        ordered = _row_units(rows)
 
         def chunks(count: int) -> list[ChunkPlan]:
             return _row_chunks(count, chunk_rows, workers)
@@ -255,6 +255,11 @@ def chunk_sizes(total: int, chunk_rows: int, workers: int) -> list[int]:
     return sizes
 
 
+def _row_units(rows: Iterable[Row]) -> Iterator[tuple[Row, list[Row] | None]]:
+    """Row mode: each row leads its own message (none for a row with a bad cell)."""
+    return ((row, [row] if row.problem is None else None) for row in rows)
+
+
 def _row_chunks(count: int, chunk_rows: int, workers: int) -> list[ChunkPlan]:
     """Row mode: one message a row, so rows and messages share their positions."""
     chunks = []
@@ -271,8 +276,7 @@ def _plan(
     """Rows in frozen order, each with the rows of the message it leads (None when it leads
     none), and the chunks: row ranges, a group never split, table mode one chunk."""
     if spec.mode is ExportMode.ROW:
-        ordered = [(row, [row] if row.problem is None else None) for row in rows]
-        return ordered, _row_chunks(len(rows), chunk_rows, workers)
+        return list(_row_units(rows)), _row_chunks(len(rows), chunk_rows, workers)
     good = [row for row in rows if row.problem is None]
     bad = [row for row in rows if row.problem is not None]
     if spec.mode is ExportMode.TABLE:

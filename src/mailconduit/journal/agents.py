@@ -29,7 +29,9 @@ __all__ = [
     "FrozenRun",
     "RunStop",
     "WorkerInfo",
+    "live_workers",
     "require_shared_journal",
+    "sending_slots",
 ]
 
 #: Chunk states. ``queued``: waiting for a worker; ``running``: leased; the rest are final
@@ -257,6 +259,16 @@ class WorkerInfo:
     started_at: float
     heartbeat_age: float
     stopped: bool
+
+
+def live_workers(workers: Iterable[WorkerInfo], dead_after: float) -> list[WorkerInfo]:
+    """The workers not stopped whose last heartbeat is at most ``dead_after`` seconds old."""
+    return [w for w in workers if not w.stopped and w.heartbeat_age <= dead_after]
+
+
+def sending_slots(live: Iterable[WorkerInfo]) -> int:
+    """How many chunks ``live`` workers send at once (1 at least: a run waiting for one)."""
+    return max(1, sum(w.concurrency for w in live))
 
 
 class AgentStore:
